@@ -1,0 +1,55 @@
+// Bundles the CLI into dist/leafgate.mjs. Native addons cannot be bundled: they stay
+// external and dist/package.json names them so `npm install` in dist/ fetches them.
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { build } from "esbuild";
+
+const NATIVE_ADDONS = ["better-sqlite3", "serialport"];
+
+const pkg = JSON.parse(await readFile(new URL("./package.json", import.meta.url), "utf8"));
+const outdir = new URL("./dist/", import.meta.url);
+await rm(outdir, { recursive: true, force: true });
+await mkdir(outdir, { recursive: true });
+
+await build({
+  entryPoints: ["src/cli.ts"],
+  outfile: "dist/leafgate.mjs",
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "esm",
+  minify: true,
+  sourcemap: "linked",
+  legalComments: "none",
+  external: NATIVE_ADDONS,
+  define: { LEAFGATE_VERSION: JSON.stringify(pkg.version) },
+  // ESM output still meets CommonJS dependencies that call require().
+  banner: {
+    js: "#!/usr/bin/env node\nimport { createRequire as __lgCreateRequire } from 'node:module'; const require = __lgCreateRequire(import.meta.url);",
+  },
+  logLevel: "warning",
+});
+
+const dependencies = Object.fromEntries(
+  NATIVE_ADDONS.filter((name) => pkg.dependencies?.[name]).map((name) => [
+    name,
+    pkg.dependencies[name],
+  ]),
+);
+await writeFile(
+  new URL("package.json", outdir),
+  `${JSON.stringify(
+    {
+      name: "leafgate",
+      version: pkg.version,
+      type: "module",
+      bin: { leafgate: "leafgate.mjs" },
+      engines: pkg.engines,
+      dependencies,
+    },
+    null,
+    2,
+  )}\n`,
+);
+
+const { size } = await stat(new URL("leafgate.mjs", outdir));
+console.log(`dist/leafgate.mjs ${(size / 1024).toFixed(0)} KiB`);

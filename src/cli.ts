@@ -1,0 +1,186 @@
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
+import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
+import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
+import { createLogger } from "./observe/index.js";
+
+declare const LEAFGATE_VERSION: string | undefined;
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration. */
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+const HELP: Record<string, string> = {
+  main: `leafgate - edge gateway: MQTT in, SQLite store-and-forward, NATS hub out
+
+Usage: leafgate <command> [options]
+
+Commands:
+  run       start the gateway
+  check     validate a configuration and print the effective settings
+  version   print the version
+
+Run 'leafgate <command> --help' for a command's options.
+`,
+  run: `Usage: leafgate run [-c FILE]
+
+Starts the gateway. Without -c it runs on the built-in defaults: MQTT on
+127.0.0.1:1883, data in ./data, hub nats://127.0.0.1:4222. LEAFGATE_* environment
+variables override any setting (LEAFGATE_UPSTREAM_SERVERS=nats://hub:4222).
+SIGINT/SIGTERM stop it gracefully; a second signal exits at once.
+
+Options:
+  -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
+  -h, --help          show this help
+`,
+  check: `Usage: leafgate check [-c FILE]
+
+Validates the configuration (file, defaults and LEAFGATE_* overrides) and prints
+the effective settings with secrets masked. Exits 2 when it is invalid.
+
+Options:
+  -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
+  -h, --help          show this help
+`,
+  version: `Usage: leafgate version
+
+Prints the leafgate version.
+`,
+};
+
+function version(): string {
+  if (typeof LEAFGATE_VERSION === "string") return LEAFGATE_VERSION;
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  return pkg.version as string;
+}
+
+function parse(args: string[]): { config?: string; help: boolean } {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  return { config: values.config, help: values.help ?? false };
+}
+
+function load(file: string | undefined): LeafgateConfig {
+  return loadConfig({
+    file: file ?? process.env.LEAFGATE_CONFIG,
+    env: process.env,
+    hostname: hostname(),
+  });
+}
+
+async function run(file: string | undefined): Promise<number> {
+  const config = load(file);
+  const log = createLogger({ level: config.log.level });
+  log.info(
+    { version: version(), gateway: config.gateway.id, config: file ?? "built-in defaults" },
+    "leafgate starting",
+  );
+  const gateway = new Gateway({ config, log });
+  const exitCode = installShutdown(gateway, log);
+  const startedAt = performance.now();
+  try {
+    await gateway.start();
+  } catch (err) {
+    log.error({ err }, `cannot start: ${errorMessage(err)}`);
+    return EXIT_FAILURE;
+  }
+  log.info({ startupMs: Math.round(performance.now() - startedAt) }, "ready");
+  return exitCode;
+}
+
+/**
+ * One handler for SIGINT/SIGTERM and for errors nobody caught: stop gracefully within
+ * the deadline, then exit. A second signal exits at once with 1.
+ */
+function installShutdown(gateway: Gateway, log: Logger): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const shutdown = (why: string, code: number): void => {
+      if (stopping) {
+        log.warn({ why }, "second signal: exiting now");
+        process.exit(EXIT_FAILURE);
+      }
+      stopping = true;
+      log.info({ why }, "stopping");
+      const force = setTimeout(() => {
+        log.error({ deadlineMs: STOP_DEADLINE_MS + 1000 }, "shutdown deadline passed; exiting");
+        process.exit(EXIT_FAILURE);
+      }, STOP_DEADLINE_MS + 1000);
+      force.unref();
+      gateway
+        .stop()
+        .catch((err: unknown) => log.error({ err }, "shutdown failed"))
+        .finally(() => {
+          clearTimeout(force);
+          resolve(code);
+        });
+    };
+    process.on("SIGINT", () => shutdown("SIGINT", 0));
+    process.on("SIGTERM", () => shutdown("SIGTERM", 0));
+    process.on("uncaughtException", (err) => {
+      log.error({ err }, "uncaught exception");
+      shutdown("uncaughtException", EXIT_FAILURE);
+    });
+    process.on("unhandledRejection", (err) => {
+      log.error({ err }, "unhandled rejection");
+      shutdown("unhandledRejection", EXIT_FAILURE);
+    });
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+    process.stdout.write(HELP.main!);
+    return command === undefined ? EXIT_USAGE : 0;
+  }
+  const help = HELP[command];
+  if (help === undefined || command === "main") {
+    process.stderr.write(`leafgate: unknown command "${command}"\n\n${HELP.main}`);
+    return EXIT_USAGE;
+  }
+  const options = parse(rest);
+  if (options.help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  switch (command) {
+    case "version":
+      process.stdout.write(`leafgate ${version()} (node ${process.version})\n`);
+      return 0;
+    case "check":
+      process.stdout.write(formatConfig(load(options.config)));
+      return 0;
+    default:
+      return run(options.config);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`leafgate: ${err.message}\n`);
+      process.exitCode = EXIT_USAGE;
+    } else if (
+      err instanceof LeafgateError ||
+      (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+    ) {
+      process.stderr.write(`leafgate: ${errorMessage(err)}\n`);
+      process.exitCode = err instanceof LeafgateError ? EXIT_FAILURE : EXIT_USAGE;
+    } else {
+      process.stderr.write(`leafgate: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = EXIT_FAILURE;
+    }
+  },
+);

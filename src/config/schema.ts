@@ -1,0 +1,446 @@
+import * as path from "node:path";
+import { isValidPattern, isValidSubject, isValidToken } from "../core/subject.js";
+
+/** One MQTT (or HTTP-like) listen address. `port: 0` picks a free port. */
+export interface ListenerConfig {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** TLS material as absolute file paths. */
+export interface TlsFilesConfig {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+/**
+ * The validated, resolved configuration: every default filled in, durations in ms
+ * (except `mqtt.max_keepalive`, in seconds), sizes in bytes, paths absolute,
+ * `{gateway}` substituted. Deep-frozen by `loadConfig`.
+ */
+export interface LeafgateConfig {
+  readonly gateway: { readonly id: string; readonly data_dir: string };
+  readonly mqtt: {
+    readonly listeners: readonly ListenerConfig[];
+    /** Resolved: when unset in the file, true only if every listener is loopback. */
+    readonly allow_anonymous: boolean;
+    readonly max_keepalive: number; // seconds (default 60)
+    readonly connect_timeout: number; // ms (default 10s) for a socket that never sends CONNECT
+    readonly max_packet_size: number; // bytes (default 1MB)
+  };
+  readonly upstream: {
+    readonly servers: readonly string[]; // default ["nats://127.0.0.1:4222"]
+    readonly mode: "jetstream" | "core"; // default jetstream
+    readonly stream: string | null; // default null = find the stream that captures the prefix
+    readonly prefix: string; // default "edge.{gateway}"; resolved: {gateway} replaced
+    readonly export: readonly string[]; // default [">"]; resolved: {gateway} replaced
+    readonly import: readonly string[]; // default ["cmd.{gateway}.>"]; resolved: {gateway} replaced
+    readonly user?: string;
+    readonly password?: string;
+    readonly token?: string;
+    readonly credentials?: string; // a path
+    readonly nkey_seed?: string;
+    readonly tls?: TlsFilesConfig;
+    readonly max_in_flight: number; // default 4096, 1..100000
+    readonly ack_timeout: number; // ms, default 10s
+    readonly reconnect_delay_max: number; // ms, default 2s
+  };
+  readonly buffer: {
+    readonly durability: "normal" | "fsync"; // default normal
+    readonly commit_interval: number; // ms, default 0 (= next event-loop turn), max 1000
+    readonly commit_max_rows: number; // default 2000
+  };
+  readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly log: { readonly level: "debug" | "info" | "warn" | "error" };
+}
+
+/** A rule on a string beyond "non-empty"; `mask` hides its secret part when printed. */
+interface StringRule {
+  readonly expected: string;
+  readonly test: (s: string) => boolean;
+  readonly mask?: (s: string) => string;
+}
+
+interface NodeBase {
+  /** In the file's form (`"10s"`, `"1MB"`), so it goes through the same parser as user input. */
+  readonly default?: unknown;
+  readonly nullable?: boolean;
+  readonly secret?: boolean;
+}
+
+export type Node = NodeBase &
+  (
+    | { readonly kind: "string"; readonly rule?: StringRule }
+    | { readonly kind: "int"; readonly min: number; readonly max: number }
+    | { readonly kind: "bool" }
+    | { readonly kind: "enum"; readonly values: readonly string[] }
+    | { readonly kind: "duration"; readonly min?: number; readonly max?: number }
+    | { readonly kind: "size"; readonly min: number; readonly max: number }
+    | { readonly kind: "path" }
+    | { readonly kind: "list"; readonly of: Node; readonly minItems?: number }
+    | {
+        readonly kind: "object";
+        readonly fields: Readonly<Record<string, Node>>;
+        /** Absent stays absent instead of becoming an object of defaults. */
+        readonly optional?: boolean;
+      }
+  );
+
+const MS_PER_UNIT = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
+// biome-ignore format: a table
+const BYTES_PER_UNIT: Readonly<Record<string, number>> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i;
+/** Largest MQTT packet: 268,435,455 bytes of remaining length (MQTT 3.1.1 §2.2.3) + 5 of header. */
+const MQTT_MAX_PACKET_BYTES = 268_435_460;
+/** Group commit must stay short: a QoS 1 PUBACK waits for it. */
+const COMMIT_INTERVAL_MAX_MS = 1000;
+const PORT_MAX = 65_535;
+
+/** `250ms`, `10s`, `5m`, `2h`, `7d`, or a number of seconds → milliseconds. */
+function parseDuration(v: unknown): number | undefined {
+  if (typeof v !== "number" && typeof v !== "string") return undefined;
+  const m = DURATION.exec(String(v).trim());
+  const unit = (m?.[2] ?? "s") as keyof typeof MS_PER_UNIT;
+  return m ? Math.round(Number(m[1]) * MS_PER_UNIT[unit]) : undefined;
+}
+
+/** Milliseconds → the largest whole unit (`10s`, `250ms`, `7d`). */
+function formatDuration(ms: number): string {
+  if (ms === 0) return "0s";
+  for (const unit of ["d", "h", "m", "s"] as const) {
+    if (ms % MS_PER_UNIT[unit] === 0) return `${ms / MS_PER_UNIT[unit]}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** `512KiB`, `1MB`, `1GB` (decimal KB/MB/GB, binary KiB/MiB/GiB) or an integer → bytes. */
+function parseSize(v: unknown): number | undefined {
+  if (typeof v !== "number" && typeof v !== "string") return undefined;
+  const m = SIZE.exec(String(v).trim());
+  if (!m || (m[2] === undefined && m[1]!.includes("."))) return undefined;
+  return Math.round(Number(m[1]) * BYTES_PER_UNIT[(m[2] ?? "b").toLowerCase()]!);
+}
+
+const NATS_URL =
+  /^(?:nats|tls):\/\/(?:[^@/\s]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d+))?\/?$/;
+
+/** `user:pass@` keeps the user; a bare `token@` is all secret. */
+function maskUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/)([^@/\s]+)@/, (_, scheme: string, info: string) => {
+    const colon = info.indexOf(":");
+    return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:***` : "***"}@`;
+  });
+}
+
+const SERVER_URL: StringRule = {
+  expected: "nats://host:port",
+  test: (s) => {
+    const port = NATS_URL.exec(s)?.[1];
+    return NATS_URL.test(s) && (port === undefined || (+port >= 1 && +port <= PORT_MAX));
+  },
+  mask: maskUrl,
+};
+const TOKEN: StringRule = {
+  expected: 'one subject token (no ".", "*", ">" or whitespace)',
+  test: isValidToken,
+};
+const PATTERN: StringRule = { expected: "a NATS subject pattern", test: isValidPattern };
+const SUBJECT: StringRule = { expected: "a subject without wildcards", test: isValidSubject };
+
+/** One subject token from a host name: `pi.local` → `pi-local`. */
+const sanitizeId = (hostname: string): string => hostname.replace(/[.\s*>]/g, "-");
+
+const str = (o: NodeBase & { rule?: StringRule } = {}): Node => ({ kind: "string", ...o });
+const int = (min: number, max: number, d: number): Node => ({ kind: "int", min, max, default: d });
+const obj = (fields: Record<string, Node>, optional = false): Node => ({
+  kind: "object",
+  fields,
+  optional,
+});
+const list = (of: Node, d: unknown[], minItems = 0): Node => ({
+  kind: "list",
+  of,
+  default: d,
+  minItems,
+});
+
+const LISTENER = obj({ host: str({ default: "127.0.0.1" }), port: int(0, PORT_MAX, 1883) });
+
+/** Every key leafgate reads; the YAML shape in DESIGN.md is a contract. */
+export const CONFIG_SCHEMA: Node = obj({
+  gateway: obj({
+    id: str({ rule: TOKEN, default: (d: ResolveContext["defaults"]) => sanitizeId(d.hostname) }),
+    data_dir: { kind: "path", default: "data" },
+  }),
+  mqtt: obj({
+    listeners: list(LISTENER, [{}]), // one listener, all defaults
+    // MQTT carries keep-alive as a 16-bit number of seconds (MQTT 3.1.1 §3.1.2.10).
+    // Unset: allowed only when every listener is on loopback (secure by default).
+    allow_anonymous: { kind: "bool", nullable: true, default: null },
+    max_keepalive: int(0, PORT_MAX, 60),
+    connect_timeout: { kind: "duration", min: 1, default: "10s" },
+    max_packet_size: { kind: "size", min: 1, max: MQTT_MAX_PACKET_BYTES, default: "1MB" },
+  }),
+  upstream: obj({
+    servers: list(str({ rule: SERVER_URL }), ["nats://127.0.0.1:4222"], 1),
+    mode: { kind: "enum", values: ["jetstream", "core"], default: "jetstream" },
+    stream: str({
+      rule: { ...TOKEN, expected: `a stream name: ${TOKEN.expected}` },
+      nullable: true,
+      default: null,
+    }),
+    prefix: str({ rule: SUBJECT, default: "edge.{gateway}" }),
+    export: list(str({ rule: PATTERN }), [">"]),
+    import: list(str({ rule: PATTERN }), ["cmd.{gateway}.>"]),
+    user: str(),
+    password: str({ secret: true }),
+    token: str({ secret: true }),
+    credentials: { kind: "path" },
+    nkey_seed: str({ secret: true }),
+    tls: obj({ ca: { kind: "path" }, cert: { kind: "path" }, key: { kind: "path" } }, true),
+    max_in_flight: int(1, 100_000, 4096),
+    ack_timeout: { kind: "duration", min: 1, default: "10s" },
+    reconnect_delay_max: { kind: "duration", default: "2s" },
+  }),
+  buffer: obj({
+    durability: { kind: "enum", values: ["normal", "fsync"], default: "normal" },
+    // 0 = commit on the next event-loop turn.
+    commit_interval: { kind: "duration", max: COMMIT_INTERVAL_MAX_MS, default: 0 },
+    commit_max_rows: int(1, 1_000_000, 2000),
+  }),
+  http: obj({
+    enabled: { kind: "bool", default: true },
+    host: str({ default: "127.0.0.1" }),
+    port: int(0, PORT_MAX, 8222),
+  }),
+  log: obj({
+    level: { kind: "enum", values: ["debug", "info", "warn", "error"], default: "info" },
+  }),
+});
+
+/** How resolution reports and places things; load.ts knows where each value came from. */
+export interface ResolveContext {
+  /** What a default may depend on. */
+  readonly defaults: { readonly hostname: string };
+  readonly problems: string[];
+  /** The name a problem at `at` is reported under (a path, or the env variable that set it). */
+  readonly label: (at: string) => string;
+  /** The directory a relative path at `at` is resolved against. */
+  readonly baseDir: (at: string, fromDefault: boolean) => string;
+}
+
+/** True for hosts only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export function isMapping(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const join = (at: string, key: string): string => (at === "" ? key : `${at}.${key}`);
+
+function show(v: unknown, node: Node): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return v.length === 0 ? "an empty list" : "a list";
+  if (typeof v === "object") return "a mapping";
+  if (node.secret) return `a ${typeof v}`;
+  if (typeof v === "string") {
+    return JSON.stringify(node.kind === "string" && node.rule?.mask ? node.rule.mask(v) : v);
+  }
+  return String(v);
+}
+
+const EXPECTED: { [K in Node["kind"]]: (node: Extract<Node, { kind: K }>) => string } = {
+  string: (n) => n.rule?.expected ?? "a non-empty string",
+  int: (n) => `an integer from ${n.min} to ${n.max}`,
+  bool: () => "true or false",
+  enum: (n) => `one of ${n.values.join(", ")}`,
+  duration: () => "a duration like 250ms, 10s, 5m, 2h, 7d (or a number of seconds)",
+  size: () => "a size like 512KiB, 1MB, 1GB (or a number of bytes)",
+  path: () => "a path",
+  list: () => "a list",
+  object: () => "a mapping",
+};
+const expectedOf = (node: Node): string => (EXPECTED[node.kind] as (n: Node) => string)(node);
+
+function rangeOf(min: number | undefined, max: number | undefined, unit: (n: number) => string) {
+  if (min !== undefined && max !== undefined) return `from ${unit(min)} to ${unit(max)}`;
+  return min !== undefined ? `of at least ${unit(min)}` : `of at most ${unit(max ?? 0)}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** Suggests the closest key within 2 edits, else lists every allowed key. */
+function unknownKey(key: string, allowed: readonly string[]): string {
+  const ranked = allowed.map((k) => ({ k, d: editDistance(key, k) })).sort((x, y) => x.d - y.d);
+  const best = ranked[0];
+  return best && best.d <= 2
+    ? `unknown key (did you mean "${best.k}"?)`
+    : `unknown key (expected one of ${allowed.join(", ")})`;
+}
+
+/**
+ * Checks `raw` against `node` and returns the resolved value. Every problem is pushed
+ * onto `cx.problems`; the value returned alongside problems is partial.
+ * `null` means "not set" except for nullable keys.
+ */
+export function resolveNode(
+  node: Node,
+  raw: unknown,
+  at: string,
+  cx: ResolveContext,
+  fromDefault = false,
+): unknown {
+  if (raw === null && node.nullable) return null;
+  if (raw === undefined || raw === null) {
+    const d = typeof node.default === "function" ? node.default(cx.defaults) : node.default;
+    if (d !== undefined) return resolveNode(node, d, at, cx, true);
+    return node.kind === "object" && !node.optional
+      ? resolveNode(node, {}, at, cx, true)
+      : undefined;
+  }
+  const fail = (expected = expectedOf(node)): undefined => {
+    cx.problems.push(`${cx.label(at)}: expected ${expected}, got ${show(raw, node)}`);
+    return undefined;
+  };
+  switch (node.kind) {
+    case "string": {
+      const ok = typeof raw === "string" && raw.length > 0 && (node.rule?.test(raw) ?? true);
+      return ok ? raw : fail();
+    }
+    case "int":
+      return typeof raw === "number" && Number.isInteger(raw) && raw >= node.min && raw <= node.max
+        ? raw
+        : fail();
+    case "bool":
+      return typeof raw === "boolean" ? raw : fail();
+    case "enum":
+      return typeof raw === "string" && node.values.includes(raw) ? raw : fail();
+    case "duration": {
+      const ms = parseDuration(raw);
+      if (ms === undefined) return fail();
+      const { min, max } = node;
+      if ((min !== undefined && ms < min) || (max !== undefined && ms > max)) {
+        return fail(`a duration ${rangeOf(min, max, formatDuration)}`);
+      }
+      return ms;
+    }
+    case "size": {
+      const bytes = parseSize(raw);
+      if (bytes === undefined) return fail();
+      if (bytes < node.min || bytes > node.max) {
+        return fail(`a size ${rangeOf(node.min, node.max, String)} bytes`);
+      }
+      return bytes;
+    }
+    case "path":
+      return typeof raw === "string" && raw.length > 0
+        ? path.resolve(cx.baseDir(at, fromDefault), raw)
+        : fail();
+    case "list": {
+      if (!Array.isArray(raw)) return fail();
+      if (raw.length < (node.minItems ?? 0)) return fail(`at least ${node.minItems} entry`);
+      return raw.map((item: unknown, i) => {
+        const itemAt = `${at}[${i}]`;
+        if (item !== null && item !== undefined)
+          return resolveNode(node.of, item, itemAt, cx, fromDefault);
+        cx.problems.push(`${cx.label(itemAt)}: expected ${expectedOf(node.of)}, got null`);
+        return undefined;
+      });
+    }
+    case "object": {
+      if (!isMapping(raw)) return fail();
+      const allowed = Object.keys(node.fields);
+      const out: Record<string, unknown> = {};
+      for (const [key, child] of Object.entries(node.fields)) {
+        const v = resolveNode(child, raw[key], join(at, key), cx, fromDefault);
+        if (v !== undefined) out[key] = v;
+      }
+      for (const key of Object.keys(raw)) {
+        if (!Object.hasOwn(node.fields, key)) {
+          cx.problems.push(`${cx.label(join(at, key))}: ${unknownKey(key, allowed)}`);
+        }
+      }
+      return out;
+    }
+  }
+}
+
+/** Resolves a whole file-shaped document, then applies the rules that span keys. */
+export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig {
+  const { problems, label } = cx;
+  const root = { ...cx, label: (at: string) => label(at) || "top level" };
+  const c = resolveNode(CONFIG_SCHEMA, raw, "", root) as LeafgateConfig | undefined;
+  const up = c?.upstream ?? {};
+  for (const [a, b] of [
+    ["user", "password"],
+    ["password", "user"],
+  ] as const) {
+    if (a in up && !(b in up))
+      problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
+  }
+  const methods = (["user", "token", "credentials", "nkey_seed"] as const)
+    .filter((k) => k in up || (k === "user" && "password" in up))
+    .map((k) => (k === "user" ? "user/password" : k));
+  if (methods.length > 1) {
+    const all = "user/password, token, credentials, nkey_seed";
+    problems.push(
+      `${label("upstream")}: expected at most one of ${all}, got ${methods.join(", ")}`,
+    );
+  }
+  // With any problem the result is discarded, and its parts may be missing.
+  if (c === undefined || problems.length > 0) return c as LeafgateConfig;
+  const sub = (s: string) => s.replaceAll("{gateway}", c.gateway.id);
+  const anonymous = c.mqtt.allow_anonymous as boolean | null;
+  return {
+    ...c,
+    mqtt: {
+      ...c.mqtt,
+      allow_anonymous: anonymous ?? c.mqtt.listeners.every((l) => isLoopback(l.host)),
+    },
+    upstream: {
+      ...c.upstream,
+      prefix: sub(c.upstream.prefix),
+      export: c.upstream.export.map(sub),
+      import: c.upstream.import.map(sub),
+    },
+  };
+}
+
+/** The config back in the file's shape: durations as `10s`, secrets as `"***"`. */
+export function toFileShape(node: Node, v: unknown): unknown {
+  if (v === undefined || v === null) return v;
+  if (node.secret) return "***";
+  switch (node.kind) {
+    case "duration":
+      return formatDuration(v as number);
+    case "string":
+      return node.rule?.mask ? node.rule.mask(v as string) : v;
+    case "list":
+      return (v as readonly unknown[]).map((item) => toFileShape(node.of, item));
+    case "object": {
+      const out: Record<string, unknown> = {};
+      for (const [key, child] of Object.entries(node.fields)) {
+        const x = toFileShape(child, (v as Record<string, unknown>)[key]);
+        if (x !== undefined) out[key] = x;
+      }
+      return out;
+    }
+    default:
+      return v;
+  }
+}

@@ -1,0 +1,70 @@
+import type { Envelope } from "./envelope.js";
+import { Sublist, type SublistEntry } from "./sublist.js";
+
+/**
+ * A bus subscriber. A durable subscriber (the outbox) returns a promise that settles
+ * when the message is committed; `bus.publish` waits for those, so a QoS 1 PUBACK is
+ * sent only once every durable copy exists. Local subscribers return nothing.
+ */
+export interface BusSubscriber {
+  deliver(message: Envelope): Promise<void> | undefined;
+}
+
+export interface BusSubscription {
+  readonly pattern: string;
+  readonly queue: string | undefined;
+  unsubscribe(): void;
+}
+
+const DONE: Promise<void> = Promise.resolve();
+
+/** The in-process subject space: subjects with NATS wildcards and queue groups. */
+export class Bus {
+  readonly #subs = new Sublist<BusSubscriber>();
+  #queueTurn = 0;
+
+  subscribe(pattern: string, subscriber: BusSubscriber, queue?: string): BusSubscription {
+    const entry: SublistEntry<BusSubscriber> = this.#subs.insert(pattern, subscriber, queue);
+    let active = true;
+    return {
+      pattern,
+      queue,
+      unsubscribe: () => {
+        if (!active) return;
+        active = false;
+        this.#subs.remove(entry);
+      },
+    };
+  }
+
+  /**
+   * Delivers to every matching subscriber (one member per queue group). Resolves when
+   * durable subscribers have committed; rejects if one of them failed to.
+   */
+  publish(message: Envelope): Promise<void> {
+    const match = this.#subs.match(message.subject);
+    let pending: Promise<void> | undefined;
+    let more: Promise<void>[] | undefined;
+    const take = (p: Promise<void> | undefined): void => {
+      if (p === undefined) return;
+      if (pending === undefined) {
+        pending = p;
+        return;
+      }
+      more ??= [pending];
+      more.push(p);
+    };
+    for (const subscriber of match.plain) take(subscriber.deliver(message));
+    for (const members of match.queues) {
+      // Round-robin across publishes; cheap and fair enough for local consumers.
+      const member = members[this.#queueTurn++ % members.length];
+      if (member !== undefined) take(member.deliver(message));
+    }
+    if (more !== undefined) return Promise.all(more).then(() => undefined);
+    return pending ?? DONE;
+  }
+
+  get subscriptionCount(): number {
+    return this.#subs.size;
+  }
+}

@@ -1,0 +1,21 @@
+export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
+export type { Envelope, Headers, Origin } from "./envelope.js";
+export { errorMessage, LeafgateError } from "./errors.js";
+export {
+  type Counter,
+  type Gauge,
+  type Labels,
+  type LogFields,
+  type Logger,
+  type Metrics,
+  silentLogger,
+} from "./observe.js";
+export {
+  isValidPattern,
+  isValidSubject,
+  isValidToken,
+  patternCovers,
+  subjectMatches,
+} from "./subject.js";
+export { Sublist, type SublistEntry, type SublistMatch } from "./sublist.js";
+export { filterToPatterns, TopicError, toSubject, toTopic } from "./topic.js";

@@ -1,0 +1,224 @@
+import type { AddressInfo } from "node:net";
+import type Database from "better-sqlite3";
+import type { LeafgateConfig } from "./config/index.js";
+import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
+import { Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
+import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
+import { closeDatabase, Outbox, openDatabase } from "./store/index.js";
+import { type Dialer, Upstream } from "./upstream/index.js";
+
+/** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
+export const STOP_DEADLINE_MS = 4_000;
+
+export interface GatewayOptions {
+  readonly config: LeafgateConfig;
+  readonly log: Logger;
+  readonly metrics?: MetricsRegistry;
+  /** Hub dialer seam (tests). */
+  readonly dial?: Dialer;
+}
+
+export interface GatewayAddresses {
+  readonly mqtt: readonly AddressInfo[];
+  readonly http: AddressInfo | undefined;
+}
+
+type GatewayState = "new" | "starting" | "running" | "stopping" | "stopped";
+
+/**
+ * The composition root: builds every part from the config, starts them in order
+ * (store → bus → upstream → MQTT → HTTP) and stops them in reverse.
+ */
+export class Gateway {
+  readonly config: LeafgateConfig;
+  readonly metrics: MetricsRegistry;
+  readonly #log: Logger;
+  readonly #dial: Dialer | undefined;
+  #state: GatewayState = "new";
+  #db: Database.Database | undefined;
+  #outbox: Outbox | undefined;
+  #upstream: Upstream | undefined;
+  #broker: Broker | undefined;
+  #listeners: TcpListener[] = [];
+  #http: HttpEndpoint | undefined;
+  #mqttAddresses: AddressInfo[] = [];
+  #httpAddress: AddressInfo | undefined;
+
+  constructor(options: GatewayOptions) {
+    this.config = options.config;
+    this.#log = options.log;
+    this.metrics = options.metrics ?? new MetricsRegistry();
+    this.#dial = options.dial;
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== "new") throw new Error(`gateway cannot start from state ${this.#state}`);
+    this.#state = "starting";
+    try {
+      await this.#start();
+      this.#state = "running";
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
+    const { config, metrics } = this;
+    const log = this.#log;
+
+    // 1. Store: the outbox must exist before anything can accept a message.
+    const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
+    this.#db = db;
+    const outbox = new Outbox(db, {
+      commitIntervalMs: config.buffer.commit_interval,
+      commitMaxRows: config.buffer.commit_max_rows,
+      log: log.child({ part: "store" }),
+      metrics,
+    });
+    this.#outbox = outbox;
+    log.info(
+      {
+        dataDir: config.gateway.data_dir,
+        pending: outbox.size,
+        durability: config.buffer.durability,
+      },
+      "data dir open",
+    );
+
+    // 2. Bus, with the outbox subscribed to every exported pattern. One subscriber
+    // object for all patterns: the bus delivers a message to it once however many match.
+    const bus = new Bus();
+
+    const outboxSink: BusSubscriber = {
+      // Imports from the hub are never sent back to it.
+      deliver: (m: Envelope) => (m.origin === "upstream" ? undefined : outbox.append(m)),
+    };
+    for (const pattern of config.upstream.export) bus.subscribe(pattern, outboxSink);
+
+    // 3. Upstream: starts dialing in the background; the hub may be down for hours.
+    const upstream = new Upstream({
+      config: config.upstream,
+      gatewayId: config.gateway.id,
+      outbox,
+      bus,
+      log: log.child({ part: "upstream" }),
+      metrics,
+      ...(this.#dial ? { dial: this.#dial } : {}),
+    });
+    this.#upstream = upstream;
+    log.info(
+      {
+        servers: config.upstream.servers,
+        mode: config.upstream.mode,
+        stream: config.upstream.stream ?? "(any that captures the prefix)",
+        prefix: config.upstream.prefix,
+        export: config.upstream.export,
+        import: config.upstream.import,
+      },
+      "hub",
+    );
+    upstream.start();
+
+    // 4. MQTT listeners.
+    const mqttLog = log.child({ part: "mqtt" });
+    const broker = new Broker(
+      bus,
+      {
+        ...DEFAULT_BROKER_OPTIONS,
+        maxKeepaliveS: config.mqtt.max_keepalive,
+        connectTimeoutMs: config.mqtt.connect_timeout,
+        maxPacketSize: config.mqtt.max_packet_size,
+        allowAnonymous: config.mqtt.allow_anonymous,
+      },
+      mqttLog,
+      metrics,
+    );
+    this.#broker = broker;
+    for (const { host, port } of config.mqtt.listeners) {
+      const listener = new TcpListener(broker, mqttLog);
+      this.#listeners.push(listener);
+      this.#mqttAddresses.push(await listener.listen(host, port));
+    }
+
+    // 5. HTTP monitoring.
+    if (config.http.enabled) {
+      const http = new HttpEndpoint(
+        { metrics: () => this.#renderMetrics(), status: () => this.status() },
+        log.child({ part: "http" }),
+      );
+      this.#http = http;
+      this.#httpAddress = await http.listen(config.http.host, config.http.port);
+    }
+  }
+
+  addresses(): GatewayAddresses {
+    return { mqtt: this.#mqttAddresses, http: this.#httpAddress };
+  }
+
+  status(): { healthy: boolean } & Record<string, unknown> {
+    return {
+      healthy: this.#state === "running",
+      state: this.#state,
+      gateway: this.config.gateway.id,
+      upstream: this.#upstream?.status(),
+      outbox: { pending: this.#outbox?.size ?? 0, lastId: this.#outbox?.lastId ?? 0 },
+      mqtt: { connections: this.#broker?.connectionCount ?? 0 },
+    };
+  }
+
+  #renderMetrics(): string {
+    this.metrics
+      .gauge("leafgate_outbox_pending", "Messages in the outbox waiting for the hub")
+      .set(this.#outbox?.size ?? 0);
+    return this.metrics.render();
+  }
+
+  /**
+   * Shutdown lifecycle, within STOP_DEADLINE_MS:
+   * 1. stop accepting (MQTT listeners, HTTP);
+   * 2. drain adapters: close MQTT connections once their pending commits have settled,
+   *    so every committed QoS 1 message still gets its PUBACK;
+   * 3. flush pending commits;
+   * 4. drain the hub connection: wait for outstanding acks, then close it;
+   * 5. WAL checkpoint and close the database.
+   * Unforwarded rows stay in the database for the next start.
+   */
+  async stop(deadlineMs = STOP_DEADLINE_MS): Promise<void> {
+    if (this.#state === "stopping" || this.#state === "stopped") return;
+    this.#state = "stopping";
+    const until = Date.now() + deadlineMs;
+    const remaining = (): number => Math.max(0, until - Date.now());
+
+    const stopAccepting = this.#listeners.map((l) => l.stopAccepting());
+    await this.#http?.close();
+    if (this.#broker !== undefined) {
+      await withDeadline(this.#broker.closeAll("shutdown"), remaining() / 2);
+    }
+    for (const l of this.#listeners) l.destroyAll();
+    await Promise.all(stopAccepting);
+
+    this.#outbox?.flush();
+    await this.#upstream?.stop(remaining());
+    this.#outbox?.close();
+    if (this.#db !== undefined) {
+      try {
+        closeDatabase(this.#db);
+      } catch (err) {
+        this.#log.error({ err }, "closing the database failed");
+      }
+    }
+    this.#state = "stopped";
+    this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
+  }
+}
+
+function withDeadline(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,121 @@
+import type { Bus, Counter, Gauge, Logger, Metrics } from "../core/index.js";
+import { Connection } from "./connection.js";
+import type { Transport, TransportHandler } from "./transport.js";
+
+export interface BrokerOptions {
+  /** Keepalive ceiling in seconds; longer requests are held to it. */
+  readonly maxKeepaliveS: number;
+  /** A socket that sends no CONNECT within this is closed. */
+  readonly connectTimeoutMs: number;
+  readonly maxPacketSize: number;
+  readonly allowAnonymous: boolean;
+  /** Outbound QoS 1 messages awaiting PUBACK per client. */
+  readonly maxInflight: number;
+  /** Outbound QoS 1 messages queued behind a full inflight window per client. */
+  readonly maxQueued: number;
+  /** Outbound QoS 0 messages are dropped while a client has this much unsent. */
+  readonly maxWriteBufferBytes: number;
+  /** Durable commits a client may have pending before its socket is paused. */
+  readonly maxPendingCommits: number;
+}
+
+export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
+  maxKeepaliveS: 60,
+  connectTimeoutMs: 10_000,
+  maxPacketSize: 1024 * 1024,
+  allowAnonymous: true,
+  maxInflight: 100,
+  maxQueued: 1000,
+  maxWriteBufferBytes: 1024 * 1024,
+  maxPendingCommits: 4096,
+};
+
+/** Counters every connection reports into. */
+export interface BrokerMetrics {
+  readonly connections: Gauge;
+  readonly accepted: Counter;
+  readonly closed: Counter;
+  readonly protocolErrors: Counter;
+  readonly received: Counter;
+  readonly sent: Counter;
+  readonly dropped: Counter;
+}
+
+/** Shared state of every MQTT connection: the bus, options and the client-id table. */
+export class Broker {
+  readonly bus: Bus;
+  readonly options: BrokerOptions;
+  readonly log: Logger;
+  readonly metrics: BrokerMetrics;
+  readonly #connections = new Set<Connection>();
+  readonly #byClientId = new Map<string, Connection>();
+  #nextAnonymousId = 1;
+
+  constructor(bus: Bus, options: BrokerOptions, log: Logger, metrics: Metrics) {
+    this.bus = bus;
+    this.options = options;
+    this.log = log;
+    this.metrics = {
+      connections: metrics.gauge("leafgate_mqtt_connections", "Open MQTT connections"),
+      accepted: metrics.counter(
+        "leafgate_mqtt_connections_accepted_total",
+        "MQTT sockets accepted",
+      ),
+      closed: metrics.counter(
+        "leafgate_mqtt_connections_closed_total",
+        "MQTT connections closed, by reason",
+      ),
+      protocolErrors: metrics.counter(
+        "leafgate_mqtt_protocol_errors_total",
+        "Connections closed for breaking the MQTT protocol, by violation",
+      ),
+      received: metrics.counter(
+        "leafgate_mqtt_messages_received_total",
+        "PUBLISH received, by QoS",
+      ),
+      sent: metrics.counter("leafgate_mqtt_messages_sent_total", "PUBLISH sent to subscribers"),
+      dropped: metrics.counter(
+        "leafgate_mqtt_messages_dropped_total",
+        "Messages not delivered or not accepted, by reason",
+      ),
+    };
+  }
+
+  /** Starts the MQTT protocol on a freshly accepted transport. */
+  accept(transport: Transport): TransportHandler {
+    const connection = new Connection(this, transport);
+    this.#connections.add(connection);
+    this.metrics.accepted.inc();
+    this.metrics.connections.set(this.#connections.size);
+    return connection;
+  }
+
+  /** Binds `clientId` to `connection`, closing an older holder [MQTT-3.1.4-2]. */
+  claimClientId(clientId: string, connection: Connection): void {
+    const previous = this.#byClientId.get(clientId);
+    this.#byClientId.set(clientId, connection);
+    if (previous !== undefined && previous !== connection) previous.close("taken-over");
+  }
+
+  /** A unique id for a client that sent an empty one with clean session [MQTT-3.1.3-6]. */
+  assignClientId(): string {
+    return `leafgate-${process.pid}-${this.#nextAnonymousId++}`;
+  }
+
+  /** Called by a connection once its transport is gone. */
+  forget(connection: Connection): void {
+    this.#connections.delete(connection);
+    const id = connection.clientId;
+    if (id !== undefined && this.#byClientId.get(id) === connection) this.#byClientId.delete(id);
+    this.metrics.connections.set(this.#connections.size);
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Closes every connection; pending commits still settle first (see Connection.close). */
+  async closeAll(reason: string): Promise<void> {
+    await Promise.all([...this.#connections].map((c) => c.closeAndWait(reason)));
+  }
+}

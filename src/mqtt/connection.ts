@@ -1,0 +1,316 @@
+import mqtt from "mqtt-packet";
+import type { Envelope } from "../core/index.js";
+import { errorMessage, subjectMatches } from "../core/index.js";
+import type { Broker } from "./broker.js";
+import { MqttProtocolError } from "./errors.js";
+import { handleConnect } from "./handlers/connect.js";
+import { handlePuback } from "./handlers/puback.js";
+import { handlePublish, handlePubrel } from "./handlers/publish.js";
+import { handleSubscribe } from "./handlers/subscribe.js";
+import { handleUnsubscribe } from "./handlers/unsubscribe.js";
+import { encodeAck, encodeConnack, encodePublish } from "./packets.js";
+import type { Transport, TransportHandler } from "./transport.js";
+
+/**
+ * One connection's life: `awaiting-connect` until a valid CONNECT, then `connected`;
+ * `closing` while pending commits settle (so committed messages still get their
+ * PUBACK); `closed` once the transport is gone. Transitions happen only here.
+ */
+export type ConnectionState = "awaiting-connect" | "connected" | "closing" | "closed";
+
+export interface Subscription {
+  readonly filter: string;
+  readonly qos: 0 | 1;
+  readonly patterns: readonly string[];
+  readonly unsubscribe: () => void;
+}
+
+/** Keepalive is enforced at one and a half times the negotiated interval [MQTT-3.1.2-24]. */
+const KEEPALIVE_GRACE = 1.5;
+const MAX_PACKET_ID = 0xffff;
+
+export class Connection implements TransportHandler {
+  readonly broker: Broker;
+  readonly transport: Transport;
+  state: ConnectionState = "awaiting-connect";
+  clientId: string | undefined;
+  protocolVersion: 3 | 4 = 4;
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
+  readonly awaitingRelease = new Set<number>();
+  readonly #parser = mqtt.parser();
+  #keepaliveMs = 0;
+  #lastActivityMs = Date.now();
+  #timer: NodeJS.Timeout | undefined;
+  #pendingCommits = 0;
+  #paused = false;
+  #idleWaiters: (() => void)[] = [];
+  #closedWaiters: (() => void)[] = [];
+  #nextPacketId = 1;
+  readonly #inflight = new Map<number, Envelope>();
+  readonly #queued: Envelope[] = [];
+  readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
+
+  constructor(broker: Broker, transport: Transport) {
+    this.broker = broker;
+    this.transport = transport;
+    this.#parser.on("packet", (packet) => this.#dispatch(packet));
+    this.#parser.on("error", (err: Error) => this.#onParseError(err));
+    this.#timer = setTimeout(() => {
+      if (this.state === "awaiting-connect") this.close("connect-timeout");
+    }, broker.options.connectTimeoutMs);
+  }
+
+  /** The bus subscriber that feeds this client's subscriptions. */
+  get subscriber(): { deliver(m: Envelope): undefined } {
+    return this.#subscriber;
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    this.#lastActivityMs = Date.now();
+    const buffered = this.#parser.parse(chunk);
+    // mqtt-packet buffers a whole packet before parsing it; bound that memory.
+    if (buffered > this.broker.options.maxPacketSize && this.#isOpen()) {
+      this.protocolError(new MqttProtocolError("packetTooLarge", `${buffered} bytes buffered`));
+    }
+  }
+
+  #isOpen(): boolean {
+    return this.state === "awaiting-connect" || this.state === "connected";
+  }
+
+  onClose(error?: Error): void {
+    if (this.state === "closed") return;
+    const wasClosing = this.state === "closing";
+    this.state = "closed";
+    clearTimeout(this.#timer);
+    for (const sub of this.subscriptions.values()) sub.unsubscribe();
+    this.subscriptions.clear();
+    this.broker.forget(this);
+    if (!wasClosing) {
+      const reason = error ? "socket-error" : "peer-closed";
+      this.broker.metrics.closed.inc({ reason });
+      this.broker.log.debug(
+        { client: this.clientId, remote: this.transport.remote, err: error?.message },
+        "mqtt connection lost",
+      );
+    }
+    for (const wake of this.#closedWaiters) wake();
+    this.#closedWaiters = [];
+    for (const wake of this.#idleWaiters) wake();
+    this.#idleWaiters = [];
+  }
+
+  #dispatch(packet: mqtt.Packet): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    try {
+      if (this.state === "awaiting-connect") {
+        if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
+        handleConnect(this, packet);
+        return;
+      }
+      switch (packet.cmd) {
+        case "publish":
+          handlePublish(this, packet);
+          break;
+        case "puback":
+          handlePuback(this, packet);
+          break;
+        case "pubrel":
+          handlePubrel(this, packet);
+          break;
+        case "subscribe":
+          handleSubscribe(this, packet);
+          break;
+        case "unsubscribe":
+          handleUnsubscribe(this, packet);
+          break;
+        case "pingreq":
+          this.transport.write(encodeAck("pingresp"));
+          break;
+        case "disconnect":
+          this.close("client-disconnect");
+          break;
+        case "connect":
+          throw new MqttProtocolError("secondConnect");
+        case "pubrec":
+        case "pubcomp":
+          // We never send QoS 2 (subscriptions are granted at most QoS 1), so there is
+          // nothing to acknowledge; a stray one is ignored.
+          break;
+        case "auth":
+          throw new MqttProtocolError("unsupportedPacket", "AUTH");
+        default:
+          throw new MqttProtocolError("serverOnlyPacket", packet.cmd.toUpperCase());
+      }
+    } catch (err) {
+      if (err instanceof MqttProtocolError) this.protocolError(err);
+      else
+        this.protocolError(new MqttProtocolError("malformed", errorMessage(err), { cause: err }));
+    }
+  }
+
+  #onParseError(err: Error): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    // mqtt-packet rejects an unknown protocol level itself; the spec still wants a
+    // CONNACK 0x01 before the close [MQTT-3.1.2-2].
+    if (this.state === "awaiting-connect" && /protocol version/i.test(err.message)) {
+      this.transport.write(encodeConnack(1));
+      this.protocolError(new MqttProtocolError("unsupportedProtocol", err.message));
+      return;
+    }
+    this.protocolError(new MqttProtocolError("malformed", err.message));
+  }
+
+  /** Closes the connection for breaking the protocol: counted and logged once. */
+  protocolError(err: MqttProtocolError): void {
+    this.broker.metrics.protocolErrors.inc({ violation: err.violation });
+    this.broker.log.warn(
+      {
+        client: this.clientId,
+        remote: this.transport.remote,
+        violation: err.violation,
+        rule: err.rule,
+      },
+      `mqtt protocol error, closing connection: ${err.message}`,
+    );
+    this.close(`protocol-error`, true);
+  }
+
+  /** Starts keepalive supervision once CONNECT has been accepted. */
+  startKeepalive(keepaliveS: number): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (keepaliveS === 0) return;
+    this.#keepaliveMs = keepaliveS * 1000 * KEEPALIVE_GRACE;
+    this.#armKeepalive(this.#keepaliveMs);
+  }
+
+  #armKeepalive(delayMs: number): void {
+    this.#timer = setTimeout(() => {
+      const idleMs = Date.now() - this.#lastActivityMs;
+      if (idleMs >= this.#keepaliveMs) this.close("keepalive-timeout");
+      else this.#armKeepalive(this.#keepaliveMs - idleMs);
+    }, delayMs);
+  }
+
+  /**
+   * Tracks a durable commit the client waits on; pauses reading while too many are
+   * pending so a fast publisher cannot outrun the disk.
+   */
+  trackCommit<T>(commit: Promise<T>): Promise<T> {
+    this.#pendingCommits++;
+    if (!this.#paused && this.#pendingCommits >= this.broker.options.maxPendingCommits) {
+      this.#paused = true;
+      this.transport.pause();
+    }
+    const settle = (): void => {
+      this.#pendingCommits--;
+      if (this.#paused && this.#pendingCommits <= this.broker.options.maxPendingCommits / 2) {
+        this.#paused = false;
+        if (this.state === "connected") this.transport.resume();
+      }
+      if (this.#pendingCommits === 0) {
+        for (const wake of this.#idleWaiters) wake();
+        this.#idleWaiters = [];
+      }
+    };
+    commit.then(settle, settle);
+    return commit;
+  }
+
+  /** Writes a packet if the connection can still carry it. */
+  send(bytes: Uint8Array): void {
+    if (this.state === "closed") return;
+    this.transport.write(bytes);
+  }
+
+  /** Closes the connection; `now` skips waiting for pending commits (protocol errors). */
+  close(reason: string, now = false): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    this.state = "closing";
+    clearTimeout(this.#timer);
+    this.transport.pause();
+    if (reason !== "protocol-error") {
+      this.broker.log.debug({ client: this.clientId, reason }, "mqtt connection closing");
+    }
+    this.broker.metrics.closed.inc({ reason });
+    if (now || this.#pendingCommits === 0) {
+      this.transport.end();
+      return;
+    }
+    // Let committed messages get their acks before the socket goes.
+    this.#idleWaiters.push(() => this.transport.end());
+  }
+
+  /** Closes and resolves once the transport is gone. */
+  closeAndWait(reason: string): Promise<void> {
+    if (this.state === "closed") return Promise.resolve();
+    const closed = new Promise<void>((resolve) => this.#closedWaiters.push(resolve));
+    this.close(reason);
+    return closed;
+  }
+
+  // -- outbound delivery ---------------------------------------------------------
+
+  #deliver(message: Envelope): undefined {
+    if (this.state !== "connected") return undefined;
+    // Overlapping subscriptions: deliver once, at the highest granted QoS [MQTT-3.3.5-1].
+    let granted = -1;
+    for (const sub of this.subscriptions.values()) {
+      if (sub.qos <= granted) continue;
+      for (const pattern of sub.patterns) {
+        if (subjectMatches(pattern, message.subject)) {
+          granted = sub.qos;
+          break;
+        }
+      }
+    }
+    if (granted < 0) return undefined;
+    const qos = Math.min(granted, message.qos) as 0 | 1;
+    if (qos === 0) {
+      if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
+        this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
+        return undefined;
+      }
+      this.#writePublish(message, 0, 0);
+      return undefined;
+    }
+    if (this.#inflight.size < this.broker.options.maxInflight) {
+      this.#sendQos1(message);
+    } else if (this.#queued.length < this.broker.options.maxQueued) {
+      this.#queued.push(message);
+    } else {
+      this.broker.metrics.dropped.inc({ reason: "queue-full" });
+    }
+    return undefined;
+  }
+
+  #sendQos1(message: Envelope): void {
+    let id = this.#nextPacketId;
+    while (this.#inflight.has(id)) id = (id % MAX_PACKET_ID) + 1;
+    this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
+    this.#inflight.set(id, message);
+    this.#writePublish(message, 1, id);
+  }
+
+  #writePublish(message: Envelope, qos: 0 | 1, packetId: number): void {
+    try {
+      this.transport.write(encodePublish(message.subject, message.payload, qos, packetId));
+      this.broker.metrics.sent.inc();
+    } catch (err) {
+      // A subject with no MQTT form cannot reach an MQTT client; it is not this client's fault.
+      this.broker.metrics.dropped.inc({ reason: "untranslatable-subject" });
+      this.broker.log.debug({ subject: message.subject, err: errorMessage(err) }, "not delivered");
+    }
+  }
+
+  /** Frees an inflight slot on PUBACK and sends the next queued message. */
+  acknowledge(packetId: number): boolean {
+    if (!this.#inflight.delete(packetId)) return false;
+    const next = this.#queued.shift();
+    if (next !== undefined) this.#sendQos1(next);
+    return true;
+  }
+}

@@ -1,0 +1,43 @@
+import type mqtt from "mqtt-packet";
+import { errorMessage, filterToPatterns } from "../../core/index.js";
+import type { Connection, Subscription } from "../connection.js";
+import { SUBACK_FAILURE } from "../errors.js";
+import { encodeSuback } from "../packets.js";
+
+/** Highest QoS granted: outbound QoS 2 arrives with the complete broker. */
+const MAX_GRANTED_QOS = 1;
+
+/** SUBSCRIBE (section 3.8): one bus subscription per NATS pattern of each filter. */
+export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
+  const { broker } = conn;
+  const codes: number[] = [];
+  for (const { topic: filter, qos } of packet.subscriptions) {
+    let patterns: string[];
+    try {
+      patterns = filterToPatterns(filter);
+    } catch (err) {
+      broker.log.info(
+        { client: conn.clientId, filter, err: errorMessage(err) },
+        "subscription refused",
+      );
+      broker.metrics.dropped.inc({ reason: "invalid-filter" });
+      codes.push(SUBACK_FAILURE);
+      continue;
+    }
+    // A new subscription with the same filter replaces the old one [MQTT-3.8.4-3].
+    conn.subscriptions.get(filter)?.unsubscribe();
+    const busSubs = patterns.map((p) => broker.bus.subscribe(p, conn.subscriber));
+    const granted = Math.min(qos, MAX_GRANTED_QOS) as 0 | 1;
+    const subscription: Subscription = {
+      filter,
+      qos: granted,
+      patterns,
+      unsubscribe: () => {
+        for (const s of busSubs) s.unsubscribe();
+      },
+    };
+    conn.subscriptions.set(filter, subscription);
+    codes.push(granted);
+  }
+  conn.send(encodeSuback(packet.messageId ?? 0, codes));
+}

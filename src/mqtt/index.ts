@@ -1,0 +1,4 @@
+export { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker.js";
+export { MqttProtocolError, VIOLATIONS } from "./errors.js";
+export { TcpListener } from "./listener.js";
+export type { Transport, TransportHandler } from "./transport.js";

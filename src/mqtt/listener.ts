@@ -1,0 +1,71 @@
+import type { AddressInfo } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "../core/index.js";
+import type { Broker } from "./broker.js";
+import type { Transport } from "./transport.js";
+
+/** Adapts a TCP socket to the protocol's Transport. */
+function socketTransport(socket: Socket): Transport {
+  return {
+    write: (bytes) => socket.write(bytes),
+    end: () => {
+      socket.end();
+      // A peer that never reads must not hold the socket open after we are done.
+      socket.setTimeout(5_000, () => socket.destroy());
+    },
+    destroy: () => socket.destroy(),
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+    get writableLength() {
+      return socket.writableLength;
+    },
+    remote: `${socket.remoteAddress}:${socket.remotePort}`,
+  };
+}
+
+/** A plain TCP MQTT listener. */
+export class TcpListener {
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #log: Logger;
+
+  constructor(broker: Broker, log: Logger) {
+    this.#log = log;
+    this.#server = createServer({ noDelay: true }, (socket) => {
+      this.#sockets.add(socket);
+      const handler = broker.accept(socketTransport(socket));
+      socket.on("data", (chunk: Buffer) => handler.onData(chunk));
+      socket.on("error", (err) => handler.onClose(err));
+      socket.on("close", () => {
+        this.#sockets.delete(socket);
+        handler.onClose();
+      });
+    });
+  }
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen({ host, port }, () => {
+        this.#server.off("error", reject);
+        resolve();
+      });
+    });
+    const address = this.#server.address() as AddressInfo;
+    this.#log.info({ host: address.address, port: address.port }, "mqtt listening");
+    return address;
+  }
+
+  /** Stops accepting; open connections are closed by the broker. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.#server.listening) resolve();
+      else this.#server.close(() => resolve());
+    });
+  }
+
+  /** Last resort after the drain deadline. */
+  destroyAll(): void {
+    for (const socket of this.#sockets) socket.destroy();
+  }
+}

@@ -1,0 +1,92 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { StoreError } from "./errors.js";
+
+export type Durability = "normal" | "fsync";
+
+export const DATABASE_FILE = "leafgate.db";
+
+/** Bumped whenever the schema changes; `migrate` brings older files forward. */
+const SCHEMA_VERSION = 1;
+
+const SCHEMA_V1 = `
+  CREATE TABLE IF NOT EXISTS outbox (
+    -- AUTOINCREMENT: ids are never reused, even after the table empties; they are the
+    -- message ids the hub deduplicates on.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    headers TEXT,
+    received_at_ms INTEGER NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+/**
+ * Opens (creating if needed) the gateway's database in `dataDir`, in WAL mode with an
+ * exclusive lock so that a second gateway on the same data dir fails at start instead
+ * of forwarding the same rows twice.
+ */
+export function openDatabase(dataDir: string, durability: Durability): Database.Database {
+  try {
+    mkdirSync(dataDir, { recursive: true });
+  } catch (err) {
+    throw new StoreError(
+      "LG_ERR_STORE_OPEN",
+      `cannot create data dir ${dataDir} (check gateway.data_dir and its permissions)`,
+      err,
+    );
+  }
+  const file = join(dataDir, DATABASE_FILE);
+  let db: Database.Database;
+  try {
+    db = new Database(file, { timeout: 0 });
+  } catch (err) {
+    throw new StoreError("LG_ERR_STORE_OPEN", `cannot open ${file}`, err);
+  }
+  try {
+    db.pragma("locking_mode = EXCLUSIVE");
+    db.pragma("journal_mode = WAL");
+    db.pragma(`synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
+    // Take the write lock now, so a second process fails here and not on first publish.
+    db.exec("BEGIN IMMEDIATE; COMMIT;");
+    migrate(db);
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code === "SQLITE_BUSY") {
+      throw new StoreError(
+        "LG_ERR_STORE_LOCKED",
+        `${file} is in use by another process (is another leafgate running on gateway.data_dir ${dataDir}?)`,
+        err,
+      );
+    }
+    throw new StoreError("LG_ERR_STORE_OPEN", `cannot initialise ${file}`, err);
+  }
+  return db;
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `database schema version ${version} is newer than this leafgate understands (${SCHEMA_VERSION}); upgrade leafgate`,
+    );
+  }
+  if (version < SCHEMA_VERSION) {
+    db.transaction(() => {
+      db.exec(SCHEMA_V1);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    })();
+  }
+}
+
+/** Moves the WAL into the main file and closes; the next start reads one file. */
+export function closeDatabase(db: Database.Database): void {
+  if (!db.open) return;
+  try {
+    db.pragma("wal_checkpoint(TRUNCATE)");
+  } finally {
+    db.close();
+  }
+}

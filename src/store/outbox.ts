@@ -1,0 +1,254 @@
+import type Database from "better-sqlite3";
+import type { Envelope, Headers, Logger, Metrics } from "../core/index.js";
+import { errorMessage } from "../core/index.js";
+import { StoreError } from "./errors.js";
+
+/** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
+export interface OutboxRow {
+  readonly id: number;
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly headers: Headers | undefined;
+  readonly receivedAtMs: number;
+}
+
+export interface OutboxOptions {
+  /** Wait this long for more rows before committing; 0 = commit on the next event-loop turn. */
+  readonly commitIntervalMs: number;
+  /** Commit at once when this many rows are pending. */
+  readonly commitMaxRows: number;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+}
+
+interface Batch {
+  readonly rows: Envelope[];
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+interface RawRow {
+  id: number;
+  subject: string;
+  payload: Buffer;
+  headers: string | null;
+  received_at_ms: number;
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A batch nobody awaits (QoS 0 only) must not become an unhandled rejection.
+  done.catch(() => {});
+  return { rows: [], done, resolve, reject };
+}
+
+function encodeHeaders(headers: Headers | undefined): string | null {
+  if (headers === undefined || headers.size === 0) return null;
+  return JSON.stringify([...headers]);
+}
+
+function decodeHeaders(text: string | null): Headers | undefined {
+  if (text === null) return undefined;
+  return new Map(JSON.parse(text) as [string, string[]][]);
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+/**
+ * The durable queue between ingress and the hub. Appends are group-committed: every
+ * append in one batch shares one transaction and one promise, which settles when the
+ * rows are on disk (as durable as `buffer.durability` makes them).
+ */
+export class Outbox {
+  readonly #options: OutboxOptions;
+  readonly #insert: Database.Statement;
+  readonly #readAfter: Database.Statement;
+  readonly #deleteRange: Database.Statement;
+  readonly #commitTx: (rows: readonly Envelope[]) => number;
+  readonly #deleteTx: (ranges: readonly (readonly [number, number])[]) => number;
+  #batch: Batch | undefined;
+  #timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  #lastId: number;
+  #count: number;
+  #waiters: (() => void)[] = [];
+  readonly #appended;
+  readonly #commitFailures;
+  #closed = false;
+
+  constructor(db: Database.Database, options: OutboxOptions) {
+    this.#options = options;
+    this.#insert = db.prepare(
+      "INSERT INTO outbox (subject, payload, headers, received_at_ms) VALUES (?, ?, ?, ?)",
+    );
+    this.#readAfter = db.prepare(
+      "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+    );
+    this.#deleteRange = db.prepare("DELETE FROM outbox WHERE id BETWEEN ? AND ?");
+    this.#commitTx = db.transaction((rows: readonly Envelope[]) => {
+      let last = 0;
+      for (const m of rows) {
+        last = Number(
+          this.#insert.run(m.subject, asBuffer(m.payload), encodeHeaders(m.headers), m.receivedAtMs)
+            .lastInsertRowid,
+        );
+      }
+      return last;
+    });
+    this.#deleteTx = db.transaction((ranges: readonly (readonly [number, number])[]) => {
+      let changes = 0;
+      for (const [from, to] of ranges) changes += this.#deleteRange.run(from, to).changes;
+      return changes;
+    });
+    const stats = db.prepare("SELECT count(*) AS n, max(id) AS last FROM outbox").get() as {
+      n: number;
+      last: number | null;
+    };
+    const seq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").get() as
+      | { seq: number }
+      | undefined;
+    this.#count = stats.n;
+    this.#lastId = seq?.seq ?? stats.last ?? 0;
+    this.#appended = options.metrics.counter(
+      "leafgate_outbox_appended_total",
+      "Messages committed to the outbox",
+    );
+    this.#commitFailures = options.metrics.counter(
+      "leafgate_outbox_commit_failures_total",
+      "Messages lost because their outbox transaction failed, by SQLite code",
+    );
+  }
+
+  /** Queues `message` for the next group commit; resolves once it is committed. */
+  append(message: Envelope): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new StoreError("LG_ERR_STORE_CLOSED", "the outbox is closed"));
+    }
+    let batch = this.#batch;
+    if (batch === undefined) {
+      batch = newBatch();
+      this.#batch = batch;
+      const { commitIntervalMs } = this.#options;
+      this.#timer =
+        commitIntervalMs > 0
+          ? setTimeout(() => this.flush(), commitIntervalMs)
+          : setImmediate(() => this.flush());
+    }
+    batch.rows.push(message);
+    if (batch.rows.length >= this.#options.commitMaxRows) this.flush();
+    return batch.done;
+  }
+
+  /** Commits whatever is pending, now. */
+  flush(): void {
+    const batch = this.#batch;
+    if (batch === undefined) return;
+    this.#batch = undefined;
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer as NodeJS.Timeout);
+      clearImmediate(this.#timer as NodeJS.Immediate);
+      this.#timer = undefined;
+    }
+    try {
+      this.#lastId = this.#commitTx(batch.rows);
+    } catch (err) {
+      const error = new StoreError(
+        "LG_ERR_STORE_WRITE",
+        `cannot commit ${batch.rows.length} messages to the outbox`,
+        err,
+      );
+      this.#commitFailures.inc({ code: error.sqliteCode ?? "unknown" }, batch.rows.length);
+      this.#options.log.error(
+        { err: error, messages: batch.rows.length },
+        "outbox commit failed; the messages were not accepted",
+      );
+      batch.reject(error);
+      return;
+    }
+    this.#count += batch.rows.length;
+    this.#appended.inc(undefined, batch.rows.length);
+    batch.resolve();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Up to `limit` committed rows with id greater than `afterId`, oldest first. */
+  readAfter(afterId: number, limit: number): OutboxRow[] {
+    const raw = this.#readAfter.all(afterId, limit) as RawRow[];
+    return raw.map((r) => ({
+      id: r.id,
+      subject: r.subject,
+      payload: r.payload,
+      headers: decodeHeaders(r.headers),
+      receivedAtMs: r.received_at_ms,
+    }));
+  }
+
+  /** Removes forwarded rows. Ids need not be sorted or contiguous. */
+  delete(ids: readonly number[]): void {
+    if (ids.length === 0) return;
+    const sorted = [...ids].sort((a, b) => a - b);
+    const ranges: [number, number][] = [];
+    let from = sorted[0]!;
+    let to = from;
+    for (let i = 1; i < sorted.length; i++) {
+      const id = sorted[i]!;
+      if (id === to + 1 || id === to) {
+        to = id;
+      } else {
+        ranges.push([from, to]);
+        from = id;
+        to = id;
+      }
+    }
+    ranges.push([from, to]);
+    try {
+      this.#count -= this.#deleteTx(ranges);
+    } catch (err) {
+      // The rows stay and are sent again later; the hub deduplicates them.
+      this.#options.log.warn(
+        { err: errorMessage(err) },
+        "cannot delete forwarded rows; will retry",
+      );
+    }
+  }
+
+  /** Resolves once a row with id greater than `afterId` is committed, or on abort. */
+  waitForRowsAfter(afterId: number, signal: AbortSignal): Promise<void> {
+    if (this.#lastId > afterId || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        signal.removeEventListener("abort", wake);
+        resolve();
+      };
+      this.#waiters.push(wake);
+      signal.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  /** Highest committed row id (0 when none was ever committed). */
+  get lastId(): number {
+    return this.#lastId;
+  }
+
+  /** Rows waiting to be forwarded. */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** Commits pending rows and refuses further appends. */
+  close(): void {
+    this.flush();
+    this.#closed = true;
+    for (const wake of this.#waiters) wake();
+    this.#waiters = [];
+  }
+}

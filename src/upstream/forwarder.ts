@@ -1,0 +1,290 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
+import {
+  createInbox,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  headers as natsHeaders,
+  type Subscription,
+} from "@nats-io/transport-node";
+import type { Counter, Logger } from "../core/index.js";
+import type { Outbox, OutboxRow } from "../store/index.js";
+
+/** Rows read from the outbox per step; bounds memory between two event-loop turns. */
+const READ_BATCH_ROWS = 1000;
+/** How often in-flight publishes are checked against `ack_timeout`. */
+const ACK_CHECK_INTERVAL_MS = 1000;
+/** Pause after the hub refused a publish, so a persistent error does not spin. */
+const RETRY_AFTER_ERROR_MS = 1000;
+
+export interface ForwarderMetrics {
+  readonly forwarded: Counter;
+  readonly duplicates: Counter;
+  readonly publishErrors: Counter;
+  readonly resends: Counter;
+}
+
+export interface ForwarderOptions {
+  readonly gatewayId: string;
+  /** Prepended to every exported subject, with a `.` between. */
+  readonly prefix: string;
+  readonly maxInFlight: number;
+  readonly ackTimeoutMs: number;
+  readonly log: Logger;
+  readonly metrics: ForwarderMetrics;
+}
+
+/** Drains the outbox to the hub over one connection; a new connection gets a new forwarder. */
+export interface Forwarder {
+  /** Forwards until `signal` aborts or the connection fails. */
+  run(signal: AbortSignal): Promise<void>;
+  /** After `run`: waits up to `deadlineMs` for outstanding acks, then deletes what was acked. */
+  settle(deadlineMs: number): Promise<void>;
+}
+
+/** The message id the hub deduplicates on: unique per gateway, never reused. */
+export function messageId(gatewayId: string, rowId: number): string {
+  return `${gatewayId}-${rowId}`;
+}
+
+function rowHeaders(gatewayId: string, row: OutboxRow): MsgHdrs {
+  const h = natsHeaders();
+  if (row.headers !== undefined) {
+    for (const [name, values] of row.headers) for (const v of values) h.append(name, v);
+  }
+  h.set("Nats-Msg-Id", messageId(gatewayId, row.id));
+  return h;
+}
+
+/** A single sleeper that an event can wake early. */
+class Wakeup {
+  #wake: (() => void) | undefined;
+
+  wait(signal: AbortSignal, ms?: number): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#wake = undefined;
+        resolve();
+      };
+      if (ms !== undefined) timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      this.#wake = done;
+    });
+  }
+
+  wake(): void {
+    this.#wake?.();
+  }
+}
+
+/**
+ * JetStream mode. Publishes are pipelined: each row goes out as a core publish whose
+ * reply subject is `<inbox>.<row id>` under one wildcard subscription, so a PubAck costs
+ * one parse and no timer. A row is deleted only after its PubAck. A refused publish, a
+ * missing ack after `ack_timeout`, or a new connection resends from the first
+ * unacknowledged row; `Nats-Msg-Id` lets the stream drop the repeats.
+ */
+export class JetStreamForwarder implements Forwarder {
+  readonly #nc: NatsConnection;
+  readonly #outbox: Outbox;
+  readonly #options: ForwarderOptions;
+  /** Row id → time sent; insertion order is id order, so the first key is the oldest. */
+  readonly #inflight = new Map<number, number>();
+  readonly #wakeup = new Wakeup();
+  #cursor = 0;
+  #acked: number[] = [];
+  #deleteScheduled = false;
+  #pauseUntilMs = 0;
+  #lastErrorLogMs = 0;
+  #waitingForRoom = false;
+  #replies: Subscription | undefined;
+
+  constructor(nc: NatsConnection, outbox: Outbox, options: ForwarderOptions) {
+    this.#nc = nc;
+    this.#outbox = outbox;
+    this.#options = options;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const inbox = createInbox();
+    const tokenAt = inbox.length + 1;
+    this.#replies = this.#nc.subscribe(`${inbox}.*`, {
+      callback: (_err, msg) => this.#onReply(Number(msg.subject.slice(tokenAt)), msg),
+    });
+    const timer = setInterval(() => this.#checkAckTimeouts(), ACK_CHECK_INTERVAL_MS);
+    const { maxInFlight, prefix, gatewayId } = this.#options;
+    try {
+      while (!signal.aborted && !this.#nc.isClosed()) {
+        const pauseMs = this.#pauseUntilMs - Date.now();
+        if (pauseMs > 0) {
+          await this.#wakeup.wait(signal, pauseMs);
+          continue;
+        }
+        const room = maxInFlight - this.#inflight.size;
+        if (room <= 0) {
+          this.#waitingForRoom = true;
+          await this.#wakeup.wait(signal);
+          this.#waitingForRoom = false;
+          continue;
+        }
+        const rows = this.#outbox.readAfter(this.#cursor, Math.min(room, READ_BATCH_ROWS));
+        if (rows.length === 0) {
+          await Promise.race([
+            this.#outbox.waitForRowsAfter(this.#cursor, signal),
+            this.#wakeup.wait(signal),
+          ]);
+          this.#wakeup.wake();
+          continue;
+        }
+        const now = Date.now();
+        for (const row of rows) {
+          this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
+            reply: `${inbox}.${row.id}`,
+            headers: rowHeaders(gatewayId, row),
+          });
+          this.#inflight.set(row.id, now);
+          this.#cursor = row.id;
+        }
+        // Let the socket write and the acks come in before reading more.
+        await nextTurn();
+      }
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  async settle(deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    const never = new AbortController().signal;
+    while (this.#inflight.size > 0 && !this.#nc.isClosed() && Date.now() < until) {
+      await this.#wakeup.wait(never, Math.min(50, until - Date.now()));
+    }
+    this.#replies?.unsubscribe();
+    this.#deleteAcked();
+  }
+
+  #onReply(rowId: number, msg: Msg): void {
+    const status = msg.headers?.code ?? 0;
+    if (status >= 300) {
+      // 503: no stream listens on the subject (it was deleted or its subjects changed).
+      this.#refused(rowId, `${status} ${msg.headers?.description || "no responders"}`);
+      return;
+    }
+    let ack: {
+      error?: { code?: number; err_code?: number; description?: string };
+      duplicate?: boolean;
+    };
+    try {
+      ack = JSON.parse(new TextDecoder().decode(msg.data));
+    } catch {
+      this.#refused(rowId, "unreadable PubAck");
+      return;
+    }
+    if (ack.error !== undefined) {
+      this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
+      return;
+    }
+    // A late ack after a resend is still proof the row is stored: delete it either way.
+    this.#inflight.delete(rowId);
+    this.#acked.push(rowId);
+    this.#options.metrics.forwarded.inc();
+    if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
+    if (!this.#deleteScheduled) {
+      this.#deleteScheduled = true;
+      setImmediate(() => this.#deleteAcked());
+    }
+    if (this.#waitingForRoom && this.#inflight.size <= this.#options.maxInFlight / 2) {
+      this.#wakeup.wake();
+    }
+  }
+
+  #deleteAcked(): void {
+    this.#deleteScheduled = false;
+    if (this.#acked.length === 0) return;
+    const ids = this.#acked;
+    this.#acked = [];
+    this.#outbox.delete(ids);
+  }
+
+  #refused(rowId: number, reason: string): void {
+    this.#options.metrics.publishErrors.inc({ reason: reason.split(" ")[0] || "unknown" });
+    if (!this.#inflight.has(rowId)) return;
+    const now = Date.now();
+    // One line per burst: a missing stream refuses every row in flight.
+    if (now - this.#lastErrorLogMs > 10_000) {
+      this.#lastErrorLogMs = now;
+      this.#options.log.warn(
+        { row: rowId, reason },
+        "hub refused a publish; resending from the first unacknowledged row",
+      );
+    }
+    this.#pauseUntilMs = now + RETRY_AFTER_ERROR_MS;
+    this.#rewind();
+  }
+
+  #checkAckTimeouts(): void {
+    const first = this.#inflight.entries().next();
+    if (first.done) return;
+    const [rowId, sentAtMs] = first.value;
+    if (Date.now() - sentAtMs < this.#options.ackTimeoutMs) return;
+    this.#options.log.warn(
+      { row: rowId, inFlight: this.#inflight.size, ackTimeoutMs: this.#options.ackTimeoutMs },
+      "no PubAck within upstream.ack_timeout; resending from the first unacknowledged row",
+    );
+    this.#rewind();
+  }
+
+  /** Sends everything unacknowledged again, in order. */
+  #rewind(): void {
+    const first = this.#inflight.keys().next();
+    if (first.done) return;
+    this.#options.metrics.resends.inc(undefined, this.#inflight.size);
+    this.#cursor = first.value - 1;
+    this.#inflight.clear();
+    this.#wakeup.wake();
+  }
+}
+
+/**
+ * Core-NATS mode, for hubs without JetStream: publish a batch, then flush (a PING/PONG
+ * round trip proves the hub read it) and delete. Nothing on the hub stores the messages;
+ * a connection lost mid-batch resends the batch, so duplicates are possible.
+ */
+export class CoreForwarder implements Forwarder {
+  readonly #nc: NatsConnection;
+  readonly #outbox: Outbox;
+  readonly #options: ForwarderOptions;
+  #cursor = 0;
+
+  constructor(nc: NatsConnection, outbox: Outbox, options: ForwarderOptions) {
+    this.#nc = nc;
+    this.#outbox = outbox;
+    this.#options = options;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { prefix, gatewayId, maxInFlight } = this.#options;
+    while (!signal.aborted && !this.#nc.isClosed()) {
+      const rows = this.#outbox.readAfter(this.#cursor, Math.min(maxInFlight, READ_BATCH_ROWS));
+      if (rows.length === 0) {
+        await this.#outbox.waitForRowsAfter(this.#cursor, signal);
+        continue;
+      }
+      for (const row of rows) {
+        this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
+          headers: rowHeaders(gatewayId, row),
+        });
+      }
+      await this.#nc.flush();
+      this.#cursor = rows[rows.length - 1]!.id;
+      this.#outbox.delete(rows.map((r) => r.id));
+      this.#options.metrics.forwarded.inc(undefined, rows.length);
+    }
+  }
+
+  async settle(): Promise<void> {}
+}

@@ -1,0 +1,11 @@
+export { backoffDelayMs } from "./backoff.js";
+export { UpstreamError } from "./errors.js";
+export { messageId } from "./forwarder.js";
+export {
+  type Dialer,
+  Upstream,
+  type UpstreamConfig,
+  type UpstreamOptions,
+  type UpstreamState,
+  type UpstreamStatus,
+} from "./upstream.js";

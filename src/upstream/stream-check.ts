@@ -1,0 +1,62 @@
+import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { errorMessage, patternCovers } from "../core/index.js";
+
+export type StreamCheck =
+  | { readonly ok: true; readonly stream: string }
+  | { readonly ok: false; readonly problem: string };
+
+/** JetStream API error code for "stream not found". */
+const STREAM_NOT_FOUND = 10059;
+
+function uncovered(info: StreamInfo, wanted: readonly string[]): string[] {
+  const subjects = info.config.subjects ?? [];
+  return wanted.filter((w) => !subjects.some((s) => patternCovers(s, w)));
+}
+
+/**
+ * Verifies that a stream on the hub captures every exported subject (under the
+ * prefix). `stream` null means any stream will do: the first that covers them all.
+ */
+export async function checkStream(
+  nc: NatsConnection,
+  stream: string | null,
+  exported: readonly string[],
+): Promise<StreamCheck> {
+  const fix = (name: string) =>
+    `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}'`;
+  let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
+  try {
+    jsm = await jetstreamManager(nc, { timeout: 5000 });
+  } catch (err) {
+    return {
+      ok: false,
+      problem: `the hub has no JetStream (${errorMessage(err)}); enable it there or set upstream.mode: core`,
+    };
+  }
+  try {
+    if (stream !== null) {
+      const info = await jsm.streams.info(stream);
+      const missing = uncovered(info, exported);
+      if (missing.length === 0) return { ok: true, stream };
+      return {
+        ok: false,
+        problem: `stream ${stream} on the hub does not capture ${missing.join(", ")} (its subjects: ${(info.config.subjects ?? []).join(", ") || "none"}); add them to the stream`,
+      };
+    }
+    const names: string[] = [];
+    for await (const info of jsm.streams.list()) {
+      names.push(info.config.name);
+      if (uncovered(info, exported).length === 0) return { ok: true, stream: info.config.name };
+    }
+    return {
+      ok: false,
+      problem: `no stream on the hub captures ${exported.join(", ")} (streams: ${names.join(", ") || "none"}); ${fix("EDGE")}`,
+    };
+  } catch (err) {
+    if ((err as { code?: number }).code === STREAM_NOT_FOUND) {
+      return { ok: false, problem: `the hub has no stream ${stream}; ${fix(stream ?? "EDGE")}` };
+    }
+    return { ok: false, problem: `cannot inspect streams on the hub: ${errorMessage(err)}` };
+  }
+}

@@ -1,0 +1,342 @@
+import { readFileSync } from "node:fs";
+import { setTimeout as delay } from "node:timers/promises";
+import {
+  type ConnectionOptions,
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  nkeyAuthenticator,
+} from "@nats-io/transport-node";
+import type { Bus, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
+import { errorMessage } from "../core/index.js";
+import type { Outbox } from "../store/index.js";
+import { backoffDelayMs } from "./backoff.js";
+import { UpstreamError } from "./errors.js";
+import {
+  CoreForwarder,
+  type Forwarder,
+  type ForwarderMetrics,
+  JetStreamForwarder,
+} from "./forwarder.js";
+import { checkStream } from "./stream-check.js";
+
+/** How often a missing stream is looked for again. */
+const STREAM_RECHECK_MS = 5_000;
+/** Connect attempt timeout. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** Client PINGs: a silent (blackholed) link is declared dead after about 3 intervals. */
+const PING_INTERVAL_MS = 10_000;
+const MAX_PINGS_OUT = 2;
+/** Repeat the "hub unreachable" warning at most this often. */
+const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
+
+export interface UpstreamConfig {
+  readonly servers: readonly string[];
+  readonly mode: "jetstream" | "core";
+  readonly stream: string | null;
+  readonly prefix: string;
+  readonly export: readonly string[];
+  readonly import: readonly string[];
+  readonly user?: string;
+  readonly password?: string;
+  readonly token?: string;
+  readonly credentials?: string;
+  readonly nkey_seed?: string;
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string };
+  readonly max_in_flight: number;
+  readonly ack_timeout: number;
+  readonly reconnect_delay_max: number;
+}
+
+/** Opens a hub connection; a seam so tests can fail dialing without a network. */
+export type Dialer = (options: ConnectionOptions) => Promise<NatsConnection>;
+
+export type UpstreamState =
+  | "idle"
+  | "connecting"
+  | "waiting-for-stream"
+  | "forwarding"
+  | "stopping"
+  | "stopped";
+
+export interface UpstreamStatus {
+  readonly state: UpstreamState;
+  readonly server: string | undefined;
+  readonly stream: string | undefined;
+  readonly lastError: string | undefined;
+}
+
+export interface UpstreamOptions {
+  readonly config: UpstreamConfig;
+  readonly gatewayId: string;
+  readonly outbox: Outbox;
+  readonly bus: Bus;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly dial?: Dialer;
+}
+
+/**
+ * The hub link: connects (and reconnects forever, with jittered backoff), checks the
+ * stream, forwards the outbox and delivers imports onto the bus. Each connection is a
+ * fresh session; anything in flight when one dies is resent on the next.
+ */
+export class Upstream {
+  readonly #options: UpstreamOptions;
+  readonly #dial: Dialer;
+  readonly #stop = new AbortController();
+  readonly #connected: Gauge;
+  readonly #forwarderMetrics: ForwarderMetrics;
+  readonly #imported;
+  readonly #connectOptions: ConnectionOptions;
+  #state: UpstreamState = "idle";
+  #server: string | undefined;
+  #stream: string | undefined;
+  #lastError: string | undefined;
+  #loop: Promise<Error | undefined> | undefined;
+  #nc: NatsConnection | undefined;
+  #forwarder: Forwarder | undefined;
+
+  constructor(options: UpstreamOptions) {
+    this.#options = options;
+    this.#dial = options.dial ?? connect;
+    // Built now so a bad credentials file fails at start, not on every reconnect.
+    this.#connectOptions = this.#buildConnectOptions();
+    const { metrics } = options;
+    this.#connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
+    this.#forwarderMetrics = {
+      forwarded: metrics.counter(
+        "leafgate_upstream_forwarded_total",
+        "Messages the hub acknowledged (JetStream) or received (core)",
+      ),
+      duplicates: metrics.counter(
+        "leafgate_upstream_duplicates_total",
+        "Resent messages the stream recognised as duplicates",
+      ),
+      publishErrors: metrics.counter(
+        "leafgate_upstream_publish_errors_total",
+        "Publishes the hub refused, by status or error code",
+      ),
+      resends: metrics.counter(
+        "leafgate_upstream_resent_total",
+        "Messages sent again after an error, an ack timeout or a reconnect",
+      ),
+    };
+    this.#imported = metrics.counter(
+      "leafgate_upstream_imported_total",
+      "Messages received from the hub and delivered onto the bus",
+    );
+  }
+
+  start(): void {
+    this.#loop ??= this.#supervise().then(
+      () => undefined,
+      (err: unknown) => {
+        this.#options.log.error({ err }, "upstream supervisor failed");
+        return err instanceof Error ? err : new Error(String(err));
+      },
+    );
+  }
+
+  status(): UpstreamStatus {
+    return {
+      state: this.#state,
+      server: this.#server,
+      stream: this.#stream,
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Resolves when the supervisor has ended; never rejects. */
+  closed(): Promise<Error | undefined> {
+    return this.#loop ?? Promise.resolve(undefined);
+  }
+
+  /**
+   * Stops forwarding, waits up to `deadlineMs` for outstanding acks, then closes the
+   * hub connection. Unacknowledged rows stay in the outbox for the next start.
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    this.#state = "stopping";
+    this.#stop.abort();
+    const until = Date.now() + deadlineMs;
+    await this.#forwarder?.settle(Math.max(0, until - Date.now() - 200));
+    const nc = this.#nc;
+    if (nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
+    await this.closed();
+    this.#state = "stopped";
+  }
+
+  #buildConnectOptions(): ConnectionOptions {
+    const c = this.#options.config;
+    const options: ConnectionOptions = {
+      servers: [...c.servers],
+      name: `leafgate ${this.#options.gatewayId}`,
+      // Each connection is a session of ours: reconnects are decided here, so nothing
+      // the client buffered during an outage is replayed out of order behind our back.
+      reconnect: false,
+      timeout: CONNECT_TIMEOUT_MS,
+      pingInterval: PING_INTERVAL_MS,
+      maxPingOut: MAX_PINGS_OUT,
+      noEcho: true,
+    };
+    if (c.user !== undefined) {
+      options.user = c.user;
+      options.pass = c.password;
+    }
+    if (c.token !== undefined) options.token = c.token;
+    if (c.credentials !== undefined) {
+      let creds: Uint8Array;
+      try {
+        creds = readFileSync(c.credentials);
+      } catch (err) {
+        throw new UpstreamError(
+          "LG_ERR_UPSTREAM_CREDENTIALS",
+          `cannot read upstream.credentials ${c.credentials}: ${errorMessage(err)}`,
+          { cause: err },
+        );
+      }
+      options.authenticator = credsAuthenticator(creds);
+    }
+    if (c.nkey_seed !== undefined) {
+      options.authenticator = nkeyAuthenticator(new TextEncoder().encode(c.nkey_seed));
+    }
+    if (c.tls !== undefined) {
+      options.tls = { caFile: c.tls.ca, certFile: c.tls.cert, keyFile: c.tls.key };
+    }
+    return options;
+  }
+
+  async #supervise(): Promise<void> {
+    const { log } = this.#options;
+    const signal = this.#stop.signal;
+    let attempt = 0;
+    let lastUnreachableLogMs = 0;
+    while (!signal.aborted) {
+      this.#state = "connecting";
+      let nc: NatsConnection;
+      try {
+        nc = await this.#dial({ ...this.#connectOptions });
+      } catch (err) {
+        this.#lastError = errorMessage(err);
+        const now = Date.now();
+        if (now - lastUnreachableLogMs >= UNREACHABLE_LOG_INTERVAL_MS) {
+          lastUnreachableLogMs = now;
+          log.warn(
+            { servers: this.#options.config.servers, err: this.#lastError },
+            "hub unreachable; buffering locally and retrying",
+          );
+        }
+        await delay(
+          backoffDelayMs(attempt++, this.#options.config.reconnect_delay_max),
+          undefined,
+          {
+            signal,
+          },
+        ).catch(() => {});
+        continue;
+      }
+      attempt = 0;
+      lastUnreachableLogMs = 0;
+      this.#nc = nc;
+      this.#server = nc.getServer();
+      this.#connected.set(1);
+      log.info({ server: this.#server, pending: this.#options.outbox.size }, "hub connected");
+      try {
+        await this.#session(nc, signal);
+      } catch (err) {
+        this.#lastError = errorMessage(err);
+        log.warn({ err: this.#lastError }, "hub session failed");
+      }
+      if (signal.aborted) return;
+      this.#connected.set(0);
+      this.#forwarder = undefined;
+      if (!nc.isClosed()) await nc.close().catch(() => {});
+      log.warn({ server: this.#server, err: this.#lastError }, "hub connection lost; reconnecting");
+      this.#nc = undefined;
+    }
+  }
+
+  /** One connection's life: imports, stream check, forwarding. */
+  async #session(nc: NatsConnection, stopSignal: AbortSignal): Promise<void> {
+    const session = new AbortController();
+    const end = (): void => session.abort();
+    stopSignal.addEventListener("abort", end, { once: true });
+    nc.closed().then((err) => {
+      if (err) this.#lastError = errorMessage(err);
+      end();
+    });
+    try {
+      this.#subscribeImports(nc);
+      const { config, gatewayId, outbox, log } = this.#options;
+      if (config.mode === "jetstream") {
+        const exported = config.export.map((p) => `${config.prefix}.${p}`);
+        let lastProblem: string | undefined;
+        while (!session.signal.aborted) {
+          const check = await checkStream(nc, config.stream, exported);
+          if (check.ok) {
+            this.#stream = check.stream;
+            log.info({ stream: check.stream, subjects: exported }, "hub stream found");
+            break;
+          }
+          this.#state = "waiting-for-stream";
+          this.#lastError = check.problem;
+          if (check.problem !== lastProblem) {
+            lastProblem = check.problem;
+            log.error({}, `cannot forward yet: ${check.problem}; buffering and checking again`);
+          }
+          await delay(STREAM_RECHECK_MS, undefined, { signal: session.signal }).catch(() => {});
+        }
+      }
+      if (session.signal.aborted) return;
+      this.#state = "forwarding";
+      const options = {
+        gatewayId,
+        prefix: config.prefix,
+        maxInFlight: config.max_in_flight,
+        ackTimeoutMs: config.ack_timeout,
+        log,
+        metrics: this.#forwarderMetrics,
+      };
+      this.#forwarder =
+        config.mode === "jetstream"
+          ? new JetStreamForwarder(nc, outbox, options)
+          : new CoreForwarder(nc, outbox, options);
+      await this.#forwarder.run(session.signal);
+    } finally {
+      stopSignal.removeEventListener("abort", end);
+    }
+  }
+
+  #subscribeImports(nc: NatsConnection): void {
+    const { config, bus, log } = this.#options;
+    for (const pattern of config.import) {
+      nc.subscribe(pattern, {
+        callback: (err, msg) => {
+          if (err) {
+            log.warn({ pattern, err: errorMessage(err) }, "import subscription failed");
+            return;
+          }
+          let headers: Map<string, string[]> | undefined;
+          if (msg.headers !== undefined) {
+            headers = new Map();
+            for (const [k, v] of msg.headers) headers.set(k, v);
+          }
+          const message: Envelope = {
+            subject: msg.subject,
+            payload: msg.data,
+            headers,
+            receivedAtMs: Date.now(),
+            origin: "upstream",
+            // Commands reach QoS 1 subscribers at QoS 1.
+            qos: 1,
+          };
+          this.#imported.inc();
+          bus.publish(message).catch((e) => {
+            log.warn({ subject: msg.subject, err: errorMessage(e) }, "import not delivered");
+          });
+        },
+      });
+    }
+  }
+}

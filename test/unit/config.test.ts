@@ -1,0 +1,444 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import YAML from "yaml";
+import {
+  ConfigError,
+  formatConfig,
+  type LeafgateConfig,
+  loadConfig,
+} from "../../src/config/index.js";
+
+const CWD = "/srv/leafgate";
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "leafgate-config-"));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function writeFile(text: string, name = "leafgate.yaml"): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+function load(text: string | undefined, env: Record<string, string> = {}): LeafgateConfig {
+  const file = text === undefined ? undefined : writeFile(text);
+  return loadConfig({ file, env, hostname: "pi.local", cwd: CWD });
+}
+
+/** The problems of the ConfigError that `fn` throws. */
+function problemsOf(fn: () => unknown): readonly string[] {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+const DEFAULTS: LeafgateConfig = {
+  gateway: { id: "pi-local", data_dir: "/srv/leafgate/data" },
+  mqtt: {
+    listeners: [{ host: "127.0.0.1", port: 1883 }],
+    allow_anonymous: true,
+    max_keepalive: 60,
+    connect_timeout: 10_000,
+    max_packet_size: 1_000_000,
+  },
+  upstream: {
+    servers: ["nats://127.0.0.1:4222"],
+    mode: "jetstream",
+    stream: null,
+    prefix: "edge.pi-local",
+    export: [">"],
+    import: ["cmd.pi-local.>"],
+    max_in_flight: 4096,
+    ack_timeout: 10_000,
+    reconnect_delay_max: 2000,
+  },
+  buffer: { durability: "normal", commit_interval: 0, commit_max_rows: 2000 },
+  http: { enabled: true, host: "127.0.0.1", port: 8222 },
+  log: { level: "info" },
+};
+
+const FULL = `
+gateway:
+  id: gw-kitchen
+  data_dir: ./data
+mqtt:
+  listeners:
+    - { host: 127.0.0.1, port: 1883 }
+    - { host: 0.0.0.0, port: 0 }
+  max_keepalive: 120
+  connect_timeout: 250ms
+  max_packet_size: 512KiB
+upstream:
+  servers: [ "nats://hub-1:4222", "tls://hub-2" ]
+  mode: core
+  stream: EDGE
+  prefix: "edge.{gateway}"
+  export: [ "sensors.>", "alarms.*" ]
+  import: [ "cmd.{gateway}.>" ]
+  credentials: ./gw.creds
+  tls: { ca: /etc/ssl/ca.pem, cert: certs/c.pem }
+  max_in_flight: 8000
+  ack_timeout: 5s
+  reconnect_delay_max: 1m
+buffer:
+  durability: fsync
+  commit_interval: 0.005
+  commit_max_rows: 500
+http:
+  enabled: false
+  host: 0.0.0.0
+  port: 9000
+log:
+  level: debug
+`;
+
+describe("loadConfig", () => {
+  it("gives the defaults without a file", () => {
+    expect(load(undefined)).toStrictEqual(DEFAULTS);
+  });
+
+  it("treats an empty file as defaults", () => {
+    expect(load("")).toStrictEqual(DEFAULTS);
+    expect(load("# nothing\n")).toStrictEqual(DEFAULTS);
+  });
+
+  it("sanitises the host name into one subject token", () => {
+    const c = loadConfig({ env: {}, hostname: "my host.lan*>", cwd: CWD });
+    expect(c.gateway.id).toBe("my-host-lan--");
+  });
+
+  it("resolves a full file in the DESIGN shape", () => {
+    const c = load(FULL);
+    expect(c).toStrictEqual({
+      gateway: { id: "gw-kitchen", data_dir: path.join(dir, "data") },
+      mqtt: {
+        listeners: [
+          { host: "127.0.0.1", port: 1883 },
+          { host: "0.0.0.0", port: 0 },
+        ],
+        // A listener off loopback: anonymous access is off unless the file says so.
+        allow_anonymous: false,
+        max_keepalive: 120,
+        connect_timeout: 250,
+        max_packet_size: 524_288,
+      },
+      upstream: {
+        servers: ["nats://hub-1:4222", "tls://hub-2"],
+        mode: "core",
+        stream: "EDGE",
+        prefix: "edge.gw-kitchen",
+        export: ["sensors.>", "alarms.*"],
+        import: ["cmd.gw-kitchen.>"],
+        credentials: path.join(dir, "gw.creds"),
+        tls: { ca: "/etc/ssl/ca.pem", cert: path.join(dir, "certs/c.pem") },
+        max_in_flight: 8000,
+        ack_timeout: 5000,
+        reconnect_delay_max: 60_000,
+      },
+      buffer: { durability: "fsync", commit_interval: 5, commit_max_rows: 500 },
+      http: { enabled: false, host: "0.0.0.0", port: 9000 },
+      log: { level: "debug" },
+    });
+  });
+
+  it("parses durations and sizes in every unit", () => {
+    const c = load(
+      "upstream: { reconnect_delay_max: 2h, ack_timeout: 7d }\nmqtt: { max_packet_size: 0.25GB }",
+    );
+    expect(c.upstream.reconnect_delay_max).toBe(7_200_000);
+    expect(c.upstream.ack_timeout).toBe(604_800_000);
+    expect(c.mqtt.max_packet_size).toBe(250_000_000);
+    expect(load("mqtt: { max_packet_size: 2MiB }").mqtt.max_packet_size).toBe(2_097_152);
+    expect(load("mqtt: { max_packet_size: 4096 }").mqtt.max_packet_size).toBe(4096);
+    expect(load("mqtt: { connect_timeout: 3 }").mqtt.connect_timeout).toBe(3000);
+  });
+
+  it("resolves relative paths against the file's directory, defaults against cwd", () => {
+    const c = load("upstream: { credentials: ../x.creds }");
+    expect(c.upstream.credentials).toBe(path.resolve(dir, "../x.creds"));
+    expect(c.gateway.data_dir).toBe(path.join(CWD, "data"));
+    const fromEnv = load("gateway: { data_dir: ./here }", { LEAFGATE_GATEWAY_DATA_DIR: "there" });
+    expect(fromEnv.gateway.data_dir).toBe(path.join(CWD, "there"));
+  });
+
+  it("deep-freezes the result", () => {
+    const c = load(FULL);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.mqtt.listeners)).toBe(true);
+    expect(Object.isFrozen(c.mqtt.listeners[0])).toBe(true);
+    expect(Object.isFrozen(c.upstream.tls)).toBe(true);
+    expect(() => {
+      (c.mqtt.listeners[0] as { port: number }).port = 1;
+    }).toThrow(TypeError);
+  });
+});
+
+describe("validation", () => {
+  it.each([
+    [
+      "upstream: { servers: [localhost] }",
+      'upstream.servers[0]: expected nats://host:port, got "localhost"',
+    ],
+    [
+      "mqtt: { listeners: [ { port: 1 }, { port: abc } ] }",
+      'mqtt.listeners[1].port: expected an integer from 0 to 65535, got "abc"',
+    ],
+    ["upstream: { mode: js }", 'upstream.mode: expected one of jetstream, core, got "js"'],
+    ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
+    [
+      "mqtt: { foo: 1 }",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size)",
+    ],
+    ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
+    [
+      "upstream: { export: [ 'a.>.b' ] }",
+      'upstream.export[0]: expected a NATS subject pattern, got "a.>.b"',
+    ],
+    [
+      "upstream: { import: [ 'a..b' ] }",
+      'upstream.import[0]: expected a NATS subject pattern, got "a..b"',
+    ],
+    [
+      "upstream: { prefix: 'edge.*' }",
+      'upstream.prefix: expected a subject without wildcards, got "edge.*"',
+    ],
+    [
+      "upstream: { stream: A.B }",
+      'upstream.stream: expected a stream name: one subject token (no ".", "*", ">" or whitespace), got "A.B"',
+    ],
+    [
+      "gateway: { id: pi.local }",
+      'gateway.id: expected one subject token (no ".", "*", ">" or whitespace), got "pi.local"',
+    ],
+    [
+      "buffer: { commit_interval: 2s }",
+      'buffer.commit_interval: expected a duration of at most 1s, got "2s"',
+    ],
+    [
+      "mqtt: { connect_timeout: soon }",
+      'mqtt.connect_timeout: expected a duration like 250ms, 10s, 5m, 2h, 7d (or a number of seconds), got "soon"',
+    ],
+    [
+      "mqtt: { max_packet_size: 1XB }",
+      'mqtt.max_packet_size: expected a size like 512KiB, 1MB, 1GB (or a number of bytes), got "1XB"',
+    ],
+    [
+      "mqtt: { max_packet_size: 1GB }",
+      'mqtt.max_packet_size: expected a size from 1 to 268435460 bytes, got "1GB"',
+    ],
+    ["http: { enabled: yes }", 'http.enabled: expected true or false, got "yes"'],
+    ["upstream: { user: bob }", "upstream.user: set without upstream.password"],
+    ["upstream: { password: pw }", "upstream.password: set without upstream.user"],
+    [
+      "upstream: { token: t, nkey_seed: SU }",
+      "upstream: expected at most one of user/password, token, credentials, nkey_seed, got token, nkey_seed",
+    ],
+    ["upstream: { token: 42 }", "upstream.token: expected a non-empty string, got a number"],
+    ["[1, 2]", "top level: expected a mapping, got a list"],
+    ["mqtt: 5", "mqtt: expected a mapping, got 5"],
+  ])("%s", (text, problem) => {
+    expect(problemsOf(() => load(text))).toStrictEqual([problem]);
+  });
+
+  it("checks server URLs", () => {
+    const ok = [
+      "nats://h",
+      "tls://h:4222",
+      "nats://u:p@h:1",
+      "nats://tok@10.0.0.1:65535",
+      "nats://[::1]:4222",
+    ];
+    expect(load(`upstream: { servers: ${JSON.stringify(ok)} }`).upstream.servers).toStrictEqual(ok);
+    const bad = ["http://h:4222", "nats://:4222", "nats://h:0", "nats://h:65536", "nats://h:x"];
+    expect(problemsOf(() => load(`upstream: { servers: ${JSON.stringify(bad)} }`))).toHaveLength(5);
+  });
+
+  it("masks the password of a server URL in problems", () => {
+    expect(
+      problemsOf(() => load("upstream: { servers: [ 'nats://u:hunter2@h:99999' ] }")),
+    ).toStrictEqual(['upstream.servers[0]: expected nats://host:port, got "nats://u:***@h:99999"']);
+  });
+
+  it("reports every problem at once, in the file's message", () => {
+    const file = writeFile(
+      "mqtt: { max_keepalive: -1 }\nupstream: { mode: js, servers: [x] }\nlog: { lvl: 1 }",
+    );
+    let error: ConfigError | undefined;
+    try {
+      loadConfig({ file, env: {}, hostname: "h", cwd: CWD });
+    } catch (err) {
+      error = err as ConfigError;
+    }
+    expect(error?.code).toBe("LG_ERR_CONFIG_INVALID");
+    expect(error?.message).toBe(
+      `invalid configuration in ${file}:\n` +
+        "  mqtt.max_keepalive: expected an integer from 0 to 65535, got -1\n" +
+        '  upstream.servers[0]: expected nats://host:port, got "x"\n' +
+        '  upstream.mode: expected one of jetstream, core, got "js"\n' +
+        '  log.lvl: unknown key (did you mean "level"?)',
+    );
+  });
+});
+
+describe("environment overrides", () => {
+  it("matches names greedily against keys with underscores", () => {
+    const c = load("upstream: { max_in_flight: 10 }", {
+      LEAFGATE_GATEWAY_DATA_DIR: "/var/lib/lg",
+      LEAFGATE_UPSTREAM_MAX_IN_FLIGHT: "20",
+      LEAFGATE_BUFFER_DURABILITY: "fsync",
+      LEAFGATE_BUFFER_COMMIT_INTERVAL: "20ms",
+      LEAFGATE_HTTP_ENABLED: "false",
+      LEAFGATE_UPSTREAM_TLS_CA: "ca.pem",
+      LEAFGATE_CONFIG: "/ignored.yaml",
+    });
+    expect(c.gateway.data_dir).toBe("/var/lib/lg");
+    expect(c.upstream.max_in_flight).toBe(20);
+    expect(c.buffer.durability).toBe("fsync");
+    expect(c.buffer.commit_interval).toBe(20);
+    expect(c.http.enabled).toBe(false);
+    expect(c.upstream.tls).toStrictEqual({ ca: path.join(CWD, "ca.pem") });
+  });
+
+  it("takes comma lists and YAML flow values", () => {
+    const c = load(undefined, {
+      LEAFGATE_UPSTREAM_SERVERS: "nats://a:4222, nats://b:4222",
+      LEAFGATE_MQTT_LISTENERS: "[{host: 0.0.0.0, port: 1883}, {port: 1884}]",
+      LEAFGATE_UPSTREAM: "{mode: core}",
+    });
+    expect(c.upstream.servers).toStrictEqual(["nats://a:4222", "nats://b:4222"]);
+    expect(c.mqtt.listeners).toStrictEqual([
+      { host: "0.0.0.0", port: 1883 },
+      { host: "127.0.0.1", port: 1884 },
+    ]);
+    expect(c.upstream.mode).toBe("core");
+  });
+
+  it("merges mappings, lets a specific variable win, and unsets on an empty value", () => {
+    const c = load("upstream: { stream: S, servers: [ 'nats://f:4222' ] }", {
+      LEAFGATE_UPSTREAM: "{mode: core, stream: X}",
+      LEAFGATE_UPSTREAM_MODE: "jetstream",
+      LEAFGATE_UPSTREAM_STREAM: "",
+    });
+    expect(c.upstream.servers).toStrictEqual(["nats://f:4222"]);
+    expect(c.upstream.mode).toBe("jetstream");
+    expect(c.upstream.stream).toBeNull();
+    expect(
+      problemsOf(() =>
+        load("http: { port: 1 }", { LEAFGATE_HTTP: "{hots: x}", LEAFGATE_HTTP_PORT: "x" }),
+      ),
+    ).toStrictEqual([
+      'LEAFGATE_HTTP_PORT: expected an integer from 0 to 65535, got "x"',
+      'LEAFGATE_HTTP.hots: unknown key (did you mean "host"?)',
+    ]);
+  });
+
+  it("names the variable in its problems", () => {
+    expect(
+      problemsOf(() =>
+        load("mqtt: { max_keepalive: 5 }", {
+          LEAFGATE_MQTT_PROT: "1",
+          LEAFGATE_UPSTREAM_MODE: "js",
+          LEAFGATE_MQTT_LISTENERS: "[{port: abc}]",
+          LEAFGATE_UPSTREAM_SERVERS: "nats://a:4222,localhost",
+          LEAFGATE_HTTP: "{hots: x}",
+          LEAFGATE_LOG: "[oops",
+        }),
+      ),
+    ).toStrictEqual([
+      expect.stringMatching(/^LEAFGATE_LOG: invalid YAML: /),
+      "LEAFGATE_MQTT_PROT: no such setting",
+      'LEAFGATE_MQTT_LISTENERS[0].port: expected an integer from 0 to 65535, got "abc"',
+      'LEAFGATE_UPSTREAM_SERVERS[1]: expected nats://host:port, got "localhost"',
+      'LEAFGATE_UPSTREAM_MODE: expected one of jetstream, core, got "js"',
+      'LEAFGATE_HTTP.hots: unknown key (did you mean "host"?)',
+    ]);
+  });
+});
+
+describe("file errors", () => {
+  it("reports a syntax error with file, line and column", () => {
+    const file = writeFile("mqtt:\n  max_keepalive: 60\nupstream: [a, b\nlog: {}\n");
+    try {
+      loadConfig({ file, env: {} });
+      expect.unreachable();
+    } catch (err) {
+      expect((err as ConfigError).code).toBe("LG_ERR_CONFIG_SYNTAX");
+      expect((err as ConfigError).message).toMatch(
+        new RegExp(`^syntax error in ${file} at line 4, column 1: `),
+      );
+    }
+  });
+
+  it("reports a missing file", () => {
+    const file = path.join(dir, "missing.yaml");
+    expect(() => loadConfig({ file, env: {} })).toThrow(
+      expect.objectContaining({
+        code: "LG_ERR_CONFIG_NOT_FOUND",
+        message: expect.stringContaining(file),
+      }),
+    );
+  });
+
+  it("names defaults/environment when there is no file", () => {
+    expect(() => loadConfig({ env: { LEAFGATE_LOG_LEVEL: "loud" }, hostname: "h" })).toThrow(
+      'invalid configuration in defaults/environment:\n  LEAFGATE_LOG_LEVEL: expected one of debug, info, warn, error, got "loud"',
+    );
+  });
+});
+
+describe("formatConfig", () => {
+  const SECRETS =
+    "upstream:\n  servers: [ 'nats://alice:pw@hub:4222', 'nats://tok@hub2' ]\n  token: s3cret\n";
+
+  it("masks secrets and renders durations with units", () => {
+    const text = formatConfig(load(`${SECRETS}mqtt: { connect_timeout: 250ms }`));
+    expect(text).not.toMatch(/s3cret|pw@|tok@/);
+    const doc = YAML.parse(text);
+    expect(doc.upstream.token).toBe("***");
+    expect(doc.upstream.servers).toStrictEqual(["nats://alice:***@hub:4222", "nats://***@hub2"]);
+    expect(doc.mqtt.connect_timeout).toBe("250ms");
+    expect(doc.upstream.ack_timeout).toBe("10s");
+  });
+
+  it("round-trips once secrets are restored", () => {
+    for (const text of [FULL, SECRETS, "upstream: { user: u, password: p }"]) {
+      const config = load(text);
+      const doc = YAML.parse(formatConfig(config));
+      doc.upstream.servers = config.upstream.servers;
+      for (const key of ["password", "token", "nkey_seed"] as const) {
+        if (config.upstream[key] !== undefined) doc.upstream[key] = config.upstream[key];
+      }
+      expect(load(YAML.stringify(doc))).toStrictEqual(config);
+    }
+  });
+});
+
+describe("mqtt.allow_anonymous", () => {
+  it("defaults to true only when every listener is on loopback", () => {
+    expect(
+      load("mqtt: { listeners: [ { host: 127.0.0.2 }, { host: localhost } ] }").mqtt
+        .allow_anonymous,
+    ).toBe(true);
+    expect(
+      load("mqtt: { listeners: [ { host: 127.0.0.1 }, { host: 0.0.0.0 } ] }").mqtt.allow_anonymous,
+    ).toBe(false);
+  });
+
+  it("follows the file when set", () => {
+    expect(
+      load("mqtt: { listeners: [ { host: 0.0.0.0 } ], allow_anonymous: true }").mqtt
+        .allow_anonymous,
+    ).toBe(true);
+    expect(load("mqtt: { allow_anonymous: false }").mqtt.allow_anonymous).toBe(false);
+  });
+});
