@@ -8,7 +8,7 @@ import { handlePuback } from "./handlers/puback.js";
 import { handlePublish, handlePubrel } from "./handlers/publish.js";
 import { handleSubscribe } from "./handlers/subscribe.js";
 import { handleUnsubscribe } from "./handlers/unsubscribe.js";
-import { encodeAck, encodeConnack, encodePublish } from "./packets.js";
+import { encodeAck, encodeConnack, encodePublish, packetSize } from "./packets.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
 /**
@@ -22,12 +22,15 @@ export interface Subscription {
   readonly filter: string;
   readonly qos: 0 | 1;
   readonly patterns: readonly string[];
+  /** The filter starts with `+` or `#`, so it must not match `$` topics. */
+  readonly leadingWildcard: boolean;
   readonly unsubscribe: () => void;
 }
 
 /** Keepalive is enforced at one and a half times the negotiated interval [MQTT-3.1.2-24]. */
 const KEEPALIVE_GRACE = 1.5;
 const MAX_PACKET_ID = 0xffff;
+const DOLLAR = "$".charCodeAt(0);
 
 export class Connection implements TransportHandler {
   readonly broker: Broker;
@@ -36,8 +39,11 @@ export class Connection implements TransportHandler {
   clientId: string | undefined;
   protocolVersion: 3 | 4 = 4;
   readonly subscriptions = new Map<string, Subscription>();
-  /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
-  readonly awaitingRelease = new Set<number>();
+  /**
+   * Inbound QoS 2 packet ids not yet released by PUBREL: `committing` until the message
+   * is stored, then `received` (PUBREC sent).
+   */
+  readonly awaitingRelease = new Map<number, "committing" | "received">();
   readonly #parser = mqtt.parser();
   #keepaliveMs = 0;
   #lastActivityMs = Date.now();
@@ -69,11 +75,24 @@ export class Connection implements TransportHandler {
   onData(chunk: Buffer): void {
     if (this.state === "closing" || this.state === "closed") return;
     this.#lastActivityMs = Date.now();
-    const buffered = this.#parser.parse(chunk);
-    // mqtt-packet buffers a whole packet before parsing it; bound that memory.
-    if (buffered > this.broker.options.maxPacketSize && this.#isOpen()) {
-      this.protocolError(new MqttProtocolError("packetTooLarge", `${buffered} bytes buffered`));
-    }
+    this.#parser.parse(chunk);
+    // mqtt-packet buffers a whole packet before parsing it: refuse one that announces
+    // more than the limit as soon as its length is known, before buffering it all.
+    const announced = (this.#parser as unknown as { packet?: { length?: number } }).packet?.length;
+    if (announced !== undefined && announced > 0 && this.#isOpen()) this.#checkSize(announced);
+  }
+
+  /** Refuses a packet over mqtt.max_packet_size; true when it was refused. */
+  #checkSize(remainingLength: number): boolean {
+    const size = packetSize(remainingLength);
+    if (size <= this.broker.options.maxPacketSize) return false;
+    this.protocolError(
+      new MqttProtocolError(
+        "packetTooLarge",
+        `${size} bytes, limit ${this.broker.options.maxPacketSize}`,
+      ),
+    );
+    return true;
   }
 
   #isOpen(): boolean {
@@ -104,6 +123,7 @@ export class Connection implements TransportHandler {
 
   #dispatch(packet: mqtt.Packet): void {
     if (this.state === "closing" || this.state === "closed") return;
+    if (packet.length !== undefined && this.#checkSize(packet.length)) return;
     try {
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
@@ -199,7 +219,11 @@ export class Connection implements TransportHandler {
    * Tracks a durable commit the client waits on; pauses reading while too many are
    * pending so a fast publisher cannot outrun the disk.
    */
-  trackCommit<T>(commit: Promise<T>): Promise<T> {
+  trackCommit(
+    commit: Promise<void>,
+    onCommitted: () => void,
+    onFailed: (err: unknown) => void,
+  ): void {
     this.#pendingCommits++;
     if (!this.#paused && this.#pendingCommits >= this.broker.options.maxPendingCommits) {
       this.#paused = true;
@@ -216,8 +240,23 @@ export class Connection implements TransportHandler {
         this.#idleWaiters = [];
       }
     };
-    commit.then(settle, settle);
-    return commit;
+    // The ack is written before `settle` may end a closing connection's transport.
+    commit.then(
+      () => {
+        try {
+          onCommitted();
+        } finally {
+          settle();
+        }
+      },
+      (err: unknown) => {
+        try {
+          onFailed(err);
+        } finally {
+          settle();
+        }
+      },
+    );
   }
 
   /** Writes a packet if the connection can still carry it. */
@@ -258,8 +297,11 @@ export class Connection implements TransportHandler {
     if (this.state !== "connected") return undefined;
     // Overlapping subscriptions: deliver once, at the highest granted QoS [MQTT-3.3.5-1].
     let granted = -1;
+    const dollar = message.subject.charCodeAt(0) === DOLLAR;
     for (const sub of this.subscriptions.values()) {
       if (sub.qos <= granted) continue;
+      // Filters starting with a wildcard do not match topics starting with $ [MQTT-4.7.2-1].
+      if (dollar && sub.leadingWildcard) continue;
       for (const pattern of sub.patterns) {
         if (subjectMatches(pattern, message.subject)) {
           granted = sub.qos;

@@ -32,8 +32,14 @@ function writeRemainingLength(buf: Buffer, offset: number, length: number): numb
   return at;
 }
 
-function remainingLengthSize(length: number): number {
+/** Bytes the "remaining length" field takes for `length`. */
+export function remainingLengthSize(length: number): number {
   return length < 128 ? 1 : length < 16_384 ? 2 : length < 2_097_152 ? 3 : 4;
+}
+
+/** Whole size of a packet whose remaining length is `remaining` (fixed header included). */
+export function packetSize(remaining: number): number {
+  return 1 + remainingLengthSize(remaining) + remaining;
 }
 
 export function encodeConnack(returnCode: number, sessionPresent = false): Buffer {

@@ -75,10 +75,11 @@ export class Outbox {
   readonly #commitTx: (rows: readonly Envelope[]) => number;
   readonly #deleteTx: (ranges: readonly (readonly [number, number])[]) => number;
   #batch: Batch | undefined;
-  #timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  #timeout: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
   #lastId: number;
   #count: number;
-  #waiters: (() => void)[] = [];
+  readonly #waiters = new Set<() => void>();
   readonly #appended;
   readonly #commitFailures;
   #closed = false;
@@ -136,10 +137,8 @@ export class Outbox {
       batch = newBatch();
       this.#batch = batch;
       const { commitIntervalMs } = this.#options;
-      this.#timer =
-        commitIntervalMs > 0
-          ? setTimeout(() => this.flush(), commitIntervalMs)
-          : setImmediate(() => this.flush());
+      if (commitIntervalMs > 0) this.#timeout = setTimeout(() => this.flush(), commitIntervalMs);
+      else this.#immediate = setImmediate(() => this.flush());
     }
     batch.rows.push(message);
     if (batch.rows.length >= this.#options.commitMaxRows) this.flush();
@@ -150,12 +149,11 @@ export class Outbox {
   flush(): void {
     const batch = this.#batch;
     if (batch === undefined) return;
+    if (this.#timeout !== undefined) clearTimeout(this.#timeout);
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    this.#timeout = undefined;
+    this.#immediate = undefined;
     this.#batch = undefined;
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer as NodeJS.Timeout);
-      clearImmediate(this.#timer as NodeJS.Immediate);
-      this.#timer = undefined;
-    }
     try {
       this.#lastId = this.#commitTx(batch.rows);
     } catch (err) {
@@ -175,9 +173,7 @@ export class Outbox {
     this.#count += batch.rows.length;
     this.#appended.inc(undefined, batch.rows.length);
     batch.resolve();
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const wake of waiters) wake();
+    for (const wake of [...this.#waiters]) wake();
   }
 
   /** Up to `limit` committed rows with id greater than `afterId`, oldest first. */
@@ -223,13 +219,14 @@ export class Outbox {
 
   /** Resolves once a row with id greater than `afterId` is committed, or on abort. */
   waitForRowsAfter(afterId: number, signal: AbortSignal): Promise<void> {
-    if (this.#lastId > afterId || signal.aborted) return Promise.resolve();
+    if (this.#lastId > afterId || signal.aborted || this.#closed) return Promise.resolve();
     return new Promise((resolve) => {
       const wake = (): void => {
         signal.removeEventListener("abort", wake);
+        this.#waiters.delete(wake);
         resolve();
       };
-      this.#waiters.push(wake);
+      this.#waiters.add(wake);
       signal.addEventListener("abort", wake, { once: true });
     });
   }
@@ -248,7 +245,6 @@ export class Outbox {
   close(): void {
     this.flush();
     this.#closed = true;
-    for (const wake of this.#waiters) wake();
-    this.#waiters = [];
+    for (const wake of [...this.#waiters]) wake();
   }
 }

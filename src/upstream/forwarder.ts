@@ -133,10 +133,18 @@ export class JetStreamForwarder implements Forwarder {
         }
         const rows = this.#outbox.readAfter(this.#cursor, Math.min(room, READ_BATCH_ROWS));
         if (rows.length === 0) {
+          // Nothing committed is left above the cursor: rows up to lastId were forwarded
+          // (possibly by an earlier run), so wait for ids beyond it.
+          this.#cursor = Math.max(this.#cursor, this.#outbox.lastId);
+          const idle = new AbortController();
+          const stopIdle = (): void => idle.abort();
+          signal.addEventListener("abort", stopIdle, { once: true });
           await Promise.race([
-            this.#outbox.waitForRowsAfter(this.#cursor, signal),
+            this.#outbox.waitForRowsAfter(this.#cursor, idle.signal),
             this.#wakeup.wait(signal),
           ]);
+          idle.abort();
+          signal.removeEventListener("abort", stopIdle);
           this.#wakeup.wake();
           continue;
         }
@@ -271,6 +279,7 @@ export class CoreForwarder implements Forwarder {
     while (!signal.aborted && !this.#nc.isClosed()) {
       const rows = this.#outbox.readAfter(this.#cursor, Math.min(maxInFlight, READ_BATCH_ROWS));
       if (rows.length === 0) {
+        this.#cursor = Math.max(this.#cursor, this.#outbox.lastId);
         await this.#outbox.waitForRowsAfter(this.#cursor, signal);
         continue;
       }

@@ -46,13 +46,20 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
 
   const packetId = packet.messageId ?? 0;
   if (qos === 2) {
-    // A resent QoS 2 PUBLISH with an id we already hold must not be delivered twice
-    // [MQTT-4.3.3-2]; its PUBREC is (or will be) sent once the first copy commits.
-    if (conn.awaitingRelease.has(packetId)) return;
-    conn.awaitingRelease.add(packetId);
+    // A resent QoS 2 PUBLISH with an id we hold is not delivered again, and is
+    // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
+    // is still committing, its PUBREC is on the way.
+    const held = conn.awaitingRelease.get(packetId);
+    if (held === "received") conn.send(encodeAck("pubrec", packetId));
+    if (held !== undefined) return;
+    conn.awaitingRelease.set(packetId, "committing");
   }
-  conn.trackCommit(broker.bus.publish(message)).then(
-    () => conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId)),
+  conn.trackCommit(
+    broker.bus.publish(message),
+    () => {
+      if (qos === 2) conn.awaitingRelease.set(packetId, "received");
+      conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId));
+    },
     (err) => {
       if (qos === 2) conn.awaitingRelease.delete(packetId);
       broker.metrics.dropped.inc({ reason: "store-failed" });

@@ -32,6 +32,7 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
       filter,
       qos: granted,
       patterns,
+      leadingWildcard: filter.startsWith("+") || filter.startsWith("#"),
       unsubscribe: () => {
         for (const s of busSubs) s.unsubscribe();
       },

@@ -1,0 +1,180 @@
+// The shipped bundle as users run it: `node dist/leafgate.mjs ...` as a child process.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { BUNDLE, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { mosquittoPubLines } from "../helpers/mqtt.js";
+import {
+  closeClients,
+  connectClient,
+  createStream,
+  type NatsServer,
+  startNatsServer,
+  streamInfo,
+  streamMessages,
+} from "../helpers/nats-server.js";
+import { runToCompletion, stopAll, stopProcess } from "../helpers/procs.js";
+import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+
+const node = process.execPath;
+const dirs: TempDir[] = [];
+
+afterEach(async () => {
+  await stopAll();
+  for (const d of dirs.splice(0)) await d.cleanup();
+});
+
+function leafgate(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return runToCompletion(node, [BUNDLE, ...args], {
+    env: { ...process.env, ...env },
+    timeoutMs: 15_000,
+  });
+}
+
+describe("leafgate CLI", () => {
+  it("prints its version", async () => {
+    const r = await leafgate(["version"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^leafgate \d+\.\d+\.\d+ \(node v\d+/);
+  });
+
+  it("prints help for each command", async () => {
+    for (const command of ["run", "check", "version"]) {
+      const r = await leafgate([command, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`Usage: leafgate ${command}`);
+    }
+    const unknown = await leafgate(["frobnicate"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+  });
+
+  it("check prints the effective config with secrets masked", async () => {
+    const dir = tempDir("cli");
+    dirs.push(dir);
+    const file = join(dir.path, "leafgate.yaml");
+    writeFileSync(file, "gateway: { id: gw-7 }\nupstream: { user: edge, password: hunter2 }\n");
+    const r = await leafgate(["check", "-c", file], {
+      LEAFGATE_UPSTREAM_SERVERS: "nats://hub-1:4222,nats://hub-2:4222",
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("id: gw-7");
+    expect(r.stdout).toContain("nats://hub-2:4222");
+    expect(r.stdout).toContain("prefix: edge.gw-7");
+    expect(r.stdout).not.toContain("hunter2");
+    expect(r.stdout).toContain('password: "***"');
+  });
+
+  it("rejects a bad config with exit 2, every problem named, and no stack trace", async () => {
+    const dir = tempDir("cli");
+    dirs.push(dir);
+    const file = join(dir.path, "bad.yaml");
+    writeFileSync(file, "mqtt:\n  listners: []\nupstream:\n  servers: [ localhost ]\n  mode: js\n");
+    for (const command of ["check", "run"]) {
+      const r = await leafgate([command, "-c", file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('mqtt.listners: unknown key (did you mean "listeners"?)');
+      expect(r.stderr).toContain('upstream.servers[0]: expected nats://host:port, got "localhost"');
+      expect(r.stderr).toContain('upstream.mode: expected one of jetstream, core, got "js"');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    const missing = await leafgate(["run", "-c", join(dir.path, "nope.yaml")]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("nope.yaml");
+  });
+});
+
+describe("leafgate run", () => {
+  let hub: NatsServer;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    hub = await startNatsServer();
+    nc = await connectClient(hub.url);
+    await createStream(nc, "EDGE", ["edge.>"]);
+  });
+
+  afterAll(async () => {
+    await closeClients();
+    await hub.stop();
+  });
+
+  it("says what is where, forwards, and stops cleanly on SIGTERM", async () => {
+    const { dir, file } = writeConfig({ hub: hub.url, id: "cli-gw" });
+    dirs.push(dir);
+    const gw = await startGatewayProcess(file);
+    const out = gw.proc.stdout();
+    for (const msg of ["leafgate starting", "data dir open", "hub", "mqtt listening"]) {
+      expect(out).toContain(`"msg":"${msg}"`);
+    }
+    const ready = gw.proc
+      .stdout()
+      .split("\n")
+      .find((l) => l.includes('"msg":"ready"'));
+    expect(ready ?? (await waitFor(() => gw.proc.stdout().includes('"msg":"ready"')))).toBeTruthy();
+
+    const health = await fetch(`http://127.0.0.1:${gw.httpPort}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ healthy: true, gateway: "cli-gw" });
+
+    const sent = Array.from({ length: 1000 }, (_, i) => `reading ${i}`);
+    await mosquittoPubLines(gw.mqttPort, "plant/boiler/pressure", sent);
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 1000);
+
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/^leafgate_outbox_appended_total 1000$/m);
+    expect(metrics).toMatch(/^leafgate_mqtt_messages_received_total\{qos="1"\} 1000$/m);
+
+    const started = Date.now();
+    const exit = await stopProcess(gw.proc, { signal: "SIGTERM", graceMs: 5_000 });
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(gw.proc.stdout()).toContain('"msg":"stopped"');
+
+    // A restart on the same data dir sends nothing again: every row was acknowledged.
+    const again = await startGatewayProcess(file);
+    await waitFor(() => again.proc.stdout().includes('"msg":"hub stream found"'));
+    const status = (await (await fetch(`http://127.0.0.1:${again.httpPort}/status`)).json()) as {
+      outbox: { pending: number; lastId: number };
+    };
+    expect(status.outbox).toEqual({ pending: 0, lastId: 1000 });
+    // New rows continue the id sequence and are forwarded after the restart.
+    await mosquittoPubLines(again.mqttPort, "plant/boiler/pressure", ["after restart"]);
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 1001);
+    await stopProcess(again.proc);
+    const messages = await streamMessages(nc, "EDGE");
+    expect(messages.map((m) => new TextDecoder().decode(m.data))).toEqual([
+      ...sent,
+      "after restart",
+    ]);
+    expect(messages.at(-1)!.headers["Nats-Msg-Id"]).toEqual(["cli-gw-1001"]);
+  });
+
+  it("starts without a hub, keeps what it accepted across a restart, and stops within 5 s", async () => {
+    const { dir, file } = writeConfig({ id: "offline-gw" }); // hub: a closed port
+    dirs.push(dir);
+    const gw = await startGatewayProcess(file);
+    await mosquittoPubLines(gw.mqttPort, "t", ["a", "b", "c"]);
+    const started = Date.now();
+    expect(await stopProcess(gw.proc, { signal: "SIGINT" })).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(5_000);
+
+    const again = await startGatewayProcess(file);
+    const status = (await (await fetch(`http://127.0.0.1:${again.httpPort}/status`)).json()) as {
+      outbox: unknown;
+      upstream: { state: string };
+    };
+    expect(status.outbox).toEqual({ pending: 3, lastId: 3 });
+    expect(status.upstream.state).toBe("connecting");
+  });
+
+  it("refuses a second gateway on the same data dir", async () => {
+    const { dir, file } = writeConfig({ id: "locked-gw" });
+    dirs.push(dir);
+    await startGatewayProcess(file);
+    const second = await leafgate(["run", "-c", file]);
+    expect(second.code).toBe(1);
+    expect(second.stdout).toContain("in use by another process");
+  });
+});
