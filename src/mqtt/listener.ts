@@ -6,8 +6,21 @@ import type { Transport } from "./transport.js";
 
 /** Adapts a TCP socket to the protocol's Transport. */
 function socketTransport(socket: Socket): Transport {
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    socket.uncork();
+  };
   return {
-    write: (bytes) => socket.write(bytes),
+    write: (bytes) => {
+      // Acks for one group commit go out in one write, not one syscall each.
+      if (!corked) {
+        corked = true;
+        socket.cork();
+        process.nextTick(uncork);
+      }
+      return socket.write(bytes);
+    },
     end: () => {
       socket.end();
       // A peer that never reads must not hold the socket open after we are done.

@@ -80,6 +80,7 @@ export class Outbox {
   #lastId: number;
   #count: number;
   readonly #waiters = new Set<() => void>();
+  readonly #commitListeners = new Set<() => void>();
   readonly #appended;
   readonly #commitFailures;
   #closed = false;
@@ -174,6 +175,7 @@ export class Outbox {
     this.#appended.inc(undefined, batch.rows.length);
     batch.resolve();
     for (const wake of [...this.#waiters]) wake();
+    for (const listener of this.#commitListeners) listener();
   }
 
   /** Up to `limit` committed rows with id greater than `afterId`, oldest first. */
@@ -229,6 +231,12 @@ export class Outbox {
       this.#waiters.add(wake);
       signal.addEventListener("abort", wake, { once: true });
     });
+  }
+
+  /** Calls `listener` after every successful commit; returns the unsubscribe. */
+  onCommit(listener: () => void): () => void {
+    this.#commitListeners.add(listener);
+    return () => this.#commitListeners.delete(listener);
   }
 
   /** Highest committed row id (0 when none was ever committed). */

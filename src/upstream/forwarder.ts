@@ -10,6 +10,8 @@ import {
 import type { Counter, Logger } from "../core/index.js";
 import type { Outbox, OutboxRow } from "../store/index.js";
 
+const UTF8 = new TextDecoder();
+
 /** Rows read from the outbox per step; bounds memory between two event-loop turns. */
 const READ_BATCH_ROWS = 1000;
 /** How often in-flight publishes are checked against `ack_timeout`. */
@@ -116,12 +118,29 @@ export class JetStreamForwarder implements Forwarder {
       callback: (_err, msg) => this.#onReply(Number(msg.subject.slice(tokenAt)), msg),
     });
     const timer = setInterval(() => this.#checkAckTimeouts(), ACK_CHECK_INTERVAL_MS);
+    // Woken in the check phase, after the commit's PUBACKs have been written: the
+    // publishers' round trips set ingest throughput, so they go first.
+    let wakeScheduled = false;
+    const wakeAfterAcks = (): void => {
+      wakeScheduled = false;
+      if (!this.#waitingForRoom) this.#wakeup.wake();
+    };
+    const stopListening = this.#outbox.onCommit(() => {
+      if (wakeScheduled) return;
+      wakeScheduled = true;
+      setImmediate(wakeAfterAcks);
+    });
     const { maxInFlight, prefix, gatewayId } = this.#options;
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
         const pauseMs = this.#pauseUntilMs - Date.now();
         if (pauseMs > 0) {
           await this.#wakeup.wait(signal, pauseMs);
+          continue;
+        }
+        if (this.#cursor >= this.#outbox.lastId) {
+          // Caught up: the next commit (or a rewind) wakes us.
+          await this.#wakeup.wait(signal);
           continue;
         }
         const room = maxInFlight - this.#inflight.size;
@@ -133,19 +152,8 @@ export class JetStreamForwarder implements Forwarder {
         }
         const rows = this.#outbox.readAfter(this.#cursor, Math.min(room, READ_BATCH_ROWS));
         if (rows.length === 0) {
-          // Nothing committed is left above the cursor: rows up to lastId were forwarded
-          // (possibly by an earlier run), so wait for ids beyond it.
-          this.#cursor = Math.max(this.#cursor, this.#outbox.lastId);
-          const idle = new AbortController();
-          const stopIdle = (): void => idle.abort();
-          signal.addEventListener("abort", stopIdle, { once: true });
-          await Promise.race([
-            this.#outbox.waitForRowsAfter(this.#cursor, idle.signal),
-            this.#wakeup.wait(signal),
-          ]);
-          idle.abort();
-          signal.removeEventListener("abort", stopIdle);
-          this.#wakeup.wake();
+          // Rows up to lastId were forwarded already (perhaps by an earlier run).
+          this.#cursor = this.#outbox.lastId;
           continue;
         }
         const now = Date.now();
@@ -162,6 +170,7 @@ export class JetStreamForwarder implements Forwarder {
       }
     } finally {
       clearInterval(timer);
+      stopListening();
     }
   }
 
@@ -187,7 +196,7 @@ export class JetStreamForwarder implements Forwarder {
       duplicate?: boolean;
     };
     try {
-      ack = JSON.parse(new TextDecoder().decode(msg.data));
+      ack = JSON.parse(UTF8.decode(msg.data));
     } catch {
       this.#refused(rowId, "unreadable PubAck");
       return;
@@ -279,6 +288,7 @@ export class CoreForwarder implements Forwarder {
     while (!signal.aborted && !this.#nc.isClosed()) {
       const rows = this.#outbox.readAfter(this.#cursor, Math.min(maxInFlight, READ_BATCH_ROWS));
       if (rows.length === 0) {
+        // Rows up to lastId were forwarded already (perhaps by an earlier run).
         this.#cursor = Math.max(this.#cursor, this.#outbox.lastId);
         await this.#outbox.waitForRowsAfter(this.#cursor, signal);
         continue;
