@@ -163,7 +163,16 @@ export class Upstream {
     await this.#forwarder?.settle(Math.max(0, until - Date.now() - 200));
     const nc = this.#nc;
     if (nc !== undefined && !nc.isClosed()) await nc.close().catch(() => {});
-    await this.closed();
+    // A dial in progress (a blackholed hub) cannot be interrupted; it is closed as soon
+    // as it settles, but shutdown does not wait for it past the deadline.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.closed(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, until - Date.now()));
+      }),
+    ]);
+    clearTimeout(timer);
     this.#state = "stopped";
   }
 
@@ -235,6 +244,10 @@ export class Upstream {
           },
         ).catch(() => {});
         continue;
+      }
+      if (signal.aborted) {
+        await nc.close().catch(() => {});
+        return;
       }
       attempt = 0;
       lastUnreachableLogMs = 0;

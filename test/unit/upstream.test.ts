@@ -1,0 +1,126 @@
+// The hub supervisor through its dialer seam: no network, real outbox on a temp SQLite file.
+import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
+import { afterEach, describe, expect, it } from "vitest";
+import { Bus, silentLogger } from "../../src/core/index.js";
+import { MetricsRegistry } from "../../src/observe/index.js";
+import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
+import { backoffDelayMs, type Dialer, Upstream } from "../../src/upstream/index.js";
+import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+
+const CONFIG = {
+  servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
+  mode: "jetstream",
+  stream: "EDGE",
+  prefix: "edge.gw1",
+  export: [">"],
+  import: [],
+  max_in_flight: 16,
+  ack_timeout: 10_000,
+  reconnect_delay_max: 200,
+} as const;
+
+describe("Upstream supervisor", () => {
+  let dir: TempDir;
+  const cleanups: (() => void)[] = [];
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0)) c();
+    await dir?.cleanup();
+  });
+
+  function build(dial: Dialer, config: Partial<typeof CONFIG> = {}) {
+    dir = tempDir("upstream");
+    const db = openDatabase(dir.path, "normal");
+    const metrics = new MetricsRegistry();
+    const outbox = new Outbox(db, {
+      commitIntervalMs: 0,
+      commitMaxRows: 100,
+      log: silentLogger,
+      metrics,
+    });
+    cleanups.push(() => closeDatabase(db));
+    const upstream = new Upstream({
+      config: { ...CONFIG, ...config },
+      gatewayId: "gw1",
+      outbox,
+      bus: new Bus(),
+      log: silentLogger,
+      metrics,
+      dial,
+    });
+    return { upstream, metrics };
+  }
+
+  it("keeps dialing with backoff while the hub refuses, with every configured server", async () => {
+    const attempts: ConnectionOptions[] = [];
+    const { upstream } = build(async (options) => {
+      attempts.push(options);
+      throw new Error("connection refused");
+    });
+    upstream.start();
+    await waitFor(() => attempts.length >= 4);
+    expect(upstream.status()).toMatchObject({
+      state: "connecting",
+      lastError: "connection refused",
+    });
+    await upstream.stop(1000);
+    expect(upstream.status().state).toBe("stopped");
+    expect(attempts[0]).toMatchObject({
+      servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
+      reconnect: false,
+      name: "leafgate gw1",
+    });
+    // Each attempt gets its own options object: the client may mutate what it is given.
+    expect(attempts[0]).not.toBe(attempts[1]);
+    expect(await upstream.closed()).toBeUndefined();
+  });
+
+  it("stops within its deadline while a dial hangs (a blackholed hub), and closes it later", async () => {
+    let release!: (nc: NatsConnection) => void;
+    let closedLate = false;
+    const { upstream } = build(
+      () =>
+        new Promise<NatsConnection>((resolve) => {
+          release = resolve;
+        }),
+    );
+    upstream.start();
+    await waitFor(() => release !== undefined);
+    const started = performance.now();
+    await upstream.stop(300);
+    const tookMs = performance.now() - started;
+    expect(tookMs).toBeGreaterThanOrEqual(250);
+    expect(tookMs).toBeLessThan(2_000);
+    // The dial finally succeeds after shutdown: that connection is closed at once.
+    release({
+      close: async () => {
+        closedLate = true;
+      },
+    } as unknown as NatsConnection);
+    await upstream.closed();
+    expect(closedLate).toBe(true);
+  });
+
+  it("reports a credentials file it cannot read at construction, not on every reconnect", () => {
+    expect(() =>
+      build(
+        async () => {
+          throw new Error("unused");
+        },
+        { credentials: "/nonexistent/gw.creds" } as Partial<typeof CONFIG>,
+      ),
+    ).toThrow(/cannot read upstream.credentials \/nonexistent\/gw.creds/);
+  });
+});
+
+describe("backoffDelayMs", () => {
+  it("doubles from 100 ms up to the cap, within ±20% jitter", () => {
+    const mid = () => 0.5;
+    expect([0, 1, 2, 3, 4, 5, 10].map((a) => backoffDelayMs(a, 2000, mid))).toEqual([
+      100, 200, 400, 800, 1600, 2000, 2000,
+    ]);
+    expect(backoffDelayMs(0, 2000, () => 0)).toBe(80);
+    expect(backoffDelayMs(20, 2000, () => 1)).toBe(2400);
+    expect(backoffDelayMs(10_000, 5000, mid)).toBe(5000);
+  });
+});
