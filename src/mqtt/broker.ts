@@ -41,6 +41,10 @@ export interface BrokerMetrics {
   readonly dropped: Counter;
 }
 
+/** At most this many protocol-error lines per window; the rest are counted, then summarised. */
+const PROTOCOL_ERROR_LOG_BURST = 10;
+const PROTOCOL_ERROR_LOG_WINDOW_MS = 10_000;
+
 /** Shared state of every MQTT connection: the bus, options and the client-id table. */
 export class Broker {
   readonly bus: Bus;
@@ -50,6 +54,9 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   readonly #byClientId = new Map<string, Connection>();
   #nextAnonymousId = 1;
+  #logWindowStartMs = 0;
+  #loggedInWindow = 0;
+  #suppressed = 0;
 
   constructor(bus: Bus, options: BrokerOptions, log: Logger, metrics: Metrics) {
     this.bus = bus;
@@ -88,6 +95,27 @@ export class Broker {
     this.metrics.accepted.inc();
     this.metrics.connections.set(this.#connections.size);
     return connection;
+  }
+
+  /**
+   * Logs a protocol error, rate-limited: a flood of bad clients must not flood the log.
+   * Every error is still counted in leafgate_mqtt_protocol_errors_total.
+   */
+  logProtocolError(fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - this.#logWindowStartMs >= PROTOCOL_ERROR_LOG_WINDOW_MS) {
+      if (this.#suppressed > 0) {
+        this.log.warn(
+          { suppressed: this.#suppressed },
+          "more mqtt protocol errors were not logged",
+        );
+      }
+      this.#logWindowStartMs = now;
+      this.#loggedInWindow = 0;
+      this.#suppressed = 0;
+    }
+    if (this.#loggedInWindow++ < PROTOCOL_ERROR_LOG_BURST) this.log.warn(fields, msg);
+    else this.#suppressed++;
   }
 
   /** Binds `clientId` to `connection`, closing an older holder [MQTT-3.1.4-2]. */

@@ -186,7 +186,7 @@ export class Connection implements TransportHandler {
   /** Closes the connection for breaking the protocol: counted and logged once. */
   protocolError(err: MqttProtocolError): void {
     this.broker.metrics.protocolErrors.inc({ violation: err.violation });
-    this.broker.log.warn(
+    this.broker.logProtocolError(
       {
         client: this.clientId,
         remote: this.transport.remote,
