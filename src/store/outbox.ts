@@ -36,6 +36,13 @@ interface RawRow {
   received_at_ms: number;
 }
 
+/**
+ * Recently committed rows are kept in memory (bounded) so that a forwarder keeping up
+ * with live traffic reads them from here instead of back from SQLite.
+ */
+const RECENT_MAX_ROWS = 8192;
+const RECENT_MAX_BYTES = 8 * 1024 * 1024;
+
 function newBatch(): Batch {
   let resolve!: () => void;
   let reject!: (err: Error) => void;
@@ -81,6 +88,9 @@ export class Outbox {
   #count: number;
   readonly #waiters = new Set<() => void>();
   readonly #commitListeners = new Set<() => void>();
+  /** Committed rows with contiguous ascending ids, ending at #lastId. */
+  #recent: OutboxRow[] = [];
+  #recentBytes = 0;
   readonly #appended;
   readonly #commitFailures;
   #closed = false;
@@ -157,6 +167,7 @@ export class Outbox {
     this.#batch = undefined;
     try {
       this.#lastId = this.#commitTx(batch.rows);
+      this.#remember(batch.rows);
     } catch (err) {
       const error = new StoreError(
         "LG_ERR_STORE_WRITE",
@@ -178,8 +189,63 @@ export class Outbox {
     for (const listener of this.#commitListeners) listener();
   }
 
+  /** Keeps the rows just committed (ids up to #lastId, contiguous: one writer). */
+  #remember(rows: readonly Envelope[]): void {
+    const firstId = this.#lastId - rows.length + 1;
+    const previous = this.#recent.at(-1);
+    if (previous !== undefined && previous.id !== firstId - 1) this.#forgetRecent();
+    for (let i = 0; i < rows.length; i++) {
+      const m = rows[i]!;
+      this.#recent.push({
+        id: firstId + i,
+        subject: m.subject,
+        payload: asBuffer(m.payload),
+        headers: m.headers !== undefined && m.headers.size > 0 ? m.headers : undefined,
+        receivedAtMs: m.receivedAtMs,
+      });
+      this.#recentBytes += m.payload.length;
+    }
+    let drop = 0;
+    while (
+      this.#recent.length - drop > RECENT_MAX_ROWS ||
+      (this.#recentBytes > RECENT_MAX_BYTES && drop < this.#recent.length)
+    ) {
+      this.#recentBytes -= this.#recent[drop]!.payload.length;
+      drop++;
+    }
+    if (drop > 0) this.#recent = this.#recent.slice(drop);
+  }
+
+  /** Keeps #recent free of deleted rows: acks arrive in order, so usually a prefix goes. */
+  #forgetDeleted(ranges: readonly (readonly [number, number])[]): void {
+    for (const [from, to] of ranges) {
+      const first = this.#recent[0];
+      if (first === undefined) return;
+      const last = this.#recent[this.#recent.length - 1]!;
+      if (to < first.id || from > last.id) continue;
+      if (from > first.id) {
+        // A hole in the middle: drop the cache, SQLite has the truth.
+        this.#forgetRecent();
+        return;
+      }
+      const drop = Math.min(to, last.id) - first.id + 1;
+      for (let i = 0; i < drop; i++) this.#recentBytes -= this.#recent[i]!.payload.length;
+      this.#recent = this.#recent.slice(drop);
+    }
+  }
+
+  #forgetRecent(): void {
+    this.#recent = [];
+    this.#recentBytes = 0;
+  }
+
   /** Up to `limit` committed rows with id greater than `afterId`, oldest first. */
   readAfter(afterId: number, limit: number): OutboxRow[] {
+    const first = this.#recent[0];
+    if (first !== undefined && afterId + 1 >= first.id) {
+      const start = afterId + 1 - first.id;
+      return this.#recent.slice(start, start + limit);
+    }
     const raw = this.#readAfter.all(afterId, limit) as RawRow[];
     return raw.map((r) => ({
       id: r.id,
@@ -208,6 +274,7 @@ export class Outbox {
       }
     }
     ranges.push([from, to]);
+    this.#forgetDeleted(ranges);
     try {
       this.#count -= this.#deleteTx(ranges);
     } catch (err) {

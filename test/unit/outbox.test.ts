@@ -6,6 +6,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
+import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type Envelope, type Headers, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
@@ -753,5 +754,50 @@ setInterval(() => {}, 1000);`,
     );
     await outbox.append(msg("after.crash"));
     expect(outbox.lastId).toBe(N + 1);
+  });
+});
+
+describe("Outbox recent-row cache", () => {
+  it("readAfter from memory always equals what SQLite holds", () => {
+    const dir = newDir();
+    const db = open(dir);
+    const outbox = newOutbox(db, { commitMaxRows: 1_000_000 });
+    // Ground truth read straight from the table, bypassing the cache.
+    const fromDisk = db.prepare("SELECT id, subject FROM outbox WHERE id > ? ORDER BY id LIMIT ?");
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("append" as const), n: fc.integer({ min: 1, max: 40 }) }),
+      fc.record({ kind: fc.constant("ackPrefix" as const), n: fc.integer({ min: 1, max: 60 }) }),
+      fc.record({ kind: fc.constant("ackRandom" as const), seed: fc.nat() }),
+      fc.record({
+        kind: fc.constant("read" as const),
+        back: fc.nat({ max: 200 }),
+        limit: fc.integer({ min: 1, max: 50 }),
+      }),
+    );
+    let seq = 0;
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+        for (const o of ops) {
+          const pending = ids(outbox);
+          if (o.kind === "append") {
+            for (let i = 0; i < o.n; i++) outbox.append(msg(`s.${seq++}`));
+            outbox.flush();
+          } else if (o.kind === "ackPrefix") {
+            outbox.delete(pending.slice(0, o.n));
+          } else if (o.kind === "ackRandom" && pending.length > 0) {
+            outbox.delete([pending[o.seed % pending.length]!]);
+          } else if (o.kind === "read") {
+            const afterId = Math.max(0, outbox.lastId - o.back);
+            const cached = outbox.readAfter(afterId, o.limit).map((r) => [r.id, r.subject]);
+            const disk = (fromDisk.all(afterId, o.limit) as { id: number; subject: string }[]).map(
+              (r) => [r.id, r.subject],
+            );
+            expect(cached).toEqual(disk);
+          }
+        }
+        expect(outbox.size).toBe(ids(outbox).length);
+      }),
+      { numRuns: 100 },
+    );
   });
 });
