@@ -88,7 +88,17 @@ export class Gateway {
 
     // 2. Bus, with the outbox subscribed to every exported pattern. One subscriber
     // object for all patterns: the bus delivers a message to it once however many match.
-    const bus = new Bus();
+    const deliveryErrors = metrics.counter(
+      "leafgate_bus_delivery_errors_total",
+      "Local deliveries that failed inside a subscriber",
+    );
+    const busLog = log.child({ part: "bus" });
+    const bus = new Bus({
+      onDeliveryError: (err, subject) => {
+        deliveryErrors.inc();
+        busLog.error({ err, subject }, "a subscriber failed to take a message");
+      },
+    });
 
     const outboxSink: BusSubscriber = {
       // Imports from the hub are never sent back to it.

@@ -21,7 +21,16 @@ const DONE: Promise<void> = Promise.resolve();
 /** The in-process subject space: subjects with NATS wildcards and queue groups. */
 export class Bus {
   readonly #subs = new Sublist<BusSubscriber>();
+  readonly #onDeliveryError: (err: unknown, subject: string) => void;
   #queueTurn = 0;
+
+  /**
+   * `onDeliveryError` hears of a subscriber that threw: one broken subscriber must not
+   * fail the publisher or the other subscribers.
+   */
+  constructor(options: { onDeliveryError?: (err: unknown, subject: string) => void } = {}) {
+    this.#onDeliveryError = options.onDeliveryError ?? (() => {});
+  }
 
   subscribe(pattern: string, subscriber: BusSubscriber, queue?: string): BusSubscription {
     const entry: SublistEntry<BusSubscriber> = this.#subs.insert(pattern, subscriber, queue);
@@ -45,7 +54,14 @@ export class Bus {
     const match = this.#subs.match(message.subject);
     let pending: Promise<void> | undefined;
     let more: Promise<void>[] | undefined;
-    const take = (p: Promise<void> | undefined): void => {
+    const take = (subscriber: BusSubscriber): void => {
+      let p: Promise<void> | undefined;
+      try {
+        p = subscriber.deliver(message);
+      } catch (err) {
+        this.#onDeliveryError(err, message.subject);
+        return;
+      }
       if (p === undefined) return;
       if (pending === undefined) {
         pending = p;
@@ -54,11 +70,11 @@ export class Bus {
       more ??= [pending];
       more.push(p);
     };
-    for (const subscriber of match.plain) take(subscriber.deliver(message));
+    for (const subscriber of match.plain) take(subscriber);
     for (const members of match.queues) {
       // Round-robin across publishes; cheap and fair enough for local consumers.
       const member = members[this.#queueTurn++ % members.length];
-      if (member !== undefined) take(member.deliver(message));
+      if (member !== undefined) take(member);
     }
     if (more !== undefined) return Promise.all(more).then(() => undefined);
     return pending ?? DONE;
