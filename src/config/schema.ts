@@ -45,6 +45,7 @@ export interface LeafgateConfig {
     readonly max_in_flight: number; // default 4096, 1..100000
     readonly ack_timeout: number; // ms, default 10s
     readonly reconnect_delay_max: number; // ms, default 2s
+    readonly ping_interval: number; // ms, default 10s; the link is dead after 2 unanswered
   };
   readonly buffer: {
     readonly durability: "normal" | "fsync"; // default normal
@@ -203,6 +204,8 @@ export const CONFIG_SCHEMA: Node = obj({
     max_in_flight: int(1, 100_000, 4096),
     ack_timeout: { kind: "duration", min: 1, default: "10s" },
     reconnect_delay_max: { kind: "duration", default: "2s" },
+    // A blackholed link (no RST) is noticed after about three intervals.
+    ping_interval: { kind: "duration", min: 100, default: "10s" },
   }),
   buffer: obj({
     durability: { kind: "enum", values: ["normal", "fsync"], default: "normal" },

@@ -24,8 +24,7 @@ import { checkStream } from "./stream-check.js";
 const STREAM_RECHECK_MS = 5_000;
 /** Connect attempt timeout. */
 const CONNECT_TIMEOUT_MS = 5_000;
-/** Client PINGs: a silent (blackholed) link is declared dead after about 3 intervals. */
-const PING_INTERVAL_MS = 10_000;
+/** Unanswered client PINGs before a silent (blackholed) link is declared dead. */
 const MAX_PINGS_OUT = 2;
 /** Repeat the "hub unreachable" warning at most this often. */
 const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
@@ -46,6 +45,7 @@ export interface UpstreamConfig {
   readonly max_in_flight: number;
   readonly ack_timeout: number;
   readonly reconnect_delay_max: number;
+  readonly ping_interval: number;
 }
 
 /** Opens a hub connection; a seam so tests can fail dialing without a network. */
@@ -185,7 +185,7 @@ export class Upstream {
       // the client buffered during an outage is replayed out of order behind our back.
       reconnect: false,
       timeout: CONNECT_TIMEOUT_MS,
-      pingInterval: PING_INTERVAL_MS,
+      pingInterval: c.ping_interval,
       maxPingOut: MAX_PINGS_OUT,
       noEcho: true,
     };

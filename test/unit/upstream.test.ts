@@ -17,6 +17,7 @@ const CONFIG = {
   max_in_flight: 16,
   ack_timeout: 10_000,
   reconnect_delay_max: 200,
+  ping_interval: 10_000,
 } as const;
 
 describe("Upstream supervisor", () => {
