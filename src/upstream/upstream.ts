@@ -26,6 +26,10 @@ const STREAM_RECHECK_MS = 5_000;
 const CONNECT_TIMEOUT_MS = 5_000;
 /** Unanswered client PINGs before a silent (blackholed) link is declared dead. */
 const MAX_PINGS_OUT = 2;
+/** While a backlog drains, report progress this often. */
+const DRAIN_PROGRESS_INTERVAL_MS = 5_000;
+/** Below this many pending rows there is no backlog worth reporting. */
+const DRAIN_PROGRESS_MIN_ROWS = 1_000;
 /** Repeat the "hub unreachable" warning at most this often. */
 const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
 
@@ -96,6 +100,7 @@ export class Upstream {
   #loop: Promise<Error | undefined> | undefined;
   #nc: NatsConnection | undefined;
   #forwarder: Forwarder | undefined;
+  #forwardedTotal = 0;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -104,11 +109,17 @@ export class Upstream {
     this.#connectOptions = this.#buildConnectOptions();
     const { metrics } = options;
     this.#connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
+    const forwarded = metrics.counter(
+      "leafgate_upstream_forwarded_total",
+      "Messages the hub acknowledged (JetStream) or received (core)",
+    );
     this.#forwarderMetrics = {
-      forwarded: metrics.counter(
-        "leafgate_upstream_forwarded_total",
-        "Messages the hub acknowledged (JetStream) or received (core)",
-      ),
+      forwarded: {
+        inc: (labels, by = 1) => {
+          this.#forwardedTotal += by;
+          forwarded.inc(labels, by);
+        },
+      },
       duplicates: metrics.counter(
         "leafgate_upstream_duplicates_total",
         "Resent messages the stream recognised as duplicates",
@@ -315,10 +326,38 @@ export class Upstream {
         config.mode === "jetstream"
           ? new JetStreamForwarder(nc, outbox, options)
           : new CoreForwarder(nc, outbox, options);
-      await this.#forwarder.run(session.signal);
+      const progress = this.#reportDrainProgress();
+      try {
+        await this.#forwarder.run(session.signal);
+      } finally {
+        clearInterval(progress);
+      }
     } finally {
       stopSignal.removeEventListener("abort", end);
     }
+  }
+
+  /** Every few seconds while a backlog drains: remaining rows, rate and ETA. */
+  #reportDrainProgress(): NodeJS.Timeout {
+    const { outbox, log } = this.#options;
+    let lastForwarded = this.#forwardedTotal;
+    let lastMs = Date.now();
+    return setInterval(() => {
+      const now = Date.now();
+      const rate = ((this.#forwardedTotal - lastForwarded) * 1000) / (now - lastMs);
+      lastForwarded = this.#forwardedTotal;
+      lastMs = now;
+      const remaining = outbox.size;
+      if (remaining < DRAIN_PROGRESS_MIN_ROWS) return;
+      log.info(
+        {
+          remaining,
+          ratePerSecond: Math.round(rate),
+          etaSeconds: rate > 0 ? Math.ceil(remaining / rate) : null,
+        },
+        "draining backlog to the hub",
+      );
+    }, DRAIN_PROGRESS_INTERVAL_MS);
   }
 
   #subscribeImports(nc: NatsConnection): void {
