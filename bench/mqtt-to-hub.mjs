@@ -146,7 +146,13 @@ http: { enabled: false }
 `,
   );
   const t0 = performance.now();
-  const gw = start(process.execPath, [bundle, "run", "-c", join(dir, "leafgate.yaml")]);
+  const gw = start(process.execPath, [
+    "--max-semi-space-size=1", // as the bundle's shebang and npm start run it
+    bundle,
+    "run",
+    "-c",
+    join(dir, "leafgate.yaml"),
+  ]);
   await until(() => gw.output().includes('"msg":"mqtt listening"'), 10_000, "leafgate listening");
   const listenMs = performance.now() - t0;
   const startupMs = Number(

@@ -174,6 +174,7 @@ export class Gateway {
       upstream: this.#upstream?.status(),
       outbox: { pending: this.#outbox?.size ?? 0, lastId: this.#outbox?.lastId ?? 0 },
       mqtt: { connections: this.#broker?.connectionCount ?? 0 },
+      memory: memoryMiB(),
     };
   }
 
@@ -221,6 +222,12 @@ export class Gateway {
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
   }
+}
+
+function memoryMiB(): { rss: number; heapUsed: number; external: number } {
+  const m = process.memoryUsage();
+  const mib = (n: number): number => Math.round((n / 1024 / 1024) * 10) / 10;
+  return { rss: mib(m.rss), heapUsed: mib(m.heapUsed), external: mib(m.external) };
 }
 
 function withDeadline(p: Promise<void>, ms: number): Promise<void> {

@@ -42,6 +42,8 @@ export interface FaultProxy {
   resetMidFrame(): void;
   /** How many resetMidFrame() faults have fired. */
   readonly midFrameResets: number;
+  /** Bytes a blackhole swallowed, by direction (client → target, target → client). */
+  blackholedBytes(): { toTarget: number; toClient: number };
   /**
    * Back to "pass"; delay and throttle are cleared. Connections that lost bytes to a
    * blackhole are reset (their byte streams are corrupt and could not resume).
@@ -76,6 +78,7 @@ class Pipe {
     private readonly pair: Pair,
     private readonly src: Socket,
     private readonly dst: Socket,
+    private readonly toTarget: boolean,
   ) {
     src.on("data", (data: Buffer) => this.#onData(data));
     dst.on("drain", () => {
@@ -88,6 +91,7 @@ class Pipe {
     if (this.pair.closed || this.pair.closing) return;
     if (this.proxy.mode === "blackhole") {
       this.pair.lostBytes = true;
+      this.#swallowed(data.length);
       return;
     }
     let resetAfter = false;
@@ -105,9 +109,15 @@ class Pipe {
     this.pump();
   }
 
+  #swallowed(bytes: number): void {
+    if (this.toTarget) this.proxy.blackholed.toTarget += bytes;
+    else this.proxy.blackholed.toClient += bytes;
+  }
+
   /** Drops everything queued (blackhole) and keeps reading, so bytes go nowhere. */
   discard(): void {
     if (this.#queue.length > 0) this.pair.lostBytes = true;
+    this.#swallowed(this.#queuedBytes);
     this.#queue.length = 0;
     this.#queuedBytes = 0;
     clearTimeout(this.#timer);
@@ -200,8 +210,8 @@ class Pair {
     readonly upstream: Socket,
   ) {
     this.#pipes.push(
-      new Pipe(proxy, this, client, upstream),
-      new Pipe(proxy, this, upstream, client),
+      new Pipe(proxy, this, client, upstream, true),
+      new Pipe(proxy, this, upstream, client, false),
     );
     for (const s of [client, upstream]) {
       s.on("error", () => this.reset());
@@ -248,6 +258,7 @@ interface ProxyState {
   bytesPerSecond: number;
   resetArmed: boolean;
   midFrameResets: number;
+  readonly blackholed: { toTarget: number; toClient: number };
   readonly pairs: Set<Pair>;
 }
 
@@ -259,6 +270,7 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
     bytesPerSecond: 0,
     resetArmed: false,
     midFrameResets: 0,
+    blackholed: { toTarget: 0, toClient: 0 },
     pairs: new Set(),
   };
   const server: Server = createServer({ allowHalfOpen: false, noDelay: true }, (client) => {
@@ -293,6 +305,9 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
     },
     get midFrameResets() {
       return state.midFrameResets;
+    },
+    blackholedBytes() {
+      return { ...state.blackholed };
     },
     cut() {
       state.mode = "cut";

@@ -1,0 +1,241 @@
+// The hub is a 3-node nats-server cluster with an R3 stream; the node the gateway is
+// connected to is killed (-9) while the gateway is forwarding. The gateway must fail over
+// to a surviving node and the stream must end up with every message exactly once, in
+// order, with nothing left in the outbox.
+import { createServer } from "node:net";
+import type { NatsConnection } from "@nats-io/transport-node";
+import mqtt from "mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import {
+  closeClients,
+  connectClient,
+  createStream,
+  type NatsServer,
+  startNatsServer,
+  streamInfo,
+  streamMessages,
+} from "../helpers/nats-server.js";
+import { stopAll } from "../helpers/procs.js";
+import { once, type TempDir, waitFor } from "../helpers/wait.js";
+
+const GATEWAY_ID = "fo-gw";
+const STREAM = "EDGE";
+const TOPIC = "plant/line1/count";
+const SUBJECT = `edge.${GATEWAY_ID}.plant.line1.count`;
+const MESSAGES = 5_000;
+/** The connected node is killed once the hub has seen this many forwarded publishes. */
+const KILL_AFTER_FORWARDED = MESSAGES / 2;
+const PUBLISH_WINDOW = 64;
+/** Cluster formation and JetStream meta-leader election on loopback take a few seconds. */
+const CLUSTER_READY_TIMEOUT_MS = 20_000;
+/** A stream-leader election after the kill, then the resend. */
+const RECOVERY_TIMEOUT_MS = 30_000;
+/**
+ * leafgate reads every `LEAFGATE_*` variable as a setting and refuses unknown ones, so the
+ * chaos tests' own knobs are kept out of the gateway's environment.
+ */
+const CHILD_ENV = { LEAFGATE_CHAOS_FULL: undefined, LEAFGATE_CHAOS_SEED: undefined };
+
+const decoder = new TextDecoder();
+
+/**
+ * Ports nothing listens on: bound together (so they differ), then released. Another
+ * process may take one before nats-server binds it; that race is accepted.
+ */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer().listen(0, "127.0.0.1"));
+  await Promise.all(servers.map((s) => once(s, "listening")));
+  const ports = servers.map((s) => {
+    const address = s.address();
+    if (address === null || typeof address === "string") throw new Error("no TCP address");
+    return address.port;
+  });
+  await Promise.all(
+    servers.map((s) => {
+      s.close();
+      return once(s, "close");
+    }),
+  );
+  return ports;
+}
+
+function nodeConfig(name: string, clusterPort: number, clusterPorts: readonly number[]): string {
+  const routes = clusterPorts.map((p) => `"nats-route://127.0.0.1:${p}"`).join(", ");
+  return `server_name: ${name}
+cluster {
+  name: leafgate-hub
+  listen: 127.0.0.1:${clusterPort}
+  routes: [ ${routes} ]
+}
+`;
+}
+
+interface Status {
+  upstream: { state: string; server?: string };
+  outbox: { pending: number; lastId: number };
+}
+
+async function status(gw: ChildGateway): Promise<Status> {
+  return (await (await fetch(`http://127.0.0.1:${gw.httpPort}/status`)).json()) as Status;
+}
+
+/** Publishes `payloads` at QoS 1 with a bounded window; resolves when all are PUBACKed. */
+async function publishAll(port: number, payloads: readonly string[]): Promise<void> {
+  const client = mqtt.connect({
+    host: "127.0.0.1",
+    port,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let next = 0;
+      let acked = 0;
+      const pump = (): void => {
+        while (next < payloads.length && next - acked < PUBLISH_WINDOW) {
+          client.publish(TOPIC, payloads[next++]!, { qos: 1 }, (err) => {
+            if (err) return reject(err);
+            if (++acked === payloads.length) resolve();
+            else pump();
+          });
+        }
+      };
+      client.once("connect", pump);
+      client.once("error", reject);
+      client.once("close", () => reject(new Error("publisher: connection to leafgate closed")));
+    });
+  } finally {
+    await client.endAsync();
+  }
+}
+
+describe("hub cluster failover", () => {
+  const nodes: NatsServer[] = [];
+  const dirs: TempDir[] = [];
+
+  afterEach(async () => {
+    await closeClients();
+    await stopAll({ graceMs: 2_000 }); // the gateway and every node, by PID
+    for (const node of nodes.splice(0)) await node.stop(); // removes the store dirs
+    for (const d of dirs.splice(0)) await d.cleanup();
+  });
+
+  it("forwards everything exactly once, in order, after the connected node is killed", async () => {
+    // 1. Three nodes, each with its own store, routed to each other.
+    const clusterPorts = await freePorts(3);
+    nodes.push(
+      ...(await Promise.all(
+        clusterPorts.map((port, i) =>
+          startNatsServer({ config: nodeConfig(`n${i + 1}`, port, clusterPorts) }),
+        ),
+      )),
+    );
+    const urls = nodes.map((n) => n.url);
+
+    // 2. The R3 stream, once the cluster has a JetStream meta leader and all peers; then
+    // wait for its leader and both followers to be current.
+    const admin = await connectClient(urls.join(","));
+    await waitFor(() => createStream(admin, STREAM, ["edge.>"], { num_replicas: 3 }), {
+      timeoutMs: CLUSTER_READY_TIMEOUT_MS,
+      intervalMs: 250,
+      message: "the cluster did not accept an R3 stream",
+    });
+    await waitFor(
+      async () => {
+        const { cluster } = await streamInfo(admin, STREAM);
+        return (
+          cluster?.leader !== undefined &&
+          cluster.replicas?.length === 2 &&
+          cluster.replicas.every((r) => r.current)
+        );
+      },
+      { timeoutMs: CLUSTER_READY_TIMEOUT_MS, intervalMs: 100, message: "no R3 stream leader" },
+    );
+    await admin.close();
+
+    // 3. The gateway knows all three client URLs; find the node it is forwarding through.
+    const { dir, file } = writeConfig({ hub: urls[0], id: GATEWAY_ID, stream: STREAM });
+    dirs.push(dir);
+    const gw = await startGatewayProcess(file, {
+      ...CHILD_ENV,
+      LEAFGATE_UPSTREAM_SERVERS: urls.join(","),
+    });
+    const server = await waitFor(
+      async () => {
+        const { upstream } = await status(gw);
+        return upstream.state === "forwarding" ? upstream.server : undefined;
+      },
+      { message: () => `gateway never started forwarding\n${gw.proc.describe()}` },
+    );
+    const victimIndex = nodes.findIndex((n) => server.endsWith(`:${n.port}`));
+    expect(victimIndex, `upstream.server ${server} is none of ${urls.join(" ")}`).not.toBe(-1);
+    const victim = nodes[victimIndex]!;
+    const survivor = nodes[(victimIndex + 1) % nodes.length]!;
+
+    // 4. Watch forwarding from a surviving node; kill the connected node halfway through.
+    const nc: NatsConnection = await connectClient(survivor.url);
+    let seen = 0;
+    nc.subscribe(`edge.${GATEWAY_ID}.>`, {
+      callback: () => {
+        if (++seen === KILL_AFTER_FORWARDED) victim.proc.child.kill("SIGKILL");
+      },
+    });
+    await nc.flush();
+
+    const payloads = Array.from({ length: MESSAGES }, (_, i) => `m-${String(i).padStart(5, "0")}`);
+    const started = Date.now();
+    await publishAll(gw.mqttPort, payloads);
+    const exit = await victim.proc.exited;
+    expect(exit.signal, "the connected node was not killed").toBe("SIGKILL");
+
+    // 5. The gateway fails over and drains the outbox.
+    const after = await waitFor(
+      async () => {
+        const s = await status(gw);
+        return s.outbox.pending === 0 && s.upstream.state === "forwarding" ? s : undefined;
+      },
+      {
+        timeoutMs: RECOVERY_TIMEOUT_MS,
+        intervalMs: 100,
+        message: () => `outbox not drained after the failover\n${gw.proc.describe()}`,
+      },
+    );
+    expect(after.outbox.lastId).toBe(MESSAGES);
+    expect(after.upstream.server).not.toBe(server);
+    expect(gw.proc.stdout()).toContain('"msg":"hub connection lost; reconnecting"');
+    const recoveredMs = Date.now() - started;
+
+    // 6. Read back through the survivor: exactly N, unique ids, in order. Reading needs a
+    // consumer, and creating one needs a JetStream meta leader, which may still be being
+    // elected if the killed node held that role: retry until the deadline.
+    const messages = await waitFor(
+      async () => {
+        const read = await streamMessages(nc, STREAM);
+        return read.length >= MESSAGES ? read : undefined;
+      },
+      {
+        timeoutMs: RECOVERY_TIMEOUT_MS,
+        intervalMs: 250,
+        message: "could not read N messages from the stream through a surviving node",
+      },
+    );
+    expect(messages.length).toBe(MESSAGES);
+    const ids = messages.map((m) => m.headers["Nats-Msg-Id"]?.[0]);
+    expect(new Set(ids).size).toBe(MESSAGES);
+    expect(ids).toEqual(payloads.map((_, i) => `${GATEWAY_ID}-${i + 1}`));
+    expect(messages.map((m) => decoder.decode(m.data))).toEqual(payloads);
+    for (const m of messages) expect(m.subject).toBe(SUBJECT);
+
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    console.log(
+      `cluster-failover: connected to ${server}, killed it after ${KILL_AFTER_FORWARDED} ` +
+        `forwarded; drained via ${after.upstream.server} ${recoveredMs} ms after the first publish\n` +
+        metrics
+          .split("\n")
+          .filter((l) => l.startsWith("leafgate_upstream_"))
+          .join("\n"),
+    );
+  }, 60_000);
+});
