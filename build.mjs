@@ -1,6 +1,6 @@
 // Bundles the CLI into dist/leafgate.mjs. Native addons cannot be bundled: they stay
 // external and dist/package.json names them so `npm install` in dist/ fetches them.
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { build } from "esbuild";
 
 const NATIVE_ADDONS = ["better-sqlite3", "serialport"];
@@ -52,5 +52,6 @@ await writeFile(
   )}\n`,
 );
 
+await chmod(new URL("leafgate.mjs", outdir), 0o755);
 const { size } = await stat(new URL("leafgate.mjs", outdir));
 console.log(`dist/leafgate.mjs ${(size / 1024).toFixed(0)} KiB`);
