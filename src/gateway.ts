@@ -73,10 +73,25 @@ export class Gateway {
     const outbox = new Outbox(db, {
       commitIntervalMs: config.buffer.commit_interval,
       commitMaxRows: config.buffer.commit_max_rows,
+      limits: {
+        maxBytes: config.buffer.max_bytes,
+        maxMessages: config.buffer.max_messages,
+        maxAgeMs: config.buffer.max_age,
+        onFull: config.buffer.on_full,
+        classes: config.buffer.classes.map((c) => ({
+          name: c.name,
+          subjects: c.subjects,
+          onFull: c.on_full,
+          maxBytes: c.max_bytes,
+          maxMessages: c.max_messages,
+          maxAgeMs: c.max_age,
+        })),
+      },
       log: log.child({ part: "store" }),
       metrics,
     });
     this.#outbox = outbox;
+    outbox.startMaintenance();
     log.info(
       {
         dataDir: config.gateway.data_dir,
@@ -172,7 +187,11 @@ export class Gateway {
       state: this.#state,
       gateway: this.config.gateway.id,
       upstream: this.#upstream?.status(),
-      outbox: { pending: this.#outbox?.size ?? 0, lastId: this.#outbox?.lastId ?? 0 },
+      outbox: {
+        pending: this.#outbox?.size ?? 0,
+        lastId: this.#outbox?.lastId ?? 0,
+        classes: this.#outbox?.classes() ?? [],
+      },
       mqtt: { connections: this.#broker?.connectionCount ?? 0 },
       memory: memoryMiB(),
     };

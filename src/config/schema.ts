@@ -19,6 +19,16 @@ export interface TlsFilesConfig {
  * (except `mqtt.max_keepalive`, in seconds), sizes in bytes, paths absolute,
  * `{gateway}` substituted. Deep-frozen by `loadConfig`.
  */
+/** A priority class: limits left null fall back to the buffer's. */
+export interface BufferClassConfig {
+  readonly name: string;
+  readonly subjects: readonly string[];
+  readonly on_full: "drop_oldest" | "reject"; // resolved: unset takes buffer.on_full
+  readonly max_bytes: number | null;
+  readonly max_messages: number | null;
+  readonly max_age: number | null; // ms
+}
+
 export interface LeafgateConfig {
   readonly gateway: { readonly id: string; readonly data_dir: string };
   readonly mqtt: {
@@ -51,6 +61,11 @@ export interface LeafgateConfig {
     readonly durability: "normal" | "fsync"; // default normal
     readonly commit_interval: number; // ms, default 0 (= next event-loop turn), max 1000
     readonly commit_max_rows: number; // default 2000
+    readonly max_bytes: number; // default 1GB, the whole buffer
+    readonly max_messages: number; // default 10,000,000
+    readonly max_age: number; // ms, default 7d
+    readonly on_full: "drop_oldest" | "reject"; // default drop_oldest: subjects no class names
+    readonly classes: readonly BufferClassConfig[];
   };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly log: { readonly level: "debug" | "info" | "warn" | "error" };
@@ -98,6 +113,7 @@ const MQTT_MAX_PACKET_BYTES = 268_435_460;
 /** Group commit must stay short: a QoS 1 PUBACK waits for it. */
 const COMMIT_INTERVAL_MAX_MS = 1000;
 const PORT_MAX = 65_535;
+const ON_FULL = ["drop_oldest", "reject"] as const;
 
 /** `250ms`, `10s`, `5m`, `2h`, `7d`, or a number of seconds → milliseconds. */
 function parseDuration(v: unknown): number | undefined {
@@ -212,6 +228,33 @@ export const CONFIG_SCHEMA: Node = obj({
     // 0 = commit on the next event-loop turn.
     commit_interval: { kind: "duration", max: COMMIT_INTERVAL_MAX_MS, default: 0 },
     commit_max_rows: int(1, 1_000_000, 2000),
+    max_bytes: { kind: "size", min: 1024, max: Number.MAX_SAFE_INTEGER, default: "1GB" },
+    max_messages: int(1, Number.MAX_SAFE_INTEGER, 10_000_000),
+    max_age: { kind: "duration", min: 1000, default: "7d" },
+    on_full: { kind: "enum", values: ON_FULL, default: "drop_oldest" },
+    classes: list(
+      obj({
+        name: str({ rule: TOKEN }),
+        subjects: list(str({ rule: PATTERN }), [], 1),
+        on_full: { kind: "enum", values: ON_FULL, nullable: true, default: null },
+        max_bytes: {
+          kind: "size",
+          min: 1024,
+          max: Number.MAX_SAFE_INTEGER,
+          nullable: true,
+          default: null,
+        },
+        max_messages: {
+          kind: "int",
+          min: 1,
+          max: Number.MAX_SAFE_INTEGER,
+          nullable: true,
+          default: null,
+        },
+        max_age: { kind: "duration", min: 1000, nullable: true, default: null },
+      }),
+      [],
+    ),
   }),
   http: obj({
     enabled: { kind: "bool", default: true },
@@ -396,6 +439,17 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
     if (a in up && !(b in up))
       problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
   }
+  const names = new Set<string>();
+  for (const [i, cls] of (c?.buffer?.classes ?? []).entries()) {
+    const at = `buffer.classes[${i}]`;
+    if (cls?.name === undefined)
+      problems.push(`${label(`${at}.name`)}: expected a class name, got nothing`);
+    else if (cls.name === "default")
+      problems.push(`${label(`${at}.name`)}: "default" is reserved for subjects no class names`);
+    else if (names.has(cls.name))
+      problems.push(`${label(`${at}.name`)}: "${cls.name}" is named twice`);
+    else names.add(cls.name);
+  }
   const methods = (["user", "token", "credentials", "nkey_seed"] as const)
     .filter((k) => k in up || (k === "user" && "password" in up))
     .map((k) => (k === "user" ? "user/password" : k));
@@ -411,6 +465,13 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   const anonymous = c.mqtt.allow_anonymous as boolean | null;
   return {
     ...c,
+    buffer: {
+      ...c.buffer,
+      classes: c.buffer.classes.map((cls) => ({
+        ...cls,
+        on_full: (cls.on_full as BufferClassConfig["on_full"] | null) ?? c.buffer.on_full,
+      })),
+    },
     mqtt: {
       ...c.mqtt,
       allow_anonymous: anonymous ?? c.mqtt.listeners.every((l) => isLoopback(l.host)),

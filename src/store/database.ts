@@ -8,7 +8,7 @@ export type Durability = "normal" | "fsync";
 export const DATABASE_FILE = "leafgate.db";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA_V1 = `
   CREATE TABLE IF NOT EXISTS outbox (
@@ -22,6 +22,17 @@ const SCHEMA_V1 = `
   );
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
+
+/** v2: priority classes. Each row records its class and the bytes it counts against limits. */
+const SCHEMA_V2 = `
+  ALTER TABLE outbox ADD COLUMN class TEXT NOT NULL DEFAULT 'default';
+  ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+  UPDATE outbox SET size = length(payload) + length(subject);
+  CREATE INDEX outbox_class_id ON outbox (class, id);
+`;
+
+/** Schema steps by the version they produce. */
+const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2];
 
 /**
  * Opens (creating if needed) the gateway's database in `dataDir`, in WAL mode with an
@@ -75,7 +86,7 @@ function migrate(db: Database.Database): void {
   }
   if (version < SCHEMA_VERSION) {
     db.transaction(() => {
-      db.exec(SCHEMA_V1);
+      for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }

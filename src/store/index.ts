@@ -1,3 +1,10 @@
+export {
+  type BufferClassSpec,
+  type BufferLimits,
+  DEFAULT_CLASS,
+  type OnFull,
+  UNLIMITED,
+} from "./buffer-policy.js";
 export { closeDatabase, DATABASE_FILE, type Durability, openDatabase } from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";

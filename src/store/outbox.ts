@@ -1,6 +1,14 @@
 import type Database from "better-sqlite3";
 import type { Envelope, Headers, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
+import {
+  type BufferClass,
+  type BufferLimits,
+  BufferPolicy,
+  type OnFull,
+  rowSize,
+  UNLIMITED,
+} from "./buffer-policy.js";
 import { StoreError } from "./errors.js";
 
 /** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
@@ -17,16 +25,43 @@ export interface OutboxOptions {
   readonly commitIntervalMs: number;
   /** Commit at once when this many rows are pending. */
   readonly commitMaxRows: number;
+  /** Bounds and priority classes; unlimited when absent. */
+  readonly limits?: BufferLimits;
   readonly log: Logger;
   readonly metrics: Metrics;
 }
 
-interface Batch {
-  readonly rows: Envelope[];
+interface Deferred {
   readonly done: Promise<void>;
   resolve(): void;
   reject(err: Error): void;
 }
+
+interface PendingRow {
+  readonly message: Envelope;
+  readonly cls: BufferClass;
+  readonly size: number;
+}
+
+/**
+ * Rows waiting for one group commit. Rows of `reject` classes settle separately: on a
+ * full disk they are refused while rows of `drop_oldest` classes make room by eviction.
+ */
+interface Batch {
+  readonly rows: PendingRow[];
+  readonly lenient: Deferred;
+  readonly strict: Deferred;
+}
+
+/** Why rows left the buffer without reaching the hub. */
+type DropReason = "evicted" | "expired" | "rejected" | "disk_full";
+
+/** One log line per class and reason at most this often; counters count everything. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+/** Eviction goes this far below a limit, so a full class does not evict on every commit. */
+const EVICT_HEADROOM = 0.01;
+/** Rows examined per step while evicting or expiring. */
+const EVICT_CHUNK_ROWS = 512;
 
 interface RawRow {
   id: number;
@@ -43,7 +78,7 @@ interface RawRow {
 const RECENT_MAX_ROWS = 8192;
 const RECENT_MAX_BYTES = 8 * 1024 * 1024;
 
-function newBatch(): Batch {
+function deferred(): Deferred {
   let resolve!: () => void;
   let reject!: (err: Error) => void;
   const done = new Promise<void>((res, rej) => {
@@ -52,7 +87,23 @@ function newBatch(): Batch {
   });
   // A batch nobody awaits (QoS 0 only) must not become an unhandled rejection.
   done.catch(() => {});
-  return { rows: [], done, resolve, reject };
+  return { done, resolve, reject };
+}
+
+function newBatch(): Batch {
+  return { rows: [], lenient: deferred(), strict: deferred() };
+}
+
+function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "SQLITE_FULL" || code === "SQLITE_IOERR_WRITE";
+}
+
+interface EvictedRow {
+  id: number;
+  class: string;
+  size: number;
+  received_at_ms: number;
 }
 
 function encodeHeaders(headers: Headers | undefined): string | null {
@@ -73,19 +124,30 @@ function asBuffer(bytes: Uint8Array): Buffer {
  * The durable queue between ingress and the hub. Appends are group-committed: every
  * append in one batch shares one transaction and one promise, which settles when the
  * rows are on disk (as durable as `buffer.durability` makes them).
+ *
+ * Bounds (`buffer.max_*` and per-class limits) are enforced here: a `reject` class
+ * refuses an append that does not fit; a `drop_oldest` class evicts its own oldest rows
+ * in the same transaction that goes over. A full disk behaves like a full buffer.
  */
 export class Outbox {
+  readonly #db: Database.Database;
   readonly #options: OutboxOptions;
+  readonly #policy: BufferPolicy;
   readonly #insert: Database.Statement;
   readonly #readAfter: Database.Statement;
   readonly #deleteRange: Database.Statement;
-  readonly #commitTx: (rows: readonly Envelope[]) => number;
-  readonly #deleteTx: (ranges: readonly (readonly [number, number])[]) => number;
+  readonly #oldestOfClass: Database.Statement;
+  readonly #deleteClassUpTo: Database.Statement;
+  readonly #commitTx: (rows: readonly PendingRow[]) => EvictedRow[];
+  readonly #deleteTx: (
+    ranges: readonly (readonly [number, number])[],
+  ) => { class: string; size: number }[];
+  readonly #evictTx: (cls: BufferClass, rows: number, bytes: number) => EvictedRow[];
   #batch: Batch | undefined;
   #timeout: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
+  #maintenance: NodeJS.Timeout | undefined;
   #lastId: number;
-  #count: number;
   readonly #waiters = new Set<() => void>();
   readonly #commitListeners = new Set<() => void>();
   /** Committed rows with contiguous ascending ids, ending at #lastId. */
@@ -93,55 +155,101 @@ export class Outbox {
   #recentBytes = 0;
   readonly #appended;
   readonly #commitFailures;
+  readonly #dropped;
+  readonly #classMessages;
+  readonly #classBytes;
+  /** Per class and reason: drops not yet logged, the oldest among them, last log time. */
+  readonly #dropLog = new Map<string, { count: number; oldestMs: number; loggedAtMs: number }>();
   #closed = false;
 
   constructor(db: Database.Database, options: OutboxOptions) {
+    this.#db = db;
     this.#options = options;
+    this.#policy = new BufferPolicy(options.limits ?? UNLIMITED);
     this.#insert = db.prepare(
-      "INSERT INTO outbox (subject, payload, headers, received_at_ms) VALUES (?, ?, ?, ?)",
+      "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size) VALUES (?, ?, ?, ?, ?, ?)",
     );
     this.#readAfter = db.prepare(
       "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
     );
-    this.#deleteRange = db.prepare("DELETE FROM outbox WHERE id BETWEEN ? AND ?");
-    this.#commitTx = db.transaction((rows: readonly Envelope[]) => {
+    this.#deleteRange = db.prepare(
+      "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING class, size",
+    );
+    this.#oldestOfClass = db.prepare(
+      "SELECT id, class, size, received_at_ms FROM outbox WHERE class = ? AND id > ? ORDER BY id LIMIT ?",
+    );
+    this.#deleteClassUpTo = db.prepare("DELETE FROM outbox WHERE class = ? AND id <= ?");
+    this.#commitTx = db.transaction((rows: readonly PendingRow[]) => {
       let last = 0;
-      for (const m of rows) {
+      for (const { message: m, cls, size } of rows) {
         last = Number(
-          this.#insert.run(m.subject, asBuffer(m.payload), encodeHeaders(m.headers), m.receivedAtMs)
-            .lastInsertRowid,
+          this.#insert.run(
+            m.subject,
+            asBuffer(m.payload),
+            encodeHeaders(m.headers),
+            m.receivedAtMs,
+            cls.name,
+            size,
+          ).lastInsertRowid,
         );
       }
-      return last;
+      if (rows.length > 0) this.#lastId = last;
+      return this.#evictOverLimits(rows);
     });
     this.#deleteTx = db.transaction((ranges: readonly (readonly [number, number])[]) => {
-      let changes = 0;
-      for (const [from, to] of ranges) changes += this.#deleteRange.run(from, to).changes;
-      return changes;
+      const gone: { class: string; size: number }[] = [];
+      for (const [from, to] of ranges) {
+        for (const row of this.#deleteRange.all(from, to) as { class: string; size: number }[]) {
+          gone.push(row);
+        }
+      }
+      return gone;
     });
-    const stats = db.prepare("SELECT count(*) AS n, max(id) AS last FROM outbox").get() as {
-      n: number;
-      last: number | null;
-    };
+    this.#evictTx = db.transaction((cls: BufferClass, rows: number, bytes: number) =>
+      this.#evictOldest(cls, rows, bytes),
+    );
+    this.#resync();
     const seq = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").get() as
       | { seq: number }
       | undefined;
-    this.#count = stats.n;
-    this.#lastId = seq?.seq ?? stats.last ?? 0;
-    this.#appended = options.metrics.counter(
+    const last = db.prepare("SELECT max(id) AS last FROM outbox").get() as { last: number | null };
+    this.#lastId = seq?.seq ?? last.last ?? 0;
+    const { metrics } = options;
+    this.#appended = metrics.counter(
       "leafgate_outbox_appended_total",
       "Messages committed to the outbox",
     );
-    this.#commitFailures = options.metrics.counter(
+    this.#commitFailures = metrics.counter(
       "leafgate_outbox_commit_failures_total",
       "Messages lost because their outbox transaction failed, by SQLite code",
     );
+    this.#dropped = metrics.counter(
+      "leafgate_buffer_dropped_total",
+      "Messages that left the buffer without reaching the hub, by class and reason",
+    );
+    this.#classMessages = metrics.gauge("leafgate_buffer_messages", "Buffered messages by class");
+    this.#classBytes = metrics.gauge("leafgate_buffer_bytes", "Buffered bytes by class");
+    for (const cls of this.#policy.classes) this.#publishGauges(cls);
   }
 
-  /** Queues `message` for the next group commit; resolves once it is committed. */
+  /**
+   * Queues `message` for the next group commit; resolves once it is committed. Rejects
+   * at once with LG_ERR_BUFFER_FULL when its class refuses new messages when full.
+   */
   append(message: Envelope): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new StoreError("LG_ERR_STORE_CLOSED", "the outbox is closed"));
+    }
+    const cls = this.#policy.classify(message.subject);
+    const size = rowSize(message.subject, message.payload.length);
+    if (cls.onFull === "reject" && !this.#policy.fits(cls, size)) {
+      this.#drop(cls, "rejected", 1, message.receivedAtMs);
+      return Promise.reject(
+        new StoreError(
+          "LG_ERR_BUFFER_FULL",
+          `buffer class ${cls.name} is full (${cls.count} messages, ${cls.bytes} bytes); new messages are refused until the hub takes some`,
+        ),
+      );
     }
     let batch = this.#batch;
     if (batch === undefined) {
@@ -151,9 +259,12 @@ export class Outbox {
       if (commitIntervalMs > 0) this.#timeout = setTimeout(() => this.flush(), commitIntervalMs);
       else this.#immediate = setImmediate(() => this.flush());
     }
-    batch.rows.push(message);
+    cls.pendingCount++;
+    cls.pendingBytes += size;
+    batch.rows.push({ message, cls, size });
+    const done = cls.onFull === "reject" ? batch.strict.done : batch.lenient.done;
     if (batch.rows.length >= this.#options.commitMaxRows) this.flush();
-    return batch.done;
+    return done;
   }
 
   /** Commits whatever is pending, now. */
@@ -165,37 +276,250 @@ export class Outbox {
     this.#timeout = undefined;
     this.#immediate = undefined;
     this.#batch = undefined;
+    const firstId = this.#lastId + 1;
     try {
-      this.#lastId = this.#commitTx(batch.rows);
-      this.#remember(batch.rows);
+      const evicted = this.#commitTx(batch.rows);
+      this.#committed(batch.rows, firstId, evicted);
+      batch.strict.resolve();
+      batch.lenient.resolve();
     } catch (err) {
-      const error = new StoreError(
-        "LG_ERR_STORE_WRITE",
-        `cannot commit ${batch.rows.length} messages to the outbox`,
-        err,
-      );
-      this.#commitFailures.inc({ code: error.sqliteCode ?? "unknown" }, batch.rows.length);
-      this.#options.log.error(
-        { err: error, messages: batch.rows.length },
-        "outbox commit failed; the messages were not accepted",
-      );
-      batch.reject(error);
-      return;
+      this.#lastId = firstId - 1;
+      this.#resync();
+      if (isDiskFull(err)) {
+        this.#diskFull(batch, err);
+      } else {
+        this.#failed(batch.rows, err);
+        const error = this.#commitError(batch.rows.length, err);
+        batch.strict.reject(error);
+        batch.lenient.reject(error);
+      }
     }
-    this.#count += batch.rows.length;
-    this.#appended.inc(undefined, batch.rows.length);
-    batch.resolve();
+  }
+
+  /**
+   * Reloads each class's committed count and bytes from the table: at start, and after a
+   * rolled-back transaction whose evictions had already been counted.
+   */
+  #resync(): void {
+    for (const cls of this.#policy.classes) {
+      cls.count = 0;
+      cls.bytes = 0;
+    }
+    for (const row of this.#db
+      .prepare(
+        "SELECT class, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM outbox GROUP BY class",
+      )
+      .all() as { class: string; n: number; bytes: number }[]) {
+      const cls = this.#policy.byName(row.class);
+      cls.count += row.n;
+      cls.bytes += row.bytes;
+    }
+  }
+
+  /** Accounting, metrics, the recent-row tail and wake-ups after a successful commit. */
+  #committed(rows: readonly PendingRow[], firstId: number, evicted: readonly EvictedRow[]): void {
+    const touched = new Set<BufferClass>();
+    for (const { cls, size } of rows) {
+      cls.pendingCount--;
+      cls.pendingBytes -= size;
+      cls.count++;
+      cls.bytes += size;
+      touched.add(cls);
+    }
+    this.#remember(rows, firstId);
+    if (evicted.length > 0) this.#evicted(evicted, "evicted", touched);
+    for (const cls of touched) this.#publishGauges(cls);
+    this.#appended.inc(undefined, rows.length);
     for (const wake of [...this.#waiters]) wake();
     for (const listener of this.#commitListeners) listener();
   }
 
-  /** Keeps the rows just committed (ids up to #lastId, contiguous: one writer). */
-  #remember(rows: readonly Envelope[]): void {
-    const firstId = this.#lastId - rows.length + 1;
+  /** Pending rows that will never be committed. */
+  #failed(rows: readonly PendingRow[], err: unknown): void {
+    const code = (err as { code?: string }).code ?? "unknown";
+    for (const { cls, size } of rows) {
+      cls.pendingCount--;
+      cls.pendingBytes -= size;
+    }
+    this.#commitFailures.inc({ code }, rows.length);
+  }
+
+  #commitError(rows: number, err: unknown): StoreError {
+    const error = new StoreError(
+      "LG_ERR_STORE_WRITE",
+      `cannot commit ${rows} messages to the outbox`,
+      err,
+    );
+    this.#options.log.error(
+      { err: error, messages: rows },
+      "outbox commit failed; the messages were not accepted",
+    );
+    return error;
+  }
+
+  /**
+   * The disk is full: like a full buffer. Rows of `reject` classes are refused; rows of
+   * `drop_oldest` classes get room by evicting their classes' oldest rows, then one retry.
+   */
+  #diskFull(batch: Batch, err: unknown): void {
+    const strict = batch.rows.filter((r) => r.cls.onFull === "reject");
+    const lenient = batch.rows.filter((r) => r.cls.onFull !== "reject");
+    if (strict.length > 0) {
+      this.#failed(strict, err);
+      for (const r of strict) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
+      batch.strict.reject(
+        new StoreError("LG_ERR_BUFFER_FULL", "the disk is full; the message was refused", err),
+      );
+    }
+    if (lenient.length === 0) return;
+    const firstId = this.#lastId + 1;
+    try {
+      const perClass = new Map<BufferClass, { rows: number; bytes: number }>();
+      for (const { cls, size } of lenient) {
+        const need = perClass.get(cls) ?? { rows: 0, bytes: 0 };
+        need.rows++;
+        need.bytes += size;
+        perClass.set(cls, need);
+      }
+      const evicted: EvictedRow[] = [];
+      // Twice what the batch needs: pages freed by small rows may not fit larger ones.
+      // A class too small to free that much keeps its rows: evicting them would not help.
+      for (const [cls, need] of perClass) {
+        if (cls.bytes < need.bytes * 2) continue;
+        evicted.push(...this.#evictTx(cls, need.rows * 2, need.bytes * 2));
+      }
+      if (evicted.length === 0) throw err;
+      this.#evicted(evicted, "evicted", new Set(perClass.keys()));
+      const more = this.#commitTx(lenient);
+      this.#committed(lenient, firstId, more);
+      batch.lenient.resolve();
+    } catch (retryErr) {
+      this.#lastId = firstId - 1;
+      this.#resync();
+      this.#failed(lenient, retryErr);
+      for (const r of lenient) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
+      batch.lenient.reject(this.#commitError(lenient.length, retryErr));
+    }
+  }
+
+  /** Inside the commit transaction: brings every drop_oldest class back under its limits. */
+  #evictOverLimits(rows: readonly PendingRow[]): EvictedRow[] {
+    const evicted: EvictedRow[] = [];
+    const seen = new Set<BufferClass>();
+    for (const { cls } of rows) {
+      if (seen.has(cls) || cls.onFull !== "drop_oldest") continue;
+      seen.add(cls);
+      const own = cls.excess();
+      if (own.messages > 0 || own.bytes > 0) {
+        evicted.push(
+          ...this.#evictOldest(
+            cls,
+            own.messages + Math.floor(cls.maxMessages * EVICT_HEADROOM),
+            own.bytes + Math.floor(cls.maxBytes * EVICT_HEADROOM),
+          ),
+        );
+      }
+    }
+    // Over the whole buffer: the classes of this batch that drop make room, in their own rows.
+    for (const cls of seen) {
+      const global = this.#policy.globalExcess();
+      if (global.messages === 0 && global.bytes === 0) break;
+      const { maxMessages, maxBytes } = this.#policy.limits;
+      evicted.push(
+        ...this.#evictOldest(
+          cls,
+          global.messages > 0 ? global.messages + Math.floor(maxMessages * EVICT_HEADROOM) : 0,
+          global.bytes > 0 ? global.bytes + Math.floor(maxBytes * EVICT_HEADROOM) : 0,
+        ),
+      );
+    }
+    return evicted;
+  }
+
+  /**
+   * Deletes the oldest rows of `cls` until at least `rows` rows and `bytes` bytes are
+   * gone (or the class is empty). Updates the class's committed accounting as it goes,
+   * which the caller's transaction makes final.
+   */
+  #evictOldest(cls: BufferClass, rows: number, bytes: number): EvictedRow[] {
+    const gone: EvictedRow[] = [];
+    let goneBytes = 0;
+    let after = 0;
+    while (gone.length < rows || goneBytes < bytes) {
+      const chunk = this.#oldestOfClass.all(cls.name, after, EVICT_CHUNK_ROWS) as EvictedRow[];
+      if (chunk.length === 0) break;
+      let upTo = after;
+      for (const row of chunk) {
+        if (gone.length >= rows && goneBytes >= bytes) break;
+        gone.push(row);
+        goneBytes += row.size;
+        upTo = row.id;
+      }
+      this.#deleteClassUpTo.run(cls.name, upTo);
+      after = upTo;
+    }
+    cls.count -= gone.length;
+    cls.bytes -= goneBytes;
+    return gone;
+  }
+
+  /** Counts and logs rows that left the buffer, and keeps the recent-row tail honest. */
+  #evicted(rows: readonly EvictedRow[], reason: DropReason, touched: Set<BufferClass>): void {
+    const first = this.#recent[0];
+    let oldest = Number.POSITIVE_INFINITY;
+    const byClass = new Map<BufferClass, number>();
+    for (const row of rows) {
+      const cls = this.#policy.byName(row.class);
+      byClass.set(cls, (byClass.get(cls) ?? 0) + 1);
+      oldest = Math.min(oldest, row.received_at_ms);
+      if (first !== undefined && row.id >= first.id) this.#forgetRecent();
+    }
+    for (const [cls, n] of byClass) {
+      touched.add(cls);
+      this.#drop(cls, reason, n, oldest);
+    }
+  }
+
+  #drop(cls: BufferClass, reason: DropReason, count: number, oldestMs: number): void {
+    this.#dropped.inc({ class: cls.name, reason }, count);
+    const key = `${cls.name}/${reason}`;
+    const now = Date.now();
+    const entry = this.#dropLog.get(key) ?? { count: 0, oldestMs, loggedAtMs: 0 };
+    entry.count += count;
+    entry.oldestMs = Math.min(entry.oldestMs, oldestMs);
+    this.#dropLog.set(key, entry);
+    if (now - entry.loggedAtMs < DROP_LOG_INTERVAL_MS) return;
+    const what: Record<DropReason, string> = {
+      evicted: "buffer full: evicted the oldest messages",
+      expired: "messages older than max_age expired",
+      rejected: "buffer full: new messages refused",
+      disk_full: "disk full: messages refused",
+    };
+    this.#options.log.warn(
+      {
+        class: cls.name,
+        messages: entry.count,
+        oldestAgeS: Math.round((now - entry.oldestMs) / 1000),
+        onFull: cls.onFull satisfies OnFull,
+      },
+      what[reason],
+    );
+    entry.count = 0;
+    entry.oldestMs = Number.POSITIVE_INFINITY;
+    entry.loggedAtMs = now;
+  }
+
+  #publishGauges(cls: BufferClass): void {
+    this.#classMessages.set(cls.count, { class: cls.name });
+    this.#classBytes.set(cls.bytes, { class: cls.name });
+  }
+
+  /** Keeps the rows just committed (ids from `firstId`, contiguous: one writer). */
+  #remember(rows: readonly PendingRow[], firstId: number): void {
     const previous = this.#recent.at(-1);
     if (previous !== undefined && previous.id !== firstId - 1) this.#forgetRecent();
     for (let i = 0; i < rows.length; i++) {
-      const m = rows[i]!;
+      const m = rows[i]!.message;
       this.#recent.push({
         id: firstId + i,
         subject: m.subject,
@@ -275,15 +599,85 @@ export class Outbox {
     }
     ranges.push([from, to]);
     this.#forgetDeleted(ranges);
+    let gone: { class: string; size: number }[];
     try {
-      this.#count -= this.#deleteTx(ranges);
+      gone = this.#deleteTx(ranges);
     } catch (err) {
       // The rows stay and are sent again later; the hub deduplicates them.
       this.#options.log.warn(
         { err: errorMessage(err) },
         "cannot delete forwarded rows; will retry",
       );
+      return;
     }
+    const touched = new Set<BufferClass>();
+    for (const row of gone) {
+      const cls = this.#policy.byName(row.class);
+      cls.count--;
+      cls.bytes -= row.size;
+      touched.add(cls);
+    }
+    for (const cls of touched) this.#publishGauges(cls);
+  }
+
+  /**
+   * Starts periodic upkeep: expiring rows older than their class's max_age and a passive
+   * WAL checkpoint. `intervalMs` defaults to a tenth of the shortest max_age, 1 s to 60 s.
+   */
+  startMaintenance(intervalMs?: number): void {
+    if (this.#maintenance !== undefined) return;
+    const shortest = Math.min(...this.#policy.classes.map((c) => c.maxAgeMs));
+    const every = intervalMs ?? Math.min(60_000, Math.max(1_000, shortest / 10));
+    this.#maintenance = setInterval(() => this.maintain(), every);
+    this.#maintenance.unref();
+  }
+
+  /** One round of upkeep (also called by tests). */
+  maintain(now = Date.now()): void {
+    for (const cls of this.#policy.classes) {
+      if (!Number.isFinite(cls.maxAgeMs)) continue;
+      const cutoff = now - cls.maxAgeMs;
+      try {
+        const expired = this.#db.transaction(() => this.#expire(cls, cutoff))();
+        if (expired.length > 0) this.#evicted(expired, "expired", new Set([cls]));
+        this.#publishGauges(cls);
+      } catch (err) {
+        this.#resync();
+        this.#options.log.warn({ err: errorMessage(err), class: cls.name }, "expiring rows failed");
+      }
+    }
+    try {
+      this.#db.pragma("wal_checkpoint(PASSIVE)");
+    } catch (err) {
+      this.#options.log.warn({ err: errorMessage(err) }, "WAL checkpoint failed");
+    }
+  }
+
+  /** Deletes rows of `cls` received before `cutoffMs`, oldest first (ids follow arrival). */
+  #expire(cls: BufferClass, cutoffMs: number): EvictedRow[] {
+    const gone: EvictedRow[] = [];
+    let after = 0;
+    for (;;) {
+      const chunk = this.#oldestOfClass.all(cls.name, after, EVICT_CHUNK_ROWS) as EvictedRow[];
+      let upTo = after;
+      for (const row of chunk) {
+        if (row.received_at_ms >= cutoffMs) break;
+        gone.push(row);
+        upTo = row.id;
+      }
+      if (upTo > after) this.#deleteClassUpTo.run(cls.name, upTo);
+      if (upTo === after || chunk.length < EVICT_CHUNK_ROWS || chunk.at(-1)!.id !== upTo) break;
+      after = upTo;
+    }
+    cls.count -= gone.length;
+    for (const row of gone) cls.bytes -= row.size;
+    return gone;
+  }
+
+  /** Calls `listener` after every successful commit; returns the unsubscribe. */
+  onCommit(listener: () => void): () => void {
+    this.#commitListeners.add(listener);
+    return () => this.#commitListeners.delete(listener);
   }
 
   /** Resolves once a row with id greater than `afterId` is committed, or on abort. */
@@ -300,12 +694,6 @@ export class Outbox {
     });
   }
 
-  /** Calls `listener` after every successful commit; returns the unsubscribe. */
-  onCommit(listener: () => void): () => void {
-    this.#commitListeners.add(listener);
-    return () => this.#commitListeners.delete(listener);
-  }
-
   /** Highest committed row id (0 when none was ever committed). */
   get lastId(): number {
     return this.#lastId;
@@ -313,13 +701,27 @@ export class Outbox {
 
   /** Rows waiting to be forwarded. */
   get size(): number {
-    return this.#count;
+    let n = 0;
+    for (const cls of this.#policy.classes) n += cls.count;
+    return n;
+  }
+
+  /** Per class: buffered messages and bytes, for status pages. */
+  classes(): { name: string; messages: number; bytes: number; onFull: OnFull }[] {
+    return this.#policy.classes.map((c) => ({
+      name: c.name,
+      messages: c.count,
+      bytes: c.bytes,
+      onFull: c.onFull,
+    }));
   }
 
   /** Commits pending rows and refuses further appends. */
   close(): void {
     this.flush();
     this.#closed = true;
+    if (this.#maintenance !== undefined) clearInterval(this.#maintenance);
+    this.#maintenance = undefined;
     for (const wake of [...this.#waiters]) wake();
   }
 }

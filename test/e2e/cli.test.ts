@@ -138,7 +138,7 @@ describe("leafgate run", () => {
     const status = (await (await fetch(`http://127.0.0.1:${again.httpPort}/status`)).json()) as {
       outbox: { pending: number; lastId: number };
     };
-    expect(status.outbox).toEqual({ pending: 0, lastId: 1000 });
+    expect(status.outbox).toMatchObject({ pending: 0, lastId: 1000 });
     // New rows continue the id sequence and are forwarded after the restart.
     await mosquittoPubLines(again.mqttPort, "plant/boiler/pressure", ["after restart"]);
     await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 1001);
@@ -165,7 +165,11 @@ describe("leafgate run", () => {
       outbox: unknown;
       upstream: { state: string };
     };
-    expect(status.outbox).toEqual({ pending: 3, lastId: 3 });
+    expect(status.outbox).toEqual({
+      pending: 3,
+      lastId: 3,
+      classes: [{ name: "default", messages: 3, bytes: 6, onFull: "drop_oldest" }],
+    });
     expect(status.upstream.state).toBe("connecting");
   });
 

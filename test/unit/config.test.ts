@@ -63,7 +63,16 @@ const DEFAULTS: LeafgateConfig = {
     reconnect_delay_max: 2000,
     ping_interval: 10_000,
   },
-  buffer: { durability: "normal", commit_interval: 0, commit_max_rows: 2000 },
+  buffer: {
+    durability: "normal",
+    commit_interval: 0,
+    commit_max_rows: 2000,
+    max_bytes: 1_000_000_000,
+    max_messages: 10_000_000,
+    max_age: 7 * 86_400_000,
+    on_full: "drop_oldest",
+    classes: [],
+  },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
   log: { level: "info" },
 };
@@ -95,6 +104,11 @@ buffer:
   durability: fsync
   commit_interval: 0.005
   commit_max_rows: 500
+  max_bytes: 2GB
+  max_age: 30d
+  classes:
+    - { name: alarms, subjects: [ "alarms.>" ], on_full: reject, max_messages: 100000 }
+    - { name: telemetry, subjects: [ ">" ], max_bytes: 512MiB }
 http:
   enabled: false
   host: 0.0.0.0
@@ -147,7 +161,34 @@ describe("loadConfig", () => {
         reconnect_delay_max: 60_000,
         ping_interval: 10_000,
       },
-      buffer: { durability: "fsync", commit_interval: 5, commit_max_rows: 500 },
+      buffer: {
+        durability: "fsync",
+        commit_interval: 5,
+        commit_max_rows: 500,
+        max_bytes: 2_000_000_000,
+        max_messages: 10_000_000,
+        max_age: 30 * 86_400_000,
+        on_full: "drop_oldest",
+        classes: [
+          {
+            name: "alarms",
+            subjects: ["alarms.>"],
+            on_full: "reject",
+            max_bytes: null,
+            max_messages: 100_000,
+            max_age: null,
+          },
+          {
+            name: "telemetry",
+            subjects: [">"],
+            // Unset: the buffer's on_full.
+            on_full: "drop_oldest",
+            max_bytes: 536_870_912,
+            max_messages: null,
+            max_age: null,
+          },
+        ],
+      },
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
       log: { level: "debug" },
     });
@@ -221,6 +262,22 @@ describe("validation", () => {
     [
       "gateway: { id: pi.local }",
       'gateway.id: expected one subject token (no ".", "*", ">" or whitespace), got "pi.local"',
+    ],
+    [
+      "buffer: { classes: [ { subjects: [ a ] } ] }",
+      "buffer.classes[0].name: expected a class name, got nothing",
+    ],
+    [
+      "buffer: { classes: [ { name: default, subjects: [ b ] } ] }",
+      'buffer.classes[0].name: "default" is reserved for subjects no class names',
+    ],
+    [
+      "buffer: { classes: [ { name: x, subjects: [] } ] }",
+      "buffer.classes[0].subjects: expected at least 1 entry, got an empty list",
+    ],
+    [
+      "buffer: { classes: [ { name: x, subjects: [ a ] }, { name: x, subjects: [ b ] } ] }",
+      'buffer.classes[1].name: "x" is named twice',
     ],
     [
       "buffer: { commit_interval: 2s }",

@@ -38,7 +38,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
 
   if (qos === 0) {
     broker.bus.publish(message).catch((err) => {
-      broker.metrics.dropped.inc({ reason: "store-failed" });
+      broker.metrics.dropped.inc({ reason: dropReason(err) });
       broker.log.debug({ client: conn.clientId, err: errorMessage(err) }, "QoS 0 message lost");
     });
     return;
@@ -62,7 +62,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     },
     (err) => {
       if (qos === 2) conn.awaitingRelease.delete(packetId);
-      broker.metrics.dropped.inc({ reason: "store-failed" });
+      broker.metrics.dropped.inc({ reason: dropReason(err) });
       broker.log.warn(
         { client: conn.clientId, err: errorMessage(err) },
         "message not stored; closing the connection without an ack so the client resends it",
@@ -70,6 +70,11 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
       conn.close("store-failed", true);
     },
   );
+}
+
+/** `buffer-full` when the buffer refused the message by policy, else `store-failed`. */
+function dropReason(err: unknown): string {
+  return (err as { code?: string }).code === "LG_ERR_BUFFER_FULL" ? "buffer-full" : "store-failed";
 }
 
 /** PUBREL completes an inbound QoS 2 exchange (section 3.6). */
