@@ -21,6 +21,8 @@ const RETRY_AFTER_ERROR_MS = 1000;
 
 export interface ForwarderMetrics {
   readonly forwarded: Counter;
+  /** Rows the hub can never take (larger than its max_payload): dropped, not retried. */
+  readonly tooLarge: Counter;
   readonly duplicates: Counter;
   readonly publishErrors: Counter;
   readonly resends: Counter;
@@ -42,6 +44,37 @@ export interface Forwarder {
   run(signal: AbortSignal): Promise<void>;
   /** After `run`: waits up to `deadlineMs` for outstanding acks, then deletes what was acked. */
   settle(deadlineMs: number): Promise<void>;
+}
+
+/** Room left for the subject line and headers (Nats-Msg-Id, user headers) in max_payload. */
+const HEADER_ALLOWANCE_BYTES = 512;
+
+/**
+ * True when the hub would refuse `row` for its size. Sending it anyway would close the
+ * connection ("maximum payload violation") on every retry and block the rows behind it.
+ */
+function tooLargeForHub(nc: NatsConnection, row: OutboxRow): boolean {
+  const max = nc.info?.max_payload;
+  if (max === undefined || max <= 0) return false;
+  let headerBytes = 0;
+  if (row.headers !== undefined) {
+    for (const [k, vs] of row.headers) for (const v of vs) headerBytes += k.length + v.length + 4;
+  }
+  return row.payload.length + headerBytes + HEADER_ALLOWANCE_BYTES > max;
+}
+
+/** Logs and counts a row dropped for its size; the caller deletes it. */
+function dropTooLarge(nc: NatsConnection, row: OutboxRow, options: ForwarderOptions): void {
+  options.metrics.tooLarge.inc();
+  options.log.error(
+    {
+      row: row.id,
+      subject: row.subject,
+      bytes: row.payload.length,
+      hubMaxPayload: nc.info?.max_payload,
+    },
+    "message larger than the hub's max_payload; dropped (raise max_payload on the hub or lower mqtt.max_packet_size)",
+  );
 }
 
 /** The message id the hub deduplicates on: unique per gateway, never reused. */
@@ -158,12 +191,18 @@ export class JetStreamForwarder implements Forwarder {
         }
         const now = Date.now();
         for (const row of rows) {
+          this.#cursor = row.id;
+          if (tooLargeForHub(this.#nc, row)) {
+            dropTooLarge(this.#nc, row, this.#options);
+            this.#acked.push(row.id);
+            this.#scheduleDelete();
+            continue;
+          }
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             reply: `${inbox}.${row.id}`,
             headers: rowHeaders(gatewayId, row),
           });
           this.#inflight.set(row.id, now);
-          this.#cursor = row.id;
         }
         // Let the socket write and the acks come in before reading more.
         await nextTurn();
@@ -210,13 +249,16 @@ export class JetStreamForwarder implements Forwarder {
     this.#acked.push(rowId);
     this.#options.metrics.forwarded.inc();
     if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
-    if (!this.#deleteScheduled) {
-      this.#deleteScheduled = true;
-      setImmediate(() => this.#deleteAcked());
-    }
+    this.#scheduleDelete();
     if (this.#waitingForRoom && this.#inflight.size <= this.#options.maxInFlight / 2) {
       this.#wakeup.wake();
     }
+  }
+
+  #scheduleDelete(): void {
+    if (this.#deleteScheduled) return;
+    this.#deleteScheduled = true;
+    setImmediate(() => this.#deleteAcked());
   }
 
   #deleteAcked(): void {
@@ -294,6 +336,10 @@ export class CoreForwarder implements Forwarder {
         continue;
       }
       for (const row of rows) {
+        if (tooLargeForHub(this.#nc, row)) {
+          dropTooLarge(this.#nc, row, this.#options);
+          continue;
+        }
         this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
           headers: rowHeaders(gatewayId, row),
         });

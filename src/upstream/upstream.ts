@@ -120,6 +120,10 @@ export class Upstream {
           forwarded.inc(labels, by);
         },
       },
+      tooLarge: metrics.counter(
+        "leafgate_upstream_dropped_too_large_total",
+        "Messages dropped because they exceed the hub's max_payload",
+      ),
       duplicates: metrics.counter(
         "leafgate_upstream_duplicates_total",
         "Resent messages the stream recognised as duplicates",

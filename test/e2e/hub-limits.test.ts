@@ -1,0 +1,47 @@
+// A message the hub can never take must not block the ones behind it.
+import { afterEach, describe, expect, it } from "vitest";
+import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { connectMqttJs } from "../helpers/mqtt.js";
+import {
+  closeClients,
+  connectClient,
+  createStream,
+  type NatsServer,
+  startNatsServer,
+  streamInfo,
+  streamMessages,
+} from "../helpers/nats-server.js";
+import { waitFor } from "../helpers/wait.js";
+
+describe("hub limits", () => {
+  let hub: NatsServer | undefined;
+  let gw: TestGateway | undefined;
+
+  afterEach(async () => {
+    await gw?.dispose();
+    await closeClients();
+    await hub?.stop();
+  });
+
+  it("drops a message larger than the hub's max_payload, counts it, and forwards the rest in order", async () => {
+    hub = await startNatsServer({ config: "max_payload: 4096\n" });
+    const nc = await connectClient(hub.url);
+    await createStream(nc, "EDGE", ["edge.>"]);
+    gw = await startGateway({ hub: hub.url, stream: "EDGE" });
+    const client = await connectMqttJs(gw.mqttPort);
+    await client.publishAsync("s/a", "first", { qos: 1 });
+    await client.publishAsync("s/a", Buffer.alloc(10_000, 0x61), { qos: 1 });
+    await client.publishAsync("s/a", "third", { qos: 1 });
+    await client.endAsync();
+
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages >= 2);
+    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0, {
+      message: "the oversized row was never removed from the outbox",
+    });
+    const messages = await streamMessages(nc, "EDGE");
+    expect(messages.map((m) => new TextDecoder().decode(m.data))).toEqual(["first", "third"]);
+    expect(messages.map((m) => m.headers["Nats-Msg-Id"])).toEqual([["gw1-1"], ["gw1-3"]]);
+    expect(gw.gateway.metrics.value("leafgate_upstream_dropped_too_large_total")).toBe(1);
+    expect(gw.gateway.metrics.value("leafgate_upstream_connected")).toBe(1);
+  });
+});
