@@ -56,6 +56,11 @@ export interface LeafgateConfig {
     readonly ack_timeout: number; // ms, default 10s
     readonly reconnect_delay_max: number; // ms, default 2s
     readonly ping_interval: number; // ms, default 10s; the link is dead after 2 unanswered
+    readonly drain: "fifo" | "fresh_first"; // default fifo
+    readonly rate_limit: {
+      readonly messages_per_second: number; // 0 = no cap
+      readonly bytes_per_second: number; // 0 = no cap
+    };
   };
   readonly buffer: {
     readonly durability: "normal" | "fsync"; // default normal
@@ -222,6 +227,11 @@ export const CONFIG_SCHEMA: Node = obj({
     reconnect_delay_max: { kind: "duration", default: "2s" },
     // A blackholed link (no RST) is noticed after about three intervals.
     ping_interval: { kind: "duration", min: 100, default: "10s" },
+    drain: { kind: "enum", values: ["fifo", "fresh_first"], default: "fifo" },
+    rate_limit: obj({
+      messages_per_second: int(0, 1_000_000_000, 0),
+      bytes_per_second: { kind: "size", min: 0, max: Number.MAX_SAFE_INTEGER, default: 0 },
+    }),
   }),
   buffer: obj({
     durability: { kind: "enum", values: ["normal", "fsync"], default: "normal" },

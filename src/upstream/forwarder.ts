@@ -1,4 +1,4 @@
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
 import {
   createInbox,
   type Msg,
@@ -9,6 +9,8 @@ import {
 } from "@nats-io/transport-node";
 import type { Counter, Logger } from "../core/index.js";
 import type { Outbox, OutboxRow } from "../store/index.js";
+import { DrainCursor, type DrainPolicy } from "./drain-cursor.js";
+import { RateCap } from "./token-bucket.js";
 
 const UTF8 = new TextDecoder();
 
@@ -34,6 +36,9 @@ export interface ForwarderOptions {
   readonly prefix: string;
   readonly maxInFlight: number;
   readonly ackTimeoutMs: number;
+  readonly drain: DrainPolicy;
+  /** 0 = no cap. */
+  readonly rateLimit: { readonly messagesPerSecond: number; readonly bytesPerSecond: number };
   readonly log: Logger;
   readonly metrics: ForwarderMetrics;
 }
@@ -130,7 +135,8 @@ export class JetStreamForwarder implements Forwarder {
   /** Row id → time sent; insertion order is id order, so the first key is the oldest. */
   readonly #inflight = new Map<number, number>();
   readonly #wakeup = new Wakeup();
-  #cursor = 0;
+  readonly #cursor: DrainCursor;
+  readonly #rate: RateCap;
   #acked: number[] = [];
   #deleteScheduled = false;
   #pauseUntilMs = 0;
@@ -142,6 +148,8 @@ export class JetStreamForwarder implements Forwarder {
     this.#nc = nc;
     this.#outbox = outbox;
     this.#options = options;
+    this.#cursor = new DrainCursor(outbox, options.drain);
+    this.#rate = new RateCap(options.rateLimit);
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -171,7 +179,7 @@ export class JetStreamForwarder implements Forwarder {
           await this.#wakeup.wait(signal, pauseMs);
           continue;
         }
-        if (this.#cursor >= this.#outbox.lastId) {
+        if (this.#cursor.caughtUp()) {
           // Caught up: the next commit (or a rewind) wakes us.
           await this.#wakeup.wait(signal);
           continue;
@@ -183,26 +191,37 @@ export class JetStreamForwarder implements Forwarder {
           this.#waitingForRoom = false;
           continue;
         }
-        const rows = this.#outbox.readAfter(this.#cursor, Math.min(room, READ_BATCH_ROWS));
-        if (rows.length === 0) {
-          // Rows up to lastId were forwarded already (perhaps by an earlier run).
-          this.#cursor = this.#outbox.lastId;
+        const allowed = this.#rate.allowed(Math.min(room, READ_BATCH_ROWS));
+        if (allowed === 0) {
+          await this.#wakeup.wait(signal, this.#rate.waitMs());
           continue;
         }
+        const rows = this.#cursor.read(allowed);
+        if (rows.length === 0) continue;
         const now = Date.now();
+        let capped: OutboxRow | undefined;
         for (const row of rows) {
-          this.#cursor = row.id;
           if (tooLargeForHub(this.#nc, row)) {
+            this.#cursor.advance(row.id);
             dropTooLarge(this.#nc, row, this.#options);
             this.#acked.push(row.id);
             this.#scheduleDelete();
             continue;
           }
+          if (!this.#rate.take(row.payload.length)) {
+            capped = row;
+            break;
+          }
+          this.#cursor.advance(row.id);
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             reply: `${inbox}.${row.id}`,
             headers: rowHeaders(gatewayId, row),
           });
           this.#inflight.set(row.id, now);
+        }
+        if (capped !== undefined) {
+          await this.#wakeup.wait(signal, this.#rate.waitMs(capped.payload.length));
+          continue;
         }
         // Let the socket write and the acks come in before reading more.
         await nextTurn();
@@ -302,7 +321,7 @@ export class JetStreamForwarder implements Forwarder {
     const first = this.#inflight.keys().next();
     if (first.done) return;
     this.#options.metrics.resends.inc(undefined, this.#inflight.size);
-    this.#cursor = first.value - 1;
+    this.#cursor.rewind(this.#inflight.keys());
     this.#inflight.clear();
     this.#wakeup.wake();
   }
@@ -317,37 +336,54 @@ export class CoreForwarder implements Forwarder {
   readonly #nc: NatsConnection;
   readonly #outbox: Outbox;
   readonly #options: ForwarderOptions;
-  #cursor = 0;
+  readonly #cursor: DrainCursor;
+  readonly #rate: RateCap;
 
   constructor(nc: NatsConnection, outbox: Outbox, options: ForwarderOptions) {
     this.#nc = nc;
     this.#outbox = outbox;
     this.#options = options;
+    this.#cursor = new DrainCursor(outbox, options.drain);
+    this.#rate = new RateCap(options.rateLimit);
   }
 
   async run(signal: AbortSignal): Promise<void> {
     const { prefix, gatewayId, maxInFlight } = this.#options;
     while (!signal.aborted && !this.#nc.isClosed()) {
-      const rows = this.#outbox.readAfter(this.#cursor, Math.min(maxInFlight, READ_BATCH_ROWS));
-      if (rows.length === 0) {
-        // Rows up to lastId were forwarded already (perhaps by an earlier run).
-        this.#cursor = Math.max(this.#cursor, this.#outbox.lastId);
-        await this.#outbox.waitForRowsAfter(this.#cursor, signal);
+      if (this.#cursor.caughtUp()) {
+        await this.#outbox.waitForRowsAfter(this.#outbox.lastId, signal);
         continue;
       }
+      const allowed = this.#rate.allowed(Math.min(maxInFlight, READ_BATCH_ROWS));
+      if (allowed === 0) {
+        await delay(this.#rate.waitMs(), undefined, { signal }).catch(() => {});
+        continue;
+      }
+      const rows = this.#cursor.read(allowed);
+      const sent: number[] = [];
+      let published = 0;
+      let waitMs = 0;
       for (const row of rows) {
         if (tooLargeForHub(this.#nc, row)) {
           dropTooLarge(this.#nc, row, this.#options);
-          continue;
+        } else if (this.#rate.take(row.payload.length)) {
+          this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
+            headers: rowHeaders(gatewayId, row),
+          });
+          published++;
+        } else {
+          waitMs = this.#rate.waitMs(row.payload.length);
+          break;
         }
-        this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
-          headers: rowHeaders(gatewayId, row),
-        });
+        sent.push(row.id);
       }
-      await this.#nc.flush();
-      this.#cursor = rows[rows.length - 1]!.id;
-      this.#outbox.delete(rows.map((r) => r.id));
-      this.#options.metrics.forwarded.inc(undefined, rows.length);
+      if (sent.length > 0) {
+        await this.#nc.flush();
+        for (const id of sent) this.#cursor.advance(id);
+        this.#outbox.delete(sent);
+        this.#options.metrics.forwarded.inc(undefined, published);
+      }
+      if (waitMs > 0) await delay(waitMs, undefined, { signal }).catch(() => {});
     }
   }
 

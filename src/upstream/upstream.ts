@@ -50,6 +50,8 @@ export interface UpstreamConfig {
   readonly ack_timeout: number;
   readonly reconnect_delay_max: number;
   readonly ping_interval: number;
+  readonly drain: "fifo" | "fresh_first";
+  readonly rate_limit: { readonly messages_per_second: number; readonly bytes_per_second: number };
 }
 
 /** Opens a hub connection; a seam so tests can fail dialing without a network. */
@@ -323,6 +325,11 @@ export class Upstream {
         prefix: config.prefix,
         maxInFlight: config.max_in_flight,
         ackTimeoutMs: config.ack_timeout,
+        drain: config.drain,
+        rateLimit: {
+          messagesPerSecond: config.rate_limit.messages_per_second,
+          bytesPerSecond: config.rate_limit.bytes_per_second,
+        },
         log,
         metrics: this.#forwarderMetrics,
       };

@@ -62,6 +62,8 @@ const DEFAULTS: LeafgateConfig = {
     ack_timeout: 10_000,
     reconnect_delay_max: 2000,
     ping_interval: 10_000,
+    drain: "fifo",
+    rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
   },
   buffer: {
     durability: "normal",
@@ -160,6 +162,8 @@ describe("loadConfig", () => {
         ack_timeout: 5000,
         reconnect_delay_max: 60_000,
         ping_interval: 10_000,
+        drain: "fifo",
+        rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
       },
       buffer: {
         durability: "fsync",

@@ -18,6 +18,8 @@ const CONFIG = {
   ack_timeout: 10_000,
   reconnect_delay_max: 200,
   ping_interval: 10_000,
+  drain: "fifo",
+  rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
 } as const;
 
 describe("Upstream supervisor", () => {
