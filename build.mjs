@@ -1,16 +1,18 @@
 // Bundles the CLI into dist/leafgate.mjs. Native addons cannot be bundled: they stay
 // external and dist/package.json names them so `npm install` in dist/ fetches them.
-import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { build } from "esbuild";
 
 const NATIVE_ADDONS = ["better-sqlite3", "serialport"];
 
 const pkg = JSON.parse(await readFile(new URL("./package.json", import.meta.url), "utf8"));
 const outdir = new URL("./dist/", import.meta.url);
-await rm(outdir, { recursive: true, force: true });
 await mkdir(outdir, { recursive: true });
 
-await build({
+// Built in memory and renamed into place, so a concurrent run (another test process
+// starting the bundle) never sees a missing or half-written file.
+const { outputFiles } = await build({
+  write: false,
   entryPoints: ["src/cli.ts"],
   outfile: "dist/leafgate.mjs",
   bundle: true,
@@ -52,6 +54,10 @@ await writeFile(
   )}\n`,
 );
 
-await chmod(new URL("leafgate.mjs", outdir), 0o755);
+for (const file of outputFiles) {
+  const tmp = `${file.path}.${process.pid}.tmp`;
+  await writeFile(tmp, file.contents, { mode: file.path.endsWith(".mjs") ? 0o755 : 0o644 });
+  await rename(tmp, file.path);
+}
 const { size } = await stat(new URL("leafgate.mjs", outdir));
 console.log(`dist/leafgate.mjs ${(size / 1024).toFixed(0)} KiB`);

@@ -133,11 +133,21 @@ export class BufferPolicy {
     };
   }
 
-  /** Whether a row of `size` bytes fits `cls` and the whole buffer without evicting anything. */
+  /**
+   * Whether a row of `size` bytes of a `reject` class may be accepted: it must fit its
+   * class's own limits, and the whole buffer counting only rows nothing may evict (those
+   * of reject classes) — rows of drop_oldest classes give way to it in the commit.
+   */
   fits(cls: BufferClass, size: number): boolean {
     if (cls.count + cls.pendingCount + 1 > cls.maxMessages) return false;
     if (cls.bytes + cls.pendingBytes + size > cls.maxBytes) return false;
-    const { count, bytes } = this.totals();
+    let count = 0;
+    let bytes = 0;
+    for (const c of this.classes) {
+      if (c.onFull !== "reject") continue;
+      count += c.count + c.pendingCount;
+      bytes += c.bytes + c.pendingBytes;
+    }
     return count + 1 <= this.limits.maxMessages && bytes + size <= this.limits.maxBytes;
   }
 

@@ -411,17 +411,23 @@ export class Outbox {
       seen.add(cls);
       const own = cls.excess();
       if (own.messages > 0 || own.bytes > 0) {
+        // Headroom only on the limit that is over: the other may be huge (or unlimited).
         evicted.push(
           ...this.#evictOldest(
             cls,
-            own.messages + Math.floor(cls.maxMessages * EVICT_HEADROOM),
-            own.bytes + Math.floor(cls.maxBytes * EVICT_HEADROOM),
+            own.messages > 0 ? own.messages + Math.floor(cls.maxMessages * EVICT_HEADROOM) : 0,
+            own.bytes > 0 ? own.bytes + Math.floor(cls.maxBytes * EVICT_HEADROOM) : 0,
           ),
         );
       }
     }
-    // Over the whole buffer: the classes of this batch that drop make room, in their own rows.
-    for (const cls of seen) {
+    // Over the whole buffer: classes that drop make room in their own rows, those of this
+    // batch first. Rows of reject classes are never evicted.
+    const order = [...seen];
+    for (const cls of this.#policy.classes) {
+      if (cls.onFull === "drop_oldest" && !seen.has(cls)) order.push(cls);
+    }
+    for (const cls of order) {
       const global = this.#policy.globalExcess();
       if (global.messages === 0 && global.bytes === 0) break;
       const { maxMessages, maxBytes } = this.#policy.limits;
@@ -618,6 +624,29 @@ export class Outbox {
       touched.add(cls);
     }
     for (const cls of touched) this.#publishGauges(cls);
+  }
+
+  /**
+   * Deletes rows the hub is known to hold already: ids up to `maxId` that were received
+   * before `receivedBeforeMs`. Returns how many went.
+   */
+  deleteStored(maxId: number, receivedBeforeMs: number): number {
+    const gone = this.#db
+      .prepare(
+        "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
+      )
+      .all(maxId, receivedBeforeMs) as EvictedRow[];
+    const touched = new Set<BufferClass>();
+    const first = this.#recent[0];
+    for (const row of gone) {
+      const cls = this.#policy.byName(row.class);
+      cls.count--;
+      cls.bytes -= row.size;
+      touched.add(cls);
+      if (first !== undefined && row.id >= first.id) this.#forgetRecent();
+    }
+    for (const cls of touched) this.#publishGauges(cls);
+    return gone.length;
   }
 
   /**

@@ -3,11 +3,17 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { errorMessage, patternCovers } from "../core/index.js";
 
 export type StreamCheck =
-  | { readonly ok: true; readonly stream: string }
+  | { readonly ok: true; readonly stream: string; readonly duplicateWindowMs: number }
   | { readonly ok: false; readonly problem: string };
 
 /** JetStream API error code for "stream not found". */
 const STREAM_NOT_FOUND = 10059;
+
+/** The stream's duplicate window in ms (JetStream reports nanoseconds; its default is 2 min). */
+function windowMs(info: StreamInfo): number {
+  const nanos = info.config.duplicate_window;
+  return typeof nanos === "number" && nanos > 0 ? Math.floor(nanos / 1e6) : 120_000;
+}
 
 function uncovered(info: StreamInfo, wanted: readonly string[]): string[] {
   const subjects = info.config.subjects ?? [];
@@ -38,7 +44,7 @@ export async function checkStream(
     if (stream !== null) {
       const info = await jsm.streams.info(stream);
       const missing = uncovered(info, exported);
-      if (missing.length === 0) return { ok: true, stream };
+      if (missing.length === 0) return { ok: true, stream, duplicateWindowMs: windowMs(info) };
       return {
         ok: false,
         problem: `stream ${stream} on the hub does not capture ${missing.join(", ")} (its subjects: ${(info.config.subjects ?? []).join(", ") || "none"}); add them to the stream`,
@@ -47,7 +53,9 @@ export async function checkStream(
     const names: string[] = [];
     for await (const info of jsm.streams.list()) {
       names.push(info.config.name);
-      if (uncovered(info, exported).length === 0) return { ok: true, stream: info.config.name };
+      if (uncovered(info, exported).length === 0) {
+        return { ok: true, stream: info.config.name, duplicateWindowMs: windowMs(info) };
+      }
     }
     return {
       ok: false,

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
 import {
   type ConnectionOptions,
   connect,
@@ -30,6 +31,8 @@ const MAX_PINGS_OUT = 2;
 const DRAIN_PROGRESS_INTERVAL_MS = 5_000;
 /** Below this many pending rows there is no backlog worth reporting. */
 const DRAIN_PROGRESS_MIN_ROWS = 1_000;
+/** A session shorter than this does not reset the reconnect backoff. */
+const HEALTHY_SESSION_MS = 10_000;
 /** Repeat the "hub unreachable" warning at most this often. */
 const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
 
@@ -94,6 +97,7 @@ export class Upstream {
   readonly #connected: Gauge;
   readonly #forwarderMetrics: ForwarderMetrics;
   readonly #imported;
+  readonly #reconciled;
   readonly #connectOptions: ConnectionOptions;
   #state: UpstreamState = "idle";
   #server: string | undefined;
@@ -139,6 +143,10 @@ export class Upstream {
         "Messages sent again after an error, an ack timeout or a reconnect",
       ),
     };
+    this.#reconciled = metrics.counter(
+      "leafgate_upstream_reconciled_total",
+      "Rows older than the duplicate window found already stored in the stream, not resent",
+    );
     this.#imported = metrics.counter(
       "leafgate_upstream_imported_total",
       "Messages received from the hub and delivered onto the bus",
@@ -238,6 +246,7 @@ export class Upstream {
     const signal = this.#stop.signal;
     let attempt = 0;
     let lastUnreachableLogMs = 0;
+    let lastLostLogMs = 0;
     while (!signal.aborted) {
       this.#state = "connecting";
       let nc: NatsConnection;
@@ -266,23 +275,39 @@ export class Upstream {
         await nc.close().catch(() => {});
         return;
       }
-      attempt = 0;
       lastUnreachableLogMs = 0;
       this.#nc = nc;
       this.#server = nc.getServer();
       this.#connected.set(1);
-      log.info({ server: this.#server, pending: this.#options.outbox.size }, "hub connected");
+      const quiet = Date.now() - lastLostLogMs < UNREACHABLE_LOG_INTERVAL_MS;
+      if (!quiet) {
+        log.info({ server: this.#server, pending: this.#options.outbox.size }, "hub connected");
+      }
+      const sessionStartMs = Date.now();
       try {
         await this.#session(nc, signal);
       } catch (err) {
         this.#lastError = errorMessage(err);
-        log.warn({ err: this.#lastError }, "hub session failed");
+        if (!quiet) log.warn({ err: this.#lastError }, "hub session failed");
       }
       if (signal.aborted) return;
       this.#connected.set(0);
       this.#forwarder = undefined;
       if (!nc.isClosed()) await nc.close().catch(() => {});
-      log.warn({ server: this.#server, err: this.#lastError }, "hub connection lost; reconnecting");
+      // A hub that accepts and then drops us at once must not be redialed in a hot loop:
+      // only a session that lasted counts as recovery and resets the backoff.
+      if (Date.now() - sessionStartMs >= HEALTHY_SESSION_MS) attempt = 0;
+      const now = Date.now();
+      if (now - lastLostLogMs >= UNREACHABLE_LOG_INTERVAL_MS || !quiet) {
+        lastLostLogMs = now;
+        log.warn(
+          { server: this.#server, err: this.#lastError },
+          "hub connection lost; reconnecting",
+        );
+      }
+      await delay(backoffDelayMs(attempt++, this.#options.config.reconnect_delay_max), undefined, {
+        signal,
+      }).catch(() => {});
       this.#nc = undefined;
     }
   }
@@ -307,6 +332,7 @@ export class Upstream {
           if (check.ok) {
             this.#stream = check.stream;
             log.info({ stream: check.stream, subjects: exported }, "hub stream found");
+            await this.#reconcile(nc, check.stream, check.duplicateWindowMs);
             break;
           }
           this.#state = "waiting-for-stream";
@@ -369,6 +395,42 @@ export class Upstream {
         "draining backlog to the hub",
       );
     }, DRAIN_PROGRESS_INTERVAL_MS);
+  }
+
+  /**
+   * Beyond the duplicate window the stream no longer recognises a resent row, so before
+   * resending rows older than the window, ask the stream for the last message under our
+   * prefix (only this gateway writes there) and drop the rows up to the id it carries:
+   * they are stored already. Younger rows are resent as usual; the window covers them.
+   */
+  async #reconcile(nc: NatsConnection, stream: string, duplicateWindowMs: number): Promise<void> {
+    const { outbox, config, gatewayId, log } = this.#options;
+    const oldest = outbox.readAfter(0, 1)[0];
+    const receivedBeforeMs = Date.now() - duplicateWindowMs;
+    if (oldest === undefined || oldest.receivedAtMs >= receivedBeforeMs) return;
+    let last: { seq: number; header?: { get(k: string): string } } | null;
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: 5000 });
+      last = await jsm.streams.getMessage(stream, { last_by_subj: `${config.prefix}.>` });
+    } catch (err) {
+      log.warn(
+        { err: errorMessage(err) },
+        "cannot read the stream's last message; resending old rows, which may duplicate",
+      );
+      return;
+    }
+    const id = last?.header?.get("Nats-Msg-Id") ?? "";
+    const mine = `${gatewayId}-`;
+    const rowId = id.startsWith(mine) ? Number(id.slice(mine.length)) : Number.NaN;
+    if (!Number.isSafeInteger(rowId)) return;
+    const dropped = outbox.deleteStored(rowId, receivedBeforeMs);
+    this.#reconciled.inc(undefined, dropped);
+    if (dropped > 0) {
+      log.info(
+        { rows: dropped, lastStoredRow: rowId, duplicateWindowMs },
+        "rows older than the stream's duplicate window were already stored; not resent",
+      );
+    }
   }
 
   #subscribeImports(nc: NatsConnection): void {

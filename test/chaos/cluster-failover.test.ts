@@ -29,8 +29,10 @@ const KILL_AFTER_FORWARDED = MESSAGES / 2;
 const PUBLISH_WINDOW = 64;
 /** Cluster formation and JetStream meta-leader election on loopback take a few seconds. */
 const CLUSTER_READY_TIMEOUT_MS = 20_000;
-/** A stream-leader election after the kill, then the resend. */
-const RECOVERY_TIMEOUT_MS = 30_000;
+/** A stream-leader election after the kill (~10 s when the killed node led), then the resend. */
+const RECOVERY_TIMEOUT_MS = 20_000;
+/** Reading needs a consumer, hence a JetStream meta leader: another election, perhaps. */
+const READ_TIMEOUT_MS = 20_000;
 /**
  * leafgate reads every `LEAFGATE_*` variable as a setting and refuses unknown ones, so the
  * chaos tests' own knobs are kept out of the gateway's environment.
@@ -122,7 +124,15 @@ describe("hub cluster failover", () => {
     for (const d of dirs.splice(0)) await d.cleanup();
   });
 
-  it("forwards everything exactly once, in order, after the connected node is killed", async () => {
+  it("forwards everything exactly once, in order, after the connected node is killed", async ({
+    onTestFailed,
+  }) => {
+    const t0 = Date.now();
+    const phases: string[] = [];
+    const phase = (what: string): void => {
+      phases.push(`${String(Date.now() - t0).padStart(6)} ms  ${what}`);
+    };
+    onTestFailed(() => console.error(`cluster-failover phases:\n${phases.join("\n")}`));
     // 1. Three nodes, each with its own store, routed to each other.
     const clusterPorts = await freePorts(3);
     nodes.push(
@@ -133,6 +143,7 @@ describe("hub cluster failover", () => {
       )),
     );
     const urls = nodes.map((n) => n.url);
+    phase(`cluster started`);
 
     // 2. The R3 stream, once the cluster has a JetStream meta leader and all peers; then
     // wait for its leader and both followers to be current.
@@ -142,6 +153,7 @@ describe("hub cluster failover", () => {
       intervalMs: 250,
       message: "the cluster did not accept an R3 stream",
     });
+    phase(`R3 stream created`);
     await waitFor(
       async () => {
         const { cluster } = await streamInfo(admin, STREAM);
@@ -154,6 +166,7 @@ describe("hub cluster failover", () => {
       { timeoutMs: CLUSTER_READY_TIMEOUT_MS, intervalMs: 100, message: "no R3 stream leader" },
     );
     await admin.close();
+    phase(`stream leader and replicas current`);
 
     // 3. The gateway knows all three client URLs; find the node it is forwarding through.
     const { dir, file } = writeConfig({ hub: urls[0], id: GATEWAY_ID, stream: STREAM });
@@ -173,6 +186,7 @@ describe("hub cluster failover", () => {
     expect(victimIndex, `upstream.server ${server} is none of ${urls.join(" ")}`).not.toBe(-1);
     const victim = nodes[victimIndex]!;
     const survivor = nodes[(victimIndex + 1) % nodes.length]!;
+    phase(`gateway forwarding via ${server}`);
 
     // 4. Watch forwarding from a surviving node; kill the connected node halfway through.
     const nc: NatsConnection = await connectClient(survivor.url);
@@ -188,6 +202,7 @@ describe("hub cluster failover", () => {
     const started = Date.now();
     await publishAll(gw.mqttPort, payloads);
     const exit = await victim.proc.exited;
+    phase(`all published; connected node killed`);
     expect(exit.signal, "the connected node was not killed").toBe("SIGKILL");
 
     // 5. The gateway fails over and drains the outbox.
@@ -206,6 +221,7 @@ describe("hub cluster failover", () => {
     expect(after.upstream.server).not.toBe(server);
     expect(gw.proc.stdout()).toContain('"msg":"hub connection lost; reconnecting"');
     const recoveredMs = Date.now() - started;
+    phase(`outbox drained via ${after.upstream.server}`);
 
     // 6. Read back through the survivor: exactly N, unique ids, in order. Reading needs a
     // consumer, and creating one needs a JetStream meta leader, which may still be being
@@ -216,7 +232,7 @@ describe("hub cluster failover", () => {
         return read.length >= MESSAGES ? read : undefined;
       },
       {
-        timeoutMs: RECOVERY_TIMEOUT_MS,
+        timeoutMs: READ_TIMEOUT_MS,
         intervalMs: 250,
         message: "could not read N messages from the stream through a surviving node",
       },
@@ -228,9 +244,10 @@ describe("hub cluster failover", () => {
     expect(messages.map((m) => decoder.decode(m.data))).toEqual(payloads);
     for (const m of messages) expect(m.subject).toBe(SUBJECT);
 
+    phase(`read ${messages.length} messages`);
     const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
     console.log(
-      `cluster-failover: connected to ${server}, killed it after ${KILL_AFTER_FORWARDED} ` +
+      `${phases.join("\n")}\ncluster-failover: connected to ${server}, killed it after ${KILL_AFTER_FORWARDED} ` +
         `forwarded; drained via ${after.upstream.server} ${recoveredMs} ms after the first publish\n` +
         metrics
           .split("\n")

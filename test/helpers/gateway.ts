@@ -88,8 +88,13 @@ export async function startGatewayProcess(
   file: string,
   env: NodeJS.ProcessEnv = {},
 ): Promise<ChildGateway> {
+  // The gateway treats every LEAFGATE_* variable as a setting (a typo is an error), so
+  // the runner's own (LEAFGATE_CHAOS_FULL…) must not leak into it.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
+  );
   const proc = await spawnTracked(process.execPath, [BUNDLE, "run", "-c", file], {
-    env: { ...process.env, ...env },
+    env: { ...inherited, ...env },
   });
   const portOf = async (msg: string): Promise<number> => {
     const line = await waitForLine(proc, (l) => l.includes(`"msg":"${msg}"`), 15_000);

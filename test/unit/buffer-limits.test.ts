@@ -358,9 +358,17 @@ describe("alarms are never evicted by telemetry", () => {
         range(b * 50 + 1, b * 50 + 50).map((i) => msg(`tele.t${i}`)),
       );
       const counts = table(db);
+      const telemetry = counts.get("telemetry")?.messages ?? 0;
       expect(counts.get("alarms")?.messages).toBe(30);
-      expect(counts.get("telemetry")?.messages ?? 0).toBeLessThanOrEqual(70);
+      expect(telemetry).toBeLessThanOrEqual(70);
       expect(outbox.size).toBeLessThanOrEqual(100);
+      // Exactly: the newest telemetry, as many as the rule leaves (50, then 69 every time).
+      const last = b * 50 + 50;
+      const kept = b === 0 ? 50 : 69;
+      expect({ batch: b + 1, telemetry }).toEqual({ batch: b + 1, telemetry: kept });
+      expect(subjectsOf(db, "telemetry")).toEqual(
+        range(last - kept + 1, last).map((i) => `tele.t${i}`),
+      );
     }
     expect(subjectsOf(db, "alarms")).toEqual(range(1, 30).map((i) => `alarms.a${i}`));
     expect(idsOf(db, "alarms")).toEqual(range(1, 30));
@@ -370,22 +378,49 @@ describe("alarms are never evicted by telemetry", () => {
     expectAccountingMatchesTable(db, outbox, metrics);
 
     // The rule (BufferPolicy.fits): an alarm is accepted iff the alarm class stays within
-    // its own limits AND the whole buffer (every class's committed rows) stays within the
-    // global ones. Committed telemetry is not evicted for another class's append, so with
-    // 99 rows buffered exactly one alarm fits, and the next is refused.
-    await outbox.append(msg("alarms.a31"));
-    await expect(outbox.append(msg("alarms.a32"))).rejects.toMatchObject({
-      code: "LG_ERR_BUFFER_FULL",
-    });
-    expect(metrics.value(DROPPED, { class: "alarms", reason: "rejected" })).toBe(1);
+    // its own limits AND the rows nothing may evict (reject classes') stay within the
+    // global ones; telemetry gives way in the alarm's commit. 99 + a31 = 100: no eviction;
+    // a32 is 1 over -> 1 + 1 headroom telemetry evicted (67 + 32 = 99); a33 -> 100; a34 ->
+    // 2 more evicted (65 + 34 = 99); a35 -> 100.
+    for (const i of [31, 32, 33, 34, 35]) await outbox.append(msg(`alarms.a${i}`));
+    expect(table(db).get("alarms")?.messages).toBe(35);
+    expect(table(db).get("telemetry")?.messages).toBe(65);
+    expect(subjectsOf(db, "telemetry")).toEqual(range(936, 1000).map((i) => `tele.t${i}`));
+    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(935);
+    expect(metrics.value(DROPPED, { class: "alarms", reason: "rejected" })).toBe(0);
     expect(outbox.size).toBe(100);
     expectAccountingMatchesTable(db, outbox, metrics);
   });
 
-  // Rows of a drop_oldest class waiting in the same group commit are trimmed by that
-  // commit (the global limit makes room from the drop_oldest classes in the batch), so
-  // they must not make an alarm that joins the commit look like it does not fit: the
-  // alarm is refused only when the alarm class itself (40) is full.
+  it("refuses alarms once reject classes alone fill the buffer; telemetry then drops itself", async () => {
+    const db = open(newDir());
+    const { outbox, metrics } = newOutbox(
+      db,
+      limits({
+        maxMessages: 10,
+        classes: [cls("alarms", ["alarms.>"], "reject"), cls("telemetry", [">"], "drop_oldest")],
+      }),
+    );
+    await batch(
+      outbox,
+      range(1, 10).map((i) => msg(`alarms.a${i}`)),
+    );
+    await expect(outbox.append(msg("alarms.a11"))).rejects.toMatchObject({
+      code: "LG_ERR_BUFFER_FULL",
+    });
+    // Accepted (telemetry never pushes back), then evicted in its own commit: nothing else
+    // may give way.
+    await outbox.append(msg("tele.t1"));
+    expect(table(db).get("alarms")?.messages).toBe(10);
+    expect(table(db).get("telemetry")?.messages ?? 0).toBe(0);
+    expect(metrics.value(DROPPED, { class: "alarms", reason: "rejected" })).toBe(1);
+    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(1);
+    expectAccountingMatchesTable(db, outbox, metrics);
+  });
+
+  // Rows of drop_oldest classes (pending or committed) give way to alarms, so they must
+  // not make an alarm look like it does not fit: the alarm is refused only when the alarm
+  // class itself (40) is full, or reject classes alone fill the buffer.
   it("does not refuse alarms because telemetry is pending in the same commit", async () => {
     const db = open(newDir());
     const { outbox, metrics } = newOutbox(db, alarmsAndTelemetry(40));
@@ -403,11 +438,11 @@ describe("alarms are never evicted by telemetry", () => {
       ...range(61, 110).map((i) => outbox.append(msg(`tele.t${i}`))),
       ...range(31, 40).map((i) => outbox.append(msg(`alarms.a${i}`))),
     ];
-    const eleventh = outbox.append(msg("alarms.a41"));
+    const eleventh = refusal(outbox.append(msg("alarms.a41")));
     const results = await Promise.allSettled(pending);
     const refused = results.flatMap((r) => (r.status === "rejected" ? [String(r.reason)] : []));
     expect(refused).toEqual([]);
-    expect((await refusal(eleventh)).code).toBe("LG_ERR_BUFFER_FULL");
+    expect((await eleventh).code).toBe("LG_ERR_BUFFER_FULL");
     expect(metrics.value(DROPPED, { class: "alarms", reason: "rejected" })).toBe(1);
     expect(subjectsOf(db, "alarms")).toEqual(range(1, 40).map((i) => `alarms.a${i}`));
     // 110 telemetry within telemetry's own 100: 10 + 1 evicted -> 99; 40 + 99 is 39 over

@@ -4,10 +4,15 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Bus, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
-import { backoffDelayMs, type Dialer, Upstream } from "../../src/upstream/index.js";
+import {
+  backoffDelayMs,
+  type Dialer,
+  Upstream,
+  type UpstreamConfig,
+} from "../../src/upstream/index.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
-const CONFIG = {
+const CONFIG: UpstreamConfig = {
   servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
   mode: "jetstream",
   stream: "EDGE",
@@ -20,7 +25,7 @@ const CONFIG = {
   ping_interval: 10_000,
   drain: "fifo",
   rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
-} as const;
+};
 
 describe("Upstream supervisor", () => {
   let dir: TempDir;
@@ -31,7 +36,7 @@ describe("Upstream supervisor", () => {
     await dir?.cleanup();
   });
 
-  function build(dial: Dialer, config: Partial<typeof CONFIG> = {}) {
+  function build(dial: Dialer, config: Partial<UpstreamConfig> = {}) {
     dir = tempDir("upstream");
     const db = openDatabase(dir.path, "normal");
     const metrics = new MetricsRegistry();
@@ -104,13 +109,39 @@ describe("Upstream supervisor", () => {
     expect(closedLate).toBe(true);
   });
 
+  it("backs off when the hub accepts and drops the connection at once, instead of a hot loop", async () => {
+    let dials = 0;
+    const dropsAtOnce = {
+      getServer: () => "127.0.0.1:4222",
+      closed: () => Promise.resolve(undefined),
+      isClosed: () => true,
+      close: async () => {},
+      subscribe: () => ({ unsubscribe: () => {} }),
+    } as unknown as NatsConnection;
+    const { upstream } = build(
+      async () => {
+        dials++;
+        return dropsAtOnce;
+      },
+      { mode: "core", reconnect_delay_max: 400 },
+    );
+    upstream.start();
+    // Backoff 100, 200, 400, 400 ms (±20%): about five dials in 1.2 s, not thousands.
+    await waitFor(() => dials >= 4, { timeoutMs: 5_000 });
+    const started = performance.now();
+    const before = dials;
+    await waitFor(() => performance.now() - started >= 1_000);
+    await upstream.stop(1_000);
+    expect(dials - before).toBeLessThanOrEqual(4);
+  });
+
   it("reports a credentials file it cannot read at construction, not on every reconnect", () => {
     expect(() =>
       build(
         async () => {
           throw new Error("unused");
         },
-        { credentials: "/nonexistent/gw.creds" } as Partial<typeof CONFIG>,
+        { credentials: "/nonexistent/gw.creds" },
       ),
     ).toThrow(/cannot read upstream.credentials \/nonexistent\/gw.creds/);
   });
