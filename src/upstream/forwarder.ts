@@ -229,6 +229,10 @@ export class JetStreamForwarder implements Forwarder {
     } finally {
       clearInterval(timer);
       stopListening();
+      // Whatever was in flight on a lost connection goes again on the next one.
+      if (this.#nc.isClosed() && this.#inflight.size > 0) {
+        this.#options.metrics.resends.inc(undefined, this.#inflight.size);
+      }
     }
   }
 
