@@ -43,6 +43,7 @@ export interface LeafgateConfig {
     readonly servers: readonly string[]; // default ["nats://127.0.0.1:4222"]
     readonly mode: "jetstream" | "core"; // default jetstream
     readonly stream: string | null; // default null = find the stream that captures the prefix
+    readonly domain: string | null; // JetStream domain of the hub's stream; default null
     readonly prefix: string; // default "edge.{gateway}"; resolved: {gateway} replaced
     readonly export: readonly string[]; // default [">"]; resolved: {gateway} replaced
     readonly import: readonly string[]; // default ["cmd.{gateway}.>"]; resolved: {gateway} replaced
@@ -210,6 +211,11 @@ export const CONFIG_SCHEMA: Node = obj({
     mode: { kind: "enum", values: ["jetstream", "core"], default: "jetstream" },
     stream: str({
       rule: { ...TOKEN, expected: `a stream name: ${TOKEN.expected}` },
+      nullable: true,
+      default: null,
+    }),
+    domain: str({
+      rule: { ...TOKEN, expected: `a JetStream domain: ${TOKEN.expected}` },
       nullable: true,
       default: null,
     }),

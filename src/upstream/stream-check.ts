@@ -28,12 +28,13 @@ export async function checkStream(
   nc: NatsConnection,
   stream: string | null,
   exported: readonly string[],
+  domain: string | null = null,
 ): Promise<StreamCheck> {
   const fix = (name: string) =>
     `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}'`;
   let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
   try {
-    jsm = await jetstreamManager(nc, { timeout: 5000 });
+    jsm = await jetstreamManager(nc, { timeout: 5000, ...(domain ? { domain } : {}) });
   } catch (err) {
     return {
       ok: false,

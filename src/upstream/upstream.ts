@@ -40,6 +40,7 @@ export interface UpstreamConfig {
   readonly servers: readonly string[];
   readonly mode: "jetstream" | "core";
   readonly stream: string | null;
+  readonly domain: string | null;
   readonly prefix: string;
   readonly export: readonly string[];
   readonly import: readonly string[];
@@ -328,7 +329,7 @@ export class Upstream {
         const exported = config.export.map((p) => `${config.prefix}.${p}`);
         let lastProblem: string | undefined;
         while (!session.signal.aborted) {
-          const check = await checkStream(nc, config.stream, exported);
+          const check = await checkStream(nc, config.stream, exported, config.domain);
           if (check.ok) {
             this.#stream = check.stream;
             log.info({ stream: check.stream, subjects: exported }, "hub stream found");
@@ -410,7 +411,10 @@ export class Upstream {
     if (oldest === undefined || oldest.receivedAtMs >= receivedBeforeMs) return;
     let last: { seq: number; header?: { get(k: string): string } } | null;
     try {
-      const jsm = await jetstreamManager(nc, { timeout: 5000 });
+      const jsm = await jetstreamManager(nc, {
+        timeout: 5000,
+        ...(config.domain ? { domain: config.domain } : {}),
+      });
       last = await jsm.streams.getMessage(stream, { last_by_subj: `${config.prefix}.>` });
     } catch (err) {
       log.warn(

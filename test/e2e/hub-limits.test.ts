@@ -44,4 +44,20 @@ describe("hub limits", () => {
     expect(gw.gateway.metrics.value("leafgate_upstream_dropped_too_large_total")).toBe(1);
     expect(gw.gateway.metrics.value("leafgate_upstream_connected")).toBe(1);
   });
+
+  it("finds the stream through the hub's JetStream domain", async () => {
+    hub = await startNatsServer({ config: "jetstream { domain: hub }\n" });
+    const nc = await connectClient(hub.url);
+    await createStream(nc, "EDGE", ["edge.>"]);
+    gw = await startGateway({ hub: hub.url, stream: "EDGE", upstream: "  domain: hub\n" });
+    await waitFor(
+      () => (gw!.gateway.status().upstream as { state: string }).state === "forwarding",
+    );
+    const client = await connectMqttJs(gw.mqttPort);
+    await client.publishAsync("s/d", "via domain", { qos: 1 });
+    await client.endAsync();
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 1);
+    const [m] = await streamMessages(nc, "EDGE");
+    expect([m!.subject, new TextDecoder().decode(m!.data)]).toEqual(["edge.gw1.s.d", "via domain"]);
+  });
 });

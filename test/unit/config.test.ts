@@ -55,6 +55,7 @@ const DEFAULTS: LeafgateConfig = {
     servers: ["nats://127.0.0.1:4222"],
     mode: "jetstream",
     stream: null,
+    domain: null,
     prefix: "edge.pi-local",
     export: [">"],
     import: ["cmd.pi-local.>"],
@@ -94,6 +95,7 @@ upstream:
   servers: [ "nats://hub-1:4222", "tls://hub-2" ]
   mode: core
   stream: EDGE
+  domain: hub
   prefix: "edge.{gateway}"
   export: [ "sensors.>", "alarms.*" ]
   import: [ "cmd.{gateway}.>" ]
@@ -152,6 +154,7 @@ describe("loadConfig", () => {
       upstream: {
         servers: ["nats://hub-1:4222", "tls://hub-2"],
         mode: "core",
+        domain: "hub",
         stream: "EDGE",
         prefix: "edge.gw-kitchen",
         export: ["sensors.>", "alarms.*"],

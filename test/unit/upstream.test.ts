@@ -16,6 +16,7 @@ const CONFIG: UpstreamConfig = {
   servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
   mode: "jetstream",
   stream: "EDGE",
+  domain: null,
   prefix: "edge.gw1",
   export: [">"],
   import: [],
