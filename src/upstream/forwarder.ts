@@ -268,10 +268,13 @@ export class JetStreamForwarder implements Forwarder {
       return;
     }
     // A late ack after a resend is still proof the row is stored: delete it either way.
-    this.#inflight.delete(rowId);
+    // Counted once per row: after a rewind the original's late ack and the resend's
+    // duplicate ack both arrive, but only one of them finds the row in flight.
+    if (this.#inflight.delete(rowId)) {
+      this.#options.metrics.forwarded.inc();
+      if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
+    }
     this.#acked.push(rowId);
-    this.#options.metrics.forwarded.inc();
-    if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
     this.#scheduleDelete();
     if (this.#waitingForRoom && this.#inflight.size <= this.#options.maxInFlight / 2) {
       this.#wakeup.wake();

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import {
@@ -116,6 +117,8 @@ export class Upstream {
     this.#connectOptions = this.#buildConnectOptions();
     const { metrics } = options;
     this.#connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
+    // Present from the start: an alert on 0 must fire for a gateway that never connected.
+    this.#connected.set(0);
     const forwarded = metrics.counter(
       "leafgate_upstream_forwarded_total",
       "Messages the hub acknowledged (JetStream) or received (core)",
@@ -239,6 +242,26 @@ export class Upstream {
     if (c.tls !== undefined) {
       options.tls = { caFile: c.tls.ca, certFile: c.tls.cert, keyFile: c.tls.key };
     }
+    // Servers are dialed one per attempt (see #dialOptions), so that TLS verifies the
+    // certificate against the address actually dialed, an IP address included.
+    return options;
+  }
+
+  /**
+   * Options for one dial: one server, in turn. nats.js leaves the TLS server name empty
+   * for an IP address, so Node would check the certificate against "localhost"; naming
+   * the host explicitly makes an IP-addressed hub verifiable.
+   */
+  #dialOptions(n: number): ConnectionOptions {
+    const servers = this.#options.config.servers;
+    const server = servers[n % servers.length]!;
+    const options: ConnectionOptions = { ...this.#connectOptions, servers: [server] };
+    if (options.tls) {
+      const host = hostOf(server);
+      if (host !== undefined && isIP(host) !== 0) {
+        options.tls = { ...options.tls, host } as ConnectionOptions["tls"];
+      }
+    }
     return options;
   }
 
@@ -248,11 +271,13 @@ export class Upstream {
     let attempt = 0;
     let lastUnreachableLogMs = 0;
     let lastLostLogMs = 0;
+    // Start at a random seed, so a fleet does not crowd the first server.
+    let dials = Math.floor(Math.random() * this.#options.config.servers.length);
     while (!signal.aborted) {
       this.#state = "connecting";
       let nc: NatsConnection;
       try {
-        nc = await this.#dial({ ...this.#connectOptions });
+        nc = await this.#dial(this.#dialOptions(dials++));
       } catch (err) {
         this.#lastError = errorMessage(err);
         const now = Date.now();
@@ -467,5 +492,14 @@ export class Upstream {
         },
       });
     }
+  }
+}
+
+/** The host of a `nats://` or `tls://` URL (brackets removed from IPv6), if it parses. */
+function hostOf(server: string): string | undefined {
+  try {
+    return new URL(server).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    return undefined;
   }
 }

@@ -34,7 +34,26 @@ const FLAP_DEADLINE_MS = FULL ? 240_000 : 60_000;
 const DELIVERY_TIMEOUT_MS = FULL ? 240_000 : 60_000;
 const TEST_TIMEOUT_MS = FULL ? 600_000 : 90_000;
 
+/**
+ * Lines per mosquitto_pub run. mosquitto_pub -l queues every line it has read, and
+ * libmosquitto walks that queue on each PUBACK: past ~20,000 queued messages it burns a
+ * core and the publish goes quadratic (100,000 took 15-80 s here, with leafgate idle).
+ */
+const MOSQUITTO_PUB_CHUNK = 20_000;
+
 const decoder = new TextDecoder();
+
+/**
+ * Publishes `sent` in order at QoS 1, one mosquitto_pub run per chunk; each run ends after
+ * its last PUBACK, so order per topic holds across runs.
+ */
+async function publish(port: number, topic: string, sent: readonly string[]): Promise<void> {
+  for (let i = 0; i < sent.length; i += MOSQUITTO_PUB_CHUNK) {
+    await mosquittoPubLines(port, topic, sent.slice(i, i + MOSQUITTO_PUB_CHUNK), {
+      timeoutMs: DELIVERY_TIMEOUT_MS,
+    });
+  }
+}
 
 const lines = (n: number, tag: string): string[] =>
   Array.from({ length: n }, (_, i) => `${tag}-${String(i).padStart(6, "0")}`);
@@ -137,9 +156,7 @@ describe("hub link faults", () => {
       await waitFor(() => connected(gw) === 0, { message: "gateway did not notice the cut" });
 
       const sent = lines(BIG_N, "cut");
-      await mosquittoPubLines(gw.mqttPort, "sensors/barn/humidity", sent, {
-        timeoutMs: DELIVERY_TIMEOUT_MS,
-      });
+      await publish(gw.mqttPort, "sensors/barn/humidity", sent);
       // mosquitto_pub exits after its last PUBACK: everything is committed locally, and
       // nothing got through the cut link.
       expect(pending(gw)).toBe(BIG_N);
@@ -162,8 +179,8 @@ describe("hub link faults", () => {
       const b = lines(BIG_N / 2, "flap-b");
       let published = false;
       const publishing = Promise.all([
-        mosquittoPubLines(gw.mqttPort, "line/a", a, { timeoutMs: DELIVERY_TIMEOUT_MS }),
-        mosquittoPubLines(gw.mqttPort, "line/b", b, { timeoutMs: DELIVERY_TIMEOUT_MS }),
+        publish(gw.mqttPort, "line/a", a),
+        publish(gw.mqttPort, "line/b", b),
       ]).finally(() => {
         published = true;
       });
@@ -219,9 +236,7 @@ describe("hub link faults", () => {
       const { gw, proxy } = await setup();
       await waitForForwarding(gw);
       const sent = lines(BIG_N, "hole");
-      const publishing = mosquittoPubLines(gw.mqttPort, "plant/2/flow", sent, {
-        timeoutMs: DELIVERY_TIMEOUT_MS,
-      });
+      const publishing = publish(gw.mqttPort, "plant/2/flow", sent);
       // Mid-publish: some messages are on the hub, more are coming.
       await waitFor(async () => (await stored()) >= 1_000, { intervalMs: 5 });
       proxy.blackhole();
@@ -251,9 +266,7 @@ describe("hub link faults", () => {
       proxy.throttle(200 * 1024);
       proxy.delay(50);
       const sent = lines(THROTTLED_N, "slow");
-      await mosquittoPubLines(gw.mqttPort, "meter/7/power", sent, {
-        timeoutMs: DELIVERY_TIMEOUT_MS,
-      });
+      await publish(gw.mqttPort, "meter/7/power", sent);
       // Acks slower than ack_timeout cause resends; the stream drops them as duplicates.
       await waitForDelivery(gw, THROTTLED_N);
       await expectExactlyOnceInOrder({ "edge.gw1.meter.7.power": sent });
@@ -267,9 +280,7 @@ describe("hub link faults", () => {
       const { gw, proxy } = await setup();
       await waitForForwarding(gw);
       const sent = lines(BIG_N, "rst");
-      const publishing = mosquittoPubLines(gw.mqttPort, "door/3/events", sent, {
-        timeoutMs: DELIVERY_TIMEOUT_MS,
-      });
+      const publishing = publish(gw.mqttPort, "door/3/events", sent);
       await waitFor(async () => (await stored()) >= 1_000, { intervalMs: 5 });
       proxy.resetMidFrame();
       await waitFor(() => proxy.midFrameResets === 1, {
@@ -292,9 +303,7 @@ describe("hub link faults", () => {
       proxy.throttle(100 * 1024);
       proxy.delay(50);
       const sent = lines(THROTTLED_N, "late");
-      await mosquittoPubLines(gw.mqttPort, "meter/8/power", sent, {
-        timeoutMs: DELIVERY_TIMEOUT_MS,
-      });
+      await publish(gw.mqttPort, "meter/8/power", sent);
       await waitForDelivery(gw, THROTTLED_N);
       expect(connected(gw)).toBe(1);
       expect(counter(gw, "resent")).toBeGreaterThan(0);
