@@ -22,7 +22,7 @@ import { connect as mqttConnect } from "mqtt";
 
 const N = Number(process.env.BENCH_OUTAGE_MESSAGES ?? 50_000);
 const RATE = Number(process.env.BENCH_OUTAGE_RATE ?? 5000); // msgs/s, one publisher
-const DRAIN_N = Number(process.env.BENCH_DRAIN_MESSAGES ?? 200_000);
+const DRAIN_N = Number(process.env.BENCH_DRAIN_MESSAGES ?? 1_000_000);
 const DRAIN_CLIENTS = 4;
 const DRAIN_WINDOW = 1000; // unacked QoS 1 messages per drain publisher
 const STABLE_MS = 5000;
@@ -132,9 +132,7 @@ const payload = (tag, seq) => `${tag}|${String(seq).padStart(8, "0")}|${PAD}`.sl
 
 /** Counts deliveries per sequence number of `tag` into `counts`; returns false for others. */
 function record(counts, tag, data) {
-  const s = Buffer.from(data.buffer, data.byteOffset, Math.min(data.length, 40)).toString(
-    "latin1",
-  );
+  const s = Buffer.from(data.buffer, data.byteOffset, Math.min(data.length, 40)).toString("latin1");
   const bar = s.indexOf("|");
   if (bar < 0 || s.slice(0, bar) !== tag) return false;
   const seq = Number(s.slice(bar + 1, bar + 9));
@@ -414,6 +412,10 @@ async function outageRun(stackName, makeStack, variant) {
     });
     clients.add(pub);
     pub.on("error", () => {});
+    let publishWrites = 0; // PUBLISH packets written, resends included
+    pub.on("packetsend", (p) => {
+      if (p.cmd === "publish") publishWrites++;
+    });
     await within(new Promise((r) => pub.once("connect", r)), 10_000);
     // The link must work before anything is measured: a probe has to reach the hub.
     await within(pub.publishAsync(stack.topic, `${tag}|probe`, { qos: 1 }), 10_000);
@@ -476,7 +478,13 @@ async function outageRun(stackName, makeStack, variant) {
       await sleep(5);
     }
     const publishS = (performance.now() - tp) / 1000;
-    if ((await within(chain.then(() => true), 60_000)) !== true) notes.push("restart timed out");
+    if (
+      (await within(
+        chain.then(() => true),
+        60_000,
+      )) !== true
+    )
+      notes.push("restart timed out");
     await until(() => nAcked === N, 60_000, "PUBACKs", 50).catch(() =>
       notes.push(`${N - nAcked} never PUBACKed`),
     );
@@ -516,6 +524,7 @@ async function outageRun(stackName, makeStack, variant) {
       if (acked[i] && counts[i] === 0) lost++;
       if (!acked[i] && counts[i] > 0) unackedDelivered++;
     }
+    notes.push(`publisher resent ${publishWrites - 1 - N}`);
     if (unackedDelivered) notes.push(`${unackedDelivered} delivered without PUBACK`);
     if (copies > dup) notes.push(`${copies} extra copies`);
     return {
@@ -593,9 +602,9 @@ async function drainRun() {
       });
     const ti = performance.now();
     const ingested = await within(
-      Promise.all(
-        pubs.map((c, i) => pump(c, i * per, Math.min(DRAIN_N, (i + 1) * per))),
-      ).then(() => true),
+      Promise.all(pubs.map((c, i) => pump(c, i * per, Math.min(DRAIN_N, (i + 1) * per)))).then(
+        () => true,
+      ),
       240_000,
     );
     if (!ingested) throw new Error("backlog ingest timed out");
@@ -738,9 +747,7 @@ if (bad.length > 0) {
   console.log("  leafgate: 0 lost, 0 duplicated in every variant");
 }
 if (d.inStream !== DRAIN_N || d.pending !== "0") {
-  console.log(
-    `!!! drain: stream holds ${d.inStream} of ${DRAIN_N}, outbox pending ${d.pending}`,
-  );
+  console.log(`!!! drain: stream holds ${d.inStream} of ${DRAIN_N}, outbox pending ${d.pending}`);
 }
 console.log(`  total ${((performance.now() - startedAt) / 1000).toFixed(0)} s`);
 process.exit(bad.length > 0 && process.env.BENCH_STRICT === "1" ? 1 : 0);

@@ -4,7 +4,7 @@ import type { LeafgateConfig } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
 import { Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
-import { closeDatabase, Outbox, openDatabase } from "./store/index.js";
+import { capDatabaseFile, closeDatabase, Outbox, openDatabase } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
 /** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
@@ -70,6 +70,7 @@ export class Gateway {
     // 1. Store: the outbox must exist before anything can accept a message.
     const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
     this.#db = db;
+    if (config.buffer.max_file_size !== null) capDatabaseFile(db, config.buffer.max_file_size);
     const outbox = new Outbox(db, {
       commitIntervalMs: config.buffer.commit_interval,
       commitMaxRows: config.buffer.commit_max_rows,

@@ -92,6 +92,18 @@ function migrate(db: Database.Database): void {
   }
 }
 
+/**
+ * Caps the database file at about `bytes` (SQLite's max_page_count): past it, writes
+ * fail with SQLITE_FULL exactly as on a full disk, and the outbox treats that as a full
+ * buffer. Deleted rows free pages for reuse, so the cap recovers as the hub drains.
+ */
+export function capDatabaseFile(db: Database.Database, bytes: number): void {
+  const pageSize = db.pragma("page_size", { simple: true }) as number;
+  const current = db.pragma("page_count", { simple: true }) as number;
+  // Never below what the file already holds, or nothing could ever be written again.
+  db.pragma(`max_page_count = ${Math.max(current + 1, Math.ceil(bytes / pageSize))}`);
+}
+
 /** Moves the WAL into the main file and closes; the next start reads one file. */
 export function closeDatabase(db: Database.Database): void {
   if (!db.open) return;

@@ -5,6 +5,12 @@ export {
   type OnFull,
   UNLIMITED,
 } from "./buffer-policy.js";
-export { closeDatabase, DATABASE_FILE, type Durability, openDatabase } from "./database.js";
+export {
+  capDatabaseFile,
+  closeDatabase,
+  DATABASE_FILE,
+  type Durability,
+  openDatabase,
+} from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";

@@ -358,47 +358,53 @@ export class Outbox {
   }
 
   /**
-   * The disk is full: like a full buffer. Rows of `reject` classes are refused; rows of
-   * `drop_oldest` classes get room by evicting their classes' oldest rows, then one retry.
+   * The disk is full: like a full buffer. Rows of `drop_oldest` classes give way — those
+   * of the classes in this batch first — and the batch is retried once; if they hold too
+   * little to help, or the retry fails too, `reject` rows are refused (LG_ERR_BUFFER_FULL)
+   * and the others fail as a failed commit.
    */
   #diskFull(batch: Batch, err: unknown): void {
-    const strict = batch.rows.filter((r) => r.cls.onFull === "reject");
-    const lenient = batch.rows.filter((r) => r.cls.onFull !== "reject");
-    if (strict.length > 0) {
-      this.#failed(strict, err);
-      for (const r of strict) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
-      batch.strict.reject(
-        new StoreError("LG_ERR_BUFFER_FULL", "the disk is full; the message was refused", err),
-      );
-    }
-    if (lenient.length === 0) return;
     const firstId = this.#lastId + 1;
+    let needBytes = 0;
+    for (const r of batch.rows) needBytes += r.size;
+    // Twice what the batch needs: pages freed by small rows may not fit larger ones.
+    const wantRows = batch.rows.length * 2;
+    const wantBytes = needBytes * 2;
+    const order: BufferClass[] = [];
+    for (const r of batch.rows) {
+      if (r.cls.onFull === "drop_oldest" && !order.includes(r.cls)) order.push(r.cls);
+    }
+    for (const cls of this.#policy.classes) {
+      if (cls.onFull === "drop_oldest" && !order.includes(cls)) order.push(cls);
+    }
+    const evictable = order.reduce((n, c) => n + c.bytes, 0);
     try {
-      const perClass = new Map<BufferClass, { rows: number; bytes: number }>();
-      for (const { cls, size } of lenient) {
-        const need = perClass.get(cls) ?? { rows: 0, bytes: 0 };
-        need.rows++;
-        need.bytes += size;
-        perClass.set(cls, need);
-      }
+      // Too little to free: evicting would lose rows and still not fit the batch.
+      if (evictable < wantBytes) throw err;
       const evicted: EvictedRow[] = [];
-      // Twice what the batch needs: pages freed by small rows may not fit larger ones.
-      // A class too small to free that much keeps its rows: evicting them would not help.
-      for (const [cls, need] of perClass) {
-        if (cls.bytes < need.bytes * 2) continue;
-        evicted.push(...this.#evictTx(cls, need.rows * 2, need.bytes * 2));
+      let rows = 0;
+      let bytes = 0;
+      for (const cls of order) {
+        if (rows >= wantRows && bytes >= wantBytes) break;
+        const gone = this.#evictTx(cls, wantRows - rows, wantBytes - bytes);
+        for (const g of gone) bytes += g.size;
+        rows += gone.length;
+        evicted.push(...gone);
       }
-      if (evicted.length === 0) throw err;
-      this.#evicted(evicted, "evicted", new Set(perClass.keys()));
-      const more = this.#commitTx(lenient);
-      this.#committed(lenient, firstId, more);
+      this.#evicted(evicted, "evicted", new Set(order));
+      const more = this.#commitTx(batch.rows);
+      this.#committed(batch.rows, firstId, more);
+      batch.strict.resolve();
       batch.lenient.resolve();
     } catch (retryErr) {
       this.#lastId = firstId - 1;
       this.#resync();
-      this.#failed(lenient, retryErr);
-      for (const r of lenient) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
-      batch.lenient.reject(this.#commitError(lenient.length, retryErr));
+      this.#failed(batch.rows, retryErr);
+      for (const r of batch.rows) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
+      batch.strict.reject(
+        new StoreError("LG_ERR_BUFFER_FULL", "the disk is full; the message was refused", retryErr),
+      );
+      batch.lenient.reject(this.#commitError(batch.rows.length, retryErr));
     }
   }
 
@@ -483,6 +489,7 @@ export class Outbox {
     for (const [cls, n] of byClass) {
       touched.add(cls);
       this.#drop(cls, reason, n, oldest);
+      this.#publishGauges(cls);
     }
   }
 

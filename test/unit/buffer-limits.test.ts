@@ -578,7 +578,7 @@ describe("max_age", () => {
 });
 
 describe("disk full (max_page_count)", () => {
-  it("reject rows are refused, drop_oldest rows evict and commit, and it recovers", async () => {
+  it("drop_oldest rows give way, alarms and telemetry commit, and it recovers", async () => {
     const db = open(newDir());
     const { outbox, metrics } = newOutbox(
       db,
@@ -598,51 +598,63 @@ describe("disk full (max_page_count)", () => {
       range(1, 2000).map((i) => small(i)),
     );
     expect(outbox.lastId).toBe(2002);
-
     const pages = db.pragma("page_count", { simple: true }) as number;
     expect(db.pragma(`max_page_count = ${pages}`, { simple: true })).toBe(pages);
-    const before = db.prepare("SELECT id, subject, size FROM outbox ORDER BY id").all();
 
-    // (b) A reject-class row that needs new pages: refused as buffer full, counted
-    // disk_full, nothing else changed.
+    // An alarm that needs new pages: telemetry gives way — twice the batch's rows and
+    // bytes, oldest first — and the alarm commits.
+    const alarm = msg("alarms.big", Buffer.alloc(16 * 1024, 1));
+    const wantBytes = 2 * (alarm.payload.length + alarm.subject.length);
+    const firstEviction = Math.max(2, Math.ceil(wantBytes / 54));
+    expect(firstEviction).toBe(608);
+    await outbox.append(alarm);
+    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(firstEviction);
+    expect(metrics.value(DROPPED, { class: "alarms", reason: "disk_full" })).toBe(0);
+    expect(idsOf(db, "alarms")).toEqual([1, 2, 2003]);
+    expect(idsOf(db, "telemetry")).toEqual(range(3 + firstEviction, 2002));
+    expectAccountingMatchesTable(db, outbox, metrics);
+
+    // A telemetry batch: committed, evicting its own class's oldest rows if it must.
+    const bigTelemetry = range(1, 10).map((i) =>
+      msg(`telemetry.big${i}`, Buffer.alloc(1000 - `telemetry.big${i}`.length, i)),
+    );
+    await batch(outbox, bigTelemetry);
+    const telemetryIds = idsOf(db, "telemetry");
+    expect(telemetryIds.slice(-10)).toEqual(range(2004, 2013));
+    const oldestLeft = telemetryIds[0]!;
+    expect(oldestLeft).toBeGreaterThanOrEqual(3 + firstEviction);
+    expect(telemetryIds.slice(0, -10)).toEqual(range(oldestLeft, 2002));
+    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(oldestLeft - 3);
+    expect(idsOf(db, "alarms")).toEqual([1, 2, 2003]);
+    expect(db.pragma("page_count", { simple: true })).toBeLessThanOrEqual(pages);
+    expectAccountingMatchesTable(db, outbox, metrics);
+
+    // Room again: ids continue and never reuse evicted ones.
+    db.pragma("max_page_count = 1073741823");
+    await outbox.append(msg("alarms.after", "a"));
+    await outbox.append(small(2001));
+    expect(idsOf(db, "alarms")).toEqual([1, 2, 2003, 2014]);
+    expect(idsOf(db, "telemetry").at(-1)).toBe(2015);
+    expect(metrics.value(FAILURES, { code: "SQLITE_FULL" })).toBe(0);
+    expectAccountingMatchesTable(db, outbox, metrics);
+  });
+
+  it("refuses an alarm when nothing may give way, and changes nothing", async () => {
+    const db = open(newDir());
+    const { outbox, metrics } = newOutbox(
+      db,
+      limits({ classes: [cls("alarms", ["alarms.>"], "reject")] }),
+    );
+    await batch(outbox, [msg("alarms.1", "a1"), msg("alarms.2", "a2")]);
+    const pages = db.pragma("page_count", { simple: true }) as number;
+    db.pragma(`max_page_count = ${pages}`);
+    const before = db.prepare("SELECT id, subject, size FROM outbox ORDER BY id").all();
     const err = await refusal(outbox.append(msg("alarms.big", Buffer.alloc(16 * 1024, 1))));
     expect(err.code).toBe("LG_ERR_BUFFER_FULL");
     expect(err.sqliteCode).toBe("SQLITE_FULL");
     expect(metrics.value(DROPPED, { class: "alarms", reason: "disk_full" })).toBe(1);
-    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(0);
     expect(db.prepare("SELECT id, subject, size FROM outbox ORDER BY id").all()).toEqual(before);
-    expect(outbox.lastId).toBe(2002);
-    expectAccountingMatchesTable(db, outbox, metrics);
-
-    // (a) A drop_oldest batch: its class evicts its oldest rows, twice the batch's rows
-    // and bytes (at least), then the batch commits.
-    const bigTelemetry = range(1, 10).map((i) =>
-      msg(`telemetry.big${i}`, Buffer.alloc(1000 - `telemetry.big${i}`.length, i)),
-    );
-    const needBytes = 2 * bigTelemetry.reduce((n, m) => n + m.payload.length + m.subject.length, 0);
-    const evicted = Math.max(2 * bigTelemetry.length, Math.ceil(needBytes / 54));
-    expect(evicted).toBe(371);
-    await batch(outbox, bigTelemetry);
-    expect(metrics.value(DROPPED, { class: "telemetry", reason: "evicted" })).toBe(evicted);
-    expect(metrics.value(DROPPED, { class: "telemetry", reason: "disk_full" })).toBe(0);
-    expect(idsOf(db, "telemetry")).toEqual([...range(3 + evicted, 2002), ...range(2003, 2012)]);
-    expect(idsOf(db, "alarms")).toEqual([1, 2]);
-    expect(outbox.lastId).toBe(2012);
-    expectAccountingMatchesTable(db, outbox, metrics);
-    expect(db.pragma("page_count", { simple: true })).toBeLessThanOrEqual(pages);
-
-    // (c) Room again: the refused alarm is accepted, ids continue and never reuse the
-    // evicted ones (3..373) or the refused commit's.
-    db.pragma("max_page_count = 1073741823");
-    await outbox.append(msg("alarms.big", Buffer.alloc(16 * 1024, 1)));
-    await outbox.append(small(2001));
-    expect(idsOf(db, "alarms")).toEqual([1, 2, 2013]);
-    expect(idsOf(db, "telemetry").at(-1)).toBe(2014);
-    const all = outbox.readAfter(0, 10_000).map((r) => r.id);
-    expect(all).toEqual([...all].sort((x, y) => x - y));
-    expect(new Set(all).size).toBe(all.length);
-    expect(all.filter((id) => id >= 3 && id < 3 + evicted)).toEqual([]);
-    expect(metrics.value(FAILURES, { code: "SQLITE_FULL" })).toBe(1);
+    expect(outbox.lastId).toBe(2);
     expectAccountingMatchesTable(db, outbox, metrics);
   });
 });

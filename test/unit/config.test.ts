@@ -73,6 +73,7 @@ const DEFAULTS: LeafgateConfig = {
     max_bytes: 1_000_000_000,
     max_messages: 10_000_000,
     max_age: 7 * 86_400_000,
+    max_file_size: null,
     on_full: "drop_oldest",
     classes: [],
   },
@@ -175,6 +176,7 @@ describe("loadConfig", () => {
         max_bytes: 2_000_000_000,
         max_messages: 10_000_000,
         max_age: 30 * 86_400_000,
+        max_file_size: null,
         on_full: "drop_oldest",
         classes: [
           {
