@@ -1,6 +1,6 @@
 // Bundles the CLI into dist/leafgate.mjs. Native addons cannot be bundled: they stay
 // external and dist/package.json names them so `npm install` in dist/ fetches them.
-import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { build } from "esbuild";
 
 const NATIVE_ADDONS = ["better-sqlite3", "serialport"];
@@ -31,6 +31,9 @@ const { outputFiles } = await build({
   },
   logLevel: "warning",
 });
+
+// Shipped device profiles, found beside the bundle at run time.
+await cp(new URL("./devices/", import.meta.url), new URL("devices/", outdir), { recursive: true });
 
 const dependencies = Object.fromEntries(
   NATIVE_ADDONS.filter((name) => pkg.dependencies?.[name]).map((name) => [

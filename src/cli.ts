@@ -1,10 +1,13 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { MODELS, Simulator } from "../firmware-sim/index.js";
 import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { createLogger } from "./observe/index.js";
+import { ProfileError, resolveProfile, validateDevice } from "./serial/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
 
@@ -21,6 +24,7 @@ Commands:
   run       start the gateway
   check     validate a configuration and print the effective settings
   version   print the version
+  sim       simulate a serial device on a pty pair (demos, tests)
 
 Run 'leafgate <command> --help' for a command's options.
 `,
@@ -37,12 +41,23 @@ Options:
 `,
   check: `Usage: leafgate check [-c FILE]
 
-Validates the configuration (file, defaults and LEAFGATE_* overrides) and prints
-the effective settings with secrets masked. Exits 2 when it is invalid.
+Validates the configuration (file, defaults and LEAFGATE_* overrides) and the
+device profile of every serial port, and prints the effective settings with secrets
+masked. Exits 2 when anything is invalid.
 
 Options:
   -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
   -h, --help          show this help
+`,
+  sim: `Usage: leafgate sim <profile> [--link PATH] [--rate N]
+
+Plays a device of a shipped profile (env-sensor, pms5003) on a pty pair made with
+socat: configure a serial port with the printed device path and this profile.
+
+Options:
+  --link PATH   device path to create (default ./leafgate-<profile>)
+  --rate N      frames per second (default 1)
+  -h, --help    show this help
 `,
   version: `Usage: leafgate version
 
@@ -56,16 +71,84 @@ function version(): string {
   return pkg.version as string;
 }
 
-function parse(args: string[]): { config?: string; help: boolean } {
-  const { values } = parseArgs({
+function parse(args: string[]): {
+  config?: string;
+  help: boolean;
+  link?: string;
+  rate?: string;
+  positionals: string[];
+} {
+  const { values, positionals } = parseArgs({
     args,
     options: {
       config: { type: "string", short: "c" },
       help: { type: "boolean", short: "h", default: false },
+      link: { type: "string" },
+      rate: { type: "string" },
     },
+    allowPositionals: true,
     strict: true,
   });
-  return { config: values.config, help: values.help ?? false };
+  return {
+    config: values.config,
+    help: values.help ?? false,
+    link: values.link,
+    rate: values.rate,
+    positionals,
+  };
+}
+
+/** `leafgate check`: the config, then every port's profile, framing and decoder. */
+function check(file: string | undefined): string {
+  const config = load(file);
+  for (const port of config.serial.ports) {
+    const profile = resolveProfile(port.profile, config.serial.profiles_dir);
+    validateDevice(profile);
+  }
+  return formatConfig(config);
+}
+
+async function sim(options: {
+  positionals: string[];
+  link?: string;
+  rate?: string;
+}): Promise<number> {
+  const name = options.positionals[0];
+  const model = name === undefined ? undefined : MODELS[name];
+  if (model === undefined) {
+    process.stderr.write(
+      `leafgate: sim needs a profile: ${Object.keys(MODELS).join(", ")}\n\n${HELP.sim}`,
+    );
+    return EXIT_USAGE;
+  }
+  const rate = Number(options.rate ?? 1);
+  if (!(rate > 0 && rate <= 10_000)) {
+    process.stderr.write(
+      `leafgate: --rate: expected a number from 0 to 10000, got "${options.rate}"\n`,
+    );
+    return EXIT_USAGE;
+  }
+  const devicePath = resolve(options.link ?? `leafgate-${model.name}`);
+  const simulator = new Simulator(model, devicePath, `${devicePath}.sim`);
+  await simulator.open();
+  process.stdout.write(
+    `simulating ${model.name} at ${rate} frames/s on ${devicePath}\n` +
+      `  serial: { ports: [ { path: ${devicePath}, profile: ${model.name}, device: sim-1 } ] }\n` +
+      "Ctrl-C stops.\n",
+  );
+  const stop = new Promise<void>((done) => {
+    process.once("SIGINT", () => done());
+    process.once("SIGTERM", () => done());
+  });
+  let running = true;
+  const loop = (async () => {
+    while (running) await simulator.run(rate, Math.max(1, Math.ceil(rate)));
+  })();
+  await stop;
+  running = false;
+  await simulator.close();
+  await loop.catch(() => {});
+  return 0;
 }
 
 function load(file: string | undefined): LeafgateConfig {
@@ -157,8 +240,10 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`leafgate ${version()} (node ${process.version})\n`);
       return 0;
     case "check":
-      process.stdout.write(formatConfig(load(options.config)));
+      process.stdout.write(check(options.config));
       return 0;
+    case "sim":
+      return sim(options);
     default:
       return run(options.config);
   }
@@ -169,7 +254,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof ProfileError) {
       process.stderr.write(`leafgate: ${err.message}\n`);
       process.exitCode = EXIT_USAGE;
     } else if (

@@ -4,6 +4,7 @@ import type { LeafgateConfig } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
 import { Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
+import { type DeviceProfile, resolveProfile, SerialDevice } from "./serial/index.js";
 import { capDatabaseFile, closeDatabase, Outbox, openDatabase } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
@@ -40,6 +41,7 @@ export class Gateway {
   #upstream: Upstream | undefined;
   #broker: Broker | undefined;
   #listeners: TcpListener[] = [];
+  #devices: SerialDevice[] = [];
   #http: HttpEndpoint | undefined;
   #mqttAddresses: AddressInfo[] = [];
   #httpAddress: AddressInfo | undefined;
@@ -66,6 +68,11 @@ export class Gateway {
   async #start(): Promise<void> {
     const { config, metrics } = this;
     const log = this.#log;
+
+    // 0. Device profiles: a mistake in one fails the start before anything opens.
+    const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
+      resolveProfile(port.profile, config.serial.profiles_dir),
+    );
 
     // 1. Store: the outbox must exist before anything can accept a message.
     const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
@@ -167,7 +174,24 @@ export class Gateway {
       this.#mqttAddresses.push(await listener.listen(host, port));
     }
 
-    // 5. HTTP monitoring.
+    // 5. Serial devices: each reopens by itself when unplugged.
+    config.serial.ports.forEach((port, i) => {
+      const device = new SerialDevice({
+        config: port,
+        profile: profiles[i]!,
+        bus,
+        log: log.child({ part: "serial", device: port.device }),
+        metrics,
+      });
+      this.#devices.push(device);
+      device.start();
+      log.info(
+        { path: port.path, device: port.device, profile: profiles[i]!.name },
+        "serial device",
+      );
+    });
+
+    // 6. HTTP monitoring.
     if (config.http.enabled) {
       const http = new HttpEndpoint(
         { metrics: () => this.#renderMetrics(), status: () => this.status() },
@@ -194,6 +218,7 @@ export class Gateway {
         classes: this.#outbox?.classes() ?? [],
       },
       mqtt: { connections: this.#broker?.connectionCount ?? 0 },
+      serial: this.#devices.map((d) => d.status()),
       memory: memoryMiB(),
     };
   }
@@ -228,6 +253,7 @@ export class Gateway {
     }
     for (const l of this.#listeners) l.destroyAll();
     await Promise.all(stopAccepting);
+    await Promise.all(this.#devices.map((d) => d.stop()));
 
     this.#outbox?.flush();
     await this.#upstream?.stop(remaining());

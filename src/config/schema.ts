@@ -19,6 +19,14 @@ export interface TlsFilesConfig {
  * (except `mqtt.max_keepalive`, in seconds), sizes in bytes, paths absolute,
  * `{gateway}` substituted. Deep-frozen by `loadConfig`.
  */
+/** A serial port and the device on it. */
+export interface SerialPortEntry {
+  readonly path: string;
+  readonly device: string; // one subject token: becomes {device}
+  readonly profile: string; // a profile name (devices/<name>.yaml) or a path to a .yaml file
+  readonly baud_rate: number | null; // null: the profile's
+}
+
 /** A priority class: limits left null fall back to the buffer's. */
 export interface BufferClassConfig {
   readonly name: string;
@@ -73,6 +81,11 @@ export interface LeafgateConfig {
     readonly max_file_size: number | null; // bytes; null = as large as the disk allows
     readonly on_full: "drop_oldest" | "reject"; // default drop_oldest: subjects no class names
     readonly classes: readonly BufferClassConfig[];
+  };
+  readonly serial: {
+    readonly ports: readonly SerialPortEntry[];
+    /** Where profiles named by ports are looked up first (built-in ones come next). */
+    readonly profiles_dir: string | null;
   };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly log: { readonly level: "debug" | "info" | "warn" | "error" };
@@ -281,6 +294,18 @@ export const CONFIG_SCHEMA: Node = obj({
       [],
     ),
   }),
+  serial: obj({
+    ports: list(
+      obj({
+        path: str(),
+        device: str({ rule: TOKEN }),
+        profile: str(),
+        baud_rate: { kind: "int", min: 50, max: 4_000_000, nullable: true, default: null },
+      }),
+      [],
+    ),
+    profiles_dir: { kind: "path", nullable: true, default: null },
+  }),
   http: obj({
     enabled: { kind: "bool", default: true },
     host: str({ default: "127.0.0.1" }),
@@ -463,6 +488,19 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   ] as const) {
     if (a in up && !(b in up))
       problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
+  }
+  const paths = new Set<string>();
+  for (const [i, port] of (c?.serial?.ports ?? []).entries()) {
+    const at = `serial.ports[${i}]`;
+    for (const key of ["path", "device", "profile"] as const) {
+      if (port?.[key] === undefined)
+        problems.push(`${label(`${at}.${key}`)}: expected a value, got nothing`);
+    }
+    if (port?.path !== undefined) {
+      if (paths.has(port.path))
+        problems.push(`${label(`${at}.path`)}: ${port.path} is configured twice`);
+      paths.add(port.path);
+    }
   }
   const names = new Set<string>();
   for (const [i, cls] of (c?.buffer?.classes ?? []).entries()) {

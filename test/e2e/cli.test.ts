@@ -85,6 +85,56 @@ describe("leafgate CLI", () => {
   });
 });
 
+describe("device profiles", () => {
+  it("check names the profile file, the field path and what is wrong, and exits 2", async () => {
+    const dir = tempDir("cli");
+    dirs.push(dir);
+    const profile = join(dir.path, "thermo.yaml");
+    writeFileSync(
+      profile,
+      "name: thermo\nserial: { baud_rate: 1234 }\nframing: { type: lines }\ndecoder: { type: json_lines }\nfields:\n  - { name: t, type: double }\n",
+    );
+    const file = join(dir.path, "leafgate.yaml");
+    writeFileSync(
+      file,
+      `serial:\n  ports:\n    - { path: /dev/ttyUSB9, profile: ${profile}, device: thermo-1 }\n`,
+    );
+    const r = await leafgate(["check", "-c", file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`invalid device profile ${profile}`);
+    expect(r.stderr).toContain("serial.baud_rate: expected one of 1200,");
+    expect(r.stderr).toContain(
+      'framing.type: expected one of line, fixed, length_prefixed, header, slip, idle, got "lines"',
+    );
+    expect(r.stderr).toContain(
+      'fields[0].type: expected one of int, float, bool, string, got "double"',
+    );
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+
+    const missing = join(dir.path, "missing.yaml");
+    writeFileSync(
+      missing,
+      "serial:\n  ports:\n    - { path: /dev/ttyUSB9, profile: nope, device: d }\n",
+    );
+    const r2 = await leafgate(["check", "-c", missing]);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('no profile named "nope"');
+  });
+
+  it("check accepts the shipped profiles", async () => {
+    const dir = tempDir("cli");
+    dirs.push(dir);
+    const file = join(dir.path, "leafgate.yaml");
+    writeFileSync(
+      file,
+      "serial:\n  ports:\n    - { path: /dev/ttyUSB0, profile: pms5003, device: air-1 }\n    - { path: /dev/ttyUSB1, profile: env-sensor, device: env-1, baud_rate: 9600 }\n",
+    );
+    const r = await leafgate(["check", "-c", file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("profile: pms5003");
+  });
+});
+
 describe("leafgate run", () => {
   let hub: NatsServer;
   let nc: NatsConnection;

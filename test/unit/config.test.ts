@@ -77,6 +77,7 @@ const DEFAULTS: LeafgateConfig = {
     on_full: "drop_oldest",
     classes: [],
   },
+  serial: { ports: [], profiles_dir: null },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
   log: { level: "info" },
 };
@@ -198,6 +199,7 @@ describe("loadConfig", () => {
           },
         ],
       },
+      serial: { ports: [], profiles_dir: null },
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
       log: { level: "debug" },
     });

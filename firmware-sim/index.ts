@@ -1,0 +1,3 @@
+export { envSensor, MODELS, pms5003 } from "./models.js";
+export { PtyPair } from "./pty.js";
+export { type DeviceModel, type SentFrame, Simulator } from "./simulator.js";

@@ -1,0 +1,261 @@
+import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
+import { errorMessage } from "../core/index.js";
+import { applyScale, createDecoder, type DecodeResult, type DecoderSpec } from "./decoders.js";
+import { createFramer, type FramingSpec } from "./framing.js";
+import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
+import { type DeviceProfile, ProfileError, type SerialSettings } from "./profile.js";
+
+/** One log line per port and reason at most this often; counters count everything. */
+const BAD_FRAME_LOG_INTERVAL_MS = 60_000;
+
+export interface SerialPortConfig {
+  readonly path: string;
+  readonly device: string;
+  readonly profile: string;
+  readonly baud_rate: number | null;
+}
+
+type Raw = Readonly<Record<string, unknown>>;
+
+const num = (v: unknown, d: number): number => (typeof v === "number" ? v : d);
+const str = <T extends string>(v: unknown, d: T): T => (typeof v === "string" ? (v as T) : d);
+
+/** The profile file's framing section (snake_case keys) as the framer's spec. */
+export function framingSpec(f: Raw & { type: string }): FramingSpec {
+  const maxLength = num(f.max_length, 4096);
+  switch (f.type) {
+    case "line":
+      return {
+        type: "line",
+        delimiter: str(f.delimiter, "\n"),
+        maxLength,
+        trimCR: f.trim_cr !== false,
+      };
+    case "fixed":
+      return { type: "fixed", length: num(f.length, 0) };
+    case "length_prefixed":
+      return {
+        type: "length_prefixed",
+        lengthBytes: num(f.length_bytes, 1) as 1 | 2 | 4,
+        endian: str(f.endian, "big"),
+        includesPrefix: f.includes_prefix === true,
+        maxLength,
+      };
+    case "header": {
+      const c = f.checksum as Raw | undefined | null;
+      return {
+        type: "header",
+        header: (f.header as number[]) ?? [],
+        lengthOffset: num(f.length_offset, 0),
+        lengthBytes: num(f.length_bytes, 1) as 1 | 2,
+        endian: str(f.endian, "big"),
+        lengthAdjust: num(f.length_adjust, 0),
+        checksum: c ? { type: str(c.type, "sum16"), endian: str(c.endian, "big") } : null,
+        maxLength,
+      };
+    }
+    case "slip":
+      return { type: "slip", maxLength };
+    default:
+      return { type: "idle", gapMs: num(f.gap_ms, 20), maxLength };
+  }
+}
+
+/** The profile file's decoder section as the decoder's spec. */
+export function decoderSpec(d: Raw & { type: string }): DecoderSpec {
+  switch (d.type) {
+    case "csv":
+      return {
+        type: "csv",
+        columns: (d.columns as string[]) ?? [],
+        separator: str(d.separator, ","),
+        header: str(d.header, "skip"),
+      };
+    case "key_value":
+      return {
+        type: "key_value",
+        pairSeparator: str(d.pair_separator, " "),
+        kvSeparator: str(d.kv_separator, "="),
+      };
+    case "nmea":
+      return { type: "nmea", sentences: (d.sentences as string[]) ?? ["GGA", "RMC"] };
+    case "struct":
+      return {
+        type: "struct",
+        fields: ((d.fields as Raw[]) ?? []).map((f) => ({
+          name: str(f.name, ""),
+          offset: num(f.offset, 0),
+          type: str(f.type, "u16"),
+          endian: str(f.endian, str(d.endian, "big")),
+        })),
+      };
+    default:
+      return { type: "json_lines" };
+  }
+}
+
+/** Builds a profile's framer and decoder once, so a bad spec fails `leafgate check`. */
+export function validateDevice(profile: DeviceProfile): void {
+  try {
+    createDecoder(decoderSpec(profile.decoder));
+    createFramer(framingSpec(profile.framing), { frame: () => {}, bad: () => {} });
+  } catch (err) {
+    throw new ProfileError(profile.name, [errorMessage(err)]);
+  }
+}
+
+/**
+ * A serial device: its port, framer and decoder, publishing typed fields onto the bus.
+ * A bad frame or an unplugged device costs only this device: counted, logged once a
+ * minute per reason, and the next good frame is decoded.
+ */
+export class SerialDevice {
+  readonly config: SerialPortConfig;
+  readonly profile: DeviceProfile;
+  readonly #port: PortManager;
+  readonly #bus: Bus;
+  readonly #log: Logger;
+  readonly #frames: Counter;
+  readonly #bad: Counter;
+  readonly #dropped: Counter;
+  readonly #badLoggedAt = new Map<string, number>();
+  #idleTimer: NodeJS.Timeout | undefined;
+  #framesTotal = 0;
+
+  constructor(options: {
+    config: SerialPortConfig;
+    profile: DeviceProfile;
+    bus: Bus;
+    log: Logger;
+    metrics: Metrics;
+    open?: SerialOpener;
+  }) {
+    const { config, profile, log, metrics } = options;
+    this.config = config;
+    this.profile = profile;
+    this.#bus = options.bus;
+    this.#log = log;
+    this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
+    this.#bad = metrics.counter(
+      "leafgate_serial_bad_frames_total",
+      "Frames or bytes dropped, by port and reason",
+    );
+    this.#dropped = metrics.counter(
+      "leafgate_serial_dropped_total",
+      "Decoded messages the buffer refused, by port",
+    );
+    let decode: (frame: Buffer) => DecodeResult;
+    let framer: ReturnType<typeof createFramer>;
+    try {
+      decode = createDecoder(decoderSpec(profile.decoder));
+      framer = createFramer(framingSpec(profile.framing), {
+        frame: (bytes) => this.#onFrame(decode(bytes)),
+        bad: (reason, bytes) => this.#onBad(reason, `${bytes} bytes`),
+      });
+    } catch (err) {
+      throw new ProfileError(profile.name, [errorMessage(err)]);
+    }
+    const settings: SerialSettings = {
+      ...profile.serial,
+      baudRate: config.baud_rate ?? profile.serial.baudRate,
+    };
+    this.#port = new PortManager({
+      path: config.path,
+      settings,
+      log,
+      onData: (chunk) => framer.push(chunk, Date.now()),
+      onOpen: () => framer.reset(),
+      ...(options.open ? { open: options.open } : {}),
+    });
+    if (profile.framing.type === "idle") {
+      const gap = framingSpec(profile.framing);
+      const every = Math.max(5, (gap.type === "idle" ? gap.gapMs : 20) / 2);
+      this.#idleTimer = setInterval(() => framer.tick(Date.now()), every);
+      this.#idleTimer.unref();
+    }
+  }
+
+  start(): void {
+    this.#port.start();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#idleTimer);
+    await this.#port.stop();
+  }
+
+  status(): { device: string; path: string; profile: string; frames: number } & PortStatus {
+    return {
+      device: this.config.device,
+      path: this.config.path,
+      profile: this.profile.name,
+      frames: this.#framesTotal,
+      ...this.#port.status(),
+    };
+  }
+
+  #onBad(reason: string, detail: string): void {
+    this.#bad.inc({ port: this.config.path, reason });
+    const now = Date.now();
+    if (now - (this.#badLoggedAt.get(reason) ?? 0) < BAD_FRAME_LOG_INTERVAL_MS) return;
+    this.#badLoggedAt.set(reason, now);
+    this.#log.warn(
+      { path: this.config.path, device: this.config.device, reason, detail },
+      "bad serial data dropped (logged once a minute per reason)",
+    );
+  }
+
+  #onFrame(result: DecodeResult): void {
+    if (!result.ok) {
+      this.#onBad(result.reason, result.detail);
+      return;
+    }
+    const { profile, config } = this;
+    const values: Record<string, unknown> = {};
+    let any = false;
+    for (const field of profile.fields) {
+      const raw = result.values[field.source];
+      if (raw === undefined) continue;
+      const scaled = applyScale(raw, field);
+      if (!scaled.ok) {
+        this.#onBad(scaled.reason, `${field.name}: ${scaled.detail}`);
+        continue;
+      }
+      values[field.name] = scaled.value;
+      any = true;
+    }
+    if (!any) return;
+    this.#framesTotal++;
+    this.#frames.inc({ port: config.path });
+    const receivedAtMs = Date.now();
+    const base = profile.subject.replaceAll("{device}", config.device);
+    if (profile.publish === "per_frame") {
+      this.#publish(base, values, receivedAtMs);
+      return;
+    }
+    for (const field of profile.fields) {
+      if (!(field.name in values)) continue;
+      this.#publish(
+        base.replaceAll("{field}", field.name),
+        field.unit === null
+          ? { value: values[field.name] }
+          : { value: values[field.name], unit: field.unit },
+        receivedAtMs,
+      );
+    }
+  }
+
+  #publish(subject: string, body: unknown, receivedAtMs: number): void {
+    const message: Envelope = {
+      subject,
+      payload: Buffer.from(JSON.stringify(body)),
+      receivedAtMs,
+      origin: "serial",
+      qos: 1,
+    };
+    this.#bus.publish(message).catch((err) => {
+      this.#dropped.inc({ port: this.config.path });
+      this.#onBad("buffer_refused", errorMessage(err));
+    });
+  }
+}

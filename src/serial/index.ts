@@ -1,0 +1,10 @@
+export { SerialDevice, type SerialPortConfig, validateDevice } from "./device.js";
+export type { PortStatus, SerialOpener } from "./port.js";
+export {
+  type DeviceProfile,
+  loadProfile,
+  ProfileError,
+  type ProfileField,
+  validateProfile,
+} from "./profile.js";
+export { builtInProfileDirs, resolveProfile } from "./profiles.js";
