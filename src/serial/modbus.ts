@@ -29,7 +29,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { LeafgateError } from "../core/errors.js";
+import { LeafgateError } from "../core/index.js";
 
 /** [MB-AP 6.3, 6.4] */
 export const READ_HOLDING_REGISTERS = 0x03;
@@ -215,12 +215,11 @@ export function registersToValue(
   if (type === "i16") return (first << 16) >> 16;
   const second = regs[at + 1]!;
   const [high, low] = wordOrder === "big" ? [first, second] : [second, first];
+  if (type === "u32") return high * HIGH_WORD + low;
   const view = new DataView(new ArrayBuffer(4));
   view.setUint16(0, high);
   view.setUint16(2, low);
-  if (type === "u32") return high * HIGH_WORD + low;
-  if (type === "i32") return view.getInt32(0);
-  return view.getFloat32(0);
+  return type === "i32" ? view.getInt32(0) : view.getFloat32(0);
 }
 
 /** One register range a device profile wants read. */

@@ -419,11 +419,12 @@ describe("idle framing", () => {
     });
     framer.tick(219); // 19 ms after "mn": not yet
     events.push("tick 219");
-    framer.tick(220);
+    framer.tick(220); // exactly gapMs: closes
+    events.push("tick 220");
     framer.tick(500);
     return events;
   }
-  const WITH_TICKS = [...EXPECTED.slice(0, 3), "tick 219", EXPECTED[3]];
+  const WITH_TICKS = [...EXPECTED.slice(0, 3), "tick 219", EXPECTED[3], "tick 220"];
 
   it("closes a frame on tick or on a push after ≥ gapMs of silence (whole bursts)", () => {
     expect(feedBursts((b) => [b])).toEqual(WITH_TICKS);

@@ -1,4 +1,4 @@
-import { LeafgateError } from "../../core/errors.js";
+import { LeafgateError } from "../../core/index.js";
 
 /**
  * A decoder spec that cannot work (an empty separator, a struct field at a negative

@@ -13,6 +13,7 @@
  *   last value (`JSON.parse`, as RFC 8259 section 4 allows).
  */
 
+import { errorMessage } from "../../core/index.js";
 import { frameText } from "./text.js";
 import { type DecodeResult, failure, quote, success, type Value } from "./types.js";
 
@@ -26,7 +27,7 @@ export function decodeJsonLine(frame: Uint8Array): DecodeResult {
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    return failure("bad_json", `${(err as Error).message} in ${quote(text)}`);
+    return failure("bad_json", `${errorMessage(err)} in ${quote(text)}`);
   }
   if (!isObject(doc)) return failure("bad_json", `not a JSON object: ${quote(text)}`);
 

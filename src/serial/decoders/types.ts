@@ -1,4 +1,4 @@
-/** A decoded value. Text decoders produce numbers, strings and null; struct only numbers. */
+/** A decoded value. Booleans come only from json_lines; struct gives numbers or null. */
 export type Value = number | string | boolean | null;
 
 /** Why a frame could not be decoded; the label of the serial decode-failure counter. */

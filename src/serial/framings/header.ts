@@ -35,7 +35,9 @@ export function createHeaderFramer(spec: HeaderFramingSpec, sink: FrameSink): Fr
   if (spec.lengthBytes !== 1 && spec.lengthBytes !== 2) {
     throw new FramingSpecError(`header lengthBytes must be 1 or 2, got ${spec.lengthBytes}`);
   }
-  requireInteger("header lengthAdjust", spec.lengthAdjust, -Infinity);
+  if (!Number.isInteger(spec.lengthAdjust)) {
+    throw new FramingSpecError(`header lengthAdjust must be an integer, got ${spec.lengthAdjust}`);
+  }
   const lengthEnd = spec.lengthOffset + spec.lengthBytes;
   const checksumBytes = spec.checksum === null ? 0 : CHECKSUM_BYTES[spec.checksum.type];
   const shortestFrame = lengthEnd + checksumBytes;
