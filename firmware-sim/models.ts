@@ -1,3 +1,4 @@
+import { TEXT_MODELS } from "./models-text.js";
 import type { DeviceModel } from "./simulator.js";
 
 /** JSON-lines environment sensor: {"t":…, "h":…, "p":…} per line. */
@@ -64,4 +65,5 @@ export const pms5003: DeviceModel = {
 export const MODELS: Readonly<Record<string, DeviceModel>> = {
   "env-sensor": envSensor,
   pms5003,
+  ...TEXT_MODELS,
 };

@@ -224,11 +224,18 @@ export class SerialDevice {
       values[field.name] = scaled.value;
       any = true;
     }
-    if (!any) return;
+    if (!any) {
+      // A header row carries no values by design; anything else means the profile's
+      // field sources do not match what the decoder produced.
+      if (result.kind !== "header") this.#onBad("no_fields", "no profile field in the frame");
+      return;
+    }
     this.#framesTotal++;
     this.#frames.inc({ port: config.path });
     const receivedAtMs = Date.now();
-    const base = profile.subject.replaceAll("{device}", config.device);
+    const base = profile.subject
+      .replaceAll("{device}", config.device)
+      .replaceAll("{kind}", result.kind ?? "frame");
     if (profile.publish === "per_frame") {
       this.#publish(base, values, receivedAtMs);
       return;

@@ -153,12 +153,17 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
     raw.subject,
     publish === "per_field" ? "sensors.{device}.{field}" : "sensors.{device}",
   );
-  const probe = subject.replaceAll("{device}", "d").replaceAll("{field}", "f");
+  const probe = subject
+    .replaceAll("{device}", "d")
+    .replaceAll("{field}", "f")
+    .replaceAll("{kind}", "k");
   if (!isValidPattern(probe) || probe.includes("*") || probe.includes(">")) {
     fail("subject", `expected a subject template like sensors.{device}.{field}, got "${subject}"`);
   }
   if (publish === "per_field" && !subject.includes("{field}"))
     fail("subject", "per_field publishing needs {field} in the subject");
+  if (publish === "per_frame" && subject.includes("{field}"))
+    fail("subject", "per_frame publishing has no {field}; use {kind} or a fixed token");
 
   if (problems.length > 0) throw new ProfileError(file, problems);
   return {

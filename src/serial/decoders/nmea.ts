@@ -65,8 +65,12 @@ export interface NmeaOptions {
 class BadField extends Error {}
 
 export function decodeNmea(frame: Uint8Array, options: NmeaOptions): DecodeResult {
-  const text = frameText(frame);
-  if (text === undefined) return failure("bad_nmea", "frame is not valid UTF-8");
+  const line = frameText(frame);
+  if (line === undefined) return failure("bad_nmea", "frame is not valid UTF-8");
+  // $ and ! only ever start a sentence: a sentence cut off without its line end runs into
+  // the next one, which is still decoded from its own start.
+  const from = Math.max(line.lastIndexOf("$"), line.lastIndexOf("!"));
+  const text = from > 0 ? line.slice(from) : line;
   if (!PRINTABLE_ASCII.test(text))
     return failure("bad_nmea", `not printable ASCII: ${quote(text)}`);
   const start = text[0];
