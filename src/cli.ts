@@ -51,9 +51,9 @@ Options:
 `,
   sim: `Usage: leafgate sim <profile> [--link PATH] [--rate N]
 
-Plays a device of a shipped profile (env-sensor, pms5003, gps-nmea, weather-csv) on a
-pty pair made with
-socat: configure a serial port with the printed device path and this profile.
+Plays a device of a shipped profile (env-sensor, pms5003, gps-nmea, weather-csv) on
+a pty pair made with socat: configure a serial port with the printed device path
+and this profile.
 
 Options:
   --link PATH   device path to create (default ./leafgate-<profile>)
