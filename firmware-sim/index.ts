@@ -1,3 +1,9 @@
+export {
+  energyMeter,
+  type ModbusRequestRecord,
+  ModbusSlaveSimulator,
+  type RegisterModel,
+} from "./modbus-slave.js";
 export { envSensor, MODELS, pms5003 } from "./models.js";
 export { PtyPair } from "./pty.js";
 export { type DeviceModel, type SentFrame, Simulator } from "./simulator.js";

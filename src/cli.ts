@@ -7,7 +7,12 @@ import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./co
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { createLogger } from "./observe/index.js";
-import { ProfileError, resolveProfile, validateDevice } from "./serial/index.js";
+import {
+  ProfileError,
+  resolveProfile,
+  validateDevice,
+  validateModbusDevice,
+} from "./serial/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
 
@@ -104,7 +109,8 @@ function check(file: string | undefined): string {
   const config = load(file);
   for (const port of config.serial.ports) {
     const profile = resolveProfile(port.profile, config.serial.profiles_dir);
-    validateDevice(profile);
+    if (profile.decoder.type === "modbus") validateModbusDevice(profile);
+    else validateDevice(profile);
   }
   return formatConfig(config);
 }

@@ -4,7 +4,13 @@ import type { LeafgateConfig } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
 import { Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
-import { type DeviceProfile, resolveProfile, SerialDevice } from "./serial/index.js";
+import {
+  type DeviceProfile,
+  ModbusDevice,
+  resolveProfile,
+  SerialDevice,
+  validateModbusDevice,
+} from "./serial/index.js";
 import { capDatabaseFile, closeDatabase, Outbox, openDatabase } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
@@ -41,7 +47,7 @@ export class Gateway {
   #upstream: Upstream | undefined;
   #broker: Broker | undefined;
   #listeners: TcpListener[] = [];
-  #devices: SerialDevice[] = [];
+  #devices: (SerialDevice | ModbusDevice)[] = [];
   #http: HttpEndpoint | undefined;
   #mqttAddresses: AddressInfo[] = [];
   #httpAddress: AddressInfo | undefined;
@@ -73,6 +79,9 @@ export class Gateway {
     const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
       resolveProfile(port.profile, config.serial.profiles_dir),
     );
+    for (const profile of profiles) {
+      if (profile.decoder.type === "modbus") validateModbusDevice(profile);
+    }
 
     // 1. Store: the outbox must exist before anything can accept a message.
     const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
@@ -176,13 +185,18 @@ export class Gateway {
 
     // 5. Serial devices: each reopens by itself when unplugged.
     config.serial.ports.forEach((port, i) => {
-      const device = new SerialDevice({
+      const options = {
         config: port,
         profile: profiles[i]!,
         bus,
         log: log.child({ part: "serial", device: port.device }),
         metrics,
-      });
+      };
+      // Modbus devices are polled; every other profile streams.
+      const device =
+        options.profile.decoder.type === "modbus"
+          ? new ModbusDevice(options)
+          : new SerialDevice(options);
       this.#devices.push(device);
       device.start();
       log.info(

@@ -1,4 +1,10 @@
 export { SerialDevice, type SerialPortConfig, validateDevice } from "./device.js";
+export {
+  ModbusDevice,
+  type ModbusSpec,
+  modbusSpec,
+  validateModbusDevice,
+} from "./modbus-device.js";
 export type { PortStatus, SerialOpener } from "./port.js";
 export {
   type DeviceProfile,

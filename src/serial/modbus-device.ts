@@ -502,7 +502,7 @@ export class ModbusDevice {
           detail: `no complete answer within ${timeoutMs} ms (${result.received} bytes)`,
         };
         // A slave that answers just after we gave up must not answer our retry.
-        await this.#pause(timeoutMs, false);
+        if (attempt < retries) await this.#pause(timeoutMs, false);
         continue;
       }
       const parsed = parseReadResponse(result.bytes, read);
@@ -514,6 +514,8 @@ export class ModbusDevice {
       last = { reason: parsed.reason, detail: parsed.detail };
     }
     this.#onBad(last.reason, `${describe(read)}: ${last.detail}, after ${retries + 1} attempts`);
+    // ...nor the next request.
+    if (last.reason === "timeout") await this.#pause(timeoutMs, false);
     return "failed";
   }
 

@@ -6,18 +6,19 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import {
-  ModbusDevice,
-  modbusSpec,
-  shortestFloat32,
-} from "../../src/serial/modbus-device.js";
-import {
   crc16Modbus,
   encodeException,
   encodeReadResponse,
   type ReadFunction,
 } from "../../src/serial/modbus.js";
+import { ModbusDevice, modbusSpec, shortestFloat32 } from "../../src/serial/modbus-device.js";
 import type { SerialOpener } from "../../src/serial/port.js";
-import { type DeviceProfile, loadProfile, ProfileError, validateProfile } from "../../src/serial/profile.js";
+import {
+  type DeviceProfile,
+  loadProfile,
+  ProfileError,
+  validateProfile,
+} from "../../src/serial/profile.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
 const METER_YAML = new URL("../../devices/energy-meter.yaml", import.meta.url).pathname;
@@ -53,6 +54,7 @@ class FakeSlave {
   opens = 0;
   failOpens = 0;
   #events: Parameters<SerialOpener>[2] | undefined;
+  readonly #timers = new Set<NodeJS.Timeout>();
 
   readonly open: SerialOpener = async (_path, _settings, events) => {
     if (this.failOpens > 0) {
@@ -70,7 +72,7 @@ class FakeSlave {
   };
 
   set(slave: number, fn: ReadFunction, address: number, words: readonly number[]): void {
-    words.forEach((w, i) => this.registers.set(`${slave}:${fn}:${address + i}`, w));
+    for (const [i, w] of words.entries()) this.registers.set(`${slave}:${fn}:${address + i}`, w);
   }
 
   setF32(slave: number, fn: ReadFunction, address: number, value: number): void {
@@ -104,17 +106,28 @@ class FakeSlave {
         if (v === undefined) missing = true;
         regs[i] = v ?? 0;
       }
-      answer = missing ? encodeException(req.slave, fn, 2) : encodeReadResponse(req.slave, fn, regs);
+      answer = missing
+        ? encodeException(req.slave, fn, 2)
+        : encodeReadResponse(req.slave, fn, regs);
       if (behaviour === "bad_crc") answer[answer.length - 1]! ^= 0x5a;
     }
-    const delay = typeof behaviour === "object" && "lateMs" in behaviour ? behaviour.lateMs : this.delayMs;
-    setTimeout(() => {
+    const delay =
+      typeof behaviour === "object" && "lateMs" in behaviour ? behaviour.lateMs : this.delayMs;
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
       const events = this.#events;
       if (events === undefined) return;
       req.answeredAt = Date.now();
       if (this.byteByByte) for (const b of answer) events.data(Buffer.from([b]));
       else events.data(answer);
     }, delay);
+    this.#timers.add(timer);
+  }
+
+  /** Cancels answers still on their way, so the device's own timers can be counted. */
+  dispose(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
   }
 
   /** Drops the link as an unplugged adapter would. */
@@ -125,7 +138,10 @@ class FakeSlave {
   }
 }
 
-function meterProfile(decoder: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): DeviceProfile {
+function meterProfile(
+  decoder: Record<string, unknown> = {},
+  extra: Record<string, unknown> = {},
+): DeviceProfile {
   const base = loadProfile(METER_YAML);
   return validateProfile(
     {
@@ -203,6 +219,7 @@ describe("ModbusDevice", () => {
   afterEach(async () => {
     await device?.stop();
     device = undefined;
+    slave.dispose();
     expect(vi.getTimerCount()).toBe(0);
     vi.useRealTimers();
   });
@@ -310,20 +327,20 @@ describe("ModbusDevice", () => {
     loadMeter(slave);
     slave.script.push("silent", "silent", "silent");
     start(meterProfile({ retries: 2 }));
+    // Writes at 5, 410 and 815 ms: t3.5 (5 ms at 9600 baud), then after each timeout
+    // (200 ms) the line is drained for as long before the retry.
     await vi.advanceTimersByTimeAsync(TIMEOUT_MS - 1);
     expect(slave.seen).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1014 - (TIMEOUT_MS - 1));
+    expect(slave.seen.map((r) => r.at - slave.seen[0]!.at)).toEqual([0, 405, 810]);
     expect(bad("timeout")).toBe(0);
-    // Each attempt waits out the timeout and then drains the line for as long.
-    await vi.advanceTimersByTimeAsync(2 * (2 * TIMEOUT_MS + 10));
-    expect(slave.seen).toHaveLength(3);
-    expect(bad("timeout")).toBe(0);
-    await vi.advanceTimersByTimeAsync(TIMEOUT_MS);
+    await vi.advanceTimersByTimeAsync(1);
     expect(bad("timeout")).toBe(1);
     expect(retries()).toBe(2);
     expect(published).toHaveLength(0);
     expectOneAtATime();
-    // The next poll finds the slave answering again.
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    // The cycle overran the interval: the next starts after the drain, and the slave answers.
+    await vi.advanceTimersByTimeAsync(250);
     expect(slave.seen).toHaveLength(4);
     expect(bodies()).toEqual([["sensors.meter.energy", meterValues()]]);
     expect(bad("timeout")).toBe(1);
@@ -398,9 +415,9 @@ describe("ModbusDevice", () => {
       ["sensors.meter-1.energy", meterValues()],
       ["sensors.meter-2.energy", meterValues(1)],
     ]);
-    // Slave 1 goes silent for a whole poll (two attempts).
+    // Slave 1 goes silent for a whole poll (two attempts, 1005 and 1410 ms).
     slave.script.push("silent", "silent");
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS + 850);
     expect(slave.seen.map((r) => r.slave)).toEqual([1, 2, 1, 1, 2]);
     expect(bad("timeout")).toBe(1);
     expect(bodies().slice(2)).toEqual([["sensors.meter-2.energy", meterValues(1)]]);
@@ -410,30 +427,42 @@ describe("ModbusDevice", () => {
   it("drops an answer that comes after the timeout instead of taking it for the retry's", async () => {
     loadMeter(slave);
     slave.script.push({ lateMs: TIMEOUT_MS + 50 });
+    slave.delayMs = 60;
     start(meterProfile({ retries: 1 }));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(slave.seen).toHaveLength(1);
+    // The late answer (at 255 ms) holds the old voltage; the retry (written at 410 ms,
+    // answered at 470) the new one.
+    loadMeter(slave, 1, 1);
     await vi.advanceTimersByTimeAsync(3 * TIMEOUT_MS + 50);
     expect(slave.seen).toHaveLength(2);
     expect(bad("unsolicited")).toBe(1);
     expect(bad("timeout")).toBe(0);
-    expect(bodies()).toEqual([["sensors.meter.energy", meterValues()]]);
+    expect(bodies()).toEqual([["sensors.meter.energy", meterValues(1)]]);
     await vi.advanceTimersByTimeAsync(2 * INTERVAL_MS);
     expect(published).toHaveLength(3);
-    expect(bad("bad_crc") + bad("wrong_length") + bad("timeout")).toBe(0);
+    expect(bad("bad_crc") + bad("wrong_length") + bad("timeout") + bad("unsolicited")).toBe(1);
   });
 
-  it("keeps polling through an unplugged port and reads again once it reopens", async () => {
+  it("keeps polling through an unplugged port and reads as soon as it reopens", async () => {
     loadMeter(slave);
     slave.failOpens = 2;
     start(meterProfile());
-    // Opens fail twice (reopen backoff 200 ms, then 400 ms); the first poll follows the open.
+    // Opens fail at 0 and 200 ms and succeed at 600; the first poll follows the open.
     await vi.advanceTimersByTimeAsync(700);
     expect(slave.opens).toBe(1);
     expect(published).toHaveLength(1);
     slave.unplug();
     expect(device!.status().state).toBe("waiting");
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
-    // Reopened after 200 ms; the poll skipped while it was away runs at once.
+    // Away for a while: reopen attempts at 900, 1300 and 2100 fail; 3100 succeeds. The
+    // polls at 1600 and 2600 find no port; the one skipped runs once it is back.
+    slave.failOpens = 3;
+    await vi.advanceTimersByTimeAsync(3099 - 700);
+    expect(device!.status().state).toBe("waiting");
+    expect(slave.seen).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(50);
     expect(slave.opens).toBe(2);
+    expect(device!.status().state).toBe("open");
     expect(published).toHaveLength(2);
     expect(bad("timeout")).toBe(0);
   });
@@ -451,9 +480,7 @@ describe("ModbusDevice", () => {
 
 describe("modbusSpec", () => {
   const spec = (decoder: Record<string, unknown>, fields: unknown[] = [{ name: "v" }]) =>
-    modbusSpec(
-      validateProfile({ name: "p", framing: { type: "idle" }, decoder, fields }, "p"),
-    );
+    modbusSpec(validateProfile({ name: "p", framing: { type: "idle" }, decoder, fields }, "p"));
   const problems = (decoder: Record<string, unknown>, fields?: unknown[]): string[] => {
     try {
       spec(decoder, fields);
@@ -474,9 +501,15 @@ describe("modbusSpec", () => {
       retries: 2,
       registers: [{ name: "v", fn: 4, address: 0, type: "u16", wordOrder: "big" }],
     });
-    expect(spec({ type: "modbus", slave: 1, poll_interval: "250ms", registers: [reg] }).pollIntervalMs).toBe(250);
-    expect(spec({ type: "modbus", slave: 1, poll_interval: "2m", registers: [reg] }).pollIntervalMs).toBe(120_000);
-    expect(spec({ type: "modbus", slave: 1, poll_interval: 500, registers: [reg] }).pollIntervalMs).toBe(500);
+    expect(
+      spec({ type: "modbus", slave: 1, poll_interval: "250ms", registers: [reg] }).pollIntervalMs,
+    ).toBe(250);
+    expect(
+      spec({ type: "modbus", slave: 1, poll_interval: "2m", registers: [reg] }).pollIntervalMs,
+    ).toBe(120_000);
+    expect(
+      spec({ type: "modbus", slave: 1, poll_interval: 500, registers: [reg] }).pollIntervalMs,
+    ).toBe(500);
     expect(spec({ type: "modbus", slaves: [1, 2], registers: [reg] }).perSlaveDevice).toBe(true);
     expect(spec({ type: "modbus", slaves: [3], registers: [reg] }).perSlaveDevice).toBe(false);
   });
@@ -495,22 +528,64 @@ describe("modbusSpec", () => {
 
   it.each([
     [{ type: "modbus", registers: [reg] }, "decoder.slave: required"],
-    [{ type: "modbus", slave: 0, registers: [reg] }, "decoder.slave: expected a whole number 1..247, got 0"],
-    [{ type: "modbus", slave: 1, slaves: [2], registers: [reg] }, "decoder.slaves: give either slave or slaves"],
-    [{ type: "modbus", slaves: [1, 1], registers: [reg] }, "decoder.slaves[1]: slave 1 is listed twice"],
+    [
+      { type: "modbus", slave: 0, registers: [reg] },
+      "decoder.slave: expected a whole number 1..247, got 0",
+    ],
+    [
+      { type: "modbus", slave: 1, slaves: [2], registers: [reg] },
+      "decoder.slaves: give either slave or slaves",
+    ],
+    [
+      { type: "modbus", slaves: [1, 1], registers: [reg] },
+      "decoder.slaves[1]: slave 1 is listed twice",
+    ],
     [{ type: "modbus", slaves: [], registers: [reg] }, "decoder.slaves: expected a list"],
-    [{ type: "modbus", slave: 1, poll_interval: "fast", registers: [reg] }, "decoder.poll_interval: expected a duration"],
-    [{ type: "modbus", slave: 1, poll_interval: 5, registers: [reg] }, "decoder.poll_interval: expected a duration of at least 10 ms"],
-    [{ type: "modbus", slave: 1, timeout_ms: 0, registers: [reg] }, "decoder.timeout_ms: expected a whole number 1..10000"],
-    [{ type: "modbus", slave: 1, retries: -1, registers: [reg] }, "decoder.retries: expected a whole number 0..10"],
+    [
+      { type: "modbus", slave: 1, poll_interval: "fast", registers: [reg] },
+      "decoder.poll_interval: expected a duration",
+    ],
+    [
+      { type: "modbus", slave: 1, poll_interval: 5, registers: [reg] },
+      "decoder.poll_interval: expected a duration of at least 10 ms",
+    ],
+    [
+      { type: "modbus", slave: 1, timeout_ms: 0, registers: [reg] },
+      "decoder.timeout_ms: expected a whole number 1..10000",
+    ],
+    [
+      { type: "modbus", slave: 1, retries: -1, registers: [reg] },
+      "decoder.retries: expected a whole number 0..10",
+    ],
     [{ type: "modbus", slave: 1 }, "decoder.registers: expected a list of at least one register"],
-    [{ type: "modbus", slave: 1, registers: [{ ...reg, function: 6 }] }, "decoder.registers[0].function: expected 3 (holding registers) or 4 (input registers), got 6"],
-    [{ type: "modbus", slave: 1, registers: [{ name: "v", address: 0 }] }, "decoder.registers[0].function: expected 3"],
-    [{ type: "modbus", slave: 1, registers: [{ ...reg, type: "f64" }] }, "decoder.registers[0].type: expected one of u16, i16, u32, i32, f32"],
-    [{ type: "modbus", slave: 1, registers: [{ ...reg, address: 65535, type: "f32" }] }, "decoder.registers[0].address: expected a whole number 0..65534"],
-    [{ type: "modbus", slave: 1, registers: [{ ...reg, word_order: "mixed" }] }, "decoder.registers[0].word_order: expected big (ABCD) or little (CDAB)"],
-    [{ type: "modbus", slave: 1, registers: [reg, reg] }, 'decoder.registers[1].name: "v" is defined twice'],
-    [{ type: "modbus", slave: 1, registers: [{ ...reg, fn: 4 }] }, "decoder.registers[0].fn: unknown key"],
+    [
+      { type: "modbus", slave: 1, registers: [{ ...reg, function: 6 }] },
+      "decoder.registers[0].function: expected 3 (holding registers) or 4 (input registers), got 6",
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [{ name: "v", address: 0 }] },
+      "decoder.registers[0].function: expected 3",
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [{ ...reg, type: "f64" }] },
+      "decoder.registers[0].type: expected one of u16, i16, u32, i32, f32",
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [{ ...reg, address: 65535, type: "f32" }] },
+      "decoder.registers[0].address: expected a whole number 0..65534",
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [{ ...reg, word_order: "mixed" }] },
+      "decoder.registers[0].word_order: expected big (ABCD) or little (CDAB)",
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [reg, reg] },
+      'decoder.registers[1].name: "v" is defined twice',
+    ],
+    [
+      { type: "modbus", slave: 1, registers: [{ ...reg, fn: 4 }] },
+      "decoder.registers[0].fn: unknown key",
+    ],
     [{ type: "modbus", slave: 1, slave_id: 2, registers: [reg] }, "decoder.slave_id: unknown key"],
   ])("rejects %j", (decoder, problem) => {
     expect(problems(decoder).some((p) => p.startsWith(problem))).toBe(true);
@@ -518,7 +593,10 @@ describe("modbusSpec", () => {
 
   it("requires every field's source to be a register", () => {
     expect(
-      problems({ type: "modbus", slave: 1, registers: [reg] }, [{ name: "v" }, { name: "w", source: "x" }]),
+      problems({ type: "modbus", slave: 1, registers: [reg] }, [
+        { name: "v" },
+        { name: "w", source: "x" },
+      ]),
     ).toEqual(['fields[1].source: no register named "x" in decoder.registers (have v)']);
   });
 
