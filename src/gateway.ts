@@ -241,6 +241,14 @@ export class Gateway {
     this.metrics
       .gauge("leafgate_outbox_pending", "Messages in the outbox waiting for the hub")
       .set(this.#outbox?.size ?? 0);
+    const portOpen = this.metrics.gauge(
+      "leafgate_serial_port_open",
+      "1 while a serial port is open, 0 while it waits for its device",
+    );
+    for (const d of this.#devices) {
+      const s = d.status();
+      portOpen.set(s.state === "open" ? 1 : 0, { port: s.path, device: s.device });
+    }
     return this.metrics.render();
   }
 

@@ -25,6 +25,9 @@ export interface SerialPortEntry {
   readonly device: string; // one subject token: becomes {device}
   readonly profile: string; // a profile name (devices/<name>.yaml) or a path to a .yaml file
   readonly baud_rate: number | null; // null: the profile's
+  readonly data_bits: 5 | 6 | 7 | 8 | null; // null: the profile's
+  readonly parity: "none" | "even" | "odd" | null; // null: the profile's
+  readonly stop_bits: 1 | 2 | null; // null: the profile's
 }
 
 /** A priority class: limits left null fall back to the buffer's. */
@@ -301,6 +304,9 @@ export const CONFIG_SCHEMA: Node = obj({
         device: str({ rule: TOKEN }),
         profile: str(),
         baud_rate: { kind: "int", min: 50, max: 4_000_000, nullable: true, default: null },
+        data_bits: { kind: "int", min: 5, max: 8, nullable: true, default: null },
+        parity: { kind: "enum", values: ["none", "even", "odd"], nullable: true, default: null },
+        stop_bits: { kind: "int", min: 1, max: 2, nullable: true, default: null },
       }),
       [],
     ),

@@ -13,6 +13,19 @@ export interface SerialPortConfig {
   readonly device: string;
   readonly profile: string;
   readonly baud_rate: number | null;
+  readonly data_bits?: 5 | 6 | 7 | 8 | null;
+  readonly parity?: "none" | "even" | "odd" | null;
+  readonly stop_bits?: 1 | 2 | null;
+}
+
+/** The port's line settings: what the config says, else what the profile suggests. */
+export function lineSettings(config: SerialPortConfig, profile: DeviceProfile): SerialSettings {
+  return {
+    baudRate: config.baud_rate ?? profile.serial.baudRate,
+    dataBits: config.data_bits ?? profile.serial.dataBits,
+    parity: config.parity ?? profile.serial.parity,
+    stopBits: config.stop_bits ?? profile.serial.stopBits,
+  };
 }
 
 type Raw = Readonly<Record<string, unknown>>;
@@ -155,10 +168,7 @@ export class SerialDevice {
     } catch (err) {
       throw new ProfileError(profile.name, [errorMessage(err)]);
     }
-    const settings: SerialSettings = {
-      ...profile.serial,
-      baudRate: config.baud_rate ?? profile.serial.baudRate,
-    };
+    const settings = lineSettings(config, profile);
     this.#port = new PortManager({
       path: config.path,
       settings,

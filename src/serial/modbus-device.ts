@@ -42,7 +42,7 @@
 import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import { applyScale, type Value } from "./decoders.js";
-import type { SerialPortConfig } from "./device.js";
+import { lineSettings, type SerialPortConfig } from "./device.js";
 import {
   EXCEPTION_FLAG,
   encodeReadRequest,
@@ -376,10 +376,7 @@ export class ModbusDevice {
       "Modbus requests written again after a timeout or a bad answer, by port",
     );
     this.#plan = this.#makePlan();
-    const settings: SerialSettings = {
-      ...profile.serial,
-      baudRate: config.baud_rate ?? profile.serial.baudRate,
-    };
+    const settings: SerialSettings = lineSettings(config, profile);
     this.#silenceMs = silenceMs(settings.baudRate);
     this.#port = new PortManager({
       path: config.path,

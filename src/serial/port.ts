@@ -155,7 +155,7 @@ export class PortManager {
       this.#lastReason = undefined;
       this.#status = { state: "open", since: Date.now() };
       this.#onOpen();
-      this.#log.info({ path: this.path, device: identity }, "serial port open");
+      this.#log.info({ path: this.path, node: identity }, "serial port open");
       this.#timer = setTimeout(() => this.#checkPresence(), PRESENCE_CHECK_MS);
     } catch (err) {
       this.#wait(`cannot open ${this.path}: ${errorMessage(err)}`);
