@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { MODELS, Simulator } from "../firmware-sim/index.js";
+import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.js";
 import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
@@ -56,9 +56,9 @@ Options:
 `,
   sim: `Usage: leafgate sim <profile> [--link PATH] [--rate N]
 
-Plays a device of a shipped profile (env-sensor, pms5003, gps-nmea, weather-csv) on
-a pty pair made with socat: configure a serial port with the printed device path
-and this profile.
+Plays a device of a shipped profile (env-sensor, pms5003, gps-nmea, weather-csv,
+energy-meter) on a pty pair made with socat: configure a serial port with the
+printed device path and this profile.
 
 Options:
   --link PATH   device path to create (default ./leafgate-<profile>)
@@ -104,6 +104,24 @@ function parse(args: string[]): {
   };
 }
 
+/** A Modbus RTU slave (the energy meter) answering the gateway's polls until a signal. */
+async function simModbus(link: string | undefined): Promise<number> {
+  const devicePath = resolve(link ?? "leafgate-energy-meter");
+  const slave = new ModbusSlaveSimulator({ devicePath, simPath: `${devicePath}.sim` });
+  await slave.open();
+  process.stdout.write(
+    `simulating energy-meter (Modbus RTU slave 1) on ${devicePath}\n` +
+      `  serial: { ports: [ { path: ${devicePath}, profile: energy-meter, device: meter-1 } ] }\n` +
+      "Ctrl-C stops.\n",
+  );
+  await new Promise<void>((done) => {
+    process.once("SIGINT", () => done());
+    process.once("SIGTERM", () => done());
+  });
+  await slave.close();
+  return 0;
+}
+
 /** `leafgate check`: the config, then every port's profile, framing and decoder. */
 function check(file: string | undefined): string {
   const config = load(file);
@@ -121,10 +139,11 @@ async function sim(options: {
   rate?: string;
 }): Promise<number> {
   const name = options.positionals[0];
+  if (name === "energy-meter") return simModbus(options.link);
   const model = name === undefined ? undefined : MODELS[name];
   if (model === undefined) {
     process.stderr.write(
-      `leafgate: sim needs a profile: ${Object.keys(MODELS).join(", ")}\n\n${HELP.sim}`,
+      `leafgate: sim needs a profile: ${[...Object.keys(MODELS), "energy-meter"].join(", ")}\n\n${HELP.sim}`,
     );
     return EXIT_USAGE;
   }

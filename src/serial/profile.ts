@@ -50,6 +50,14 @@ export interface DeviceProfile {
   readonly fields: readonly ProfileField[];
   readonly publish: "per_field" | "per_frame";
   readonly subject: string;
+  /** Named byte strings that may be written to the device (downlink commands). */
+  readonly commands: readonly ProfileCommand[];
+}
+
+/** A command the device understands: fixed bytes, given as text or hex. */
+export interface ProfileCommand {
+  readonly name: string;
+  readonly bytes: Buffer;
 }
 
 const FRAMINGS = ["line", "fixed", "length_prefixed", "header", "slip", "idle"];
@@ -165,6 +173,36 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
   if (publish === "per_frame" && subject.includes("{field}"))
     fail("subject", "per_frame publishing has no {field}; use {kind} or a fixed token");
 
+  const commands: ProfileCommand[] = [];
+  if (raw.commands !== undefined) {
+    if (!Array.isArray(raw.commands)) fail("commands", "expected a list");
+    else
+      raw.commands.forEach((c: unknown, i: number) => {
+        const at = `commands[${i}]`;
+        if (!isRecord(c)) {
+          fail(at, "expected a mapping with name and text or hex");
+          return;
+        }
+        const cmdName = str(`${at}.name`, c.name);
+        if (commands.some((x) => x.name === cmdName))
+          fail(`${at}.name`, `"${cmdName}" is defined twice`);
+        const hasText = typeof c.text === "string";
+        const hasHex = typeof c.hex === "string";
+        if (hasText === hasHex) {
+          fail(at, "expected exactly one of text or hex");
+          return;
+        }
+        const hex = String(c.hex ?? "").replace(/\s+/g, "");
+        if (hasHex && !/^([0-9a-fA-F]{2})+$/.test(hex)) {
+          fail(`${at}.hex`, `expected pairs of hex digits, got "${c.hex}"`);
+          return;
+        }
+        commands.push({
+          name: cmdName,
+          bytes: hasText ? Buffer.from(String(c.text)) : Buffer.from(hex, "hex"),
+        });
+      });
+  }
   if (problems.length > 0) throw new ProfileError(file, problems);
   return {
     name,
@@ -180,6 +218,7 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
     fields,
     publish: publish as DeviceProfile["publish"],
     subject,
+    commands,
   };
 }
 
