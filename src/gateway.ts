@@ -11,7 +11,13 @@ import {
   SerialDevice,
   validateModbusDevice,
 } from "./serial/index.js";
-import { capDatabaseFile, closeDatabase, Outbox, openDatabase } from "./store/index.js";
+import {
+  capDatabaseFile,
+  closeDatabase,
+  Outbox,
+  openDatabase,
+  RetainedStore,
+} from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
 /** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
@@ -175,6 +181,7 @@ export class Gateway {
       },
       mqttLog,
       metrics,
+      new RetainedStore(db),
     );
     this.#broker = broker;
     for (const { host, port } of config.mqtt.listeners) {

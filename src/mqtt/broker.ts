@@ -1,4 +1,5 @@
 import type { Bus, Counter, Gauge, Logger, Metrics } from "../core/index.js";
+import type { RetainedStore } from "../store/index.js";
 import { Connection } from "./connection.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
@@ -39,6 +40,7 @@ export interface BrokerMetrics {
   readonly received: Counter;
   readonly sent: Counter;
   readonly dropped: Counter;
+  readonly wills: Counter;
 }
 
 /** At most this many protocol-error lines per window; the rest are counted, then summarised. */
@@ -58,8 +60,18 @@ export class Broker {
   #loggedInWindow = 0;
   #suppressed = 0;
 
-  constructor(bus: Bus, options: BrokerOptions, log: Logger, metrics: Metrics) {
+  /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
+  readonly retained: RetainedStore | undefined;
+
+  constructor(
+    bus: Bus,
+    options: BrokerOptions,
+    log: Logger,
+    metrics: Metrics,
+    retained?: RetainedStore,
+  ) {
     this.bus = bus;
+    this.retained = retained;
     this.options = options;
     this.log = log;
     this.metrics = {
@@ -85,6 +97,7 @@ export class Broker {
         "leafgate_mqtt_messages_dropped_total",
         "Messages not delivered or not accepted, by reason",
       ),
+      wills: metrics.counter("leafgate_mqtt_wills_published_total", "Wills published"),
     };
   }
 

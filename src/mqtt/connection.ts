@@ -1,6 +1,7 @@
 import mqtt from "mqtt-packet";
 import type { Envelope } from "../core/index.js";
 import { errorMessage, subjectMatches } from "../core/index.js";
+import type { RetainedMessage } from "../store/index.js";
 import type { Broker } from "./broker.js";
 import { MqttProtocolError } from "./errors.js";
 import { handleConnect } from "./handlers/connect.js";
@@ -31,12 +32,16 @@ export interface Subscription {
 const KEEPALIVE_GRACE = 1.5;
 const MAX_PACKET_ID = 0xffff;
 const DOLLAR = "$".charCodeAt(0);
+/** Envelopes made to send a retained message on SUBSCRIBE (they go out with retain set). */
+const RETAINED_COPIES = new WeakSet<Envelope>();
 
 export class Connection implements TransportHandler {
   readonly broker: Broker;
   readonly transport: Transport;
   state: ConnectionState = "awaiting-connect";
   clientId: string | undefined;
+  /** The will from CONNECT, until a clean DISCONNECT discards it or it is published. */
+  will: { subject: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean } | undefined;
   protocolVersion: 3 | 4 = 4;
   readonly subscriptions = new Map<string, Subscription>();
   /**
@@ -107,6 +112,7 @@ export class Connection implements TransportHandler {
     for (const sub of this.subscriptions.values()) sub.unsubscribe();
     this.subscriptions.clear();
     this.broker.forget(this);
+    if (!wasClosing) this.#publishWill();
     if (!wasClosing) {
       const reason = error ? "socket-error" : "peer-closed";
       this.broker.metrics.closed.inc({ reason });
@@ -150,6 +156,8 @@ export class Connection implements TransportHandler {
           this.transport.write(encodeAck("pingresp"));
           break;
         case "disconnect":
+          // A clean DISCONNECT discards the will [MQTT-3.1.2-10].
+          this.will = undefined;
           this.close("client-disconnect");
           break;
         case "connect":
@@ -268,6 +276,9 @@ export class Connection implements TransportHandler {
   /** Closes the connection; `now` skips waiting for pending commits (protocol errors). */
   close(reason: string, now = false): void {
     if (this.state === "closing" || this.state === "closed") return;
+    // Closed by the server for a fault (keepalive, protocol error, takeover): the will is
+    // published [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
+    if (reason !== "shutdown") this.#publishWill();
     this.state = "closing";
     clearTimeout(this.#timer);
     this.transport.pause();
@@ -310,14 +321,62 @@ export class Connection implements TransportHandler {
       }
     }
     if (granted < 0) return undefined;
-    const qos = Math.min(granted, message.qos) as 0 | 1;
+    this.#send(message, Math.min(granted, message.qos) as 0 | 1);
+    return undefined;
+  }
+
+  /** Publishes the will, once, as if the client had published it. */
+  #publishWill(): void {
+    const will = this.will;
+    this.will = undefined;
+    if (will === undefined) return;
+    const { broker } = this;
+    const message: Envelope = {
+      subject: will.subject,
+      payload: will.payload,
+      receivedAtMs: Date.now(),
+      origin: "mqtt",
+      qos: will.qos,
+      retain: will.retain,
+    };
+    if (will.retain)
+      broker.retained?.set(will.subject, will.payload, will.qos, message.receivedAtMs);
+    broker.metrics.wills.inc();
+    broker.bus.publish(message).catch((err) => {
+      broker.metrics.dropped.inc({ reason: "will-not-stored" });
+      broker.log.warn({ client: this.clientId, err: errorMessage(err) }, "will not stored");
+    });
+  }
+
+  /**
+   * Sends the retained messages a new subscription matches, with the retain flag set
+   * [MQTT-3.3.1-6]; wildcard-first filters skip `$` topics [MQTT-4.7.2-1].
+   */
+  deliverRetained(sub: Subscription, messages: readonly RetainedMessage[]): void {
+    if (this.state !== "connected") return;
+    for (const m of messages) {
+      if (sub.leadingWildcard && m.subject.charCodeAt(0) === DOLLAR) continue;
+      const copy: Envelope = {
+        subject: m.subject,
+        payload: m.payload,
+        receivedAtMs: m.receivedAtMs,
+        origin: "internal",
+        qos: m.qos,
+        retain: true,
+      };
+      RETAINED_COPIES.add(copy);
+      this.#send(copy, Math.min(sub.qos, m.qos) as 0 | 1);
+    }
+  }
+
+  #send(message: Envelope, qos: 0 | 1): void {
     if (qos === 0) {
       if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
         this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
-        return undefined;
+        return;
       }
       this.#writePublish(message, 0, 0);
-      return undefined;
+      return;
     }
     if (this.#inflight.size < this.broker.options.maxInflight) {
       this.#sendQos1(message);
@@ -326,7 +385,6 @@ export class Connection implements TransportHandler {
     } else {
       this.broker.metrics.dropped.inc({ reason: "queue-full" });
     }
-    return undefined;
   }
 
   #sendQos1(message: Envelope): void {
@@ -339,7 +397,10 @@ export class Connection implements TransportHandler {
 
   #writePublish(message: Envelope, qos: 0 | 1, packetId: number): void {
     try {
-      this.transport.write(encodePublish(message.subject, message.payload, qos, packetId));
+      // Live deliveries clear the retain flag [MQTT-3.3.1-9]; only retained copies sent
+      // on SUBSCRIBE carry it.
+      const retain = RETAINED_COPIES.has(message);
+      this.transport.write(encodePublish(message.subject, message.payload, qos, packetId, retain));
       this.broker.metrics.sent.inc();
     } catch (err) {
       // A subject with no MQTT form cannot reach an MQTT client; it is not this client's fault.

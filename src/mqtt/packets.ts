@@ -72,12 +72,13 @@ export function encodePublish(
   payload: Uint8Array,
   qos: 0 | 1,
   packetId: number,
+  retain = false,
 ): Buffer {
   const topic = toTopic(subject);
   const topicLength = Buffer.byteLength(topic);
   const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + payload.length;
   const buf = Buffer.allocUnsafe(1 + remainingLengthSize(remaining) + remaining);
-  buf[0] = TYPE.publish | (qos << 1);
+  buf[0] = TYPE.publish | (qos << 1) | (retain ? 1 : 0);
   let at = writeRemainingLength(buf, 1, remaining);
   buf.writeUInt16BE(topicLength, at);
   at += 2;

@@ -8,7 +8,7 @@ export type Durability = "normal" | "fsync";
 export const DATABASE_FILE = "leafgate.db";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const SCHEMA_V1 = `
   CREATE TABLE IF NOT EXISTS outbox (
@@ -31,8 +31,18 @@ const SCHEMA_V2 = `
   CREATE INDEX outbox_class_id ON outbox (class, id);
 `;
 
+/** v3: MQTT retained messages, one per topic (kept as its subject). */
+const SCHEMA_V3 = `
+  CREATE TABLE retained (
+    subject TEXT PRIMARY KEY,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL
+  );
+`;
+
 /** Schema steps by the version they produce. */
-const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /**
  * Opens (creating if needed) the gateway's database in `dataDir`, in WAL mode with an

@@ -14,3 +14,4 @@ export {
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
+export { type RetainedMessage, RetainedStore } from "./retained.js";

@@ -1,4 +1,5 @@
 import type mqtt from "mqtt-packet";
+import { errorMessage, toSubject } from "../../core/index.js";
 import type { Connection } from "../connection.js";
 import { CONNACK, MqttProtocolError } from "../errors.js";
 import { encodeConnack } from "../packets.js";
@@ -37,6 +38,22 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
       return;
     }
     clientId = broker.assignClientId();
+  }
+
+  if (packet.will) {
+    const { topic, payload, qos, retain } = packet.will;
+    let subject: string;
+    try {
+      subject = toSubject(topic);
+    } catch (err) {
+      throw new MqttProtocolError("invalidTopicName", `will topic: ${errorMessage(err)}`);
+    }
+    conn.will = {
+      subject,
+      payload: typeof payload === "string" ? Buffer.from(payload) : Buffer.from(payload ?? []),
+      qos: qos ?? 0,
+      retain: retain === true,
+    };
   }
 
   conn.clientId = clientId;

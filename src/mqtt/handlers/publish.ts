@@ -36,6 +36,14 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     retain: packet.retain,
   };
 
+  if (packet.retain && broker.retained !== undefined) {
+    try {
+      broker.retained.set(subject, message.payload, qos, message.receivedAtMs);
+    } catch (err) {
+      broker.log.warn({ subject, err: errorMessage(err) }, "retained message not stored");
+    }
+  }
+
   if (qos === 0) {
     broker.bus.publish(message).catch((err) => {
       broker.metrics.dropped.inc({ reason: dropReason(err) });

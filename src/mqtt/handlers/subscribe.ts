@@ -11,6 +11,7 @@ const MAX_GRANTED_QOS = 1;
 export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
   const { broker } = conn;
   const codes: number[] = [];
+  const added: Subscription[] = [];
   for (const { topic: filter, qos } of packet.subscriptions) {
     let patterns: string[];
     try {
@@ -38,7 +39,12 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
       },
     };
     conn.subscriptions.set(filter, subscription);
+    added.push(subscription);
     codes.push(granted);
   }
   conn.send(encodeSuback(packet.messageId ?? 0, codes));
+  // Retained messages follow the SUBACK [MQTT-3.3.1-6].
+  if (broker.retained !== undefined) {
+    for (const s of added) conn.deliverRetained(s, broker.retained.match(s.patterns));
+  }
 }
