@@ -6,6 +6,7 @@ import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.j
 import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
+import { hashPassword } from "./mqtt/index.js";
 import { createLogger } from "./observe/index.js";
 import {
   ProfileError,
@@ -30,6 +31,7 @@ Commands:
   check     validate a configuration and print the effective settings
   version   print the version
   sim       simulate a serial device on a pty pair (demos, tests)
+  passwd    print a password hash for authorization.users
 
 Run 'leafgate <command> --help' for a command's options.
 `,
@@ -64,6 +66,13 @@ Options:
   --link PATH   device path to create (default ./leafgate-<profile>)
   --rate N      frames per second (default 1)
   -h, --help    show this help
+`,
+  passwd: `Usage: leafgate passwd < password-file
+       echo -n 's3cret' | leafgate passwd
+
+Reads a password from standard input (one line) and prints its scrypt hash, for
+the password of a user under authorization.users. The password itself is never
+stored.
 `,
   version: `Usage: leafgate version
 
@@ -119,6 +128,18 @@ async function simModbus(link: string | undefined): Promise<number> {
     process.once("SIGTERM", () => done());
   });
   await slave.close();
+  return 0;
+}
+
+async function passwd(): Promise<number> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const password = Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
+  if (password.length === 0) {
+    process.stderr.write("leafgate: passwd: no password on standard input\n");
+    return EXIT_USAGE;
+  }
+  process.stdout.write(`${await hashPassword(password)}\n`);
   return 0;
 }
 
@@ -270,6 +291,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "sim":
       return sim(options);
+    case "passwd":
+      return passwd();
     default:
       return run(options.config);
   }

@@ -2,7 +2,7 @@ import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import type { LeafgateConfig } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
-import { Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
+import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
   type DeviceProfile,
@@ -182,6 +182,11 @@ export class Gateway {
       mqttLog,
       metrics,
       new RetainedStore(db),
+      new Authenticator({
+        users: config.authorization.users,
+        defaultPermissions: config.authorization.default_permissions,
+        allowAnonymous: config.mqtt.allow_anonymous,
+      }),
     );
     this.#broker = broker;
     for (const { host, port } of config.mqtt.listeners) {

@@ -1,3 +1,10 @@
 export { ConfigError, type ConfigErrorCode } from "./errors.js";
 export { formatConfig, type LoadConfigOptions, loadConfig } from "./load.js";
-export type { LeafgateConfig, ListenerConfig, TlsFilesConfig } from "./schema.js";
+export type {
+  LeafgateConfig,
+  ListenerConfig,
+  PermissionRule,
+  PermissionsConfig,
+  TlsFilesConfig,
+  UserConfig,
+} from "./schema.js";

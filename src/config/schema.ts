@@ -19,6 +19,21 @@ export interface TlsFilesConfig {
  * (except `mqtt.max_keepalive`, in seconds), sizes in bytes, paths absolute,
  * `{gateway}` substituted. Deep-frozen by `loadConfig`.
  */
+/** Subject patterns a client may publish to / subscribe to; `%u` and `%c` are substituted. */
+export interface PermissionRule {
+  readonly allow: readonly string[]; // default [">"]
+  readonly deny: readonly string[]; // default []
+}
+export interface PermissionsConfig {
+  readonly publish: PermissionRule;
+  readonly subscribe: PermissionRule;
+}
+export interface UserConfig {
+  readonly user: string;
+  readonly password: string; // an scrypt hash from `leafgate passwd`
+  readonly permissions: PermissionsConfig | null; // null: default_permissions
+}
+
 /** A serial port and the device on it. */
 export interface SerialPortEntry {
   readonly path: string;
@@ -84,6 +99,10 @@ export interface LeafgateConfig {
     readonly max_file_size: number | null; // bytes; null = as large as the disk allows
     readonly on_full: "drop_oldest" | "reject"; // default drop_oldest: subjects no class names
     readonly classes: readonly BufferClassConfig[];
+  };
+  readonly authorization: {
+    readonly default_permissions: PermissionsConfig;
+    readonly users: readonly UserConfig[];
   };
   readonly serial: {
     readonly ports: readonly SerialPortEntry[];
@@ -206,6 +225,21 @@ const list = (of: Node, d: unknown[], minItems = 0): Node => ({
   minItems,
 });
 
+/** A subject pattern that may hold %u (user name) and %c (client id) tokens. */
+const PERMISSION_PATTERN: StringRule = {
+  expected: "a NATS subject pattern (%u and %c allowed)",
+  test: (s) => isValidPattern(s.replaceAll("%u", "u").replaceAll("%c", "c")),
+};
+const RULE = obj({
+  allow: list(str({ rule: PERMISSION_PATTERN }), [">"]),
+  deny: list(str({ rule: PERMISSION_PATTERN }), []),
+});
+const PERMISSIONS = obj({ publish: RULE, subscribe: RULE });
+const SCRYPT_HASH: StringRule = {
+  expected: 'an scrypt hash from "leafgate passwd" ($scrypt$...)',
+  test: (s) => /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(s),
+};
+
 const LISTENER = obj({ host: str({ default: "127.0.0.1" }), port: int(0, PORT_MAX, 1883) });
 
 /** Every key leafgate reads; the YAML shape in DESIGN.md is a contract. */
@@ -293,6 +327,17 @@ export const CONFIG_SCHEMA: Node = obj({
           default: null,
         },
         max_age: { kind: "duration", min: 1000, nullable: true, default: null },
+      }),
+      [],
+    ),
+  }),
+  authorization: obj({
+    default_permissions: PERMISSIONS,
+    users: list(
+      obj({
+        user: str(),
+        password: str({ rule: SCRYPT_HASH, secret: true }),
+        permissions: { ...PERMISSIONS, nullable: true, default: null },
       }),
       [],
     ),
@@ -507,6 +552,19 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
         problems.push(`${label(`${at}.path`)}: ${port.path} is configured twice`);
       paths.add(port.path);
     }
+  }
+  const users = new Set<string>();
+  for (const [i, u] of (c?.authorization?.users ?? []).entries()) {
+    const at = `authorization.users[${i}]`;
+    if (u?.user === undefined)
+      problems.push(`${label(`${at}.user`)}: expected a user name, got nothing`);
+    else if (users.has(u.user))
+      problems.push(`${label(`${at}.user`)}: "${u.user}" is listed twice`);
+    else users.add(u.user);
+    if (u?.password === undefined)
+      problems.push(
+        `${label(`${at}.password`)}: expected an scrypt hash from "leafgate passwd", got nothing`,
+      );
   }
   const names = new Set<string>();
   for (const [i, cls] of (c?.buffer?.classes ?? []).entries()) {

@@ -1,5 +1,6 @@
 import type { Bus, Counter, Gauge, Logger, Metrics } from "../core/index.js";
 import type { RetainedStore } from "../store/index.js";
+import { Authenticator } from "./auth.js";
 import { Connection } from "./connection.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
@@ -41,6 +42,8 @@ export interface BrokerMetrics {
   readonly sent: Counter;
   readonly dropped: Counter;
   readonly wills: Counter;
+  readonly authFailures: Counter;
+  readonly denied: Counter;
 }
 
 /** At most this many protocol-error lines per window; the rest are counted, then summarised. */
@@ -62,6 +65,7 @@ export class Broker {
 
   /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
   readonly retained: RetainedStore | undefined;
+  readonly auth: Authenticator;
 
   constructor(
     bus: Bus,
@@ -69,9 +73,20 @@ export class Broker {
     log: Logger,
     metrics: Metrics,
     retained?: RetainedStore,
+    auth?: Authenticator,
   ) {
     this.bus = bus;
     this.retained = retained;
+    this.auth =
+      auth ??
+      new Authenticator({
+        users: [],
+        defaultPermissions: {
+          publish: { allow: [">"], deny: [] },
+          subscribe: { allow: [">"], deny: [] },
+        },
+        allowAnonymous: options.allowAnonymous,
+      });
     this.options = options;
     this.log = log;
     this.metrics = {
@@ -98,6 +113,14 @@ export class Broker {
         "Messages not delivered or not accepted, by reason",
       ),
       wills: metrics.counter("leafgate_mqtt_wills_published_total", "Wills published"),
+      authFailures: metrics.counter(
+        "leafgate_mqtt_auth_failures_total",
+        "CONNECTs refused, by CONNACK return code",
+      ),
+      denied: metrics.counter(
+        "leafgate_mqtt_denied_total",
+        "PUBLISH and SUBSCRIBE refused by permissions, by kind",
+      ),
     };
   }
 

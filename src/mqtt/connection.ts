@@ -2,6 +2,7 @@ import mqtt from "mqtt-packet";
 import type { Envelope } from "../core/index.js";
 import { errorMessage, subjectMatches } from "../core/index.js";
 import type { RetainedMessage } from "../store/index.js";
+import { ALLOW_ALL, type Permissions } from "./auth.js";
 import type { Broker } from "./broker.js";
 import { MqttProtocolError } from "./errors.js";
 import { handleConnect } from "./handlers/connect.js";
@@ -17,7 +18,12 @@ import type { Transport, TransportHandler } from "./transport.js";
  * `closing` while pending commits settle (so committed messages still get their
  * PUBACK); `closed` once the transport is gone. Transitions happen only here.
  */
-export type ConnectionState = "awaiting-connect" | "connected" | "closing" | "closed";
+export type ConnectionState =
+  | "awaiting-connect"
+  | "authenticating"
+  | "connected"
+  | "closing"
+  | "closed";
 
 export interface Subscription {
   readonly filter: string;
@@ -32,6 +38,8 @@ export interface Subscription {
 const KEEPALIVE_GRACE = 1.5;
 const MAX_PACKET_ID = 0xffff;
 const DOLLAR = "$".charCodeAt(0);
+/** Packets a client may send behind CONNECT before its CONNACK (authentication pending). */
+const MAX_HELD_PACKETS = 100;
 /** Envelopes made to send a retained message on SUBSCRIBE (they go out with retain set). */
 const RETAINED_COPIES = new WeakSet<Envelope>();
 
@@ -40,6 +48,13 @@ export class Connection implements TransportHandler {
   readonly transport: Transport;
   state: ConnectionState = "awaiting-connect";
   clientId: string | undefined;
+  /** The authenticated user, when the client logged in as one. */
+  user: string | undefined;
+  permissions: Permissions = ALLOW_ALL;
+  /** Packets that arrived while CONNECT was being authenticated, replayed after. */
+  #held: mqtt.Packet[] = [];
+  #pausedForAuth = false;
+  readonly #deniedLogged = new Set<string>();
   /** The will from CONNECT, until a clean DISCONNECT discards it or it is published. */
   will: { subject: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean } | undefined;
   protocolVersion: 3 | 4 = 4;
@@ -68,7 +83,9 @@ export class Connection implements TransportHandler {
     this.#parser.on("packet", (packet) => this.#dispatch(packet));
     this.#parser.on("error", (err: Error) => this.#onParseError(err));
     this.#timer = setTimeout(() => {
-      if (this.state === "awaiting-connect") this.close("connect-timeout");
+      if (this.state === "awaiting-connect" || this.state === "authenticating") {
+        this.close("connect-timeout");
+      }
     }, broker.options.connectTimeoutMs);
   }
 
@@ -101,7 +118,11 @@ export class Connection implements TransportHandler {
   }
 
   #isOpen(): boolean {
-    return this.state === "awaiting-connect" || this.state === "connected";
+    return (
+      this.state === "awaiting-connect" ||
+      this.state === "authenticating" ||
+      this.state === "connected"
+    );
   }
 
   onClose(error?: Error): void {
@@ -130,6 +151,14 @@ export class Connection implements TransportHandler {
   #dispatch(packet: mqtt.Packet): void {
     if (this.state === "closing" || this.state === "closed") return;
     if (packet.length !== undefined && this.#checkSize(packet.length)) return;
+    if (this.state === "authenticating") {
+      if (this.#held.length >= MAX_HELD_PACKETS) {
+        this.protocolError(new MqttProtocolError("malformed", "too many packets before CONNACK"));
+        return;
+      }
+      this.#held.push(packet);
+      return;
+    }
     try {
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
@@ -204,6 +233,33 @@ export class Connection implements TransportHandler {
       `mqtt protocol error, closing connection: ${err.message}`,
     );
     this.close(`protocol-error`, true);
+  }
+
+  /** One log line per client and kind: a misconfigured device must not flood the log. */
+  logDenied(kind: "publish" | "subscribe", topic: string): void {
+    if (this.#deniedLogged.has(kind)) return;
+    this.#deniedLogged.add(kind);
+    this.broker.log.warn(
+      { client: this.clientId, user: this.user, topic },
+      `mqtt ${kind} denied by permissions (further denials of this client are only counted)`,
+    );
+  }
+
+  /** CONNECT is being checked: hold further packets and stop reading. */
+  beginAuthentication(): void {
+    this.state = "authenticating";
+    this.#pausedForAuth = true;
+    this.transport.pause();
+  }
+
+  /** CONNECT accepted: read again and handle what arrived meanwhile, in order. */
+  endAuthentication(): void {
+    if (!this.#pausedForAuth) return;
+    this.#pausedForAuth = false;
+    const held = this.#held;
+    this.#held = [];
+    for (const packet of held) this.#dispatch(packet);
+    if (this.state === "connected" && !this.#paused) this.transport.resume();
   }
 
   /** Starts keepalive supervision once CONNECT has been accepted. */
@@ -306,6 +362,7 @@ export class Connection implements TransportHandler {
 
   #deliver(message: Envelope): undefined {
     if (this.state !== "connected") return undefined;
+    if (!this.permissions.mayReceive(message.subject)) return undefined;
     // Overlapping subscriptions: deliver once, at the highest granted QoS [MQTT-3.3.5-1].
     let granted = -1;
     const dollar = message.subject.charCodeAt(0) === DOLLAR;

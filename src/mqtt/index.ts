@@ -1,3 +1,4 @@
+export { Authenticator, hashPassword, verifyPassword } from "./auth.js";
 export { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker.js";
 export { MqttProtocolError, VIOLATIONS } from "./errors.js";
 export { TcpListener } from "./listener.js";

@@ -77,6 +77,13 @@ const DEFAULTS: LeafgateConfig = {
     on_full: "drop_oldest",
     classes: [],
   },
+  authorization: {
+    default_permissions: {
+      publish: { allow: [">"], deny: [] },
+      subscribe: { allow: [">"], deny: [] },
+    },
+    users: [],
+  },
   serial: { ports: [], profiles_dir: null },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
   log: { level: "info" },
@@ -198,6 +205,13 @@ describe("loadConfig", () => {
             max_age: null,
           },
         ],
+      },
+      authorization: {
+        default_permissions: {
+          publish: { allow: [">"], deny: [] },
+          subscribe: { allow: [">"], deny: [] },
+        },
+        users: [],
       },
       serial: { ports: [], profiles_dir: null },
       http: { enabled: false, host: "0.0.0.0", port: 9000 },

@@ -26,6 +26,16 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   }
   const qos = packet.qos;
   broker.metrics.received.inc({ qos: String(qos) });
+  if (!conn.permissions.canPublish(subject)) {
+    // MQTT 3.1.1 has no negative ack: the message is dropped, and still acknowledged so
+    // the client does not resend it forever.
+    broker.metrics.denied.inc({ kind: "publish" });
+    conn.logDenied("publish", packet.topic);
+    const id = packet.messageId ?? 0;
+    if (qos === 1) conn.send(encodeAck("puback", id));
+    if (qos === 2) conn.send(encodeAck("pubrec", id));
+    return;
+  }
   const payload = packet.payload;
   const message: Envelope = {
     subject,

@@ -25,6 +25,16 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
       codes.push(SUBACK_FAILURE);
       continue;
     }
+    // `a/#` maps to `a.>` plus the parent `a`: the filter is decided by `a.>`; the parent
+    // is added only where it is allowed itself (a permission on `a.>` need not cover `a`).
+    const main = patterns[patterns.length - 1]!;
+    if (!conn.permissions.canSubscribe(main)) {
+      broker.metrics.denied.inc({ kind: "subscribe" });
+      conn.logDenied("subscribe", filter);
+      codes.push(SUBACK_FAILURE);
+      continue;
+    }
+    patterns = patterns.filter((p) => p === main || conn.permissions.canSubscribe(p));
     // A new subscription with the same filter replaces the old one [MQTT-3.8.4-3].
     conn.subscriptions.get(filter)?.unsubscribe();
     const busSubs = patterns.map((p) => broker.bus.subscribe(p, conn.subscriber));
