@@ -189,8 +189,8 @@ export class Gateway {
       }),
     );
     this.#broker = broker;
-    for (const { host, port } of config.mqtt.listeners) {
-      const listener = new TcpListener(broker, mqttLog);
+    for (const { host, port, tls } of config.mqtt.listeners) {
+      const listener = new TcpListener(broker, mqttLog, tls);
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
     }

@@ -5,6 +5,8 @@ import { isValidPattern, isValidSubject, isValidToken } from "../core/subject.js
 export interface ListenerConfig {
   readonly host: string;
   readonly port: number;
+  /** MQTT over TLS (cert and key required; with `ca`, clients must present a certificate). */
+  readonly tls?: TlsFilesConfig;
 }
 
 /** TLS material as absolute file paths. */
@@ -240,7 +242,11 @@ const SCRYPT_HASH: StringRule = {
   test: (s) => /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(s),
 };
 
-const LISTENER = obj({ host: str({ default: "127.0.0.1" }), port: int(0, PORT_MAX, 1883) });
+const LISTENER = obj({
+  host: str({ default: "127.0.0.1" }),
+  port: int(0, PORT_MAX, 1883),
+  tls: obj({ cert: { kind: "path" }, key: { kind: "path" }, ca: { kind: "path" } }, true),
+});
 
 /** Every key leafgate reads; the YAML shape in DESIGN.md is a contract. */
 export const CONFIG_SCHEMA: Node = obj({
@@ -551,6 +557,11 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
       if (paths.has(port.path))
         problems.push(`${label(`${at}.path`)}: ${port.path} is configured twice`);
       paths.add(port.path);
+    }
+  }
+  for (const [i, l] of (c?.mqtt?.listeners ?? []).entries()) {
+    if (l?.tls !== undefined && (l.tls.cert === undefined || l.tls.key === undefined)) {
+      problems.push(`${label(`mqtt.listeners[${i}].tls`)}: expected both cert and key files`);
     }
   }
   const users = new Set<string>();

@@ -1,6 +1,9 @@
+import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 import type { Logger } from "../core/index.js";
+import { errorMessage, LeafgateError } from "../core/index.js";
 import type { Broker } from "./broker.js";
 import type { Transport } from "./transport.js";
 
@@ -42,9 +45,16 @@ export class TcpListener {
   readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
 
-  constructor(broker: Broker, log: Logger) {
+  readonly #tls: boolean;
+
+  constructor(
+    broker: Broker,
+    log: Logger,
+    tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string },
+  ) {
     this.#log = log;
-    this.#server = createServer({ noDelay: true }, (socket) => {
+    this.#tls = tls !== undefined;
+    const accept = (socket: Socket): void => {
       this.#sockets.add(socket);
       const handler = broker.accept(socketTransport(socket));
       socket.on("data", (chunk: Buffer) => handler.onData(chunk));
@@ -53,7 +63,38 @@ export class TcpListener {
         this.#sockets.delete(socket);
         handler.onClose();
       });
+    };
+    if (tls === undefined) {
+      this.#server = createServer({ noDelay: true }, accept);
+      return;
+    }
+    const read = (what: string, file: string | undefined): Buffer | undefined => {
+      if (file === undefined) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new LeafgateError(
+          "LG_ERR_MQTT_TLS",
+          `cannot read the MQTT listener's TLS ${what} ${file}: ${errorMessage(err)}`,
+          { cause: err },
+        );
+      }
+    };
+    const ca = read("ca", tls.ca);
+    const server = createTlsServer({
+      cert: read("cert", tls.cert),
+      key: read("key", tls.key),
+      ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
     });
+    server.on("secureConnection", (socket) => {
+      socket.setNoDelay(true);
+      accept(socket);
+    });
+    // A failed handshake is the client's problem: counted by nothing, logged at debug.
+    server.on("tlsClientError", (err) =>
+      log.debug({ err: errorMessage(err) }, "mqtt tls handshake failed"),
+    );
+    this.#server = server;
   }
 
   async listen(host: string, port: number): Promise<AddressInfo> {
@@ -65,7 +106,7 @@ export class TcpListener {
       });
     });
     const address = this.#server.address() as AddressInfo;
-    this.#log.info({ host: address.address, port: address.port }, "mqtt listening");
+    this.#log.info({ host: address.address, port: address.port, tls: this.#tls }, "mqtt listening");
     return address;
   }
 

@@ -33,8 +33,7 @@ export function writeConfig(options: GatewayConfigOptions = {}): { dir: TempDir;
   id: ${options.id ?? "gw1"}
   data_dir: ./data
 mqtt:
-  listeners: [ { host: 127.0.0.1, port: 0 } ]
-${options.mqtt ?? ""}
+${options.mqtt?.includes("listeners:") ? "" : "  listeners: [ { host: 127.0.0.1, port: 0 } ]\n"}${options.mqtt ?? ""}
 upstream:
   servers: [ "${options.hub ?? "nats://127.0.0.1:1"}" ]
   mode: ${options.mode ?? "jetstream"}
