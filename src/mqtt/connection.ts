@@ -27,7 +27,7 @@ export type ConnectionState =
 
 export interface Subscription {
   readonly filter: string;
-  readonly qos: 0 | 1;
+  readonly qos: 0 | 1 | 2;
   readonly patterns: readonly string[];
   /** The filter starts with `+` or `#`, so it must not match `$` topics. */
   readonly leadingWildcard: boolean;
@@ -73,8 +73,8 @@ export class Connection implements TransportHandler {
   #idleWaiters: (() => void)[] = [];
   #closedWaiters: (() => void)[] = [];
   #nextPacketId = 1;
-  readonly #inflight = new Map<number, Envelope>();
-  readonly #queued: Envelope[] = [];
+  readonly #inflight = new Map<number, { message: Envelope; qos: 1 | 2; released: boolean }>();
+  readonly #queued: { message: Envelope; qos: 1 | 2 }[] = [];
   readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
 
   constructor(broker: Broker, transport: Transport) {
@@ -192,9 +192,10 @@ export class Connection implements TransportHandler {
         case "connect":
           throw new MqttProtocolError("secondConnect");
         case "pubrec":
+          this.received(packet.messageId ?? 0);
+          break;
         case "pubcomp":
-          // We never send QoS 2 (subscriptions are granted at most QoS 1), so there is
-          // nothing to acknowledge; a stray one is ignored.
+          this.acknowledge(packet.messageId ?? 0, "pubcomp");
           break;
         case "auth":
           throw new MqttProtocolError("unsupportedPacket", "AUTH");
@@ -378,7 +379,7 @@ export class Connection implements TransportHandler {
       }
     }
     if (granted < 0) return undefined;
-    this.#send(message, Math.min(granted, message.qos) as 0 | 1);
+    this.#send(message, Math.min(granted, message.qos) as 0 | 1 | 2);
     return undefined;
   }
 
@@ -422,11 +423,11 @@ export class Connection implements TransportHandler {
         retain: true,
       };
       RETAINED_COPIES.add(copy);
-      this.#send(copy, Math.min(sub.qos, m.qos) as 0 | 1);
+      this.#send(copy, Math.min(sub.qos, m.qos) as 0 | 1 | 2);
     }
   }
 
-  #send(message: Envelope, qos: 0 | 1): void {
+  #send(message: Envelope, qos: 0 | 1 | 2): void {
     if (qos === 0) {
       if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
         this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
@@ -436,23 +437,23 @@ export class Connection implements TransportHandler {
       return;
     }
     if (this.#inflight.size < this.broker.options.maxInflight) {
-      this.#sendQos1(message);
+      this.#sendAcked(message, qos);
     } else if (this.#queued.length < this.broker.options.maxQueued) {
-      this.#queued.push(message);
+      this.#queued.push({ message, qos });
     } else {
       this.broker.metrics.dropped.inc({ reason: "queue-full" });
     }
   }
 
-  #sendQos1(message: Envelope): void {
+  #sendAcked(message: Envelope, qos: 1 | 2): void {
     let id = this.#nextPacketId;
     while (this.#inflight.has(id)) id = (id % MAX_PACKET_ID) + 1;
     this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
-    this.#inflight.set(id, message);
-    this.#writePublish(message, 1, id);
+    this.#inflight.set(id, { message, qos, released: false });
+    this.#writePublish(message, qos, id);
   }
 
-  #writePublish(message: Envelope, qos: 0 | 1, packetId: number): void {
+  #writePublish(message: Envelope, qos: 0 | 1 | 2, packetId: number): void {
     try {
       // Live deliveries clear the retain flag [MQTT-3.3.1-9]; only retained copies sent
       // on SUBSCRIBE carry it.
@@ -466,11 +467,25 @@ export class Connection implements TransportHandler {
     }
   }
 
-  /** Frees an inflight slot on PUBACK and sends the next queued message. */
-  acknowledge(packetId: number): boolean {
-    if (!this.#inflight.delete(packetId)) return false;
+  /**
+   * PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound exchange: the slot is freed and
+   * the next queued message goes. An ack of the wrong kind for the id is ignored.
+   */
+  acknowledge(packetId: number, kind: "puback" | "pubcomp" = "puback"): boolean {
+    const entry = this.#inflight.get(packetId);
+    if (entry === undefined) return false;
+    if ((kind === "puback") !== (entry.qos === 1)) return false;
+    this.#inflight.delete(packetId);
     const next = this.#queued.shift();
-    if (next !== undefined) this.#sendQos1(next);
+    if (next !== undefined) this.#sendAcked(next.message, next.qos);
     return true;
+  }
+
+  /** PUBREC for our QoS 2 PUBLISH: answer PUBREL [MQTT-4.3.3-1]; repeat it if asked again. */
+  received(packetId: number): void {
+    const entry = this.#inflight.get(packetId);
+    if (entry === undefined || entry.qos !== 2) return;
+    entry.released = true;
+    this.send(encodeAck("pubrel", packetId));
   }
 }

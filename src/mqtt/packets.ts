@@ -70,7 +70,7 @@ export function encodeSuback(packetId: number, returnCodes: readonly number[]): 
 export function encodePublish(
   subject: string,
   payload: Uint8Array,
-  qos: 0 | 1,
+  qos: 0 | 1 | 2,
   packetId: number,
   retain = false,
 ): Buffer {

@@ -165,8 +165,7 @@ describe("MQTT to JetStream through the outbox", () => {
       "cmd/gw1/+/set": { qos: 1 },
       "unused/+/x": { qos: 2 },
     });
-    // Outbound QoS 2 is not offered yet: a QoS 2 request is granted QoS 1.
-    expect(granted.map((g) => g.qos)).toEqual([1, 1, 1]);
+    expect(granted.map((g) => g.qos)).toEqual([1, 1, 2]);
 
     const publisher = await connectMqttJs(gw.mqttPort);
     await publisher.publishAsync("sensors/a", "one", { qos: 1 });

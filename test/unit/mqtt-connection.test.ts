@@ -117,6 +117,8 @@ const client = {
     gen({ cmd: "unsubscribe", messageId, unsubscriptions: filters }),
   puback: (messageId: number) => gen({ cmd: "puback", messageId }),
   pubrel: (messageId: number) => gen({ cmd: "pubrel", messageId }),
+  pubrec: (messageId: number) => gen({ cmd: "pubrec", messageId }),
+  pubcomp: (messageId: number) => gen({ cmd: "pubcomp", messageId }),
   pingreq: () => gen({ cmd: "pingreq" }),
   disconnect: () => gen({ cmd: "disconnect" }),
 };
@@ -672,13 +674,30 @@ describe("SUBSCRIBE and delivery", () => {
     expect(t.sent().at(-1)).toBe("publish q1 #1 ok/z hi");
   });
 
-  it("grants QoS 1 for a QoS 2 request and sends QoS 2 messages at QoS 1", async () => {
-    const h = setup();
+  it("grants QoS 2 and runs PUBLISH, PUBREC, PUBREL, PUBCOMP outbound [MQTT-4.3.3]", async () => {
+    const h = setup({ maxInflight: 1 });
     const { t, conn } = h.connected();
     feed(conn, client.subscribe(4, [["q2/topic", 2]]));
-    expect(t.sent()).toEqual(["connack rc=0", "suback 4 [1]"]);
+    expect(t.sent()).toEqual(["connack rc=0", "suback 4 [2]"]);
     await h.bus.publish(envelope("q2.topic", "m", 2));
-    expect(t.sent()).toEqual(["connack rc=0", "suback 4 [1]", "publish q1 #1 q2/topic m"]);
+    await h.bus.publish(envelope("q2.topic", "n", 2));
+    // One in flight: the second waits for the first exchange to complete.
+    expect(t.sent().slice(2)).toEqual(["publish q2 #1 q2/topic m"]);
+    // A PUBACK does not end a QoS 2 exchange.
+    feed(conn, client.puback(1));
+    expect(t.sent().slice(3)).toEqual([]);
+    feed(conn, client.pubrec(1));
+    expect(t.sent().slice(3)).toEqual(["pubrel 1"]);
+    // A repeated PUBREC gets PUBREL again.
+    feed(conn, client.pubrec(1));
+    expect(t.sent().slice(4)).toEqual(["pubrel 1"]);
+    feed(conn, client.pubcomp(1));
+    expect(t.sent().slice(5)).toEqual(["publish q2 #2 q2/topic n"]);
+    // A QoS 1 message to a QoS 2 subscription goes at QoS 1.
+    feed(conn, client.pubrec(2));
+    feed(conn, client.pubcomp(2));
+    await h.bus.publish(envelope("q2.topic", "o", 1));
+    expect(t.sent().slice(-1)).toEqual(["publish q1 #3 q2/topic o"]);
   });
 
   it("subscribing to the same filter again replaces the subscription [MQTT-3.8.4-3]", async () => {

@@ -4,8 +4,8 @@ import type { Connection, Subscription } from "../connection.js";
 import { SUBACK_FAILURE } from "../errors.js";
 import { encodeSuback } from "../packets.js";
 
-/** Highest QoS granted: outbound QoS 2 arrives with the complete broker. */
-const MAX_GRANTED_QOS = 1;
+/** Every QoS is granted as asked: outbound QoS 2 runs PUBREC/PUBREL/PUBCOMP [MQTT-4.3.3]. */
+const MAX_GRANTED_QOS = 2;
 
 /** SUBSCRIBE (section 3.8): one bus subscription per NATS pattern of each filter. */
 export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
@@ -38,7 +38,7 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     // A new subscription with the same filter replaces the old one [MQTT-3.8.4-3].
     conn.subscriptions.get(filter)?.unsubscribe();
     const busSubs = patterns.map((p) => broker.bus.subscribe(p, conn.subscriber));
-    const granted = Math.min(qos, MAX_GRANTED_QOS) as 0 | 1;
+    const granted = Math.min(qos, MAX_GRANTED_QOS) as 0 | 1 | 2;
     const subscription: Subscription = {
       filter,
       qos: granted,
