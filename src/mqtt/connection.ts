@@ -414,6 +414,7 @@ export class Connection implements TransportHandler {
     if (this.state !== "connected") return;
     for (const m of messages) {
       if (sub.leadingWildcard && m.subject.charCodeAt(0) === DOLLAR) continue;
+      if (!this.permissions.mayReceive(m.subject)) continue;
       const copy: Envelope = {
         subject: m.subject,
         payload: m.payload,

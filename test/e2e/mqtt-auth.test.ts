@@ -104,6 +104,18 @@ describe("MQTT authorization", () => {
     await pub.publishAsync("plant/marker", "m", { qos: 1 });
     await waitFor(() => got.includes("plant/marker"));
     expect(got).toEqual(["plant/marker"]);
+
+    // Nor as a retained message to a new subscriber.
+    await pub.publishAsync("admin/config", "secret", { qos: 1, retain: true });
+    await pub.publishAsync("plant/state", "ok", { qos: 1, retain: true });
+    const late = await connectMqttJs(gw!.mqttPort);
+    clients.push(late);
+    const lateGot: string[] = [];
+    late.on("message", (topic) => lateGot.push(topic));
+    await late.subscribeAsync({ "#": { qos: 1 } });
+    await pub.publishAsync("plant/marker2", "m", { qos: 1 });
+    await waitFor(() => lateGot.includes("plant/marker2"));
+    expect(lateGot).toEqual(["plant/state", "plant/marker2"]);
   });
 
   it("accepts a user from Python paho", async () => {
