@@ -1,12 +1,10 @@
-import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
+import type { Bus, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
-import { applyScale, createDecoder, type DecodeResult, type DecoderSpec } from "./decoders.js";
+import { createDecoder, type DecodeResult, type DecoderSpec } from "./decoders.js";
 import { createFramer, type FramingSpec } from "./framing.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import { type DeviceProfile, ProfileError, type SerialSettings } from "./profile.js";
-
-/** One log line per port and reason at most this often; counters count everything. */
-const BAD_FRAME_LOG_INTERVAL_MS = 60_000;
+import { DevicePublisher } from "./publisher.js";
 
 export interface SerialPortConfig {
   readonly path: string;
@@ -126,14 +124,8 @@ export class SerialDevice {
   readonly config: SerialPortConfig;
   readonly profile: DeviceProfile;
   readonly #port: PortManager;
-  readonly #bus: Bus;
-  readonly #log: Logger;
-  readonly #frames: Counter;
-  readonly #bad: Counter;
-  readonly #dropped: Counter;
-  readonly #badLoggedAt = new Map<string, number>();
+  readonly #out: DevicePublisher;
   #idleTimer: NodeJS.Timeout | undefined;
-  #framesTotal = 0;
 
   constructor(options: {
     config: SerialPortConfig;
@@ -146,24 +138,22 @@ export class SerialDevice {
     const { config, profile, log, metrics } = options;
     this.config = config;
     this.profile = profile;
-    this.#bus = options.bus;
-    this.#log = log;
-    this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
-    this.#bad = metrics.counter(
-      "leafgate_serial_bad_frames_total",
-      "Frames or bytes dropped, by port and reason",
-    );
-    this.#dropped = metrics.counter(
-      "leafgate_serial_dropped_total",
-      "Decoded messages the buffer refused, by port",
-    );
+    this.#out = new DevicePublisher({
+      profile,
+      port: config.path,
+      device: config.device,
+      bus: options.bus,
+      log,
+      metrics,
+      badMessage: "bad serial data dropped",
+    });
     let decode: (frame: Buffer) => DecodeResult;
     let framer: ReturnType<typeof createFramer>;
     try {
       decode = createDecoder(decoderSpec(profile.decoder));
       framer = createFramer(framingSpec(profile.framing), {
         frame: (bytes) => this.#onFrame(decode(bytes)),
-        bad: (reason, bytes) => this.#onBad(reason, `${bytes} bytes`),
+        bad: (reason, bytes) => this.#out.bad(reason, `${bytes} bytes`),
       });
     } catch (err) {
       throw new ProfileError(profile.name, [errorMessage(err)]);
@@ -199,80 +189,21 @@ export class SerialDevice {
       device: this.config.device,
       path: this.config.path,
       profile: this.profile.name,
-      frames: this.#framesTotal,
+      frames: this.#out.frames,
       ...this.#port.status(),
     };
   }
 
-  #onBad(reason: string, detail: string): void {
-    this.#bad.inc({ port: this.config.path, reason });
-    const now = Date.now();
-    if (now - (this.#badLoggedAt.get(reason) ?? 0) < BAD_FRAME_LOG_INTERVAL_MS) return;
-    this.#badLoggedAt.set(reason, now);
-    this.#log.warn(
-      { path: this.config.path, device: this.config.device, reason, detail },
-      "bad serial data dropped (logged once a minute per reason)",
-    );
-  }
-
   #onFrame(result: DecodeResult): void {
     if (!result.ok) {
-      this.#onBad(result.reason, result.detail);
+      this.#out.bad(result.reason, result.detail);
       return;
     }
-    const { profile, config } = this;
-    const values: Record<string, unknown> = {};
-    let any = false;
-    for (const field of profile.fields) {
-      const raw = result.values[field.source];
-      if (raw === undefined) continue;
-      const scaled = applyScale(raw, field);
-      if (!scaled.ok) {
-        this.#onBad(scaled.reason, `${field.name}: ${scaled.detail}`);
-        continue;
-      }
-      values[field.name] = scaled.value;
-      any = true;
+    // A header row carries no values by design; anything else without a profile field
+    // means the profile's field sources do not match what the decoder produced.
+    const published = this.#out.publish(result.values, this.config.device, result.kind);
+    if (!published && result.kind !== "header") {
+      this.#out.bad("no_fields", "no profile field in the frame");
     }
-    if (!any) {
-      // A header row carries no values by design; anything else means the profile's
-      // field sources do not match what the decoder produced.
-      if (result.kind !== "header") this.#onBad("no_fields", "no profile field in the frame");
-      return;
-    }
-    this.#framesTotal++;
-    this.#frames.inc({ port: config.path });
-    const receivedAtMs = Date.now();
-    const base = profile.subject
-      .replaceAll("{device}", config.device)
-      .replaceAll("{kind}", result.kind ?? "frame");
-    if (profile.publish === "per_frame") {
-      this.#publish(base, values, receivedAtMs);
-      return;
-    }
-    for (const field of profile.fields) {
-      if (!(field.name in values)) continue;
-      this.#publish(
-        base.replaceAll("{field}", field.name),
-        field.unit === null
-          ? { value: values[field.name] }
-          : { value: values[field.name], unit: field.unit },
-        receivedAtMs,
-      );
-    }
-  }
-
-  #publish(subject: string, body: unknown, receivedAtMs: number): void {
-    const message: Envelope = {
-      subject,
-      payload: Buffer.from(JSON.stringify(body)),
-      receivedAtMs,
-      origin: "serial",
-      qos: 1,
-    };
-    this.#bus.publish(message).catch((err) => {
-      this.#dropped.inc({ port: this.config.path });
-      this.#onBad("buffer_refused", errorMessage(err));
-    });
   }
 }

@@ -39,9 +39,8 @@
  *   next cycle starts as soon as it is open.
  */
 
-import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
-import { applyScale, type Value } from "./decoders.js";
+import type { Bus, Counter, Logger, Metrics } from "../core/index.js";
+import type { Value } from "./decoders.js";
 import { lineSettings, type SerialPortConfig } from "./device.js";
 import {
   EXCEPTION_FLAG,
@@ -57,9 +56,8 @@ import {
 } from "./modbus.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import { type DeviceProfile, ProfileError, type SerialSettings } from "./profile.js";
+import { DevicePublisher } from "./publisher.js";
 
-/** One log line per port and reason at most this often; counters count everything. */
-const BAD_FRAME_LOG_INTERVAL_MS = 60_000;
 /** Profile defaults: a second between polls suits meters; 200 ms covers a slave's
  * processing time plus a 125-register answer at 19200 baud. */
 const DEFAULT_POLL_INTERVAL_MS = 1_000;
@@ -326,14 +324,10 @@ export class ModbusDevice {
   readonly profile: DeviceProfile;
   readonly spec: ModbusSpec;
   readonly #port: PortManager;
-  readonly #bus: Bus;
   readonly #log: Logger;
-  readonly #frames: Counter;
-  readonly #bad: Counter;
-  readonly #dropped: Counter;
+  readonly #out: DevicePublisher;
   readonly #requests: Counter;
   readonly #retried: Counter;
-  readonly #badLoggedAt = new Map<string, number>();
   readonly #plan: readonly SlavePlan[];
   readonly #silenceMs: number;
   #state: DeviceState = "new";
@@ -342,7 +336,6 @@ export class ModbusDevice {
   /** The sleep in progress: between cycles (`wakeOnOpen`) or before a request. */
   #sleep: { timer: NodeJS.Timeout; wakeOnOpen: boolean; wake(): void } | undefined;
   #skipped = false;
-  #framesTotal = 0;
 
   constructor(options: {
     config: SerialPortConfig;
@@ -356,17 +349,16 @@ export class ModbusDevice {
     this.config = config;
     this.profile = profile;
     this.spec = modbusSpec(profile);
-    this.#bus = options.bus;
     this.#log = log;
-    this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
-    this.#bad = metrics.counter(
-      "leafgate_serial_bad_frames_total",
-      "Frames or bytes dropped, by port and reason",
-    );
-    this.#dropped = metrics.counter(
-      "leafgate_serial_dropped_total",
-      "Decoded messages the buffer refused, by port",
-    );
+    this.#out = new DevicePublisher({
+      profile,
+      port: config.path,
+      device: config.device,
+      bus: options.bus,
+      log,
+      metrics,
+      badMessage: "modbus read failed",
+    });
     this.#requests = metrics.counter(
       "leafgate_serial_modbus_requests_total",
       "Modbus requests written, by port",
@@ -409,7 +401,7 @@ export class ModbusDevice {
       device: this.config.device,
       path: this.config.path,
       profile: this.profile.name,
-      frames: this.#framesTotal,
+      frames: this.#out.frames,
       ...this.#port.status(),
     };
   }
@@ -594,65 +586,11 @@ export class ModbusDevice {
   }
 
   #onBad(reason: string, detail: string): void {
-    this.#bad.inc({ port: this.config.path, reason });
-    const now = Date.now();
-    if (now - (this.#badLoggedAt.get(reason) ?? 0) < BAD_FRAME_LOG_INTERVAL_MS) return;
-    this.#badLoggedAt.set(reason, now);
-    this.#log.warn(
-      { path: this.config.path, device: this.config.device, reason, detail },
-      "modbus read failed (logged once a minute per reason)",
-    );
+    this.#out.bad(reason, detail);
   }
 
-  /** As SerialDevice publishes a decoded frame. */
   #onValues(device: string, decoded: Readonly<Record<string, Value>>): void {
-    const { profile, config } = this;
-    const values: Record<string, unknown> = {};
-    let any = false;
-    for (const field of profile.fields) {
-      const raw = decoded[field.source];
-      if (raw === undefined) continue;
-      const scaled = applyScale(raw, field);
-      if (!scaled.ok) {
-        this.#onBad(scaled.reason, `${field.name}: ${scaled.detail}`);
-        continue;
-      }
-      values[field.name] = scaled.value;
-      any = true;
-    }
-    if (!any) return;
-    this.#framesTotal++;
-    this.#frames.inc({ port: config.path });
-    const receivedAtMs = Date.now();
-    const base = profile.subject.replaceAll("{device}", device);
-    if (profile.publish === "per_frame") {
-      this.#publish(base, values, receivedAtMs);
-      return;
-    }
-    for (const field of profile.fields) {
-      if (!(field.name in values)) continue;
-      this.#publish(
-        base.replaceAll("{field}", field.name),
-        field.unit === null
-          ? { value: values[field.name] }
-          : { value: values[field.name], unit: field.unit },
-        receivedAtMs,
-      );
-    }
-  }
-
-  #publish(subject: string, body: unknown, receivedAtMs: number): void {
-    const message: Envelope = {
-      subject,
-      payload: Buffer.from(JSON.stringify(body)),
-      receivedAtMs,
-      origin: "serial",
-      qos: 1,
-    };
-    this.#bus.publish(message).catch((err) => {
-      this.#dropped.inc({ port: this.config.path });
-      this.#onBad("buffer_refused", errorMessage(err));
-    });
+    this.#out.publish(decoded, device);
   }
 }
 

@@ -1,0 +1,125 @@
+import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
+import { errorMessage } from "../core/index.js";
+import { applyScale, type Value } from "./decoders.js";
+import type { DeviceProfile } from "./profile.js";
+
+/** One log line per port and reason at most this often; counters count everything. */
+const BAD_DATA_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * What every serial device does with decoded values: applies the profile's fields
+ * (type, scale, offset), publishes them on the profile's subjects as JSON, and counts
+ * and logs (once a minute per reason) what could not be used.
+ */
+export class DevicePublisher {
+  readonly #profile: DeviceProfile;
+  readonly #port: string;
+  readonly #device: string;
+  readonly #bus: Bus;
+  readonly #log: Logger;
+  readonly #badMessage: string;
+  readonly #frames: Counter;
+  readonly #bad: Counter;
+  readonly #dropped: Counter;
+  readonly #badLoggedAt = new Map<string, number>();
+  #published = 0;
+
+  constructor(options: {
+    profile: DeviceProfile;
+    port: string;
+    device: string;
+    bus: Bus;
+    log: Logger;
+    metrics: Metrics;
+    /** The log line for bad data, e.g. "bad serial data dropped". */
+    badMessage: string;
+  }) {
+    this.#profile = options.profile;
+    this.#port = options.port;
+    this.#device = options.device;
+    this.#bus = options.bus;
+    this.#log = options.log;
+    this.#badMessage = options.badMessage;
+    const { metrics } = options;
+    this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
+    this.#bad = metrics.counter(
+      "leafgate_serial_bad_frames_total",
+      "Frames or bytes dropped, by port and reason",
+    );
+    this.#dropped = metrics.counter(
+      "leafgate_serial_dropped_total",
+      "Decoded messages the buffer refused, by port",
+    );
+  }
+
+  /** Frames that published at least one field. */
+  get frames(): number {
+    return this.#published;
+  }
+
+  /** Counts bad data; logs it once a minute per reason. */
+  bad(reason: string, detail: string): void {
+    this.#bad.inc({ port: this.#port, reason });
+    const now = Date.now();
+    if (now - (this.#badLoggedAt.get(reason) ?? 0) < BAD_DATA_LOG_INTERVAL_MS) return;
+    this.#badLoggedAt.set(reason, now);
+    this.#log.warn(
+      { path: this.#port, device: this.#device, reason, detail },
+      `${this.#badMessage} (logged once a minute per reason)`,
+    );
+  }
+
+  /**
+   * Publishes the profile's fields found in `decoded`; false when none was there.
+   * `device` fills {device} (a Modbus bus with several slaves has one per slave).
+   */
+  publish(decoded: Readonly<Record<string, Value>>, device: string, kind = "frame"): boolean {
+    const profile = this.#profile;
+    const values: Record<string, Value> = {};
+    let any = false;
+    for (const field of profile.fields) {
+      const raw = decoded[field.source];
+      if (raw === undefined) continue;
+      const scaled = applyScale(raw, field);
+      if (!scaled.ok) {
+        this.bad(scaled.reason, `${field.name}: ${scaled.detail}`);
+        continue;
+      }
+      values[field.name] = scaled.value;
+      any = true;
+    }
+    if (!any) return false;
+    this.#published++;
+    this.#frames.inc({ port: this.#port });
+    const receivedAtMs = Date.now();
+    const base = profile.subject.replaceAll("{device}", device).replaceAll("{kind}", kind);
+    if (profile.publish === "per_frame") {
+      this.#send(base, values, receivedAtMs);
+      return true;
+    }
+    for (const field of profile.fields) {
+      if (!(field.name in values)) continue;
+      const value = values[field.name];
+      this.#send(
+        base.replaceAll("{field}", field.name),
+        field.unit === null ? { value } : { value, unit: field.unit },
+        receivedAtMs,
+      );
+    }
+    return true;
+  }
+
+  #send(subject: string, body: unknown, receivedAtMs: number): void {
+    const message: Envelope = {
+      subject,
+      payload: Buffer.from(JSON.stringify(body)),
+      receivedAtMs,
+      origin: "serial",
+      qos: 1,
+    };
+    this.#bus.publish(message).catch((err) => {
+      this.#dropped.inc({ port: this.#port });
+      this.bad("buffer_refused", errorMessage(err));
+    });
+  }
+}
