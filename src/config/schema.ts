@@ -7,6 +7,8 @@ export interface ListenerConfig {
   readonly port: number;
   /** MQTT over TLS (cert and key required; with `ca`, clients must present a certificate). */
   readonly tls?: TlsFilesConfig;
+  /** MQTT over WebSocket (subprotocol `mqtt`, any path), with TLS when `tls` is set. */
+  readonly websocket: boolean;
 }
 
 /** TLS material as absolute file paths. */
@@ -66,6 +68,11 @@ export interface LeafgateConfig {
     readonly max_keepalive: number; // seconds (default 60)
     readonly connect_timeout: number; // ms (default 10s) for a socket that never sends CONNECT
     readonly max_packet_size: number; // bytes (default 1MB)
+    readonly max_connections: number; // default 1000; 0 = no limit
+    readonly max_inflight: number; // outbound QoS 1/2 awaiting ack per client (default 100)
+    readonly max_queued_messages: number; // per session, behind the window or offline (default 1000)
+    readonly max_session_expiry: number; // ms (default 7d): longest an offline session is kept
+    readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
   };
   readonly upstream: {
     readonly servers: readonly string[]; // default ["nats://127.0.0.1:4222"]
@@ -246,6 +253,7 @@ const LISTENER = obj({
   host: str({ default: "127.0.0.1" }),
   port: int(0, PORT_MAX, 1883),
   tls: obj({ cert: { kind: "path" }, key: { kind: "path" }, ca: { kind: "path" } }, true),
+  websocket: { kind: "bool", default: false },
 });
 
 /** Every key leafgate reads; the YAML shape in DESIGN.md is a contract. */
@@ -262,6 +270,13 @@ export const CONFIG_SCHEMA: Node = obj({
     max_keepalive: int(0, PORT_MAX, 60),
     connect_timeout: { kind: "duration", min: 1, default: "10s" },
     max_packet_size: { kind: "size", min: 1, max: MQTT_MAX_PACKET_BYTES, default: "1MB" },
+    max_connections: int(0, 1_000_000, 1000),
+    // Outbound packet ids are 16 bits; the window cannot exceed them.
+    max_inflight: int(1, 65_535, 100),
+    max_queued_messages: int(0, 10_000_000, 1000),
+    // MQTT 5 carries the session expiry as a 32-bit number of seconds.
+    max_session_expiry: { kind: "duration", max: 0xffff_ffff * 1000, default: "7d" },
+    topic_alias_maximum: int(0, 65_535, 64),
   }),
   upstream: obj({
     servers: list(str({ rule: SERVER_URL }), ["nats://127.0.0.1:4222"], 1),

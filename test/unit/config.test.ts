@@ -45,11 +45,16 @@ function problemsOf(fn: () => unknown): readonly string[] {
 const DEFAULTS: LeafgateConfig = {
   gateway: { id: "pi-local", data_dir: "/srv/leafgate/data" },
   mqtt: {
-    listeners: [{ host: "127.0.0.1", port: 1883 }],
+    listeners: [{ host: "127.0.0.1", port: 1883, websocket: false }],
     allow_anonymous: true,
     max_keepalive: 60,
     connect_timeout: 10_000,
     max_packet_size: 1_000_000,
+    max_connections: 1000,
+    max_inflight: 100,
+    max_queued_messages: 1000,
+    max_session_expiry: 7 * 24 * 3600 * 1000,
+    topic_alias_maximum: 64,
   },
   upstream: {
     servers: ["nats://127.0.0.1:4222"],
@@ -151,14 +156,19 @@ describe("loadConfig", () => {
       gateway: { id: "gw-kitchen", data_dir: path.join(dir, "data") },
       mqtt: {
         listeners: [
-          { host: "127.0.0.1", port: 1883 },
-          { host: "0.0.0.0", port: 0 },
+          { host: "127.0.0.1", port: 1883, websocket: false },
+          { host: "0.0.0.0", port: 0, websocket: false },
         ],
         // A listener off loopback: anonymous access is off unless the file says so.
         allow_anonymous: false,
         max_keepalive: 120,
         connect_timeout: 250,
         max_packet_size: 524_288,
+        max_connections: 1000,
+        max_inflight: 100,
+        max_queued_messages: 1000,
+        max_session_expiry: 7 * 24 * 3600 * 1000,
+        topic_alias_maximum: 64,
       },
       upstream: {
         servers: ["nats://hub-1:4222", "tls://hub-2"],
@@ -265,7 +275,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [
@@ -401,8 +411,8 @@ describe("environment overrides", () => {
     });
     expect(c.upstream.servers).toStrictEqual(["nats://a:4222", "nats://b:4222"]);
     expect(c.mqtt.listeners).toStrictEqual([
-      { host: "0.0.0.0", port: 1883 },
-      { host: "127.0.0.1", port: 1884 },
+      { host: "0.0.0.0", port: 1883, websocket: false },
+      { host: "127.0.0.1", port: 1884, websocket: false },
     ]);
     expect(c.upstream.mode).toBe("core");
   });
