@@ -2,7 +2,7 @@ import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import type { LeafgateConfig } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
-import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, TcpListener } from "./mqtt/index.js";
+import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
   type DeviceProfile,
@@ -17,6 +17,7 @@ import {
   Outbox,
   openDatabase,
   RetainedStore,
+  SessionStore,
 } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
@@ -52,7 +53,7 @@ export class Gateway {
   #outbox: Outbox | undefined;
   #upstream: Upstream | undefined;
   #broker: Broker | undefined;
-  #listeners: TcpListener[] = [];
+  #listeners: MqttListener[] = [];
   #devices: (SerialDevice | ModbusDevice)[] = [];
   #http: HttpEndpoint | undefined;
   #mqttAddresses: AddressInfo[] = [];
@@ -178,6 +179,11 @@ export class Gateway {
         connectTimeoutMs: config.mqtt.connect_timeout,
         maxPacketSize: config.mqtt.max_packet_size,
         allowAnonymous: config.mqtt.allow_anonymous,
+        maxConnections: config.mqtt.max_connections,
+        maxInflight: config.mqtt.max_inflight,
+        maxQueued: config.mqtt.max_queued_messages,
+        maxSessionExpiryMs: config.mqtt.max_session_expiry,
+        topicAliasMaximum: config.mqtt.topic_alias_maximum,
       },
       mqttLog,
       metrics,
@@ -187,10 +193,15 @@ export class Gateway {
         defaultPermissions: config.authorization.default_permissions,
         allowAnonymous: config.mqtt.allow_anonymous,
       }),
+      new SessionStore(db),
     );
     this.#broker = broker;
-    for (const { host, port, tls } of config.mqtt.listeners) {
-      const listener = new TcpListener(broker, mqttLog, tls);
+    broker.restoreSessions();
+    for (const { host, port, tls, websocket } of config.mqtt.listeners) {
+      const listener = new MqttListener(broker, mqttLog, {
+        ...(tls !== undefined ? { tls } : {}),
+        websocket,
+      });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
     }

@@ -4,6 +4,20 @@ export type Origin = "mqtt" | "nats" | "serial" | "upstream" | "internal";
 /** Message headers, NATS style: a name may carry several values. */
 export type Headers = ReadonlyMap<string, readonly string[]>;
 
+/**
+ * Application message properties as MQTT 5 defines them (section 3.3.2.3); carried to
+ * MQTT 5 subscribers unchanged and to the hub as headers.
+ */
+export interface MessageProperties {
+  readonly payloadFormat?: 0 | 1;
+  readonly contentType?: string;
+  /** An MQTT topic name. */
+  readonly responseTopic?: string;
+  readonly correlationData?: Uint8Array;
+  /** In the order they were published [MQTT-3.3.2-18]; a name may repeat. */
+  readonly userProperties?: ReadonlyArray<readonly [string, string]>;
+}
+
 /** A message inside the gateway: always on a NATS-style subject. */
 export interface Envelope {
   readonly subject: string;
@@ -15,4 +29,9 @@ export interface Envelope {
   /** MQTT QoS the message was published with (0 for other origins). */
   readonly qos: 0 | 1 | 2;
   readonly retain?: boolean;
+  readonly properties?: MessageProperties;
+  /** Past this wall-clock time (ms) the message is no longer delivered (MQTT 5 expiry). */
+  readonly expiresAtMs?: number;
+  /** The MQTT client id that published it, for subscriptions with No Local. */
+  readonly publisher?: string;
 }

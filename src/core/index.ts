@@ -1,5 +1,5 @@
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
-export type { Envelope, Headers, Origin } from "./envelope.js";
+export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";
 export { errorMessage, LeafgateError } from "./errors.js";
 export {
   type Counter,

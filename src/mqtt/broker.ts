@@ -1,7 +1,10 @@
-import type { Bus, Counter, Gauge, Logger, Metrics } from "../core/index.js";
-import type { RetainedStore } from "../store/index.js";
+import type { Bus, Counter, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
+import { errorMessage } from "../core/index.js";
+import type { RetainedStore, SessionStore } from "../store/index.js";
 import { Authenticator } from "./auth.js";
 import { Connection } from "./connection.js";
+import { propertiesToHeaders } from "./properties.js";
+import { Session, type Will } from "./session.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
 export interface BrokerOptions {
@@ -11,10 +14,16 @@ export interface BrokerOptions {
   readonly connectTimeoutMs: number;
   readonly maxPacketSize: number;
   readonly allowAnonymous: boolean;
-  /** Outbound QoS 1 messages awaiting PUBACK per client. */
+  /** Outbound QoS 1/2 messages awaiting their ack per client. */
   readonly maxInflight: number;
-  /** Outbound QoS 1 messages queued behind a full inflight window per client. */
+  /** QoS 1/2 messages a session queues behind a full window or while offline. */
   readonly maxQueued: number;
+  /** Longest an offline session is kept (3.1.1 persistent sessions, capped MQTT 5 ones). */
+  readonly maxSessionExpiryMs: number;
+  /** Topic aliases an MQTT 5 client may set (CONNACK Topic Alias Maximum). */
+  readonly topicAliasMaximum: number;
+  /** Connected clients at most; 0 = no limit. */
+  readonly maxConnections: number;
   /** Outbound QoS 0 messages are dropped while a client has this much unsent. */
   readonly maxWriteBufferBytes: number;
   /** Durable commits a client may have pending before its socket is paused. */
@@ -28,6 +37,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   allowAnonymous: true,
   maxInflight: 100,
   maxQueued: 1000,
+  maxSessionExpiryMs: 7 * 24 * 3600 * 1000,
+  topicAliasMaximum: 64,
+  maxConnections: 1000,
   maxWriteBufferBytes: 1024 * 1024,
   maxPendingCommits: 4096,
 };
@@ -44,6 +56,7 @@ export interface BrokerMetrics {
   readonly wills: Counter;
   readonly authFailures: Counter;
   readonly denied: Counter;
+  readonly sessions: Gauge;
 }
 
 /** At most this many protocol-error lines per window; the rest are counted, then summarised. */
@@ -57,14 +70,17 @@ export class Broker {
   readonly log: Logger;
   readonly metrics: BrokerMetrics;
   readonly #connections = new Set<Connection>();
-  readonly #byClientId = new Map<string, Connection>();
+  readonly #sessions = new Map<string, Session>();
   #nextAnonymousId = 1;
+  #shuttingDown = false;
   #logWindowStartMs = 0;
   #loggedInWindow = 0;
   #suppressed = 0;
 
   /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
   readonly retained: RetainedStore | undefined;
+  /** Persistent sessions; absent, sessions last only while the process does. */
+  readonly sessionStore: SessionStore | undefined;
   readonly auth: Authenticator;
 
   constructor(
@@ -74,9 +90,11 @@ export class Broker {
     metrics: Metrics,
     retained?: RetainedStore,
     auth?: Authenticator,
+    sessionStore?: SessionStore,
   ) {
     this.bus = bus;
     this.retained = retained;
+    this.sessionStore = sessionStore;
     this.auth =
       auth ??
       new Authenticator({
@@ -121,7 +139,31 @@ export class Broker {
         "leafgate_mqtt_denied_total",
         "PUBLISH and SUBSCRIBE refused by permissions, by kind",
       ),
+      sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
     };
+  }
+
+  /** Brings back the persistent sessions of the last run; expired ones are dropped. */
+  restoreSessions(nowMs = Date.now()): void {
+    const store = this.sessionStore;
+    if (store === undefined) return;
+    let expired = 0;
+    for (const stored of store.loadAll()) {
+      const since = stored.disconnectedAtMs ?? nowMs;
+      if (since + stored.expiryMs <= nowMs) {
+        store.deleteSession(stored.clientId);
+        expired++;
+        continue;
+      }
+      this.#sessions.set(stored.clientId, Session.restore(this, stored, nowMs));
+    }
+    this.metrics.sessions.set(this.#sessions.size);
+    if (this.#sessions.size > 0 || expired > 0) {
+      this.log.info(
+        { sessions: this.#sessions.size, expired },
+        "mqtt persistent sessions restored",
+      );
+    }
   }
 
   /** Starts the MQTT protocol on a freshly accepted transport. */
@@ -154,11 +196,92 @@ export class Broker {
     else this.#suppressed++;
   }
 
-  /** Binds `clientId` to `connection`, closing an older holder [MQTT-3.1.4-2]. */
-  claimClientId(clientId: string, connection: Connection): void {
-    const previous = this.#byClientId.get(clientId);
-    this.#byClientId.set(clientId, connection);
-    if (previous !== undefined && previous !== connection) previous.close("taken-over");
+  /**
+   * Gives `connection` the session of `clientId` [MQTT-3.1.2-4]: an older connection with
+   * the id is closed first [MQTT-3.1.4-2]; with clean start the old session ends and a
+   * new one begins [MQTT-3.1.2-4]. Returns the session and whether it was resumed.
+   */
+  takeSession(
+    clientId: string,
+    connection: Connection,
+    cleanStart: boolean,
+    expiryMs: number,
+  ): { session: Session; present: boolean } {
+    let session = this.#sessions.get(clientId);
+    const previous = session?.connection;
+    if (previous !== undefined && previous !== connection) {
+      previous.close("taken-over");
+      session?.detach(previous);
+      session = this.#sessions.get(clientId);
+    }
+    if (session !== undefined && cleanStart) {
+      this.endSession(session);
+      session = undefined;
+    }
+    const present = session !== undefined;
+    if (session === undefined) {
+      session = new Session(this, clientId, 0);
+      this.#sessions.set(clientId, session);
+      this.metrics.sessions.set(this.#sessions.size);
+    }
+    session.setExpiry(expiryMs);
+    return { session, present };
+  }
+
+  /** Ends a session: gone from memory and from the store. */
+  endSession(session: Session): void {
+    if (this.#sessions.get(session.clientId) === session) {
+      this.#sessions.delete(session.clientId);
+      this.metrics.sessions.set(this.#sessions.size);
+    }
+    session.end();
+    if (session.persistent) this.sessionStore?.deleteSession(session.clientId);
+  }
+
+  /** Publishes a will (now due) as if its client had published it. */
+  publishWill(clientId: string, will: Will): void {
+    const now = Date.now();
+    const message: Envelope = {
+      subject: will.subject,
+      payload: will.payload,
+      receivedAtMs: now,
+      origin: "mqtt",
+      qos: will.qos,
+      retain: will.retain,
+      publisher: clientId,
+      ...(will.properties !== undefined
+        ? { properties: will.properties, headers: propertiesToHeaders(will.properties) }
+        : {}),
+      ...(will.messageExpiryS !== undefined
+        ? { expiresAtMs: now + will.messageExpiryS * 1000 }
+        : {}),
+    };
+    if (message.retain === true) {
+      try {
+        this.retained?.set(message.subject, message.payload, message.qos, message.receivedAtMs);
+      } catch (err) {
+        this.log.warn(
+          { subject: message.subject, err: errorMessage(err) },
+          "retained will not stored",
+        );
+      }
+    }
+    this.metrics.wills.inc();
+    this.bus.publish(message).catch((err) => {
+      this.metrics.dropped.inc({ reason: "will-not-stored" });
+      this.log.warn({ client: clientId, err: errorMessage(err) }, "will not stored");
+    });
+  }
+
+  /** Connections that completed CONNECT and hold a session. */
+  get connectedCount(): number {
+    let n = 0;
+    for (const s of this.#sessions.values()) if (s.connection !== undefined) n++;
+    return n;
+  }
+
+  session(clientId: string): Session | undefined {
+    return this.#sessions.get(clientId);
   }
 
   /** A unique id for a client that sent an empty one with clean session [MQTT-3.1.3-6]. */
@@ -169,8 +292,7 @@ export class Broker {
   /** Called by a connection once its transport is gone. */
   forget(connection: Connection): void {
     this.#connections.delete(connection);
-    const id = connection.clientId;
-    if (id !== undefined && this.#byClientId.get(id) === connection) this.#byClientId.delete(id);
+    connection.session?.detach(connection);
     this.metrics.connections.set(this.#connections.size);
   }
 
@@ -178,8 +300,19 @@ export class Broker {
     return this.#connections.size;
   }
 
-  /** Closes every connection; pending commits still settle first (see Connection.close). */
+  /**
+   * Closes every connection; pending commits still settle first (see Connection.close).
+   * Persistent sessions stay in the store, as offline since now.
+   */
   async closeAll(reason: string): Promise<void> {
+    this.#shuttingDown = true;
     await Promise.all([...this.#connections].map((c) => c.closeAndWait(reason)));
+    for (const session of this.#sessions.values()) session.suspend();
+    this.sessionStore?.flush();
+  }
+
+  /** At shutdown, connections leave their sessions as they are (for the next start). */
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
   }
 }

@@ -1,16 +1,19 @@
 import mqtt from "mqtt-packet";
 import type { Envelope } from "../core/index.js";
-import { errorMessage, subjectMatches } from "../core/index.js";
+import { errorMessage, toTopic } from "../core/index.js";
 import type { RetainedMessage } from "../store/index.js";
 import { ALLOW_ALL, type Permissions } from "./auth.js";
 import type { Broker } from "./broker.js";
-import { MqttProtocolError } from "./errors.js";
+import { MqttProtocolError, REASON } from "./errors.js";
+import { PacketFramer } from "./framer.js";
 import { handleConnect } from "./handlers/connect.js";
-import { handlePuback } from "./handlers/puback.js";
+import { handleDisconnect } from "./handlers/disconnect.js";
 import { handlePublish, handlePubrel } from "./handlers/publish.js";
 import { handleSubscribe } from "./handlers/subscribe.js";
 import { handleUnsubscribe } from "./handlers/unsubscribe.js";
-import { encodeAck, encodeConnack, encodePublish, packetSize } from "./packets.js";
+import { encodeAck, encodeConnack, encodePublish, encodeV5 } from "./packets.js";
+import { encodePublishProperties, headersToProperties } from "./properties.js";
+import type { Outbound, Session, Subscription, Will } from "./session.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
 /**
@@ -25,23 +28,20 @@ export type ConnectionState =
   | "closing"
   | "closed";
 
-export interface Subscription {
-  readonly filter: string;
-  readonly qos: 0 | 1 | 2;
-  readonly patterns: readonly string[];
-  /** The filter starts with `+` or `#`, so it must not match `$` topics. */
-  readonly leadingWildcard: boolean;
-  readonly unsubscribe: () => void;
-}
-
 /** Keepalive is enforced at one and a half times the negotiated interval [MQTT-3.1.2-24]. */
 const KEEPALIVE_GRACE = 1.5;
-const MAX_PACKET_ID = 0xffff;
 const DOLLAR = "$".charCodeAt(0);
 /** Packets a client may send behind CONNECT before its CONNACK (authentication pending). */
 const MAX_HELD_PACKETS = 100;
-/** Envelopes made to send a retained message on SUBSCRIBE (they go out with retain set). */
-const RETAINED_COPIES = new WeakSet<Envelope>();
+/** MQTT 5 Receive Maximum when the client names none (section 3.1.2.11.3). */
+const DEFAULT_RECEIVE_MAXIMUM = 65_535;
+
+/** Why the server closes a connection, as an MQTT 5 DISCONNECT reason code. */
+const DISCONNECT_REASON: Readonly<Record<string, number>> = {
+  "keepalive-timeout": REASON.keepAliveTimeout,
+  "taken-over": REASON.sessionTakenOver,
+  shutdown: REASON.serverShuttingDown,
+};
 
 export class Connection implements TransportHandler {
   readonly broker: Broker;
@@ -51,20 +51,29 @@ export class Connection implements TransportHandler {
   /** The authenticated user, when the client logged in as one. */
   user: string | undefined;
   permissions: Permissions = ALLOW_ALL;
+  session: Session | undefined;
+  protocolVersion: 3 | 4 | 5 = 4;
+  /** The will from CONNECT, until a clean DISCONNECT discards it or it is released. */
+  will: Will | undefined;
+  /** CONNACK went out: from now on MQTT 5 errors are told with DISCONNECT. */
+  connackSent = false;
+  /** MQTT 5: the session expiry CONNECT asked for was 0 (DISCONNECT may not raise it). */
+  connectExpiryWasZero = false;
+  /** MQTT 5 limits the client announced in CONNECT. */
+  receiveMaximum = DEFAULT_RECEIVE_MAXIMUM;
+  clientMaxPacketSize = Number.POSITIVE_INFINITY;
+  clientTopicAliasMaximum = 0;
+  /** Inbound topic aliases (MQTT 5 section 3.3.2.3.4), this connection only. */
+  readonly aliasesIn = new Map<number, string>();
+  readonly #aliasesOut = new Map<string, number>();
+  #window = 0;
   /** Packets that arrived while CONNECT was being authenticated, replayed after. */
-  #held: mqtt.Packet[] = [];
+  #held: { packet: mqtt.Packet; raw: Buffer }[] = [];
   #pausedForAuth = false;
   readonly #deniedLogged = new Set<string>();
-  /** The will from CONNECT, until a clean DISCONNECT discards it or it is published. */
-  will: { subject: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean } | undefined;
-  protocolVersion: 3 | 4 = 4;
-  readonly subscriptions = new Map<string, Subscription>();
-  /**
-   * Inbound QoS 2 packet ids not yet released by PUBREL: `committing` until the message
-   * is stored, then `received` (PUBREC sent).
-   */
-  readonly awaitingRelease = new Map<number, "committing" | "received">();
   readonly #parser = mqtt.parser();
+  readonly #framer: PacketFramer;
+  #raw: Buffer = Buffer.alloc(0);
   #keepaliveMs = 0;
   #lastActivityMs = Date.now();
   #timer: NodeJS.Timeout | undefined;
@@ -72,15 +81,22 @@ export class Connection implements TransportHandler {
   #paused = false;
   #idleWaiters: (() => void)[] = [];
   #closedWaiters: (() => void)[] = [];
-  #nextPacketId = 1;
-  readonly #inflight = new Map<number, { message: Envelope; qos: 1 | 2; released: boolean }>();
-  readonly #queued: { message: Envelope; qos: 1 | 2 }[] = [];
-  readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
 
   constructor(broker: Broker, transport: Transport) {
     this.broker = broker;
     this.transport = transport;
-    this.#parser.on("packet", (packet) => this.#dispatch(packet));
+    this.#framer = new PacketFramer(
+      broker.options.maxPacketSize,
+      (raw) => {
+        this.#raw = raw;
+        this.#parser.parse(raw);
+      },
+      (error, detail) =>
+        this.protocolError(
+          new MqttProtocolError(error === "tooLarge" ? "packetTooLarge" : "malformed", detail),
+        ),
+    );
+    this.#parser.on("packet", (packet) => this.#dispatch(packet, this.#raw));
     this.#parser.on("error", (err: Error) => this.#onParseError(err));
     this.#timer = setTimeout(() => {
       if (this.state === "awaiting-connect" || this.state === "authenticating") {
@@ -89,40 +105,10 @@ export class Connection implements TransportHandler {
     }, broker.options.connectTimeoutMs);
   }
 
-  /** The bus subscriber that feeds this client's subscriptions. */
-  get subscriber(): { deliver(m: Envelope): undefined } {
-    return this.#subscriber;
-  }
-
   onData(chunk: Buffer): void {
     if (this.state === "closing" || this.state === "closed") return;
     this.#lastActivityMs = Date.now();
-    this.#parser.parse(chunk);
-    // mqtt-packet buffers a whole packet before parsing it: refuse one that announces
-    // more than the limit as soon as its length is known, before buffering it all.
-    const announced = (this.#parser as unknown as { packet?: { length?: number } }).packet?.length;
-    if (announced !== undefined && announced > 0 && this.#isOpen()) this.#checkSize(announced);
-  }
-
-  /** Refuses a packet over mqtt.max_packet_size; true when it was refused. */
-  #checkSize(remainingLength: number): boolean {
-    const size = packetSize(remainingLength);
-    if (size <= this.broker.options.maxPacketSize) return false;
-    this.protocolError(
-      new MqttProtocolError(
-        "packetTooLarge",
-        `${size} bytes, limit ${this.broker.options.maxPacketSize}`,
-      ),
-    );
-    return true;
-  }
-
-  #isOpen(): boolean {
-    return (
-      this.state === "awaiting-connect" ||
-      this.state === "authenticating" ||
-      this.state === "connected"
-    );
+    this.#framer.push(chunk);
   }
 
   onClose(error?: Error): void {
@@ -130,10 +116,9 @@ export class Connection implements TransportHandler {
     const wasClosing = this.state === "closing";
     this.state = "closed";
     clearTimeout(this.#timer);
-    for (const sub of this.subscriptions.values()) sub.unsubscribe();
-    this.subscriptions.clear();
+    this.#framer.stop();
+    if (!wasClosing) this.#releaseWill();
     this.broker.forget(this);
-    if (!wasClosing) this.#publishWill();
     if (!wasClosing) {
       const reason = error ? "socket-error" : "peer-closed";
       this.broker.metrics.closed.inc({ reason });
@@ -148,15 +133,14 @@ export class Connection implements TransportHandler {
     this.#idleWaiters = [];
   }
 
-  #dispatch(packet: mqtt.Packet): void {
+  #dispatch(packet: mqtt.Packet, raw: Buffer): void {
     if (this.state === "closing" || this.state === "closed") return;
-    if (packet.length !== undefined && this.#checkSize(packet.length)) return;
     if (this.state === "authenticating") {
       if (this.#held.length >= MAX_HELD_PACKETS) {
         this.protocolError(new MqttProtocolError("malformed", "too many packets before CONNACK"));
         return;
       }
-      this.#held.push(packet);
+      this.#held.push({ packet, raw });
       return;
     }
     try {
@@ -165,15 +149,27 @@ export class Connection implements TransportHandler {
         handleConnect(this, packet);
         return;
       }
+      const session = this.session!;
       switch (packet.cmd) {
         case "publish":
-          handlePublish(this, packet);
+          handlePublish(this, packet, raw);
           break;
         case "puback":
-          handlePuback(this, packet);
+          session.acknowledge(packet.messageId ?? 0, "puback");
+          break;
+        case "pubrec":
+          // A PUBREC with an error reason ends the exchange (section 4.3.3).
+          if ((packet.reasonCode ?? 0) >= 0x80) {
+            session.acknowledge(packet.messageId ?? 0, "pubrec-error");
+          } else {
+            session.received(packet.messageId ?? 0);
+          }
           break;
         case "pubrel":
           handlePubrel(this, packet);
+          break;
+        case "pubcomp":
+          session.acknowledge(packet.messageId ?? 0, "pubcomp");
           break;
         case "subscribe":
           handleSubscribe(this, packet);
@@ -185,19 +181,15 @@ export class Connection implements TransportHandler {
           this.transport.write(encodeAck("pingresp"));
           break;
         case "disconnect":
-          // A clean DISCONNECT discards the will [MQTT-3.1.2-10].
-          this.will = undefined;
-          this.close("client-disconnect");
+          handleDisconnect(this, packet);
           break;
         case "connect":
           throw new MqttProtocolError("secondConnect");
-        case "pubrec":
-          this.received(packet.messageId ?? 0);
-          break;
-        case "pubcomp":
-          this.acknowledge(packet.messageId ?? 0, "pubcomp");
-          break;
         case "auth":
+          // No authentication method was agreed in CONNECT [MQTT-4.12.0-1].
+          if (this.protocolVersion === 5) {
+            throw new MqttProtocolError("protocolError", "AUTH without an authentication method");
+          }
           throw new MqttProtocolError("unsupportedPacket", "AUTH");
         default:
           throw new MqttProtocolError("serverOnlyPacket", packet.cmd.toUpperCase());
@@ -223,6 +215,7 @@ export class Connection implements TransportHandler {
 
   /** Closes the connection for breaking the protocol: counted and logged once. */
   protocolError(err: MqttProtocolError): void {
+    if (this.state === "closing" || this.state === "closed") return;
     this.broker.metrics.protocolErrors.inc({ violation: err.violation });
     this.broker.logProtocolError(
       {
@@ -233,7 +226,14 @@ export class Connection implements TransportHandler {
       },
       `mqtt protocol error, closing connection: ${err.message}`,
     );
+    // MQTT 5: the reason goes in a DISCONNECT once CONNACK is out [MQTT-4.13.1-1].
+    this.#sendDisconnect(err.reasonCode);
     this.close(`protocol-error`, true);
+  }
+
+  #sendDisconnect(reasonCode: number): void {
+    if (this.protocolVersion !== 5 || !this.connackSent || this.state === "closed") return;
+    this.transport.write(encodeV5({ cmd: "disconnect", reasonCode }));
   }
 
   /** One log line per client and kind: a misconfigured device must not flood the log. */
@@ -259,8 +259,14 @@ export class Connection implements TransportHandler {
     this.#pausedForAuth = false;
     const held = this.#held;
     this.#held = [];
-    for (const packet of held) this.#dispatch(packet);
+    for (const { packet, raw } of held) this.#dispatch(packet, raw);
     if (this.state === "connected" && !this.#paused) this.transport.resume();
+  }
+
+  /** The window for outbound QoS 1/2: ours, or the client's Receive Maximum if smaller. */
+  setWindow(receiveMaximum: number): void {
+    this.receiveMaximum = receiveMaximum;
+    this.#window = Math.min(this.broker.options.maxInflight, receiveMaximum);
   }
 
   /** Starts keepalive supervision once CONNECT has been accepted. */
@@ -330,14 +336,20 @@ export class Connection implements TransportHandler {
     this.transport.write(bytes);
   }
 
-  /** Closes the connection; `now` skips waiting for pending commits (protocol errors). */
+  /**
+   * Closes the connection; `now` skips waiting for pending commits (protocol errors).
+   * MQTT 5 clients are told why with a DISCONNECT where the spec has a reason code.
+   */
   close(reason: string, now = false): void {
     if (this.state === "closing" || this.state === "closed") return;
+    const code = DISCONNECT_REASON[reason];
+    if (code !== undefined) this.#sendDisconnect(code);
     // Closed by the server for a fault (keepalive, protocol error, takeover): the will is
-    // published [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
-    if (reason !== "shutdown") this.#publishWill();
+    // released [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
+    if (reason !== "shutdown") this.#releaseWill();
     this.state = "closing";
     clearTimeout(this.#timer);
+    this.#framer.stop();
     this.transport.pause();
     if (reason !== "protocol-error") {
       this.broker.log.debug({ client: this.clientId, reason }, "mqtt connection closing");
@@ -359,51 +371,113 @@ export class Connection implements TransportHandler {
     return closed;
   }
 
-  // -- outbound delivery ---------------------------------------------------------
-
-  #deliver(message: Envelope): undefined {
-    if (this.state !== "connected") return undefined;
-    if (!this.permissions.mayReceive(message.subject)) return undefined;
-    // Overlapping subscriptions: deliver once, at the highest granted QoS [MQTT-3.3.5-1].
-    let granted = -1;
-    const dollar = message.subject.charCodeAt(0) === DOLLAR;
-    for (const sub of this.subscriptions.values()) {
-      if (sub.qos <= granted) continue;
-      // Filters starting with a wildcard do not match topics starting with $ [MQTT-4.7.2-1].
-      if (dollar && sub.leadingWildcard) continue;
-      for (const pattern of sub.patterns) {
-        if (subjectMatches(pattern, message.subject)) {
-          granted = sub.qos;
-          break;
-        }
-      }
-    }
-    if (granted < 0) return undefined;
-    this.#send(message, Math.min(granted, message.qos) as 0 | 1 | 2);
-    return undefined;
-  }
-
-  /** Publishes the will, once, as if the client had published it. */
-  #publishWill(): void {
+  /**
+   * The will goes out now, or after its delay if the session outlives the connection
+   * (MQTT 5 Will Delay Interval; the session publishes it when it ends, if sooner).
+   */
+  #releaseWill(): void {
     const will = this.will;
     this.will = undefined;
-    if (will === undefined) return;
-    const { broker } = this;
-    const message: Envelope = {
-      subject: will.subject,
-      payload: will.payload,
-      receivedAtMs: Date.now(),
-      origin: "mqtt",
-      qos: will.qos,
-      retain: will.retain,
-    };
-    if (will.retain)
-      broker.retained?.set(will.subject, will.payload, will.qos, message.receivedAtMs);
-    broker.metrics.wills.inc();
-    broker.bus.publish(message).catch((err) => {
-      broker.metrics.dropped.inc({ reason: "will-not-stored" });
-      broker.log.warn({ client: this.clientId, err: errorMessage(err) }, "will not stored");
+    if (will === undefined || this.clientId === undefined) return;
+    const session = this.session;
+    if (will.delayMs > 0 && session !== undefined && session.persistent) {
+      session.delayWill(will, will.delayMs);
+      return;
+    }
+    this.broker.publishWill(this.clientId, will);
+  }
+
+  // -- outbound delivery ---------------------------------------------------------
+
+  /** True while another QoS 1/2 message may go out. */
+  hasWindow(inflight: number): boolean {
+    return this.state === "connected" && inflight < this.#window;
+  }
+
+  /** A QoS 0 delivery: dropped for a client that is not keeping up. */
+  sendQos0(message: Envelope, retain: boolean, subscriptionIds?: readonly number[]): void {
+    if (this.state !== "connected") return;
+    if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
+      this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
+      return;
+    }
+    this.#writePublish(message, 0, 0, retain, false, subscriptionIds);
+  }
+
+  /** A QoS 1/2 delivery with its packet id; false when it cannot go to this client. */
+  sendAcked(out: Outbound, dup: boolean): boolean {
+    if (this.state !== "connected") return true;
+    return this.#writePublish(
+      out.message,
+      out.qos,
+      out.packetId,
+      out.retain,
+      dup,
+      out.subscriptionIds,
+    );
+  }
+
+  #writePublish(
+    message: Envelope,
+    qos: 0 | 1 | 2,
+    packetId: number,
+    retain: boolean,
+    dup: boolean,
+    subscriptionIds: readonly number[] | undefined,
+  ): boolean {
+    if (!this.permissions.mayReceive(message.subject)) return false;
+    let topic: string;
+    try {
+      topic = toTopic(message.subject);
+    } catch (err) {
+      // A subject with no MQTT form cannot reach an MQTT client; it is not this client's fault.
+      this.broker.metrics.dropped.inc({ reason: "untranslatable-subject" });
+      this.broker.log.debug({ subject: message.subject, err: errorMessage(err) }, "not delivered");
+      return false;
+    }
+    if (this.protocolVersion !== 5) {
+      this.transport.write(encodePublish(topic, message.payload, qos, packetId, retain, dup));
+      this.broker.metrics.sent.inc();
+      return true;
+    }
+    let alias = this.#aliasesOut.get(topic);
+    let newAlias = false;
+    if (alias === undefined && this.#aliasesOut.size < this.clientTopicAliasMaximum) {
+      alias = this.#aliasesOut.size + 1;
+      newAlias = true;
+    }
+    const properties =
+      message.properties ??
+      (message.headers !== undefined ? headersToProperties(message.headers) : undefined);
+    const expiresAtMs = message.expiresAtMs;
+    const props = encodePublishProperties({
+      properties,
+      // The interval left: the time the message waited is taken off [MQTT-3.3.2-6].
+      messageExpiryS:
+        expiresAtMs === undefined
+          ? undefined
+          : Math.max(1, Math.ceil((expiresAtMs - Date.now()) / 1000)),
+      topicAlias: alias,
+      subscriptionIds,
     });
+    const bytes = encodePublish(
+      alias !== undefined && !newAlias ? "" : topic,
+      message.payload,
+      qos,
+      packetId,
+      retain,
+      dup,
+      props,
+    );
+    // Never above the client's Maximum Packet Size: dropped as if sent [MQTT-3.1.2-24].
+    if (bytes.length > this.clientMaxPacketSize) {
+      this.broker.metrics.dropped.inc({ reason: "too-large-for-client" });
+      return false;
+    }
+    if (newAlias) this.#aliasesOut.set(topic, alias!);
+    this.transport.write(bytes);
+    this.broker.metrics.sent.inc();
+    return true;
   }
 
   /**
@@ -412,6 +486,7 @@ export class Connection implements TransportHandler {
    */
   deliverRetained(sub: Subscription, messages: readonly RetainedMessage[]): void {
     if (this.state !== "connected") return;
+    const ids = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
     for (const m of messages) {
       if (sub.leadingWildcard && m.subject.charCodeAt(0) === DOLLAR) continue;
       if (!this.permissions.mayReceive(m.subject)) continue;
@@ -422,71 +497,10 @@ export class Connection implements TransportHandler {
         origin: "internal",
         qos: m.qos,
         retain: true,
+        ...(m.properties !== undefined ? { properties: m.properties } : {}),
+        ...(m.expiresAtMs !== undefined ? { expiresAtMs: m.expiresAtMs } : {}),
       };
-      RETAINED_COPIES.add(copy);
-      this.#send(copy, Math.min(sub.qos, m.qos) as 0 | 1 | 2);
+      this.session?.offer(copy, Math.min(sub.qos, m.qos) as 0 | 1 | 2, true, ids);
     }
-  }
-
-  #send(message: Envelope, qos: 0 | 1 | 2): void {
-    if (qos === 0) {
-      if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
-        this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
-        return;
-      }
-      this.#writePublish(message, 0, 0);
-      return;
-    }
-    if (this.#inflight.size < this.broker.options.maxInflight) {
-      this.#sendAcked(message, qos);
-    } else if (this.#queued.length < this.broker.options.maxQueued) {
-      this.#queued.push({ message, qos });
-    } else {
-      this.broker.metrics.dropped.inc({ reason: "queue-full" });
-    }
-  }
-
-  #sendAcked(message: Envelope, qos: 1 | 2): void {
-    let id = this.#nextPacketId;
-    while (this.#inflight.has(id)) id = (id % MAX_PACKET_ID) + 1;
-    this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
-    this.#inflight.set(id, { message, qos, released: false });
-    this.#writePublish(message, qos, id);
-  }
-
-  #writePublish(message: Envelope, qos: 0 | 1 | 2, packetId: number): void {
-    try {
-      // Live deliveries clear the retain flag [MQTT-3.3.1-9]; only retained copies sent
-      // on SUBSCRIBE carry it.
-      const retain = RETAINED_COPIES.has(message);
-      this.transport.write(encodePublish(message.subject, message.payload, qos, packetId, retain));
-      this.broker.metrics.sent.inc();
-    } catch (err) {
-      // A subject with no MQTT form cannot reach an MQTT client; it is not this client's fault.
-      this.broker.metrics.dropped.inc({ reason: "untranslatable-subject" });
-      this.broker.log.debug({ subject: message.subject, err: errorMessage(err) }, "not delivered");
-    }
-  }
-
-  /**
-   * PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound exchange: the slot is freed and
-   * the next queued message goes. An ack of the wrong kind for the id is ignored.
-   */
-  acknowledge(packetId: number, kind: "puback" | "pubcomp" = "puback"): boolean {
-    const entry = this.#inflight.get(packetId);
-    if (entry === undefined) return false;
-    if ((kind === "puback") !== (entry.qos === 1)) return false;
-    this.#inflight.delete(packetId);
-    const next = this.#queued.shift();
-    if (next !== undefined) this.#sendAcked(next.message, next.qos);
-    return true;
-  }
-
-  /** PUBREC for our QoS 2 PUBLISH: answer PUBREL [MQTT-4.3.3-1]; repeat it if asked again. */
-  received(packetId: number): void {
-    const entry = this.#inflight.get(packetId);
-    if (entry === undefined || entry.qos !== 2) return;
-    entry.released = true;
-    this.send(encodeAck("pubrel", packetId));
   }
 }

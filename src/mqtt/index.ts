@@ -1,5 +1,5 @@
 export { Authenticator, hashPassword, verifyPassword } from "./auth.js";
 export { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker.js";
 export { MqttProtocolError, VIOLATIONS } from "./errors.js";
-export { TcpListener } from "./listener.js";
+export { MqttListener } from "./listener.js";
 export type { Transport, TransportHandler } from "./transport.js";

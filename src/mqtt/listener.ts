@@ -1,7 +1,10 @@
 import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingMessage } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
+import { type WebSocket, WebSocketServer } from "ws";
 import type { Logger } from "../core/index.js";
 import { errorMessage, LeafgateError } from "../core/index.js";
 import type { Broker } from "./broker.js";
@@ -39,21 +42,67 @@ function socketTransport(socket: Socket): Transport {
   };
 }
 
-/** A plain TCP MQTT listener. */
-export class TcpListener {
+/** The MQTT subprotocol names a WebSocket client may offer (section 6, and 3.1's). */
+const WS_PROTOCOLS = ["mqtt", "mqttv3.1"];
+/** A WebSocket whose close handshake does not finish within this is cut. */
+const WS_CLOSE_TIMEOUT_MS = 5_000;
+
+/**
+ * Adapts a WebSocket to the Transport. Packets written in one turn of the event loop go
+ * out as one binary message: MQTT does not care where frames split [MQTT-6.0.0-2].
+ */
+function webSocketTransport(ws: WebSocket, remote: string): Transport {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const flush = (): void => {
+    const parts = pending;
+    pending = [];
+    pendingBytes = 0;
+    if (parts.length === 0 || ws.readyState !== ws.OPEN) return;
+    ws.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts), { binary: true });
+  };
+  return {
+    write: (bytes) => {
+      if (pending.length === 0) process.nextTick(flush);
+      pending.push(bytes);
+      pendingBytes += bytes.length;
+      return ws.bufferedAmount === 0;
+    },
+    end: () => {
+      flush();
+      ws.close(1000);
+      setTimeout(() => ws.terminate(), WS_CLOSE_TIMEOUT_MS).unref();
+    },
+    destroy: () => ws.terminate(),
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
+    get writableLength() {
+      return ws.bufferedAmount + pendingBytes;
+    },
+    remote,
+  };
+}
+
+export interface ListenerOptions {
+  readonly tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string };
+  /** MQTT over WebSocket (section 6) instead of bare TCP. */
+  readonly websocket?: boolean;
+}
+
+/** An MQTT listener: TCP, TLS, or WebSocket over either. */
+export class MqttListener {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
-
   readonly #tls: boolean;
+  readonly #websocket: boolean;
+  #wss: WebSocketServer | undefined;
 
-  constructor(
-    broker: Broker,
-    log: Logger,
-    tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string },
-  ) {
+  constructor(broker: Broker, log: Logger, options: ListenerOptions = {}) {
+    const { tls } = options;
     this.#log = log;
     this.#tls = tls !== undefined;
+    this.#websocket = options.websocket === true;
     const accept = (socket: Socket): void => {
       this.#sockets.add(socket);
       const handler = broker.accept(socketTransport(socket));
@@ -64,10 +113,6 @@ export class TcpListener {
         handler.onClose();
       });
     };
-    if (tls === undefined) {
-      this.#server = createServer({ noDelay: true }, accept);
-      return;
-    }
     const read = (what: string, file: string | undefined): Buffer | undefined => {
       if (file === undefined) return undefined;
       try {
@@ -80,12 +125,26 @@ export class TcpListener {
         );
       }
     };
-    const ca = read("ca", tls.ca);
-    const server = createTlsServer({
-      cert: read("cert", tls.cert),
-      key: read("key", tls.key),
-      ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
-    });
+    const tlsOptions =
+      tls === undefined
+        ? undefined
+        : (() => {
+            const ca = read("ca", tls.ca);
+            return {
+              cert: read("cert", tls.cert),
+              key: read("key", tls.key),
+              ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+            };
+          })();
+    if (this.#websocket) {
+      this.#server = this.#webSocketServer(broker, tlsOptions);
+      return;
+    }
+    if (tlsOptions === undefined) {
+      this.#server = createServer({ noDelay: true }, accept);
+      return;
+    }
+    const server = createTlsServer(tlsOptions);
     server.on("secureConnection", (socket) => {
       socket.setNoDelay(true);
       accept(socket);
@@ -97,6 +156,42 @@ export class TcpListener {
     this.#server = server;
   }
 
+  #webSocketServer(
+    broker: Broker,
+    tlsOptions: Parameters<typeof createHttpsServer>[0] | undefined,
+  ): Server {
+    const http = tlsOptions === undefined ? createHttpServer() : createHttpsServer(tlsOptions);
+    http.on("connection", (socket: Socket) => {
+      socket.setNoDelay(true);
+      this.#sockets.add(socket);
+      socket.on("close", () => this.#sockets.delete(socket));
+    });
+    const wss = new WebSocketServer({
+      server: http,
+      maxPayload: broker.options.maxPacketSize + 8,
+      perMessageDeflate: false,
+      // The server selects "mqtt" [MQTT-6.0.0-4]; a client offering none is let in.
+      handleProtocols: (offered: Set<string>) => WS_PROTOCOLS.find((p) => offered.has(p)) ?? false,
+    });
+    this.#wss = wss;
+    wss.on("connection", (ws: WebSocket, req: IncomingMessage) => {
+      const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+      const handler = broker.accept(webSocketTransport(ws, remote));
+      ws.on("message", (data: Buffer, isBinary: boolean) => {
+        // MQTT travels in binary messages only; anything else closes [MQTT-6.0.0-1].
+        if (!isBinary) {
+          ws.terminate();
+          return;
+        }
+        handler.onData(data);
+      });
+      ws.on("error", (err) => handler.onClose(err));
+      ws.on("close", () => handler.onClose());
+    });
+    wss.on("error", (err) => this.#log.warn({ err: errorMessage(err) }, "mqtt websocket error"));
+    return http;
+  }
+
   async listen(host: string, port: number): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once("error", reject);
@@ -106,12 +201,16 @@ export class TcpListener {
       });
     });
     const address = this.#server.address() as AddressInfo;
-    this.#log.info({ host: address.address, port: address.port, tls: this.#tls }, "mqtt listening");
+    this.#log.info(
+      { host: address.address, port: address.port, tls: this.#tls, websocket: this.#websocket },
+      "mqtt listening",
+    );
     return address;
   }
 
   /** Stops accepting; open connections are closed by the broker. */
   stopAccepting(): Promise<void> {
+    this.#wss?.close();
     return new Promise((resolve) => {
       if (!this.#server.listening) resolve();
       else this.#server.close(() => resolve());

@@ -1,8 +1,9 @@
-import { toTopic } from "../core/index.js";
+import mqtt from "mqtt-packet";
 
 /**
- * Encoders for the packets a server sends in MQTT 3.1.1. They are few and fixed, and
- * PUBLISH/PUBACK are the hot path, so they are written out rather than generated.
+ * Encoders for the packets a server sends. PUBLISH and the acks are the hot path, so
+ * they are written out; the rarer MQTT 5 packets with properties (CONNACK, SUBACK,
+ * DISCONNECT...) go through mqtt-packet's generator.
  */
 
 const TYPE = {
@@ -46,39 +47,65 @@ export function encodeConnack(returnCode: number, sessionPresent = false): Buffe
   return Buffer.from([TYPE.connack, 2, sessionPresent ? 1 : 0, returnCode]);
 }
 
-/** PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK (packet id only) or PINGRESP. */
+/**
+ * PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK (packet id only) or PINGRESP. An MQTT 5
+ * ack with a reason code other than success carries it after the id (section 3.4.2.1).
+ */
 export function encodeAck(
   kind: "puback" | "pubrec" | "pubrel" | "pubcomp" | "unsuback" | "pingresp",
   packetId = 0,
+  reasonCode = 0,
 ): Buffer {
   if (kind === "pingresp") return PINGRESP;
+  if (reasonCode !== 0) {
+    return Buffer.from([TYPE[kind], 3, packetId >> 8, packetId & 0xff, reasonCode]);
+  }
   return Buffer.from([TYPE[kind], 2, packetId >> 8, packetId & 0xff]);
 }
 
-export function encodeSuback(packetId: number, returnCodes: readonly number[]): Buffer {
-  const remaining = 2 + returnCodes.length;
+/** Any packet in MQTT 5, properties included (the rare ones: CONNACK, SUBACK, DISCONNECT...). */
+export function encodeV5(packet: mqtt.Packet): Buffer {
+  return mqtt.generate(packet, { protocolVersion: 5 });
+}
+
+/** SUBACK; MQTT 5 adds an empty property block before the codes. */
+export function encodeSuback(packetId: number, returnCodes: readonly number[], v5 = false): Buffer {
+  const remaining = 2 + (v5 ? 1 : 0) + returnCodes.length;
   const buf = Buffer.allocUnsafe(1 + remainingLengthSize(remaining) + remaining);
   buf[0] = TYPE.suback;
   let at = writeRemainingLength(buf, 1, remaining);
   buf.writeUInt16BE(packetId, at);
   at += 2;
+  if (v5) buf[at++] = 0;
   for (const code of returnCodes) buf[at++] = code;
   return buf;
 }
 
-/** A PUBLISH to a subscriber; the subject becomes its MQTT topic. */
+/** MQTT 5 UNSUBACK: a reason code per filter (section 3.11). */
+export function encodeUnsuback(packetId: number, reasonCodes: readonly number[]): Buffer {
+  const buf = encodeSuback(packetId, reasonCodes, true);
+  buf[0] = TYPE.unsuback;
+  return buf;
+}
+
+/**
+ * A PUBLISH to a subscriber. `properties` is an encoded MQTT 5 property block (with its
+ * length), present exactly for MQTT 5 connections.
+ */
 export function encodePublish(
-  subject: string,
+  topic: string,
   payload: Uint8Array,
   qos: 0 | 1 | 2,
   packetId: number,
   retain = false,
+  dup = false,
+  properties?: Uint8Array,
 ): Buffer {
-  const topic = toTopic(subject);
   const topicLength = Buffer.byteLength(topic);
-  const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + payload.length;
+  const remaining =
+    2 + topicLength + (qos > 0 ? 2 : 0) + (properties?.length ?? 0) + payload.length;
   const buf = Buffer.allocUnsafe(1 + remainingLengthSize(remaining) + remaining);
-  buf[0] = TYPE.publish | (qos << 1) | (retain ? 1 : 0);
+  buf[0] = TYPE.publish | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0);
   let at = writeRemainingLength(buf, 1, remaining);
   buf.writeUInt16BE(topicLength, at);
   at += 2;
@@ -86,6 +113,10 @@ export function encodePublish(
   if (qos > 0) {
     buf.writeUInt16BE(packetId, at);
     at += 2;
+  }
+  if (properties !== undefined) {
+    buf.set(properties, at);
+    at += properties.length;
   }
   buf.set(payload, at);
   return buf;

@@ -8,7 +8,7 @@ export type Durability = "normal" | "fsync";
 export const DATABASE_FILE = "leafgate.db";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 const SCHEMA_V1 = `
   CREATE TABLE IF NOT EXISTS outbox (
@@ -41,8 +41,42 @@ const SCHEMA_V3 = `
   );
 `;
 
+/** v4: persistent MQTT sessions (subscriptions, owed messages, inbound QoS 2 ids). */
+const SCHEMA_V4 = `
+  CREATE TABLE mqtt_session (
+    client_id TEXT PRIMARY KEY,
+    expiry_ms INTEGER NOT NULL,
+    disconnected_at_ms INTEGER
+  );
+  CREATE TABLE mqtt_subscription (
+    client_id TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    options INTEGER NOT NULL,
+    subscription_id INTEGER,
+    PRIMARY KEY (client_id, filter)
+  );
+  CREATE TABLE mqtt_message (
+    id INTEGER PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    meta TEXT NOT NULL,
+    packet_id INTEGER,
+    released INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX mqtt_message_client ON mqtt_message (client_id, id);
+  ALTER TABLE retained ADD COLUMN meta TEXT;
+  CREATE TABLE mqtt_inbound (
+    client_id TEXT NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+  );
+`;
+
 /** Schema steps by the version they produce. */
-const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /**
  * Opens (creating if needed) the gateway's database in `dataDir`, in WAL mode with an

@@ -15,3 +15,10 @@ export {
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
 export { type RetainedMessage, RetainedStore } from "./retained.js";
+export {
+  type NewStoredMessage,
+  SessionStore,
+  type StoredMessage,
+  type StoredSession,
+  type StoredSubscription,
+} from "./sessions.js";

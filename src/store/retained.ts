@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import type { MessageProperties } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
 
 export interface RetainedMessage {
@@ -6,6 +7,14 @@ export interface RetainedMessage {
   readonly payload: Buffer;
   readonly qos: 0 | 1 | 2;
   readonly receivedAtMs: number;
+  readonly properties: MessageProperties | undefined;
+  /** MQTT 5 message expiry: the retained message goes with it. */
+  readonly expiresAtMs: number | undefined;
+}
+
+interface Meta {
+  p?: { f?: 0 | 1; ct?: string; rt?: string; cd?: string; up?: [string, string][] };
+  x?: number;
 }
 
 /**
@@ -21,39 +30,72 @@ export class RetainedStore {
 
   constructor(db: Database.Database) {
     this.#upsert = db.prepare(
-      "INSERT INTO retained (subject, payload, qos, received_at_ms) VALUES (?, ?, ?, ?) " +
-        "ON CONFLICT (subject) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, received_at_ms = excluded.received_at_ms",
+      "INSERT INTO retained (subject, payload, qos, received_at_ms, meta) VALUES (?, ?, ?, ?, ?) " +
+        "ON CONFLICT (subject) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, received_at_ms = excluded.received_at_ms, meta = excluded.meta",
     );
     this.#remove = db.prepare("DELETE FROM retained WHERE subject = ?");
     for (const row of db
-      .prepare("SELECT subject, payload, qos, received_at_ms FROM retained")
-      .all() as { subject: string; payload: Buffer; qos: 0 | 1 | 2; received_at_ms: number }[]) {
+      .prepare("SELECT subject, payload, qos, received_at_ms, meta FROM retained")
+      .all() as {
+      subject: string;
+      payload: Buffer;
+      qos: 0 | 1 | 2;
+      received_at_ms: number;
+      meta: string | null;
+    }[]) {
+      const meta = row.meta === null ? {} : (JSON.parse(row.meta) as Meta);
       this.#bySubject.set(row.subject, {
         subject: row.subject,
         payload: row.payload,
         qos: row.qos,
         receivedAtMs: row.received_at_ms,
+        properties: meta.p === undefined ? undefined : decodeProperties(meta.p),
+        expiresAtMs: meta.x,
       });
     }
   }
 
   /** Stores (or, for an empty payload, removes) the retained message of `subject`. */
-  set(subject: string, payload: Uint8Array, qos: 0 | 1 | 2, receivedAtMs: number): void {
+  set(
+    subject: string,
+    payload: Uint8Array,
+    qos: 0 | 1 | 2,
+    receivedAtMs: number,
+    properties?: MessageProperties,
+    expiresAtMs?: number,
+  ): void {
     if (payload.length === 0) {
       this.#remove.run(subject);
       this.#bySubject.delete(subject);
       return;
     }
     const bytes = Buffer.from(payload);
-    this.#upsert.run(subject, bytes, qos, receivedAtMs);
-    this.#bySubject.set(subject, { subject, payload: bytes, qos, receivedAtMs });
+    const meta: Meta = {};
+    if (properties !== undefined) meta.p = encodeProperties(properties);
+    if (expiresAtMs !== undefined) meta.x = expiresAtMs;
+    const metaText = meta.p === undefined && meta.x === undefined ? null : JSON.stringify(meta);
+    this.#upsert.run(subject, bytes, qos, receivedAtMs, metaText);
+    this.#bySubject.set(subject, {
+      subject,
+      payload: bytes,
+      qos,
+      receivedAtMs,
+      properties,
+      expiresAtMs,
+    });
   }
 
-  /** Retained messages whose subject any of `patterns` matches. */
-  match(patterns: readonly string[]): RetainedMessage[] {
+  /** Retained messages whose subject any of `patterns` matches; expired ones are dropped. */
+  match(patterns: readonly string[], nowMs = Date.now()): RetainedMessage[] {
     const out: RetainedMessage[] = [];
     for (const m of this.#bySubject.values()) {
-      if (patterns.some((p) => subjectMatches(p, m.subject))) out.push(m);
+      if (!patterns.some((p) => subjectMatches(p, m.subject))) continue;
+      if (m.expiresAtMs !== undefined && m.expiresAtMs <= nowMs) {
+        this.#remove.run(m.subject);
+        this.#bySubject.delete(m.subject);
+        continue;
+      }
+      out.push(m);
     }
     return out;
   }
@@ -61,4 +103,24 @@ export class RetainedStore {
   get size(): number {
     return this.#bySubject.size;
   }
+}
+
+function encodeProperties(p: MessageProperties): NonNullable<Meta["p"]> {
+  const out: NonNullable<Meta["p"]> = {};
+  if (p.payloadFormat !== undefined) out.f = p.payloadFormat;
+  if (p.contentType !== undefined) out.ct = p.contentType;
+  if (p.responseTopic !== undefined) out.rt = p.responseTopic;
+  if (p.correlationData !== undefined) out.cd = Buffer.from(p.correlationData).toString("base64");
+  if (p.userProperties !== undefined) out.up = p.userProperties.map(([k, v]) => [k, v]);
+  return out;
+}
+
+function decodeProperties(m: NonNullable<Meta["p"]>): MessageProperties {
+  return {
+    ...(m.f !== undefined ? { payloadFormat: m.f } : {}),
+    ...(m.ct !== undefined ? { contentType: m.ct } : {}),
+    ...(m.rt !== undefined ? { responseTopic: m.rt } : {}),
+    ...(m.cd !== undefined ? { correlationData: Buffer.from(m.cd, "base64") } : {}),
+    ...(m.up !== undefined ? { userProperties: m.up } : {}),
+  };
 }

@@ -177,14 +177,6 @@ const CASES: readonly BadCase[] = [
     answer: [0x20, 0x02, 0x00, 0x01],
   },
   {
-    name: "an MQTT 5 CONNECT (level 5): v5 CONNACK 0x84, then close",
-    bytes: [
-      gen({ cmd: "connect", clientId: "v5", protocolVersion: 5, clean: true, keepalive: 30 }),
-    ],
-    violation: "unsupportedProtocol",
-    answer: [0x20, 0x03, 0x00, 0x84, 0x00],
-  },
-  {
     name: "PUBLISH before CONNECT [MQTT-3.1.0-1]",
     bytes: [publishPacket("a/b")],
     violation: "firstPacketNotConnect",

@@ -495,7 +495,7 @@ describe("PUBLISH from the client", () => {
     feed(conn, client.pubrel(9));
     expect(t.sent()).toEqual(["connack rc=0", "pubrec 9", "pubcomp 9"]);
     expect(t.bytes().slice(-4)).toEqual([0x70, 0x02, 0x00, 0x09]);
-    expect(conn.awaitingRelease.size).toBe(0);
+    expect(conn.session!.awaitingRelease.size).toBe(0);
 
     // Released: the same packet id now starts a new message.
     feed(conn, client.publish("q2/t", "twice", 2, 9));
@@ -668,7 +668,7 @@ describe("SUBSCRIBE and delivery", () => {
     expect(t.ended).toBe(false);
     expect(h.dropped("invalid-filter")).toBe(2);
     expect(h.allProtocolErrors()).toBe(0);
-    expect([...conn.subscriptions.keys()]).toEqual(["ok/+", "ok/#"]);
+    expect([...conn.session!.subscriptions.keys()]).toEqual(["ok/+", "ok/#"]);
 
     await h.bus.publish(envelope("ok.z", "hi", 1));
     expect(t.sent().at(-1)).toBe("publish q1 #1 ok/z hi");
@@ -771,7 +771,7 @@ describe("SUBSCRIBE and delivery", () => {
     ]);
     expect(t.bytes().slice(-4)).toEqual([0xb0, 0x02, 0x00, 0x05]);
     expect(h.bus.subscriptionCount).toBe(before);
-    expect(conn.subscriptions.size).toBe(0);
+    expect(conn.session!.subscriptions.size).toBe(0);
   });
 
   it("holds at most maxInflight unacknowledged QoS 1 messages, queues maxQueued, drops the rest", async () => {
@@ -917,12 +917,6 @@ describe("protocol violations close the connection, counted once by violation", 
       connectWithLevel(6),
       "unsupportedProtocol",
       [0x20, 0x02, 0x00, 0x01],
-    ],
-    [
-      "CONNECT with protocol level 5 (MQTT 5)",
-      gen({ cmd: "connect", clientId: "v5", protocolVersion: 5, clean: true, keepalive: 0 }),
-      "unsupportedProtocol",
-      [0x20, 0x03, 0x00, 0x84, 0x00],
     ],
   ];
 

@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import { TopicError, toSubject } from "../../src/core/topic.js";
+import { TopicError, toSubject, toTopic } from "../../src/core/topic.js";
 import { encodeAck, encodeConnack, encodePublish, encodeSuback } from "../../src/mqtt/packets.js";
 
 /**
@@ -139,7 +139,7 @@ describe("encodeSuback", () => {
 
 describe("encodePublish", () => {
   it("QoS 0 carries no packet id [MQTT-2.3.1-5]", () => {
-    const bytes = encodePublish("a.b", Buffer.from("hi"), 0, 42);
+    const bytes = encodePublish(toTopic("a.b"), Buffer.from("hi"), 0, 42);
     expect([...bytes]).toEqual([0x30, 0x07, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x68, 0x69]);
     const decoded = decodeOne(bytes) as mqtt.IPublishPacket;
     expect(decoded).toMatchObject({
@@ -155,7 +155,7 @@ describe("encodePublish", () => {
   });
 
   it("QoS 1 carries the packet id after the topic", () => {
-    const bytes = encodePublish("a.b", Buffer.from("hi"), 1, 0x0102);
+    const bytes = encodePublish(toTopic("a.b"), Buffer.from("hi"), 1, 0x0102);
     expect([...bytes]).toEqual([0x32, 0x09, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x01, 0x02, 0x68, 0x69]);
     const decoded = decodeOne(bytes) as mqtt.IPublishPacket;
     expect(decoded).toMatchObject({
@@ -169,7 +169,7 @@ describe("encodePublish", () => {
   });
 
   it.each([0, 1] as const)("QoS %i with an empty payload", (qos) => {
-    const bytes = encodePublish("t", new Uint8Array(0), qos, 9);
+    const bytes = encodePublish(toTopic("t"), new Uint8Array(0), qos, 9);
     const expected =
       qos === 0 ? [0x30, 0x03, 0x00, 0x01, 0x74] : [0x32, 0x05, 0x00, 0x01, 0x74, 0x00, 0x09];
     expect([...bytes]).toEqual(expected);
@@ -192,7 +192,7 @@ describe("encodePublish", () => {
   for (const qos of [0, 1] as const) {
     it.each(BOUNDARIES)(`QoS ${qos}, remaining length %i`, (remaining, lengthBytes) => {
       const payload = payloadOf(remaining - 3 - (qos === 1 ? 2 : 0));
-      const bytes = encodePublish("t", payload, qos, 0xbeef);
+      const bytes = encodePublish(toTopic("t"), payload, qos, 0xbeef);
       expect([...bytes.subarray(0, 1 + lengthBytes.length)]).toEqual([
         qos === 1 ? 0x32 : 0x30,
         ...lengthBytes,
@@ -229,7 +229,7 @@ describe("encodePublish", () => {
     ["plain", "plain"],
   ])("subject %j goes out as topic %j", (subject, topic) => {
     const decoded = decodeOne(
-      encodePublish(subject, Buffer.from("x"), 1, 1),
+      encodePublish(toTopic(subject), Buffer.from("x"), 1, 1),
     ) as mqtt.IPublishPacket;
     expect(decoded.topic).toBe(topic);
   });
@@ -243,7 +243,7 @@ describe("encodePublish", () => {
     (subject, topic, bytesLength) => {
       expect(Buffer.byteLength(topic)).toBe(bytesLength);
       const payload = Buffer.from("42");
-      const bytes = encodePublish(subject, payload, 1, 7);
+      const bytes = encodePublish(toTopic(subject), payload, 1, 7);
       expect(bytes.readUInt16BE(2)).toBe(bytesLength);
       expect(bytes[1]).toBe(2 + bytesLength + 2 + payload.length);
       expect(
@@ -269,7 +269,7 @@ describe("encodePublish", () => {
   it.each(["a.+", "a.#", "x.\u0000"])(
     "refuses subject %j, which has no valid topic form",
     (subject) => {
-      expect(() => encodePublish(subject, Buffer.from("x"), 0, 0)).toThrow(TopicError);
+      expect(() => encodePublish(toTopic(subject), Buffer.from("x"), 0, 0)).toThrow(TopicError);
     },
   );
 
@@ -308,7 +308,7 @@ describe("encodePublish", () => {
         fc.constantFrom(0 as const, 1 as const),
         fc.integer({ min: 1, max: 0xffff }),
         (topic, payload, qos, id) => {
-          const bytes = encodePublish(toSubject(topic), payload, qos, id);
+          const bytes = encodePublish(toTopic(toSubject(topic)), payload, qos, id);
           const ref = reference({
             cmd: "publish",
             topic,
@@ -337,7 +337,9 @@ describe("encodePublish", () => {
         fc.constantFrom(0 as const, 1 as const),
         (size, qos) => {
           const payload = payloadOf(size);
-          const decoded = decodeOne(encodePublish("a./.b", payload, qos, 3)) as mqtt.IPublishPacket;
+          const decoded = decodeOne(
+            encodePublish(toTopic("a./.b"), payload, qos, 3),
+          ) as mqtt.IPublishPacket;
           expect(decoded.topic).toBe("a//b");
           expect(decoded.length).toBe(2 + 4 + (qos === 1 ? 2 : 0) + size);
           expect(Buffer.from(decoded.payload as Buffer).equals(payload)).toBe(true);

@@ -125,18 +125,27 @@ db.exec("BEGIN IMMEDIATE; COMMIT;");
 `;
 
 describe("openDatabase", () => {
-  it("creates a nested data dir and leafgate.db, at schema version 3", () => {
+  it("creates a nested data dir and leafgate.db, at schema version 4", () => {
     const dir = join(newDir(), "a", "b", "c");
     const db = open(dir);
     expect(DATABASE_FILE).toBe("leafgate.db");
     expect(statSync(dir).isDirectory()).toBe(true);
     expect(statSync(join(dir, "leafgate.db")).isFile()).toBe(true);
     expect(db.name).toBe(join(dir, "leafgate.db"));
-    expect(db.pragma("user_version", { simple: true })).toBe(3);
+    expect(db.pragma("user_version", { simple: true })).toBe(4);
     const tables = db
       .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
       .all() as { name: string }[];
-    expect(tables.map((t) => t.name)).toEqual(["meta", "outbox", "retained", "sqlite_sequence"]);
+    expect(tables.map((t) => t.name)).toEqual([
+      "meta",
+      "mqtt_inbound",
+      "mqtt_message",
+      "mqtt_session",
+      "mqtt_subscription",
+      "outbox",
+      "retained",
+      "sqlite_sequence",
+    ]);
   });
 
   it("uses WAL with an exclusive lock, synchronous NORMAL for durability normal", () => {
@@ -200,7 +209,7 @@ setInterval(() => {}, 1000);`,
     expect(err.code).toBe("LG_ERR_STORE_LOCKED");
     expect(err.message).toContain(dir);
     await stopProcess(holder, { signal: "SIGKILL" });
-    expect(open(dir).pragma("user_version", { simple: true })).toBe(3);
+    expect(open(dir).pragma("user_version", { simple: true })).toBe(4);
   });
 
   it("closeDatabase checkpoints the WAL into the main file and may be called twice", () => {
@@ -255,17 +264,17 @@ setInterval(() => {}, 1000);`,
     const err = thrown(() => open(dir));
     expect(err.code).toBe("LG_ERR_STORE_OPEN");
     expect(err.message).toContain(
-      "database schema version 99 is newer than this leafgate understands (3); upgrade leafgate",
+      "database schema version 99 is newer than this leafgate understands (4); upgrade leafgate",
     );
     // The refused open neither migrated the file nor kept it locked.
     const plain = new Database(join(dir, DATABASE_FILE), { timeout: 0 });
     try {
       expect(plain.pragma("user_version", { simple: true })).toBe(99);
-      plain.pragma("user_version = 3");
+      plain.pragma("user_version = 4");
     } finally {
       plain.close();
     }
-    expect(open(dir).pragma("user_version", { simple: true })).toBe(3);
+    expect(open(dir).pragma("user_version", { simple: true })).toBe(4);
   });
 });
 

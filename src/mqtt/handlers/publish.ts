@@ -1,22 +1,42 @@
+import { isUtf8 } from "node:buffer";
 import type mqtt from "mqtt-packet";
 import type { Envelope } from "../../core/index.js";
 import { errorMessage, TopicError, toSubject } from "../../core/index.js";
 import type { Connection } from "../connection.js";
-import { MqttProtocolError } from "../errors.js";
+import { MqttProtocolError, REASON } from "../errors.js";
 import { encodeAck } from "../packets.js";
+import { propertiesToHeaders, readPublishProperties } from "../properties.js";
 
 const EMPTY = Buffer.alloc(0);
 
 /**
  * PUBLISH from a client (section 3.3). QoS 1 and 2 are acknowledged only after every
- * durable copy (the outbox) is committed; a failed commit closes the connection without
- * the ack, so the client still owns the message and sends it again.
+ * durable copy (the outbox, persistent sessions) is committed; a failed commit closes
+ * the connection without the ack, so the client still owns the message and sends it again.
  */
-export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): void {
+export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw: Buffer): void {
   const { broker } = conn;
+  const v5 = conn.protocolVersion === 5;
+  const qos = packet.qos;
+  const packetId = packet.messageId ?? 0;
+  let topic = packet.topic;
+  const extra = v5 ? readPublishProperties(raw, qos) : undefined;
+  if (extra?.topicAlias !== undefined) {
+    const alias = extra.topicAlias;
+    if (alias === 0 || alias > broker.options.topicAliasMaximum) {
+      throw new MqttProtocolError("topicAliasInvalid", `alias ${alias}`);
+    }
+    if (topic === "") {
+      const known = conn.aliasesIn.get(alias);
+      if (known === undefined) throw new MqttProtocolError("unknownTopicAlias", `alias ${alias}`);
+      topic = known;
+    } else {
+      conn.aliasesIn.set(alias, topic);
+    }
+  }
   let subject: string;
   try {
-    subject = toSubject(packet.topic);
+    subject = toSubject(topic);
   } catch (err) {
     if (err instanceof TopicError) {
       const violation = err.rule === "[MQTT-3.3.2-2]" ? "wildcardInTopicName" : "invalidTopicName";
@@ -24,31 +44,51 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     }
     throw err;
   }
-  const qos = packet.qos;
   broker.metrics.received.inc({ qos: String(qos) });
-  if (!conn.permissions.canPublish(subject)) {
+  const payload =
+    typeof packet.payload === "string" ? Buffer.from(packet.payload) : (packet.payload ?? EMPTY);
+  const nack = (reason: number): void => {
     // MQTT 3.1.1 has no negative ack: the message is dropped, and still acknowledged so
-    // the client does not resend it forever.
+    // the client does not resend it forever. MQTT 5 says why [MQTT-3.4.2-1].
+    const code = v5 ? reason : 0;
+    if (qos === 1) conn.send(encodeAck("puback", packetId, code));
+    if (qos === 2) {
+      // A PUBREC with an error ends the exchange; 3.1.1 waits for PUBREL as usual.
+      if (!v5) conn.session!.awaitingRelease.set(packetId, "received");
+      conn.send(encodeAck("pubrec", packetId, code));
+    }
+  };
+  if (!conn.permissions.canPublish(subject)) {
     broker.metrics.denied.inc({ kind: "publish" });
-    conn.logDenied("publish", packet.topic);
-    const id = packet.messageId ?? 0;
-    if (qos === 1) conn.send(encodeAck("puback", id));
-    if (qos === 2) conn.send(encodeAck("pubrec", id));
+    conn.logDenied("publish", topic);
+    nack(REASON.notAuthorized);
     return;
   }
-  const payload = packet.payload;
+  const properties = extra?.properties;
+  if (properties?.payloadFormat === 1 && !isUtf8(payload)) {
+    // [MQTT-3.3.2-4] the receiver may check a payload said to be UTF-8.
+    broker.metrics.dropped.inc({ reason: "payload-format-invalid" });
+    nack(REASON.payloadFormatInvalid);
+    return;
+  }
+  const now = Date.now();
   const message: Envelope = {
     subject,
-    payload: typeof payload === "string" ? Buffer.from(payload) : (payload ?? EMPTY),
-    receivedAtMs: Date.now(),
+    payload,
+    receivedAtMs: now,
     origin: "mqtt",
     qos,
     retain: packet.retain,
+    publisher: conn.clientId,
+    ...(properties !== undefined ? { properties, headers: propertiesToHeaders(properties) } : {}),
+    ...(extra?.messageExpiryS !== undefined
+      ? { expiresAtMs: now + extra.messageExpiryS * 1000 }
+      : {}),
   };
 
   if (packet.retain && broker.retained !== undefined) {
     try {
-      broker.retained.set(subject, message.payload, qos, message.receivedAtMs);
+      broker.retained.set(subject, payload, qos, now, properties, message.expiresAtMs);
     } catch (err) {
       broker.log.warn({ subject, err: errorMessage(err) }, "retained message not stored");
     }
@@ -62,25 +102,34 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     return;
   }
 
-  const packetId = packet.messageId ?? 0;
+  const session = conn.session!;
   if (qos === 2) {
     // A resent QoS 2 PUBLISH with an id we hold is not delivered again, and is
     // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
     // is still committing, its PUBREC is on the way.
-    const held = conn.awaitingRelease.get(packetId);
+    const held = session.awaitingRelease.get(packetId);
     if (held === "received") conn.send(encodeAck("pubrec", packetId));
     if (held !== undefined) return;
-    conn.awaitingRelease.set(packetId, "committing");
+    session.awaitingRelease.set(packetId, "committing");
   }
   conn.trackCommit(
     broker.bus.publish(message),
     () => {
-      if (qos === 2) conn.awaitingRelease.set(packetId, "received");
+      if (qos === 2) {
+        session.awaitingRelease.set(packetId, "received");
+        if (session.persistent) broker.sessionStore?.addAwaitingRelease(session.clientId, packetId);
+      }
       conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId));
     },
     (err) => {
-      if (qos === 2) conn.awaitingRelease.delete(packetId);
-      broker.metrics.dropped.inc({ reason: dropReason(err) });
+      if (qos === 2) session.awaitingRelease.delete(packetId);
+      const reason = dropReason(err);
+      broker.metrics.dropped.inc({ reason });
+      if (v5 && reason === "buffer-full") {
+        // MQTT 5 can say no: Quota exceeded; the client decides what to do with it.
+        conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId, REASON.quotaExceeded));
+        return;
+      }
       broker.log.warn(
         { client: conn.clientId, err: errorMessage(err) },
         "message not stored; closing the connection without an ack so the client resends it",
@@ -98,7 +147,13 @@ function dropReason(err: unknown): string {
 /** PUBREL completes an inbound QoS 2 exchange (section 3.6). */
 export function handlePubrel(conn: Connection, packet: mqtt.IPubrelPacket): void {
   const packetId = packet.messageId ?? 0;
-  conn.awaitingRelease.delete(packetId);
-  // PUBCOMP even for an unknown id: the client may be retrying after our restart.
-  conn.send(encodeAck("pubcomp", packetId));
+  const session = conn.session!;
+  const known = session.awaitingRelease.delete(packetId);
+  if (known && session.persistent) {
+    conn.broker.sessionStore?.deleteAwaitingRelease(session.clientId, packetId);
+  }
+  // 3.1.1: PUBCOMP even for an unknown id (the client may be retrying after our
+  // restart); MQTT 5 says the id was not found [MQTT-3.7.2-1].
+  const code = !known && conn.protocolVersion === 5 ? REASON.packetIdNotFound : 0;
+  conn.send(encodeAck("pubcomp", packetId, code));
 }

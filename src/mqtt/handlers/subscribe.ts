@@ -1,60 +1,83 @@
 import type mqtt from "mqtt-packet";
-import { errorMessage, filterToPatterns } from "../../core/index.js";
-import type { Connection, Subscription } from "../connection.js";
-import { SUBACK_FAILURE } from "../errors.js";
+import { errorMessage } from "../../core/index.js";
+import type { Connection } from "../connection.js";
+import { MqttProtocolError, REASON, SUBACK_FAILURE } from "../errors.js";
+import { type ParsedFilter, parseFilter } from "../filter.js";
 import { encodeSuback } from "../packets.js";
+import { checkNoRepeats } from "../properties.js";
+import type { Subscription } from "../session.js";
 
 /** Every QoS is granted as asked: outbound QoS 2 runs PUBREC/PUBREL/PUBCOMP [MQTT-4.3.3]. */
 const MAX_GRANTED_QOS = 2;
+/** Largest Subscription Identifier, a variable byte integer (section 3.8.2.1.2). */
+const MAX_SUBSCRIPTION_ID = 268_435_455;
 
 /** SUBSCRIBE (section 3.8): one bus subscription per NATS pattern of each filter. */
 export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
   const { broker } = conn;
+  const session = conn.session!;
+  const v5 = conn.protocolVersion === 5;
+  checkNoRepeats(packet.properties);
+  const subscriptionId = v5
+    ? (packet.properties as { subscriptionIdentifier?: number } | undefined)?.subscriptionIdentifier
+    : undefined;
+  if (
+    subscriptionId !== undefined &&
+    (subscriptionId < 1 || subscriptionId > MAX_SUBSCRIPTION_ID)
+  ) {
+    throw new MqttProtocolError("protocolError", `Subscription Identifier ${subscriptionId}`);
+  }
   const codes: number[] = [];
-  const added: Subscription[] = [];
-  for (const { topic: filter, qos } of packet.subscriptions) {
-    let patterns: string[];
+  const added: { sub: Subscription; isNew: boolean }[] = [];
+  for (const { topic: filter, qos, nl, rap, rh } of packet.subscriptions) {
+    let parsed: ParsedFilter;
     try {
-      patterns = filterToPatterns(filter);
+      parsed = parseFilter(filter);
     } catch (err) {
       broker.log.info(
         { client: conn.clientId, filter, err: errorMessage(err) },
         "subscription refused",
       );
       broker.metrics.dropped.inc({ reason: "invalid-filter" });
-      codes.push(SUBACK_FAILURE);
+      codes.push(v5 ? REASON.topicFilterInvalid : SUBACK_FAILURE);
       continue;
+    }
+    if (v5 && nl === true && parsed.share !== undefined) {
+      throw new MqttProtocolError("sharedNoLocal", filter);
     }
     // `a/#` maps to `a.>` plus the parent `a`: the filter is decided by `a.>`; the parent
     // is added only where it is allowed itself (a permission on `a.>` need not cover `a`).
-    const main = patterns[patterns.length - 1]!;
+    const main = parsed.patterns[parsed.patterns.length - 1]!;
     if (!conn.permissions.canSubscribe(main)) {
       broker.metrics.denied.inc({ kind: "subscribe" });
       conn.logDenied("subscribe", filter);
-      codes.push(SUBACK_FAILURE);
+      codes.push(v5 ? REASON.notAuthorized : SUBACK_FAILURE);
       continue;
     }
-    patterns = patterns.filter((p) => p === main || conn.permissions.canSubscribe(p));
-    // A new subscription with the same filter replaces the old one [MQTT-3.8.4-3].
-    conn.subscriptions.get(filter)?.unsubscribe();
-    const busSubs = patterns.map((p) => broker.bus.subscribe(p, conn.subscriber));
+    const patterns = parsed.patterns.filter((p) => p === main || conn.permissions.canSubscribe(p));
     const granted = Math.min(qos, MAX_GRANTED_QOS) as 0 | 1 | 2;
-    const subscription: Subscription = {
+    const spec = {
       filter,
+      share: parsed.share,
       qos: granted,
+      noLocal: v5 && nl === true,
+      retainAsPublished: v5 && rap === true,
+      retainHandling: (v5 ? (rh ?? 0) : 0) as 0 | 1 | 2,
+      subscriptionId,
       patterns,
-      leadingWildcard: filter.startsWith("+") || filter.startsWith("#"),
-      unsubscribe: () => {
-        for (const s of busSubs) s.unsubscribe();
-      },
+      leadingWildcard: parsed.leadingWildcard,
     };
-    conn.subscriptions.set(filter, subscription);
-    added.push(subscription);
+    const isNew = session.subscribe(spec);
+    added.push({ sub: session.subscriptions.get(filter)!, isNew });
     codes.push(granted);
   }
-  conn.send(encodeSuback(packet.messageId ?? 0, codes));
-  // Retained messages follow the SUBACK [MQTT-3.3.1-6].
-  if (broker.retained !== undefined) {
-    for (const s of added) conn.deliverRetained(s, broker.retained.match(s.patterns));
+  conn.send(encodeSuback(packet.messageId ?? 0, codes, v5));
+  // Retained messages follow the SUBACK [MQTT-3.3.1-6]: not for shared subscriptions
+  // (section 4.8.2), and as Retain Handling says (section 3.8.3.1).
+  if (broker.retained === undefined) return;
+  for (const { sub, isNew } of added) {
+    if (sub.share !== undefined) continue;
+    if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
+    conn.deliverRetained(sub, broker.retained.match(sub.patterns));
   }
 }

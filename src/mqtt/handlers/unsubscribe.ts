@@ -1,12 +1,17 @@
 import type mqtt from "mqtt-packet";
 import type { Connection } from "../connection.js";
-import { encodeAck } from "../packets.js";
+import { REASON } from "../errors.js";
+import { encodeAck, encodeUnsuback } from "../packets.js";
 
-/** UNSUBSCRIBE (section 3.10); unknown filters are acknowledged all the same [MQTT-3.10.4-5]. */
+/**
+ * UNSUBSCRIBE (section 3.10); unknown filters are acknowledged all the same
+ * [MQTT-3.10.4-5], MQTT 5 saying which ones were unknown [MQTT-3.11.3-1].
+ */
 export function handleUnsubscribe(conn: Connection, packet: mqtt.IUnsubscribePacket): void {
-  for (const filter of packet.unsubscriptions) {
-    conn.subscriptions.get(filter)?.unsubscribe();
-    conn.subscriptions.delete(filter);
-  }
-  conn.send(encodeAck("unsuback", packet.messageId ?? 0));
+  const session = conn.session!;
+  const codes = packet.unsubscriptions.map((filter) =>
+    session.unsubscribe(filter) ? REASON.success : REASON.noSubscriptionExisted,
+  );
+  const id = packet.messageId ?? 0;
+  conn.send(conn.protocolVersion === 5 ? encodeUnsuback(id, codes) : encodeAck("unsuback", id));
 }

@@ -1,0 +1,114 @@
+/**
+ * Cuts a byte stream into whole MQTT packets (section 2.1: a type byte, then the
+ * remaining length as a variable byte integer of at most four bytes). A packet over the
+ * size limit is refused as soon as its length is known, before its bytes are buffered;
+ * whole packets go to the parser one at a time, with their raw bytes at hand.
+ */
+export type FrameError = "malformed" | "tooLarge";
+
+const MAX_LENGTH_BYTES = 4;
+
+/**
+ * Whether a fixed header's first byte is a packet type with the flags the spec fixes
+ * for it (section 2.1.3): PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010, PUBLISH any
+ * flags but QoS 3, every other type 0; type 0 is reserved [MQTT-2.1.3-1].
+ */
+export function validFirstByte(byte: number): boolean {
+  const type = byte >> 4;
+  const flags = byte & 0x0f;
+  if (type === 0) return false;
+  if (type === 3) return (flags & 0x06) !== 0x06;
+  if (type === 6 || type === 8 || type === 10) return flags === 0x02;
+  return flags === 0;
+}
+
+export class PacketFramer {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  /** Bytes the first buffered packet needs in all; 0 while its header is incomplete. */
+  #needed = 0;
+  #stopped = false;
+  readonly #maxPacketBytes: number;
+  readonly #onPacket: (raw: Buffer) => void;
+  readonly #onError: (error: FrameError, detail: string) => void;
+
+  constructor(
+    maxPacketBytes: number,
+    onPacket: (raw: Buffer) => void,
+    onError: (error: FrameError, detail: string) => void,
+  ) {
+    this.#maxPacketBytes = maxPacketBytes;
+    this.#onPacket = onPacket;
+    this.#onError = onError;
+  }
+
+  /** No more packets are delivered (the connection is closing). */
+  stop(): void {
+    this.#stopped = true;
+    this.#chunks = [];
+    this.#buffered = 0;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#stopped) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    if (this.#needed > 0 && this.#buffered < this.#needed) return;
+    const data = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#needed = 0;
+    let at = 0;
+    while (at < data.length && !this.#stopped) {
+      // Bad flags are known at the first byte: garbage is refused without waiting.
+      if (!validFirstByte(data[at]!)) {
+        this.#fail(
+          "malformed",
+          `bad packet type or flags 0x${data[at]!.toString(16)} [MQTT-2.2.2-2]`,
+        );
+        return;
+      }
+      let length = 0;
+      let multiplier = 1;
+      let i = at + 1;
+      let complete = false;
+      for (let n = 0; n < MAX_LENGTH_BYTES && i < data.length; n++) {
+        const byte = data[i++]!;
+        length += (byte & 0x7f) * multiplier;
+        multiplier *= 128;
+        if ((byte & 0x80) === 0) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete) {
+        if (i - at - 1 >= MAX_LENGTH_BYTES) {
+          this.#fail("malformed", "remaining length longer than 4 bytes");
+          return;
+        }
+        break;
+      }
+      const total = i - at + length;
+      if (total > this.#maxPacketBytes) {
+        this.#fail("tooLarge", `${total} bytes, limit ${this.#maxPacketBytes}`);
+        return;
+      }
+      if (data.length - at < total) {
+        this.#needed = total;
+        break;
+      }
+      this.#onPacket(data.subarray(at, at + total));
+      at += total;
+    }
+    if (this.#stopped || at >= data.length) return;
+    // Keep the partial packet; copy so the large chunk it came in can be collected.
+    const rest = Buffer.from(data.subarray(at));
+    this.#chunks.push(rest);
+    this.#buffered = rest.length;
+  }
+
+  #fail(error: FrameError, detail: string): void {
+    this.stop();
+    this.#onError(error, detail);
+  }
+}

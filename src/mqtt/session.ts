@@ -1,0 +1,459 @@
+import type { BusSubscription, Envelope, MessageProperties } from "../core/index.js";
+import { subjectMatches } from "../core/index.js";
+import type { SessionStore, StoredMessage, StoredSession } from "../store/index.js";
+import type { Broker } from "./broker.js";
+import type { Connection } from "./connection.js";
+import { type ParsedFilter, parseFilter } from "./filter.js";
+import { encodeAck } from "./packets.js";
+
+const MAX_PACKET_ID = 0xffff;
+const DOLLAR = "$".charCodeAt(0);
+
+export interface Subscription {
+  /** As the client sent it, `$share/<group>/` included. */
+  readonly filter: string;
+  /** The shared subscription's group (a bus queue group), if any. */
+  readonly share: string | undefined;
+  readonly qos: 0 | 1 | 2;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: 0 | 1 | 2;
+  readonly subscriptionId: number | undefined;
+  readonly patterns: readonly string[];
+  /** The filter starts with `+` or `#`, so it must not match `$` topics [MQTT-4.7.2-1]. */
+  readonly leadingWildcard: boolean;
+  busSubs: BusSubscription[];
+}
+
+/** A QoS 1/2 message owed to the client: queued (packetId 0) or in flight. */
+export interface Outbound {
+  readonly message: Envelope;
+  readonly qos: 1 | 2;
+  readonly retain: boolean;
+  readonly subscriptionIds: readonly number[] | undefined;
+  /** Its row in the session store (persistent sessions only). */
+  readonly rowId: number | undefined;
+  packetId: number;
+  /** PUBREC received: PUBREL sent, PUBCOMP awaited. */
+  released: boolean;
+}
+
+/** The will from CONNECT (section 3.1.3.2). */
+export interface Will {
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+  readonly retain: boolean;
+  readonly properties: MessageProperties | undefined;
+  /** MQTT 5 Message Expiry Interval, counted from when the will is published. */
+  readonly messageExpiryS: number | undefined;
+  /** MQTT 5 Will Delay Interval. */
+  readonly delayMs: number;
+}
+
+/** A will held back by its delay interval (MQTT 5, section 3.1.3.2.2). */
+interface PendingWill {
+  readonly will: Will;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * The server side of an MQTT session (section 4.1): subscriptions, messages owed to the
+ * client, inbound QoS 2 ids. It outlives its connections when the client asked for a
+ * persistent session, and then lives in the session store too.
+ */
+export class Session {
+  readonly clientId: string;
+  readonly broker: Broker;
+  /** How long the session outlives its connection; 0 = it ends with it. */
+  expiryMs: number;
+  connection: Connection | undefined;
+  readonly subscriptions = new Map<string, Subscription>();
+  /** In flight, in the order sent; resent in that order on reconnect [MQTT-4.6.0-1]. */
+  readonly inflight = new Map<number, Outbound>();
+  #queue: Outbound[] = [];
+  #queueHead = 0;
+  /** Inbound QoS 2 ids: `committing` until stored, then `received` until PUBREL. */
+  readonly awaitingRelease = new Map<number, "committing" | "received">();
+  #nextPacketId = 1;
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #will: PendingWill | undefined;
+  #ended = false;
+  readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
+
+  constructor(broker: Broker, clientId: string, expiryMs: number) {
+    this.broker = broker;
+    this.clientId = clientId;
+    this.expiryMs = expiryMs;
+  }
+
+  get #store(): SessionStore | undefined {
+    return this.expiryMs > 0 ? this.broker.sessionStore : undefined;
+  }
+
+  get persistent(): boolean {
+    return this.expiryMs > 0;
+  }
+
+  get queuedCount(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** The bus subscriber behind every non-shared subscription of this session. */
+  get subscriber(): { deliver(m: Envelope): Promise<void> | undefined } {
+    return this.#subscriber;
+  }
+
+  // -- subscriptions -------------------------------------------------------------
+
+  /** Adds (or replaces [MQTT-3.8.4-3]) a subscription; true when it is new. */
+  subscribe(sub: Omit<Subscription, "busSubs">): boolean {
+    const previous = this.subscriptions.get(sub.filter);
+    for (const s of previous?.busSubs ?? []) s.unsubscribe();
+    const full: Subscription = { ...sub, busSubs: [] };
+    const subscriber =
+      sub.share === undefined
+        ? this.#subscriber
+        : { deliver: (m: Envelope) => this.#deliverShared(full, m) };
+    full.busSubs = sub.patterns.map((p) => this.broker.bus.subscribe(p, subscriber, sub.share));
+    this.subscriptions.set(sub.filter, full);
+    this.#store?.saveSubscription(this.clientId, sub);
+    return previous === undefined;
+  }
+
+  unsubscribe(filter: string): boolean {
+    const sub = this.subscriptions.get(filter);
+    if (sub === undefined) return false;
+    for (const s of sub.busSubs) s.unsubscribe();
+    this.subscriptions.delete(filter);
+    this.#store?.deleteSubscription(this.clientId, filter);
+    return true;
+  }
+
+  // -- delivery ------------------------------------------------------------------
+
+  /**
+   * A message from the bus for the non-shared subscriptions: delivered once, at the
+   * highest QoS of those that match [MQTT-3.3.5-1], with all their identifiers.
+   */
+  #deliver(message: Envelope): Promise<void> | undefined {
+    const dollar = message.subject.charCodeAt(0) === DOLLAR;
+    let granted = -1;
+    let ids: number[] | undefined;
+    let retain = false;
+    for (const sub of this.subscriptions.values()) {
+      if (sub.share !== undefined) continue;
+      if (dollar && sub.leadingWildcard) continue;
+      // No Local: not back to the client that published it [MQTT-3.8.3-3].
+      if (sub.noLocal && message.publisher === this.clientId) continue;
+      if (!sub.patterns.some((p) => subjectMatches(p, message.subject))) continue;
+      if (sub.qos > granted) granted = sub.qos;
+      if (sub.subscriptionId !== undefined) (ids ??= []).push(sub.subscriptionId);
+      // Live deliveries clear the retain flag [MQTT-3.3.1-9] unless Retain As Published.
+      if (sub.retainAsPublished && message.retain === true) retain = true;
+    }
+    if (granted < 0) return undefined;
+    return this.offer(message, Math.min(granted, message.qos) as 0 | 1 | 2, retain, ids);
+  }
+
+  #deliverShared(sub: Subscription, message: Envelope): Promise<void> | undefined {
+    if (message.subject.charCodeAt(0) === DOLLAR && sub.leadingWildcard) return undefined;
+    const ids = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
+    const retain = sub.retainAsPublished && message.retain === true;
+    return this.offer(message, Math.min(sub.qos, message.qos) as 0 | 1 | 2, retain, ids);
+  }
+
+  /**
+   * Takes a message for the client: QoS 0 goes now or not at all; QoS 1/2 goes when the
+   * window has room, else waits in the session's queue (bounded). For a persistent
+   * session the returned promise settles when the message is on disk.
+   */
+  offer(
+    message: Envelope,
+    qos: 0 | 1 | 2,
+    retain: boolean,
+    subscriptionIds: readonly number[] | undefined,
+  ): Promise<void> | undefined {
+    if (this.#ended) return undefined;
+    if (message.expiresAtMs !== undefined && message.expiresAtMs <= Date.now()) {
+      this.broker.metrics.dropped.inc({ reason: "expired" });
+      return undefined;
+    }
+    const conn = this.connection;
+    if (qos === 0) {
+      conn?.sendQos0(message, retain, subscriptionIds);
+      return undefined;
+    }
+    const canSend =
+      conn !== undefined && this.queuedCount === 0 && conn.hasWindow(this.inflight.size);
+    if (!canSend && this.queuedCount >= this.broker.options.maxQueued) {
+      this.broker.metrics.dropped.inc({ reason: "queue-full" });
+      return undefined;
+    }
+    let rowId: number | undefined;
+    let committed: Promise<void> | undefined;
+    const store = this.#store;
+    if (store !== undefined) {
+      const row = store.add(this.clientId, {
+        subject: message.subject,
+        payload: Buffer.from(
+          message.payload.buffer,
+          message.payload.byteOffset,
+          message.payload.length,
+        ),
+        qos,
+        retain,
+        receivedAtMs: message.receivedAtMs,
+        expiresAtMs: message.expiresAtMs,
+        publisher: message.publisher,
+        properties: message.properties,
+        headers: message.headers,
+        subscriptionIds,
+      });
+      rowId = row.id;
+      committed = row.committed;
+    }
+    const out: Outbound = {
+      message,
+      qos,
+      retain,
+      subscriptionIds,
+      rowId,
+      packetId: 0,
+      released: false,
+    };
+    if (canSend) this.#send(out);
+    else this.#queue.push(out);
+    return committed;
+  }
+
+  #send(out: Outbound): void {
+    const conn = this.connection!;
+    let id = this.#nextPacketId;
+    while (this.inflight.has(id)) id = (id % MAX_PACKET_ID) + 1;
+    this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
+    out.packetId = id;
+    if (!conn.sendAcked(out, false)) {
+      // Not sendable to this client (too large for it, no MQTT topic, not permitted):
+      // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
+      if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+      return;
+    }
+    this.inflight.set(id, out);
+    if (out.rowId !== undefined) this.#store?.markSent(out.rowId, id, false);
+  }
+
+  /** Sends queued messages while the window has room. */
+  pump(): void {
+    const conn = this.connection;
+    if (conn === undefined) return;
+    while (this.#queueHead < this.#queue.length && conn.hasWindow(this.inflight.size)) {
+      const out = this.#queue[this.#queueHead]!;
+      this.#queue[this.#queueHead++] = undefined as unknown as Outbound;
+      const expires = out.message.expiresAtMs;
+      if (expires !== undefined && expires <= Date.now()) {
+        // Expired before onward delivery began: not sent [MQTT-3.3.2-5].
+        this.broker.metrics.dropped.inc({ reason: "expired" });
+        if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+        continue;
+      }
+      this.#send(out);
+      if (this.connection === undefined) break;
+    }
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  /**
+   * PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound exchange; so does a PUBREC with
+   * an error reason. An ack of the wrong kind for the id is ignored.
+   */
+  acknowledge(packetId: number, kind: "puback" | "pubcomp" | "pubrec-error"): boolean {
+    const entry = this.inflight.get(packetId);
+    if (entry === undefined) return false;
+    if (kind === "puback" && entry.qos !== 1) return false;
+    if (kind !== "puback" && entry.qos !== 2) return false;
+    this.inflight.delete(packetId);
+    if (entry.rowId !== undefined) this.#store?.remove(entry.rowId);
+    this.pump();
+    return true;
+  }
+
+  /** PUBREC for our QoS 2 PUBLISH: answer PUBREL [MQTT-4.3.3-1]; repeat it if asked again. */
+  received(packetId: number): void {
+    const entry = this.inflight.get(packetId);
+    if (entry === undefined || entry.qos !== 2) return;
+    if (!entry.released) {
+      entry.released = true;
+      if (entry.rowId !== undefined) this.#store?.markSent(entry.rowId, packetId, true);
+    }
+    this.connection?.send(encodeAck("pubrel", packetId));
+  }
+
+  // -- connections ---------------------------------------------------------------
+
+  /**
+   * A connection takes the session. A resumed session resends what is in flight, with
+   * the original packet ids and DUP set, PUBREL where PUBREC came [MQTT-4.4.0-1].
+   */
+  attach(conn: Connection, resumed: boolean): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    this.cancelWill();
+    this.connection = conn;
+    if (this.#store !== undefined)
+      this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
+    if (resumed) {
+      for (const [id, out] of this.inflight) {
+        if (this.connection !== conn) return;
+        if (out.released) conn.send(encodeAck("pubrel", id));
+        else conn.sendAcked(out, true);
+      }
+    }
+    this.pump();
+  }
+
+  /** The session's connection is gone: the session ends, or waits for its expiry. */
+  detach(conn: Connection): void {
+    if (this.connection !== conn) return;
+    this.connection = undefined;
+    if (this.expiryMs === 0) {
+      this.broker.endSession(this);
+      return;
+    }
+    const now = Date.now();
+    this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, now);
+    this.armExpiry(this.expiryMs);
+  }
+
+  armExpiry(delayMs: number): void {
+    clearTimeout(this.#expiryTimer);
+    // Timers hold at most 2^31-1 ms; a longer expiry is re-armed when that one fires.
+    const wait = Math.min(Math.max(delayMs, 0), 0x7fff_ffff);
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      if (this.connection !== undefined) return;
+      if (wait < delayMs) this.armExpiry(delayMs - wait);
+      else this.broker.endSession(this);
+    }, wait);
+    this.#expiryTimer.unref();
+  }
+
+  /**
+   * Holds the will until its delay passes or the session ends, whichever is first
+   * [MQTT-3.1.3-9]; a connection to the session before then cancels it.
+   */
+  delayWill(will: Will, delayMs: number): void {
+    this.cancelWill();
+    const timer = setTimeout(() => {
+      this.#will = undefined;
+      this.broker.publishWill(this.clientId, will);
+    }, delayMs);
+    timer.unref();
+    this.#will = { will, timer };
+  }
+
+  cancelWill(): void {
+    if (this.#will === undefined) return;
+    clearTimeout(this.#will.timer);
+    this.#will = undefined;
+  }
+
+  /** Ends the session: its subscriptions go, a pending will is published now. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearTimeout(this.#expiryTimer);
+    for (const sub of this.subscriptions.values()) for (const s of sub.busSubs) s.unsubscribe();
+    this.subscriptions.clear();
+    const will = this.#will;
+    if (will !== undefined) {
+      clearTimeout(will.timer);
+      this.#will = undefined;
+      this.broker.publishWill(this.clientId, will.will);
+    }
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.inflight.clear();
+  }
+
+  /** Stops timers at gateway shutdown; the stored session stays for the next start. */
+  suspend(): void {
+    clearTimeout(this.#expiryTimer);
+    if (this.#will !== undefined) clearTimeout(this.#will.timer);
+    this.#will = undefined;
+  }
+
+  /** Makes the session persistent, or not, for its current connection (at CONNECT). */
+  setExpiry(expiryMs: number): void {
+    const wasStored = this.expiryMs > 0;
+    this.expiryMs = expiryMs;
+    const store = this.broker.sessionStore;
+    if (store === undefined) return;
+    if (expiryMs === 0) {
+      if (wasStored) store.deleteSession(this.clientId);
+      return;
+    }
+    store.saveSession(this.clientId, expiryMs, undefined);
+    if (wasStored) return;
+    // Newly persistent: what the session already holds is written down now.
+    for (const sub of this.subscriptions.values()) store.saveSubscription(this.clientId, sub);
+  }
+
+  /** Rebuilds a stored session after a restart; it waits offline for its client. */
+  static restore(broker: Broker, stored: StoredSession, nowMs: number): Session {
+    const session = new Session(broker, stored.clientId, stored.expiryMs);
+    for (const s of stored.subscriptions) {
+      let parsed: ParsedFilter;
+      try {
+        parsed = parseFilter(s.filter);
+      } catch {
+        continue;
+      }
+      session.subscribe({ ...s, ...parsed });
+    }
+    for (const m of stored.messages) {
+      const out = toOutbound(m);
+      if (m.packetId !== undefined && !session.inflight.has(m.packetId)) {
+        out.packetId = m.packetId;
+        session.inflight.set(m.packetId, out);
+        session.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
+      } else {
+        session.#queue.push(out);
+      }
+    }
+    for (const id of stored.awaitingRelease) session.awaitingRelease.set(id, "received");
+    const since = stored.disconnectedAtMs ?? nowMs;
+    if (stored.disconnectedAtMs === undefined) {
+      broker.sessionStore?.saveSession(stored.clientId, stored.expiryMs, nowMs);
+    }
+    session.armExpiry(since + stored.expiryMs - nowMs);
+    return session;
+  }
+}
+
+function toOutbound(m: StoredMessage): Outbound {
+  const message: Envelope = {
+    subject: m.subject,
+    payload: m.payload,
+    receivedAtMs: m.receivedAtMs,
+    origin: "internal",
+    qos: m.qos,
+    retain: m.retain,
+    ...(m.properties !== undefined ? { properties: m.properties } : {}),
+    ...(m.headers !== undefined ? { headers: m.headers } : {}),
+    ...(m.expiresAtMs !== undefined ? { expiresAtMs: m.expiresAtMs } : {}),
+    ...(m.publisher !== undefined ? { publisher: m.publisher } : {}),
+  };
+  return {
+    message,
+    qos: m.qos,
+    retain: m.retain,
+    subscriptionIds: m.subscriptionIds,
+    rowId: m.id,
+    packetId: 0,
+    released: m.released,
+  };
+}

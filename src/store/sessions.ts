@@ -1,0 +1,326 @@
+import type Database from "better-sqlite3";
+import type { MessageProperties } from "../core/index.js";
+
+/** A stored subscription of a persistent MQTT session. */
+export interface StoredSubscription {
+  readonly filter: string;
+  readonly qos: 0 | 1 | 2;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: 0 | 1 | 2;
+  readonly subscriptionId: number | undefined;
+}
+
+/** A QoS 1/2 message owed to a persistent session: queued, or sent and not yet acked. */
+export interface StoredMessage {
+  readonly id: number;
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly qos: 1 | 2;
+  readonly retain: boolean;
+  readonly receivedAtMs: number;
+  readonly expiresAtMs: number | undefined;
+  readonly publisher: string | undefined;
+  readonly properties: MessageProperties | undefined;
+  readonly headers: ReadonlyMap<string, readonly string[]> | undefined;
+  readonly subscriptionIds: readonly number[] | undefined;
+  /** Set once sent: resent with this id and DUP on reconnect [MQTT-4.4.0-1]. */
+  readonly packetId: number | undefined;
+  /** PUBREC came back: PUBREL is what is owed. */
+  readonly released: boolean;
+}
+
+export interface StoredSession {
+  readonly clientId: string;
+  readonly expiryMs: number;
+  /** When its connection went; undefined if it was connected when the gateway stopped. */
+  readonly disconnectedAtMs: number | undefined;
+  readonly subscriptions: StoredSubscription[];
+  readonly messages: StoredMessage[];
+  /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
+  readonly awaitingRelease: number[];
+}
+
+export type NewStoredMessage = Omit<StoredMessage, "id" | "packetId" | "released">;
+
+type Op =
+  | { kind: "insert"; id: number; clientId: string; m: NewStoredMessage }
+  | { kind: "sent"; id: number; packetId: number; released: boolean }
+  | { kind: "delete"; id: number };
+
+interface MessageRow {
+  id: number;
+  client_id: string;
+  subject: string;
+  payload: Buffer;
+  qos: 1 | 2;
+  meta: string;
+  packet_id: number | null;
+  released: number;
+}
+
+/** The parts of a message that are rarely set, as one JSON column. */
+interface Meta {
+  r?: 1;
+  t: number;
+  x?: number;
+  p?: string;
+  s?: number[];
+  h?: [string, string[]][];
+  m?: {
+    f?: 0 | 1;
+    ct?: string;
+    rt?: string;
+    cd?: string;
+    up?: [string, string][];
+  };
+}
+
+/**
+ * Persistent MQTT sessions (section 4.1): subscriptions, queued and unacknowledged QoS 1
+ * and 2 messages, and inbound QoS 2 ids, so that a restart loses none of them. Message
+ * writes are batched into one transaction per turn of the event loop; `add` returns a
+ * promise that settles when the row is committed, so a publisher's PUBACK can wait on it.
+ */
+export class SessionStore {
+  readonly #db: Database.Database;
+  readonly #ops: Op[] = [];
+  #waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  #immediate: NodeJS.Immediate | undefined;
+  #nextId: number;
+  readonly #stmt: {
+    upsertSession: Database.Statement;
+    deleteSession: Database.Statement[];
+    upsertSub: Database.Statement;
+    deleteSub: Database.Statement;
+    insertMessage: Database.Statement;
+    sentMessage: Database.Statement;
+    deleteMessage: Database.Statement;
+    addInbound: Database.Statement;
+    deleteInbound: Database.Statement;
+  };
+  readonly #apply: (ops: readonly Op[]) => void;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    const max = db.prepare("SELECT max(id) AS id FROM mqtt_message").get() as { id: number | null };
+    this.#nextId = (max.id ?? 0) + 1;
+    this.#stmt = {
+      upsertSession: db.prepare(
+        "INSERT INTO mqtt_session (client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?) " +
+          "ON CONFLICT (client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
+      ),
+      deleteSession: [
+        db.prepare("DELETE FROM mqtt_session WHERE client_id = ?"),
+        db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ?"),
+        db.prepare("DELETE FROM mqtt_message WHERE client_id = ?"),
+        db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ?"),
+      ],
+      upsertSub: db.prepare(
+        "INSERT INTO mqtt_subscription (client_id, filter, qos, options, subscription_id) VALUES (?, ?, ?, ?, ?) " +
+          "ON CONFLICT (client_id, filter) DO UPDATE SET qos = excluded.qos, options = excluded.options, subscription_id = excluded.subscription_id",
+      ),
+      deleteSub: db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ? AND filter = ?"),
+      insertMessage: db.prepare(
+        "INSERT INTO mqtt_message (id, client_id, subject, payload, qos, meta) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      sentMessage: db.prepare("UPDATE mqtt_message SET packet_id = ?, released = ? WHERE id = ?"),
+      deleteMessage: db.prepare("DELETE FROM mqtt_message WHERE id = ?"),
+      addInbound: db.prepare(
+        "INSERT OR IGNORE INTO mqtt_inbound (client_id, packet_id) VALUES (?, ?)",
+      ),
+      deleteInbound: db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ? AND packet_id = ?"),
+    };
+    this.#apply = db.transaction((ops: readonly Op[]) => {
+      for (const op of ops) {
+        if (op.kind === "insert") {
+          this.#stmt.insertMessage.run(
+            op.id,
+            op.clientId,
+            op.m.subject,
+            op.m.payload,
+            op.m.qos,
+            encodeMeta(op.m),
+          );
+        } else if (op.kind === "sent") {
+          this.#stmt.sentMessage.run(op.packetId, op.released ? 1 : 0, op.id);
+        } else {
+          this.#stmt.deleteMessage.run(op.id);
+        }
+      }
+    });
+  }
+
+  /** Every stored session, with its subscriptions and messages in order. */
+  loadAll(): StoredSession[] {
+    this.flush();
+    const sessions = new Map<string, StoredSession>();
+    for (const row of this.#db
+      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms FROM mqtt_session")
+      .all() as { client_id: string; expiry_ms: number; disconnected_at_ms: number | null }[]) {
+      sessions.set(row.client_id, {
+        clientId: row.client_id,
+        expiryMs: row.expiry_ms,
+        disconnectedAtMs: row.disconnected_at_ms ?? undefined,
+        subscriptions: [],
+        messages: [],
+        awaitingRelease: [],
+      });
+    }
+    for (const row of this.#db
+      .prepare(
+        "SELECT client_id, filter, qos, options, subscription_id FROM mqtt_subscription ORDER BY rowid",
+      )
+      .all() as {
+      client_id: string;
+      filter: string;
+      qos: 0 | 1 | 2;
+      options: number;
+      subscription_id: number | null;
+    }[]) {
+      sessions.get(row.client_id)?.subscriptions.push({
+        filter: row.filter,
+        qos: row.qos,
+        noLocal: (row.options & 1) !== 0,
+        retainAsPublished: (row.options & 2) !== 0,
+        retainHandling: ((row.options >> 2) & 3) as 0 | 1 | 2,
+        subscriptionId: row.subscription_id ?? undefined,
+      });
+    }
+    for (const row of this.#db
+      .prepare(
+        "SELECT id, client_id, subject, payload, qos, meta, packet_id, released FROM mqtt_message ORDER BY id",
+      )
+      .all() as MessageRow[]) {
+      sessions.get(row.client_id)?.messages.push(decodeMessage(row));
+    }
+    for (const row of this.#db.prepare("SELECT client_id, packet_id FROM mqtt_inbound").all() as {
+      client_id: string;
+      packet_id: number;
+    }[]) {
+      sessions.get(row.client_id)?.awaitingRelease.push(row.packet_id);
+    }
+    return [...sessions.values()];
+  }
+
+  saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
+    this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+  }
+
+  deleteSession(clientId: string): void {
+    this.flush();
+    this.#db.transaction(() => {
+      for (const s of this.#stmt.deleteSession) s.run(clientId);
+    })();
+  }
+
+  saveSubscription(clientId: string, s: StoredSubscription): void {
+    const options =
+      (s.noLocal ? 1 : 0) | (s.retainAsPublished ? 2 : 0) | ((s.retainHandling & 3) << 2);
+    this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null);
+  }
+
+  deleteSubscription(clientId: string, filter: string): void {
+    this.#stmt.deleteSub.run(clientId, filter);
+  }
+
+  /** Stores a message for a session; `committed` settles with the batch's transaction. */
+  add(clientId: string, m: NewStoredMessage): { id: number; committed: Promise<void> } {
+    const id = this.#nextId++;
+    this.#ops.push({ kind: "insert", id, clientId, m });
+    this.#schedule();
+    const committed = new Promise<void>((resolve, reject) =>
+      this.#waiters.push({ resolve, reject }),
+    );
+    return { id, committed };
+  }
+
+  /** Records the packet id a stored message went out with, and whether PUBREC came back. */
+  markSent(id: number, packetId: number, released: boolean): void {
+    this.#ops.push({ kind: "sent", id, packetId, released });
+    this.#schedule();
+  }
+
+  remove(id: number): void {
+    this.#ops.push({ kind: "delete", id });
+    this.#schedule();
+  }
+
+  addAwaitingRelease(clientId: string, packetId: number): void {
+    this.#stmt.addInbound.run(clientId, packetId);
+  }
+
+  deleteAwaitingRelease(clientId: string, packetId: number): void {
+    this.#stmt.deleteInbound.run(clientId, packetId);
+  }
+
+  #schedule(): void {
+    this.#immediate ??= setImmediate(() => this.flush());
+  }
+
+  /** Commits every pending write now. */
+  flush(): void {
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    this.#immediate = undefined;
+    if (this.#ops.length === 0) return;
+    const ops = this.#ops.splice(0);
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    try {
+      this.#apply(ops);
+    } catch (err) {
+      for (const w of waiters) w.reject(err);
+      return;
+    }
+    for (const w of waiters) w.resolve();
+  }
+}
+
+function encodeMeta(m: NewStoredMessage): string {
+  const meta: Meta = { t: m.receivedAtMs };
+  if (m.retain) meta.r = 1;
+  if (m.expiresAtMs !== undefined) meta.x = m.expiresAtMs;
+  if (m.publisher !== undefined) meta.p = m.publisher;
+  if (m.subscriptionIds !== undefined) meta.s = [...m.subscriptionIds];
+  if (m.headers !== undefined) meta.h = [...m.headers].map(([k, v]) => [k, [...v]]);
+  const p = m.properties;
+  if (p !== undefined) {
+    meta.m = {};
+    if (p.payloadFormat !== undefined) meta.m.f = p.payloadFormat;
+    if (p.contentType !== undefined) meta.m.ct = p.contentType;
+    if (p.responseTopic !== undefined) meta.m.rt = p.responseTopic;
+    if (p.correlationData !== undefined)
+      meta.m.cd = Buffer.from(p.correlationData).toString("base64");
+    if (p.userProperties !== undefined) meta.m.up = p.userProperties.map(([k, v]) => [k, v]);
+  }
+  return JSON.stringify(meta);
+}
+
+function decodeMessage(row: MessageRow): StoredMessage {
+  const meta = JSON.parse(row.meta) as Meta;
+  let properties: MessageProperties | undefined;
+  if (meta.m !== undefined) {
+    properties = {
+      ...(meta.m.f !== undefined ? { payloadFormat: meta.m.f } : {}),
+      ...(meta.m.ct !== undefined ? { contentType: meta.m.ct } : {}),
+      ...(meta.m.rt !== undefined ? { responseTopic: meta.m.rt } : {}),
+      ...(meta.m.cd !== undefined ? { correlationData: Buffer.from(meta.m.cd, "base64") } : {}),
+      ...(meta.m.up !== undefined ? { userProperties: meta.m.up } : {}),
+    };
+  }
+  return {
+    id: row.id,
+    subject: row.subject,
+    payload: row.payload,
+    qos: row.qos,
+    retain: meta.r === 1,
+    receivedAtMs: meta.t,
+    expiresAtMs: meta.x,
+    publisher: meta.p,
+    properties,
+    headers: meta.h !== undefined ? new Map(meta.h) : undefined,
+    subscriptionIds: meta.s,
+    packetId: row.packet_id ?? undefined,
+    released: row.released === 1,
+  };
+}
