@@ -460,8 +460,10 @@ export class Connection implements TransportHandler {
       topicAlias: alias,
       subscriptionIds,
     });
+    // QoS 2 deliveries always name their topic: mqtt.js 5 keeps the PUBLISH until PUBREL
+    // and then emits it with the empty topic an alias left.
     const bytes = encodePublish(
-      alias !== undefined && !newAlias ? "" : topic,
+      alias !== undefined && !newAlias && qos < 2 ? "" : topic,
       message.payload,
       qos,
       packetId,
