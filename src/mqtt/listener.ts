@@ -28,6 +28,9 @@ function socketTransport(socket: Socket): Transport {
       return socket.write(bytes);
     },
     end: () => {
+      // Read on (and discard: the connection is closing) so the peer's FIN is seen and
+      // the socket closes, rather than lingering paused until the timeout below.
+      socket.resume();
       socket.end();
       // A peer that never reads must not hold the socket open after we are done.
       socket.setTimeout(5_000, () => socket.destroy());
@@ -70,6 +73,7 @@ function webSocketTransport(ws: WebSocket, remote: string): Transport {
     },
     end: () => {
       flush();
+      ws.resume();
       ws.close(1000);
       setTimeout(() => ws.terminate(), WS_CLOSE_TIMEOUT_MS).unref();
     },
