@@ -8,8 +8,8 @@
 //   mosquitto                        : in memory (persistence false)
 //   aedes 1.x                        : in-memory persistence, in a child Node process
 //                                      (bench/aedes-server.mjs) with its own event loop
-// Outbound (broker -> subscriber) limits: leafgate's default window of 100 unacked QoS 1
-// messages, mosquitto's max_inflight_messages set to the same 100 (its default is 20); aedes
+// Outbound (broker -> subscriber) limits: leafgate's default window of 1000 unacked QoS 1
+// messages, mosquitto's max_inflight_messages set to the same 1000 (its default is 20); aedes
 // has no window. The queue behind the window is raised on leafgate and mosquitto (defaults
 // 1000) to hold a whole run, so a subscriber that falls behind is queued for, not dropped.
 //
@@ -194,7 +194,7 @@ async function mosquitto() {
     `listener ${port} 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages 100
+max_inflight_messages 1000
 max_queued_messages ${QUEUE_LIMIT}
 `,
   );

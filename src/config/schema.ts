@@ -69,7 +69,7 @@ export interface LeafgateConfig {
     readonly connect_timeout: number; // ms (default 10s) for a socket that never sends CONNECT
     readonly max_packet_size: number; // bytes (default 1MB)
     readonly max_connections: number; // default 1000; 0 = no limit
-    readonly max_inflight: number; // outbound QoS 1/2 awaiting ack per client (default 100)
+    readonly max_inflight: number; // outbound QoS 1/2 awaiting ack per client (default 1000)
     readonly max_queued_messages: number; // per session, behind the window or offline (default 1000)
     readonly max_session_expiry: number; // ms (default 7d): longest an offline session is kept
     readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
@@ -272,7 +272,7 @@ export const CONFIG_SCHEMA: Node = obj({
     max_packet_size: { kind: "size", min: 1, max: MQTT_MAX_PACKET_BYTES, default: "1MB" },
     max_connections: int(0, 1_000_000, 1000),
     // Outbound packet ids are 16 bits; the window cannot exceed them.
-    max_inflight: int(1, 65_535, 100),
+    max_inflight: int(1, 65_535, 1000),
     max_queued_messages: int(0, 10_000_000, 1000),
     // MQTT 5 carries the session expiry as a 32-bit number of seconds.
     max_session_expiry: { kind: "duration", max: 0xffff_ffff * 1000, default: "7d" },

@@ -35,7 +35,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   connectTimeoutMs: 10_000,
   maxPacketSize: 1024 * 1024,
   allowAnonymous: true,
-  maxInflight: 100,
+  maxInflight: 1000,
   maxQueued: 1000,
   maxSessionExpiryMs: 7 * 24 * 3600 * 1000,
   topicAliasMaximum: 64,
