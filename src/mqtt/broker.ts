@@ -72,7 +72,6 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   readonly #sessions = new Map<string, Session>();
   #nextAnonymousId = 1;
-  #shuttingDown = false;
   #logWindowStartMs = 0;
   #loggedInWindow = 0;
   #suppressed = 0;
@@ -305,14 +304,8 @@ export class Broker {
    * Persistent sessions stay in the store, as offline since now.
    */
   async closeAll(reason: string): Promise<void> {
-    this.#shuttingDown = true;
     await Promise.all([...this.#connections].map((c) => c.closeAndWait(reason)));
     for (const session of this.#sessions.values()) session.suspend();
     this.sessionStore?.flush();
-  }
-
-  /** At shutdown, connections leave their sessions as they are (for the next start). */
-  get shuttingDown(): boolean {
-    return this.#shuttingDown;
   }
 }

@@ -47,6 +47,8 @@ function socketTransport(socket: Socket): Transport {
 
 /** The MQTT subprotocol names a WebSocket client may offer (section 6, and 3.1's). */
 const WS_PROTOCOLS = ["mqtt", "mqttv3.1"];
+/** Room beyond max_packet_size for a WebSocket message that batches small packets. */
+const WS_BATCH_SLACK_BYTES = 64 * 1024;
 /** A WebSocket whose close handshake does not finish within this is cut. */
 const WS_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -172,7 +174,8 @@ export class MqttListener {
     });
     const wss = new WebSocketServer({
       server: http,
-      maxPayload: broker.options.maxPacketSize + 8,
+      // A message may carry several packets; each is held to the limit by the framer.
+      maxPayload: broker.options.maxPacketSize + WS_BATCH_SLACK_BYTES,
       perMessageDeflate: false,
       // The server selects "mqtt" [MQTT-6.0.0-4]; a client offering none is let in.
       handleProtocols: (offered: Set<string>) => WS_PROTOCOLS.find((p) => offered.has(p)) ?? false,

@@ -208,7 +208,8 @@ export function readPublishProperties(raw: Buffer, qos: number): InboundPublishP
       case PROPERTY.userProperty: {
         const name = r.string();
         const value = r.string();
-        (props.userProperties ??= []).push([name, value]);
+        props.userProperties ??= [];
+        props.userProperties.push([name, value]);
         break;
       }
     }
@@ -385,7 +386,8 @@ export function headersToProperties(
     }
     if (RESERVED_HEADER.test(name)) continue;
     for (const v of values) {
-      (out.userProperties ??= []).push([name, v]);
+      out.userProperties ??= [];
+      out.userProperties.push([name, v]);
       any = true;
     }
   }

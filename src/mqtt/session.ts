@@ -148,7 +148,10 @@ export class Session {
       if (sub.noLocal && message.publisher === this.clientId) continue;
       if (!sub.patterns.some((p) => subjectMatches(p, message.subject))) continue;
       if (sub.qos > granted) granted = sub.qos;
-      if (sub.subscriptionId !== undefined) (ids ??= []).push(sub.subscriptionId);
+      if (sub.subscriptionId !== undefined) {
+        ids ??= [];
+        ids.push(sub.subscriptionId);
+      }
       // Live deliveries clear the retain flag [MQTT-3.3.1-9] unless Retain As Published.
       if (sub.retainAsPublished && message.retain === true) retain = true;
     }

@@ -42,7 +42,10 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
     );
     return;
   }
-  if (broker.options.maxConnections > 0 && broker.connectedCount >= broker.options.maxConnections) {
+  // A client taking over its own session does not add a connection.
+  const replacing = broker.session(packet.clientId)?.connection !== undefined ? 1 : 0;
+  const { maxConnections } = broker.options;
+  if (maxConnections > 0 && broker.connectedCount - replacing >= maxConnections) {
     refuse(
       conn,
       packet,
