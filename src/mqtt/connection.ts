@@ -33,6 +33,8 @@ const KEEPALIVE_GRACE = 1.5;
 const DOLLAR = "$".charCodeAt(0);
 /** Packets a client may send behind CONNECT before its CONNACK (authentication pending). */
 const MAX_HELD_PACKETS = 100;
+/** Reason Strings are for people reading logs; long protocol-error details are cut. */
+const MAX_REASON_STRING = 200;
 /** MQTT 5 Receive Maximum when the client names none (section 3.1.2.11.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65_535;
 
@@ -227,13 +229,15 @@ export class Connection implements TransportHandler {
       `mqtt protocol error, closing connection: ${err.message}`,
     );
     // MQTT 5: the reason goes in a DISCONNECT once CONNACK is out [MQTT-4.13.1-1].
-    this.#sendDisconnect(err.reasonCode);
+    this.#sendDisconnect(err.reasonCode, err.message);
     this.close(`protocol-error`, true);
   }
 
-  #sendDisconnect(reasonCode: number): void {
+  /** A Reason String says why in words; DISCONNECT may carry one whatever the client asked. */
+  #sendDisconnect(reasonCode: number, reason: string): void {
     if (this.protocolVersion !== 5 || !this.connackSent || this.state === "closed") return;
-    this.transport.write(encodeV5({ cmd: "disconnect", reasonCode }));
+    const reasonString = reason.slice(0, MAX_REASON_STRING);
+    this.transport.write(encodeV5({ cmd: "disconnect", reasonCode, properties: { reasonString } }));
   }
 
   /** One log line per client and kind: a misconfigured device must not flood the log. */
@@ -343,7 +347,7 @@ export class Connection implements TransportHandler {
   close(reason: string, now = false): void {
     if (this.state === "closing" || this.state === "closed") return;
     const code = DISCONNECT_REASON[reason];
-    if (code !== undefined) this.#sendDisconnect(code);
+    if (code !== undefined) this.#sendDisconnect(code, reason);
     // Closed by the server for a fault (keepalive, protocol error, takeover): the will is
     // released [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
     if (reason !== "shutdown") this.#releaseWill();
