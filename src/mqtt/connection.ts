@@ -15,6 +15,7 @@ import { encodeAck, encodeConnack, encodePublish, encodeV5 } from "./packets.js"
 import { encodePublishProperties, headersToProperties } from "./properties.js";
 import type { Outbound, Session, Subscription, Will } from "./session.js";
 import type { Transport, TransportHandler } from "./transport.js";
+import { checkPacket } from "./validate.js";
 
 /**
  * One connection's life: `awaiting-connect` until a valid CONNECT, then `connected`;
@@ -146,6 +147,7 @@ export class Connection implements TransportHandler {
       return;
     }
     try {
+      checkPacket(packet, raw);
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
         handleConnect(this, packet);

@@ -918,6 +918,51 @@ describe("protocol violations close the connection, counted once by violation", 
       "unsupportedProtocol",
       [0x20, 0x02, 0x00, 0x01],
     ],
+    [
+      "PUBLISH QoS 0 with DUP [MQTT-3.3.1-2]",
+      Buffer.concat([CONNECT, Buffer.from([0x38, 0x05, 0x00, 0x01, 0x61, 0x78, 0x79])]),
+      "malformed",
+      [0x20, 0x02, 0x00, 0x00],
+    ],
+    [
+      "PUBLISH QoS 1 with packet id 0 [MQTT-2.3.1-1]",
+      Buffer.concat([CONNECT, Buffer.from([0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00])]),
+      "malformed",
+      [0x20, 0x02, 0x00, 0x00],
+    ],
+    [
+      "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]",
+      Buffer.concat([CONNECT, Buffer.from([0x82, 0x02, 0x00, 0x01])]),
+      "malformed",
+      [0x20, 0x02, 0x00, 0x00],
+    ],
+    [
+      "UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]",
+      Buffer.concat([CONNECT, Buffer.from([0xa2, 0x02, 0x00, 0x01])]),
+      "malformed",
+      [0x20, 0x02, 0x00, 0x00],
+    ],
+    [
+      "PINGREQ with a body",
+      Buffer.concat([CONNECT, Buffer.from([0xc0, 0x01, 0x00])]),
+      "malformed",
+      [0x20, 0x02, 0x00, 0x00],
+    ],
+    [
+      "CONNECT with will QoS 3 [MQTT-3.1.2-14]",
+      (() => {
+        const c = gen({
+          cmd: "connect",
+          clientId: "w",
+          keepalive: 0,
+          will: { topic: "a", payload: Buffer.from("p"), qos: 1, retain: false },
+        });
+        c[9] = c[9]! | 0x18;
+        return c;
+      })(),
+      "malformed",
+      [],
+    ],
   ];
 
   for (const mode of ["whole", "byte by byte"] as const) {
