@@ -147,7 +147,11 @@ export class Connection implements TransportHandler {
       return;
     }
     try {
-      checkPacket(packet, raw);
+      checkPacket(
+        packet,
+        raw,
+        this.protocolVersion === 5 || (packet.cmd === "connect" && packet.protocolVersion === 5),
+      );
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
         handleConnect(this, packet);

@@ -38,6 +38,21 @@ export interface Outbound {
   released: boolean;
 }
 
+/** Node timers hold at most 2^31-1 ms (24.8 days); MQTT 5 intervals go to 136 years. */
+const MAX_TIMER_MS = 0x7fff_ffff;
+
+/** A timer for any delay: longer ones are chained. Unref'd; call the result to cancel. */
+function longTimeout(fn: () => void, delayMs: number): () => void {
+  let timer: NodeJS.Timeout;
+  const arm = (left: number): void => {
+    const step = Math.min(Math.max(left, 0), MAX_TIMER_MS);
+    timer = setTimeout(() => (left > step ? arm(left - step) : fn()), step);
+    timer.unref();
+  };
+  arm(delayMs);
+  return () => clearTimeout(timer);
+}
+
 /** The will from CONNECT (section 3.1.3.2). */
 export interface Will {
   readonly subject: string;
@@ -54,7 +69,7 @@ export interface Will {
 /** A will held back by its delay interval (MQTT 5, section 3.1.3.2.2). */
 interface PendingWill {
   readonly will: Will;
-  readonly timer: NodeJS.Timeout;
+  readonly cancel: () => void;
 }
 
 /**
@@ -76,7 +91,7 @@ export class Session {
   /** Inbound QoS 2 ids: `committing` until stored, then `received` until PUBREL. */
   readonly awaitingRelease = new Map<number, "committing" | "received">();
   #nextPacketId = 1;
-  #expiryTimer: NodeJS.Timeout | undefined;
+  #cancelExpiry: (() => void) | undefined;
   #will: PendingWill | undefined;
   #ended = false;
   readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
@@ -302,8 +317,8 @@ export class Session {
    * the original packet ids and DUP set, PUBREL where PUBREC came [MQTT-4.4.0-1].
    */
   attach(conn: Connection, resumed: boolean): void {
-    clearTimeout(this.#expiryTimer);
-    this.#expiryTimer = undefined;
+    this.#cancelExpiry?.();
+    this.#cancelExpiry = undefined;
     this.cancelWill();
     this.connection = conn;
     if (this.#store !== undefined)
@@ -332,16 +347,11 @@ export class Session {
   }
 
   armExpiry(delayMs: number): void {
-    clearTimeout(this.#expiryTimer);
-    // Timers hold at most 2^31-1 ms; a longer expiry is re-armed when that one fires.
-    const wait = Math.min(Math.max(delayMs, 0), 0x7fff_ffff);
-    this.#expiryTimer = setTimeout(() => {
-      this.#expiryTimer = undefined;
-      if (this.connection !== undefined) return;
-      if (wait < delayMs) this.armExpiry(delayMs - wait);
-      else this.broker.endSession(this);
-    }, wait);
-    this.#expiryTimer.unref();
+    this.#cancelExpiry?.();
+    this.#cancelExpiry = longTimeout(() => {
+      this.#cancelExpiry = undefined;
+      if (this.connection === undefined) this.broker.endSession(this);
+    }, delayMs);
   }
 
   /**
@@ -350,17 +360,16 @@ export class Session {
    */
   delayWill(will: Will, delayMs: number): void {
     this.cancelWill();
-    const timer = setTimeout(() => {
+    const cancel = longTimeout(() => {
       this.#will = undefined;
       this.broker.publishWill(this.clientId, will);
     }, delayMs);
-    timer.unref();
-    this.#will = { will, timer };
+    this.#will = { will, cancel };
   }
 
   cancelWill(): void {
     if (this.#will === undefined) return;
-    clearTimeout(this.#will.timer);
+    this.#will.cancel();
     this.#will = undefined;
   }
 
@@ -368,12 +377,12 @@ export class Session {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    clearTimeout(this.#expiryTimer);
+    this.#cancelExpiry?.();
     for (const sub of this.subscriptions.values()) for (const s of sub.busSubs) s.unsubscribe();
     this.subscriptions.clear();
     const will = this.#will;
     if (will !== undefined) {
-      clearTimeout(will.timer);
+      will.cancel();
       this.#will = undefined;
       this.broker.publishWill(this.clientId, will.will);
     }
@@ -384,8 +393,8 @@ export class Session {
 
   /** Stops timers at gateway shutdown; the stored session stays for the next start. */
   suspend(): void {
-    clearTimeout(this.#expiryTimer);
-    if (this.#will !== undefined) clearTimeout(this.#will.timer);
+    this.#cancelExpiry?.();
+    this.#will?.cancel();
     this.#will = undefined;
   }
 

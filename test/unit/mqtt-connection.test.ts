@@ -931,15 +931,15 @@ describe("protocol violations close the connection, counted once by violation", 
       [0x20, 0x02, 0x00, 0x00],
     ],
     [
-      "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]",
+      "SUBSCRIBE without a topic filter [MQTT-3.8.3-2]",
       Buffer.concat([CONNECT, Buffer.from([0x82, 0x02, 0x00, 0x01])]),
-      "malformed",
+      "protocolError",
       [0x20, 0x02, 0x00, 0x00],
     ],
     [
       "UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]",
       Buffer.concat([CONNECT, Buffer.from([0xa2, 0x02, 0x00, 0x01])]),
-      "malformed",
+      "protocolError",
       [0x20, 0x02, 0x00, 0x00],
     ],
     [

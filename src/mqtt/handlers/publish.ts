@@ -39,7 +39,13 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     subject = toSubject(topic);
   } catch (err) {
     if (err instanceof TopicError) {
-      const violation = err.rule === "[MQTT-3.3.2-2]" ? "wildcardInTopicName" : "invalidTopicName";
+      // U+0000 makes the packet malformed [MQTT-1.5.4-2]; the rest is a bad topic name.
+      const violation =
+        err.rule === "[MQTT-3.3.2-2]"
+          ? "wildcardInTopicName"
+          : err.rule === "[MQTT-4.7.3-2]"
+            ? "malformed"
+            : "invalidTopicName";
       throw new MqttProtocolError(violation, err.message, { cause: err });
     }
     throw err;
