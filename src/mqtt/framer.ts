@@ -78,6 +78,11 @@ export class PacketFramer {
         multiplier *= 128;
         if ((byte & 0x80) === 0) {
           complete = true;
+          // The fewest bytes that hold the length [MQTT-1.5.5-1].
+          if (n > 0 && byte === 0) {
+            this.#fail("malformed", "remaining length not in fewest bytes [MQTT-1.5.5-1]");
+            return;
+          }
           break;
         }
       }

@@ -20,8 +20,11 @@ const TYPE = {
 
 const PINGRESP = Buffer.from([TYPE.pingresp, 0]);
 
-/** Writes the variable-length "remaining length" at `offset`; returns the next offset. */
-function writeRemainingLength(buf: Buffer, offset: number, length: number): number {
+/**
+ * Writes a variable byte integer (the "remaining length", property lengths, subscription
+ * ids) at `offset`; returns the next offset.
+ */
+export function writeRemainingLength(buf: Buffer, offset: number, length: number): number {
   let n = length;
   let at = offset;
   do {

@@ -1,5 +1,6 @@
 import type { MessageProperties } from "../core/index.js";
 import { MqttProtocolError } from "./errors.js";
+import { remainingLengthSize, writeRemainingLength } from "./packets.js";
 
 /**
  * MQTT 5 properties (section 2.2.2): ids, wire types and which may repeat. mqtt-packet
@@ -61,6 +62,15 @@ const PUBLISH_PROPERTIES = new Set<number>([
   PROPERTY.userProperty,
 ]);
 
+/** MessageProperties while they are being read. */
+interface Building {
+  payloadFormat?: 0 | 1;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: [string, string][];
+}
+
 /** What a client's PUBLISH carried, besides topic and payload. */
 export interface InboundPublishProperties {
   readonly topicAlias: number | undefined;
@@ -109,7 +119,13 @@ class Reader {
     for (let i = 0; i < 4; i++) {
       const b = this.u8();
       value += (b & 0x7f) * mul;
-      if ((b & 0x80) === 0) return value;
+      if ((b & 0x80) === 0) {
+        // The fewest bytes that hold the value [MQTT-1.5.5-1]: no trailing zero byte.
+        if (i > 0 && b === 0) {
+          throw new MqttProtocolError("malformed", "variable byte integer not in fewest bytes");
+        }
+        return value;
+      }
       mul *= 128;
     }
     throw new MqttProtocolError("malformed", "variable byte integer longer than 4 bytes");
@@ -149,13 +165,7 @@ export function readPublishProperties(raw: Buffer, qos: number): InboundPublishP
   const seen = new Set<number>();
   let topicAlias: number | undefined;
   let messageExpiryS: number | undefined;
-  const props: {
-    payloadFormat?: 0 | 1;
-    contentType?: string;
-    responseTopic?: string;
-    correlationData?: Buffer;
-    userProperties?: [string, string][];
-  } = {};
+  const props: Building = {};
   while (r.at < end) {
     const id = r.varint();
     const type = WIRE.get(id);
@@ -243,22 +253,6 @@ export interface OutboundPublishProperties {
   readonly subscriptionIds?: readonly number[] | undefined;
 }
 
-function varintSize(n: number): number {
-  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
-}
-
-function writeVarint(buf: Buffer, at: number, n: number): number {
-  let v = n;
-  let i = at;
-  do {
-    let byte = v % 128;
-    v = Math.floor(v / 128);
-    if (v > 0) byte |= 0x80;
-    buf[i++] = byte;
-  } while (v > 0);
-  return i;
-}
-
 /** Encodes a v5 PUBLISH property block (its length prefix included). */
 export function encodePublishProperties(p: OutboundPublishProperties): Buffer {
   const m = p.properties;
@@ -278,10 +272,10 @@ export function encodePublishProperties(p: OutboundPublishProperties): Buffer {
   if (responseTopic !== undefined) size += 3 + responseTopic.length;
   if (m?.correlationData !== undefined) size += 3 + m.correlationData.length;
   if (p.topicAlias !== undefined) size += 3;
-  for (const id of p.subscriptionIds ?? []) size += 1 + varintSize(id);
+  for (const id of p.subscriptionIds ?? []) size += 1 + remainingLengthSize(id);
   for (const [k, v] of pairs ?? []) size += 5 + k.length + v.length;
-  const buf = Buffer.allocUnsafe(varintSize(size) + size);
-  let at = writeVarint(buf, 0, size);
+  const buf = Buffer.allocUnsafe(remainingLengthSize(size) + size);
+  let at = writeRemainingLength(buf, 0, size);
   const bin = (id: number, b: Uint8Array): void => {
     buf[at++] = id;
     buf.writeUInt16BE(b.length, at);
@@ -308,7 +302,7 @@ export function encodePublishProperties(p: OutboundPublishProperties): Buffer {
   }
   for (const id of p.subscriptionIds ?? []) {
     buf[at++] = PROPERTY.subscriptionId;
-    at = writeVarint(buf, at, id);
+    at = writeRemainingLength(buf, at, id);
   }
   for (const [k, v] of pairs ?? []) {
     buf[at++] = PROPERTY.userProperty;
@@ -332,6 +326,14 @@ export const PROPERTY_HEADERS = {
   payloadFormat: "MQTT-Payload-Format",
 } as const;
 
+const RESERVED_HEADER = /^(nats-|leafgate-)/i;
+const HEADER_OF = new Map<string, keyof typeof PROPERTY_HEADERS>(
+  Object.entries(PROPERTY_HEADERS).map(([k, v]) => [
+    v.toLowerCase(),
+    k as keyof typeof PROPERTY_HEADERS,
+  ]),
+);
+
 /**
  * Message properties as NATS headers: user properties by name (a repeated name keeps
  * its values in order), the others under `MQTT-*` names.
@@ -343,7 +345,11 @@ export function propertiesToHeaders(p: MessageProperties): Map<string, string[]>
     if (list === undefined) h.set(k, [v]);
     else list.push(v);
   };
-  for (const [k, v] of p.userProperties ?? []) add(k, v);
+  // A user property must not pose as a header the gateway or the hub interprets
+  // (Nats-Msg-Id would defeat deduplication): those stay on the MQTT side.
+  for (const [k, v] of p.userProperties ?? []) {
+    if (!RESERVED_HEADER.test(k) && !HEADER_OF.has(k.toLowerCase())) add(k, v);
+  }
   if (p.contentType !== undefined) add(PROPERTY_HEADERS.contentType, p.contentType);
   if (p.responseTopic !== undefined) add(PROPERTY_HEADERS.responseTopic, p.responseTopic);
   if (p.correlationData !== undefined)
@@ -352,25 +358,11 @@ export function propertiesToHeaders(p: MessageProperties): Map<string, string[]>
   return h;
 }
 
-const RESERVED_HEADER = /^(nats-|leafgate-)/i;
-const HEADER_OF = new Map<string, keyof typeof PROPERTY_HEADERS>(
-  Object.entries(PROPERTY_HEADERS).map(([k, v]) => [
-    v.toLowerCase(),
-    k as keyof typeof PROPERTY_HEADERS,
-  ]),
-);
-
 /** The reverse of `propertiesToHeaders`, for messages that come from the hub. */
 export function headersToProperties(
   headers: ReadonlyMap<string, readonly string[]>,
 ): MessageProperties | undefined {
-  const out: {
-    payloadFormat?: 0 | 1;
-    contentType?: string;
-    responseTopic?: string;
-    correlationData?: Buffer;
-    userProperties?: [string, string][];
-  } = {};
+  const out: Building = {};
   let any = false;
   for (const [name, values] of headers) {
     const special = HEADER_OF.get(name.toLowerCase());

@@ -36,6 +36,8 @@ export interface Outbound {
   packetId: number;
   /** PUBREC received: PUBREL sent, PUBCOMP awaited. */
   released: boolean;
+  /** Order of first sending, so that resends keep it across reconnects. */
+  seq: number;
 }
 
 /** Node timers hold at most 2^31-1 ms (24.8 days); MQTT 5 intervals go to 136 years. */
@@ -86,11 +88,14 @@ export class Session {
   readonly subscriptions = new Map<string, Subscription>();
   /** In flight, in the order sent; resent in that order on reconnect [MQTT-4.6.0-1]. */
   readonly inflight = new Map<number, Outbound>();
+  /** Sent on an earlier connection and not acknowledged: resent first, same ids. */
+  readonly #resend = new Map<number, Outbound>();
   #queue: Outbound[] = [];
   #queueHead = 0;
   /** Inbound QoS 2 ids: `committing` until stored, then `received` until PUBREL. */
   readonly awaitingRelease = new Map<number, "committing" | "received">();
   #nextPacketId = 1;
+  #nextSeq = 0;
   #cancelExpiry: (() => void) | undefined;
   #will: PendingWill | undefined;
   #ended = false;
@@ -203,7 +208,10 @@ export class Session {
       return undefined;
     }
     const canSend =
-      conn !== undefined && this.queuedCount === 0 && conn.hasWindow(this.inflight.size);
+      conn !== undefined &&
+      this.queuedCount === 0 &&
+      this.#resend.size === 0 &&
+      conn.hasWindow(this.inflight.size);
     if (!canSend && this.queuedCount >= this.broker.options.maxQueued) {
       this.broker.metrics.dropped.inc({ reason: "queue-full" });
       return undefined;
@@ -239,6 +247,7 @@ export class Session {
       rowId,
       packetId: 0,
       released: false,
+      seq: 0,
     };
     if (canSend) this.#send(out);
     else this.#queue.push(out);
@@ -248,9 +257,10 @@ export class Session {
   #send(out: Outbound): void {
     const conn = this.connection!;
     let id = this.#nextPacketId;
-    while (this.inflight.has(id)) id = (id % MAX_PACKET_ID) + 1;
+    while (this.inflight.has(id) || this.#resend.has(id)) id = (id % MAX_PACKET_ID) + 1;
     this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
     out.packetId = id;
+    out.seq = this.#nextSeq++;
     if (!conn.sendAcked(out, false)) {
       // Not sendable to this client (too large for it, no MQTT topic, not permitted):
       // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
@@ -261,10 +271,17 @@ export class Session {
     if (out.rowId !== undefined) this.#store?.markSent(out.rowId, id, false);
   }
 
-  /** Sends queued messages while the window has room. */
+  /** Sends owed messages while the window has room: resends first, then the queue. */
   pump(): void {
     const conn = this.connection;
     if (conn === undefined) return;
+    for (const [id, out] of this.#resend) {
+      if (!conn.hasWindow(this.inflight.size) || this.connection !== conn) return;
+      this.#resend.delete(id);
+      this.inflight.set(id, out);
+      if (out.released) conn.send(encodeAck("pubrel", id));
+      else conn.sendAcked(out, true);
+    }
     while (this.#queueHead < this.#queue.length && conn.hasWindow(this.inflight.size)) {
       const out = this.#queue[this.#queueHead]!;
       this.#queue[this.#queueHead++] = undefined as unknown as Outbound;
@@ -293,6 +310,8 @@ export class Session {
     if (entry === undefined) return false;
     if (kind === "puback" && entry.qos !== 1) return false;
     if (kind !== "puback" && entry.qos !== 2) return false;
+    // PUBCOMP answers our PUBREL: before PUBREC the PUBLISH is still unacknowledged.
+    if (kind === "pubcomp" && !entry.released) return false;
     this.inflight.delete(packetId);
     if (entry.rowId !== undefined) this.#store?.remove(entry.rowId);
     this.pump();
@@ -324,11 +343,12 @@ export class Session {
     if (this.#store !== undefined)
       this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
     if (resumed) {
-      for (const [id, out] of this.inflight) {
-        if (this.connection !== conn) return;
-        if (out.released) conn.send(encodeAck("pubrel", id));
-        else conn.sendAcked(out, true);
-      }
+      // Owed again, in order, within the new connection's window [MQTT-3.3.4-9]; the
+      // rest keep their ids and go as acks free the window.
+      const owed = [...this.#resend, ...this.inflight].sort((a, b) => a[1].seq - b[1].seq);
+      this.#resend.clear();
+      this.inflight.clear();
+      for (const [id, out] of owed) this.#resend.set(id, out);
     }
     this.pump();
   }
@@ -389,6 +409,7 @@ export class Session {
     this.#queue = [];
     this.#queueHead = 0;
     this.inflight.clear();
+    this.#resend.clear();
   }
 
   /** Stops timers at gateway shutdown; the stored session stays for the next start. */
@@ -430,6 +451,7 @@ export class Session {
       const out = toOutbound(m);
       if (m.packetId !== undefined && !session.inflight.has(m.packetId)) {
         out.packetId = m.packetId;
+        out.seq = session.#nextSeq++;
         session.inflight.set(m.packetId, out);
         session.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
       } else {
@@ -467,5 +489,6 @@ function toOutbound(m: StoredMessage): Outbound {
     rowId: m.id,
     packetId: 0,
     released: m.released,
+    seq: 0,
   };
 }

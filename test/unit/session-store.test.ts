@@ -1,0 +1,629 @@
+// Persistent MQTT sessions in SQLite (src/store/sessions.ts), on real database files in temp
+// dirs: sessions, subscriptions with every option, messages with every field, batched
+// writes (one transaction per turn, applied in order, `committed` after the commit),
+// deleteSession leaving no orphan rows, inbound QoS 2 ids, and all of it across a close and
+// reopen of the database.
+import type Database from "better-sqlite3";
+import fc from "fast-check";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  closeDatabase,
+  type NewStoredMessage,
+  openDatabase,
+  SessionStore,
+  type StoredSubscription,
+} from "../../src/store/index.js";
+import { type TempDir, tempDir } from "../helpers/wait.js";
+
+let temps: TempDir[] = [];
+let dbs: Database.Database[] = [];
+
+afterEach(async () => {
+  for (const db of dbs) closeDatabase(db);
+  dbs = [];
+  await Promise.all(temps.map((t) => t.cleanup()));
+  temps = [];
+});
+
+function newDir(): string {
+  const t = tempDir("sessions");
+  temps.push(t);
+  return t.path;
+}
+
+/** openDatabase, remembered so afterEach closes it. */
+function open(dir: string): Database.Database {
+  const db = openDatabase(dir, "normal");
+  dbs.push(db);
+  return db;
+}
+
+/** Closes as the gateway does at shutdown: pending writes flushed, then the file closed. */
+function reopen(dir: string, db: Database.Database, store: SessionStore) {
+  store.flush();
+  closeDatabase(db);
+  const db2 = open(dir);
+  return { db: db2, store: new SessionStore(db2) };
+}
+
+/**
+ * The database with its transactions observed: every transaction the store runs is logged
+ * as `commit <ops in the batch>` (or `commit -` for one without a batch) once it returned.
+ */
+function observed(db: Database.Database): { db: Database.Database; events: string[] } {
+  const events: string[] = [];
+  const proxy = new Proxy(db, {
+    get(target, prop) {
+      if (prop === "transaction") {
+        return (fn: (...args: unknown[]) => unknown) => {
+          const tx = target.transaction(fn);
+          return (...args: unknown[]) => {
+            const result = tx(...args);
+            events.push(`commit ${Array.isArray(args[0]) ? args[0].length : "-"}`);
+            return result;
+          };
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { db: proxy, events };
+}
+
+/** Rows of `table` for `clientId`, counted with plain SQL (orphans included). */
+function rows(db: Database.Database, table: string, clientId: string): number {
+  return (
+    db.prepare(`SELECT count(*) AS n FROM ${table} WHERE client_id = ?`).get(clientId) as {
+      n: number;
+    }
+  ).n;
+}
+
+const TABLES = ["mqtt_session", "mqtt_subscription", "mqtt_message", "mqtt_inbound"];
+
+/** A message with every field set, binary where it can be. */
+function fullMessage(n = 1): NewStoredMessage {
+  return {
+    subject: `sensors.kitchen.t${n}`,
+    payload: Buffer.from([0x00, 0xff, 0x80, n & 0xff, 0x0a]),
+    qos: 2,
+    retain: true,
+    receivedAtMs: 1_700_000_000_123 + n,
+    expiresAtMs: 1_700_000_060_000 + n,
+    publisher: "pub-ü",
+    properties: {
+      payloadFormat: 1,
+      contentType: "application/json",
+      responseTopic: "reply/to/ü",
+      correlationData: Buffer.from([0x00, 0xc3, 0x28, 0xff, 0xfe]),
+      userProperties: [
+        ["a", "1"],
+        ["b", "2"],
+        ["a", "3"],
+        ["", ""],
+      ],
+    },
+    headers: new Map([
+      ["site", ["north", "south"]],
+      ["MQTT-Content-Type", ["application/json"]],
+    ]),
+    subscriptionIds: [7, 268_435_455, 1],
+  };
+}
+
+/** A message with only what every message has. */
+function bareMessage(subject = "a.b"): NewStoredMessage {
+  return {
+    subject,
+    payload: Buffer.from("x"),
+    qos: 1,
+    retain: false,
+    receivedAtMs: 5,
+    expiresAtMs: undefined,
+    publisher: undefined,
+    properties: undefined,
+    headers: undefined,
+    subscriptionIds: undefined,
+  };
+}
+
+const SUBS: StoredSubscription[] = [
+  {
+    filter: "a/+",
+    qos: 0,
+    noLocal: false,
+    retainAsPublished: false,
+    retainHandling: 0,
+    subscriptionId: undefined,
+  },
+  {
+    filter: "b/#",
+    qos: 1,
+    noLocal: true,
+    retainAsPublished: false,
+    retainHandling: 1,
+    subscriptionId: 1,
+  },
+  {
+    filter: "$share/g/c",
+    qos: 2,
+    noLocal: false,
+    retainAsPublished: true,
+    retainHandling: 2,
+    subscriptionId: 268_435_455,
+  },
+  {
+    filter: "d",
+    qos: 2,
+    noLocal: true,
+    retainAsPublished: true,
+    retainHandling: 2,
+    subscriptionId: 42,
+  },
+];
+
+describe("SessionStore: sessions and subscriptions", () => {
+  it("saves, updates and loads sessions", () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    expect(store.loadAll()).toEqual([]);
+    store.saveSession("c1", 60_000, undefined);
+    store.saveSession("c2", 1000, 1_700_000_000_000);
+    store.saveSession("c1", 120_000, 99);
+    const all = store.loadAll().sort((a, b) => a.clientId.localeCompare(b.clientId));
+    expect(all).toEqual([
+      {
+        clientId: "c1",
+        expiryMs: 120_000,
+        disconnectedAtMs: 99,
+        subscriptions: [],
+        messages: [],
+        awaitingRelease: [],
+      },
+      {
+        clientId: "c2",
+        expiryMs: 1000,
+        disconnectedAtMs: 1_700_000_000_000,
+        subscriptions: [],
+        messages: [],
+        awaitingRelease: [],
+      },
+    ]);
+    store.saveSession("c2", 1000, undefined);
+    expect(store.loadAll().find((s) => s.clientId === "c2")?.disconnectedAtMs).toBeUndefined();
+  });
+
+  it("subscriptions keep every option, in the order first subscribed; a resubscribe replaces", () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    for (const s of SUBS) store.saveSubscription("c", s);
+    expect(store.loadAll()[0]!.subscriptions).toEqual(SUBS);
+
+    // Same filter again: options replaced [MQTT-3.8.4-3], no second row.
+    const replaced: StoredSubscription = {
+      filter: "b/#",
+      qos: 2,
+      noLocal: false,
+      retainAsPublished: true,
+      retainHandling: 0,
+      subscriptionId: undefined,
+    };
+    store.saveSubscription("c", replaced);
+    store.deleteSubscription("c", "a/+");
+    store.deleteSubscription("c", "never-there");
+    ({ db, store } = reopen(dir, db, store));
+    expect(store.loadAll()[0]!.subscriptions).toEqual([replaced, SUBS[2], SUBS[3]]);
+    expect(rows(db, "mqtt_subscription", "c")).toBe(3);
+  });
+
+  it("every combination of options survives (noLocal × rap × retain handling × qos)", () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const all: StoredSubscription[] = [];
+    for (const qos of [0, 1, 2] as const)
+      for (const noLocal of [false, true])
+        for (const retainAsPublished of [false, true])
+          for (const retainHandling of [0, 1, 2] as const) {
+            const s = {
+              filter: `f/${qos}/${noLocal}/${retainAsPublished}/${retainHandling}`,
+              qos,
+              noLocal,
+              retainAsPublished,
+              retainHandling,
+              subscriptionId: all.length % 2 === 0 ? undefined : all.length,
+            };
+            all.push(s);
+            store.saveSubscription("c", s);
+          }
+    expect(store.loadAll()[0]!.subscriptions).toEqual(all);
+  });
+
+  it("awaiting-release ids: add (twice is once), delete, survive a reopen", () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    store.addAwaitingRelease("c", 1);
+    store.addAwaitingRelease("c", 65_535);
+    store.addAwaitingRelease("c", 1);
+    store.addAwaitingRelease("c", 300);
+    store.deleteAwaitingRelease("c", 300);
+    store.deleteAwaitingRelease("c", 12); // not there
+    ({ db, store } = reopen(dir, db, store));
+    expect([...store.loadAll()[0]!.awaitingRelease].sort((a, b) => a - b)).toEqual([1, 65_535]);
+  });
+});
+
+describe("SessionStore: messages", () => {
+  it("a message with every field comes back as it went in", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const m = fullMessage();
+    const { id, committed } = store.add("c", m);
+    await committed;
+    ({ db, store } = reopen(dir, db, store));
+    const [msg] = store.loadAll()[0]!.messages;
+    expect(msg).toEqual({ ...m, id, packetId: undefined, released: false });
+    expect(Buffer.isBuffer(msg!.payload)).toBe(true);
+    expect([...msg!.properties!.correlationData!]).toEqual([0x00, 0xc3, 0x28, 0xff, 0xfe]);
+    // Interleaved names keep their order [MQTT-3.3.2-18].
+    expect(msg!.properties!.userProperties).toEqual([
+      ["a", "1"],
+      ["b", "2"],
+      ["a", "3"],
+      ["", ""],
+    ]);
+    expect([...msg!.headers!]).toEqual([
+      ["site", ["north", "south"]],
+      ["MQTT-Content-Type", ["application/json"]],
+    ]);
+  });
+
+  it("a bare message comes back with its optional fields undefined (not null)", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const { id, committed } = store.add("c", bareMessage());
+    await committed;
+    const [msg] = store.loadAll()[0]!.messages;
+    expect(msg).toStrictEqual({
+      id,
+      subject: "a.b",
+      payload: Buffer.from("x"),
+      qos: 1,
+      retain: false,
+      receivedAtMs: 5,
+      expiresAtMs: undefined,
+      publisher: undefined,
+      properties: undefined,
+      headers: undefined,
+      subscriptionIds: undefined,
+      packetId: undefined,
+      released: false,
+    });
+  });
+
+  it("an empty payload comes back as an empty Buffer", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    await store.add("c", { ...bareMessage(), payload: Buffer.alloc(0) }).committed;
+    const [msg] = store.loadAll()[0]!.messages;
+    expect(Buffer.isBuffer(msg!.payload)).toBe(true);
+    expect(msg!.payload).toHaveLength(0);
+  });
+
+  it("payload format 0 and empty strings are kept, not dropped as falsy", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const m: NewStoredMessage = {
+      ...bareMessage(),
+      publisher: "",
+      expiresAtMs: 0,
+      subscriptionIds: [],
+      properties: { payloadFormat: 0, contentType: "", correlationData: Buffer.alloc(0) },
+    };
+    await store.add("c", m).committed;
+    const [msg] = store.loadAll()[0]!.messages;
+    expect(msg).toMatchObject({ publisher: "", expiresAtMs: 0, subscriptionIds: [] });
+    expect(msg!.properties).toEqual({
+      payloadFormat: 0,
+      contentType: "",
+      correlationData: Buffer.alloc(0),
+    });
+  });
+
+  it("markSent records the packet id and the release; messages load in id order per session", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("a", 1000, undefined);
+    store.saveSession("b", 1000, undefined);
+    const a1 = store.add("a", bareMessage("a.1"));
+    const b1 = store.add("b", bareMessage("b.1"));
+    const a2 = store.add("a", { ...bareMessage("a.2"), qos: 2 });
+    const a3 = store.add("a", bareMessage("a.3"));
+    await Promise.all([a1.committed, b1.committed, a2.committed, a3.committed]);
+    store.markSent(a1.id, 10, false);
+    store.markSent(a2.id, 11, false);
+    store.markSent(a2.id, 11, true);
+    ({ db, store } = reopen(dir, db, store));
+    const byId = new Map(store.loadAll().map((s) => [s.clientId, s]));
+    expect(byId.get("a")!.messages.map((m) => [m.id, m.subject, m.packetId, m.released])).toEqual([
+      [a1.id, "a.1", 10, false],
+      [a2.id, "a.2", 11, true],
+      [a3.id, "a.3", undefined, false],
+    ]);
+    expect(byId.get("b")!.messages.map((m) => [m.id, m.subject])).toEqual([[b1.id, "b.1"]]);
+  });
+
+  it("round trip of arbitrary messages (fast-check), across a reopen", async () => {
+    const str = fc.string({ unit: "grapheme", maxLength: 10 });
+    const message: fc.Arbitrary<NewStoredMessage> = fc.record({
+      subject: fc.stringMatching(/^[a-z]{1,5}(\.[a-z0-9]{1,5}){0,3}$/),
+      payload: fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+      qos: fc.constantFrom<1 | 2>(1, 2),
+      retain: fc.boolean(),
+      receivedAtMs: fc.integer({ min: 0, max: 2 ** 47 }),
+      expiresAtMs: fc.option(fc.integer({ min: 0, max: 2 ** 47 }), { nil: undefined }),
+      publisher: fc.option(str, { nil: undefined }),
+      properties: fc.option(
+        fc.record(
+          {
+            payloadFormat: fc.constantFrom<0 | 1>(0, 1),
+            contentType: str,
+            responseTopic: str,
+            correlationData: fc.uint8Array({ maxLength: 16 }).map((a) => Buffer.from(a)),
+            userProperties: fc.array(fc.tuple(str, str), { maxLength: 5 }),
+          },
+          { requiredKeys: [] },
+        ),
+        { nil: undefined },
+      ),
+      headers: fc.option(
+        fc
+          .uniqueArray(fc.tuple(str, fc.array(str, { minLength: 1, maxLength: 3 })), {
+            selector: ([k]) => k,
+            maxLength: 4,
+          })
+          .map((entries) => new Map(entries)),
+        { nil: undefined },
+      ),
+      subscriptionIds: fc.option(
+        fc.array(fc.integer({ min: 1, max: 268_435_455 }), { maxLength: 3 }),
+        {
+          nil: undefined,
+        },
+      ),
+    });
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    const expected = new Map<string, unknown[]>();
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(message, { minLength: 1, maxLength: 5 }), async (messages) => {
+        const clientId = `c${n++}`;
+        store.saveSession(clientId, 1000, undefined);
+        const added = messages.map((m) => store.add(clientId, m));
+        await Promise.all(added.map((a) => a.committed));
+        const want = messages.map((m, i) => ({
+          ...m,
+          id: added[i]!.id,
+          packetId: undefined,
+          released: false,
+        }));
+        expected.set(clientId, want);
+        const got = store.loadAll().find((s) => s.clientId === clientId)!.messages;
+        expect(got).toEqual(want);
+      }),
+      { numRuns: 60 },
+    );
+    ({ db, store } = reopen(dir, db, store));
+    const after = new Map(store.loadAll().map((s) => [s.clientId, s.messages]));
+    expect(after.size).toBe(expected.size);
+    for (const [clientId, want] of expected) expect(after.get(clientId)).toEqual(want);
+  });
+});
+
+describe("SessionStore: batched writes", () => {
+  it("writes of one turn land in one transaction; `committed` resolves after it", async () => {
+    const raw = open(newDir());
+    const { db, events } = observed(raw);
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const a = store.add("c", bareMessage("m.1"));
+    const b = store.add("c", bareMessage("m.2"));
+    store.markSent(a.id, 1, false);
+    const c = store.add("c", bareMessage("m.3"));
+    store.remove(b.id);
+    for (const x of [a, b, c]) void x.committed.then(() => events.push(`resolved ${x.id}`));
+    // Nothing written yet within this turn.
+    expect(events).toEqual([]);
+    expect(rows(raw, "mqtt_message", "c")).toBe(0);
+    await Promise.all([a.committed, b.committed, c.committed]);
+    expect(events).toEqual([
+      "commit 5",
+      `resolved ${a.id}`,
+      `resolved ${b.id}`,
+      `resolved ${c.id}`,
+    ]);
+    expect(rows(raw, "mqtt_message", "c")).toBe(2);
+
+    // The next turn is the next transaction.
+    const d = store.add("c", bareMessage("m.4"));
+    await d.committed;
+    expect(events.slice(4)).toEqual(["commit 1"]);
+  });
+
+  it("ops apply in order: insert, markSent, remove in one batch leave nothing", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const a = store.add("c", bareMessage());
+    store.markSent(a.id, 5, false);
+    store.markSent(a.id, 5, true);
+    store.remove(a.id);
+    const b = store.add("c", bareMessage("kept"));
+    store.markSent(b.id, 6, false);
+    store.markSent(b.id, 6, true);
+    await Promise.all([a.committed, b.committed]);
+    expect(rows(db, "mqtt_message", "c")).toBe(1);
+    expect(store.loadAll()[0]!.messages.map((m) => [m.subject, m.packetId, m.released])).toEqual([
+      ["kept", 6, true],
+    ]);
+  });
+
+  it("flush() commits pending writes at once; loadAll() sees writes of the current turn", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const a = store.add("c", bareMessage());
+    expect(store.loadAll()[0]!.messages.map((m) => m.id)).toEqual([a.id]);
+    const b = store.add("c", bareMessage());
+    store.flush();
+    expect(rows(db, "mqtt_message", "c")).toBe(2);
+    await Promise.all([a.committed, b.committed]);
+  });
+
+  it("a batch that cannot commit rejects `committed` (it never hangs)", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const a = store.add("c", bareMessage());
+    const settled = a.committed.then(
+      () => "resolved",
+      () => "rejected",
+    );
+    db.close();
+    expect(await settled).toBe("rejected");
+  });
+});
+
+describe("SessionStore: deleteSession", () => {
+  it("removes subscriptions, messages and inbound ids; other sessions stay", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    for (const c of ["gone", "kept"]) {
+      store.saveSession(c, 1000, undefined);
+      store.saveSubscription(c, SUBS[1]!);
+      store.addAwaitingRelease(c, 9);
+      await store.add(c, fullMessage()).committed;
+    }
+    store.deleteSession("gone");
+    for (const t of TABLES) {
+      expect(rows(db, t, "gone"), t).toBe(0);
+      expect(rows(db, t, "kept"), t).toBe(1);
+    }
+    expect(store.loadAll().map((s) => s.clientId)).toEqual(["kept"]);
+  });
+
+  it("flushes pending writes first: a message added in the same turn leaves no orphan row", async () => {
+    const { db: proxy, events } = observed(open(newDir()));
+    const store = new SessionStore(proxy);
+    store.saveSession("c", 1000, undefined);
+    const a = store.add("c", bareMessage());
+    const b = store.add("c", bareMessage());
+    store.markSent(b.id, 3, false);
+    store.deleteSession("c");
+    await Promise.all([a.committed, b.committed]);
+    // Give a stray scheduled flush its turn.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events).toEqual(["commit 3", "commit -"]);
+    for (const t of TABLES) expect(rows(proxy, t, "c"), t).toBe(0);
+  });
+
+  it("a session saved again after its deletion starts empty", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    store.saveSubscription("c", SUBS[0]!);
+    store.addAwaitingRelease("c", 4);
+    await store.add("c", bareMessage()).committed;
+    store.deleteSession("c");
+    store.saveSession("c", 2000, undefined);
+    ({ db, store } = reopen(dir, db, store));
+    expect(store.loadAll()).toEqual([
+      {
+        clientId: "c",
+        expiryMs: 2000,
+        disconnectedAtMs: undefined,
+        subscriptions: [],
+        messages: [],
+        awaitingRelease: [],
+      },
+    ]);
+  });
+});
+
+describe("SessionStore: across a reopen", () => {
+  it("everything survives closing and reopening the database", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 86_400_000, 1_700_000_000_000);
+    for (const s of SUBS) store.saveSubscription("c", s);
+    store.addAwaitingRelease("c", 77);
+    const m1 = store.add("c", fullMessage(1));
+    const m2 = store.add("c", fullMessage(2));
+    await Promise.all([m1.committed, m2.committed]);
+    store.markSent(m1.id, 100, true);
+    ({ db, store } = reopen(dir, db, store));
+    expect(store.loadAll()).toEqual([
+      {
+        clientId: "c",
+        expiryMs: 86_400_000,
+        disconnectedAtMs: 1_700_000_000_000,
+        subscriptions: SUBS,
+        messages: [
+          { ...fullMessage(1), id: m1.id, packetId: 100, released: true },
+          { ...fullMessage(2), id: m2.id, packetId: undefined, released: false },
+        ],
+        awaitingRelease: [77],
+      },
+    ]);
+  });
+
+  it("ids continue after a reopen: a new message never takes the id of a live one", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const first = [1, 2, 3, 4].map((i) => store.add("c", bareMessage(`m.${i}`)));
+    await Promise.all(first.map((a) => a.committed));
+    const ids = first.map((a) => a.id);
+    expect(new Set(ids).size).toBe(4);
+    store.remove(ids[0]!);
+    store.remove(ids[2]!);
+    ({ db, store } = reopen(dir, db, store));
+    const live = store.loadAll()[0]!.messages.map((m) => m.id);
+    expect(live).toEqual([ids[1], ids[3]]);
+    const next = store.add("c", bareMessage("m.5"));
+    await next.committed;
+    expect(next.id).toBeGreaterThan(Math.max(...live));
+    expect(store.loadAll()[0]!.messages.map((m) => [m.id, m.subject])).toEqual([
+      [ids[1], "m.2"],
+      [ids[3], "m.4"],
+      [next.id, "m.5"],
+    ]);
+  });
+
+  it("ids are unique across sessions", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    const added = ["a", "b", "a", "c", "b"].map((c) => {
+      store.saveSession(c, 1000, undefined);
+      return store.add(c, bareMessage());
+    });
+    await Promise.all(added.map((a) => a.committed));
+    expect(new Set(added.map((a) => a.id)).size).toBe(5);
+  });
+});
