@@ -382,6 +382,33 @@ describe("shared subscriptions", () => {
     ]);
   });
 
+  it("shares the load with other bus queue subscribers of the same group name", async () => {
+    const h = setup();
+    const mqttMember = h.connect("m1");
+    mqttMember.subscribe(1, [{ topic: "$share/workers/jobs/#", qos: 0 }]);
+    // What a local NATS queue subscriber in group "workers" is on the bus.
+    const natsGot: string[] = [];
+    h.bus.subscribe(
+      "jobs.>",
+      {
+        deliver: (m) => {
+          natsGot.push(Buffer.from(m.payload).toString());
+          return undefined;
+        },
+      },
+      "workers",
+    );
+    const N = 6;
+    for (let i = 0; i < N; i++) await h.publish(`jobs.${i}`, `m${i}`, 0);
+    const mqttGot = mqttMember.since(2).map((line) => line.split(" ").at(-1)!);
+    expect(mqttGot.length + natsGot.length).toBe(N);
+    expect([...mqttGot, ...natsGot].sort()).toEqual(
+      Array.from({ length: N }, (_, i) => `m${i}`).sort(),
+    );
+    expect(mqttGot).toHaveLength(N / 2);
+    expect(natsGot).toHaveLength(N / 2);
+  });
+
   it("two groups on one filter each get every message once", async () => {
     const h = setup();
     const g1 = [h.connect("g1a"), h.connect("g1b")];
