@@ -280,7 +280,7 @@ export class Gateway {
    * 1. stop accepting (MQTT listeners, HTTP);
    * 2. drain adapters: close MQTT connections once their pending commits have settled,
    *    so every committed QoS 1 message still gets its PUBACK;
-   * 3. flush pending commits;
+   * 3. flush pending commits (outbox, persistent sessions);
    * 4. drain the hub connection: wait for outstanding acks, then close it;
    * 5. WAL checkpoint and close the database.
    * Unforwarded rows stay in the database for the next start.
@@ -303,6 +303,8 @@ export class Gateway {
     this.#outbox?.flush();
     await this.#upstream?.stop(remaining());
     this.#outbox?.close();
+    // Messages that reached offline sessions while the hub link drained.
+    this.#broker?.sessionStore?.flush();
     if (this.#db !== undefined) {
       try {
         closeDatabase(this.#db);
