@@ -79,6 +79,43 @@ const SCHEMA_V4 = `
 const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /**
+ * Every statement ever prepared, held for the life of the process. better-sqlite3 12 on
+ * Node 24 aborts the process (`Assertion failed: (env) != nullptr` in
+ * RemoveEnvironmentCleanupHook) when V8 collects a Statement during a microtask
+ * checkpoint, so no statement is left to the garbage collector. Each SQL text is
+ * prepared once per database (see `pinStatements`), which keeps this set small.
+ */
+const PINNED = new Set<Database.Statement>();
+
+/** Makes `db.prepare` return one kept statement per SQL text. */
+function pinStatements(db: Database.Database): void {
+  const cache = new Map<string, Database.Statement>();
+  const prepare = db.prepare.bind(db);
+  db.prepare = ((sql: string) => {
+    let statement = cache.get(sql);
+    if (statement === undefined) {
+      statement = prepare(sql);
+      cache.set(sql, statement);
+      PINNED.add(statement);
+    }
+    return statement;
+  }) as typeof db.prepare;
+}
+
+/**
+ * `PRAGMA source` through a kept statement (better-sqlite3's own `pragma()` prepares a
+ * new one each call); `simple` returns the first column of the first row.
+ */
+export function pragma(db: Database.Database, source: string, simple = false): unknown {
+  const statement = db.prepare(`PRAGMA ${source}`);
+  if (!statement.reader) {
+    statement.run();
+    return simple ? undefined : [];
+  }
+  return simple ? statement.pluck(true).get() : statement.pluck(false).all();
+}
+
+/**
  * Opens (creating if needed) the gateway's database in `dataDir`, in WAL mode with an
  * exclusive lock so that a second gateway on the same data dir fails at start instead
  * of forwarding the same rows twice.
@@ -97,13 +134,14 @@ export function openDatabase(dataDir: string, durability: Durability): Database.
   let db: Database.Database;
   try {
     db = new Database(file, { timeout: 0 });
+    pinStatements(db);
   } catch (err) {
     throw new StoreError("LG_ERR_STORE_OPEN", `cannot open ${file}`, err);
   }
   try {
-    db.pragma("locking_mode = EXCLUSIVE");
-    db.pragma("journal_mode = WAL");
-    db.pragma(`synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
+    pragma(db, "locking_mode = EXCLUSIVE");
+    pragma(db, "journal_mode = WAL");
+    pragma(db, `synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
     // Take the write lock now, so a second process fails here and not on first publish.
     db.exec("BEGIN IMMEDIATE; COMMIT;");
     migrate(db);
@@ -122,7 +160,7 @@ export function openDatabase(dataDir: string, durability: Durability): Database.
 }
 
 function migrate(db: Database.Database): void {
-  const version = db.pragma("user_version", { simple: true }) as number;
+  const version = pragma(db, "user_version", true) as number;
   if (version > SCHEMA_VERSION) {
     throw new Error(
       `database schema version ${version} is newer than this leafgate understands (${SCHEMA_VERSION}); upgrade leafgate`,
@@ -131,7 +169,7 @@ function migrate(db: Database.Database): void {
   if (version < SCHEMA_VERSION) {
     db.transaction(() => {
       for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      pragma(db, `user_version = ${SCHEMA_VERSION}`);
     })();
   }
 }
@@ -142,17 +180,17 @@ function migrate(db: Database.Database): void {
  * buffer. Deleted rows free pages for reuse, so the cap recovers as the hub drains.
  */
 export function capDatabaseFile(db: Database.Database, bytes: number): void {
-  const pageSize = db.pragma("page_size", { simple: true }) as number;
-  const current = db.pragma("page_count", { simple: true }) as number;
+  const pageSize = pragma(db, "page_size", true) as number;
+  const current = pragma(db, "page_count", true) as number;
   // Never below what the file already holds, or nothing could ever be written again.
-  db.pragma(`max_page_count = ${Math.max(current + 1, Math.ceil(bytes / pageSize))}`);
+  pragma(db, `max_page_count = ${Math.max(current + 1, Math.ceil(bytes / pageSize))}`);
 }
 
 /** Moves the WAL into the main file and closes; the next start reads one file. */
 export function closeDatabase(db: Database.Database): void {
   if (!db.open) return;
   try {
-    db.pragma("wal_checkpoint(TRUNCATE)");
+    pragma(db, "wal_checkpoint(TRUNCATE)");
   } finally {
     db.close();
   }

@@ -9,6 +9,7 @@ import {
   rowSize,
   UNLIMITED,
 } from "./buffer-policy.js";
+import { pragma } from "./database.js";
 import { StoreError } from "./errors.js";
 
 /** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
@@ -683,7 +684,7 @@ export class Outbox {
       }
     }
     try {
-      this.#db.pragma("wal_checkpoint(PASSIVE)");
+      pragma(this.#db, "wal_checkpoint(PASSIVE)");
     } catch (err) {
       this.#options.log.warn({ err: errorMessage(err) }, "WAL checkpoint failed");
     }
