@@ -11,6 +11,7 @@ export {
   DATABASE_FILE,
   type Durability,
   openDatabase,
+  pragma,
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";

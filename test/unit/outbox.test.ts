@@ -17,6 +17,7 @@ import {
   Outbox,
   type OutboxOptions,
   openDatabase,
+  pragma,
   StoreError,
 } from "../../src/store/index.js";
 import {
@@ -125,6 +126,19 @@ db.exec("BEGIN IMMEDIATE; COMMIT;");
 `;
 
 describe("openDatabase", () => {
+  it("prepares each SQL text once and keeps it (Node 24 aborts on a collected statement)", () => {
+    const db = open(newDir());
+    const a = db.prepare("SELECT 1 AS one");
+    expect(db.prepare("SELECT 1 AS one")).toBe(a);
+    expect(db.prepare("SELECT 2 AS two")).not.toBe(a);
+    // PRAGMAs go through kept statements too, readers and writers alike.
+    expect(pragma(db, "user_version", true)).toBe(4);
+    expect(pragma(db, "user_version", true)).toBe(4);
+    expect(pragma(db, "journal_mode")).toEqual([{ journal_mode: "wal" }]);
+    expect(pragma(db, "cache_size = -4000")).toEqual([]);
+    expect(pragma(db, "cache_size", true)).toBe(-4000);
+  });
+
   it("creates a nested data dir and leafgate.db, at schema version 4", () => {
     const dir = join(newDir(), "a", "b", "c");
     const db = open(dir);
