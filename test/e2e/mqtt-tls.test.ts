@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { runToCompletion } from "../helpers/procs.js";
-import { type TempDir, tempDir } from "../helpers/wait.js";
+import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 async function openssl(dir: string, args: string[]): Promise<void> {
   const r = await runToCompletion("openssl", args, { cwd: dir, timeoutMs: 20_000 });
@@ -115,5 +115,29 @@ describe("MQTT over TLS", () => {
     );
     expect(plain.code).not.toBe(0);
     expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(2);
+  });
+
+  it("carries MQTT 5 over WebSocket with TLS (wss://)", async () => {
+    certs = tempDir("tls");
+    await makeCerts(certs.path);
+    const c = certs.path;
+    gw = await startGateway({
+      mqtt: `  listeners:\n    - { host: 127.0.0.1, port: 0, websocket: true, tls: { cert: "${c}/server.pem", key: "${c}/server.key" } }\n`,
+    });
+    const ca = readFileSync(join(c, "ca.pem"));
+    const opts = { protocol: "wss", ca, servername: "localhost", path: "/mqtt" } as const;
+    const sub = await connectMqttJs(gw.mqttPort, { ...opts, protocolVersion: 5 });
+    const got: string[] = [];
+    sub.on("message", (topic, payload) => got.push(`${topic} ${payload.toString()}`));
+    await sub.subscribeAsync("s/wss", { qos: 1 });
+    const pub = await connectMqttJs(gw.mqttPort, opts);
+    await pub.publishAsync("s/wss", "one", { qos: 1 });
+    await pub.publishAsync("s/wss", "two", { qos: 2 });
+    await waitFor(() => got.length === 2);
+    expect(got).toEqual(["s/wss one", "s/wss two"]);
+    await pub.endAsync();
+    await sub.endAsync();
+    // Plain ws:// does not get through a TLS listener.
+    await expect(connectMqttJs(gw.mqttPort, { protocol: "ws", path: "/mqtt" })).rejects.toThrow();
   });
 });

@@ -172,7 +172,15 @@ function refuse(
   why: string,
 ): void {
   if (conn.protocolVersion === 5) {
-    conn.send(encodeV5({ cmd: "connack", sessionPresent: false, reasonCode: reasonV5 }));
+    // CONNACK may say why in words whatever the client asked (section 3.2.2.3.7).
+    conn.send(
+      encodeV5({
+        cmd: "connack",
+        sessionPresent: false,
+        reasonCode: reasonV5,
+        properties: { reasonString: why },
+      }),
+    );
   } else {
     conn.send(encodeConnack(codeV3));
   }
