@@ -243,7 +243,13 @@ export class Connection implements TransportHandler {
   #sendDisconnect(reasonCode: number, reason: string): void {
     if (this.protocolVersion !== 5 || !this.connackSent || this.state === "closed") return;
     const reasonString = reason.slice(0, MAX_REASON_STRING);
-    this.transport.write(encodeV5({ cmd: "disconnect", reasonCode, properties: { reasonString } }));
+    const withReason = encodeV5({ cmd: "disconnect", reasonCode, properties: { reasonString } });
+    // Not above the client's Maximum Packet Size: the words go first [MQTT-3.14.2-3].
+    this.transport.write(
+      withReason.length <= this.clientMaxPacketSize
+        ? withReason
+        : encodeV5({ cmd: "disconnect", reasonCode }),
+    );
   }
 
   /** One log line per client and kind: a misconfigured device must not flood the log. */

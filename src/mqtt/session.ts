@@ -382,15 +382,19 @@ export class Session {
     this.cancelWill();
     const cancel = longTimeout(() => {
       this.#will = undefined;
+      this.#store?.saveWill(this.clientId, undefined);
       this.broker.publishWill(this.clientId, will);
     }, delayMs);
     this.#will = { will, cancel };
+    // Part of the session's state [MQTT-4.1]: a restart meanwhile does not lose it.
+    this.#store?.saveWill(this.clientId, { ...will, dueAtMs: Date.now() + delayMs });
   }
 
   cancelWill(): void {
     if (this.#will === undefined) return;
     this.#will.cancel();
     this.#will = undefined;
+    this.#store?.saveWill(this.clientId, undefined);
   }
 
   /** Ends the session: its subscriptions go, a pending will is published now. */
@@ -459,6 +463,10 @@ export class Session {
       }
     }
     for (const id of stored.awaitingRelease) session.awaitingRelease.set(id, "received");
+    if (stored.will !== undefined) {
+      const { dueAtMs, ...will } = stored.will;
+      session.delayWill({ ...will, delayMs: 0 }, dueAtMs - nowMs);
+    }
     const since = stored.disconnectedAtMs ?? nowMs;
     if (stored.disconnectedAtMs === undefined) {
       broker.sessionStore?.saveSession(stored.clientId, stored.expiryMs, nowMs);

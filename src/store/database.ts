@@ -46,7 +46,8 @@ const SCHEMA_V4 = `
   CREATE TABLE mqtt_session (
     client_id TEXT PRIMARY KEY,
     expiry_ms INTEGER NOT NULL,
-    disconnected_at_ms INTEGER
+    disconnected_at_ms INTEGER,
+    will TEXT
   );
   CREATE TABLE mqtt_subscription (
     client_id TEXT NOT NULL,

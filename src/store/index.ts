@@ -22,4 +22,5 @@ export {
   type StoredMessage,
   type StoredSession,
   type StoredSubscription,
+  type StoredWill,
 } from "./sessions.js";

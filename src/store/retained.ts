@@ -1,6 +1,7 @@
 import type Database from "better-sqlite3";
 import type { MessageProperties } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
+import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 export interface RetainedMessage {
   readonly subject: string;
@@ -13,7 +14,7 @@ export interface RetainedMessage {
 }
 
 interface Meta {
-  p?: { f?: 0 | 1; ct?: string; rt?: string; cd?: string; up?: [string, string][] };
+  p?: PropertiesJson;
   x?: number;
 }
 
@@ -49,7 +50,7 @@ export class RetainedStore {
         payload: row.payload,
         qos: row.qos,
         receivedAtMs: row.received_at_ms,
-        properties: meta.p === undefined ? undefined : decodeProperties(meta.p),
+        properties: meta.p === undefined ? undefined : propertiesFromJson(meta.p),
         expiresAtMs: meta.x,
       });
     }
@@ -71,7 +72,7 @@ export class RetainedStore {
     }
     const bytes = Buffer.from(payload);
     const meta: Meta = {};
-    if (properties !== undefined) meta.p = encodeProperties(properties);
+    if (properties !== undefined) meta.p = propertiesToJson(properties);
     if (expiresAtMs !== undefined) meta.x = expiresAtMs;
     const metaText = meta.p === undefined && meta.x === undefined ? null : JSON.stringify(meta);
     this.#upsert.run(subject, bytes, qos, receivedAtMs, metaText);
@@ -103,24 +104,4 @@ export class RetainedStore {
   get size(): number {
     return this.#bySubject.size;
   }
-}
-
-function encodeProperties(p: MessageProperties): NonNullable<Meta["p"]> {
-  const out: NonNullable<Meta["p"]> = {};
-  if (p.payloadFormat !== undefined) out.f = p.payloadFormat;
-  if (p.contentType !== undefined) out.ct = p.contentType;
-  if (p.responseTopic !== undefined) out.rt = p.responseTopic;
-  if (p.correlationData !== undefined) out.cd = Buffer.from(p.correlationData).toString("base64");
-  if (p.userProperties !== undefined) out.up = p.userProperties.map(([k, v]) => [k, v]);
-  return out;
-}
-
-function decodeProperties(m: NonNullable<Meta["p"]>): MessageProperties {
-  return {
-    ...(m.f !== undefined ? { payloadFormat: m.f } : {}),
-    ...(m.ct !== undefined ? { contentType: m.ct } : {}),
-    ...(m.rt !== undefined ? { responseTopic: m.rt } : {}),
-    ...(m.cd !== undefined ? { correlationData: Buffer.from(m.cd, "base64") } : {}),
-    ...(m.up !== undefined ? { userProperties: m.up } : {}),
-  };
 }

@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import type { MessageProperties } from "../core/index.js";
+import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 /** A stored subscription of a persistent MQTT session. */
 export interface StoredSubscription {
@@ -30,6 +31,28 @@ export interface StoredMessage {
   readonly released: boolean;
 }
 
+/** A will waiting for its MQTT 5 Will Delay Interval (part of the session's state). */
+export interface StoredWill {
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+  readonly retain: boolean;
+  readonly properties: MessageProperties | undefined;
+  readonly messageExpiryS: number | undefined;
+  /** When it is to be published. */
+  readonly dueAtMs: number;
+}
+
+interface WillJson {
+  s: string;
+  b: string;
+  q: 0 | 1 | 2;
+  r?: 1;
+  m?: PropertiesJson;
+  x?: number;
+  d: number;
+}
+
 export interface StoredSession {
   readonly clientId: string;
   readonly expiryMs: number;
@@ -39,6 +62,7 @@ export interface StoredSession {
   readonly messages: StoredMessage[];
   /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
   readonly awaitingRelease: number[];
+  readonly will: StoredWill | undefined;
 }
 
 export type NewStoredMessage = Omit<StoredMessage, "id" | "packetId" | "released">;
@@ -67,13 +91,7 @@ interface Meta {
   p?: string;
   s?: number[];
   h?: [string, string[]][];
-  m?: {
-    f?: 0 | 1;
-    ct?: string;
-    rt?: string;
-    cd?: string;
-    up?: [string, string][];
-  };
+  m?: PropertiesJson;
 }
 
 /**
@@ -90,6 +108,7 @@ export class SessionStore {
   #nextId: number;
   readonly #stmt: {
     upsertSession: Database.Statement;
+    saveWill: Database.Statement;
     deleteSession: Database.Statement[];
     upsertSub: Database.Statement;
     deleteSub: Database.Statement;
@@ -110,6 +129,7 @@ export class SessionStore {
         "INSERT INTO mqtt_session (client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?) " +
           "ON CONFLICT (client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
       ),
+      saveWill: db.prepare("UPDATE mqtt_session SET will = ? WHERE client_id = ?"),
       deleteSession: [
         db.prepare("DELETE FROM mqtt_session WHERE client_id = ?"),
         db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ?"),
@@ -156,8 +176,13 @@ export class SessionStore {
     this.flush();
     const sessions = new Map<string, StoredSession>();
     for (const row of this.#db
-      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms FROM mqtt_session")
-      .all() as { client_id: string; expiry_ms: number; disconnected_at_ms: number | null }[]) {
+      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will FROM mqtt_session")
+      .all() as {
+      client_id: string;
+      expiry_ms: number;
+      disconnected_at_ms: number | null;
+      will: string | null;
+    }[]) {
       sessions.set(row.client_id, {
         clientId: row.client_id,
         expiryMs: row.expiry_ms,
@@ -165,6 +190,7 @@ export class SessionStore {
         subscriptions: [],
         messages: [],
         awaitingRelease: [],
+        will: row.will === null ? undefined : decodeWill(row.will),
       });
     }
     for (const row of this.#db
@@ -205,6 +231,11 @@ export class SessionStore {
 
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
     this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+  }
+
+  /** Records (or, with undefined, clears) the session's delayed will. */
+  saveWill(clientId: string, will: StoredWill | undefined): void {
+    this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId);
   }
 
   deleteSession(clientId: string): void {
@@ -283,31 +314,13 @@ function encodeMeta(m: NewStoredMessage): string {
   if (m.publisher !== undefined) meta.p = m.publisher;
   if (m.subscriptionIds !== undefined) meta.s = [...m.subscriptionIds];
   if (m.headers !== undefined) meta.h = [...m.headers].map(([k, v]) => [k, [...v]]);
-  const p = m.properties;
-  if (p !== undefined) {
-    meta.m = {};
-    if (p.payloadFormat !== undefined) meta.m.f = p.payloadFormat;
-    if (p.contentType !== undefined) meta.m.ct = p.contentType;
-    if (p.responseTopic !== undefined) meta.m.rt = p.responseTopic;
-    if (p.correlationData !== undefined)
-      meta.m.cd = Buffer.from(p.correlationData).toString("base64");
-    if (p.userProperties !== undefined) meta.m.up = p.userProperties.map(([k, v]) => [k, v]);
-  }
+  if (m.properties !== undefined) meta.m = propertiesToJson(m.properties);
   return JSON.stringify(meta);
 }
 
 function decodeMessage(row: MessageRow): StoredMessage {
   const meta = JSON.parse(row.meta) as Meta;
-  let properties: MessageProperties | undefined;
-  if (meta.m !== undefined) {
-    properties = {
-      ...(meta.m.f !== undefined ? { payloadFormat: meta.m.f } : {}),
-      ...(meta.m.ct !== undefined ? { contentType: meta.m.ct } : {}),
-      ...(meta.m.rt !== undefined ? { responseTopic: meta.m.rt } : {}),
-      ...(meta.m.cd !== undefined ? { correlationData: Buffer.from(meta.m.cd, "base64") } : {}),
-      ...(meta.m.up !== undefined ? { userProperties: meta.m.up } : {}),
-    };
-  }
+  const properties = meta.m === undefined ? undefined : propertiesFromJson(meta.m);
   return {
     id: row.id,
     subject: row.subject,
@@ -322,5 +335,26 @@ function decodeMessage(row: MessageRow): StoredMessage {
     subscriptionIds: meta.s,
     packetId: row.packet_id ?? undefined,
     released: row.released === 1,
+  };
+}
+
+function encodeWill(w: StoredWill): string {
+  const json: WillJson = { s: w.subject, b: w.payload.toString("base64"), q: w.qos, d: w.dueAtMs };
+  if (w.retain) json.r = 1;
+  if (w.properties !== undefined) json.m = propertiesToJson(w.properties);
+  if (w.messageExpiryS !== undefined) json.x = w.messageExpiryS;
+  return JSON.stringify(json);
+}
+
+function decodeWill(text: string): StoredWill {
+  const w = JSON.parse(text) as WillJson;
+  return {
+    subject: w.s,
+    payload: Buffer.from(w.b, "base64"),
+    qos: w.q,
+    retain: w.r === 1,
+    properties: w.m === undefined ? undefined : propertiesFromJson(w.m),
+    messageExpiryS: w.x,
+    dueAtMs: w.d,
   };
 }

@@ -7,6 +7,8 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { IPublishPacket } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { silentLogger } from "../../src/core/index.js";
+import { Gateway } from "../../src/gateway.js";
 import { hashPassword } from "../../src/mqtt/index.js";
 import { type GatewayConfigOptions, startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
@@ -642,6 +644,48 @@ describe("MQTT 5 wills", () => {
     ]);
     // Lower bound only: the will must not go out before its delay [MQTT-3.1.3-9].
     expect(elapsedMs).toBeGreaterThanOrEqual(950);
+  });
+
+  it("keeps a delayed will across a gateway restart and publishes it when due", async () => {
+    const g = await start();
+    const { client } = await RawMqtt.connect(g.mqttPort, {
+      clientId: "wd-restart",
+      properties: { sessionExpiryInterval: 300 },
+      will: {
+        topic: "will/wd-restart",
+        payload: Buffer.from("gone"),
+        qos: 1,
+        retain: false,
+        properties: { willDelayInterval: 2, contentType: "text/plain", userProperties: { a: "1" } },
+      },
+    });
+    const before = connections();
+    await client.destroy();
+    await waitFor(() => connections() === before - 1);
+    await g.stop();
+
+    const again = new Gateway({ config: g.gateway.config, log: silentLogger });
+    try {
+      await again.start();
+      const port = again.addresses().mqtt[0]!.port;
+      const w = await v5(port, { clientId: "watcher-2" });
+      const got: { topic: string; payload: string; contentType?: string; user?: unknown }[] = [];
+      w.on("message", (topic, payload, packet) =>
+        got.push({
+          topic,
+          payload: payload.toString(),
+          contentType: packet.properties?.contentType,
+          user: packet.properties?.userProperties,
+        }),
+      );
+      await w.subscribeAsync({ "will/#": { qos: 1 } });
+      await waitFor(() => got.length === 1, { timeoutMs: 5_000 });
+      expect(got).toEqual([
+        { topic: "will/wd-restart", payload: "gone", contentType: "text/plain", user: { a: "1" } },
+      ]);
+    } finally {
+      await again.stop();
+    }
   });
 
   it("publishes the will when the session ends, if that is before the delay", async () => {
