@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import type { LeafgateConfig } from "./config/index.js";
-import { Bus, type BusSubscriber, type Envelope, type Logger } from "./core/index.js";
+import { Bus, type BusSubscriber, type Envelope, errorMessage, type Logger } from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
@@ -171,6 +171,10 @@ export class Gateway {
 
     // 4. MQTT listeners.
     const mqttLog = log.child({ part: "mqtt" });
+    const sessionStoreErrors = metrics.counter(
+      "leafgate_mqtt_session_store_errors_total",
+      "Writes of persistent MQTT sessions that failed (disk full, I/O), by what",
+    );
     const broker = new Broker(
       bus,
       {
@@ -193,7 +197,15 @@ export class Gateway {
         defaultPermissions: config.authorization.default_permissions,
         allowAnonymous: config.mqtt.allow_anonymous,
       }),
-      new SessionStore(db),
+      new SessionStore(db, {
+        onError: (err, what) => {
+          sessionStoreErrors.inc({ what });
+          mqttLog.warn(
+            { err: errorMessage(err), what },
+            "persistent session not written; it carries on in memory",
+          );
+        },
+      }),
     );
     this.#broker = broker;
     broker.restoreSessions();

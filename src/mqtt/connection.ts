@@ -120,8 +120,16 @@ export class Connection implements TransportHandler {
     this.state = "closed";
     clearTimeout(this.#timer);
     this.#framer.stop();
-    if (!wasClosing) this.#releaseWill();
-    this.broker.forget(this);
+    try {
+      if (!wasClosing) this.#releaseWill();
+      this.broker.forget(this);
+    } catch (err) {
+      // Runs from a socket event: a failure here must not reach the process.
+      this.broker.log.error(
+        { client: this.clientId, err: errorMessage(err) },
+        "mqtt connection cleanup failed",
+      );
+    }
     if (!wasClosing) {
       const reason = error ? "socket-error" : "peer-closed";
       this.broker.metrics.closed.inc({ reason });

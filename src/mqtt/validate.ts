@@ -1,6 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import type mqtt from "mqtt-packet";
 import { MqttProtocolError } from "./errors.js";
+import { checkNoRepeats } from "./properties.js";
 
 /** mqtt-packet decodes ill-formed UTF-8 to U+FFFD; only then are the raw bytes checked. */
 const REPLACEMENT = "\uFFFD";
@@ -76,6 +77,11 @@ function checkFilterStrings(raw: Buffer, v5: boolean, withOptions: boolean): voi
  * it is handled. Each breaks a normative statement, so the connection is closed.
  */
 export function checkPacket(packet: mqtt.Packet, raw: Buffer, v5: boolean): void {
+  // Only User Property may repeat in what a client sends (section 2.2.2.2); PUBLISH
+  // properties are read from the raw bytes, with the same rule.
+  if (v5 && packet.cmd !== "publish") {
+    checkNoRepeats((packet as { properties?: object }).properties);
+  }
   switch (packet.cmd) {
     case "publish":
       // The topic is the first field: checked on every PUBLISH, it is cheap.

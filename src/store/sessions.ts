@@ -102,6 +102,7 @@ interface Meta {
  */
 export class SessionStore {
   readonly #db: Database.Database;
+  readonly #onError: (err: unknown, what: string) => void;
   readonly #ops: Op[] = [];
   #waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   #immediate: NodeJS.Immediate | undefined;
@@ -120,7 +121,19 @@ export class SessionStore {
   };
   readonly #apply: (ops: readonly Op[]) => void;
 
-  constructor(db: Database.Database) {
+  /**
+   * `onError` hears of a write that failed (disk full, I/O error): the session goes on
+   * in memory, and only what it would keep across a restart is at stake.
+   */
+  constructor(
+    db: Database.Database,
+    options: { onError?: (err: unknown, what: string) => void } = {},
+  ) {
+    this.#onError =
+      options.onError ??
+      ((err) => {
+        throw err;
+      });
     this.#db = db;
     const max = db.prepare("SELECT max(id) AS id FROM mqtt_message").get() as { id: number | null };
     this.#nextId = (max.id ?? 0) + 1;
@@ -230,29 +243,47 @@ export class SessionStore {
   }
 
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
-    this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+    this.#guard("save session", () => {
+      this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+    });
   }
 
   /** Records (or, with undefined, clears) the session's delayed will. */
   saveWill(clientId: string, will: StoredWill | undefined): void {
-    this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId);
+    this.#guard("save will", () => {
+      this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId);
+    });
   }
 
   deleteSession(clientId: string): void {
     this.flush();
-    this.#db.transaction(() => {
-      for (const s of this.#stmt.deleteSession) s.run(clientId);
-    })();
+    this.#guard("delete session", () =>
+      this.#db.transaction(() => {
+        for (const s of this.#stmt.deleteSession) s.run(clientId);
+      })(),
+    );
+  }
+
+  #guard(what: string, write: () => unknown): void {
+    try {
+      write();
+    } catch (err) {
+      this.#onError(err, what);
+    }
   }
 
   saveSubscription(clientId: string, s: StoredSubscription): void {
     const options =
       (s.noLocal ? 1 : 0) | (s.retainAsPublished ? 2 : 0) | ((s.retainHandling & 3) << 2);
-    this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null);
+    this.#guard("save subscription", () =>
+      this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null),
+    );
   }
 
   deleteSubscription(clientId: string, filter: string): void {
-    this.#stmt.deleteSub.run(clientId, filter);
+    this.#guard("delete subscription", () => {
+      this.#stmt.deleteSub.run(clientId, filter);
+    });
   }
 
   /** Stores a message for a session; `committed` settles with the batch's transaction. */
@@ -278,11 +309,15 @@ export class SessionStore {
   }
 
   addAwaitingRelease(clientId: string, packetId: number): void {
-    this.#stmt.addInbound.run(clientId, packetId);
+    this.#guard("save inbound QoS 2 id", () => {
+      this.#stmt.addInbound.run(clientId, packetId);
+    });
   }
 
   deleteAwaitingRelease(clientId: string, packetId: number): void {
-    this.#stmt.deleteInbound.run(clientId, packetId);
+    this.#guard("delete inbound QoS 2 id", () => {
+      this.#stmt.deleteInbound.run(clientId, packetId);
+    });
   }
 
   #schedule(): void {

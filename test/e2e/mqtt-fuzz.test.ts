@@ -1284,6 +1284,23 @@ const PINNED: readonly PinnedCase[] = [
     answers: [[], ["CONNACK 0x82"]],
   },
   {
+    // Found by the fuzzer: the repeated interval once reached the session store as NaN.
+    name: "v5 DISCONNECT with Session Expiry Interval twice: closed, protocol error",
+    version: 5,
+    bytes: [
+      gen5({
+        cmd: "connect",
+        clientId: "dup-expiry",
+        protocolVersion: 5,
+        clean: true,
+        keepalive: 0,
+        properties: { sessionExpiryInterval: 60 },
+      }),
+      Buffer.from([0xe0, 0x0c, 0x00, 0x0a, 0x11, 0, 0, 0, 0x0a, 0x11, 0, 0, 0, 0x14]),
+    ],
+    answers: closedAfter("0x82"),
+  },
+  {
     name: "v5 CONNECT with Receive Maximum 0: closed, protocol error",
     version: 5,
     bytes: [connect5({ receiveMaximum: 0 })],

@@ -505,6 +505,37 @@ describe("SessionStore: batched writes", () => {
     db.close();
     expect(await settled).toBe("rejected");
   });
+
+  it("a failed direct write goes to onError with what it was; nothing throws", () => {
+    const db = open(newDir());
+    const errors: string[] = [];
+    const store = new SessionStore(db, { onError: (_err, what) => errors.push(what) });
+    store.saveSession("c", 1000, undefined);
+    db.close();
+    store.saveSession("c", 1000, 5);
+    store.saveSubscription("c", {
+      filter: "a/#",
+      qos: 1,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0,
+      subscriptionId: undefined,
+    });
+    store.deleteSubscription("c", "a/#");
+    store.addAwaitingRelease("c", 1);
+    store.deleteAwaitingRelease("c", 1);
+    store.saveWill("c", undefined);
+    store.deleteSession("c");
+    expect(errors).toEqual([
+      "save session",
+      "save subscription",
+      "delete subscription",
+      "save inbound QoS 2 id",
+      "delete inbound QoS 2 id",
+      "save will",
+      "delete session",
+    ]);
+  });
 });
 
 describe("SessionStore: deleteSession", () => {

@@ -22,7 +22,6 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
   conn.protocolVersion = version;
   const v5 = version === 5;
   const props = v5 ? (packet.properties ?? {}) : {};
-  checkNoRepeats(props);
   checkNoRepeats(packet.will?.properties);
   if (props.receiveMaximum === 0) {
     throw new MqttProtocolError("protocolError", "Receive Maximum 0");

@@ -4,7 +4,6 @@ import type { Connection } from "../connection.js";
 import { MqttProtocolError, REASON, SUBACK_FAILURE } from "../errors.js";
 import { type ParsedFilter, parseFilter } from "../filter.js";
 import { encodeSuback } from "../packets.js";
-import { checkNoRepeats } from "../properties.js";
 import type { Subscription } from "../session.js";
 
 /** Every QoS is granted as asked: outbound QoS 2 runs PUBREC/PUBREL/PUBCOMP [MQTT-4.3.3]. */
@@ -17,7 +16,6 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
   const { broker } = conn;
   const session = conn.session!;
   const v5 = conn.protocolVersion === 5;
-  checkNoRepeats(packet.properties);
   const subscriptionId = v5
     ? (packet.properties as { subscriptionIdentifier?: number } | undefined)?.subscriptionIdentifier
     : undefined;
