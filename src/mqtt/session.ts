@@ -138,7 +138,24 @@ export class Session {
     full.busSubs = sub.patterns.map((p) => this.broker.bus.subscribe(p, subscriber, sub.share));
     this.subscriptions.set(sub.filter, full);
     this.#store?.saveSubscription(this.clientId, sub);
+    this.#findOnlyPlain();
     return previous === undefined;
+  }
+
+  /** The non-shared subscription when there is exactly one (the common case). */
+  #onlyPlain: Subscription | undefined;
+
+  #findOnlyPlain(): void {
+    let only: Subscription | undefined;
+    for (const sub of this.subscriptions.values()) {
+      if (sub.share !== undefined) continue;
+      if (only !== undefined) {
+        this.#onlyPlain = undefined;
+        return;
+      }
+      only = sub;
+    }
+    this.#onlyPlain = only;
   }
 
   unsubscribe(filter: string): boolean {
@@ -147,6 +164,7 @@ export class Session {
     for (const s of sub.busSubs) s.unsubscribe();
     this.subscriptions.delete(filter);
     this.#store?.deleteSubscription(this.clientId, filter);
+    this.#findOnlyPlain();
     return true;
   }
 
@@ -158,6 +176,15 @@ export class Session {
    */
   #deliver(message: Envelope): Promise<void> | undefined {
     const dollar = message.subject.charCodeAt(0) === DOLLAR;
+    const only = this.#onlyPlain;
+    if (only !== undefined) {
+      // One subscription behind the bus subscriber: the bus matched it already.
+      if (dollar && only.leadingWildcard) return undefined;
+      if (only.noLocal && message.publisher === this.clientId) return undefined;
+      const ids = only.subscriptionId !== undefined ? [only.subscriptionId] : undefined;
+      const retain = only.retainAsPublished && message.retain === true;
+      return this.offer(message, Math.min(only.qos, message.qos) as 0 | 1 | 2, retain, ids);
+    }
     let granted = -1;
     let ids: number[] | undefined;
     let retain = false;
@@ -404,6 +431,7 @@ export class Session {
     this.#cancelExpiry?.();
     for (const sub of this.subscriptions.values()) for (const s of sub.busSubs) s.unsubscribe();
     this.subscriptions.clear();
+    this.#onlyPlain = undefined;
     const will = this.#will;
     if (will !== undefined) {
       will.cancel();

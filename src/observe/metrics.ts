@@ -9,8 +9,19 @@ interface Family {
   readonly values: Map<string, number>;
 }
 
+/** Keys of frozen label objects: hot paths pass the same frozen constant every time. */
+const FROZEN_KEYS = new WeakMap<Labels, string>();
+
 function labelKey(labels: Labels | undefined): string {
   if (labels === undefined) return "";
+  const known = FROZEN_KEYS.get(labels);
+  if (known !== undefined) return known;
+  const key = computeLabelKey(labels);
+  if (Object.isFrozen(labels)) FROZEN_KEYS.set(labels, key);
+  return key;
+}
+
+function computeLabelKey(labels: Labels): string {
   const keys = Object.keys(labels).sort();
   if (keys.length === 0) return "";
   return keys.map((k) => `${k}="${String(labels[k]).replace(/["\\\n]/g, "_")}"`).join(",");

@@ -8,6 +8,12 @@ import { encodeAck } from "../packets.js";
 import { propertiesToHeaders, readPublishProperties } from "../properties.js";
 
 const EMPTY = Buffer.alloc(0);
+/** Frozen, so the metrics registry computes their key once. */
+const QOS_LABELS = [
+  Object.freeze({ qos: "0" }),
+  Object.freeze({ qos: "1" }),
+  Object.freeze({ qos: "2" }),
+] as const;
 
 /**
  * PUBLISH from a client (section 3.3). QoS 1 and 2 are acknowledged only after every
@@ -50,7 +56,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     }
     throw err;
   }
-  broker.metrics.received.inc({ qos: String(qos) });
+  broker.metrics.received.inc(QOS_LABELS[qos]);
   const payload =
     typeof packet.payload === "string" ? Buffer.from(packet.payload) : (packet.payload ?? EMPTY);
   const nack = (reason: number): void => {
