@@ -86,6 +86,8 @@ export class Session {
   expiryMs: number;
   connection: Connection | undefined;
   readonly subscriptions = new Map<string, Subscription>();
+  /** The non-shared subscription when there is exactly one (the common case). */
+  #onlyPlain: Subscription | undefined;
   /** In flight, in the order sent; resent in that order on reconnect [MQTT-4.6.0-1]. */
   readonly inflight = new Map<number, Outbound>();
   /** Sent on an earlier connection and not acknowledged: resent first, same ids. */
@@ -141,9 +143,6 @@ export class Session {
     this.#findOnlyPlain();
     return previous === undefined;
   }
-
-  /** The non-shared subscription when there is exactly one (the common case). */
-  #onlyPlain: Subscription | undefined;
 
   #findOnlyPlain(): void {
     let only: Subscription | undefined;
