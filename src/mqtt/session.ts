@@ -1,6 +1,6 @@
-import type { BusSubscription, Envelope, MessageProperties } from "../core/index.js";
+import type { BusSubscription, Envelope } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
-import type { SessionStore, StoredMessage, StoredSession } from "../store/index.js";
+import type { SessionStore, StoredMessage, StoredSession, StoredWill } from "../store/index.js";
 import type { Broker } from "./broker.js";
 import type { Connection } from "./connection.js";
 import { type ParsedFilter, parseFilter } from "./filter.js";
@@ -55,18 +55,11 @@ function longTimeout(fn: () => void, delayMs: number): () => void {
   return () => clearTimeout(timer);
 }
 
-/** The will from CONNECT (section 3.1.3.2). */
-export interface Will {
-  readonly subject: string;
-  readonly payload: Buffer;
-  readonly qos: 0 | 1 | 2;
-  readonly retain: boolean;
-  readonly properties: MessageProperties | undefined;
-  /** MQTT 5 Message Expiry Interval, counted from when the will is published. */
-  readonly messageExpiryS: number | undefined;
-  /** MQTT 5 Will Delay Interval. */
-  readonly delayMs: number;
-}
+/**
+ * The will from CONNECT (section 3.1.3.2): what the store keeps of a delayed will, with
+ * the MQTT 5 Will Delay Interval in place of the time it falls due.
+ */
+export type Will = Omit<StoredWill, "dueAtMs"> & { readonly delayMs: number };
 
 /** A will held back by its delay interval (MQTT 5, section 3.1.3.2.2). */
 interface PendingWill {
@@ -128,8 +121,11 @@ export class Session {
 
   // -- subscriptions -------------------------------------------------------------
 
-  /** Adds (or replaces [MQTT-3.8.4-3]) a subscription; true when it is new. */
-  subscribe(sub: Omit<Subscription, "busSubs">): boolean {
+  /**
+   * Adds (or replaces [MQTT-3.8.4-3]) a subscription; true when it is new. `stored`: it
+   * comes from the store (a restart), so it is not written again.
+   */
+  subscribe(sub: Omit<Subscription, "busSubs">, stored = false): boolean {
     const previous = this.subscriptions.get(sub.filter);
     for (const s of previous?.busSubs ?? []) s.unsubscribe();
     const full: Subscription = { ...sub, busSubs: [] };
@@ -139,7 +135,7 @@ export class Session {
         : { deliver: (m: Envelope) => this.#deliverShared(full, m) };
     full.busSubs = sub.patterns.map((p) => this.broker.bus.subscribe(p, subscriber, sub.share));
     this.subscriptions.set(sub.filter, full);
-    this.#store?.saveSubscription(this.clientId, sub);
+    if (!stored) this.#store?.saveSubscription(this.clientId, sub);
     this.#findOnlyPlain();
     return previous === undefined;
   }
@@ -476,7 +472,7 @@ export class Session {
       } catch {
         continue;
       }
-      session.subscribe({ ...s, ...parsed });
+      session.subscribe({ ...s, ...parsed }, true);
     }
     for (const m of stored.messages) {
       const out = toOutbound(m);
