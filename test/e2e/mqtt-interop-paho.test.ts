@@ -392,6 +392,13 @@ describe.each([
     const [, stalled] = withMids(first);
     expect(stalled).toMatchObject({ payload: "m-2", dup: false });
     await stopProcess(first, { signal: "SIGKILL" });
+    // The gateway must have read everything paho sent (the PUBACK of m-1) before it
+    // stops: once it saw the connection go, it had. Else m-1 comes back, rightly.
+    const connections = async (): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${child.httpPort}/metrics`)).text();
+      return Number(/^leafgate_mqtt_connections (\d+)$/m.exec(text)?.[1] ?? -1);
+    };
+    await waitFor(async () => (await connections()) === 0);
     await stopProcess(child.proc);
     child = await startGatewayProcess(config.file);
 
