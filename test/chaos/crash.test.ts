@@ -8,6 +8,12 @@
 // earlier session got a PUBACK for, then continues with fresh numbers, so within one
 // session payloads are sent in ascending n.
 //
+// Every kill lands by construction, at a point a random seed picks (printed, and replayed with
+// LEAFGATE_CHAOS_SEED): while publishing, from the publisher's callback of its N-th PUBACK;
+// while draining, once the hub has read exactly N of the backlog's publishes (the gateway
+// reaches the hub through a NATS-aware proxy that counts them and swallows the rest), with
+// the hub's acks still on their way or after the gateway deleted the acked rows.
+//
 // What is asserted at the end (the stream is read in full, `/status` says pending 0):
 //  1. Every stream message carries a `Nats-Msg-Id: crash-gw-<row id>` and no id appears
 //     twice: each outbox row reached the stream exactly once despite the kills.
@@ -25,11 +31,11 @@
 //  5. Order, per subject: stream order equals row id order for every message, and the
 //     PUBACKed copies appear in the stream ordered by (session, n) — in particular p-n
 //     before p-m when n < m and both were PUBACKed in one session.
-import { jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import mqtt from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import type { NatsFrame } from "../helpers/nats-frames.js";
+import { type FrameVerdict, type NatsProxy, startNatsProxy } from "../helpers/nats-proxy.js";
 import {
   closeClients,
   connectClient,
@@ -56,10 +62,14 @@ const KILLS_DRAINING = FULL ? 6 : 2;
 const ACKS_BEFORE_KILL_HUB_UP: [number, number] = [100, FULL ? 6000 : 2500];
 /** Larger while the hub is down, so that the drain afterwards takes long enough to interrupt. */
 const ACKS_BEFORE_KILL_HUB_DOWN: [number, number] = [4000, FULL ? 15_000 : 8000];
-/** A drain is interrupted after this fraction of the (known) backlog was seen forwarded. */
-const DRAIN_KILL_FRACTION: [number, number] = [0.2, 0.9];
-/** Below this backlog a drain is not worth interrupting. */
-const MIN_BACKLOG_TO_INTERRUPT = 500;
+/**
+ * A drain is interrupted once the hub has read this fraction of the backlog. At most a half,
+ * so that the smallest backlog the hub-down phase builds still leaves MIN_BACKLOG rows for the
+ * last drain.
+ */
+const DRAIN_KILL_FRACTION: [number, number] = [0.1, 0.5];
+/** Backlog each drain must find (by construction; checked): enough to interrupt at a fraction. */
+const MIN_BACKLOG = 100;
 /** Fresh payloads of the last, uninterrupted session. */
 const FINAL_FRESH = 500;
 const SESSION_TIMEOUT_MS = 30_000;
@@ -167,11 +177,47 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Counts the gateway's publishes under its prefix as the proxy passes them to the hub. Armed
+ * with a target, it resolves once the hub has been handed that many, and from then on swallows
+ * everything the gateway sends.
+ */
+class PublishGate {
+  #passed = 0;
+  #target = Number.POSITIVE_INFINITY;
+  #reached: (() => void) | undefined;
+
+  arm(target: number): Promise<void> {
+    this.#passed = 0;
+    this.#target = target;
+    return new Promise((resolve) => {
+      this.#reached = resolve;
+    });
+  }
+
+  disarm(): void {
+    this.#target = Number.POSITIVE_INFINITY;
+    this.#reached = undefined;
+  }
+
+  readonly toHub = (frame: NatsFrame): FrameVerdict => {
+    if (this.#passed >= this.#target) return "drop";
+    const isPublish = frame.verb === "PUB" || frame.verb === "HPUB";
+    if (isPublish && frame.subject?.startsWith(`edge.${GATEWAY_ID}.`)) {
+      if (++this.#passed === this.#target) this.#reached?.();
+    }
+    return "pass";
+  };
+}
+
 describe("kill -9 of the gateway", () => {
   let hub: NatsServer | undefined;
+  let proxy: NatsProxy | undefined;
   const dirs: TempDir[] = [];
 
   afterEach(async () => {
+    await proxy?.close();
+    proxy = undefined;
     await closeClients();
     await stopAll({ graceMs: 2_000 }); // every gateway (and the hub) by PID
     await hub?.stop();
@@ -196,7 +242,9 @@ describe("kill -9 of the gateway", () => {
     const currentHub = hub;
     let nc = await connectClient(hub.url);
     await createStream(nc, STREAM, ["edge.>"]);
-    const { dir, file } = writeConfig({ hub: hub.url, id: GATEWAY_ID, stream: STREAM });
+    const gate = new PublishGate();
+    proxy = await startNatsProxy(hub.port, { toHub: gate.toHub });
+    const { dir, file } = writeConfig({ hub: proxy.url, id: GATEWAY_ID, stream: STREAM });
     dirs.push(dir);
 
     /** Outbox last id when each gateway process started, and the session it served. */
@@ -251,50 +299,45 @@ describe("kill -9 of the gateway", () => {
       await session(await startGateway(), between(ACKS_BEFORE_KILL_HUB_DOWN));
     }
 
-    // 3. Hub back: kill while draining the backlog. A core subscription on the exported
-    // subjects sees each forwarded publish (resends included) and pulls the trigger.
+    // 3. Hub back: kill while draining the backlog. The gateway reaches the hub through a
+    // proxy that counts its publishes: at the drain's chosen publish the proxy swallows all
+    // the gateway sends after it, and the gateway is killed. So every kill lands mid-drain by
+    // construction: the hub has read exactly `target` publishes, fewer than the backlog.
     await currentHub.restart();
     nc = await connectClient(currentHub.url);
-    let seen = 0;
-    let killAt = Number.POSITIVE_INFINITY;
-    let victim: ChildGateway | undefined;
-    const watch: Subscription = nc.subscribe(`edge.${GATEWAY_ID}.>`, {
-      callback: () => {
-        if (++seen === killAt) victim?.proc.child.kill("SIGKILL");
-      },
-    });
-    await nc.flush();
-    let interrupted = 0;
+    const hubLink = proxy;
     for (let i = 0; i < KILLS_DRAINING; i++) {
-      const backlogBefore = await jsMessages(nc);
-      seen = 0;
-      killAt = Number.POSITIVE_INFINITY;
-      victim = await startGateway();
+      hubLink.hold();
+      const victim = await startGateway();
       const { outbox } = await status(victim);
-      if (outbox.pending < MIN_BACKLOG_TO_INTERRUPT) {
-        log.push(`drain ${i}: backlog ${outbox.pending}, not interrupted`);
-        await stopProcess(victim.proc, { signal: "SIGKILL" });
-        continue;
+      // Each drain forwards at most DRAIN_KILL_FRACTION[1] of what is left, so rows remain.
+      expect(outbox.pending, `drain ${i}: backlog`).toBeGreaterThanOrEqual(MIN_BACKLOG);
+      const fraction = between([DRAIN_KILL_FRACTION[0] * 1000, DRAIN_KILL_FRACTION[1] * 1000]);
+      const target = Math.max(1, Math.floor((outbox.pending * fraction) / 1000));
+      const reached = gate.arm(target);
+      hubLink.release();
+      await withTimeout(reached, SESSION_TIMEOUT_MS, `drain ${i}: ${target} publishes`);
+      // Either while the acks of those publishes are on their way (the next drain resends
+      // rows the stream holds), or once the gateway has deleted every row the hub acked.
+      const afterAcks = random() < 0.5;
+      if (afterAcks) {
+        await waitFor(
+          async () => (await status(victim)).outbox.pending === outbox.pending - target,
+          {
+            timeoutMs: SESSION_TIMEOUT_MS,
+            message: `drain ${i}: ${target} rows acked and deleted`,
+          },
+        );
       }
-      const target = Math.floor(
-        (outbox.pending * between([DRAIN_KILL_FRACTION[0] * 1000, DRAIN_KILL_FRACTION[1] * 1000])) /
-          1000,
-      );
-      killAt = target;
-      if (seen >= target) victim.proc.child.kill("SIGKILL"); // forwarding started already
+      victim.proc.child.kill("SIGKILL");
       const exit = await withTimeout(victim.proc.exited, SESSION_TIMEOUT_MS, `drain ${i}`);
       expect(exit.signal, victim.proc.describe()).toBe("SIGKILL");
-      const stored = (await jsMessages(nc)) - backlogBefore;
-      if (stored > 0 && stored < outbox.pending) interrupted++;
+      gate.disarm();
       log.push(
-        `drain ${i}: backlog ${outbox.pending}, killed after ${seen} forwarded (target ${target}), ` +
-          `${stored} newly in the stream`,
+        `drain ${i}: backlog ${outbox.pending}, killed once the hub had read ${target} publishes` +
+          (afterAcks ? " and the gateway had deleted them" : ""),
       );
     }
-    watch.unsubscribe();
-    // The kills are meant to land mid-drain; at least one must have.
-    expect(interrupted, log.join("\n")).toBeGreaterThan(0);
-
     // 4. A last, uninterrupted session: re-send everything un-acked, add fresh payloads,
     // then wait until the outbox is empty (every row PubAcked by the stream).
     const last = await startGateway();
@@ -320,11 +363,6 @@ describe("kill -9 of the gateway", () => {
     );
   }, 120_000);
 });
-
-async function jsMessages(nc: NatsConnection): Promise<number> {
-  const jsm = await jetstreamManager(nc);
-  return (await jsm.streams.info(STREAM)).state.messages;
-}
 
 function checkStream(
   messages: readonly StreamMessage[],
