@@ -9,5 +9,7 @@ export default defineConfig({
     // e2e tests start real servers; two cores do not like many at once.
     maxWorkers: 2,
     fileParallelism: true,
+    // A focused test (`.only`) would silently skip the rest: refused under CI.
+    allowOnly: !process.env.CI,
   },
 });
