@@ -108,6 +108,8 @@ export class Upstream {
   #loop: Promise<Error | undefined> | undefined;
   #nc: NatsConnection | undefined;
   #forwarder: Forwarder | undefined;
+  /** Rows the last connection sent without hearing back; they go again on the next. */
+  #unacknowledged: number[] = [];
   #forwardedTotal = 0;
 
   constructor(options: UpstreamOptions) {
@@ -384,6 +386,7 @@ export class Upstream {
         },
         log,
         metrics: this.#forwarderMetrics,
+        unacknowledged: this.#stillPending(this.#unacknowledged),
       };
       this.#forwarder =
         config.mode === "jetstream"
@@ -394,10 +397,17 @@ export class Upstream {
         await this.#forwarder.run(session.signal);
       } finally {
         clearInterval(progress);
+        this.#unacknowledged = this.#forwarder.unacknowledged();
       }
     } finally {
       stopSignal.removeEventListener("abort", end);
     }
+  }
+
+  /** The ids not below the oldest row left: rows gone since (reconciled, evicted) are forgotten. */
+  #stillPending(ids: readonly number[]): number[] {
+    const oldest = this.#options.outbox.readAfter(0, 1)[0]?.id;
+    return oldest === undefined ? [] : ids.filter((id) => id >= oldest);
   }
 
   /** Every few seconds while a backlog drains: remaining rows, rate and ETA. */
