@@ -91,12 +91,19 @@ export function messageId(gatewayId: string, rowId: number): string {
   return `${gatewayId}-${rowId}`;
 }
 
-function rowHeaders(gatewayId: string, row: OutboxRow): MsgHdrs {
+/**
+ * Header on a message sent out of id order (`drain: fresh_first`): which rows had been
+ * sent on its connection by then (DrainCursor.sentSoFar), for reconciliation.
+ */
+export const SENT_ROWS_HEADER = "Leafgate-Sent";
+
+function rowHeaders(gatewayId: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
     for (const [name, values] of row.headers) for (const v of values) h.append(name, v);
   }
   h.set("Nats-Msg-Id", messageId(gatewayId, row.id));
+  if (sentRows !== undefined) h.set(SENT_ROWS_HEADER, sentRows);
   return h;
 }
 
@@ -233,7 +240,7 @@ export class JetStreamForwarder implements Forwarder {
           this.#cursor.advance(row.id);
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             reply: `${inbox}.${row.id}`,
-            headers: rowHeaders(gatewayId, row),
+            headers: rowHeaders(gatewayId, row, this.#cursor.sentSoFar()),
           });
           this.#inflight.set(row.id, now);
           if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();

@@ -13,12 +13,14 @@ import type { Bus, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import type { Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
+import { parseSentRows } from "./drain-cursor.js";
 import { UpstreamError } from "./errors.js";
 import {
   CoreForwarder,
   type Forwarder,
   type ForwarderMetrics,
   JetStreamForwarder,
+  SENT_ROWS_HEADER,
 } from "./forwarder.js";
 import { checkStream } from "./stream-check.js";
 
@@ -34,6 +36,8 @@ const DRAIN_PROGRESS_INTERVAL_MS = 5_000;
 const DRAIN_PROGRESS_MIN_ROWS = 1_000;
 /** A session shorter than this does not reset the reconnect backoff. */
 const HEALTHY_SESSION_MS = 10_000;
+/** Rows read per step while reconciling a range. */
+const RECONCILE_READ_ROWS = 1_000;
 /** Repeat the "hub unreachable" warning at most this often. */
 const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
 
@@ -436,8 +440,10 @@ export class Upstream {
   /**
    * Beyond the duplicate window the stream no longer recognises a resent row, so before
    * resending rows older than the window, ask the stream for the last message under our
-   * prefix (only this gateway writes there) and drop the rows up to the id it carries:
-   * they are stored already. Younger rows are resent as usual; the window covers them.
+   * prefix (only this gateway writes there) and drop the rows it proves stored: those sent
+   * before it on its connection (a connection delivers in order), which is every row up
+   * to its id, or, for a message sent out of id order (`fresh_first`), the rows its
+   * Leafgate-Sent header names. Younger rows are resent as usual; the window covers them.
    */
   async #reconcile(nc: NatsConnection, stream: string, duplicateWindowMs: number): Promise<void> {
     const { outbox, config, gatewayId, log } = this.#options;
@@ -462,7 +468,18 @@ export class Upstream {
     const mine = `${gatewayId}-`;
     const rowId = id.startsWith(mine) ? Number(id.slice(mine.length)) : Number.NaN;
     if (!Number.isSafeInteger(rowId)) return;
-    const dropped = outbox.deleteStored(rowId, receivedBeforeMs);
+    const sentText = last?.header?.get(SENT_ROWS_HEADER) ?? "";
+    const sent = sentText === "" ? { upTo: rowId, from: 0, to: -1 } : parseSentRows(sentText);
+    if (sent === undefined) {
+      log.warn(
+        { lastStoredRow: rowId, [SENT_ROWS_HEADER]: sentText },
+        "cannot tell which rows the stream holds; resending old rows, which may duplicate",
+      );
+      return;
+    }
+    const dropped =
+      outbox.deleteStored(sent.upTo, receivedBeforeMs) +
+      this.#deleteStoredRange(sent.from, sent.to, receivedBeforeMs);
     this.#reconciled.inc(undefined, dropped);
     if (dropped > 0) {
       log.info(
@@ -470,6 +487,24 @@ export class Upstream {
         "rows older than the stream's duplicate window were already stored; not resent",
       );
     }
+  }
+
+  /** Deletes the rows with ids from..to received before `receivedBeforeMs`; returns how many. */
+  #deleteStoredRange(from: number, to: number, receivedBeforeMs: number): number {
+    const { outbox } = this.#options;
+    const ids: number[] = [];
+    let after = from - 1;
+    while (after < to) {
+      const rows = outbox.readAfter(after, RECONCILE_READ_ROWS);
+      for (const row of rows) {
+        if (row.id > to) break;
+        if (row.receivedAtMs < receivedBeforeMs) ids.push(row.id);
+      }
+      if (rows.length < RECONCILE_READ_ROWS) break;
+      after = rows.at(-1)!.id;
+    }
+    outbox.delete(ids);
+    return ids.length;
   }
 
   #subscribeImports(nc: NatsConnection): void {
