@@ -115,6 +115,7 @@ export class Upstream {
   /** Rows the last connection sent without hearing back; they go again on the next. */
   #unacknowledged: number[] = [];
   #forwardedTotal = 0;
+  #windowWarned = false;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -364,6 +365,7 @@ export class Upstream {
           if (check.ok) {
             this.#stream = check.stream;
             log.info({ stream: check.stream, subjects: exported }, "hub stream found");
+            this.#checkWindow(check.stream, check.duplicateWindowMs);
             await this.#reconcile(nc, check.stream, check.duplicateWindowMs);
             break;
           }
@@ -406,6 +408,21 @@ export class Upstream {
     } finally {
       stopSignal.removeEventListener("abort", end);
     }
+  }
+
+  /**
+   * A row resent after an ack timeout is recognised by the stream only within its
+   * duplicate window (reconciliation runs on a new connection, not on an ack timeout):
+   * warn once if the window is not longer than the timeout.
+   */
+  #checkWindow(stream: string, duplicateWindowMs: number): void {
+    const ackTimeoutMs = this.#options.config.ack_timeout;
+    if (this.#windowWarned || duplicateWindowMs > ackTimeoutMs) return;
+    this.#windowWarned = true;
+    this.#options.log.warn(
+      { stream, duplicateWindowMs, ackTimeoutMs },
+      "the stream's duplicate_window is not longer than upstream.ack_timeout: a row resent after an ack timeout may be stored twice; lengthen the window or shorten ack_timeout",
+    );
   }
 
   /** The ids not below the oldest row left: rows gone since (reconciled, evicted) are forgotten. */

@@ -32,7 +32,7 @@ import {
   startNatsServer,
   streamMessages,
 } from "../helpers/nats-server.js";
-import { stopAll } from "../helpers/procs.js";
+import { stopAll, waitForLine } from "../helpers/procs.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
 
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
@@ -165,6 +165,16 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       await publishTheirs(nc, 2);
 
       let gw = await startGatewayProcess(file, CHILD_ENV);
+      // The configuration this test needs is one users should not run: the gateway says so.
+      const warning = await waitForLine(gw.proc, (l) =>
+        l.includes("duplicate_window is not longer"),
+      );
+      expect(JSON.parse(warning)).toMatchObject({
+        level: 40,
+        stream: STREAM,
+        duplicateWindowMs: WINDOW_MS,
+        ackTimeoutMs: ACK_TIMEOUT_MS,
+      });
       await publishOurs(gw.mqttPort, 0, ROWS);
       // Every row went out once; the first storedBeforeCrash reached the stream, and the
       // stream's PubAcks to them were dropped on the way back.
