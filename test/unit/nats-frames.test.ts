@@ -37,10 +37,11 @@ const WIRE: readonly { text: string; op: string; args: string[]; payload?: strin
   { text: "UNSUB 1 10\r\n", op: "UNSUB", args: ["1", "10"] },
   { text: "MSG a.b 1 0\r\n\r\n", op: "MSG", args: ["a.b", "1", "0"], payload: "" },
   {
-    text: 'MSG _INBOX.abc.17 2 37\r\n{"stream":"EDGE","seq":17,"dup":12}\r\n\r\n',
+    // A payload ending in CRLF: the frame's own CRLF follows it.
+    text: 'MSG _INBOX.abc.17 2 28\r\n{"stream":"EDGE","seq":17}\r\n\r\n',
     op: "MSG",
-    args: ["_INBOX.abc.17", "2", "37"],
-    payload: '{"stream":"EDGE","seq":17,"dup":12}\r\n',
+    args: ["_INBOX.abc.17", "2", "28"],
+    payload: '{"stream":"EDGE","seq":17}\r\n',
   },
   {
     // A payload that holds a whole fake frame and CRLFs.
