@@ -68,7 +68,8 @@ describe("a publish the hub refuses while later ones succeed", () => {
       hub: proxy.url,
       id: GATEWAY_ID,
       stream: STREAM,
-      upstream: "  reconnect_delay_max: 200ms\n",
+      // Only refusals cause resends here, never a slow PubAck.
+      upstream: "  reconnect_delay_max: 200ms\n  ack_timeout: 10m\n",
     });
     const metric = (name: string, labels?: Record<string, string>): number =>
       gw!.gateway.metrics.value(name, labels);
