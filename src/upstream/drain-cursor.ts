@@ -2,6 +2,24 @@ import type { Outbox, OutboxRow } from "../store/index.js";
 
 export type DrainPolicy = "fifo" | "fresh_first";
 
+/** Rows sent on a connection, as `sentSoFar()` describes them: every id up to `upTo`, and `from`…`to`. */
+export interface SentRows {
+  readonly upTo: number;
+  readonly from: number;
+  readonly to: number;
+}
+
+const SENT_FORMAT = /^\.\.(\d+),(\d+)\.\.(\d+)$/;
+
+/** Reads `sentSoFar()`'s text; undefined if it is not that. */
+export function parseSentRows(text: string): SentRows | undefined {
+  const m = SENT_FORMAT.exec(text);
+  if (m === null) return undefined;
+  const [upTo, from, to] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (![upTo, from, to].every(Number.isSafeInteger) || upTo >= from || from > to) return undefined;
+  return { upTo, from, to };
+}
+
 /**
  * Where forwarding has got to in the outbox. `fifo`: one cursor, oldest row first.
  * `fresh_first`: rows committed since the connection began (live) go before the backlog
@@ -48,6 +66,19 @@ export class DrainCursor {
   advance(rowId: number): void {
     if (rowId > this.#boundary) this.#live = Math.max(this.#live, rowId);
     else this.#backlog = Math.max(this.#backlog, rowId);
+  }
+
+  /**
+   * Which rows have been sent, when that is not simply every row up to the last one sent:
+   * after live rows went ahead of a backlog that is not through yet. As text,
+   * `..<b>,<from>..<to>`: every row up to b (backlog), and from..to (live); the backlog rows
+   * between b and from were not sent. Carried by each message sent out of id order, so
+   * that the last one the stream holds tells reconciliation which rows it holds (a message
+   * stored means all sent before it on its connection reached the hub first).
+   */
+  sentSoFar(): string | undefined {
+    if (this.#backlog >= this.#boundary || this.#live <= this.#boundary) return undefined;
+    return `..${this.#backlog},${this.#boundary + 1}..${this.#live}`;
   }
 
   /** Goes back so the given unacknowledged rows are sent again, in id order. */

@@ -41,6 +41,8 @@ export interface ForwarderOptions {
   readonly rateLimit: { readonly messagesPerSecond: number; readonly bytesPerSecond: number };
   readonly log: Logger;
   readonly metrics: ForwarderMetrics;
+  /** Rows an earlier connection sent without hearing back: sending one again is a resend. */
+  readonly unacknowledged?: Iterable<number>;
 }
 
 /** Drains the outbox to the hub over one connection; a new connection gets a new forwarder. */
@@ -49,6 +51,8 @@ export interface Forwarder {
   run(signal: AbortSignal): Promise<void>;
   /** After `run`: waits up to `deadlineMs` for outstanding acks, then deletes what was acked. */
   settle(deadlineMs: number): Promise<void>;
+  /** Rows sent without an answer yet (for the next connection's `unacknowledged`). */
+  unacknowledged(): number[];
 }
 
 /** Room left for the subject line and headers (Nats-Msg-Id, user headers) in max_payload. */
@@ -87,12 +91,19 @@ export function messageId(gatewayId: string, rowId: number): string {
   return `${gatewayId}-${rowId}`;
 }
 
-function rowHeaders(gatewayId: string, row: OutboxRow): MsgHdrs {
+/**
+ * Header on a message sent out of id order (`drain: fresh_first`): which rows had been
+ * sent on its connection by then (DrainCursor.sentSoFar), for reconciliation.
+ */
+export const SENT_ROWS_HEADER = "Leafgate-Sent";
+
+function rowHeaders(gatewayId: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
     for (const [name, values] of row.headers) for (const v of values) h.append(name, v);
   }
   h.set("Nats-Msg-Id", messageId(gatewayId, row.id));
+  if (sentRows !== undefined) h.set(SENT_ROWS_HEADER, sentRows);
   return h;
 }
 
@@ -134,10 +145,17 @@ export class JetStreamForwarder implements Forwarder {
   readonly #options: ForwarderOptions;
   /** Row id → time sent; insertion order is id order, so the first key is the oldest. */
   readonly #inflight = new Map<number, number>();
+  /**
+   * Rows sent without an answer and since taken out of flight to go again (a rewind, or
+   * an earlier connection). Sending one counts as a resend; a late PubAck for one still
+   * counts it forwarded.
+   */
+  readonly #sentBefore: Set<number>;
   readonly #wakeup = new Wakeup();
   readonly #cursor: DrainCursor;
   readonly #rate: RateCap;
-  #acked: number[] = [];
+  /** Acknowledged rows not deleted yet: never sent again. */
+  #acked = new Set<number>();
   #deleteScheduled = false;
   #pauseUntilMs = 0;
   #lastErrorLogMs = 0;
@@ -150,6 +168,7 @@ export class JetStreamForwarder implements Forwarder {
     this.#options = options;
     this.#cursor = new DrainCursor(outbox, options.drain);
     this.#rate = new RateCap(options.rateLimit);
+    this.#sentBefore = new Set(options.unacknowledged);
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -204,8 +223,14 @@ export class JetStreamForwarder implements Forwarder {
           if (tooLargeForHub(this.#nc, row)) {
             this.#cursor.advance(row.id);
             dropTooLarge(this.#nc, row, this.#options);
-            this.#acked.push(row.id);
+            this.#sentBefore.delete(row.id);
+            this.#acked.add(row.id);
             this.#scheduleDelete();
+            continue;
+          }
+          // Its PubAck came after a rewind had read it again: it is stored.
+          if (this.#acked.has(row.id)) {
+            this.#cursor.advance(row.id);
             continue;
           }
           if (!this.#rate.take(row.payload.length)) {
@@ -215,9 +240,10 @@ export class JetStreamForwarder implements Forwarder {
           this.#cursor.advance(row.id);
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             reply: `${inbox}.${row.id}`,
-            headers: rowHeaders(gatewayId, row),
+            headers: rowHeaders(gatewayId, row, this.#cursor.sentSoFar()),
           });
           this.#inflight.set(row.id, now);
+          if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();
         }
         if (capped !== undefined) {
           await this.#wakeup.wait(signal, this.#rate.waitMs(capped.payload.length));
@@ -229,11 +255,11 @@ export class JetStreamForwarder implements Forwarder {
     } finally {
       clearInterval(timer);
       stopListening();
-      // Whatever was in flight on a lost connection goes again on the next one.
-      if (this.#nc.isClosed() && this.#inflight.size > 0) {
-        this.#options.metrics.resends.inc(undefined, this.#inflight.size);
-      }
     }
+  }
+
+  unacknowledged(): number[] {
+    return [...this.#inflight.keys(), ...this.#sentBefore];
   }
 
   async settle(deadlineMs: number): Promise<void> {
@@ -267,14 +293,14 @@ export class JetStreamForwarder implements Forwarder {
       this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
       return;
     }
-    // A late ack after a resend is still proof the row is stored: delete it either way.
-    // Counted once per row: after a rewind the original's late ack and the resend's
-    // duplicate ack both arrive, but only one of them finds the row in flight.
-    if (this.#inflight.delete(rowId)) {
+    // A late ack after a rewind is still proof the row is stored: delete it either way.
+    // Counted once per row: the original's late ack and a resend's duplicate ack may both
+    // arrive, but only the first finds the row in flight or waiting to go again.
+    if (this.#inflight.delete(rowId) || this.#sentBefore.delete(rowId)) {
       this.#options.metrics.forwarded.inc();
       if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
     }
-    this.#acked.push(rowId);
+    this.#acked.add(rowId);
     this.#scheduleDelete();
     if (this.#waitingForRoom && this.#inflight.size <= this.#options.maxInFlight / 2) {
       this.#wakeup.wake();
@@ -289,9 +315,9 @@ export class JetStreamForwarder implements Forwarder {
 
   #deleteAcked(): void {
     this.#deleteScheduled = false;
-    if (this.#acked.length === 0) return;
-    const ids = this.#acked;
-    this.#acked = [];
+    if (this.#acked.size === 0) return;
+    const ids = [...this.#acked];
+    this.#acked = new Set();
     this.#outbox.delete(ids);
   }
 
@@ -327,8 +353,8 @@ export class JetStreamForwarder implements Forwarder {
   #rewind(): void {
     const first = this.#inflight.keys().next();
     if (first.done) return;
-    this.#options.metrics.resends.inc(undefined, this.#inflight.size);
     this.#cursor.rewind(this.#inflight.keys());
+    for (const id of this.#inflight.keys()) this.#sentBefore.add(id);
     this.#inflight.clear();
     this.#wakeup.wake();
   }
@@ -395,4 +421,8 @@ export class CoreForwarder implements Forwarder {
   }
 
   async settle(): Promise<void> {}
+
+  unacknowledged(): number[] {
+    return [];
+  }
 }

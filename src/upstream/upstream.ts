@@ -13,12 +13,14 @@ import type { Bus, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import type { Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
+import { parseSentRows } from "./drain-cursor.js";
 import { UpstreamError } from "./errors.js";
 import {
   CoreForwarder,
   type Forwarder,
   type ForwarderMetrics,
   JetStreamForwarder,
+  SENT_ROWS_HEADER,
 } from "./forwarder.js";
 import { checkStream } from "./stream-check.js";
 
@@ -34,6 +36,8 @@ const DRAIN_PROGRESS_INTERVAL_MS = 5_000;
 const DRAIN_PROGRESS_MIN_ROWS = 1_000;
 /** A session shorter than this does not reset the reconnect backoff. */
 const HEALTHY_SESSION_MS = 10_000;
+/** Rows read per step while reconciling a range. */
+const RECONCILE_READ_ROWS = 1_000;
 /** Repeat the "hub unreachable" warning at most this often. */
 const UNREACHABLE_LOG_INTERVAL_MS = 60_000;
 
@@ -108,7 +112,10 @@ export class Upstream {
   #loop: Promise<Error | undefined> | undefined;
   #nc: NatsConnection | undefined;
   #forwarder: Forwarder | undefined;
+  /** Rows the last connection sent without hearing back; they go again on the next. */
+  #unacknowledged: number[] = [];
   #forwardedTotal = 0;
+  #windowWarned = false;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -358,6 +365,7 @@ export class Upstream {
           if (check.ok) {
             this.#stream = check.stream;
             log.info({ stream: check.stream, subjects: exported }, "hub stream found");
+            this.#checkWindow(check.stream, check.duplicateWindowMs);
             await this.#reconcile(nc, check.stream, check.duplicateWindowMs);
             break;
           }
@@ -384,6 +392,7 @@ export class Upstream {
         },
         log,
         metrics: this.#forwarderMetrics,
+        unacknowledged: this.#stillPending(this.#unacknowledged),
       };
       this.#forwarder =
         config.mode === "jetstream"
@@ -394,10 +403,32 @@ export class Upstream {
         await this.#forwarder.run(session.signal);
       } finally {
         clearInterval(progress);
+        this.#unacknowledged = this.#forwarder.unacknowledged();
       }
     } finally {
       stopSignal.removeEventListener("abort", end);
     }
+  }
+
+  /**
+   * A row resent after an ack timeout is recognised by the stream only within its
+   * duplicate window (reconciliation runs on a new connection, not on an ack timeout):
+   * warn once if the window is not longer than the timeout.
+   */
+  #checkWindow(stream: string, duplicateWindowMs: number): void {
+    const ackTimeoutMs = this.#options.config.ack_timeout;
+    if (this.#windowWarned || duplicateWindowMs > ackTimeoutMs) return;
+    this.#windowWarned = true;
+    this.#options.log.warn(
+      { stream, duplicateWindowMs, ackTimeoutMs },
+      "the stream's duplicate_window is not longer than upstream.ack_timeout: a row resent after an ack timeout may be stored twice; lengthen the window or shorten ack_timeout",
+    );
+  }
+
+  /** The ids not below the oldest row left: rows gone since (reconciled, evicted) are forgotten. */
+  #stillPending(ids: readonly number[]): number[] {
+    const oldest = this.#options.outbox.readAfter(0, 1)[0]?.id;
+    return oldest === undefined ? [] : ids.filter((id) => id >= oldest);
   }
 
   /** Every few seconds while a backlog drains: remaining rows, rate and ETA. */
@@ -426,8 +457,10 @@ export class Upstream {
   /**
    * Beyond the duplicate window the stream no longer recognises a resent row, so before
    * resending rows older than the window, ask the stream for the last message under our
-   * prefix (only this gateway writes there) and drop the rows up to the id it carries:
-   * they are stored already. Younger rows are resent as usual; the window covers them.
+   * prefix (only this gateway writes there) and drop the rows it proves stored: those sent
+   * before it on its connection (a connection delivers in order), which is every row up
+   * to its id, or, for a message sent out of id order (`fresh_first`), the rows its
+   * Leafgate-Sent header names. Younger rows are resent as usual; the window covers them.
    */
   async #reconcile(nc: NatsConnection, stream: string, duplicateWindowMs: number): Promise<void> {
     const { outbox, config, gatewayId, log } = this.#options;
@@ -452,7 +485,18 @@ export class Upstream {
     const mine = `${gatewayId}-`;
     const rowId = id.startsWith(mine) ? Number(id.slice(mine.length)) : Number.NaN;
     if (!Number.isSafeInteger(rowId)) return;
-    const dropped = outbox.deleteStored(rowId, receivedBeforeMs);
+    const sentText = last?.header?.get(SENT_ROWS_HEADER) ?? "";
+    const sent = sentText === "" ? { upTo: rowId, from: 0, to: -1 } : parseSentRows(sentText);
+    if (sent === undefined) {
+      log.warn(
+        { lastStoredRow: rowId, [SENT_ROWS_HEADER]: sentText },
+        "cannot tell which rows the stream holds; resending old rows, which may duplicate",
+      );
+      return;
+    }
+    const dropped =
+      outbox.deleteStored(sent.upTo, receivedBeforeMs) +
+      this.#deleteStoredRange(sent.from, sent.to, receivedBeforeMs);
     this.#reconciled.inc(undefined, dropped);
     if (dropped > 0) {
       log.info(
@@ -460,6 +504,24 @@ export class Upstream {
         "rows older than the stream's duplicate window were already stored; not resent",
       );
     }
+  }
+
+  /** Deletes the rows with ids from..to received before `receivedBeforeMs`; returns how many. */
+  #deleteStoredRange(from: number, to: number, receivedBeforeMs: number): number {
+    const { outbox } = this.#options;
+    const ids: number[] = [];
+    let after = from - 1;
+    while (after < to) {
+      const rows = outbox.readAfter(after, RECONCILE_READ_ROWS);
+      for (const row of rows) {
+        if (row.id > to) break;
+        if (row.receivedAtMs < receivedBeforeMs) ids.push(row.id);
+      }
+      if (rows.length < RECONCILE_READ_ROWS) break;
+      after = rows.at(-1)!.id;
+    }
+    outbox.delete(ids);
+    return ids.length;
   }
 
   #subscribeImports(nc: NatsConnection): void {

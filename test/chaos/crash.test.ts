@@ -11,7 +11,8 @@
 // Every kill lands by construction, at a point a random seed picks (printed, and replayed with
 // LEAFGATE_CHAOS_SEED): while publishing, from the publisher's callback of its N-th PUBACK;
 // while draining, once the hub has read exactly N of the backlog's publishes (the gateway
-// reaches the hub through a NATS-aware proxy that counts them and swallows the rest), with
+// reaches the hub through a proxy that reads the NATS protocol, counts them and drops the
+// rest), with
 // the hub's acks still on their way or after the gateway deleted the acked rows.
 //
 // What is asserted at the end (the stream is read in full, `/status` says pending 0):
@@ -33,9 +34,10 @@
 //     before p-m when n < m and both were PUBACKed in one session.
 import mqtt from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
+import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
-import type { NatsFrame } from "../helpers/nats-frames.js";
-import { type FrameVerdict, type NatsProxy, startNatsProxy } from "../helpers/nats-proxy.js";
+import { gatewayStatus } from "../helpers/gateway-http.js";
+import { PubAckFilter } from "../helpers/nats-ack-filter.js";
 import {
   closeClients,
   connectClient,
@@ -91,16 +93,6 @@ function rng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-interface Status {
-  upstream: { state: string; server?: string };
-  outbox: { pending: number; lastId: number };
-}
-
-async function status(gw: ChildGateway): Promise<Status> {
-  const res = await fetch(`http://127.0.0.1:${gw.httpPort}/status`);
-  return (await res.json()) as Status;
 }
 
 const topicOf = (n: number): string => `chaos/s${n % SUBJECTS}`;
@@ -177,42 +169,9 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/**
- * Counts the gateway's publishes under its prefix as the proxy passes them to the hub. Armed
- * with a target, it resolves once the hub has been handed that many, and from then on swallows
- * everything the gateway sends.
- */
-class PublishGate {
-  #passed = 0;
-  #target = Number.POSITIVE_INFINITY;
-  #reached: (() => void) | undefined;
-
-  arm(target: number): Promise<void> {
-    this.#passed = 0;
-    this.#target = target;
-    return new Promise((resolve) => {
-      this.#reached = resolve;
-    });
-  }
-
-  disarm(): void {
-    this.#target = Number.POSITIVE_INFINITY;
-    this.#reached = undefined;
-  }
-
-  readonly toHub = (frame: NatsFrame): FrameVerdict => {
-    if (this.#passed >= this.#target) return "drop";
-    const isPublish = frame.verb === "PUB" || frame.verb === "HPUB";
-    if (isPublish && frame.subject?.startsWith(`edge.${GATEWAY_ID}.`)) {
-      if (++this.#passed === this.#target) this.#reached?.();
-    }
-    return "pass";
-  };
-}
-
 describe("kill -9 of the gateway", () => {
   let hub: NatsServer | undefined;
-  let proxy: NatsProxy | undefined;
+  let proxy: FaultProxy | undefined;
   const dirs: TempDir[] = [];
 
   afterEach(async () => {
@@ -242,8 +201,9 @@ describe("kill -9 of the gateway", () => {
     const currentHub = hub;
     let nc = await connectClient(hub.url);
     await createStream(nc, STREAM, ["edge.>"]);
-    const gate = new PublishGate();
-    proxy = await startNatsProxy(hub.port, { toHub: gate.toHub });
+    // Counts the gateway's publishes on their way to the hub; `publishLimit` stops them.
+    const link = new PubAckFilter((subject) => subject.startsWith(`edge.${GATEWAY_ID}.`));
+    proxy = await startFaultProxy(hub.port, { filter: link.link });
     const { dir, file } = writeConfig({ hub: proxy.url, id: GATEWAY_ID, stream: STREAM });
     dirs.push(dir);
 
@@ -255,7 +215,7 @@ describe("kill -9 of the gateway", () => {
 
     async function startGateway(): Promise<ChildGateway> {
       const gw = await startGatewayProcess(file, CHILD_ENV);
-      const { outbox } = await status(gw);
+      const { outbox } = await gatewayStatus(gw);
       processes.push({ firstRowAfter: outbox.lastId, session: undefined });
       return gw;
     }
@@ -300,29 +260,34 @@ describe("kill -9 of the gateway", () => {
     }
 
     // 3. Hub back: kill while draining the backlog. The gateway reaches the hub through a
-    // proxy that counts its publishes: at the drain's chosen publish the proxy swallows all
-    // the gateway sends after it, and the gateway is killed. So every kill lands mid-drain by
+    // proxy that counts its publishes: from the drain's chosen publish on, the proxy drops
+    // the rest, and the gateway is killed. So every kill lands mid-drain by
     // construction: the hub has read exactly `target` publishes, fewer than the backlog.
     await currentHub.restart();
     nc = await connectClient(currentHub.url);
     const hubLink = proxy;
     for (let i = 0; i < KILLS_DRAINING; i++) {
-      hubLink.hold();
+      // No byte reaches the hub before the limit is set: the gateway's dials are refused.
+      hubLink.cut();
       const victim = await startGateway();
-      const { outbox } = await status(victim);
+      const { outbox } = await gatewayStatus(victim);
       // Each drain forwards at most DRAIN_KILL_FRACTION[1] of what is left, so rows remain.
       expect(outbox.pending, `drain ${i}: backlog`).toBeGreaterThanOrEqual(MIN_BACKLOG);
       const fraction = between([DRAIN_KILL_FRACTION[0] * 1000, DRAIN_KILL_FRACTION[1] * 1000]);
       const target = Math.max(1, Math.floor((outbox.pending * fraction) / 1000));
-      const reached = gate.arm(target);
-      hubLink.release();
-      await withTimeout(reached, SESSION_TIMEOUT_MS, `drain ${i}: ${target} publishes`);
+      const limit = link.publishesForwarded + target;
+      link.publishLimit = limit;
+      hubLink.restore();
+      await waitFor(() => link.publishesForwarded === limit, {
+        timeoutMs: SESSION_TIMEOUT_MS,
+        message: `drain ${i}: ${target} publishes`,
+      });
       // Either while the acks of those publishes are on their way (the next drain resends
       // rows the stream holds), or once the gateway has deleted every row the hub acked.
       const afterAcks = random() < 0.5;
       if (afterAcks) {
         await waitFor(
-          async () => (await status(victim)).outbox.pending === outbox.pending - target,
+          async () => (await gatewayStatus(victim)).outbox.pending === outbox.pending - target,
           {
             timeoutMs: SESSION_TIMEOUT_MS,
             message: `drain ${i}: ${target} rows acked and deleted`,
@@ -332,7 +297,7 @@ describe("kill -9 of the gateway", () => {
       victim.proc.child.kill("SIGKILL");
       const exit = await withTimeout(victim.proc.exited, SESSION_TIMEOUT_MS, `drain ${i}`);
       expect(exit.signal, victim.proc.describe()).toBe("SIGKILL");
-      gate.disarm();
+      link.publishLimit = Number.POSITIVE_INFINITY;
       log.push(
         `drain ${i}: backlog ${outbox.pending}, killed once the hub had read ${target} publishes` +
           (afterAcks ? " and the gateway had deleted them" : ""),
@@ -342,7 +307,7 @@ describe("kill -9 of the gateway", () => {
     // then wait until the outbox is empty (every row PubAcked by the stream).
     const last = await startGateway();
     await session(last, undefined, FINAL_FRESH);
-    await waitFor(async () => (await status(last)).outbox.pending === 0, {
+    await waitFor(async () => (await gatewayStatus(last)).outbox.pending === 0, {
       timeoutMs: 30_000,
       message: () => `outbox not drained\n${last.proc.describe()}`,
     });

@@ -1,70 +1,118 @@
-// Rows resent after the stream's duplicate window has passed must not be stored twice.
+// Beyond the duplicate window, after a long outage (README "Guarantees" → "Beyond the
+// window": "a crash or outage between publish and PubAck that outlasts the stream's
+// duplicate_window"); the crash is test/chaos/reconcile-crash.test.ts. One gateway process
+// throughout: it publishes through a proxy that drops the stream's PubAcks (so its rows
+// are stored, unknown to it) and passes only the first STORED of its publishes; then the
+// link is cut for longer than the stream's 1 s window while another gateway writes on.
+// On reconnect, in the same process:
+//  - the rows stored before the outage are not sent again, the others are sent once,
+//    counted as resends (they went out on the dead connection);
+//  - the stream holds every row once, in order, after the other gateway's messages;
+//  - `leafgate_upstream_reconciled_total` is exactly the rows stored before the outage.
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
+import { PubAckFilter } from "../helpers/nats-ack-filter.js";
 import {
   closeClients,
   connectClient,
   createStream,
   type NatsServer,
   startNatsServer,
-  streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 const WINDOW_MS = 1_000;
+const SENT = ["m1", "m2", "m3", "m4", "m5", "m6"];
+/** Publishes the proxy lets through before the outage; the rest never reach the hub. */
+const STORED = 4;
 
-describe("beyond the duplicate window", () => {
+describe("beyond the duplicate window, after an outage", () => {
   let hub: NatsServer | undefined;
+  let proxy: FaultProxy | undefined;
   let gw: TestGateway | undefined;
 
   afterEach(async () => {
     await gw?.dispose();
     gw = undefined;
     await closeClients();
+    await proxy?.close();
+    proxy = undefined;
     await hub?.stop();
+    hub = undefined;
   });
 
   it("does not resend rows the stream already holds once the window has passed", async () => {
     hub = await startNatsServer();
-    let nc = await connectClient(hub.url);
+    const nc = await connectClient(hub.url);
     await createStream(nc, "EDGE", ["edge.>"], { duplicate_window: WINDOW_MS * 1_000_000 });
-    // What a gateway that crashed between publish and PubAck leaves behind: rows 1-3
-    // stored in the stream, still in its outbox. Another gateway's message follows.
-    for (const n of [1, 2, 3]) {
+    const theirs = async (n: number): Promise<void> => {
       const h = headers();
-      h.set("Nats-Msg-Id", `gw1-${n}`);
-      nc.publish("edge.gw1.t", `m${n}`, { headers: h });
-    }
-    const other = headers();
-    other.set("Nats-Msg-Id", "gw2-77");
-    nc.publish("edge.gw2.t", "theirs", { headers: other });
-    await nc.flush();
-    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 4);
+      h.set("Nats-Msg-Id", `gw2-${n}`);
+      await jetstream(nc).publish("edge.gw2.t", `theirs-${n}`, { headers: h });
+    };
+    await theirs(1);
+    const filter = new PubAckFilter((s) => s.startsWith("edge.gw1."));
+    filter.acks = "drop";
+    filter.publishLimit = STORED;
+    proxy = await startFaultProxy(hub.port, { filter: filter.link });
+    gw = await startGateway({
+      hub: proxy.url,
+      stream: "EDGE",
+      // No resend on an ack timeout: the outage alone is the fault.
+      upstream: "  ack_timeout: 10m\n  reconnect_delay_max: 200ms\n",
+    });
+    const metric = (name: string): number => gw!.gateway.metrics.value(name);
+    await waitFor(() => metric("leafgate_upstream_connected") === 1);
+    await mosquittoPubLines(gw.mqttPort, "t", SENT);
+    await waitFor(
+      () =>
+        filter.publishesForwarded + filter.publishesDropped === SENT.length &&
+        filter.acksDropped === STORED,
+    );
 
-    gw = await startGateway({ hub: hub.url, stream: "EDGE" });
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1);
-    await nc.close();
-    await hub.kill();
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 0);
-    await mosquittoPubLines(gw.mqttPort, "t", ["m1", "m2", "m3", "m4"]);
-    const receivedAt = Date.now();
-    // Let the rows grow older than the stream's window.
-    await waitFor(() => Date.now() - receivedAt > WINDOW_MS * 1.5, { timeoutMs: 5_000 });
-
-    await hub.restart();
-    nc = await connectClient(hub.url);
+    proxy.cut();
+    await waitFor(() => metric("leafgate_upstream_connected") === 0);
+    await theirs(2);
+    const jsm = await jetstreamManager(nc);
+    const last = await jsm.streams.getMessage("EDGE", { last_by_subj: "edge.gw1.>" });
+    await waitFor(() => Date.now() > last!.time.getTime() + WINDOW_MS, {
+      timeoutMs: WINDOW_MS * 10,
+    });
+    const sentBefore = new Map(filter.sent);
+    filter.acks = "pass";
+    filter.publishLimit = Number.POSITIVE_INFINITY;
+    proxy.restore();
     await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0);
+
     const messages = await streamMessages(nc, "EDGE");
-    expect(messages.map((m) => [m.subject, new TextDecoder().decode(m.data)])).toEqual([
-      ["edge.gw1.t", "m1"],
-      ["edge.gw1.t", "m2"],
-      ["edge.gw1.t", "m3"],
-      ["edge.gw2.t", "theirs"],
-      ["edge.gw1.t", "m4"],
+    const ours = (i: number) => ["edge.gw1.t", SENT[i], `gw1-${i + 1}`];
+    expect(
+      messages.map((m) => [
+        m.subject,
+        new TextDecoder().decode(m.data),
+        m.headers["Nats-Msg-Id"]?.join(),
+      ]),
+    ).toEqual([
+      ["edge.gw2.t", "theirs-1", "gw2-1"],
+      ...[0, 1, 2, 3].map(ours),
+      ["edge.gw2.t", "theirs-2", "gw2-2"],
+      ...[4, 5].map(ours),
     ]);
-    expect(gw.gateway.metrics.value("leafgate_upstream_reconciled_total")).toBe(3);
+    expect(metric("leafgate_upstream_reconciled_total")).toBe(STORED);
+    expect(metric("leafgate_upstream_resent_total")).toBe(SENT.length - STORED);
+    expect(metric("leafgate_upstream_forwarded_total")).toBe(SENT.length - STORED);
+    expect(metric("leafgate_upstream_duplicates_total")).toBe(0);
+    // On the wire after the outage: only the rows the stream did not have.
+    const resent = [...filter.sent].filter(([id, n]) => n !== (sentBefore.get(id) ?? 0));
+    expect(resent).toEqual([
+      ["gw1-5", 1],
+      ["gw1-6", 1],
+    ]);
+    expect(filter.errors).toEqual([]);
   });
 });

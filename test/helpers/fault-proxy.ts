@@ -1,6 +1,8 @@
 // An in-process TCP proxy between leafgate and the hub that can cut, blackhole, delay and
 // throttle the link, or reset a connection in the middle of a frame — after nats-server's
-// `netProxy` (test/norace_test.go). Loopback only, ephemeral port.
+// `netProxy` (test/norace_test.go). Loopback only, ephemeral port. A LinkFilter sees the
+// bytes on their way and may withhold some (test/helpers/nats-ack-filter.ts reads the NATS
+// protocol and drops or holds the hub's PubAcks).
 //
 // Memory is bounded: each direction queues at most QUEUE_HIGH_WATER_BYTES before it stops
 // reading its source (TCP flow control then pushes back on the sender), and a destination
@@ -17,6 +19,23 @@ const THROTTLE_BURST_S = 0.1;
 const THROTTLE_MIN_WAIT_MS = 5;
 
 export type FaultMode = "pass" | "cut" | "blackhole";
+
+/**
+ * Sees every chunk of one connection pair before it is forwarded (after a blackhole has
+ * had its say, before delay and throttle) and decides what goes on: all of it, part of
+ * it, or something else, now or later, by calling `forward`. One per connection pair.
+ */
+export interface LinkFilter {
+  /** Bytes from the client (leafgate) towards the target (hub). */
+  toTarget(chunk: Buffer, forward: (data: Buffer) => void): void;
+  /** Bytes from the target towards the client. */
+  toClient(chunk: Buffer, forward: (data: Buffer) => void): void;
+}
+
+export interface FaultProxyOptions {
+  /** Called for each new connection pair; by default bytes pass unchanged. */
+  filter?: () => LinkFilter;
+}
 
 export interface FaultProxy {
   readonly port: number;
@@ -79,6 +98,7 @@ class Pipe {
     private readonly src: Socket,
     private readonly dst: Socket,
     private readonly toTarget: boolean,
+    private readonly filter: LinkFilter | undefined,
   ) {
     src.on("data", (data: Buffer) => this.#onData(data));
     dst.on("drain", () => {
@@ -89,6 +109,23 @@ class Pipe {
 
   #onData(data: Buffer): void {
     if (this.pair.closed || this.pair.closing) return;
+    if (this.proxy.mode === "blackhole") {
+      this.pair.lostBytes = true;
+      this.#swallowed(data.length);
+      return;
+    }
+    if (this.filter === undefined) {
+      this.#enqueue(data);
+    } else if (this.toTarget) {
+      this.filter.toTarget(data, (d) => this.#enqueue(d));
+    } else {
+      this.filter.toClient(data, (d) => this.#enqueue(d));
+    }
+  }
+
+  #enqueue(data: Buffer): void {
+    // A filter may forward later, when the pair is gone or the link blackholed.
+    if (this.pair.closed || this.pair.closing || data.length === 0) return;
     if (this.proxy.mode === "blackhole") {
       this.pair.lostBytes = true;
       this.#swallowed(data.length);
@@ -208,10 +245,11 @@ class Pair {
     private readonly proxy: ProxyState,
     readonly client: Socket,
     readonly upstream: Socket,
+    filter: LinkFilter | undefined,
   ) {
     this.#pipes.push(
-      new Pipe(proxy, this, client, upstream, true),
-      new Pipe(proxy, this, upstream, client, false),
+      new Pipe(proxy, this, client, upstream, true, filter),
+      new Pipe(proxy, this, upstream, client, false, filter),
     );
     for (const s of [client, upstream]) {
       s.on("error", () => this.reset());
@@ -263,7 +301,10 @@ interface ProxyState {
 }
 
 /** Starts a proxy on 127.0.0.1 (ephemeral port) forwarding to 127.0.0.1:`targetPort`. */
-export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
+export async function startFaultProxy(
+  targetPort: number,
+  options: FaultProxyOptions = {},
+): Promise<FaultProxy> {
   const state: ProxyState = {
     mode: "pass",
     delayMs: 0,
@@ -280,7 +321,7 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
       return;
     }
     const upstream = createConnection({ host: "127.0.0.1", port: targetPort, noDelay: true });
-    state.pairs.add(new Pair(state, client, upstream));
+    state.pairs.add(new Pair(state, client, upstream, options.filter?.()));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -1,83 +1,133 @@
-// Splits a NATS client-protocol byte stream (either direction) into whole frames, so a test
-// proxy can decide frame by frame what to pass. Incremental: a frame may arrive split at any
-// byte, and payloads may contain CRLF.
+// Splits a NATS client protocol byte stream (either direction) into whole frames,
+// incrementally: a frame may arrive cut at any byte, across any number of TCP chunks.
 //
-// Rules (https://docs.nats.io/reference/reference-protocols/nats-protocol): every frame starts
-// with a control line ending in CRLF. PUB, HPUB, MSG and HMSG are followed by a payload whose
-// size is the control line's last argument, then CRLF:
-//   PUB <subject> [reply] <bytes>            HPUB <subject> [reply] <header bytes> <total bytes>
-//   MSG <subject> <sid> [reply] <bytes>      HMSG <subject> <sid> [reply] <header bytes> <total bytes>
-// Every other verb (INFO, CONNECT, SUB, UNSUB, PING, PONG, +OK, -ERR) is the control line alone.
+// Rules (https://docs.nats.io/reference/reference-protocols/nats-protocol):
+// - Every frame starts with a control line ending in CRLF; the operation name is its first
+//   token, case-insensitive; arguments are separated by spaces or tabs.
+// - MSG, HMSG, PUB and HPUB announce a byte count as their last argument (HMSG/HPUB: the
+//   total of header and payload bytes, after the header byte count); exactly that many
+//   bytes follow the control line, then CRLF. Those bytes may hold anything, "\r\n" and
+//   whole fake control lines included: they are never scanned.
+// - INFO, CONNECT and -ERR carry the rest of the line as one argument (JSON or a quoted
+//   message); PING, PONG, +OK, SUB and UNSUB are a control line alone.
+// Anything else (an unknown operation, a bad byte count, payload not followed by CRLF, a
+// control line past MAX_CONTROL_LINE_BYTES) is a protocol error and throws.
 
-export interface NatsFrame {
-  /** Upper-case verb: PUB, HPUB, MSG, HMSG, INFO, PING… */
-  readonly verb: string;
-  /** Subject of PUB/HPUB/MSG/HMSG; undefined for other verbs. */
-  readonly subject: string | undefined;
-  /** Reply subject of PUB/HPUB/MSG/HMSG, when there is one. */
-  readonly reply: string | undefined;
-  /** The whole frame as it was on the wire, control line and payload included. */
-  readonly bytes: Buffer;
-}
+/** A control line longer than this is refused; nats-server's default max_control_line is 4 KiB, INFO may be longer. */
+export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
 
 const CRLF = Buffer.from("\r\n");
-/** Frames that carry a payload, and the number of size arguments after the subject/sid/reply. */
-const PAYLOAD_SIZE_ARGS: Readonly<Record<string, number>> = { PUB: 1, MSG: 1, HPUB: 2, HMSG: 2 };
-/** A control line longer than this is not NATS; the stream is broken. */
-const MAX_CONTROL_LINE_BYTES = 64 * 1024;
+/** Operations followed by a counted payload. */
+const WITH_PAYLOAD = new Set(["MSG", "HMSG", "PUB", "HPUB"]);
+/** Operations whose single argument is the rest of the line. */
+const REST_OF_LINE = new Set(["INFO", "CONNECT", "-ERR"]);
+const BARE = new Set(["PING", "PONG", "+OK", "SUB", "UNSUB"]);
 
+export interface NatsFrame {
+  /** Operation in upper case: MSG, HMSG, PUB, HPUB, INFO, CONNECT, PING, PONG, +OK, -ERR, SUB, UNSUB. */
+  readonly op: string;
+  /** Control-line arguments after the operation (INFO, CONNECT, -ERR: the rest of the line as one). */
+  readonly args: readonly string[];
+  /** MSG/HMSG/PUB/HPUB: the counted bytes (headers first for HMSG/HPUB). */
+  readonly payload?: Buffer;
+  /** HMSG/HPUB: how many of the payload bytes are the header block. */
+  readonly headerBytes?: number;
+  /** The frame exactly as it was on the wire: control line, payload, CRLFs. */
+  readonly raw: Buffer;
+}
+
+export class NatsProtocolError extends Error {}
+
+/** A control line parsed whose payload has not fully arrived yet. */
+interface Awaiting {
+  readonly op: string;
+  readonly args: readonly string[];
+  /** Offset of the payload in the buffer. */
+  readonly payloadAt: number;
+  readonly size: number;
+  readonly headerBytes: number | undefined;
+}
+
+function byteCount(text: string | undefined, line: string): number {
+  if (text === undefined || !/^\d{1,10}$/.test(text)) {
+    throw new NatsProtocolError(
+      `bad byte count ${JSON.stringify(text)} in ${JSON.stringify(line)}`,
+    );
+  }
+  return Number(text);
+}
+
+/** Incremental frame splitter; one per direction of one connection. */
 export class NatsFrameSplitter {
-  #buffered: Buffer = Buffer.alloc(0);
+  #buf: Buffer = Buffer.alloc(0);
+  /** Where the search for the next CRLF resumes (bytes before it hold none). */
+  #scanFrom = 0;
+  #awaiting: Awaiting | undefined;
 
-  /** Appends `chunk` and returns every frame it completed, in order. */
-  push(chunk: Buffer): NatsFrame[] {
-    this.#buffered = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk]);
-    const frames: NatsFrame[] = [];
-    let offset = 0;
-    for (;;) {
-      const frame = this.#next(offset);
-      if (frame === undefined) break;
-      frames.push(frame);
-      offset += frame.bytes.length;
-    }
-    this.#buffered = this.#buffered.subarray(offset);
-    return frames;
-  }
-
-  /** Bytes of an incomplete frame held back. */
+  /** Bytes received that do not form a whole frame yet. */
   get pendingBytes(): number {
-    return this.#buffered.length;
+    return this.#buf.length;
   }
 
-  #next(offset: number): NatsFrame | undefined {
-    const buf = this.#buffered;
-    const eol = buf.indexOf(CRLF, offset);
-    if (eol < 0) {
-      if (buf.length - offset > MAX_CONTROL_LINE_BYTES) {
-        throw new Error(`nats-frames: no CRLF within ${MAX_CONTROL_LINE_BYTES} bytes`);
-      }
-      return undefined;
+  /** Appends `chunk` and returns every frame it completes, in order. */
+  push(chunk: Buffer): NatsFrame[] {
+    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    const frames: NatsFrame[] = [];
+    for (;;) {
+      const frame = this.#next();
+      if (frame === undefined) return frames;
+      frames.push(frame);
     }
-    const line = buf.toString("latin1", offset, eol);
-    const args = line.split(/[ \t]+/).filter((a) => a !== "");
-    const verb = (args[0] ?? "").toUpperCase();
-    const sizeArgs = PAYLOAD_SIZE_ARGS[verb];
-    let end = eol + CRLF.length;
-    let subject: string | undefined;
-    let reply: string | undefined;
-    if (sizeArgs !== undefined) {
-      const total = Number(args.at(-1));
-      if (!Number.isInteger(total) || total < 0) {
-        throw new Error(`nats-frames: bad payload size in ${JSON.stringify(line)}`);
+  }
+
+  #next(): NatsFrame | undefined {
+    if (this.#awaiting === undefined) {
+      const end = this.#buf.indexOf(CRLF, this.#scanFrom);
+      if (end < 0) {
+        if (this.#buf.length > MAX_CONTROL_LINE_BYTES) {
+          throw new NatsProtocolError(`control line longer than ${MAX_CONTROL_LINE_BYTES} bytes`);
+        }
+        // A CR at the very end may be half of the CRLF.
+        this.#scanFrom = Math.max(0, this.#buf.length - 1);
+        return undefined;
       }
-      // Before the sizes: subject [sid] [reply]; MSG/HMSG carry a sid after the subject.
-      const names = args.slice(1, args.length - sizeArgs);
-      subject = names[0];
-      const replyIndex = verb === "MSG" || verb === "HMSG" ? 2 : 1;
-      reply = names[replyIndex];
-      end += total + CRLF.length;
-      if (buf.length < end) return undefined;
+      this.#scanFrom = 0;
+      const line = this.#buf.toString("latin1", 0, end);
+      const trimmed = line.replace(/^[ \t]+/, "");
+      const opEnd = trimmed.search(/[ \t]|$/);
+      const op = trimmed.slice(0, opEnd).toUpperCase();
+      const rest = trimmed.slice(opEnd).trim();
+      if (REST_OF_LINE.has(op) || BARE.has(op)) {
+        const args = REST_OF_LINE.has(op) ? [rest] : rest === "" ? [] : rest.split(/[ \t]+/);
+        return this.#take(end + 2, { op, args });
+      }
+      if (!WITH_PAYLOAD.has(op)) {
+        throw new NatsProtocolError(`unknown operation in ${JSON.stringify(line.slice(0, 80))}`);
+      }
+      const args = rest === "" ? [] : rest.split(/[ \t]+/);
+      const size = byteCount(args.at(-1), line);
+      const withHeaders = op === "HMSG" || op === "HPUB";
+      const headerBytes = withHeaders ? byteCount(args.at(-2), line) : undefined;
+      if (headerBytes !== undefined && headerBytes > size) {
+        throw new NatsProtocolError(`header bytes exceed total bytes in ${JSON.stringify(line)}`);
+      }
+      this.#awaiting = { op, args, payloadAt: end + 2, size, headerBytes };
     }
-    return { verb, subject, reply, bytes: buf.subarray(offset, end) };
+    const { op, args, payloadAt, size, headerBytes } = this.#awaiting;
+    const frameEnd = payloadAt + size + 2;
+    if (this.#buf.length < frameEnd) return undefined;
+    if (this.#buf[frameEnd - 2] !== 0x0d || this.#buf[frameEnd - 1] !== 0x0a) {
+      throw new NatsProtocolError(`${op}: no CRLF after its ${size} payload bytes`);
+    }
+    this.#awaiting = undefined;
+    const payload = this.#buf.subarray(payloadAt, payloadAt + size);
+    return this.#take(frameEnd, { op, args, payload, headerBytes });
+  }
+
+  /** Cuts the first `length` bytes off the buffer as the frame's raw bytes. */
+  #take(length: number, frame: Omit<NatsFrame, "raw">): NatsFrame {
+    const raw = this.#buf.subarray(0, length);
+    this.#buf = this.#buf.subarray(length);
+    return { ...frame, raw };
   }
 }
