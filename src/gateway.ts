@@ -290,9 +290,10 @@ export class Gateway {
   /**
    * Shutdown lifecycle, within STOP_DEADLINE_MS:
    * 1. stop accepting (MQTT listeners, HTTP);
-   * 2. drain adapters: close MQTT connections once their pending commits have settled,
-   *    so every committed QoS 1 message still gets its PUBACK;
-   * 3. flush pending commits (outbox, persistent sessions);
+   * 2. drain adapters: MQTT connections stop reading, and their pending commits are
+   *    flushed now rather than after `commit_interval`, so every committed QoS 1/2 message
+   *    still gets its PUBACK/PUBREC (before DISCONNECT 0x8B); then the sockets close;
+   * 3. flush what is still pending (serial devices' last frames, persistent sessions);
    * 4. drain the hub connection: wait for outstanding acks, then close it;
    * 5. WAL checkpoint and close the database.
    * Unforwarded rows stay in the database for the next start.
@@ -304,15 +305,16 @@ export class Gateway {
     const remaining = (): number => Math.max(0, until - Date.now());
 
     const stopAccepting = this.#listeners.map((l) => l.stopAccepting());
+    // Synchronously, every connection stops reading: no commit can begin after this one.
+    const closing = this.#broker?.closeAll("shutdown");
+    this.#flushCommits();
     await this.#http?.close();
-    if (this.#broker !== undefined) {
-      await withDeadline(this.#broker.closeAll("shutdown"), remaining() / 2);
-    }
+    if (closing !== undefined) await withDeadline(closing, remaining() / 2);
     for (const l of this.#listeners) l.destroyAll();
     await Promise.all(stopAccepting);
     await Promise.all(this.#devices.map((d) => d.stop()));
 
-    this.#outbox?.flush();
+    this.#flushCommits();
     await this.#upstream?.stop(remaining());
     this.#outbox?.close();
     // Messages that reached offline sessions while the hub link drained.
@@ -326,6 +328,15 @@ export class Gateway {
     }
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
+  }
+
+  /**
+   * Commits what waits for the next group commit (outbox, persistent sessions). Neither
+   * throws: a failed commit rejects its publishers' promises, so they get no ack.
+   */
+  #flushCommits(): void {
+    this.#outbox?.flush();
+    this.#broker?.sessionStore?.flush();
   }
 }
 
