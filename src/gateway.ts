@@ -209,10 +209,15 @@ export class Gateway {
     );
     this.#broker = broker;
     broker.restoreSessions();
+    const tlsHandshakeFailures = metrics.counter(
+      "leafgate_mqtt_tls_handshake_failures_total",
+      "TLS handshakes on MQTT listeners that failed: no or an untrusted client certificate, or bad TLS",
+    );
     for (const { host, port, tls, websocket } of config.mqtt.listeners) {
       const listener = new MqttListener(broker, mqttLog, {
         ...(tls !== undefined ? { tls } : {}),
         websocket,
+        tlsHandshakeFailures,
       });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
