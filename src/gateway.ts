@@ -23,6 +23,12 @@ import { type Dialer, Upstream } from "./upstream/index.js";
 
 /** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
 export const STOP_DEADLINE_MS = 4_000;
+/**
+ * Outstanding hub acks are awaited this long at most ("briefly"): a hub that has not
+ * answered by then is not answering (a silent link), and its rows are resent after the
+ * next start, where the stream drops the repeats. Leaves the exit well inside 5 s.
+ */
+const HUB_ACK_WAIT_MS = 2_000;
 
 export interface GatewayOptions {
   readonly config: LeafgateConfig;
@@ -320,7 +326,7 @@ export class Gateway {
     await Promise.all(this.#devices.map((d) => d.stop()));
 
     this.#flushCommits();
-    await this.#upstream?.stop(remaining());
+    await this.#upstream?.stop(Math.min(remaining(), HUB_ACK_WAIT_MS));
     this.#outbox?.close();
     // Messages that reached offline sessions while the hub link drained.
     this.#broker?.sessionStore?.flush();

@@ -8,6 +8,8 @@
 //    after a restart every message is in the hub stream exactly once.
 // 2. Wills are not published at a shutdown: not delivered to a persistent session, not
 //    retained, not in the stream; a will of a client that vanished before is (the control).
+// 3. A hub that stops answering (blackholed link, PubAcks outstanding) does not hold the
+//    exit past 5 s; its rows stay for the next start; a second signal exits at once (1).
 //
 // How a commit is pending at SIGTERM by construction: the gateway is frozen (SIGSTOP)
 // before the clients publish, the test waits until the kernel holds every PUBLISH byte in
@@ -20,8 +22,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { IClientOptions, MqttClient } from "mqtt";
 import mqttPacket from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
+import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
-import { connectMqttJs } from "../helpers/mqtt.js";
+import { connectMqttJs, mosquittoPubLines } from "../helpers/mqtt.js";
 import {
   closeClients,
   connectClient,
@@ -56,12 +59,15 @@ const PAHO = new URL("../helpers/paho.py", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 let hub: NatsServer | undefined;
+let proxy: FaultProxy | undefined;
 let dir: TempDir | undefined;
 const mqttClients: MqttClient[] = [];
 
 afterEach(async () => {
   for (const c of mqttClients.splice(0)) await c.endAsync(true);
   await stopAll();
+  await proxy?.close();
+  proxy = undefined;
   await closeClients();
   await hub?.stop();
   hub = undefined;
@@ -159,10 +165,29 @@ async function hubWithStream(): Promise<NatsConnection> {
   return nc;
 }
 
-/** Rows the gateway has not forwarded yet (GET /status). */
+interface Status {
+  outbox: { pending: number };
+  upstream: { state: string };
+}
+
+async function status(gw: ChildGateway): Promise<Status> {
+  return (await (await fetch(`http://127.0.0.1:${gw.httpPort}/status`)).json()) as Status;
+}
+
+/** Rows the gateway has not forwarded yet. */
 async function outboxPending(gw: ChildGateway): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${gw.httpPort}/status`);
-  return ((await res.json()) as { outbox: { pending: number } }).outbox.pending;
+  return (await status(gw)).outbox.pending;
+}
+
+/** The fields (beyond level, time, pid) of the gateway's log lines with message `msg`. */
+function logged(proc: TrackedProcess, msg: string): Record<string, unknown>[] {
+  return proc
+    .stdout()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === msg)
+    .map(({ level: _l, time: _t, pid: _p, msg: _m, ...fields }) => fields);
 }
 
 /** Stream contents as [subject, payload], in stream order. */
@@ -355,5 +380,50 @@ describe("shutdown", () => {
       ["edge.gw1.wills.control", "control-gone"],
       ["edge.gw1.wills.marker", "marker"],
     ]);
+  });
+
+  it("stops within 5 s when the hub takes no acks, keeps those rows, and a second signal exits at once", async () => {
+    const nc = await hubWithStream();
+    proxy = await startFaultProxy(hub!.port);
+    const config = writeConfig({
+      hub: proxy.url,
+      stream: STREAM,
+      upstream: "  reconnect_delay_max: 200ms\n",
+    });
+    dir = config.dir;
+
+    /** A gateway forwarding to a hub that then goes silent, with `payloads` unacknowledged. */
+    const silentHub = async (payloads: string[]): Promise<ChildGateway> => {
+      proxy!.restore();
+      const gw = await startGatewayProcess(config.file);
+      await waitFor(async () => (await status(gw)).upstream.state === "forwarding");
+      proxy!.blackhole();
+      await mosquittoPubLines(gw.mqttPort, "silent/hub", payloads);
+      expect((await status(gw)).outbox.pending).toBeGreaterThanOrEqual(payloads.length);
+      return gw;
+    };
+
+    // The shutdown waits for the PubAcks that will not come as long as it may, then exits.
+    const first = await silentHub(["a-1", "a-2", "a-3"]);
+    first.proc.child.kill("SIGTERM");
+    expect(await exitWithin(first.proc, SHUTDOWN_PROMISE_MS)).toEqual({ code: 0, signal: null });
+    expect(logged(first.proc, "stopped")).toEqual([{ pending: 3 }]);
+
+    // A second signal does not wait: exit 1 at once, the database as the last commit left it.
+    const second = await silentHub(["b-1", "b-2"]);
+    second.proc.child.kill("SIGTERM");
+    await waitForLine(second.proc, (l) => l.includes('"msg":"stopping"'));
+    second.proc.child.kill("SIGTERM");
+    expect(await exitWithin(second.proc, SHUTDOWN_PROMISE_MS)).toEqual({ code: 1, signal: null });
+    expect(logged(second.proc, "second signal: exiting now")).toHaveLength(1);
+    expect(logged(second.proc, "stopped")).toEqual([]);
+
+    // Nothing acknowledged to a publisher is lost, nothing reaches the stream twice.
+    proxy.restore();
+    const third = await startGatewayProcess(config.file);
+    await waitFor(async () => (await status(third)).outbox.pending === 0);
+    expect(await stored(nc)).toEqual(
+      ["a-1", "a-2", "a-3", "b-1", "b-2"].map((p) => ["edge.gw1.silent.hub", p]),
+    );
   });
 });
