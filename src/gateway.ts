@@ -305,7 +305,8 @@ export class Gateway {
    *    flushed now rather than after `commit_interval`, so every committed QoS 1/2 message
    *    still gets its PUBACK/PUBREC (before DISCONNECT 0x8B); then the sockets close;
    * 3. flush what is still pending (serial devices' last frames, persistent sessions);
-   * 4. drain the hub connection: wait for outstanding acks, then close it;
+   * 4. drain the hub connection: wait briefly (HUB_ACK_WAIT_MS) for outstanding acks,
+   *    then close it;
    * 5. WAL checkpoint and close the database.
    * Unforwarded rows stay in the database for the next start.
    */
@@ -316,7 +317,8 @@ export class Gateway {
     const remaining = (): number => Math.max(0, until - Date.now());
 
     const stopAccepting = this.#listeners.map((l) => l.stopAccepting());
-    // Synchronously, every connection stops reading: no commit can begin after this one.
+    // closeAll marks every connection closing at once (none reads on), so this flush
+    // takes every commit a PUBLISH can still be waiting on.
     const closing = this.#broker?.closeAll("shutdown");
     this.#flushCommits();
     await this.#http?.close();
