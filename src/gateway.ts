@@ -23,6 +23,12 @@ import { type Dialer, Upstream } from "./upstream/index.js";
 
 /** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
 export const STOP_DEADLINE_MS = 4_000;
+/**
+ * Outstanding hub acks are awaited this long at most ("briefly"): a hub that has not
+ * answered by then is not answering (a silent link), and its rows are resent after the
+ * next start, where the stream drops the repeats. Leaves the exit well inside 5 s.
+ */
+const HUB_ACK_WAIT_MS = 2_000;
 
 export interface GatewayOptions {
   readonly config: LeafgateConfig;
@@ -209,10 +215,15 @@ export class Gateway {
     );
     this.#broker = broker;
     broker.restoreSessions();
+    const tlsHandshakeFailures = metrics.counter(
+      "leafgate_mqtt_tls_handshake_failures_total",
+      "TLS handshakes on MQTT listeners that failed: no or an untrusted client certificate, or bad TLS",
+    );
     for (const { host, port, tls, websocket } of config.mqtt.listeners) {
       const listener = new MqttListener(broker, mqttLog, {
         ...(tls !== undefined ? { tls } : {}),
         websocket,
+        tlsHandshakeFailures,
       });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
@@ -290,10 +301,12 @@ export class Gateway {
   /**
    * Shutdown lifecycle, within STOP_DEADLINE_MS:
    * 1. stop accepting (MQTT listeners, HTTP);
-   * 2. drain adapters: close MQTT connections once their pending commits have settled,
-   *    so every committed QoS 1 message still gets its PUBACK;
-   * 3. flush pending commits (outbox, persistent sessions);
-   * 4. drain the hub connection: wait for outstanding acks, then close it;
+   * 2. drain adapters: MQTT connections stop reading, and their pending commits are
+   *    flushed now rather than after `commit_interval`, so every committed QoS 1/2 message
+   *    still gets its PUBACK/PUBREC (before DISCONNECT 0x8B); then the sockets close;
+   * 3. flush what is still pending (serial devices' last frames, persistent sessions);
+   * 4. drain the hub connection: wait briefly (HUB_ACK_WAIT_MS) for outstanding acks,
+   *    then close it;
    * 5. WAL checkpoint and close the database.
    * Unforwarded rows stay in the database for the next start.
    */
@@ -304,16 +317,18 @@ export class Gateway {
     const remaining = (): number => Math.max(0, until - Date.now());
 
     const stopAccepting = this.#listeners.map((l) => l.stopAccepting());
+    // closeAll marks every connection closing at once (none reads on), so this flush
+    // takes every commit a PUBLISH can still be waiting on.
+    const closing = this.#broker?.closeAll("shutdown");
+    this.#flushCommits();
     await this.#http?.close();
-    if (this.#broker !== undefined) {
-      await withDeadline(this.#broker.closeAll("shutdown"), remaining() / 2);
-    }
+    if (closing !== undefined) await withDeadline(closing, remaining() / 2);
     for (const l of this.#listeners) l.destroyAll();
     await Promise.all(stopAccepting);
     await Promise.all(this.#devices.map((d) => d.stop()));
 
-    this.#outbox?.flush();
-    await this.#upstream?.stop(remaining());
+    this.#flushCommits();
+    await this.#upstream?.stop(Math.min(remaining(), HUB_ACK_WAIT_MS));
     this.#outbox?.close();
     // Messages that reached offline sessions while the hub link drained.
     this.#broker?.sessionStore?.flush();
@@ -326,6 +341,15 @@ export class Gateway {
     }
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
+  }
+
+  /**
+   * Commits what waits for the next group commit (outbox, persistent sessions). Neither
+   * throws: a failed commit rejects its publishers' promises, so they get no ack.
+   */
+  #flushCommits(): void {
+    this.#outbox?.flush();
+    this.#broker?.sessionStore?.flush();
   }
 }
 

@@ -39,11 +39,14 @@ const MAX_REASON_STRING = 200;
 /** MQTT 5 Receive Maximum when the client names none (section 3.1.2.11.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65_535;
 
-/** Why the server closes a connection, as an MQTT 5 DISCONNECT reason code. */
-const DISCONNECT_REASON: Readonly<Record<string, number>> = {
-  "keepalive-timeout": REASON.keepAliveTimeout,
-  "taken-over": REASON.sessionTakenOver,
-  shutdown: REASON.serverShuttingDown,
+/** Why the server closes a connection: an MQTT 5 DISCONNECT reason code and its words. */
+const DISCONNECT_REASON: Readonly<Record<string, { code: number; words: string }>> = {
+  "keepalive-timeout": { code: REASON.keepAliveTimeout, words: "keep alive timeout" },
+  "taken-over": {
+    code: REASON.sessionTakenOver,
+    words: "session taken over by another connection",
+  },
+  shutdown: { code: REASON.serverShuttingDown, words: "the gateway is shutting down" },
 };
 
 export class Connection implements TransportHandler {
@@ -366,8 +369,6 @@ export class Connection implements TransportHandler {
    */
   close(reason: string, now = false): void {
     if (this.state === "closing" || this.state === "closed") return;
-    const code = DISCONNECT_REASON[reason];
-    if (code !== undefined) this.#sendDisconnect(code, reason);
     // Closed by the server for a fault (keepalive, protocol error, takeover): the will is
     // released [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
     if (reason !== "shutdown") this.#releaseWill();
@@ -379,12 +380,18 @@ export class Connection implements TransportHandler {
       this.broker.log.debug({ client: this.clientId, reason }, "mqtt connection closing");
     }
     this.broker.metrics.closed.inc({ reason });
-    if (now || this.#pendingCommits === 0) {
+    const disconnect = DISCONNECT_REASON[reason];
+    const end = (): void => {
+      // DISCONNECT is the last packet on the connection [MQTT-3.14.4-1]: after the acks.
+      if (disconnect !== undefined) this.#sendDisconnect(disconnect.code, disconnect.words);
       this.transport.end();
+    };
+    if (now || this.#pendingCommits === 0) {
+      end();
       return;
     }
     // Let committed messages get their acks before the socket goes.
-    this.#idleWaiters.push(() => this.transport.end());
+    this.#idleWaiters.push(end);
   }
 
   /** Closes and resolves once the transport is gone. */

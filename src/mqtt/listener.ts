@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
-import type { Logger } from "../core/index.js";
+import type { Counter, Logger } from "../core/index.js";
 import { errorMessage, LeafgateError } from "../core/index.js";
 import type { Broker } from "./broker.js";
 import type { Transport } from "./transport.js";
@@ -90,9 +90,12 @@ function webSocketTransport(ws: WebSocket, remote: string): Transport {
 }
 
 export interface ListenerOptions {
+  /** With `ca`, clients must present a certificate signed by it, checked in the handshake. */
   readonly tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string };
   /** MQTT over WebSocket (section 6) instead of bare TCP. */
   readonly websocket?: boolean;
+  /** Counts TLS handshakes that failed (no or an untrusted client certificate, bad TLS). */
+  readonly tlsHandshakeFailures?: Counter;
 }
 
 /** An MQTT listener: TCP, TLS, or WebSocket over either. */
@@ -144,6 +147,9 @@ export class MqttListener {
           })();
     if (this.#websocket) {
       this.#server = this.#webSocketServer(broker, tlsOptions);
+      if (tlsOptions !== undefined) {
+        this.#countHandshakeFailures(this.#server, options.tlsHandshakeFailures);
+      }
       return;
     }
     if (tlsOptions === undefined) {
@@ -155,11 +161,19 @@ export class MqttListener {
       socket.setNoDelay(true);
       accept(socket);
     });
-    // A failed handshake is the client's problem: counted by nothing, logged at debug.
-    server.on("tlsClientError", (err) =>
-      log.debug({ err: errorMessage(err) }, "mqtt tls handshake failed"),
-    );
+    this.#countHandshakeFailures(server, options.tlsHandshakeFailures);
     this.#server = server;
+  }
+
+  /**
+   * A failed handshake (a client without a certificate the CA signed, or no TLS at all)
+   * never reaches MQTT: it is the client's problem, counted, and logged at debug.
+   */
+  #countHandshakeFailures(server: Server, failures: Counter | undefined): void {
+    server.on("tlsClientError", (err: Error) => {
+      failures?.inc();
+      this.#log.debug({ err: errorMessage(err) }, "mqtt tls handshake failed");
+    });
   }
 
   #webSocketServer(

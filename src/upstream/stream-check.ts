@@ -30,8 +30,9 @@ export async function checkStream(
   exported: readonly string[],
   domain: string | null = null,
 ): Promise<StreamCheck> {
+  // --defaults: without it the nats CLI asks about every other setting of the stream.
   const fix = (name: string) =>
-    `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}'`;
+    `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}' --defaults`;
   let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
   try {
     jsm = await jetstreamManager(nc, { timeout: 5000, ...(domain ? { domain } : {}) });

@@ -12,53 +12,47 @@ async function openssl(dir: string, args: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`openssl ${args.join(" ")}: ${r.stderr}`);
 }
 
+/** A throwaway self-signed CA: `<name>.pem` and `<name>.key`. */
+async function makeCa(dir: string, name: string): Promise<void> {
+  await openssl(dir, [
+    ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`],
+    ...["-out", `${name}.pem`, "-days", "1", "-subj", `/CN=leafgate-test-${name}`],
+  ]);
+}
+
+/** A key and a certificate signed by CA `ca`: `<name>.pem` and `<name>.key`. */
+async function makeCert(
+  dir: string,
+  name: string,
+  ca: string,
+  subject: string,
+  extensions: string,
+): Promise<void> {
+  await openssl(dir, [
+    ...["req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`],
+    ...["-out", `${name}.csr`, "-subj", subject],
+  ]);
+  writeFileSync(join(dir, `${name}.ext`), `${extensions}\n`);
+  await openssl(dir, [
+    ...["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`],
+    ...["-CAcreateserial", "-out", `${name}.pem`, "-days", "1", "-extfile", `${name}.ext`],
+  ]);
+}
+
 /** A throwaway CA and a server certificate for 127.0.0.1. */
 async function makeCerts(dir: string): Promise<void> {
-  await openssl(dir, [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=leafgate-test-ca",
-  ]);
-  await openssl(dir, [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=127.0.0.1",
-  ]);
-  writeFileSync(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  await openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "1",
-    "-extfile",
-    "san.ext",
-  ]);
+  await makeCa(dir, "ca");
+  await makeCert(dir, "server", "ca", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost");
+}
+
+/**
+ * Client certificates: `client` signed by the listener's CA, `stranger` by another CA
+ * (`other-ca`) that the listener does not trust.
+ */
+async function makeClientCerts(dir: string): Promise<void> {
+  await makeCert(dir, "client", "ca", "/CN=sensor-1", "extendedKeyUsage=clientAuth");
+  await makeCa(dir, "other-ca");
+  await makeCert(dir, "stranger", "other-ca", "/CN=sensor-1", "extendedKeyUsage=clientAuth");
 }
 
 describe("MQTT over TLS", () => {
@@ -115,6 +109,80 @@ describe("MQTT over TLS", () => {
     );
     expect(plain.code).not.toBe(0);
     expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(2);
+  });
+
+  it("with a ca, takes only clients whose certificate it signed; the rest fail the handshake", async () => {
+    certs = tempDir("tls");
+    await makeCerts(certs.path);
+    await makeClientCerts(certs.path);
+    const file = (name: string) => join(certs!.path, name);
+    gw = await startGateway({
+      mqtt: `  listeners:\n    - { host: 127.0.0.1, port: 0, tls: { cert: "${file("server.pem")}", key: "${file("server.key")}", ca: "${file("ca.pem")}" } }\n`,
+    });
+    const { metrics } = gw.gateway;
+    const port = gw.mqttPort;
+    const ca = readFileSync(file("ca.pem"));
+    const asClient = {
+      cert: readFileSync(file("client.pem")),
+      key: readFileSync(file("client.key")),
+    };
+    const asStranger = {
+      cert: readFileSync(file("stranger.pem")),
+      key: readFileSync(file("stranger.key")),
+    };
+    const mqtts = { protocol: "mqtts", ca, servername: "localhost" } as const;
+    const mosquittoPub = (payload: string, certificate: string[]) =>
+      runToCompletion(
+        "mosquitto_pub",
+        [
+          ...["-h", "127.0.0.1", "-p", String(port), "--cafile", file("ca.pem")],
+          ...certificate,
+          ...["-t", "s/mtls", "-m", payload, "-q", "1"],
+        ],
+        { timeoutMs: 10_000 },
+      );
+    const withCert = (name: string) => [
+      "--cert",
+      file(`${name}.pem`),
+      "--key",
+      file(`${name}.key`),
+    ];
+
+    // Everything that gets in is delivered to this subscriber, itself a certified client.
+    const sub = await connectMqttJs(port, { ...mqtts, ...asClient });
+    const got: string[] = [];
+    sub.on("message", (_topic, payload) => got.push(payload.toString()));
+    await sub.subscribeAsync("s/mtls", { qos: 1 });
+
+    expect(await mosquittoPub("mosquitto", withCert("client"))).toMatchObject({
+      code: 0,
+      stderr: "",
+    });
+    const js = await connectMqttJs(port, { ...mqtts, ...asClient });
+    await js.publishAsync("s/mtls", "mqtt.js", { qos: 1 });
+    await js.endAsync();
+
+    // No certificate, or one from a CA the listener does not trust: refused.
+    const none = await mosquittoPub("no certificate", []);
+    const stranger = await mosquittoPub("stranger", withCert("stranger"));
+    for (const refused of [none, stranger]) {
+      expect(refused).toMatchObject({ code: 7, stderr: "Error: The connection was lost.\n" });
+    }
+    // TLS 1.3: the client hears of it in an alert once its part of the handshake is done.
+    await expect(connectMqttJs(port, mqtts)).rejects.toThrow(/alert certificate required/);
+    await expect(connectMqttJs(port, { ...mqtts, ...asStranger })).rejects.toThrow();
+    // In the TLS handshake: counted there, and never an MQTT connection.
+    await waitFor(() => metrics.value("leafgate_mqtt_tls_handshake_failures_total") === 4);
+    expect(metrics.value("leafgate_mqtt_connections_accepted_total")).toBe(3);
+
+    // The gateway carries on.
+    expect(await mosquittoPub("after", withCert("client"))).toMatchObject({ code: 0, stderr: "" });
+    await waitFor(() => got.length === 3);
+    expect(got).toEqual(["mosquitto", "mqtt.js", "after"]);
+    expect(metrics.value("leafgate_mqtt_tls_handshake_failures_total")).toBe(4);
+    expect(metrics.value("leafgate_mqtt_connections_accepted_total")).toBe(4);
+    expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(3);
+    await sub.endAsync();
   });
 
   it("carries MQTT 5 over WebSocket with TLS (wss://)", async () => {
