@@ -10,7 +10,7 @@ import {
 import type { Counter, Logger } from "../core/index.js";
 import type { Outbox, OutboxRow } from "../store/index.js";
 import { DrainCursor, type DrainPolicy } from "./drain-cursor.js";
-import { RateCap } from "./token-bucket.js";
+import type { RateCap } from "./token-bucket.js";
 
 const UTF8 = new TextDecoder();
 
@@ -37,8 +37,8 @@ export interface ForwarderOptions {
   readonly maxInFlight: number;
   readonly ackTimeoutMs: number;
   readonly drain: DrainPolicy;
-  /** 0 = no cap. */
-  readonly rateLimit: { readonly messagesPerSecond: number; readonly bytesPerSecond: number };
+  /** The rate cap; one for the gateway's life, so a reconnect does not refill it. */
+  readonly rate: RateCap;
   readonly log: Logger;
   readonly metrics: ForwarderMetrics;
   /** Rows an earlier connection sent without hearing back: sending one again is a resend. */
@@ -167,7 +167,7 @@ export class JetStreamForwarder implements Forwarder {
     this.#outbox = outbox;
     this.#options = options;
     this.#cursor = new DrainCursor(outbox, options.drain);
-    this.#rate = new RateCap(options.rateLimit);
+    this.#rate = options.rate;
     this.#sentBefore = new Set(options.unacknowledged);
   }
 
@@ -377,7 +377,7 @@ export class CoreForwarder implements Forwarder {
     this.#outbox = outbox;
     this.#options = options;
     this.#cursor = new DrainCursor(outbox, options.drain);
-    this.#rate = new RateCap(options.rateLimit);
+    this.#rate = options.rate;
   }
 
   async run(signal: AbortSignal): Promise<void> {

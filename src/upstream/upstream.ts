@@ -23,6 +23,7 @@ import {
   SENT_ROWS_HEADER,
 } from "./forwarder.js";
 import { checkStream } from "./stream-check.js";
+import { RateCap } from "./token-bucket.js";
 
 /** How often a missing stream is looked for again. */
 const STREAM_RECHECK_MS = 5_000;
@@ -116,12 +117,17 @@ export class Upstream {
   #unacknowledged: number[] = [];
   #forwardedTotal = 0;
   #windowWarned = false;
+  readonly #rate: RateCap;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#dial = options.dial ?? connect;
     // Built now so a bad credentials file fails at start, not on every reconnect.
     this.#connectOptions = this.#buildConnectOptions();
+    this.#rate = new RateCap({
+      messagesPerSecond: options.config.rate_limit.messages_per_second,
+      bytesPerSecond: options.config.rate_limit.bytes_per_second,
+    });
     const { metrics } = options;
     this.#connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
     // Present from the start: an alert on 0 must fire for a gateway that never connected.
@@ -362,6 +368,8 @@ export class Upstream {
         let lastProblem: string | undefined;
         while (!session.signal.aborted) {
           const check = await checkStream(nc, config.stream, exported, config.domain);
+          // A check cut short by a stop or a lost link is no finding about the hub.
+          if (session.signal.aborted) break;
           if (check.ok) {
             this.#stream = check.stream;
             log.info({ stream: check.stream, subjects: exported }, "hub stream found");
@@ -386,10 +394,7 @@ export class Upstream {
         maxInFlight: config.max_in_flight,
         ackTimeoutMs: config.ack_timeout,
         drain: config.drain,
-        rateLimit: {
-          messagesPerSecond: config.rate_limit.messages_per_second,
-          bytesPerSecond: config.rate_limit.bytes_per_second,
-        },
+        rate: this.#rate,
         log,
         metrics: this.#forwarderMetrics,
         unacknowledged: this.#stillPending(this.#unacknowledged),

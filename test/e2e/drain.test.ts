@@ -47,6 +47,8 @@ const DRAIN_SECONDS = 3;
  */
 const LOWEST_SHARE = 0.5;
 const SECOND_MS = 1000;
+/** Link drops during one drain: each new connection would bring a full bucket if it refilled. */
+const RECONNECTS = 3;
 
 /** The largest sum of `weights` stored within any one-second window (times ascending). */
 function busiestSecond(times: readonly number[], weights: readonly number[]): number {
@@ -142,6 +144,7 @@ describe("draining the outbox", () => {
   async function drainBacklog(
     rateLimit: string,
     payloads: readonly string[],
+    whileDraining?: (link: FaultProxy) => Promise<void>,
   ): Promise<{ payload: string; atMs: number }[]> {
     hub = await startNatsServer();
     nc = await connectClient(hub.url);
@@ -156,6 +159,7 @@ describe("draining the outbox", () => {
     await mosquittoPubLines(gw.mqttPort, "capped", payloads);
     expect(pending()).toBe(payloads.length);
     proxy.restore();
+    await whileDraining?.(proxy);
     await waitFor(() => pending() === 0, { timeoutMs: 30_000 });
     const jsm = await jetstreamManager(nc);
     const stored: { payload: string; atMs: number }[] = [];
@@ -195,5 +199,33 @@ describe("draining the outbox", () => {
     const seconds = fullSeconds(times, bytes);
     expect(seconds.length).toBeGreaterThanOrEqual(DRAIN_SECONDS - 1);
     for (const n of seconds) expect(n).toBeGreaterThanOrEqual(BYTES_PER_SECOND * LOWEST_SHARE);
+  });
+
+  it("rate_limit holds across reconnects: a new hub connection does not refill the bucket", async () => {
+    const sent = lines(MESSAGES_PER_SECOND * DRAIN_SECONDS + BURST_MESSAGES, "r");
+    // Each time two more messages have gone, the link drops and comes back at once.
+    const flap = async (link: FaultProxy): Promise<void> => {
+      for (let i = 0; i < RECONNECTS; i++) {
+        const before = pending();
+        await waitFor(() => pending() <= before - 2, { timeoutMs: 10_000 });
+        link.cut();
+        await waitFor(() => !connected());
+        link.restore();
+        await waitFor(connected);
+      }
+    };
+    const stored = await drainBacklog(
+      `{ messages_per_second: ${MESSAGES_PER_SECOND} }`,
+      sent,
+      flap,
+    );
+    expect(stored.map((m) => m.payload)).toEqual(sent);
+    const times = stored.map((m) => m.atMs);
+    expect(
+      busiestSecond(
+        times,
+        times.map(() => 1),
+      ),
+    ).toBeLessThanOrEqual(MESSAGES_PER_SECOND + BURST_MESSAGES);
   });
 });
