@@ -142,20 +142,30 @@ export class Broker {
     };
   }
 
-  /** Brings back the persistent sessions of the last run; expired ones are dropped. */
+  /**
+   * Brings back the persistent sessions of the last run; expired ones are dropped, and a
+   * will one still held is published: it was due when the session ended [MQTT-3.1.3-9].
+   */
   restoreSessions(nowMs = Date.now()): void {
     const store = this.sessionStore;
     if (store === undefined) return;
     let expired = 0;
+    const wills: [string, Will][] = [];
     for (const stored of store.loadAll()) {
       const since = stored.disconnectedAtMs ?? nowMs;
       if (since + stored.expiryMs <= nowMs) {
+        if (stored.will !== undefined) {
+          const { dueAtMs: _, ...will } = stored.will;
+          wills.push([stored.clientId, { ...will, delayMs: 0 }]);
+        }
         store.deleteSession(stored.clientId);
         expired++;
         continue;
       }
       this.#sessions.set(stored.clientId, Session.restore(this, stored, nowMs));
     }
+    // Once every session is back, so that those subscribed get them.
+    for (const [clientId, will] of wills) this.publishWill(clientId, will);
     this.metrics.sessions.set(this.#sessions.size);
     if (this.#sessions.size > 0 || expired > 0) {
       this.log.info(

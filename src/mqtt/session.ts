@@ -1,5 +1,5 @@
 import type { BusSubscription, Envelope } from "../core/index.js";
-import { subjectMatches } from "../core/index.js";
+import { errorMessage, subjectMatches } from "../core/index.js";
 import type { SessionStore, StoredMessage, StoredSession, StoredWill } from "../store/index.js";
 import type { Broker } from "./broker.js";
 import type { Connection } from "./connection.js";
@@ -91,6 +91,10 @@ export class Session {
   readonly awaitingRelease = new Map<number, "committing" | "received">();
   #nextPacketId = 1;
   #nextSeq = 0;
+  /** Writes waiting for a commit of the session store (see #whenStored). */
+  #writesHeld = 0;
+  /** Inside pump: a write that frees the window does not start another. */
+  #pumping = false;
   #cancelExpiry: (() => void) | undefined;
   #will: PendingWill | undefined;
   #ended = false;
@@ -226,7 +230,10 @@ export class Session {
     }
     const conn = this.connection;
     if (qos === 0) {
-      conn?.sendQos0(message, retain, subscriptionIds);
+      if (conn !== undefined) {
+        // Behind any QoS 1/2 delivery of this session still waiting for its commit.
+        this.#whenStored(conn, () => conn.sendQos0(message, retain, subscriptionIds), false);
+      }
       return undefined;
     }
     const canSend =
@@ -276,6 +283,11 @@ export class Session {
     return committed;
   }
 
+  /**
+   * Gives `out` a packet id and sends it. For a stored message the id is committed first:
+   * a PUBLISH on the wire whose id a `kill -9` lost would come again after the restart
+   * under a new id without DUP, a second message to a QoS 2 receiver [MQTT-4.4.0-1].
+   */
   #send(out: Outbound): void {
     const conn = this.connection!;
     let id = this.#nextPacketId;
@@ -283,26 +295,72 @@ export class Session {
     this.#nextPacketId = (id % MAX_PACKET_ID) + 1;
     out.packetId = id;
     out.seq = this.#nextSeq++;
-    if (!conn.sendAcked(out, false)) {
-      // Not sendable to this client (too large for it, no MQTT topic, not permitted):
-      // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
-      if (out.rowId !== undefined) this.#store?.remove(out.rowId);
-      return;
-    }
     this.inflight.set(id, out);
     if (out.rowId !== undefined) this.#store?.markSent(out.rowId, id, false);
+    this.#whenStored(conn, () => {
+      // Taken out of the window meanwhile (session ended, or moved to be resent).
+      if (this.inflight.get(id) !== out) return;
+      if (conn.sendAcked(out, false)) return;
+      // Not sendable to this client (too large for it, no MQTT topic, not permitted):
+      // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
+      this.inflight.delete(id);
+      if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+      // Its place in the window is free (inside pump, its loop goes on by itself).
+      this.pump();
+    });
+  }
+
+  /**
+   * Runs `write` once the session store has committed every write made so far (at once
+   * when nothing is pending, or when the session is not stored), and only while `conn`
+   * is still the session's connection. Writes keep their order: a later one never
+   * overtakes one that waits. `needsCommit` false: it waits only for those.
+   */
+  #whenStored(conn: Connection, write: () => void, needsCommit = true): void {
+    const store = this.#writesHeld > 0 || needsCommit ? this.broker.sessionStore : undefined;
+    if (store === undefined || (this.#writesHeld === 0 && !this.persistent)) {
+      write();
+      return;
+    }
+    this.#writesHeld++;
+    const run = (): void => {
+      this.#writesHeld--;
+      if (this.connection !== conn) return;
+      try {
+        write();
+      } catch (err) {
+        // Runs from the store's commit: one failure must not stop the writes behind it.
+        this.broker.log.error(
+          { client: this.clientId, err: errorMessage(err) },
+          "mqtt delivery after commit failed",
+        );
+      }
+    };
+    store.afterCommit(run);
   }
 
   /** Sends owed messages while the window has room: resends first, then the queue. */
   pump(): void {
     const conn = this.connection;
-    if (conn === undefined) return;
+    if (conn === undefined || this.#pumping) return;
+    this.#pumping = true;
+    try {
+      this.#fill(conn);
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #fill(conn: Connection): void {
     for (const [id, out] of this.#resend) {
       if (!conn.hasWindow(this.inflight.size) || this.connection !== conn) return;
       this.#resend.delete(id);
       this.inflight.set(id, out);
-      if (out.released) conn.send(encodeAck("pubrel", id));
-      else conn.sendAcked(out, true);
+      this.#whenStored(conn, () => {
+        if (this.inflight.get(id) !== out) return;
+        if (out.released) conn.send(encodeAck("pubrel", id));
+        else conn.sendAcked(out, true);
+      });
     }
     while (this.#queueHead < this.#queue.length && conn.hasWindow(this.inflight.size)) {
       const out = this.#queue[this.#queueHead]!;
@@ -340,15 +398,21 @@ export class Session {
     return true;
   }
 
-  /** PUBREC for our QoS 2 PUBLISH: answer PUBREL [MQTT-4.3.3-1]; repeat it if asked again. */
+  /**
+   * PUBREC for our QoS 2 PUBLISH: answer PUBREL [MQTT-4.3.3-1]; repeat it if asked again.
+   * The PUBREL waits for the PUBREC's commit: after it the PUBLISH must never be sent again.
+   */
   received(packetId: number): void {
     const entry = this.inflight.get(packetId);
-    if (entry === undefined || entry.qos !== 2) return;
+    const conn = this.connection;
+    if (entry === undefined || entry.qos !== 2 || conn === undefined) return;
     if (!entry.released) {
       entry.released = true;
       if (entry.rowId !== undefined) this.#store?.markSent(entry.rowId, packetId, true);
     }
-    this.connection?.send(encodeAck("pubrel", packetId));
+    this.#whenStored(conn, () => {
+      if (this.inflight.get(packetId) === entry) conn.send(encodeAck("pubrel", packetId));
+    });
   }
 
   // -- connections ---------------------------------------------------------------

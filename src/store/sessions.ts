@@ -98,13 +98,17 @@ interface Meta {
  * Persistent MQTT sessions (section 4.1): subscriptions, queued and unacknowledged QoS 1
  * and 2 messages, and inbound QoS 2 ids, so that a restart loses none of them. Message
  * writes are batched into one transaction per turn of the event loop; `add` returns a
- * promise that settles when the row is committed, so a publisher's PUBACK can wait on it.
+ * promise that settles when the row is committed, so a publisher's PUBACK can wait on it,
+ * and `afterCommit` runs what must not go out before the batch is on disk.
  */
 export class SessionStore {
   readonly #db: Database.Database;
   readonly #onError: (err: unknown, what: string) => void;
   readonly #ops: Op[] = [];
   #waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  #afterCommit: (() => void)[] = [];
+  /** The callbacks of the batch just committed, while they run. */
+  #draining: (() => void)[] | undefined;
   #immediate: NodeJS.Immediate | undefined;
   #nextId: number;
   readonly #stmt: {
@@ -320,6 +324,18 @@ export class SessionStore {
     });
   }
 
+  /**
+   * Runs `fn` once every write made so far is committed, at once when none is pending;
+   * in the order given. What a client is sent must not be ahead of what a restart would
+   * know: a PUBLISH goes out after its packet id is on disk, a PUBREL after the PUBREC
+   * it answers. A failed commit still runs `fn` (the session carries on in memory).
+   */
+  afterCommit(fn: () => void): void {
+    if (this.#ops.length > 0) this.#afterCommit.push(fn);
+    else if (this.#draining !== undefined) this.#draining.push(fn);
+    else fn();
+  }
+
   #schedule(): void {
     this.#immediate ??= setImmediate(() => this.flush());
   }
@@ -332,13 +348,26 @@ export class SessionStore {
     const ops = this.#ops.splice(0);
     const waiters = this.#waiters;
     this.#waiters = [];
+    const after = this.#afterCommit;
+    this.#afterCommit = [];
+    let failure: { err: unknown } | undefined;
     try {
       this.#apply(ops);
     } catch (err) {
-      for (const w of waiters) w.reject(err);
-      return;
+      failure = { err };
     }
-    for (const w of waiters) w.resolve();
+    for (const w of waiters) {
+      if (failure === undefined) w.resolve();
+      else w.reject(failure.err);
+    }
+    // Writes these callbacks make go to the next batch; callbacks they add with nothing
+    // pending run after the rest of these.
+    this.#draining = after;
+    try {
+      for (let i = 0; i < after.length; i++) after[i]!();
+    } finally {
+      this.#draining = undefined;
+    }
   }
 }
 

@@ -2,7 +2,6 @@
 // on TCP and WebSocket. test/helpers/paho.py runs one client from a JSON plan and prints
 // every step as a JSON line; each of its waits is bounded by the plan's timeout.
 import { setTimeout as delay } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   startGateway,
@@ -11,130 +10,25 @@ import {
   writeConfig,
 } from "../helpers/gateway.js";
 import {
-  spawnTracked,
-  stopAll,
-  stopProcess,
-  type TrackedProcess,
-  waitForLine,
-} from "../helpers/procs.js";
+  connack,
+  done,
+  events,
+  type Msg,
+  messages,
+  msg,
+  type Plan,
+  type Props,
+  type Protocol,
+  type Publish,
+  paho,
+  ready,
+  release,
+  run,
+  texts,
+  withMids,
+} from "../helpers/paho.js";
+import { stopAll, stopProcess, type TrackedProcess, waitForLine } from "../helpers/procs.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
-
-const PAHO = fileURLToPath(new URL("../helpers/paho.py", import.meta.url));
-/** Seconds for each wait inside Python; shorter than the test's own deadlines. */
-const PY_TIMEOUT_S = 8;
-
-type Protocol = 4 | 5;
-type Props = Record<string, unknown>;
-
-interface Publish {
-  topic: string;
-  payload?: string;
-  qos?: 0 | 1 | 2;
-  retain?: boolean;
-  props?: Props;
-}
-
-interface Plan {
-  port: number;
-  protocol: Protocol;
-  client_id?: string;
-  clean?: boolean;
-  connect_props?: Props;
-  keepalive?: number;
-  transport?: "tcp" | "websockets";
-  will?: Publish;
-  subscribe?: [string, number][];
-  publish?: Publish[];
-  expect?: number;
-  stall_after?: number;
-  hold?: boolean;
-  timeout?: number;
-  disconnect?: "clean" | "none";
-}
-
-interface PahoEvent {
-  event: string;
-  [field: string]: unknown;
-}
-
-interface Msg {
-  topic: string;
-  payload: string;
-  qos: number;
-  retain: boolean;
-  dup: boolean;
-  props: Props | null;
-}
-
-/** Starts a paho client; with `hold` it stays connected until `release()`. */
-async function paho(plan: Plan): Promise<TrackedProcess> {
-  return spawnTracked(
-    "/usr/bin/python3",
-    [PAHO, JSON.stringify({ timeout: PY_TIMEOUT_S, ...plan })],
-    {
-      stdin: "pipe",
-    },
-  );
-}
-
-function events(proc: TrackedProcess): PahoEvent[] {
-  return proc
-    .stdout()
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l) as PahoEvent);
-}
-
-/** Received messages with their packet identifiers. */
-const withMids = (proc: TrackedProcess): (Msg & { mid: number })[] =>
-  events(proc)
-    .filter((e) => e.event === "msg")
-    .map(({ event: _, ...m }) => m as unknown as Msg & { mid: number });
-
-/** Received messages; packet identifiers are the broker's choice, so left out. */
-const messages = (proc: TrackedProcess): Msg[] => withMids(proc).map(({ mid: _, ...m }) => m);
-
-const connack = (proc: TrackedProcess): PahoEvent =>
-  events(proc).find((e) => e.event === "connack")!;
-
-/** Resolves once the client is connected and subscribed (rejects if it exits first). */
-async function ready(proc: TrackedProcess): Promise<TrackedProcess> {
-  await waitForLine(proc, (l) => l.includes('"event": "ready"'), PY_TIMEOUT_S * 1000 + 2000);
-  return proc;
-}
-
-/** Waits for the script to end by itself, successfully, and returns its messages. */
-async function done(proc: TrackedProcess): Promise<Msg[]> {
-  const exit = await waitFor(() => proc.exitInfo, {
-    timeoutMs: PY_TIMEOUT_S * 1000 + 5000,
-    message: () => `paho did not finish\n${proc.describe()}`,
-  });
-  expect(exit, proc.describe()).toEqual({ code: 0, signal: null });
-  return messages(proc);
-}
-
-function release(proc: TrackedProcess): void {
-  proc.child.stdin!.write("end\n");
-}
-
-async function run(plan: Plan): Promise<TrackedProcess> {
-  const proc = await paho(plan);
-  await done(proc);
-  return proc;
-}
-
-const msg = (topic: string, payload: string, qos: number, extra: Partial<Msg> = {}): Msg => ({
-  topic,
-  payload,
-  qos,
-  retain: false,
-  dup: false,
-  props: null,
-  ...extra,
-});
-
-const texts = (n: number, tag: string): string[] =>
-  Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
 
 afterEach(async () => {
   await stopAll();

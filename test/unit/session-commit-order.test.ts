@@ -1,0 +1,198 @@
+// What a persistent session sends never runs ahead of what is on disk: the session store's
+// afterCommit (src/store/sessions.ts) on a real SQLite file, and a Broker with that store
+// (src/mqtt/session.ts) driven through fake transports whose bytes mqtt-packet decodes. A
+// PUBLISH goes out after the batch that records its packet id, a PUBREL after the one that
+// records the PUBREC, and later writes of the session (QoS 0 too) keep their order behind
+// them; a session that is not stored writes at once. e2e/mqtt-kill9.test.ts shows the same
+// with kill -9 on the bundle.
+import type Database from "better-sqlite3";
+import mqtt from "mqtt-packet";
+import { afterEach, describe, expect, it } from "vitest";
+import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
+import { Broker, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
+import type { Connection } from "../../src/mqtt/connection.js";
+import type { Transport } from "../../src/mqtt/transport.js";
+import { MetricsRegistry } from "../../src/observe/index.js";
+import {
+  closeDatabase,
+  type NewStoredMessage,
+  openDatabase,
+  SessionStore,
+} from "../../src/store/index.js";
+import { type TempDir, tempDir } from "../helpers/wait.js";
+
+let temps: TempDir[] = [];
+let dbs: Database.Database[] = [];
+
+afterEach(async () => {
+  for (const db of dbs) if (db.open) closeDatabase(db);
+  dbs = [];
+  await Promise.all(temps.map((t) => t.cleanup()));
+  temps = [];
+});
+
+function newStore(): { db: Database.Database; store: SessionStore } {
+  const dir = tempDir("commit-order");
+  temps.push(dir);
+  const db = openDatabase(dir.path, "normal");
+  dbs.push(db);
+  return { db, store: new SessionStore(db) };
+}
+
+const message: NewStoredMessage = {
+  subject: "a.b",
+  payload: Buffer.from("x"),
+  qos: 1,
+  retain: false,
+  receivedAtMs: 1,
+  expiresAtMs: undefined,
+  publisher: undefined,
+  properties: undefined,
+  headers: undefined,
+  subscriptionIds: undefined,
+};
+
+describe("SessionStore.afterCommit", () => {
+  it("runs at once with nothing pending, else after the batch commits, in order", () => {
+    const { db, store } = newStore();
+    const events: string[] = [];
+    store.afterCommit(() => events.push("idle"));
+    store.saveSession("c", 1000, undefined);
+    store.add("c", message);
+    store.afterCommit(() => {
+      const n = db.prepare("SELECT count(*) AS n FROM mqtt_message").get() as { n: number };
+      events.push(`first, rows ${n.n}`);
+      // Nothing pending while the batch's callbacks run: behind the rest of them.
+      store.afterCommit(() => events.push("added while running"));
+    });
+    store.afterCommit(() => events.push("second"));
+    expect(events).toEqual(["idle"]);
+    store.flush();
+    expect(events).toEqual(["idle", "first, rows 1", "second", "added while running"]);
+  });
+
+  it("a callback that writes waits for the next batch", () => {
+    const { store } = newStore();
+    const events: string[] = [];
+    store.saveSession("c", 1000, undefined);
+    const { id } = store.add("c", message);
+    store.afterCommit(() => {
+      store.markSent(id, 1, false);
+      store.afterCommit(() => events.push("after its own commit"));
+      events.push("first");
+    });
+    store.flush();
+    expect(events).toEqual(["first"]);
+    store.flush();
+    expect(events).toEqual(["first", "after its own commit"]);
+  });
+
+  it("still runs when the commit fails: the session carries on in memory", async () => {
+    const { db, store } = newStore();
+    store.saveSession("c", 1000, undefined);
+    const row = store.add("c", message);
+    const events: string[] = [];
+    store.afterCommit(() => events.push("ran"));
+    db.close();
+    store.flush();
+    expect(events).toEqual(["ran"]);
+    await expect(row.committed).rejects.toThrow();
+  });
+});
+
+/** Packets written to the client, one line each: `publish q1 #1 a/b m1`, `pubrel 2`. */
+class FakeTransport implements Transport {
+  readonly remote = "fake:1";
+  readonly writableLength = 0;
+  readonly sent: string[] = [];
+  readonly #parser = mqtt.parser({ protocolVersion: 5 });
+
+  constructor() {
+    this.#parser.on("packet", (p: mqtt.Packet) => {
+      if (p.cmd === "publish") {
+        const id = p.qos > 0 ? ` #${p.messageId}` : "";
+        this.sent.push(`publish q${p.qos}${id} ${p.topic} ${Buffer.from(p.payload).toString()}`);
+      } else {
+        this.sent.push(p.messageId === undefined ? p.cmd : `${p.cmd} ${p.messageId}`);
+      }
+    });
+  }
+  write(bytes: Uint8Array): boolean {
+    this.#parser.parse(Buffer.from(bytes));
+    return true;
+  }
+  end(): void {}
+  destroy(): void {}
+  pause(): void {}
+  resume(): void {}
+}
+
+describe("a persistent session's writes wait for the session store", () => {
+  function setup() {
+    const { store } = newStore();
+    const bus = new Bus();
+    const broker = new Broker(
+      bus,
+      DEFAULT_BROKER_OPTIONS,
+      silentLogger,
+      new MetricsRegistry(),
+      undefined,
+      undefined,
+      store,
+    );
+    const connect = (clientId: string, expiryS: number) => {
+      const t = new FakeTransport();
+      const conn = broker.accept(t) as Connection;
+      const send = (p: mqtt.Packet) => conn.onData(mqtt.generate(p, { protocolVersion: 5 }));
+      send({
+        cmd: "connect",
+        clientId,
+        protocolVersion: 5,
+        clean: true,
+        keepalive: 0,
+        ...(expiryS > 0 ? { properties: { sessionExpiryInterval: expiryS } } : {}),
+      });
+      send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/#", qos: 2 }] });
+      t.sent.length = 0;
+      return { t, send };
+    };
+    const publish = (payload: string, qos: 0 | 1 | 2) => {
+      const m: Envelope = {
+        subject: "a.b",
+        payload: Buffer.from(payload),
+        receivedAtMs: Date.now(),
+        origin: "internal",
+        qos,
+      };
+      void bus.publish(m).catch(() => {});
+    };
+    return { store, connect, publish };
+  }
+
+  it("PUBLISH after its packet id is committed; a QoS 0 behind it does not overtake it", () => {
+    const { store, connect, publish } = setup();
+    const stored = connect("stored", 300);
+    const plain = connect("plain", 0);
+    publish("m1", 1);
+    publish("m2", 0);
+    expect(stored.t.sent).toEqual([]);
+    expect(plain.t.sent).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
+    store.flush();
+    expect(stored.t.sent).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
+    // Nothing held any more: a QoS 0 goes at once.
+    publish("m3", 0);
+    expect(stored.t.sent.at(-1)).toBe("publish q0 a/b m3");
+  });
+
+  it("PUBREL after the PUBREC is committed", () => {
+    const { store, connect, publish } = setup();
+    const s = connect("stored", 300);
+    publish("m", 2);
+    store.flush();
+    expect(s.t.sent).toEqual(["publish q2 #1 a/b m"]);
+    s.send({ cmd: "pubrec", messageId: 1 });
+    expect(s.t.sent).toEqual(["publish q2 #1 a/b m"]);
+    store.flush();
+    expect(s.t.sent).toEqual(["publish q2 #1 a/b m", "pubrel 1"]);
+  });
+});
