@@ -26,6 +26,10 @@
 //  4. The worst case: no reserve, no byte free, a WAL whose pages the database file must
 //     grow to take — the checkpoint fails with SQLITE_FULL, nothing crashes or corrupts,
 //     everything new is refused until space returns, then all of it drains.
+//  5. With no reserve to release and a WAL that cannot be checkpointed, a message that
+//     does not fit is refused without evicting rows that could not make room for it.
+//  6. The hub returns while the disk is full: deleting forwarded rows (a WAL append) works,
+//     and the buffer takes new messages in their room.
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -63,8 +67,19 @@ const AFTER_SPACE = 5;
 const MAX_PUBLISHES = Math.ceil(DISK_BYTES / PAYLOAD_BYTES);
 /** Telemetry published after the disk is full: several times what the capped buffer holds. */
 const TELEMETRY_AFTER_FULL = Math.ceil((3 * SLACK_BYTES) / PAYLOAD_BYTES);
-/** Acked before the kill in the worst case: well under a WAL checkpoint (1000 pages). */
-const WAL_ONLY_ROWS = 20;
+/**
+ * Acked rows that live only in the WAL: about 3 pages each, well under SQLite's automatic
+ * checkpoint (1000 pages), so a checkpoint must grow the database file for all of them.
+ */
+const WAL_ONLY_ROWS = 80;
+/** A message larger than the space left (LARGE_SLACK_BYTES) and at most the rows above. */
+const LARGE_BYTES = 256 * 1024;
+/**
+ * Space left for the large message's WAL append: its frames take it all. Evicting twice
+ * the message's bytes of 8 KiB rows rewrites about one leaf page per 8 rows, which fits in
+ * what the failed append took; inserting the message again would not.
+ */
+const LARGE_SLACK_BYTES = 128 * 1024;
 /** PUBACK reason code "Quota exceeded" (MQTT 5, 3.4.2.1). */
 const QUOTA_EXCEEDED = 0x97;
 const DATA_FILES = ["leafgate.db", "leafgate.db-wal", "leafgate.reserve"];
@@ -327,11 +342,22 @@ describe("a real full disk (tmpfs data_dir)", () => {
       acked.push(`t-${n}`);
     }
     const evicted = await metric(gw, DROPPED, { class: "default", reason: "evicted" });
-    const kept = await classStatus(gw, "default");
+    let kept = await classStatus(gw, "default");
     expect(kept.messages + evicted).toBe(acked.length);
     // The buffer stays within the database's size when the disk filled: the oldest went.
     expect(kept.bytes).toBeLessThanOrEqual(capLine.databaseBytes);
     expect(await metric(gw, DROPPED, { class: "default", reason: "disk_full" })).toBe(0);
+    // An odd number of telemetry rows: each alarm that needs room evicts two (twice its
+    // size), so the last telemetry row is left alone, and must still give way — it holds
+    // what an alarm needs. One more telemetry message flips the parity (it adds a row, or
+    // evicts two to add one).
+    if (kept.messages % 2 === 0) {
+      expect(await publish(telemetry, "t/s", payload("t", n))).toBe("acked");
+      acked.push(`t-${n}`);
+      n++;
+      kept = await classStatus(gw, "default");
+    }
+    expect(kept.messages % 2).toBe(1);
 
     // Alarms take telemetry's room, and are refused only once telemetry holds less than
     // an alarm needs (evicting it would not make room).
@@ -412,7 +438,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
     await stopAndCheck(again, dataDir);
   });
 
-  it("no reserve, no byte free, a WAL the database must grow to take: nothing is evicted in vain, all drains after", async () => {
+  it("no reserve, no byte free, a WAL the database must grow to take: starts, refuses everything, all drains after", async () => {
     const { gw, dataDir, start } = await setUp("buffer:\n  on_full: drop_oldest\n");
     // Acked rows that live only in the WAL (SQLite checkpoints at 1000 pages).
     const acked: string[] = [];
@@ -432,7 +458,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
     await waitForLine(again.proc, (l) => l.includes("WAL checkpoint on a full disk failed"));
     expect((await status(again)).outbox.pending).toBe(acked.length);
     // Even a drop_oldest message is refused: no PUBACK, the connection is closed. Evicting
-    // could not be written, or would lose rows without making room.
+    // cannot even be written: a DELETE is a WAL append too.
     expect(await publish(await client(again, 5), "r/s", payload("x", 0))).toBe("closed");
     expect(await metric(again, DROPPED, { class: "default", reason: "disk_full" })).toBe(1);
     expect(await metric(again, DROPPED, { class: "default", reason: "evicted" })).toBe(0);
@@ -447,5 +473,60 @@ describe("a real full disk (tmpfs data_dir)", () => {
     expect(await metric(again, "leafgate_buffer_disk_full")).toBe(0);
     expect(await drained(again, acked.length)).toEqual(acked);
     await stopAndCheck(again, dataDir);
+  });
+
+  it("the disk fills with no reserve to release: a large message is refused, no row is evicted in vain", async () => {
+    const { gw, dataDir } = await setUp("buffer:\n  on_full: drop_oldest\n");
+    const c = await client(gw, 5);
+    const acked: string[] = [];
+    for (let n = 0; n < WAL_ONLY_ROWS; n++) {
+      expect(await publish(c, "r/s", payload("r", n))).toBe("acked");
+      acked.push(`r-${n}`);
+    }
+    // An operator took the reserve's space back, and something else took all but a little.
+    rmSync(join(dataDir, "leafgate.reserve"));
+    disk!.fill(LARGE_SLACK_BYTES);
+    // The message's WAL append stops at ENOSPC, having taken what was left; the checkpoint
+    // cannot grow the database file, so the WAL cannot be reused. Evicting rows could still
+    // be written into what the failed append took, but the message would not fit after it.
+    const large = Buffer.concat([Buffer.from("large-0:"), Buffer.alloc(LARGE_BYTES, 0x62)]);
+    expect(await publish(c, "r/s", large)).toBe("closed");
+    expect(await metric(gw, DROPPED, { class: "default", reason: "disk_full" })).toBe(1);
+    expect(await metric(gw, DROPPED, { class: "default", reason: "evicted" })).toBe(0);
+    expect(await metric(gw, "leafgate_buffer_disk_full")).toBe(1);
+    const full = await status(gw);
+    expect(full.healthy).toBe(true);
+    expect(full.outbox.pending).toBe(acked.length);
+
+    disk!.unfill();
+    const v5 = await client(gw, 5);
+    for (let i = 0; i < AFTER_SPACE; i++) {
+      expect(await publish(v5, "r/s", payload("after", i))).toBe("acked");
+      acked.push(`after-${i}`);
+    }
+    expect(await drained(gw, acked.length)).toEqual(acked);
+    await stopAndCheck(gw, dataDir);
+  });
+
+  it("the hub returns while the disk is full: forwarded rows are deleted all the same, and their room takes new messages", async () => {
+    const { gw, dataDir } = await setUp("buffer:\n  on_full: reject\n");
+    const c = await client(gw, 5);
+    const acked: string[] = [];
+    for (let n = 0; n < WAL_ONLY_ROWS; n++) {
+      expect(await publish(c, "r/s", payload("r", n))).toBe("acked");
+      acked.push(`r-${n}`);
+    }
+    // Something else takes every byte; the gateway's first write after that is a delete.
+    expect(disk!.fill(0)).toBe(0);
+    const nc = await hubBack(gw);
+    expect(await streamed(nc, acked.length)).toEqual(acked);
+    expect(await metric(gw, "leafgate_buffer_disk_full")).toBe(1);
+    for (let i = 0; i < AFTER_SPACE; i++) {
+      expect(await publish(c, "r/s", payload("after", i))).toBe("acked");
+      acked.push(`after-${i}`);
+    }
+    expect(await streamed(nc, acked.length)).toEqual(acked);
+    expect(await metric(gw, DROPPED, { class: "default", reason: "disk_full" })).toBe(0);
+    await stopAndCheck(gw, dataDir);
   });
 });

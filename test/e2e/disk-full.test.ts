@@ -75,7 +75,7 @@ describe("disk full", () => {
       class: "default",
       reason: "evicted",
     });
-    const kept = classStatus("default");
+    let kept = classStatus("default");
     expect(kept.messages + evicted).toBe(TELEMETRY);
     // What is kept fits the file; 400 messages do not, so some were evicted.
     expect(kept.bytes).toBeLessThanOrEqual(MAX_FILE_BYTES);
@@ -83,6 +83,21 @@ describe("disk full", () => {
       0,
     );
     expect(gw.gateway.status().healthy).toBe(true);
+    // An odd number of telemetry rows: each alarm that needs room evicts two (twice its
+    // size), so the last telemetry row is left alone, and must still give way — it holds
+    // what an alarm needs. One more telemetry message flips the parity (it adds a row, or
+    // evicts two to add one).
+    let sent = TELEMETRY;
+    if (kept.messages % 2 === 0) {
+      const more = await connectMqttJs(gw.mqttPort);
+      await more.publishAsync("sensors/t", Buffer.concat([Buffer.from(`${sent}:`), PAYLOAD]), {
+        qos: 1,
+      });
+      await more.endAsync();
+      sent++;
+      kept = classStatus("default");
+    }
+    expect(kept.messages % 2).toBe(1);
 
     // Alarms: telemetry gives way to them, until alarms alone fill the file; the first
     // that does not fit gets no PUBACK and its connection is closed.
@@ -118,7 +133,7 @@ describe("disk full", () => {
       class: "default",
       reason: "evicted",
     });
-    expect(left.messages + evictedTotal).toBe(TELEMETRY);
+    expect(left.messages + evictedTotal).toBe(sent);
 
     // The hub comes back: everything kept drains, pages are reused, alarms fit again.
     await hub.restart();
@@ -147,7 +162,7 @@ describe("disk full", () => {
       .filter((m) => m.subject === "edge.gw1.sensors.t")
       .map((m) => Number(decoder.decode(m.data.subarray(0, 8)).split(":")[0]));
     expect(telemetrySeen).toEqual(
-      Array.from({ length: TELEMETRY - evictedTotal }, (_, i) => evictedTotal + i),
+      Array.from({ length: sent - evictedTotal }, (_, i) => evictedTotal + i),
     );
     expect((await streamInfo(nc, "EDGE")).state.messages).toBe(messages.length);
   });
