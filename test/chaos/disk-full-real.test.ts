@@ -1,15 +1,19 @@
 // A real full disk: the gateway's data_dir is on a small tmpfs that a filler file fills, so
 // the kernel itself refuses writes (ENOSPC), not SQLite's max_page_count. The bundle runs
 // as a child process, publishers are mqtt.js (MQTT 5 and 3.1.1), the hub is a real
-// nats-server with JetStream that is down while the disk fills and comes back at the end.
+// nats-server with JetStream that is down while the disk fills (except in 6).
 //
-// What SQLite does here (measured on tmpfs and ext4): a WAL append that finds no space
-// fails with SQLITE_FULL, and so does a checkpoint that must grow the database file; the
-// database holds the same number of pages it had. There is no `-shm` file to fill: the
-// database is opened with locking_mode=EXCLUSIVE before journal_mode=WAL, so SQLite keeps
-// the WAL index in heap memory; the tests assert the data dir holds only the database, its
-// WAL and the gateway's disk reserve. Without the reserve nothing inside SQLite can make
-// room on a full disk, not even a DELETE (it is a WAL append too).
+// What SQLite does on a full disk (measured on tmpfs, and on ext4 on a loop device, with
+// synchronous NORMAL and FULL): a WAL append that finds no space fails with SQLITE_FULL;
+// so does a checkpoint that must grow the database file to take WAL pages, and so does a
+// DELETE, which is a WAL append too; no SQLITE_IOERR_* appeared. An automatic checkpoint
+// that fails is silent (the commit stands) and the WAL grows on. There is no `-shm` file:
+// the database is opened with locking_mode=EXCLUSIVE before journal_mode=WAL, so SQLite
+// keeps the WAL index in heap memory; the tests assert the data dir holds only the
+// database, its WAL and the gateway's disk reserve. That reserve (16 MiB,
+// src/store/disk-guard.ts) is what makes a full disk workable: released when the disk
+// refuses a write, it lets the WAL be checkpointed, and the database is then held at its
+// size, where evictions and deletes rewrite the WAL in place.
 //
 // Proven here, each with exact counts derived from what the test observes (PUBACKs,
 // /metrics, /status, the stream):
@@ -20,16 +24,20 @@
 //     stream exactly once, in order; the database passes integrity_check.
 //  2. drop_oldest: on the full disk every telemetry message is still PUBACKed, the oldest
 //     give way (exactly those, counted as evicted); alarms (reject) get room from telemetry
-//     and are refused only when telemetry holds less than an alarm needs.
+//     and are refused only once no telemetry is left.
 //  3. kill -9 while the disk is full, then a restart with no byte free: the gateway starts,
-//     loses nothing acked, refuses what does not fit, and resumes when space returns.
+//     has lost nothing acked, refuses what does not fit; the hub returns with the disk
+//     still full: everything drains, and the room it frees takes new messages.
 //  4. The worst case: no reserve, no byte free, a WAL whose pages the database file must
-//     grow to take — the checkpoint fails with SQLITE_FULL, nothing crashes or corrupts,
-//     everything new is refused until space returns, then all of it drains.
+//     grow to take — every checkpoint (at start, in upkeep) fails with SQLITE_FULL, nothing
+//     crashes or corrupts, everything new is refused until space returns, then all drains.
 //  5. With no reserve to release and a WAL that cannot be checkpointed, a message that
 //     does not fit is refused without evicting rows that could not make room for it.
-//  6. The hub returns while the disk is full: deleting forwarded rows (a WAL append) works,
-//     and the buffer takes new messages in their room.
+//  6. The hub returns while the disk is full: deleting forwarded rows works (the delete is
+//     what finds the disk full, and releases the reserve), and their room takes new
+//     messages.
+// LEAFGATE_CHAOS_FULL=1: a larger disk and slack (so SQLite checkpoints on its own while
+// filling it), and durability fsync.
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -51,6 +59,8 @@ import { mountSmallDisk, type SmallDisk } from "../helpers/small-disk.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
 
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
+/** The larger run also syncs every commit (the error codes are the same). */
+const DURABILITY = FULL ? "fsync" : "normal";
 const GATEWAY_ID = "disk-gw";
 const STREAM = "EDGE";
 /** The gateway's reserve (16 MiB, src/store/disk-guard.ts) plus the database and room to fill. */
@@ -199,7 +209,10 @@ describe("a real full disk (tmpfs data_dir)", () => {
     for (const d of dirs.splice(0)) await d.cleanup();
   });
 
-  /** Hub with the stream, then down; a gateway on the small disk buffering for it. */
+  /**
+   * Hub with the stream, then down; a gateway on the small disk buffering for it, with
+   * `buffer` as the lines under `buffer:`.
+   */
   async function setUp(buffer: string): Promise<{
     gw: ChildGateway;
     file: string;
@@ -216,7 +229,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
       hub: hub.url,
       id: GATEWAY_ID,
       stream: STREAM,
-      extra: buffer,
+      extra: `buffer:\n  durability: ${DURABILITY}\n${buffer}`,
     });
     dirs.push(dir);
     const dataDir = join(disk.path, "data");
@@ -259,7 +272,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   }
 
   it("reject: refuses with 0x97 or no PUBACK, counts exactly, resumes when space returns, loses nothing", async () => {
-    const { gw, dataDir } = await setUp("buffer:\n  on_full: reject\n");
+    const { gw, dataDir } = await setUp("  on_full: reject\n");
     expect(readdirSync(dataDir).sort()).toEqual(DATA_FILES);
     disk!.fill(SLACK_BYTES);
 
@@ -312,8 +325,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("drop_oldest: every telemetry message is acked and the oldest give way; alarms get room from telemetry", async () => {
-    const { gw, dataDir } = await setUp(`buffer:
-  on_full: drop_oldest
+    const { gw, dataDir } = await setUp(`  on_full: drop_oldest
   classes:
     - { name: alarms, subjects: [ "a.>" ], on_full: reject }
 `);
@@ -404,7 +416,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   }
 
   it("kill -9 while the disk is full, restart with no byte free: starts, loses nothing acked, drains, accepts again", async () => {
-    const { gw, dataDir, start } = await setUp("buffer:\n  on_full: reject\n");
+    const { gw, dataDir, start } = await setUp("  on_full: reject\n");
     disk!.fill(SLACK_BYTES);
     const acked = await publishUntilRefused(await client(gw, 5), "r");
     gw.proc.child.kill("SIGKILL");
@@ -439,7 +451,11 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("no reserve, no byte free, a WAL the database must grow to take: starts, refuses everything, all drains after", async () => {
-    const { gw, dataDir, start } = await setUp("buffer:\n  on_full: drop_oldest\n");
+    // A class no message uses, whose max_age makes upkeep (expiry, WAL checkpoint) run
+    // every second.
+    const { gw, dataDir, start } = await setUp(`  on_full: drop_oldest
+  classes: [ { name: upkeep, subjects: [ "upkeep.>" ], on_full: drop_oldest, max_age: 10s } ]
+`);
     // Acked rows that live only in the WAL (SQLite checkpoints at 1000 pages).
     const acked: string[] = [];
     const first = await client(gw, 5);
@@ -454,8 +470,10 @@ describe("a real full disk (tmpfs data_dir)", () => {
     expect(disk!.fill(0)).toBe(0);
 
     const again = await start();
-    // The checkpoint at start cannot grow the database file: SQLITE_FULL, logged, not fatal.
+    // The checkpoints at start and in upkeep cannot grow the database file: SQLITE_FULL,
+    // logged, not fatal.
     await waitForLine(again.proc, (l) => l.includes("WAL checkpoint on a full disk failed"));
+    await waitForLine(again.proc, (l) => l.includes('"msg":"WAL checkpoint failed"'));
     expect((await status(again)).outbox.pending).toBe(acked.length);
     // Even a drop_oldest message is refused: no PUBACK, the connection is closed. Evicting
     // cannot even be written: a DELETE is a WAL append too.
@@ -476,7 +494,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("the disk fills with no reserve to release: a large message is refused, no row is evicted in vain", async () => {
-    const { gw, dataDir } = await setUp("buffer:\n  on_full: drop_oldest\n");
+    const { gw, dataDir } = await setUp("  on_full: drop_oldest\n");
     const c = await client(gw, 5);
     const acked: string[] = [];
     for (let n = 0; n < WAL_ONLY_ROWS; n++) {
@@ -509,7 +527,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("the hub returns while the disk is full: forwarded rows are deleted all the same, and their room takes new messages", async () => {
-    const { gw, dataDir } = await setUp("buffer:\n  on_full: reject\n");
+    const { gw, dataDir } = await setUp("  on_full: reject\n");
     const c = await client(gw, 5);
     const acked: string[] = [];
     for (let n = 0; n < WAL_ONLY_ROWS; n++) {
