@@ -98,11 +98,6 @@ export class DiskGuard {
     this.#cap("at start there is no room for the disk reserve");
   }
 
-  /** Whether the database is capped because the disk is full. */
-  get full(): boolean {
-    return this.#full;
-  }
-
   /**
    * After a write failed with SQLITE_FULL (see FullOutcome). When it was the disk that
    * refused, the reserve is released, the WAL checkpointed and the database capped first,
@@ -110,6 +105,16 @@ export class DiskGuard {
    */
   onFull(): FullOutcome {
     if (!this.#started) return "full";
+    try {
+      return this.#onFull();
+    } catch (err) {
+      // Never worse than without a guard: the outbox treats it as a full buffer.
+      this.#log.error({ err: errorMessage(err) }, "handling a full disk failed");
+      return "full";
+    }
+  }
+
+  #onFull(): FullOutcome {
     const free = this.#freeBytes();
     if (free === undefined) return "full";
     if (this.#full) {
@@ -132,13 +137,17 @@ export class DiskGuard {
   /** Periodic upkeep: lifts the cap once space returned, re-makes a lost reserve. */
   poll(): void {
     if (!this.#started) return;
-    if (this.#full) {
-      const free = this.#freeBytes();
-      if (free !== undefined && free >= RESERVE_BYTES + RESUME_SLACK_BYTES) this.#lift();
-      return;
+    try {
+      if (this.#full) {
+        const free = this.#freeBytes();
+        if (free !== undefined && free >= RESERVE_BYTES + RESUME_SLACK_BYTES) this.#lift();
+        return;
+      }
+      if (this.#reserveHeld() || this.#makeReserve()) return;
+      this.#cap("the disk reserve is gone and there is no room to make it again");
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, "checking the disk reserve failed");
     }
-    if (this.#reserveHeld() || this.#makeReserve()) return;
-    this.#cap("the disk reserve is gone and there is no room to make it again");
   }
 
   #cap(why: string): void {
@@ -206,16 +215,17 @@ export class DiskGuard {
    */
   #makeReserve(): boolean {
     const partial = `${this.#reserve}.partial`;
-    rmSync(partial, { force: true });
-    if ((this.#freeBytes() ?? 0) < RESERVE_BYTES + RESUME_SLACK_BYTES) return false;
     try {
+      rmSync(partial, { force: true }); // left by a crash while making it
+      if ((this.#freeBytes() ?? 0) < RESERVE_BYTES + RESUME_SLACK_BYTES) return false;
       const chunk = randomBytes(RESERVE_CHUNK_BYTES);
       const fd = openSync(partial, "w");
       try {
         // No fsync: filesystems reserve blocks when written (delayed allocation included),
         // which is all that matters here.
-        for (let written = 0; written < RESERVE_BYTES; written += chunk.length) {
-          writeSync(fd, chunk, 0, Math.min(chunk.length, RESERVE_BYTES - written));
+        let written = 0;
+        while (written < RESERVE_BYTES) {
+          written += writeSync(fd, chunk, 0, Math.min(chunk.length, RESERVE_BYTES - written));
         }
       } finally {
         closeSync(fd);
@@ -223,11 +233,15 @@ export class DiskGuard {
       renameSync(partial, this.#reserve);
       return true;
     } catch (err) {
-      rmSync(partial, { force: true });
       this.#log.warn(
         { err: errorMessage(err), file: this.#reserve },
         "cannot make the disk reserve",
       );
+      try {
+        rmSync(partial, { force: true });
+      } catch {
+        // Nothing more to do: the next attempt removes it first.
+      }
       return false;
     }
   }

@@ -139,7 +139,8 @@ function asBuffer(bytes: Uint8Array): Buffer {
  *
  * Bounds (`buffer.max_*` and per-class limits) are enforced here: a `reject` class
  * refuses an append that does not fit; a `drop_oldest` class evicts its own oldest rows
- * in the same transaction that goes over. A full disk behaves like a full buffer.
+ * in the same transaction that goes over. A full disk behaves like a full buffer: the
+ * DiskGuard (started with upkeep) turns a real one into a database held at its size.
  */
 export class Outbox {
   readonly #db: Database.Database;
