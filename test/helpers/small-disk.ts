@@ -92,8 +92,14 @@ export async function mountSmallDisk(sizeBytes: number): Promise<SmallDisk> {
     },
     async dispose(): Promise<void> {
       if (mounted) {
-        await asRoot(["umount", dir.path]);
         mounted = false;
+        try {
+          await asRoot(["umount", dir.path]);
+        } catch (err) {
+          // Still busy (a process we did not start?): detach it anyway, and say so.
+          await asRoot(["umount", "-l", dir.path]);
+          throw err;
+        }
       }
       await dir.cleanup();
     },
