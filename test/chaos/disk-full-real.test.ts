@@ -20,9 +20,9 @@
 //  1. reject: once the disk is full every new message is refused — MQTT 5 gets PUBACK
 //     0x97, MQTT 3.1.1 gets no PUBACK and a closed connection — and counted in
 //     leafgate_buffer_dropped_total{reason="disk_full"} and logged as drops are (not an
-//     error line per message); the gateway stays healthy; when
-//     space returns ingest resumes without a restart; every PUBACKed message reaches the
-//     stream exactly once, in order; the database passes integrity_check.
+//     error line per message); the gateway stays healthy; when space returns ingest
+//     resumes without a restart; every PUBACKed message reaches the stream exactly once,
+//     in order; the database passes integrity_check.
 //  2. drop_oldest: on the full disk every telemetry message is still PUBACKed, the oldest
 //     give way (exactly those, counted as evicted); alarms (reject) get room from telemetry
 //     and are refused only once no telemetry is left.
