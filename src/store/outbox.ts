@@ -717,11 +717,18 @@ export class Outbox {
    * before `receivedBeforeMs`. Returns how many went.
    */
   deleteStored(maxId: number, receivedBeforeMs: number): number {
-    const gone = this.#db
-      .prepare(
-        "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
-      )
-      .all(maxId, receivedBeforeMs) as EvictedRow[];
+    const statement = this.#db.prepare(
+      "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
+    );
+    let gone: EvictedRow[];
+    try {
+      gone = statement.all(maxId, receivedBeforeMs) as EvictedRow[];
+    } catch (err) {
+      // A delete is a WAL append: on a full disk the guard gets its chance, then once more.
+      if (!isDiskFull(err)) throw err;
+      this.#disk.onFull();
+      gone = statement.all(maxId, receivedBeforeMs) as EvictedRow[];
+    }
     const touched = new Set<BufferClass>();
     const first = this.#recent[0];
     for (const row of gone) {
