@@ -10,6 +10,7 @@ import {
   UNLIMITED,
 } from "./buffer-policy.js";
 import { pragma } from "./database.js";
+import { DiskGuard } from "./disk-guard.js";
 import { StoreError } from "./errors.js";
 
 /** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
@@ -95,10 +96,20 @@ function newBatch(): Batch {
   return { rows: [], lenient: deferred(), strict: deferred() };
 }
 
+/**
+ * Whether a failed write means "no space". On Linux SQLite turns ENOSPC from write() into
+ * SQLITE_FULL (measured on tmpfs and ext4: WAL appends, and checkpoints that must grow the
+ * database file), as it does when `max_page_count` is reached; other write errors, such
+ * as a quota (EDQUOT), are SQLITE_IOERR_WRITE. Errors from fsync or truncate
+ * (SQLITE_IOERR_FSYNC, _TRUNCATE) are not a full disk and are not retried.
+ */
 function isDiskFull(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
   return code === "SQLITE_FULL" || code === "SQLITE_IOERR_WRITE";
 }
+
+/** Deletes that failed are retried later; beyond this many ranges the oldest are forgotten. */
+const UNDELETED_MAX_RANGES = 4096;
 
 interface EvictedRow {
   id: number;
@@ -128,7 +139,8 @@ function asBuffer(bytes: Uint8Array): Buffer {
  *
  * Bounds (`buffer.max_*` and per-class limits) are enforced here: a `reject` class
  * refuses an append that does not fit; a `drop_oldest` class evicts its own oldest rows
- * in the same transaction that goes over. A full disk behaves like a full buffer.
+ * in the same transaction that goes over. A full disk behaves like a full buffer: the
+ * DiskGuard (started with upkeep) turns a real one into a database held at its size.
  */
 export class Outbox {
   readonly #db: Database.Database;
@@ -161,6 +173,9 @@ export class Outbox {
   readonly #classBytes;
   /** Per class and reason: drops not yet logged, the oldest among them, last log time. */
   readonly #dropLog = new Map<string, { count: number; oldestMs: number; loggedAtMs: number }>();
+  readonly #disk: DiskGuard;
+  /** Forwarded rows whose delete failed (a full disk): deleted with the next ones. */
+  #undeleted: (readonly [number, number])[] = [];
   #closed = false;
 
   constructor(db: Database.Database, options: OutboxOptions) {
@@ -228,6 +243,14 @@ export class Outbox {
       "leafgate_buffer_dropped_total",
       "Messages that left the buffer without reaching the hub, by class and reason",
     );
+    this.#disk = new DiskGuard(
+      db,
+      options.log,
+      metrics.gauge(
+        "leafgate_buffer_disk_full",
+        "1 while the disk is full and the buffer is held at its current size",
+      ),
+    );
     this.#classMessages = metrics.gauge("leafgate_buffer_messages", "Buffered messages by class");
     this.#classBytes = metrics.gauge("leafgate_buffer_bytes", "Buffered bytes by class");
     for (const cls of this.#policy.classes) this.#publishGauges(cls);
@@ -277,24 +300,42 @@ export class Outbox {
     this.#timeout = undefined;
     this.#immediate = undefined;
     this.#batch = undefined;
+    const err = this.#commit(batch);
+    if (err === undefined) return;
+    if (isDiskFull(err)) this.#diskFull(batch, err);
+    else this.#fail(batch, err);
+  }
+
+  /** A batch that failed for another reason than space: refused, counted and logged. */
+  #fail(batch: Batch, err: unknown): void {
+    this.#failed(batch.rows, err);
+    const error = this.#commitError(batch.rows.length, err);
+    this.#options.log.error(
+      { err: error, messages: batch.rows.length },
+      "outbox commit failed; the messages were not accepted",
+    );
+    batch.strict.reject(error);
+    batch.lenient.reject(error);
+  }
+
+  /**
+   * Commits `batch` and settles it. On failure nothing of it is visible (the id and the
+   * class accounting are restored) and the batch stays unsettled: returns the error.
+   */
+  #commit(batch: Batch): unknown {
     const firstId = this.#lastId + 1;
+    let evicted: EvictedRow[];
     try {
-      const evicted = this.#commitTx(batch.rows);
-      this.#committed(batch.rows, firstId, evicted);
-      batch.strict.resolve();
-      batch.lenient.resolve();
+      evicted = this.#commitTx(batch.rows);
     } catch (err) {
       this.#lastId = firstId - 1;
       this.#resync();
-      if (isDiskFull(err)) {
-        this.#diskFull(batch, err);
-      } else {
-        this.#failed(batch.rows, err);
-        const error = this.#commitError(batch.rows.length, err);
-        batch.strict.reject(error);
-        batch.lenient.reject(error);
-      }
+      return err;
     }
+    this.#committed(batch.rows, firstId, evicted);
+    batch.strict.resolve();
+    batch.lenient.resolve();
+    return undefined;
   }
 
   /**
@@ -346,29 +387,55 @@ export class Outbox {
   }
 
   #commitError(rows: number, err: unknown): StoreError {
-    const error = new StoreError(
+    return new StoreError(
       "LG_ERR_STORE_WRITE",
       `cannot commit ${rows} messages to the outbox`,
       err,
     );
-    this.#options.log.error(
-      { err: error, messages: rows },
-      "outbox commit failed; the messages were not accepted",
-    );
-    return error;
   }
 
   /**
-   * The disk is full: like a full buffer. Rows of `drop_oldest` classes give way — those
-   * of the classes in this batch first — and the batch is retried once; if they hold too
-   * little to help, or the retry fails too, `reject` rows are refused (LG_ERR_BUFFER_FULL)
-   * and the others fail as a failed commit.
+   * The disk is full: like a full buffer. The guard first makes a real full disk workable
+   * (DiskGuard.onFull); if the disk has room again, the batch is retried as it is.
+   * Otherwise rows of `drop_oldest` classes give way — those of the classes in this batch
+   * first — and the batch is retried once; if they hold less than the batch needs, or
+   * eviction could not be written ("stuck"), or the retry fails too, `reject` rows are
+   * refused (LG_ERR_BUFFER_FULL) and the others fail as a failed commit
+   * (LG_ERR_STORE_WRITE). Every refused row is a `disk_full` drop, logged as drops are
+   * (at most every 10 s per class, not once per batch).
    */
   #diskFull(batch: Batch, err: unknown): void {
-    const firstId = this.#lastId + 1;
+    let cause = err;
+    const disk = this.#disk.onFull();
+    if (disk === "space-returned") {
+      cause = this.#commit(batch);
+      if (cause === undefined) return;
+    }
+    if (disk !== "stuck" && isDiskFull(cause) && this.#makeRoom(batch)) {
+      cause = this.#commit(batch);
+      if (cause === undefined) return;
+    }
+    if (!isDiskFull(cause)) {
+      this.#fail(batch, cause);
+      return;
+    }
+    this.#failed(batch.rows, cause);
+    for (const r of batch.rows) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
+    batch.strict.reject(
+      new StoreError("LG_ERR_BUFFER_FULL", "the disk is full; the message was refused", cause),
+    );
+    batch.lenient.reject(this.#commitError(batch.rows.length, cause));
+  }
+
+  /**
+   * Evicts the oldest rows of `drop_oldest` classes, those of the classes in `batch` first:
+   * twice the batch's rows and bytes (pages freed by small rows may not fit larger ones),
+   * or all they have. False when they hold less than the batch needs (evicting would lose
+   * rows and still not fit it) or eviction itself failed.
+   */
+  #makeRoom(batch: Batch): boolean {
     let needBytes = 0;
     for (const r of batch.rows) needBytes += r.size;
-    // Twice what the batch needs: pages freed by small rows may not fit larger ones.
     const wantRows = batch.rows.length * 2;
     const wantBytes = needBytes * 2;
     const order: BufferClass[] = [];
@@ -379,12 +446,11 @@ export class Outbox {
       if (cls.onFull === "drop_oldest" && !order.includes(cls)) order.push(cls);
     }
     const evictable = order.reduce((n, c) => n + c.bytes, 0);
+    if (evictable < needBytes) return false;
+    const evicted: EvictedRow[] = [];
+    let rows = 0;
+    let bytes = 0;
     try {
-      // Too little to free: evicting would lose rows and still not fit the batch.
-      if (evictable < wantBytes) throw err;
-      const evicted: EvictedRow[] = [];
-      let rows = 0;
-      let bytes = 0;
       for (const cls of order) {
         if (rows >= wantRows && bytes >= wantBytes) break;
         const gone = this.#evictTx(cls, wantRows - rows, wantBytes - bytes);
@@ -392,21 +458,15 @@ export class Outbox {
         rows += gone.length;
         evicted.push(...gone);
       }
-      this.#evicted(evicted, "evicted", new Set(order));
-      const more = this.#commitTx(batch.rows);
-      this.#committed(batch.rows, firstId, more);
-      batch.strict.resolve();
-      batch.lenient.resolve();
-    } catch (retryErr) {
-      this.#lastId = firstId - 1;
+    } catch (err) {
+      // Each class evicts in its own transaction: those before this one stand.
       this.#resync();
-      this.#failed(batch.rows, retryErr);
-      for (const r of batch.rows) this.#drop(r.cls, "disk_full", 1, r.message.receivedAtMs);
-      batch.strict.reject(
-        new StoreError("LG_ERR_BUFFER_FULL", "the disk is full; the message was refused", retryErr),
-      );
-      batch.lenient.reject(this.#commitError(batch.rows.length, retryErr));
+      this.#options.log.warn({ err: errorMessage(err) }, "evicting on a full disk failed");
+      if (evicted.length > 0) this.#evicted(evicted, "evicted", new Set(order));
+      return false;
     }
+    this.#evicted(evicted, "evicted", new Set(order));
+    return true;
   }
 
   /** Inside the commit transaction: brings every drop_oldest class back under its limits. */
@@ -613,17 +673,35 @@ export class Outbox {
     }
     ranges.push([from, to]);
     this.#forgetDeleted(ranges);
+    this.#deleteRanges(ranges);
+  }
+
+  /**
+   * Deletes `ranges` and any earlier ones whose delete failed. A delete needs space too
+   * (the WAL), so on a full disk the guard gets its chance first; if it still fails, the
+   * ranges are kept for the next delete or upkeep (bounded: beyond that, the rows stay
+   * until a resend after a reconnect or restart, which the hub deduplicates).
+   */
+  #deleteRanges(ranges: readonly (readonly [number, number])[]): void {
+    const todo = this.#undeleted.length > 0 ? [...this.#undeleted, ...ranges] : ranges;
     let gone: { class: string; size: number }[];
     try {
-      gone = this.#deleteTx(ranges);
+      gone = this.#deleteTx(todo);
     } catch (err) {
-      // The rows stay and are sent again later; the hub deduplicates them.
-      this.#options.log.warn(
-        { err: errorMessage(err) },
-        "cannot delete forwarded rows; will retry",
-      );
-      return;
+      try {
+        if (!isDiskFull(err)) throw err;
+        this.#disk.onFull();
+        gone = this.#deleteTx(todo);
+      } catch (again) {
+        this.#undeleted = todo.slice(-UNDELETED_MAX_RANGES);
+        this.#options.log.warn(
+          { err: errorMessage(again), ranges: this.#undeleted.length },
+          "cannot delete forwarded rows; will retry",
+        );
+        return;
+      }
     }
+    this.#undeleted = [];
     const touched = new Set<BufferClass>();
     for (const row of gone) {
       const cls = this.#policy.byName(row.class);
@@ -639,11 +717,18 @@ export class Outbox {
    * before `receivedBeforeMs`. Returns how many went.
    */
   deleteStored(maxId: number, receivedBeforeMs: number): number {
-    const gone = this.#db
-      .prepare(
-        "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
-      )
-      .all(maxId, receivedBeforeMs) as EvictedRow[];
+    const statement = this.#db.prepare(
+      "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
+    );
+    let gone: EvictedRow[];
+    try {
+      gone = statement.all(maxId, receivedBeforeMs) as EvictedRow[];
+    } catch (err) {
+      // A delete is a WAL append: on a full disk the guard gets its chance, then once more.
+      if (!isDiskFull(err)) throw err;
+      this.#disk.onFull();
+      gone = statement.all(maxId, receivedBeforeMs) as EvictedRow[];
+    }
     const touched = new Set<BufferClass>();
     const first = this.#recent[0];
     for (const row of gone) {
@@ -658,11 +743,14 @@ export class Outbox {
   }
 
   /**
-   * Starts periodic upkeep: expiring rows older than their class's max_age and a passive
-   * WAL checkpoint. `intervalMs` defaults to a tenth of the shortest max_age, 1 s to 60 s.
+   * Starts periodic upkeep: expiring rows older than their class's max_age, a passive WAL
+   * checkpoint, and guarding the disk (DiskGuard: a reserve file beside the database, so
+   * that a full disk is a full buffer). `intervalMs` defaults to a tenth of the shortest
+   * max_age, 1 s to 60 s.
    */
   startMaintenance(intervalMs?: number): void {
     if (this.#maintenance !== undefined) return;
+    this.#disk.start();
     const shortest = Math.min(...this.#policy.classes.map((c) => c.maxAgeMs));
     const every = intervalMs ?? Math.min(60_000, Math.max(1_000, shortest / 10));
     this.#maintenance = setInterval(() => this.maintain(), every);
@@ -671,6 +759,8 @@ export class Outbox {
 
   /** One round of upkeep (also called by tests). */
   maintain(now = Date.now()): void {
+    this.#disk.poll();
+    if (this.#undeleted.length > 0) this.#deleteRanges([]);
     for (const cls of this.#policy.classes) {
       if (!Number.isFinite(cls.maxAgeMs)) continue;
       const cutoff = now - cls.maxAgeMs;

@@ -1,4 +1,8 @@
 // Fault 7: the disk fills up (buffer.max_file_size caps the database file) and recovers.
+// The database file's cap makes SQLite refuse new pages (SQLITE_FULL) exactly as a full disk
+// would; test/chaos/disk-full-real.test.ts fills a real one. Counts are exact: what was
+// evicted is read from the metrics and must be exactly the oldest telemetry, what the
+// buffer kept from /status, and together they account for every message PUBACKed.
 import { afterEach, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
@@ -14,6 +18,15 @@ import {
 import { waitFor } from "../helpers/wait.js";
 
 const PAYLOAD = Buffer.alloc(8 * 1024, 0x61);
+const MAX_FILE_BYTES = 1024 * 1024;
+const TELEMETRY = 400;
+const decoder = new TextDecoder();
+
+interface ClassStatus {
+  name: string;
+  messages: number;
+  bytes: number;
+}
 
 describe("disk full", () => {
   let hub: NatsServer | undefined;
@@ -34,13 +47,17 @@ describe("disk full", () => {
       hub: hub.url,
       stream: "EDGE",
       extra: `buffer:
-  max_file_size: 1MB
+  max_file_size: ${MAX_FILE_BYTES}
   classes:
     - { name: alarms, subjects: [ "alarms.>" ], on_full: reject }
 `,
     });
     const metric = (name: string, labels?: Record<string, string>) =>
       gw!.gateway.metrics.value(name, labels);
+    const classStatus = (name: string): ClassStatus =>
+      (gw!.gateway.status().outbox as { classes: ClassStatus[] }).classes.find(
+        (c) => c.name === name,
+      )!;
     await waitFor(() => metric("leafgate_upstream_connected") === 1);
     await nc.close();
     await hub.kill();
@@ -48,7 +65,7 @@ describe("disk full", () => {
 
     // Telemetry: 3 MB into a 1 MB file. Every message is acknowledged; the oldest go.
     const telemetry = await connectMqttJs(gw.mqttPort);
-    for (let i = 0; i < 400; i++) {
+    for (let i = 0; i < TELEMETRY; i++) {
       await telemetry.publishAsync("sensors/t", Buffer.concat([Buffer.from(`${i}:`), PAYLOAD]), {
         qos: 1,
       });
@@ -58,8 +75,29 @@ describe("disk full", () => {
       class: "default",
       reason: "evicted",
     });
-    expect(evicted).toBeGreaterThan(0);
+    let kept = classStatus("default");
+    expect(kept.messages + evicted).toBe(TELEMETRY);
+    // What is kept fits the file; 400 messages do not, so some were evicted.
+    expect(kept.bytes).toBeLessThanOrEqual(MAX_FILE_BYTES);
+    expect(metric("leafgate_buffer_dropped_total", { class: "default", reason: "disk_full" })).toBe(
+      0,
+    );
     expect(gw.gateway.status().healthy).toBe(true);
+    // An odd number of telemetry rows: each alarm that needs room evicts two (twice its
+    // size), so the last telemetry row is left alone, and must still give way — it holds
+    // what an alarm needs. One more telemetry message flips the parity (it adds a row, or
+    // evicts two to add one).
+    let sent = TELEMETRY;
+    if (kept.messages % 2 === 0) {
+      const more = await connectMqttJs(gw.mqttPort);
+      await more.publishAsync("sensors/t", Buffer.concat([Buffer.from(`${sent}:`), PAYLOAD]), {
+        qos: 1,
+      });
+      await more.endAsync();
+      sent++;
+      kept = classStatus("default");
+    }
+    expect(kept.messages % 2).toBe(1);
 
     // Alarms: telemetry gives way to them, until alarms alone fill the file; the first
     // that does not fit gets no PUBACK and its connection is closed.
@@ -80,8 +118,12 @@ describe("disk full", () => {
     }
     alarms.end(true);
     expect(refused).toBe(true);
-    // 1 MB holds well over 60 of them once telemetry is gone.
-    expect(acked.length).toBeGreaterThan(60);
+    // Refused only once telemetry held less than the alarm needs: evicting it could not
+    // have made room. Every acked alarm is buffered, none evicted.
+    const left = classStatus("default");
+    expect(left.bytes).toBeLessThan(PAYLOAD.length + "alarms.a0".length);
+    expect(classStatus("alarms").messages).toBe(acked.length);
+    expect(acked).toEqual(Array.from({ length: acked.length }, (_, i) => i));
     expect(metric("leafgate_buffer_dropped_total", { class: "alarms", reason: "disk_full" })).toBe(
       1,
     );
@@ -91,7 +133,7 @@ describe("disk full", () => {
       class: "default",
       reason: "evicted",
     });
-    expect(evictedTotal).toBeGreaterThan(evicted);
+    expect(left.messages + evictedTotal).toBe(sent);
 
     // The hub comes back: everything kept drains, pages are reused, alarms fit again.
     await hub.restart();
@@ -115,8 +157,13 @@ describe("disk full", () => {
       ...acked.map((i) => `edge.gw1.alarms.a${i}`),
       "edge.gw1.alarms.after",
     ]);
-    const telemetrySeen = messages.filter((m) => m.subject === "edge.gw1.sensors.t").length;
-    expect(telemetrySeen).toBe(400 - evictedTotal);
+    // Exactly the newest telemetry survived, in order: the evicted ones were the oldest.
+    const telemetrySeen = messages
+      .filter((m) => m.subject === "edge.gw1.sensors.t")
+      .map((m) => Number(decoder.decode(m.data.subarray(0, 8)).split(":")[0]));
+    expect(telemetrySeen).toEqual(
+      Array.from({ length: sent - evictedTotal }, (_, i) => evictedTotal + i),
+    );
     expect((await streamInfo(nc, "EDGE")).state.messages).toBe(messages.length);
   });
 });
