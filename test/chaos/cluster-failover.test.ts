@@ -29,8 +29,18 @@ const KILL_AFTER_FORWARDED_SHARE: [number, number] = [0.1, 0.9];
 const PUBLISH_WINDOW = 64;
 /** Cluster formation and JetStream meta-leader election on loopback take a few seconds. */
 const CLUSTER_READY_TIMEOUT_MS = 20_000;
-/** A stream-leader election after the kill (~10 s when the killed node led), then the resend. */
-const RECOVERY_TIMEOUT_MS = 20_000;
+/**
+ * A stall after the failover is resent this soon (default 10 s): publishes sent to the new
+ * node while the stream's new leader is not yet known there are lost without an answer.
+ */
+const UPSTREAM = "  ack_timeout: 2s\n";
+/**
+ * What the failover may take when the killed node led the stream: the gateway's stream
+ * check times out while the leader is elected (5 s) and is tried again 5 s later, the
+ * election itself (~10 s on a busy loopback), a resend after ack_timeout (2 s), the drain.
+ */
+const RECOVERY_TIMEOUT_MS = 30_000;
+const TEST_TIMEOUT_MS = 90_000;
 /** Reading needs a consumer, hence a JetStream meta leader: another election, perhaps. */
 const READ_TIMEOUT_MS = 20_000;
 /**
@@ -134,137 +144,147 @@ describe("hub cluster failover", () => {
     for (const d of dirs.splice(0)) await d.cleanup();
   });
 
-  it("forwards everything exactly once, in order, after the connected node is killed", async ({
-    onTestFailed,
-  }) => {
-    const seed = Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
-    const [lo, hi] = KILL_AFTER_FORWARDED_SHARE.map((share) => Math.floor(MESSAGES * share));
-    const killAfterForwarded = lo! + Math.floor(rng(seed)() * (hi! - lo!));
-    const t0 = Date.now();
-    const phases: string[] = [];
-    const phase = (what: string): void => {
-      phases.push(`${String(Date.now() - t0).padStart(6)} ms  ${what}`);
-    };
-    console.log(`cluster-failover: seed ${seed}, kill after ${killAfterForwarded} forwarded`);
-    onTestFailed(() =>
-      console.error(
-        `cluster-failover: seed ${seed} (rerun with LEAFGATE_CHAOS_SEED=${seed}), kill after ` +
-          `${killAfterForwarded} forwarded; phases:\n${phases.join("\n")}`,
-      ),
-    );
-    // 1. Three nodes, each with its own store, routed to each other.
-    nodes.push(...(await startCluster()));
-    const urls = nodes.map((n) => n.url);
-    phase(`cluster started`);
+  it(
+    "forwards everything exactly once, in order, after the connected node is killed",
+    async ({ onTestFailed }) => {
+      const seed = Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+      const [lo, hi] = KILL_AFTER_FORWARDED_SHARE.map((share) => Math.floor(MESSAGES * share));
+      const killAfterForwarded = lo! + Math.floor(rng(seed)() * (hi! - lo!));
+      const t0 = Date.now();
+      const phases: string[] = [];
+      const phase = (what: string): void => {
+        phases.push(`${String(Date.now() - t0).padStart(6)} ms  ${what}`);
+      };
+      console.log(`cluster-failover: seed ${seed}, kill after ${killAfterForwarded} forwarded`);
+      onTestFailed(() =>
+        console.error(
+          `cluster-failover: seed ${seed} (rerun with LEAFGATE_CHAOS_SEED=${seed}), kill after ` +
+            `${killAfterForwarded} forwarded; phases:\n${phases.join("\n")}`,
+        ),
+      );
+      // 1. Three nodes, each with its own store, routed to each other.
+      nodes.push(...(await startCluster()));
+      const urls = nodes.map((n) => n.url);
+      phase(`cluster started`);
 
-    // 2. The R3 stream, once the cluster has a JetStream meta leader and all peers; then
-    // wait for its leader and both followers to be current.
-    const admin = await connectClient(urls.join(","));
-    await waitFor(() => createStream(admin, STREAM, ["edge.>"], { num_replicas: 3 }), {
-      timeoutMs: CLUSTER_READY_TIMEOUT_MS,
-      intervalMs: 250,
-      message: "the cluster did not accept an R3 stream",
-    });
-    phase(`R3 stream created`);
-    const leader = await waitFor(
-      async () => {
-        const { cluster } = await streamInfo(admin, STREAM);
-        return cluster?.leader !== undefined &&
-          cluster.replicas?.length === 2 &&
-          cluster.replicas.every((r) => r.current)
-          ? cluster.leader
-          : undefined;
-      },
-      { timeoutMs: CLUSTER_READY_TIMEOUT_MS, intervalMs: 100, message: "no R3 stream leader" },
-    );
-    await admin.close();
-    phase(`stream leader ${leader} and replicas current`);
-
-    // 3. The gateway knows all three client URLs; find the node it is forwarding through.
-    const { dir, file } = writeConfig({ hub: urls[0], id: GATEWAY_ID, stream: STREAM });
-    dirs.push(dir);
-    const gw = await startGatewayProcess(file, {
-      ...CHILD_ENV,
-      LEAFGATE_UPSTREAM_SERVERS: urls.join(","),
-    });
-    const server = await waitFor(
-      async () => {
-        const { upstream } = await status(gw);
-        return upstream.state === "forwarding" ? upstream.server : undefined;
-      },
-      { message: () => `gateway never started forwarding\n${gw.proc.describe()}` },
-    );
-    const victimIndex = nodes.findIndex((n) => server.endsWith(`:${n.port}`));
-    expect(victimIndex, `upstream.server ${server} is none of ${urls.join(" ")}`).not.toBe(-1);
-    const victim = nodes[victimIndex]!;
-    const survivor = nodes[(victimIndex + 1) % nodes.length]!;
-    phase(`gateway forwarding via ${server} (n${victimIndex + 1})`);
-
-    // 4. Watch forwarding from a surviving node; kill the connected node halfway through.
-    const nc: NatsConnection = await connectClient(survivor.url);
-    let seen = 0;
-    nc.subscribe(`edge.${GATEWAY_ID}.>`, {
-      callback: () => {
-        if (++seen === killAfterForwarded) victim.proc.child.kill("SIGKILL");
-      },
-    });
-    await nc.flush();
-
-    const payloads = Array.from({ length: MESSAGES }, (_, i) => `m-${String(i).padStart(5, "0")}`);
-    const started = Date.now();
-    await publishAll(gw.mqttPort, payloads);
-    const exit = await victim.proc.exited;
-    phase(`all published; connected node killed`);
-    expect(exit.signal, "the connected node was not killed").toBe("SIGKILL");
-
-    // 5. The gateway fails over and drains the outbox.
-    const after = await waitFor(
-      async () => {
-        const s = await status(gw);
-        return s.outbox.pending === 0 && s.upstream.state === "forwarding" ? s : undefined;
-      },
-      {
-        timeoutMs: RECOVERY_TIMEOUT_MS,
-        intervalMs: 100,
-        message: () => `outbox not drained after the failover\n${gw.proc.describe()}`,
-      },
-    );
-    expect(after.outbox.lastId).toBe(MESSAGES);
-    expect(after.upstream.server).not.toBe(server);
-    expect(gw.proc.stdout()).toContain('"msg":"hub connection lost; reconnecting"');
-    const recoveredMs = Date.now() - started;
-    phase(`outbox drained via ${after.upstream.server}`);
-
-    // 6. Read back through the survivor: exactly N, unique ids, in order. Reading needs a
-    // consumer, and creating one needs a JetStream meta leader, which may still be being
-    // elected if the killed node held that role: retry until the deadline.
-    const messages = await waitFor(
-      async () => {
-        const read = await streamMessages(nc, STREAM);
-        return read.length >= MESSAGES ? read : undefined;
-      },
-      {
-        timeoutMs: READ_TIMEOUT_MS,
+      // 2. The R3 stream, once the cluster has a JetStream meta leader and all peers; then
+      // wait for its leader and both followers to be current.
+      const admin = await connectClient(urls.join(","));
+      await waitFor(() => createStream(admin, STREAM, ["edge.>"], { num_replicas: 3 }), {
+        timeoutMs: CLUSTER_READY_TIMEOUT_MS,
         intervalMs: 250,
-        message: "could not read N messages from the stream through a surviving node",
-      },
-    );
-    expect(messages.length).toBe(MESSAGES);
-    const ids = messages.map((m) => m.headers["Nats-Msg-Id"]?.[0]);
-    expect(new Set(ids).size).toBe(MESSAGES);
-    expect(ids).toEqual(payloads.map((_, i) => `${GATEWAY_ID}-${i + 1}`));
-    expect(messages.map((m) => decoder.decode(m.data))).toEqual(payloads);
-    for (const m of messages) expect(m.subject).toBe(SUBJECT);
+        message: "the cluster did not accept an R3 stream",
+      });
+      phase(`R3 stream created`);
+      const leader = await waitFor(
+        async () => {
+          const { cluster } = await streamInfo(admin, STREAM);
+          return cluster?.leader !== undefined &&
+            cluster.replicas?.length === 2 &&
+            cluster.replicas.every((r) => r.current)
+            ? cluster.leader
+            : undefined;
+        },
+        { timeoutMs: CLUSTER_READY_TIMEOUT_MS, intervalMs: 100, message: "no R3 stream leader" },
+      );
+      await admin.close();
+      phase(`stream leader ${leader} and replicas current`);
 
-    phase(`read ${messages.length} messages`);
-    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
-    console.log(
-      `${phases.join("\n")}\ncluster-failover: seed ${seed}; connected to ${server}, killed it after ${killAfterForwarded} ` +
-        `forwarded; drained via ${after.upstream.server} ${recoveredMs} ms after the first publish\n` +
-        metrics
-          .split("\n")
-          .filter((l) => l.startsWith("leafgate_upstream_"))
-          .join("\n"),
-    );
-  }, 60_000);
+      // 3. The gateway knows all three client URLs; find the node it is forwarding through.
+      const { dir, file } = writeConfig({
+        hub: urls[0],
+        id: GATEWAY_ID,
+        stream: STREAM,
+        upstream: UPSTREAM,
+      });
+      dirs.push(dir);
+      const gw = await startGatewayProcess(file, {
+        ...CHILD_ENV,
+        LEAFGATE_UPSTREAM_SERVERS: urls.join(","),
+      });
+      const server = await waitFor(
+        async () => {
+          const { upstream } = await status(gw);
+          return upstream.state === "forwarding" ? upstream.server : undefined;
+        },
+        { message: () => `gateway never started forwarding\n${gw.proc.describe()}` },
+      );
+      const victimIndex = nodes.findIndex((n) => server.endsWith(`:${n.port}`));
+      expect(victimIndex, `upstream.server ${server} is none of ${urls.join(" ")}`).not.toBe(-1);
+      const victim = nodes[victimIndex]!;
+      const survivor = nodes[(victimIndex + 1) % nodes.length]!;
+      phase(`gateway forwarding via ${server} (n${victimIndex + 1})`);
+
+      // 4. Watch forwarding from a surviving node; kill the connected node halfway through.
+      const nc: NatsConnection = await connectClient(survivor.url);
+      let seen = 0;
+      nc.subscribe(`edge.${GATEWAY_ID}.>`, {
+        callback: () => {
+          if (++seen === killAfterForwarded) victim.proc.child.kill("SIGKILL");
+        },
+      });
+      await nc.flush();
+
+      const payloads = Array.from(
+        { length: MESSAGES },
+        (_, i) => `m-${String(i).padStart(5, "0")}`,
+      );
+      const started = Date.now();
+      await publishAll(gw.mqttPort, payloads);
+      const exit = await victim.proc.exited;
+      phase(`all published; connected node killed`);
+      expect(exit.signal, "the connected node was not killed").toBe("SIGKILL");
+
+      // 5. The gateway fails over and drains the outbox.
+      const after = await waitFor(
+        async () => {
+          const s = await status(gw);
+          return s.outbox.pending === 0 && s.upstream.state === "forwarding" ? s : undefined;
+        },
+        {
+          timeoutMs: RECOVERY_TIMEOUT_MS,
+          intervalMs: 100,
+          message: () => `outbox not drained after the failover\n${gw.proc.describe()}`,
+        },
+      );
+      expect(after.outbox.lastId).toBe(MESSAGES);
+      expect(after.upstream.server).not.toBe(server);
+      expect(gw.proc.stdout()).toContain('"msg":"hub connection lost; reconnecting"');
+      const recoveredMs = Date.now() - started;
+      phase(`outbox drained via ${after.upstream.server}`);
+
+      // 6. Read back through the survivor: exactly N, unique ids, in order. Reading needs a
+      // consumer, and creating one needs a JetStream meta leader, which may still be being
+      // elected if the killed node held that role: retry until the deadline.
+      const messages = await waitFor(
+        async () => {
+          const read = await streamMessages(nc, STREAM);
+          return read.length >= MESSAGES ? read : undefined;
+        },
+        {
+          timeoutMs: READ_TIMEOUT_MS,
+          intervalMs: 250,
+          message: "could not read N messages from the stream through a surviving node",
+        },
+      );
+      expect(messages.length).toBe(MESSAGES);
+      const ids = messages.map((m) => m.headers["Nats-Msg-Id"]?.[0]);
+      expect(new Set(ids).size).toBe(MESSAGES);
+      expect(ids).toEqual(payloads.map((_, i) => `${GATEWAY_ID}-${i + 1}`));
+      expect(messages.map((m) => decoder.decode(m.data))).toEqual(payloads);
+      for (const m of messages) expect(m.subject).toBe(SUBJECT);
+
+      phase(`read ${messages.length} messages`);
+      const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+      console.log(
+        `${phases.join("\n")}\ncluster-failover: seed ${seed}; connected to ${server}, killed it after ${killAfterForwarded} ` +
+          `forwarded; drained via ${after.upstream.server} ${recoveredMs} ms after the first publish\n` +
+          metrics
+            .split("\n")
+            .filter((l) => l.startsWith("leafgate_upstream_"))
+            .join("\n"),
+      );
+    },
+    TEST_TIMEOUT_MS,
+  );
 });

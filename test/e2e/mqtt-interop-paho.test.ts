@@ -50,6 +50,7 @@ interface Plan {
   timeout?: number;
   disconnect?: "clean" | "none";
   wait_before_connect?: boolean;
+  report_writes?: boolean;
 }
 
 interface PahoEvent {
@@ -380,6 +381,7 @@ describe.each([
         subscribe: [[`inf/${name}/#`, 1]],
         stall_after: 2,
         hold: true,
+        report_writes: true,
       }),
     );
     const sent = texts(4, "m").map((payload) => ({
@@ -387,7 +389,18 @@ describe.each([
       payload,
       qos: 1 as const,
     }));
-    await run({ port: child.mqttPort, protocol, publish: sent });
+    // m-2 goes out only once paho has written m-1's PUBACK. paho reads before it writes,
+    // so with m-2 already there it would stall in m-2's callback with m-1's PUBACK unsent.
+    await run({ port: child.mqttPort, protocol, publish: sent.slice(0, 1) });
+    await waitFor(
+      () => {
+        const seen = events(first).map((e) => e.event);
+        const m1 = seen.indexOf("msg");
+        return m1 >= 0 && seen.indexOf("written", m1) > m1;
+      },
+      { message: () => `paho did not acknowledge m-1\n${first.describe()}` },
+    );
+    await run({ port: child.mqttPort, protocol, publish: sent.slice(1) });
     await waitForLine(first, (l) => l.includes('"event": "stalled"'));
     const [, stalled] = withMids(first);
     expect(stalled).toMatchObject({ payload: "m-2", dup: false });

@@ -9,6 +9,8 @@ argv[1] is a JSON plan; every step is printed to stdout as one JSON line:
   {"event": "published", "mid", "index"}                      PUBACK/PUBCOMP (or sent, QoS 0)
   {"event": "received_all"} / {"event": "timeout", "what"}    then exit
   {"event": "disconnected", "rc"}
+  {"event": "written"}                    with report_writes: all queued packets (an
+                                          acknowledgement, say) were written to the socket
 Plan keys: port, protocol (4|5), client_id, clean (clean session / clean start),
 connect_props, transport ("tcp"|"websockets"), will {topic,payload,qos,retain,props},
 subscribe [[filter, qos], ...], publish [{topic,payload,qos,retain,props}],
@@ -16,7 +18,7 @@ expect (messages to wait for), stall_after (block paho's network thread in the c
 of that message, so it is never acknowledged), hold (after the plan, wait for a line on stdin),
 timeout (seconds for each wait), disconnect ("clean" | "none"), wait_before_connect (print
 {"event": "started"} and wait for a line on stdin before connecting: Python's start-up is
-then done before the moment the test cares about).
+then done before the moment the test cares about), report_writes.
 Props are a dict of paho property names; CorrelationData is given and printed as hex.
 """
 
@@ -151,6 +153,15 @@ def on_publish(c, userdata, mid):
 def on_disconnect(c, userdata, rc, properties=None):
     emit("disconnected", rc=rc if isinstance(rc, int) else rc.value)
 
+
+def on_written(c, userdata, sock):
+    emit("written")
+
+
+if plan.get("report_writes"):
+    # paho calls this from its network thread each time its queue of outgoing packets has
+    # been written out (it acknowledges a QoS 1 message after on_message, in a later write).
+    client.on_socket_unregister_write = on_written
 
 client.on_connect = on_connect
 client.on_subscribe = on_subscribe
