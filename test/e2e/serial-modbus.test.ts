@@ -12,6 +12,14 @@ import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 const METER_YAML = new URL("../../devices/energy-meter.yaml", import.meta.url).pathname;
 const POLL_MS = 40;
+/**
+ * The slave answers at once, but this test process reads the answer: on a busy machine it
+ * may not get to it for a while, and a request timing out then is retried, its late answer
+ * discarded. A generous timeout costs nothing where nothing is meant to time out.
+ */
+const PATIENT_TIMEOUT_MS = 2_000;
+/** Where timeouts are the point, each costs this much (twice, with the drain after it). */
+const RETRY_TIMEOUT_MS = 400;
 
 describe("modbus devices", () => {
   let dir: TempDir | undefined;
@@ -42,7 +50,12 @@ describe("modbus devices", () => {
     const shipped = loadProfile(METER_YAML);
     const profile: DeviceProfile = {
       ...shipped,
-      decoder: { ...shipped.decoder, poll_interval: POLL_MS, ...options.decoder },
+      decoder: {
+        ...shipped.decoder,
+        poll_interval: POLL_MS,
+        timeout_ms: PATIENT_TIMEOUT_MS,
+        ...options.decoder,
+      },
     };
     messages = [];
     const bus = new Bus();
@@ -123,7 +136,7 @@ describe("modbus devices", () => {
   it("polls two slaves in turn with slow answers, never two requests at once", async () => {
     const { sim } = await setup({
       slaves: [1, 2],
-      decoder: { slave: undefined, slaves: [1, 2], timeout_ms: 300 },
+      decoder: { slave: undefined, slaves: [1, 2] },
     });
     sim.fault("slow", { delayMs: 25 });
     // Both slaves together, so no answer to either is on its way.
@@ -144,7 +157,7 @@ describe("modbus devices", () => {
   });
 
   it("retries through timeouts and bad CRCs, counts what retries could not save, keeps every good answer", async () => {
-    const { sim } = await setup({ decoder: { timeout_ms: 100, retries: 2 } });
+    const { sim } = await setup({ decoder: { timeout_ms: RETRY_TIMEOUT_MS, retries: 2 } });
     await waitFor(() => messages.length >= 2);
     // Three silent requests: one read fails after all its attempts.
     sim.fault("no_answer", { count: 3 });
