@@ -14,7 +14,7 @@ import {
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
-import { runToCompletion, stopAll, stopProcess } from "../helpers/procs.js";
+import { runToCompletion, stopAll, stopProcess, waitForLine } from "../helpers/procs.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 const node = process.execPath;
@@ -25,12 +25,24 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await d.cleanup();
 });
 
+/** The runner's environment without LEAFGATE_*: leafgate reads each of those as a setting. */
+const inherited = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
+);
+
 function leafgate(args: string[], env: NodeJS.ProcessEnv = {}) {
   return runToCompletion(node, [BUNDLE, ...args], {
-    env: { ...process.env, ...env },
+    env: { ...inherited, ...env },
     timeoutMs: 15_000,
   });
 }
+
+/** The `msg` of every JSON log line printed so far. */
+const logMessages = (stdout: string): string[] =>
+  stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => (JSON.parse(l) as { msg: string }).msg);
 
 describe("leafgate CLI", () => {
   it("prints its version", async () => {
@@ -154,15 +166,20 @@ describe("leafgate run", () => {
     const { dir, file } = writeConfig({ hub: hub.url, id: "cli-gw" });
     dirs.push(dir);
     const gw = await startGatewayProcess(file);
-    const out = gw.proc.stdout();
-    for (const msg of ["leafgate starting", "data dir open", "hub", "mqtt listening"]) {
-      expect(out).toContain(`"msg":"${msg}"`);
-    }
-    const ready = gw.proc
-      .stdout()
-      .split("\n")
-      .find((l) => l.includes('"msg":"ready"'));
-    expect(ready ?? (await waitFor(() => gw.proc.stdout().includes('"msg":"ready"')))).toBeTruthy();
+    const ready = JSON.parse(await waitForLine(gw.proc, (l) => l.includes('"msg":"ready"'))) as {
+      startupMs: unknown;
+    };
+    expect(typeof ready.startupMs).toBe("number");
+    // One line each, in start order, ending with "ready" (hub lines may come in between).
+    const startup = [
+      "leafgate starting",
+      "data dir open",
+      "hub",
+      "mqtt listening",
+      "http monitoring listening",
+      "ready",
+    ];
+    expect(logMessages(gw.proc.stdout()).filter((m) => startup.includes(m))).toEqual(startup);
 
     const health = await fetch(`http://127.0.0.1:${gw.httpPort}/healthz`);
     expect(health.status).toBe(200);
@@ -180,7 +197,12 @@ describe("leafgate run", () => {
     const exit = await stopProcess(gw.proc, { signal: "SIGTERM", graceMs: 5_000 });
     expect(exit).toEqual({ code: 0, signal: null });
     expect(Date.now() - started).toBeLessThan(5_000);
-    expect(gw.proc.stdout()).toContain('"msg":"stopped"');
+    // Everything was forwarded before the stop: nothing pending.
+    const stopped = gw.proc
+      .stdout()
+      .split("\n")
+      .filter((l) => l.includes('"msg":"stopped"'));
+    expect(stopped.map((l) => (JSON.parse(l) as { pending: unknown }).pending)).toEqual([0]);
 
     // A restart on the same data dir sends nothing again: every row was acknowledged.
     const again = await startGatewayProcess(file);

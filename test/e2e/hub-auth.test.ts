@@ -329,15 +329,11 @@ describe("hub authentication, through the built bundle with debug logs", () => {
 });
 
 describe("wrong credentials: the gateway stays up and buffers", () => {
-  /** Polls until the hub has refused several dials, sampling the gateway meanwhile. */
-  async function refusedRepeatedly(hub: NatsServer, sample: () => void): Promise<void> {
-    await waitFor(
-      () => {
-        sample();
-        return hub.proc.stderr().split("authentication error").length > REFUSED_DIALS;
-      },
-      { message: () => `hub did not refuse ${REFUSED_DIALS} dials\n${hub.proc.describe()}` },
-    );
+  /** Waits until the hub has refused several dials. */
+  async function refusedRepeatedly(hub: NatsServer): Promise<void> {
+    await waitFor(() => hub.proc.stderr().split("authentication error").length > REFUSED_DIALS, {
+      message: () => `hub did not refuse ${REFUSED_DIALS} dials\n${hub.proc.describe()}`,
+    });
   }
 
   it("wrong password (in process): connecting, authorization error, never connected", async () => {
@@ -351,20 +347,20 @@ describe("wrong credentials: the gateway stays up and buffers", () => {
       upstream: `  user: edge\n  password: not-${PASSWORD}\n${FAST_RETRY}`,
     });
     const g = gw.gateway;
-    const connected = new Set<number>();
-    const sample = (): void => {
-      connected.add(g.metrics.value("leafgate_upstream_connected"));
-    };
-    await refusedRepeatedly(hub, sample);
-    const upstream = g.status().upstream as { state: string; lastError?: string };
-    expect(upstream.state).toBe("connecting");
-    expect(upstream.lastError).toMatch(/authorization/i);
+    await refusedRepeatedly(hub);
+    const upstream = () =>
+      g.status().upstream as { state: string; server?: string; lastError?: string };
+    expect(upstream().state).toBe("connecting");
+    expect(upstream().lastError).toMatch(/authorization/i);
 
     await mosquittoPubLines(gw.mqttPort, "auth/refused", lines("refused"));
     expect(g.status().healthy).toBe(true);
     expect((g.status().outbox as { pending: number }).pending).toBe(MESSAGES);
-    sample();
-    expect(connected).toEqual(new Set([0]));
+    // Never connected, not even briefly: the server is named in the status only once a
+    // dial succeeded, and it stays named.
+    expect(upstream().server).toBeUndefined();
+    expect(g.metrics.value("leafgate_upstream_connected")).toBe(0);
+    expect(g.metrics.value("leafgate_upstream_forwarded_total")).toBe(0);
     expect((await streamInfo(nc, STREAM)).state.messages).toBe(0);
   });
 
@@ -374,16 +370,19 @@ describe("wrong credentials: the gateway stays up and buffers", () => {
       token: TOKEN,
     });
     const { child, file } = await startChild(url, `  token: ${wrong}\n${FAST_RETRY}`);
-    await refusedRepeatedly(hub, () => {});
+    await refusedRepeatedly(hub);
     await mosquittoPubLines(child.mqttPort, "auth/refused", lines("refused"));
 
     const statusText = await httpGet(child, "/status");
     const status = JSON.parse(statusText) as {
       healthy: boolean;
-      upstream: { state: string; lastError?: string };
+      upstream: { state: string; server?: string; lastError?: string };
       outbox: { pending: number };
     };
     expect(status.upstream.state).toBe("connecting");
+    // Never connected: no server named (only a successful dial names one), no log line.
+    expect(status.upstream.server).toBeUndefined();
+    expect(child.proc.stdout()).not.toContain('"msg":"hub connected"');
     expect(status.upstream.lastError).toMatch(/authorization/i);
     expect(status.outbox.pending).toBe(MESSAGES);
     expect(child.proc.exitInfo).toBeUndefined();

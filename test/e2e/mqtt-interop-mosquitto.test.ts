@@ -207,13 +207,11 @@ describe.each(VERSIONS)("mosquitto clients, %s", (version) => {
         .filter((m) => m[0] === `shared/${v}/t`)
         .map((m) => m[3]!);
     const [ga, gb] = [got(a), got(b)];
-    // Each message goes to exactly one member (MQTT 5.0 §4.8.2), and both take part.
-    expect([...ga, ...gb].sort()).toEqual([...sent].sort());
-    expect(ga.length).toBeGreaterThan(0);
-    expect(gb.length).toBeGreaterThan(0);
-    // Each member still sees its share in publication order.
-    expect(ga).toEqual(sent.filter((s) => ga.includes(s)));
-    expect(gb).toEqual(sent.filter((s) => gb.includes(s)));
+    // Each message goes to exactly one member (MQTT 5.0 §4.8.2), the members take turns
+    // (README: "to one member of the group in turn"), whichever goes first, and each sees
+    // its share in publication order.
+    const turns = [0, 1].map((parity) => sent.filter((_, i) => i % 2 === parity));
+    expect([ga, gb]).toEqual(ga.includes(sent[0]!) ? turns : [turns[1], turns[0]]);
   });
 });
 
@@ -316,10 +314,10 @@ describe("mosquitto MQTT 5 properties", () => {
       withProps![7],
     ]);
     expect(withProps!.slice(8)).toEqual(["1", "hello"]);
-    // Expiry is the received value minus the time waited [MQTT-3.3.2-6].
-    const expiry = Number(withProps![7]);
-    expect(expiry).toBeLessThanOrEqual(120);
-    expect(expiry).toBeGreaterThanOrEqual(110);
+    // Expiry is the received value minus the time waited, rounded up [MQTT-3.3.2-6]: the
+    // gateway hands a message to a subscriber with room in the same turn it reads it, far
+    // less than a second.
+    expect(withProps![7]).toBe("120");
     expect(plain).toEqual(["props/b", "1", "0", "", "", "", "", "", "", "plain"]);
 
     // 3.1.1 subscribers get topic and payload only.

@@ -1,4 +1,5 @@
 // Retained messages and wills with clients no one here wrote (mqtt.js, Python paho).
+import { fileURLToPath } from "node:url";
 import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/core/index.js";
@@ -7,6 +8,10 @@ import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { spawnTracked, stopAll, stopProcess, waitForLine } from "../helpers/procs.js";
 import { waitFor } from "../helpers/wait.js";
+
+const PAHO = fileURLToPath(new URL("../helpers/paho.py", import.meta.url));
+/** Seconds for each wait inside Python (paho.py's plan timeout). */
+const PY_TIMEOUT_S = 8;
 
 interface Got {
   topic: string;
@@ -51,15 +56,17 @@ describe("retained messages and wills", () => {
     const sub = await client(gw.mqttPort);
     const got = collect(sub);
     await sub.subscribeAsync({ "sensors/#": { qos: 1 } });
-    await waitFor(() => got.length === 2);
-    expect(got.sort((a, b) => a.topic.localeCompare(b.topic))).toEqual([
+    await pub.publishAsync("sensors/r/t", "22.0", { qos: 1, retain: true });
+    await waitFor(() => got.some((g) => g.payload === "22.0"));
+    // The retained ones follow the SUBACK, in no promised order; the live one comes after
+    // them, with the retain flag cleared [MQTT-3.3.1-9].
+    expect(got.slice(0, 2).sort((a, b) => a.topic.localeCompare(b.topic))).toEqual([
       { topic: "sensors/r/h", payload: "40", retain: true, qos: 0 },
       { topic: "sensors/r/t", payload: "21.5", retain: true, qos: 1 },
     ]);
-    await pub.publishAsync("sensors/r/t", "22.0", { qos: 1, retain: true });
-    await waitFor(() => got.length === 3);
-    // Forwarded live: the retain flag is cleared [MQTT-3.3.1-9].
-    expect(got[2]).toEqual({ topic: "sensors/r/t", payload: "22.0", retain: false, qos: 1 });
+    expect(got.slice(2)).toEqual([
+      { topic: "sensors/r/t", payload: "22.0", retain: false, qos: 1 },
+    ]);
 
     // An empty retained payload clears the topic: a new subscriber gets only h, then the
     // marker published after its SUBACK.
@@ -84,11 +91,18 @@ describe("retained messages and wills", () => {
     const again = new Gateway({ config: gw.gateway.config, log: silentLogger });
     extra.push(again);
     await again.start();
-    const sub = await client(again.addresses().mqtt[0]!.port);
+    const port = again.addresses().mqtt[0]!.port;
+    const sub = await client(port);
     const got = collect(sub);
     await sub.subscribeAsync({ "cfg/+": { qos: 1 } });
-    await waitFor(() => got.length === 1);
-    expect(got).toEqual([{ topic: "cfg/valve", payload: "open", retain: true, qos: 1 }]);
+    // A marker after the SUBACK: the retained message, which follows the SUBACK, is in.
+    const marker = await client(port);
+    await marker.publishAsync("cfg/marker", "m", { qos: 1 });
+    await waitFor(() => got.some((g) => g.topic === "cfg/marker"));
+    expect(got).toEqual([
+      { topic: "cfg/valve", payload: "open", retain: true, qos: 1 },
+      { topic: "cfg/marker", payload: "m", retain: false, qos: 1 },
+    ]);
   });
 
   it("publishes the will when a client vanishes, not after a clean DISCONNECT", async () => {
@@ -103,33 +117,45 @@ describe("retained messages and wills", () => {
     });
     await clean.endAsync();
     const connections = () => gw!.gateway.metrics.value("leafgate_mqtt_connections");
+    const wills = () => gw!.gateway.metrics.value("leafgate_mqtt_wills_published_total");
     await waitFor(() => connections() === 1);
+    expect(wills()).toBe(0);
 
-    // Python paho, killed with SIGKILL: its socket just dies.
-    const script = [
-      "import paho.mqtt.client as mqtt, sys, time",
-      "c = mqtt.Client(client_id='paho-1')",
-      "c.will_set('status/paho-1', 'offline', qos=1, retain=True)",
-      `c.connect('127.0.0.1', ${gw.mqttPort})`,
-      "c.loop_start()",
-      "time.sleep(0.2)",
-      "print('connected', flush=True)",
-      "time.sleep(60)",
-    ].join("\n");
-    const paho = await spawnTracked("/usr/bin/python3", ["-c", script]);
-    await waitForLine(paho, (l) => l === "connected");
-    await waitFor(() => connections() === 2);
+    // Python paho, killed with SIGKILL once its CONNACK came: its socket just dies.
+    const plan = {
+      port: gw.mqttPort,
+      protocol: 4,
+      client_id: "paho-1",
+      will: { topic: "status/paho-1", payload: "offline", qos: 1, retain: true },
+      hold: true,
+      timeout: PY_TIMEOUT_S,
+    };
+    const paho = await spawnTracked("/usr/bin/python3", [PAHO, JSON.stringify(plan)], {
+      stdin: "pipe",
+    });
+    await waitForLine(paho, (l) => l.includes('"event": "ready"'), PY_TIMEOUT_S * 1000);
+    expect(connections()).toBe(2);
     await stopProcess(paho, { signal: "SIGKILL" });
-    await waitFor(() => got.length >= 1);
     await waitFor(() => connections() === 1);
-    expect(got).toEqual([{ topic: "status/paho-1", payload: "offline", retain: false, qos: 1 }]);
-    expect(gw.gateway.metrics.value("leafgate_mqtt_wills_published_total")).toBe(1);
+    expect(wills()).toBe(1);
+    // The will went to the watcher as the gateway published it; a marker comes after it,
+    // and nothing else (clean-1's will, had it been published, would have come first).
+    await watcher.publishAsync("status/marker", "m", { qos: 1 });
+    await waitFor(() => got.some((g) => g.topic === "status/marker"));
+    expect(got).toEqual([
+      { topic: "status/paho-1", payload: "offline", retain: false, qos: 1 },
+      { topic: "status/marker", payload: "m", retain: false, qos: 1 },
+    ]);
 
     // The will was retained: a newcomer sees it.
     const newcomer = await client(gw.mqttPort);
     const seen = collect(newcomer);
     await newcomer.subscribeAsync({ "status/#": { qos: 0 } });
-    await waitFor(() => seen.length === 1);
-    expect(seen).toEqual([{ topic: "status/paho-1", payload: "offline", retain: true, qos: 0 }]);
+    await watcher.publishAsync("status/marker", "m2", { qos: 1 });
+    await waitFor(() => seen.some((g) => g.topic === "status/marker"));
+    expect(seen).toEqual([
+      { topic: "status/paho-1", payload: "offline", retain: true, qos: 0 },
+      { topic: "status/marker", payload: "m2", retain: false, qos: 0 },
+    ]);
   });
 });

@@ -2,7 +2,6 @@
 // flow control, subscription options, message expiry, will delay and WebSocket listeners.
 // mqtt.js 5 is the real client; a raw mqtt-packet client shows what mqtt.js hides
 // (reason codes, packet ids, aliases, the server's DISCONNECT).
-import { setTimeout as delay } from "node:timers/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { IPublishPacket } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
@@ -82,6 +81,60 @@ function publish1(
 const metric = (name: string, labels?: Record<string, string>) =>
   gw!.gateway.metrics.value(name, labels);
 
+/** A message expiry short enough to wait for, and one the test never reaches. */
+const SHORT_EXPIRY_S = 1;
+const LONG_EXPIRY_S = 60;
+/**
+ * Node arms a timer on the event loop's cached monotonic clock and tests read the wall
+ * clock, both in whole milliseconds: a timer may fire this much "early" by Date.now().
+ */
+const TIMER_SLACK_MS = 5;
+
+/**
+ * The retained messages a new subscription to `filter` gets. A PINGREQ after the SUBACK
+ * fences them: the gateway writes retained messages right after the SUBACK, so they are
+ * on the wire before the PINGRESP.
+ */
+async function retainedFor(g: TestGateway, filter: string): Promise<IPublishPacket[]> {
+  const { client } = await RawMqtt.connect(g.mqttPort, { clientId: "" });
+  await client.subscribe(1, [{ topic: filter, qos: 0 }]);
+  client.send({ cmd: "pingreq" });
+  await client.next("pingresp");
+  const retained = client.all("publish");
+  await client.end();
+  return retained;
+}
+
+/**
+ * Waits until `g` has published `count` wills in all, by its own counter (bumped as a
+ * will is published), and fails if a reading showed them before `notBeforeMs`. Each
+ * reading is timed after it is taken, so a slow machine can only delay the readings,
+ * never make a will that was on time look early; an early will is caught unless it
+ * came within one polling interval of `notBeforeMs`.
+ */
+async function willsPublished(
+  g: Gateway,
+  count: number,
+  { notBeforeMs = 0, timeoutMs = 5_000 }: { notBeforeMs?: number; timeoutMs?: number } = {},
+): Promise<void> {
+  const wills = () => g.metrics.value("leafgate_mqtt_wills_published_total");
+  let seenEarlyAt: number | undefined;
+  await waitFor(
+    () => {
+      const n = wills();
+      const at = Date.now();
+      if (n >= count && at < notBeforeMs - TIMER_SLACK_MS) seenEarlyAt ??= at;
+      return n >= count;
+    },
+    { timeoutMs, intervalMs: 10, message: `the gateway did not publish ${count} will(s)` },
+  );
+  expect(
+    seenEarlyAt === undefined ? "on time" : `${notBeforeMs - seenEarlyAt} ms early`,
+    "will published before it was due",
+  ).toBe("on time");
+  expect(wills()).toBe(count);
+}
+
 describe("MQTT 5 CONNACK", () => {
   it("announces the server's limits and tells the client what it changed", async () => {
     const g = await start({
@@ -98,18 +151,17 @@ describe("MQTT 5 CONNACK", () => {
     const p = a.connack.properties ?? {};
     expect(p.topicAliasMaximum).toBe(10);
     expect(p.maximumPacketSize).toBe(65536);
-    // [MQTT-3.2.2-16] an assigned id is returned in CONNACK.
-    expect(typeof p.assignedClientIdentifier).toBe("string");
-    expect(p.assignedClientIdentifier!.length).toBeGreaterThan(0);
+    // [MQTT-3.2.2-16] an assigned id is returned in CONNACK: the gateway's own scheme,
+    // `leafgate-<pid>-<n>` (this gateway runs in the test process; a is its first).
+    expect(p.assignedClientIdentifier).toBe(`leafgate-${process.pid}-1`);
     // keepalive 0 (off) is not allowed beyond max_keepalive: the server says 30 [MQTT-3.2.2-21].
     expect(p.serverKeepAlive).toBe(30);
     // 7200 s asked, 3600 s (1h) kept: the server tells its value (§3.2.2.3.2).
     expect(p.sessionExpiryInterval).toBe(3600);
 
-    // Two clients with empty ids get different ids.
+    // Two clients with empty ids get different ids: the next one.
     const b = await RawMqtt.connect(g.mqttPort, { clientId: "", keepalive: 100 });
-    expect(b.connack.properties?.assignedClientIdentifier).toBeDefined();
-    expect(b.connack.properties!.assignedClientIdentifier).not.toBe(p.assignedClientIdentifier);
+    expect(b.connack.properties?.assignedClientIdentifier).toBe(`leafgate-${process.pid}-2`);
     expect(b.connack.properties?.serverKeepAlive).toBe(30);
 
     // Within the limits nothing is changed: either absent or the client's own value.
@@ -353,32 +405,25 @@ describe("MQTT 5 topic aliases", () => {
     const pub = await v5(g.mqttPort);
     const topics = ["oa/1", "oa/2", "oa/3", "oa/1", "oa/2", "oa/1", "oa/3", "oa/3"];
     for (const [i, t] of topics.entries()) await pub.publishAsync(t, `m${i}`, { qos: 1 });
-    const aliases = new Map<number, string>();
-    const resolved: string[][] = [];
-    let aliased = 0;
+    const wire: [string, number | undefined, string][] = [];
     for (let i = 0; i < topics.length; i++) {
       const p = await sub.next("publish");
-      const alias = p.properties?.topicAlias;
-      let topic = p.topic;
-      if (alias !== undefined) {
-        aliased++;
-        // [MQTT-3.3.2-11] never above the client's maximum (nor 0 [MQTT-3.3.2-8]).
-        expect(alias).toBeGreaterThanOrEqual(1);
-        expect(alias).toBeLessThanOrEqual(2);
-        if (topic === "") {
-          expect(aliases.has(alias), `alias ${alias} used before it was set`).toBe(true);
-          topic = aliases.get(alias)!;
-        } else {
-          aliases.set(alias, topic);
-        }
-      } else {
-        expect(topic).not.toBe("");
-      }
-      resolved.push([topic, p.payload.toString()]);
+      wire.push([p.topic, p.properties?.topicAlias, p.payload.toString()]);
     }
-    expect(resolved).toEqual(topics.map((t, i) => [t, `m${i}`]));
-    // The brief: a client announcing a maximum sees the broker use aliases.
-    expect(aliased).toBeGreaterThan(0);
+    // The gateway gives aliases to the first topics, as many as the client allows (never
+    // above its maximum [MQTT-3.3.2-11], never 0 [MQTT-3.3.2-8]); a topic first goes with
+    // its name to set the alias, then with an empty name; a topic without an alias always
+    // carries its name.
+    expect(wire).toEqual([
+      ["oa/1", 1, "m0"],
+      ["oa/2", 2, "m1"],
+      ["oa/3", undefined, "m2"],
+      ["", 1, "m3"],
+      ["", 2, "m4"],
+      ["", 1, "m5"],
+      ["oa/3", undefined, "m6"],
+      ["oa/3", undefined, "m7"],
+    ]);
   });
 
   it("mqtt.js with topicAliasMaximum receives the right topics", async () => {
@@ -464,7 +509,8 @@ describe("MQTT 5 subscription options", () => {
     const b = await v5(g.mqttPort, { clientId: "nl-b" });
     await a.publishAsync("nl/own", "own", { qos: 1 });
     await b.publishAsync("nl/other", "other", { qos: 1 });
-    await waitFor(() => got.length >= 1);
+    // nl/own, had it been sent back, would have come first: one subscription, in order.
+    await waitFor(() => got.some((m) => m.topic === "nl/other"));
     expect(got.map((m) => m.topic)).toEqual(["nl/other"]);
   });
 
@@ -578,37 +624,78 @@ describe("MQTT 5 message expiry", () => {
     first.client.send({ cmd: "disconnect", reasonCode: 0 });
     await first.client.closed;
     const pub = await v5(g.mqttPort);
-    await pub.publishAsync("exp/short", "1s", { qos: 1, properties: { messageExpiryInterval: 1 } });
+    await pub.publishAsync("exp/short", "1s", {
+      qos: 1,
+      properties: { messageExpiryInterval: SHORT_EXPIRY_S },
+    });
+    // The gateway stamps a message between the PUBLISH being sent and its PUBACK.
+    const longSentAt = Date.now();
     await pub.publishAsync("exp/long", "60s", {
       qos: 1,
-      properties: { messageExpiryInterval: 60 },
+      properties: { messageExpiryInterval: LONG_EXPIRY_S },
     });
+    const longAckedAt = Date.now();
     await pub.publishAsync("exp/none", "forever", { qos: 1 });
-    // Time itself is under test: let the 1 s message expire while the session is offline.
-    await delay(2_100);
+    // Time itself is under test, and the gateway tells when enough of it has passed: a
+    // retained probe with the same expiry, published after exp/short and exp/long, is
+    // gone for new subscribers once the gateway's clock has passed its expiry, and so
+    // exp/short's; by then exp/long has waited at least SHORT_EXPIRY_S too.
+    await pub.publishAsync("probe/exp", "probe", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: SHORT_EXPIRY_S },
+    });
+    await waitFor(async () => (await retainedFor(g, "probe/#")).length === 0, {
+      timeoutMs: SHORT_EXPIRY_S * 1000 + 5_000,
+      intervalMs: 50,
+      message: "the retained probe never expired",
+    });
+
+    const reconnectAt = Date.now();
     const again = await RawMqtt.connect(g.mqttPort, { ...session, clean: false });
     expect(again.connack.sessionPresent).toBe(true);
     const last = await again.client.next("publish", (p) => p.topic === "exp/none");
+    const receivedAt = Date.now();
     const got = again.client.all("publish");
     expect(got.map((p) => [p.topic, p.payload.toString()])).toEqual([
       ["exp/long", "60s"],
       ["exp/none", "forever"],
     ]);
+    expect(metric("leafgate_mqtt_messages_dropped_total", { reason: "expired" })).toBe(1);
+    // The interval left is the whole seconds still to go, rounded up: between what the
+    // earliest stamp and latest send and the latest stamp and earliest send give, and
+    // below the 60 s sent, as at least SHORT_EXPIRY_S went by.
     const interval = got[0]!.properties?.messageExpiryInterval;
-    expect(interval).toBeDefined();
-    expect(interval!).toBeLessThanOrEqual(58);
-    expect(interval!).toBeGreaterThan(0);
+    const left = (stampedAt: number, sentAt: number) =>
+      Math.ceil((stampedAt + LONG_EXPIRY_S * 1000 - sentAt) / 1000);
+    expect(interval).toBeGreaterThanOrEqual(left(longSentAt, receivedAt));
+    expect(interval).toBeLessThanOrEqual(
+      Math.min(left(longAckedAt, reconnectAt), LONG_EXPIRY_S - SHORT_EXPIRY_S),
+    );
     expect(last.properties?.messageExpiryInterval).toBeUndefined();
   });
 });
 
 describe("MQTT 5 wills", () => {
-  async function watcher(g: TestGateway): Promise<{ got: Got[]; mark(n: string): Promise<void> }> {
-    const w = await v5(g.mqttPort, { clientId: "watcher" });
+  /** Will Delay Intervals; the session outlives them (sessionExpiryInterval 300). */
+  const DELAY_S = 1;
+  // Longer: the first gateway must stop before it falls due.
+  const RESTART_DELAY_S = 3;
+  const RESUME_DELAY_S = 2;
+  /** A session that ends (expires) long before its will's delay. */
+  const SHORT_SESSION_S = 1;
+  const LONG_DELAY_S = 60;
+
+  async function watcher(
+    port: number,
+    clientId = "watcher",
+  ): Promise<{ got: Got[]; mark(n: string): Promise<void> }> {
+    const w = await v5(port, { clientId });
     const got = collect(w);
     await w.subscribeAsync({ "will/#": { qos: 1 } });
     return {
       got,
+      // After the marker arrived, whatever the gateway published before it has too.
       mark: async (n) => {
         await w.publishAsync("will/marker", n, { qos: 1 });
         await waitFor(() => got.some((m) => m.topic === "will/marker" && m.payload === n));
@@ -616,124 +703,144 @@ describe("MQTT 5 wills", () => {
     };
   }
   const connections = () => metric("leafgate_mqtt_connections");
+  const withDelayedWill = (clientId: string, delayS: number, expiryS = 300) => ({
+    clientId,
+    properties: { sessionExpiryInterval: expiryS },
+    will: {
+      topic: `will/${clientId}`,
+      payload: Buffer.from("gone"),
+      qos: 1 as const,
+      retain: false,
+      properties: { willDelayInterval: delayS },
+    },
+  });
 
   it("publishes a delayed will after the Will Delay Interval, not before", async () => {
     const g = await start();
-    const w = await watcher(g);
+    const w = await watcher(g.mqttPort);
+    const { client } = await RawMqtt.connect(g.mqttPort, withDelayedWill("wd-1", DELAY_S));
+    const before = connections();
+    // The gateway can learn of the loss only after this.
+    const lostAt = Date.now();
+    await client.destroy();
+    await waitFor(() => connections() === before - 1);
+    await willsPublished(g.gateway, 1, { notBeforeMs: lostAt + DELAY_S * 1000 });
+    await w.mark("k1");
+    expect(w.got.map((m) => [m.topic, m.payload])).toEqual([
+      ["will/wd-1", "gone"],
+      ["will/marker", "k1"],
+    ]);
+  });
+
+  it("keeps a delayed will across a gateway restart and publishes it when due", async () => {
+    const g = await start();
+    // A persistent watcher session: it gets the will even if it is back only after the
+    // will was published (a slow restart), and it is subscribed before the restart.
+    const watcherSession = { clientId: "watcher-2", properties: { sessionExpiryInterval: 300 } };
+    const first = await RawMqtt.connect(g.mqttPort, { ...watcherSession, clean: true });
+    await first.client.subscribe(1, [{ topic: "will/#", qos: 1 }]);
+    first.client.send({ cmd: "disconnect", reasonCode: 0 });
+    await first.client.closed;
+
     const { client } = await RawMqtt.connect(g.mqttPort, {
-      clientId: "wd-1",
-      properties: { sessionExpiryInterval: 300 },
+      ...withDelayedWill("wd-restart", RESTART_DELAY_S),
       will: {
-        topic: "will/wd-1",
-        payload: Buffer.from("gone"),
-        qos: 1,
-        retain: false,
-        properties: { willDelayInterval: 1 },
+        ...withDelayedWill("wd-restart", RESTART_DELAY_S).will,
+        properties: {
+          willDelayInterval: RESTART_DELAY_S,
+          contentType: "text/plain",
+          userProperties: { a: "1" },
+        },
       },
     });
     const before = connections();
     const lostAt = Date.now();
     await client.destroy();
     await waitFor(() => connections() === before - 1);
-    await w.mark("k1");
-    await waitFor(() => w.got.some((m) => m.topic === "will/wd-1"), { timeoutMs: 5_000 });
-    const elapsedMs = Date.now() - lostAt;
-    expect(w.got.map((m) => [m.topic, m.payload])).toEqual([
-      ["will/marker", "k1"],
-      ["will/wd-1", "gone"],
-    ]);
-    // Lower bound only: the will must not go out before its delay [MQTT-3.1.3-9].
-    expect(elapsedMs).toBeGreaterThanOrEqual(950);
-  });
-
-  it("keeps a delayed will across a gateway restart and publishes it when due", async () => {
-    const g = await start();
-    const { client } = await RawMqtt.connect(g.mqttPort, {
-      clientId: "wd-restart",
-      properties: { sessionExpiryInterval: 300 },
-      will: {
-        topic: "will/wd-restart",
-        payload: Buffer.from("gone"),
-        qos: 1,
-        retain: false,
-        properties: { willDelayInterval: 2, contentType: "text/plain", userProperties: { a: "1" } },
-      },
-    });
-    const before = connections();
-    await client.destroy();
-    await waitFor(() => connections() === before - 1);
     await g.stop();
+    expect(g.gateway.metrics.value("leafgate_mqtt_wills_published_total")).toBe(0);
 
     const again = new Gateway({ config: g.gateway.config, log: silentLogger });
     try {
       await again.start();
+      await willsPublished(again, 1, {
+        notBeforeMs: lostAt + RESTART_DELAY_S * 1000,
+        timeoutMs: RESTART_DELAY_S * 1000 + 5_000,
+      });
       const port = again.addresses().mqtt[0]!.port;
-      const w = await v5(port, { clientId: "watcher-2" });
-      const got: { topic: string; payload: string; contentType?: string; user?: unknown }[] = [];
-      w.on("message", (topic, payload, packet) =>
-        got.push({
-          topic,
-          payload: payload.toString(),
-          contentType: packet.properties?.contentType,
-          user: packet.properties?.userProperties,
-        }),
-      );
-      await w.subscribeAsync({ "will/#": { qos: 1 } });
-      await waitFor(() => got.length === 1, { timeoutMs: 5_000 });
-      expect(got).toEqual([
-        { topic: "will/wd-restart", payload: "gone", contentType: "text/plain", user: { a: "1" } },
+      const back = await RawMqtt.connect(port, { ...watcherSession, clean: false });
+      expect(back.connack.sessionPresent).toBe(true);
+      const will = await back.client.next("publish");
+      expect([will.topic, will.payload.toString(), will.qos]).toEqual([
+        "will/wd-restart",
+        "gone",
+        1,
       ]);
+      expect(will.properties?.contentType).toBe("text/plain");
+      expect(will.properties?.userProperties).toEqual({ a: "1" });
+      // Nothing else: a marker from a fresh client comes next.
+      const pub = await RawMqtt.connect(port, { clientId: "marker-2" });
+      pub.client.send(publish1("will/marker", "k1", 1));
+      await pub.client.next("puback");
+      const marker = await back.client.next("publish");
+      expect([marker.topic, marker.payload.toString()]).toEqual(["will/marker", "k1"]);
+      expect(back.client.all("publish")).toHaveLength(2);
     } finally {
+      await closeRawClients();
       await again.stop();
     }
   });
 
   it("publishes the will when the session ends, if that is before the delay", async () => {
     const g = await start();
-    const w = await watcher(g);
-    const { client } = await RawMqtt.connect(g.mqttPort, {
-      clientId: "wd-2",
-      properties: { sessionExpiryInterval: 1 },
-      will: {
-        topic: "will/wd-2",
-        payload: Buffer.from("gone"),
-        qos: 1,
-        retain: false,
-        properties: { willDelayInterval: 60 },
-      },
-    });
+    const w = await watcher(g.mqttPort);
+    const { client } = await RawMqtt.connect(
+      g.mqttPort,
+      withDelayedWill("wd-2", LONG_DELAY_S, SHORT_SESSION_S),
+    );
+    const before = connections();
+    const lostAt = Date.now();
     await client.destroy();
-    await waitFor(() => w.got.some((m) => m.topic === "will/wd-2"), { timeoutMs: 5_000 });
-    expect(w.got.map((m) => [m.topic, m.payload])).toEqual([["will/wd-2", "gone"]]);
+    await waitFor(() => connections() === before - 1);
+    // Due when the session ends, SHORT_SESSION_S after the connection went.
+    await willsPublished(g.gateway, 1, { notBeforeMs: lostAt + SHORT_SESSION_S * 1000 });
+    await w.mark("k1");
+    expect(w.got.map((m) => [m.topic, m.payload])).toEqual([
+      ["will/wd-2", "gone"],
+      ["will/marker", "k1"],
+    ]);
   });
 
   it("does not publish the will when the client resumes its session before the delay [MQTT-3.1.3-9]", async () => {
     const g = await start();
-    const w = await watcher(g);
-    const session = { clientId: "wd-3", properties: { sessionExpiryInterval: 300 } };
-    const { client } = await RawMqtt.connect(g.mqttPort, {
-      ...session,
-      will: {
-        topic: "will/wd-3",
-        payload: Buffer.from("gone"),
-        qos: 1,
-        retain: false,
-        properties: { willDelayInterval: 2 },
-      },
-    });
-    const lostAt = Date.now();
+    const w = await watcher(g.mqttPort);
+    const resumer = withDelayedWill("wd-3", RESUME_DELAY_S);
+    const { client } = await RawMqtt.connect(g.mqttPort, resumer);
+    // A reference client with the same Will Delay Interval, which does not come back.
+    const reference = await RawMqtt.connect(g.mqttPort, withDelayedWill("wd-ref", RESUME_DELAY_S));
+    const before = connections();
     await client.destroy();
-    const again = await RawMqtt.connect(g.mqttPort, { ...session, clean: false });
+    await waitFor(() => connections() === before - 1);
+    const again = await RawMqtt.connect(g.mqttPort, {
+      clientId: resumer.clientId,
+      properties: resumer.properties,
+      clean: false,
+    });
     expect(again.connack.sessionPresent).toBe(true);
-    // Time is what is under test: outlive the original delay, then a marker.
-    await delay(Math.max(0, lostAt + 2_500 - Date.now()));
+    // Time is what is under test, and the gateway itself tells when wd-3's will would
+    // have been due: it arms equal delays in order, so the reference's will, lost after
+    // wd-3's, falls due after it. Once the reference's will is out (and a marker after
+    // it), wd-3's would be too.
+    await reference.client.destroy();
+    await willsPublished(g.gateway, 1, { timeoutMs: RESUME_DELAY_S * 1000 + 5_000 });
     await w.mark("k1");
-    expect(w.got.map((m) => m.topic)).toEqual(["will/marker"]);
+    expect(w.got.map((m) => m.topic)).toEqual(["will/wd-ref", "will/marker"]);
+    expect(again.client.isClosed).toBe(false);
   });
 
   it("DISCONNECT 0x04 publishes the will, 0x00 does not", async () => {
     const g = await start();
-    const w = await watcher(g);
+    const w = await watcher(g.mqttPort);
     const withWill = (clientId: string) => ({
       clientId,
       will: {
@@ -749,8 +856,9 @@ describe("MQTT 5 wills", () => {
     const b = await RawMqtt.connect(g.mqttPort, withWill("dw-4"));
     b.client.send({ cmd: "disconnect", reasonCode: 0x04 });
     await b.client.closed;
-    await waitFor(() => w.got.some((m) => m.topic === "will/dw-4"));
+    await willsPublished(g.gateway, 1);
     await w.mark("k1");
+    // dw-0's will, had it been published, would have come first.
     expect(w.got.map((m) => [m.topic, m.payload])).toEqual([
       ["will/dw-4", "bye"],
       ["will/marker", "k1"],

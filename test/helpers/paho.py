@@ -1,6 +1,7 @@
 """Drives Python paho-mqtt 1.6.1 for leafgate's interop tests (run with /usr/bin/python3).
 
 argv[1] is a JSON plan; every step is printed to stdout as one JSON line:
+  {"event": "started"}                                        with wait_before_connect
   {"event": "connack", "rc", "session_present", "props"}    after CONNACK
   {"event": "suback", "granted": [...]}                       after SUBACK
   {"event": "ready"}                                          connected and subscribed
@@ -8,16 +9,21 @@ argv[1] is a JSON plan; every step is printed to stdout as one JSON line:
   {"event": "published", "mid", "index"}                      PUBACK/PUBCOMP (or sent, QoS 0)
   {"event": "received_all"} / {"event": "timeout", "what"}    then exit
   {"event": "disconnected", "rc"}
+  {"event": "written"}                    with report_writes: all queued packets (an
+                                          acknowledgement, say) were written to the socket
 Plan keys: port, protocol (4|5), client_id, clean (clean session / clean start),
 connect_props, transport ("tcp"|"websockets"), will {topic,payload,qos,retain,props},
 subscribe [[filter, qos], ...], publish [{topic,payload,qos,retain,props}],
 expect (messages to wait for), stall_after (block paho's network thread in the callback
 of that message, so it is never acknowledged), hold (after the plan, wait for a line on stdin),
-timeout (seconds for each wait), disconnect ("clean" | "none").
+timeout (seconds for each wait), disconnect ("clean" | "none"), wait_before_connect (print
+{"event": "started"} and wait for a line on stdin before connecting: Python's start-up is
+then done before the moment the test cares about), report_writes.
 Props are a dict of paho property names; CorrelationData is given and printed as hex.
 """
 
 import json
+import queue
 import sys
 import threading
 
@@ -148,6 +154,15 @@ def on_disconnect(c, userdata, rc, properties=None):
     emit("disconnected", rc=rc if isinstance(rc, int) else rc.value)
 
 
+def on_written(c, userdata, sock):
+    emit("written")
+
+
+if plan.get("report_writes"):
+    # paho calls this from its network thread each time its queue of outgoing packets has
+    # been written out (it acknowledges a QoS 1 message after on_message, in a later write).
+    client.on_socket_unregister_write = on_written
+
 client.on_connect = on_connect
 client.on_subscribe = on_subscribe
 client.on_message = on_message
@@ -163,6 +178,32 @@ if will:
         retain=will.get("retain", False),
         properties=to_props(PacketTypes.WILLMESSAGE, will.get("props")),
     )
+
+stdin_lines = queue.Queue()
+
+
+def read_stdin():
+    for line in sys.stdin:
+        stdin_lines.put(line)
+
+
+if plan.get("hold") or plan.get("wait_before_connect"):
+    threading.Thread(target=read_stdin, daemon=True).start()
+
+
+def next_stdin_line():
+    try:
+        stdin_lines.get(timeout=timeout)
+        return True
+    except queue.Empty:
+        return False
+
+
+if plan.get("wait_before_connect"):
+    emit("started")
+    if not next_stdin_line():
+        emit("timeout", what="stdin")
+        sys.exit(1)
 
 if v5:
     client.connect(
@@ -219,16 +260,8 @@ if expect:
         finish(1)
     emit("received_all")
 
-if plan.get("hold"):
-    line_read = threading.Event()
-
-    def read_stdin():
-        sys.stdin.readline()
-        line_read.set()
-
-    threading.Thread(target=read_stdin, daemon=True).start()
-    if not line_read.wait(timeout):
-        emit("timeout", what="stdin")
-        finish(1)
+if plan.get("hold") and not next_stdin_line():
+    emit("timeout", what="stdin")
+    finish(1)
 
 finish(0)

@@ -37,6 +37,10 @@ export interface Plan {
   hold?: boolean;
   timeout?: number;
   disconnect?: "clean" | "none";
+  /** Load, then wait for a line on stdin before connecting (see `release`). */
+  wait_before_connect?: boolean;
+  /** Report each packet paho wrote (e.g. a PUBACK) as an event. */
+  report_writes?: boolean;
 }
 
 export interface PahoEvent {
