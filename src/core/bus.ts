@@ -22,7 +22,11 @@ const DONE: Promise<void> = Promise.resolve();
 export class Bus {
   readonly #subs = new Sublist<BusSubscriber>();
   readonly #onDeliveryError: (err: unknown, subject: string) => void;
-  #queueTurn = 0;
+  /**
+   * Per queue group: its subscriptions (the entry goes with the last) and whose turn it
+   * is, so each group takes turns on its own whatever else is published.
+   */
+  readonly #groups = new Map<string, { subscriptions: number; turn: number }>();
 
   /**
    * `onDeliveryError` hears of a subscriber that threw: one broken subscriber must not
@@ -34,6 +38,11 @@ export class Bus {
 
   subscribe(pattern: string, subscriber: BusSubscriber, queue?: string): BusSubscription {
     const entry: SublistEntry<BusSubscriber> = this.#subs.insert(pattern, subscriber, queue);
+    if (queue !== undefined) {
+      const group = this.#groups.get(queue);
+      if (group === undefined) this.#groups.set(queue, { subscriptions: 1, turn: 0 });
+      else group.subscriptions++;
+    }
     let active = true;
     return {
       pattern,
@@ -42,6 +51,9 @@ export class Bus {
         if (!active) return;
         active = false;
         this.#subs.remove(entry);
+        if (queue === undefined) return;
+        const group = this.#groups.get(queue)!;
+        if (--group.subscriptions === 0) this.#groups.delete(queue);
       },
     };
   }
@@ -72,8 +84,9 @@ export class Bus {
     };
     for (const subscriber of match.plain) take(subscriber);
     for (const members of match.queues) {
-      // Round-robin across publishes; cheap and fair enough for local consumers.
-      const member = members[this.#queueTurn++ % members.length];
+      // Each group in turn among the members that match this subject.
+      const group = this.#groups.get(members.queue)!;
+      const member = members[group.turn++ % members.length];
       if (member !== undefined) take(member);
     }
     if (more !== undefined) return Promise.all(more).then(() => undefined);

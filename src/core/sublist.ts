@@ -8,6 +8,11 @@ export interface SublistEntry<T> {
   readonly queue: string | undefined;
 }
 
+/** The members of one queue group that match a subject, and the group's name. */
+export interface QueueGroupMatch<T> extends ReadonlyArray<T> {
+  readonly queue: string;
+}
+
 /**
  * What matches a subject. `plain` holds every non-queue value once (by identity), however
  * many of its patterns match; `queues` holds one array per queue group, of which the caller
@@ -15,7 +20,7 @@ export interface SublistEntry<T> {
  */
 export interface SublistMatch<T> {
   readonly plain: readonly T[];
-  readonly queues: ReadonlyArray<readonly T[]>;
+  readonly queues: ReadonlyArray<QueueGroupMatch<T>>;
 }
 
 /**
@@ -209,9 +214,11 @@ function addAll<T>(entries: Set<SublistEntry<T>>, found: Collector<T>): void {
 function freezeResult<T>(found: Collector<T>): SublistMatch<T> {
   if (found.plain === undefined && found.queues === undefined) return EMPTY_MATCH;
   const plain = found.plain === undefined ? EMPTY_MATCH.plain : Object.freeze([...found.plain]);
-  const queues: (readonly T[])[] = [];
+  const queues: QueueGroupMatch<T>[] = [];
   if (found.queues !== undefined) {
-    for (const members of found.queues.values()) queues.push(Object.freeze([...members]));
+    for (const [queue, members] of found.queues) {
+      queues.push(Object.freeze(Object.assign([...members], { queue })));
+    }
   }
   return Object.freeze({ plain, queues: Object.freeze(queues) });
 }

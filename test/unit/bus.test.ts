@@ -40,6 +40,23 @@ describe("Bus", () => {
     expect(workers.filter((g) => g.startsWith("w1"))).toHaveLength(2);
   });
 
+  it("lets each queue group take turns on its own, whatever else is published", async () => {
+    const got: string[] = [];
+    const bus = new Bus();
+    for (const name of ["a1", "a2"]) bus.subscribe("t.>", recorder(got, name), "ga");
+    for (const name of ["b1", "b2"]) bus.subscribe("t.>", recorder(got, name), "gb");
+    for (const name of ["c1", "c2"]) bus.subscribe("other", recorder(got, name), "gc");
+    for (const n of [1, 2, 3, 4]) {
+      await bus.publish(message(`t.${n}`));
+      await bus.publish(message("other"));
+    }
+    const of = (prefix: string) =>
+      got.filter((g) => g.startsWith(prefix)).map((g) => g.slice(0, 2));
+    expect(of("a")).toEqual(["a1", "a2", "a1", "a2"]);
+    expect(of("b")).toEqual(["b1", "b2", "b1", "b2"]);
+    expect(of("c")).toEqual(["c1", "c2", "c1", "c2"]);
+  });
+
   it("resolves only when every durable subscriber has committed, and rejects if one fails", async () => {
     const bus = new Bus();
     let commitA!: () => void;
