@@ -17,6 +17,7 @@ import {
   streamMessages,
 } from "../helpers/nats-server.js";
 import { stopAll, waitForLine } from "../helpers/procs.js";
+import { chaosSeed, rng } from "../helpers/seed.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
 
 const GATEWAY_ID = "fo-gw";
@@ -44,11 +45,6 @@ const TEST_TIMEOUT_MS = 90_000;
 /** Reading needs a consumer, hence a JetStream meta leader: another election, perhaps. */
 const READ_TIMEOUT_MS = 20_000;
 /**
- * leafgate reads every `LEAFGATE_*` variable as a setting and refuses unknown ones, so the
- * chaos tests' own knobs are kept out of the gateway's environment.
- */
-const CHILD_ENV = { LEAFGATE_CHAOS_FULL: undefined, LEAFGATE_CHAOS_SEED: undefined };
-/**
  * Every node listens for routes on a port of its own choosing (-1), so no port is picked,
  * released and bound again (another process could take it meanwhile). nats-server starts
  * a JetStream cluster only with a configured route, so the first node gets one to a port
@@ -59,18 +55,6 @@ const NOWHERE_ROUTE = "nats-route://127.0.0.1:1";
 const ROUTE_LISTENING = /Listening for route connections on 127\.0\.0\.1:(\d+)/;
 
 const decoder = new TextDecoder();
-
-/** mulberry32: small, seedable, good enough to pick a kill point. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function nodeConfig(name: string, route: string): string {
   return `server_name: ${name}
@@ -147,7 +131,7 @@ describe("hub cluster failover", () => {
   it(
     "forwards everything exactly once, in order, after the connected node is killed",
     async ({ onTestFailed }) => {
-      const seed = Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+      const seed = chaosSeed();
       const [lo, hi] = KILL_AFTER_FORWARDED_SHARE.map((share) => Math.floor(MESSAGES * share));
       const killAfterForwarded = lo! + Math.floor(rng(seed)() * (hi! - lo!));
       const t0 = Date.now();
@@ -199,7 +183,6 @@ describe("hub cluster failover", () => {
       });
       dirs.push(dir);
       const gw = await startGatewayProcess(file, {
-        ...CHILD_ENV,
         LEAFGATE_UPSTREAM_SERVERS: urls.join(","),
       });
       const server = await waitFor(

@@ -48,6 +48,7 @@ import {
   streamMessages,
 } from "../helpers/nats-server.js";
 import { stopAll, stopProcess } from "../helpers/procs.js";
+import { chaosSeed, rng } from "../helpers/seed.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
 
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
@@ -77,24 +78,6 @@ const FINAL_FRESH = 500;
 const SESSION_TIMEOUT_MS = 30_000;
 
 const decoder = new TextDecoder();
-/**
- * leafgate reads every `LEAFGATE_*` variable as a setting and refuses unknown ones, so this
- * test's own knobs are kept out of the gateway's environment.
- */
-const CHILD_ENV = { LEAFGATE_CHAOS_FULL: undefined, LEAFGATE_CHAOS_SEED: undefined };
-
-/** mulberry32: small, seedable, good enough to pick kill points. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const topicOf = (n: number): string => `chaos/s${n % SUBJECTS}`;
 const subjectOf = (n: number): string => `edge.${GATEWAY_ID}.chaos.s${n % SUBJECTS}`;
 
@@ -187,7 +170,7 @@ describe("kill -9 of the gateway", () => {
   it("loses nothing PUBACKed, duplicates nothing, keeps per-subject order", async ({
     onTestFailed,
   }) => {
-    const seed = Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    const seed = chaosSeed();
     const random = rng(seed);
     const between = ([lo, hi]: [number, number]): number => lo + Math.floor(random() * (hi - lo));
     const log: string[] = [];
@@ -214,7 +197,7 @@ describe("kill -9 of the gateway", () => {
     let nextFresh = 0;
 
     async function startGateway(): Promise<ChildGateway> {
-      const gw = await startGatewayProcess(file, CHILD_ENV);
+      const gw = await startGatewayProcess(file);
       const { outbox } = await gatewayStatus(gw);
       processes.push({ firstRowAfter: outbox.lastId, session: undefined });
       return gw;

@@ -22,6 +22,7 @@ import {
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
+import { chaosSeed, rng } from "../helpers/seed.js";
 import { waitFor } from "../helpers/wait.js";
 
 const STREAM = "EDGE";
@@ -65,19 +66,7 @@ const MOSQUITTO_PUB_CHUNK = 20_000;
  * The seed of this file's fault points: LEAFGATE_CHAOS_SEED replays a run (the gateway
  * runs in this process with its own environment, so the variable does not reach it).
  */
-const SEED = Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
-
-/** mulberry32: small, seedable, good enough to pick fault points. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const SEED = chaosSeed();
 
 /** An integer in [lo, hi). */
 const between = (random: () => number, lo: number, hi: number): number =>

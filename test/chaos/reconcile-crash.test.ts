@@ -54,9 +54,6 @@ const GATEWAY_CONFIG = [
   "  reconnect_delay_max: 200ms",
   "",
 ].join("\n");
-/** The gateway's settings are LEAFGATE_*; the runner's own must not reach it. */
-const CHILD_ENV = { LEAFGATE_CHAOS_FULL: undefined };
-
 const decoder = new TextDecoder();
 const topicOf = (n: number): string => `rc/s${n % SUBJECTS}`;
 const subjectOf = (n: number): string => `edge.${GATEWAY_ID}.rc.s${n % SUBJECTS}`;
@@ -164,7 +161,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       await publishTheirs(nc, 1);
       await publishTheirs(nc, 2);
 
-      let gw = await startGatewayProcess(file, CHILD_ENV);
+      let gw = await startGatewayProcess(file);
       // The configuration this test needs is one users should not run: the gateway says so.
       const warning = await waitForLine(gw.proc, (l) =>
         l.includes("duplicate_window is not longer"),
@@ -195,7 +192,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       const sentBeforeRestart = new Map(filter.sent);
       filter.acks = "pass";
       filter.publishLimit = Number.POSITIVE_INFINITY;
-      gw = await startGatewayProcess(file, CHILD_ENV);
+      gw = await startGatewayProcess(file);
       await waitFor(async () => (await gatewayStatus(gw)).outbox.pending === 0, {
         message: () => gw.proc.describe(),
       });
@@ -258,7 +255,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       );
       proxy!.cut();
       filter.acks = "hold";
-      let gw = await startGatewayProcess(file, CHILD_ENV);
+      let gw = await startGatewayProcess(file);
       await publishOurs(gw.mqttPort, 0, backlog);
       proxy!.restore();
       await waitFor(() => filter.heldAcks === inFlight, { message: () => gw.proc.describe() });
@@ -280,7 +277,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       await outlastWindow(nc);
 
       filter.acks = "pass";
-      gw = await startGatewayProcess(file, CHILD_ENV);
+      gw = await startGatewayProcess(file);
       await waitFor(async () => (await gatewayStatus(gw)).outbox.pending === 0, {
         message: () => gw.proc.describe(),
       });

@@ -29,6 +29,7 @@ import {
 } from "../helpers/paho.js";
 import { stopAll, stopProcess, type TrackedProcess, waitForLine } from "../helpers/procs.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
+import { willsPublished as willsPublishedBy } from "../helpers/wills.js";
 
 afterEach(async () => {
   await stopAll();
@@ -324,43 +325,13 @@ describe("paho MQTT 5 only", () => {
   let gw: TestGateway;
   /** Will Delay Interval of the will tests. */
   const WILL_DELAY_S = 2;
-  /**
-   * Node arms a timer on the event loop's cached monotonic clock and the test reads the
-   * wall clock, both in whole milliseconds: a timer may fire this much "early" by Date.now().
-   */
-  const TIMER_SLACK_MS = 5;
   /** Python and paho loading, on a busy machine. */
   const PY_START_TIMEOUT_MS = PY_TIMEOUT_S * 1000;
   const wills = (): number => gw.gateway.metrics.value("leafgate_mqtt_wills_published_total");
   const connections = (): number => gw.gateway.metrics.value("leafgate_mqtt_connections");
 
-  /**
-   * Waits until the gateway's wills counter (bumped as a will is published) reads
-   * `count`, and fails if a reading showed it before `notBeforeMs`. Each reading is timed
-   * after it is taken, so a slow machine can only delay the readings, never make a will
-   * that was on time look early.
-   */
-  async function willsPublished(count: number, notBeforeMs: number): Promise<void> {
-    let seenEarlyAt: number | undefined;
-    await waitFor(
-      () => {
-        const n = wills();
-        const at = Date.now();
-        if (n >= count && at < notBeforeMs - TIMER_SLACK_MS) seenEarlyAt ??= at;
-        return n >= count;
-      },
-      {
-        timeoutMs: WILL_DELAY_S * 1000 + 8_000,
-        intervalMs: 10,
-        message: `the gateway did not publish will number ${count}`,
-      },
-    );
-    expect(
-      seenEarlyAt === undefined ? "on time" : `${notBeforeMs - seenEarlyAt} ms early`,
-      "will published before it was due",
-    ).toBe("on time");
-    expect(wills()).toBe(count);
-  }
+  const willsPublished = (count: number, notBeforeMs: number): Promise<void> =>
+    willsPublishedBy(gw.gateway, count, { notBeforeMs, timeoutMs: WILL_DELAY_S * 1000 + 8_000 });
 
   beforeAll(async () => {
     gw = await startGateway({ mqtt: LISTENERS });

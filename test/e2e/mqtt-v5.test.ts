@@ -13,6 +13,7 @@ import { type GatewayConfigOptions, startGateway, type TestGateway } from "../he
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { closeRawClients, RawMqtt, subscriptionIds } from "../helpers/raw-mqtt.js";
 import { once, waitFor } from "../helpers/wait.js";
+import { willsPublished } from "../helpers/wills.js";
 
 interface Got {
   topic: string;
@@ -84,11 +85,6 @@ const metric = (name: string, labels?: Record<string, string>) =>
 /** A message expiry short enough to wait for, and one the test never reaches. */
 const SHORT_EXPIRY_S = 1;
 const LONG_EXPIRY_S = 60;
-/**
- * Node arms a timer on the event loop's cached monotonic clock and tests read the wall
- * clock, both in whole milliseconds: a timer may fire this much "early" by Date.now().
- */
-const TIMER_SLACK_MS = 5;
 
 /**
  * The retained messages a new subscription to `filter` gets. A PINGREQ after the SUBACK
@@ -103,36 +99,6 @@ async function retainedFor(g: TestGateway, filter: string): Promise<IPublishPack
   const retained = client.all("publish");
   await client.end();
   return retained;
-}
-
-/**
- * Waits until `g` has published `count` wills in all, by its own counter (bumped as a
- * will is published), and fails if a reading showed them before `notBeforeMs`. Each
- * reading is timed after it is taken, so a slow machine can only delay the readings,
- * never make a will that was on time look early; an early will is caught unless it
- * came within one polling interval of `notBeforeMs`.
- */
-async function willsPublished(
-  g: Gateway,
-  count: number,
-  { notBeforeMs = 0, timeoutMs = 5_000 }: { notBeforeMs?: number; timeoutMs?: number } = {},
-): Promise<void> {
-  const wills = () => g.metrics.value("leafgate_mqtt_wills_published_total");
-  let seenEarlyAt: number | undefined;
-  await waitFor(
-    () => {
-      const n = wills();
-      const at = Date.now();
-      if (n >= count && at < notBeforeMs - TIMER_SLACK_MS) seenEarlyAt ??= at;
-      return n >= count;
-    },
-    { timeoutMs, intervalMs: 10, message: `the gateway did not publish ${count} will(s)` },
-  );
-  expect(
-    seenEarlyAt === undefined ? "on time" : `${notBeforeMs - seenEarlyAt} ms early`,
-    "will published before it was due",
-  ).toBe("on time");
-  expect(wills()).toBe(count);
 }
 
 describe("MQTT 5 CONNACK", () => {
