@@ -149,7 +149,7 @@ export class Upstream {
       ),
       duplicates: metrics.counter(
         "leafgate_upstream_duplicates_total",
-        "Resent messages the stream recognised as duplicates",
+        "Rows whose first PubAck said the stream already held them (a resend of a stored row); later duplicate acks of a row are not counted",
       ),
       publishErrors: metrics.counter(
         "leafgate_upstream_publish_errors_total",
