@@ -8,7 +8,7 @@ export type Durability = "normal" | "fsync";
 export const DATABASE_FILE = "leafgate.db";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 const SCHEMA_V1 = `
   CREATE TABLE IF NOT EXISTS outbox (
@@ -76,8 +76,16 @@ const SCHEMA_V4 = `
   );
 `;
 
+/**
+ * v5: the user a persistent MQTT session belongs to: the user name, '' for anonymous;
+ * NULL for sessions stored before owners were recorded.
+ */
+const SCHEMA_V5 = `
+  ALTER TABLE mqtt_session ADD COLUMN owner TEXT;
+`;
+
 /** Schema steps by the version they produce. */
-const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /**
  * Every statement ever prepared, held for the life of the process. better-sqlite3 12 on

@@ -39,6 +39,11 @@ export interface StoredWill {
   readonly retain: boolean;
   readonly properties: MessageProperties | undefined;
   readonly messageExpiryS: number | undefined;
+  /**
+   * Whose will it is (a user name, '' for anonymous): it is published with that user's
+   * permissions. Undefined in wills stored before owners were recorded.
+   */
+  readonly owner?: string | undefined;
   /** When it is to be published. */
   readonly dueAtMs: number;
 }
@@ -50,11 +55,14 @@ interface WillJson {
   r?: 1;
   m?: PropertiesJson;
   x?: number;
+  o?: string;
   d: number;
 }
 
 export interface StoredSession {
   readonly clientId: string;
+  /** Its user's name, '' for anonymous; undefined if stored before owners were recorded. */
+  readonly owner: string | undefined;
   readonly expiryMs: number;
   /** When its connection went; undefined if it was connected when the gateway stopped. */
   readonly disconnectedAtMs: number | undefined;
@@ -113,6 +121,7 @@ export class SessionStore {
   #nextId: number;
   readonly #stmt: {
     upsertSession: Database.Statement;
+    saveOwner: Database.Statement;
     saveWill: Database.Statement;
     deleteSession: Database.Statement[];
     upsertSub: Database.Statement;
@@ -145,6 +154,10 @@ export class SessionStore {
       upsertSession: db.prepare(
         "INSERT INTO mqtt_session (client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?) " +
           "ON CONFLICT (client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
+      ),
+      saveOwner: db.prepare(
+        "INSERT INTO mqtt_session (client_id, expiry_ms, owner) VALUES (?, ?, ?) " +
+          "ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner",
       ),
       saveWill: db.prepare("UPDATE mqtt_session SET will = ? WHERE client_id = ?"),
       deleteSession: [
@@ -193,15 +206,17 @@ export class SessionStore {
     this.flush();
     const sessions = new Map<string, StoredSession>();
     for (const row of this.#db
-      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will FROM mqtt_session")
+      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will, owner FROM mqtt_session")
       .all() as {
       client_id: string;
       expiry_ms: number;
       disconnected_at_ms: number | null;
       will: string | null;
+      owner: string | null;
     }[]) {
       sessions.set(row.client_id, {
         clientId: row.client_id,
+        owner: row.owner ?? undefined,
         expiryMs: row.expiry_ms,
         disconnectedAtMs: row.disconnected_at_ms ?? undefined,
         subscriptions: [],
@@ -249,6 +264,16 @@ export class SessionStore {
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
     this.#guard("save session", () => {
       this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+    });
+  }
+
+  /**
+   * Records whose session it is (a user name, '' for anonymous); creates the session's
+   * row if it has none yet, so a stored session never lacks its owner.
+   */
+  saveOwner(clientId: string, owner: string, expiryMs: number): void {
+    this.#guard("save session owner", () => {
+      this.#stmt.saveOwner.run(clientId, expiryMs, owner);
     });
   }
 
@@ -407,6 +432,7 @@ function encodeWill(w: StoredWill): string {
   if (w.retain) json.r = 1;
   if (w.properties !== undefined) json.m = propertiesToJson(w.properties);
   if (w.messageExpiryS !== undefined) json.x = w.messageExpiryS;
+  if (w.owner !== undefined) json.o = w.owner;
   return JSON.stringify(json);
 }
 
@@ -419,6 +445,7 @@ function decodeWill(text: string): StoredWill {
     retain: w.r === 1,
     properties: w.m === undefined ? undefined : propertiesFromJson(w.m),
     messageExpiryS: w.x,
+    owner: w.o,
     dueAtMs: w.d,
   };
 }

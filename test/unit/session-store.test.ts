@@ -163,6 +163,47 @@ const SUBS: StoredSubscription[] = [
   },
 ];
 
+describe("SessionStore: owners (issue 10: a session belongs to its user)", () => {
+  it("keeps the owner from the session's first row, across updates and a reopen; wills carry theirs", () => {
+    const dir = newDir();
+    const db = open(dir);
+    const store = new SessionStore(db);
+    // saveOwner makes the row: no stored session is ever without its owner.
+    store.saveOwner("c-user", "alice", 60_000);
+    store.saveOwner("c-anon", "", 60_000);
+    store.saveSession("c-user", 120_000, 5);
+    store.saveWill("c-user", {
+      subject: "status.c-user",
+      payload: Buffer.from("gone"),
+      qos: 1,
+      retain: true,
+      properties: undefined,
+      messageExpiryS: undefined,
+      owner: "alice",
+      dueAtMs: 10,
+    });
+    const again = reopen(dir, db, store).store;
+    const all = again.loadAll().sort((a, b) => a.clientId.localeCompare(b.clientId));
+    expect(all.map((s) => [s.clientId, s.owner, s.expiryMs, s.will?.owner])).toEqual([
+      ["c-anon", "", 60_000, undefined],
+      ["c-user", "alice", 120_000, "alice"],
+    ]);
+  });
+
+  it("a session stored before owners (schema 4) loads without one", () => {
+    const dir = newDir();
+    const db = open(dir);
+    const store = new SessionStore(db);
+    store.saveSession("old", 60_000, 1);
+    // As a version-4 file has it: no owner column at all.
+    db.exec("ALTER TABLE mqtt_session DROP COLUMN owner");
+    db.pragma("user_version = 4");
+    closeDatabase(db);
+    const migrated = new SessionStore(open(dir));
+    expect(migrated.loadAll().map((s) => [s.clientId, s.owner])).toEqual([["old", undefined]]);
+  });
+});
+
 describe("SessionStore: sessions and subscriptions", () => {
   it("saves, updates and loads sessions", () => {
     const db = open(newDir());
