@@ -63,12 +63,18 @@ export interface LeafgateConfig {
   readonly gateway: { readonly id: string; readonly data_dir: string };
   readonly mqtt: {
     readonly listeners: readonly ListenerConfig[];
-    /** Resolved: when unset in the file, true only if every listener is loopback. */
+    /**
+     * Resolved: when unset in the file, true only if no users are configured and every
+     * listener is loopback.
+     */
     readonly allow_anonymous: boolean;
     readonly max_keepalive: number; // seconds (default 60)
     readonly connect_timeout: number; // ms (default 10s) for a socket that never sends CONNECT
     readonly max_packet_size: number; // bytes (default 1MB)
     readonly max_connections: number; // default 1000; 0 = no limit
+    readonly max_pending_connections: number; // sockets before CONNECT (default 100); 0 = no limit
+    readonly max_connect_size: number; // bytes (default 64KiB): the first packet, CONNECT
+    readonly max_connections_per_address: number; // default 256; 0 = no limit
     readonly max_inflight: number; // outbound QoS 1/2 awaiting ack per client (default 1000)
     readonly max_queued_messages: number; // per session, behind the window or offline (default 1000)
     readonly max_session_expiry: number; // ms (default 7d): longest an offline session is kept
@@ -112,6 +118,8 @@ export interface LeafgateConfig {
   readonly authorization: {
     readonly default_permissions: PermissionsConfig;
     readonly users: readonly UserConfig[];
+    readonly failed_logins_per_address: number; // default 10, then locked out; 0 = no limit
+    readonly failed_login_window: number; // ms (default 1m): failures count within it
   };
   readonly serial: {
     readonly ports: readonly SerialPortEntry[];
@@ -265,12 +273,18 @@ export const CONFIG_SCHEMA: Node = obj({
   mqtt: obj({
     listeners: list(LISTENER, [{}]), // one listener, all defaults
     // MQTT carries keep-alive as a 16-bit number of seconds (MQTT 3.1.1 §3.1.2.10).
-    // Unset: allowed only when every listener is on loopback (secure by default).
+    // Unset: allowed only without users and with every listener on loopback.
     allow_anonymous: { kind: "bool", nullable: true, default: null },
     max_keepalive: int(0, PORT_MAX, 60),
     connect_timeout: { kind: "duration", min: 1, default: "10s" },
     max_packet_size: { kind: "size", min: 1, max: MQTT_MAX_PACKET_BYTES, default: "1MB" },
     max_connections: int(0, 1_000_000, 1000),
+    // Sockets that have not sent CONNECT (TLS and WebSocket handshakes included), counted
+    // apart from max_connections: a client cannot hold many for nothing.
+    max_pending_connections: int(0, 1_000_000, 100),
+    // A CONNECT is small (ids, credentials, a will); its size is judged from the header.
+    max_connect_size: { kind: "size", min: 128, max: MQTT_MAX_PACKET_BYTES, default: "64KiB" },
+    max_connections_per_address: int(0, 1_000_000, 256),
     // Outbound packet ids are 16 bits; the window cannot exceed them.
     max_inflight: int(1, 65_535, 1000),
     max_queued_messages: int(0, 10_000_000, 1000),
@@ -354,6 +368,10 @@ export const CONFIG_SCHEMA: Node = obj({
   }),
   authorization: obj({
     default_permissions: PERMISSIONS,
+    // Past this many failed logins from one address within the window, its CONNECTs are
+    // refused without a password check (scrypt is the costly part), backing off.
+    failed_logins_per_address: int(0, 1_000_000, 10),
+    failed_login_window: { kind: "duration", min: 1000, default: "1m" },
     users: list(
       obj({
         user: str(),
@@ -627,7 +645,11 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
     },
     mqtt: {
       ...c.mqtt,
-      allow_anonymous: anonymous ?? c.mqtt.listeners.every((l) => isLoopback(l.host)),
+      // Unset: anonymous only while no one has a password and no one off this host can
+      // connect (secure by default).
+      allow_anonymous:
+        anonymous ??
+        (c.authorization.users.length === 0 && c.mqtt.listeners.every((l) => isLoopback(l.host))),
     },
     upstream: {
       ...c.upstream,

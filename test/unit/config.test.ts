@@ -51,6 +51,9 @@ const DEFAULTS: LeafgateConfig = {
     connect_timeout: 10_000,
     max_packet_size: 1_000_000,
     max_connections: 1000,
+    max_pending_connections: 100,
+    max_connect_size: 65_536,
+    max_connections_per_address: 256,
     max_inflight: 1000,
     max_queued_messages: 1000,
     max_session_expiry: 7 * 24 * 3600 * 1000,
@@ -88,6 +91,8 @@ const DEFAULTS: LeafgateConfig = {
       subscribe: { allow: [">"], deny: [] },
     },
     users: [],
+    failed_logins_per_address: 10,
+    failed_login_window: 60_000,
   },
   serial: { ports: [], profiles_dir: null },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
@@ -165,6 +170,9 @@ describe("loadConfig", () => {
         connect_timeout: 250,
         max_packet_size: 524_288,
         max_connections: 1000,
+        max_pending_connections: 100,
+        max_connect_size: 65_536,
+        max_connections_per_address: 256,
         max_inflight: 1000,
         max_queued_messages: 1000,
         max_session_expiry: 7 * 24 * 3600 * 1000,
@@ -222,6 +230,8 @@ describe("loadConfig", () => {
           subscribe: { allow: [">"], deny: [] },
         },
         users: [],
+        failed_logins_per_address: 10,
+        failed_login_window: 60_000,
       },
       serial: { ports: [], profiles_dir: null },
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
@@ -275,7 +285,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_pending_connections, max_connect_size, max_connections_per_address, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [
@@ -517,8 +527,11 @@ describe("formatConfig", () => {
   });
 });
 
+/** A well-formed `leafgate passwd` hash (its password does not matter here). */
+const HASH = "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
+
 describe("mqtt.allow_anonymous", () => {
-  it("defaults to true only when every listener is on loopback", () => {
+  it("defaults to true only without users and with every listener on loopback", () => {
     expect(
       load("mqtt: { listeners: [ { host: 127.0.0.2 }, { host: localhost } ] }").mqtt
         .allow_anonymous,
@@ -526,6 +539,10 @@ describe("mqtt.allow_anonymous", () => {
     expect(
       load("mqtt: { listeners: [ { host: 127.0.0.1 }, { host: 0.0.0.0 } ] }").mqtt.allow_anonymous,
     ).toBe(false);
+    // Once anyone has a password, no one gets in without one unless the file says so.
+    const users = `authorization: { users: [ { user: u, password: "${HASH}" } ] }`;
+    expect(load(users).mqtt.allow_anonymous).toBe(false);
+    expect(load(`${users}\nmqtt: { allow_anonymous: true }`).mqtt.allow_anonymous).toBe(true);
   });
 
   it("follows the file when set", () => {
