@@ -190,6 +190,9 @@ export class Gateway {
         maxPacketSize: config.mqtt.max_packet_size,
         allowAnonymous: config.mqtt.allow_anonymous,
         maxConnections: config.mqtt.max_connections,
+        maxPendingConnections: config.mqtt.max_pending_connections,
+        maxConnectSize: config.mqtt.max_connect_size,
+        maxConnectionsPerAddress: config.mqtt.max_connections_per_address,
         maxInflight: config.mqtt.max_inflight,
         maxQueued: config.mqtt.max_queued_messages,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
@@ -202,6 +205,10 @@ export class Gateway {
         users: config.authorization.users,
         defaultPermissions: config.authorization.default_permissions,
         allowAnonymous: config.mqtt.allow_anonymous,
+        // What the hub sends us is the hub's to write (see compilePermissions).
+        hubOnly: config.upstream.import,
+        failedLoginsPerAddress: config.authorization.failed_logins_per_address,
+        failedLoginWindowMs: config.authorization.failed_login_window,
       }),
       new SessionStore(db, {
         onError: (err, what) => {

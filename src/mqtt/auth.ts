@@ -54,6 +54,13 @@ export const ALLOW_ALL: Permissions = {
   mayReceive: () => true,
 };
 
+/** For an owner who could not log in today: nothing is published in its name. */
+const DENY_ALL: Permissions = {
+  canPublish: () => false,
+  canSubscribe: () => false,
+  mayReceive: () => false,
+};
+
 function substitute(rule: PermissionRule, user: string, clientId: string): PermissionRule {
   // A substituted value must stay one token, or "%u" could widen a pattern.
   const token = (s: string): string => s.replace(/[.*>\s]/g, "_");
@@ -62,18 +69,34 @@ function substitute(rule: PermissionRule, user: string, clientId: string): Permi
   return { allow: rule.allow.map(sub), deny: rule.deny.map(sub) };
 }
 
+/** A pattern that names something: at least one token is not a wildcard. */
+function namesSubjects(pattern: string): boolean {
+  return pattern.split(".").some((t) => t !== "*" && t !== ">");
+}
+
+/**
+ * The permission rules of one client. `hubOnly` are the subjects imported from the hub
+ * (`upstream.import`): only the hub writes there, so a local client may publish into them
+ * only when an allow pattern that names them covers the subject — `cmd.gw1.>` or
+ * `cmd.*.valve` does, a bare `>` or `*.>` does not. Otherwise any local client could
+ * forge the hub's commands.
+ */
 export function compilePermissions(
   config: PermissionsConfig,
   user: string,
   clientId: string,
+  hubOnly: readonly string[] = [],
 ): Permissions {
   const pub = substitute(config.publish, user, clientId);
   const subr = substitute(config.subscribe, user, clientId);
   const everything = (r: PermissionRule) => r.deny.length === 0 && r.allow.includes(">");
-  if (everything(pub) && everything(subr)) return ALLOW_ALL;
+  if (hubOnly.length === 0 && everything(pub) && everything(subr)) return ALLOW_ALL;
+  const grants = pub.allow.filter(namesSubjects);
   return {
     canPublish: (s) =>
-      pub.allow.some((p) => subjectMatches(p, s)) && !pub.deny.some((p) => subjectMatches(p, s)),
+      pub.allow.some((p) => subjectMatches(p, s)) &&
+      !pub.deny.some((p) => subjectMatches(p, s)) &&
+      (!hubOnly.some((p) => subjectMatches(p, s)) || grants.some((p) => subjectMatches(p, s))),
     canSubscribe: (pattern) =>
       subr.allow.some((p) => patternCovers(p, pattern)) &&
       !subr.deny.some((p) => patternCovers(p, pattern)),
@@ -81,28 +104,188 @@ export function compilePermissions(
   };
 }
 
+/**
+ * Whose a session (and its will) is: a user's name, or ANONYMOUS. User names are never
+ * empty (the config requires one), so the two cannot be confused.
+ */
+export const ANONYMOUS = "";
+
 export type AuthResult =
   | { readonly ok: true; readonly user: string | undefined; readonly permissions: Permissions }
-  | { readonly ok: false; readonly returnCode: 4 | 5; readonly reason: string };
+  | {
+      readonly ok: false;
+      readonly returnCode: 4 | 5;
+      readonly reason: string;
+      /** Why, for counting: a password that did not match, or a policy that said no. */
+      readonly refusal: "bad-credentials" | "anonymous-disabled" | "locked-out";
+      /** Set when this failure locked its source address out. */
+      readonly lockout?: Lockout;
+    };
+
+/** An address that just crossed `failed_logins_per_address`. */
+export interface Lockout {
+  readonly address: string;
+  readonly failures: number;
+  readonly forMs: number;
+}
+
+/** Longest lockout, however often an address comes back: its backoff doubles up to this. */
+const MAX_LOCKOUT_MS = 60 * 60 * 1000;
+/**
+ * Addresses remembered at most; past it the oldest quiet ones are forgotten. ~100 bytes
+ * each: 10,000 cost about a megabyte, and on a shop-floor network that is every host.
+ */
+const MAX_TRACKED_ADDRESSES = 10_000;
+
+interface AddressRecord {
+  /** Failed logins in the window that began at `windowStartMs`. */
+  failures: number;
+  windowStartMs: number;
+  /** Password checks running now: they count towards the limit until they end. */
+  checking: number;
+  lockedUntilMs: number;
+  /** Lockouts in a row; each lasts twice the one before. */
+  streak: number;
+}
+
+/**
+ * Failed logins per source address (issue 10: scrypt is a CPU lever). Past `maxFailures`
+ * within `windowMs` an address is locked out for `windowMs`, then twice that each time it
+ * comes back within an hour, up to an hour; a successful login clears its record. Checks
+ * still running count as failures-to-be, so a burst of CONNECTs cannot start more than
+ * `maxFailures` hashes. Pure bookkeeping on a clock given to it.
+ */
+export class LoginGuard {
+  readonly #maxFailures: number;
+  readonly #windowMs: number;
+  readonly #maxAddresses: number;
+  /** In order of last use: the first ones are the first to forget. */
+  readonly #records = new Map<string, AddressRecord>();
+
+  constructor(options: { maxFailures: number; windowMs: number; maxAddresses?: number }) {
+    this.#maxFailures = options.maxFailures;
+    this.#windowMs = options.windowMs;
+    this.#maxAddresses = options.maxAddresses ?? MAX_TRACKED_ADDRESSES;
+  }
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  /** True while CONNECTs from `address` are refused without a password check. */
+  lockedOut(address: string, nowMs: number): boolean {
+    if (this.#maxFailures === 0) return false;
+    const r = this.#records.get(address);
+    if (r === undefined) return false;
+    if (r.lockedUntilMs > nowMs) return true;
+    const failures = nowMs - r.windowStartMs >= this.#windowMs ? 0 : r.failures;
+    return failures + r.checking >= this.#maxFailures;
+  }
+
+  /** A password check begins; false (and nothing begins) when the address is locked out. */
+  begin(address: string, nowMs: number): boolean {
+    if (this.#maxFailures === 0) return true;
+    if (this.lockedOut(address, nowMs)) return false;
+    const r = this.#touch(address, nowMs);
+    r.checking++;
+    return true;
+  }
+
+  /** A check that `begin` allowed ended; returns the lockout a failure caused, if any. */
+  end(address: string, ok: boolean, nowMs: number): Lockout | undefined {
+    if (this.#maxFailures === 0) return undefined;
+    const r = this.#records.get(address);
+    if (r === undefined) return undefined;
+    r.checking = Math.max(0, r.checking - 1);
+    if (ok) {
+      r.failures = 0;
+      r.streak = 0;
+      if (r.checking === 0 && r.lockedUntilMs <= nowMs) this.#records.delete(address);
+      return undefined;
+    }
+    if (nowMs - r.windowStartMs >= this.#windowMs) {
+      r.failures = 0;
+      r.windowStartMs = nowMs;
+    }
+    r.failures++;
+    if (r.failures < this.#maxFailures) return undefined;
+    // Quiet for the longest lockout since the last one ended: a fresh start.
+    if (nowMs - r.lockedUntilMs >= MAX_LOCKOUT_MS) r.streak = 0;
+    const forMs = Math.min(this.#windowMs * 2 ** r.streak, MAX_LOCKOUT_MS);
+    r.streak++;
+    r.lockedUntilMs = nowMs + forMs;
+    const failures = r.failures;
+    // After the lockout the address gets a fresh window.
+    r.failures = 0;
+    r.windowStartMs = r.lockedUntilMs;
+    return { address, failures, forMs };
+  }
+
+  #touch(address: string, nowMs: number): AddressRecord {
+    let r = this.#records.get(address);
+    if (r !== undefined) {
+      // Most recently used last.
+      this.#records.delete(address);
+    } else {
+      r = { failures: 0, windowStartMs: nowMs, checking: 0, lockedUntilMs: 0, streak: 0 };
+      this.#forgetOldest(nowMs);
+    }
+    this.#records.set(address, r);
+    return r;
+  }
+
+  /**
+   * Makes room for one more: the oldest quiet records go first; locked or busy ones only
+   * if every record is (their `end` then finds nothing, which is harmless).
+   */
+  #forgetOldest(nowMs: number): void {
+    if (this.#records.size < this.#maxAddresses) return;
+    for (const [address, r] of this.#records) {
+      if (r.checking > 0 || r.lockedUntilMs > nowMs) continue;
+      this.#records.delete(address);
+      if (this.#records.size < this.#maxAddresses) return;
+    }
+    // Every one is busy: the oldest goes anyway; the map stays bounded.
+    const first = this.#records.keys().next();
+    if (!first.done) this.#records.delete(first.value);
+  }
+}
 
 /** Checks CONNECT credentials against the configured users. */
 export class Authenticator {
   readonly #users: Map<string, UserConfig>;
   readonly #defaults: PermissionsConfig;
   readonly #allowAnonymous: boolean;
+  readonly #hubOnly: readonly string[];
+  readonly #guard: LoginGuard;
 
   constructor(options: {
     users: readonly UserConfig[];
     defaultPermissions: PermissionsConfig;
     allowAnonymous: boolean;
+    /** `upstream.import`: subjects only the hub writes (see compilePermissions). */
+    hubOnly?: readonly string[];
+    /** Failed logins per source address before a lockout; 0 = no limit. */
+    failedLoginsPerAddress?: number;
+    failedLoginWindowMs?: number;
   }) {
     this.#users = new Map(options.users.map((u) => [u.user, u]));
     this.#defaults = options.defaultPermissions;
     this.#allowAnonymous = options.allowAnonymous;
+    this.#hubOnly = options.hubOnly ?? [];
+    this.#guard = new LoginGuard({
+      maxFailures: options.failedLoginsPerAddress ?? 0,
+      windowMs: options.failedLoginWindowMs ?? 60_000,
+    });
   }
 
   get hasUsers(): boolean {
     return this.#users.size > 0;
+  }
+
+  /** True while CONNECTs from `address` are refused: too many failed logins from it. */
+  lockedOut(address: string, nowMs = Date.now()): boolean {
+    return this.#guard.lockedOut(address, nowMs);
   }
 
   /** Anonymous clients are decided at once; users need a (slow, async) hash check. */
@@ -112,31 +295,82 @@ export class Authenticator {
         ok: false,
         returnCode: 5,
         reason: "anonymous access is disabled (mqtt.allow_anonymous)",
+        refusal: "anonymous-disabled",
       };
     }
     return {
       ok: true,
       user: undefined,
-      permissions: compilePermissions(this.#defaults, "", clientId),
+      permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
     };
   }
 
+  /**
+   * Checks a user's password, unless `address` is locked out (then no hash is computed).
+   * The reason given never repeats the user name: it is the client's choice.
+   */
   async user(
     username: string,
     password: Uint8Array | undefined,
     clientId: string,
+    address: string,
   ): Promise<AuthResult> {
+    if (!this.#guard.begin(address, Date.now())) return lockedOutResult();
     const user = this.#users.get(username);
     // Unknown users cost a hash too, so timing does not tell which names exist.
     const hash = user?.password ?? "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
-    const good = await verifyPassword(password ?? new Uint8Array(0), hash);
-    if (user === undefined || !good) {
-      return { ok: false, returnCode: 4, reason: `bad user name or password for "${username}"` };
+    let good: boolean;
+    try {
+      good = await verifyPassword(password ?? new Uint8Array(0), hash);
+    } catch (err) {
+      this.#guard.end(address, false, Date.now());
+      throw err;
+    }
+    const ok = user !== undefined && good;
+    const lockout = this.#guard.end(address, ok, Date.now());
+    if (!ok) {
+      return {
+        ok: false,
+        returnCode: 4,
+        reason: "bad user name or password",
+        refusal: "bad-credentials",
+        ...(lockout !== undefined ? { lockout } : {}),
+      };
     }
     return {
       ok: true,
       user: username,
-      permissions: compilePermissions(user.permissions ?? this.#defaults, username, clientId),
+      permissions: compilePermissions(
+        user.permissions ?? this.#defaults,
+        username,
+        clientId,
+        this.#hubOnly,
+      ),
     };
   }
+
+  /**
+   * What `owner` may do today, for what is published in its name later (a will): its
+   * permissions from the current config, or none if it could not log in now (a user
+   * since removed, anonymous since disabled). `undefined`: a session stored before owners
+   * were recorded, judged as anonymous.
+   */
+  permissionsFor(owner: string | undefined, clientId: string): Permissions {
+    if (owner === undefined || owner === ANONYMOUS) {
+      const result = this.anonymous(clientId);
+      return result.ok ? result.permissions : DENY_ALL;
+    }
+    const user = this.#users.get(owner);
+    if (user === undefined) return DENY_ALL;
+    return compilePermissions(user.permissions ?? this.#defaults, owner, clientId, this.#hubOnly);
+  }
+}
+
+function lockedOutResult(): AuthResult {
+  return {
+    ok: false,
+    returnCode: 5,
+    reason: "too many failed logins from this address; try again later",
+    refusal: "locked-out",
+  };
 }

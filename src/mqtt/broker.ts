@@ -1,7 +1,8 @@
 import type { Bus, Counter, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import type { RetainedStore, SessionStore } from "../store/index.js";
-import { Authenticator } from "./auth.js";
+import { type Admission, Admissions } from "./admission.js";
+import { ANONYMOUS, Authenticator, type Permissions } from "./auth.js";
 import { Connection } from "./connection.js";
 import { propertiesToHeaders } from "./properties.js";
 import { Session, type Will } from "./session.js";
@@ -24,6 +25,12 @@ export interface BrokerOptions {
   readonly topicAliasMaximum: number;
   /** Connected clients at most; 0 = no limit. */
   readonly maxConnections: number;
+  /** Sockets that have not yet had their CONNECT accepted, at most; 0 = no limit. */
+  readonly maxPendingConnections: number;
+  /** The first packet (CONNECT) is refused from its fixed header above this many bytes. */
+  readonly maxConnectSize: number;
+  /** Sockets one source address may hold, pending or not; 0 = no limit. */
+  readonly maxConnectionsPerAddress: number;
   /** Outbound QoS 0 messages are dropped while a client has this much unsent. */
   readonly maxWriteBufferBytes: number;
   /** Durable commits a client may have pending before its socket is paused. */
@@ -40,6 +47,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxSessionExpiryMs: 7 * 24 * 3600 * 1000,
   topicAliasMaximum: 64,
   maxConnections: 1000,
+  maxPendingConnections: 100,
+  maxConnectSize: 64 * 1024,
+  maxConnectionsPerAddress: 256,
   maxWriteBufferBytes: 1024 * 1024,
   maxPendingCommits: 4096,
 };
@@ -55,13 +65,77 @@ export interface BrokerMetrics {
   readonly dropped: Counter;
   readonly wills: Counter;
   readonly authFailures: Counter;
+  readonly authLockouts: Counter;
   readonly denied: Counter;
   readonly sessions: Gauge;
+  readonly pending: Gauge;
+  readonly refused: Counter;
 }
 
-/** At most this many protocol-error lines per window; the rest are counted, then summarised. */
-const PROTOCOL_ERROR_LOG_BURST = 10;
-const PROTOCOL_ERROR_LOG_WINDOW_MS = 10_000;
+/** Who publishes: whose permissions apply, and the client id it is published under. */
+export interface Publisher {
+  readonly clientId: string | undefined;
+  readonly permissions: Permissions;
+}
+
+/** What `Broker.publish` did: refused, or handed to the bus (settles once stored). */
+export type PublishOutcome =
+  | { readonly ok: false; readonly reason: "not-authorized" }
+  | { readonly ok: true; readonly committed: Promise<void> };
+
+/** The kinds of publish, as counted in leafgate_mqtt_denied_total{kind}. */
+export type PublishKind = "publish" | "will";
+
+/** At most this many lines of a kind per window; the rest are counted, then summarised. */
+const LOG_BURST = 10;
+const LOG_WINDOW_MS = 10_000;
+
+/**
+ * Warnings that clients can cause, rate-limited per kind: a flood of bad clients must
+ * not flood the log. What was held back is said in one line when the next window opens.
+ */
+class RateLimitedLog {
+  readonly #log: Logger;
+  readonly #what: string;
+  #windowStartMs = 0;
+  #logged = 0;
+  #suppressed = 0;
+
+  constructor(log: Logger, what: string) {
+    this.#log = log;
+    this.#what = what;
+  }
+
+  warn(fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - this.#windowStartMs >= LOG_WINDOW_MS) {
+      if (this.#suppressed > 0) {
+        this.#log.warn({ suppressed: this.#suppressed }, `more ${this.#what} were not logged`);
+      }
+      this.#windowStartMs = now;
+      this.#logged = 0;
+      this.#suppressed = 0;
+    }
+    if (this.#logged++ < LOG_BURST) this.#log.warn(fields, msg);
+    else this.#suppressed++;
+  }
+}
+
+/** Client-chosen text (ids, user names) is cut to this in logs. */
+const MAX_LOGGED_CLIENT_TEXT = 64;
+
+/** A client-chosen string for a log line: at most MAX_LOGGED_CLIENT_TEXT characters. */
+export function clip(text: string | undefined): string | undefined {
+  if (text === undefined || text.length <= MAX_LOGGED_CLIENT_TEXT) return text;
+  return `${text.slice(0, MAX_LOGGED_CLIENT_TEXT)}…`;
+}
+
+/** The address part of `host:port` (`::ffff:` of IPv4-mapped addresses taken off). */
+export function sourceAddress(remote: string): string {
+  const at = remote.lastIndexOf(":");
+  const host = at > 0 ? remote.slice(0, at) : remote;
+  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+}
 
 /** Shared state of every MQTT connection: the bus, options and the client-id table. */
 export class Broker {
@@ -71,10 +145,15 @@ export class Broker {
   readonly metrics: BrokerMetrics;
   readonly #connections = new Set<Connection>();
   readonly #sessions = new Map<string, Session>();
+  readonly #admissions = new WeakMap<Connection, Admission>();
+  /** Sockets by source address, and those still before CONNECT (see admission.ts). */
+  readonly admissions: Admissions;
   #nextAnonymousId = 1;
-  #logWindowStartMs = 0;
-  #loggedInWindow = 0;
-  #suppressed = 0;
+  readonly #protocolErrorLog: RateLimitedLog;
+  /** CONNECTs refused (bad password, not authorized, limits) and denied wills. */
+  readonly refusalLog: RateLimitedLog;
+  /** Addresses locked out after failed logins: apart, so refusals cannot crowd it out. */
+  readonly lockoutLog: RateLimitedLog;
 
   /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
   readonly retained: RetainedStore | undefined;
@@ -132,14 +211,39 @@ export class Broker {
       wills: metrics.counter("leafgate_mqtt_wills_published_total", "Wills published"),
       authFailures: metrics.counter(
         "leafgate_mqtt_auth_failures_total",
-        "CONNECTs refused, by CONNACK return code",
+        "CONNECTs refused after their credentials or authorization were checked, by CONNACK return code",
+      ),
+      authLockouts: metrics.counter(
+        "leafgate_mqtt_auth_lockouts_total",
+        "CONNECTs refused without a password check: their source address had too many failed logins",
       ),
       denied: metrics.counter(
         "leafgate_mqtt_denied_total",
         "PUBLISH and SUBSCRIBE refused by permissions, by kind",
       ),
       sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
+      pending: metrics.gauge(
+        "leafgate_mqtt_pending_connections",
+        "Sockets accepted whose CONNECT has not been accepted yet",
+      ),
+      refused: metrics.counter(
+        "leafgate_mqtt_connections_refused_total",
+        "Sockets closed at accept, or while pending to make room, by reason",
+      ),
     };
+    this.#protocolErrorLog = new RateLimitedLog(log, "mqtt protocol errors");
+    this.refusalLog = new RateLimitedLog(log, "mqtt refusals");
+    this.lockoutLog = new RateLimitedLog(log, "mqtt lockouts");
+    this.admissions = new Admissions(
+      {
+        maxPending: options.maxPendingConnections,
+        maxPerAddress: options.maxConnectionsPerAddress,
+      },
+      {
+        refused: (reason) => this.metrics.refused.inc({ reason }),
+        pending: (count) => this.metrics.pending.set(count),
+      },
+    );
   }
 
   /**
@@ -156,7 +260,7 @@ export class Broker {
       if (since + stored.expiryMs <= nowMs) {
         if (stored.will !== undefined) {
           const { dueAtMs: _, ...will } = stored.will;
-          wills.push([stored.clientId, { ...will, delayMs: 0 }]);
+          wills.push([stored.clientId, { ...will, owner: will.owner ?? stored.owner, delayMs: 0 }]);
         }
         store.deleteSession(stored.clientId);
         expired++;
@@ -175,9 +279,13 @@ export class Broker {
     }
   }
 
-  /** Starts the MQTT protocol on a freshly accepted transport. */
-  accept(transport: Transport): TransportHandler {
+  /**
+   * Starts the MQTT protocol on a freshly accepted transport; `admission` is the place
+   * its socket took when it was accepted (see `admissions`).
+   */
+  accept(transport: Transport, admission?: Admission): TransportHandler {
     const connection = new Connection(this, transport);
+    if (admission !== undefined) this.#admissions.set(connection, admission);
     this.#connections.add(connection);
     this.metrics.accepted.inc();
     this.metrics.connections.set(this.#connections.size);
@@ -189,20 +297,22 @@ export class Broker {
    * Every error is still counted in leafgate_mqtt_protocol_errors_total.
    */
   logProtocolError(fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    if (now - this.#logWindowStartMs >= PROTOCOL_ERROR_LOG_WINDOW_MS) {
-      if (this.#suppressed > 0) {
-        this.log.warn(
-          { suppressed: this.#suppressed },
-          "more mqtt protocol errors were not logged",
-        );
-      }
-      this.#logWindowStartMs = now;
-      this.#loggedInWindow = 0;
-      this.#suppressed = 0;
-    }
-    if (this.#loggedInWindow++ < PROTOCOL_ERROR_LOG_BURST) this.log.warn(fields, msg);
-    else this.#suppressed++;
+    this.#protocolErrorLog.warn(fields, msg);
+  }
+
+  /** The connection's CONNECT was accepted: its socket no longer counts as pending. */
+  established(connection: Connection): void {
+    this.#admissions.get(connection)?.established();
+  }
+
+  /**
+   * Whether `owner` (a user name, or ANONYMOUS) may have the session of `clientId`: a
+   * session belongs to the user who made it. A session stored before owners were
+   * recorded belongs to whoever resumes it first.
+   */
+  mayTakeSession(clientId: string, owner: string): boolean {
+    const held = this.#sessions.get(clientId)?.owner;
+    return held === undefined || held === owner;
   }
 
   /**
@@ -215,6 +325,7 @@ export class Broker {
     connection: Connection,
     cleanStart: boolean,
     expiryMs: number,
+    owner: string = ANONYMOUS,
   ): { session: Session; present: boolean } {
     let session = this.#sessions.get(clientId);
     const previous = session?.connection;
@@ -233,6 +344,9 @@ export class Broker {
       this.#sessions.set(clientId, session);
       this.metrics.sessions.set(this.#sessions.size);
     }
+    session.owner = owner;
+    // The owner is written with the session's first row, so no stored session lacks one.
+    if (expiryMs > 0) this.sessionStore?.saveOwner(clientId, owner, expiryMs);
     session.setExpiry(expiryMs);
     return { session, present };
   }
@@ -247,7 +361,43 @@ export class Broker {
     if (session.persistent) this.sessionStore?.deleteSession(session.clientId);
   }
 
-  /** Publishes a will (now due) as if its client had published it. */
+  /**
+   * Every message a client publishes into the bus goes through here — PUBLISH, retained
+   * PUBLISH, wills — so that none skips the permission check (issue 10: wills did). A
+   * denied message is counted in leafgate_mqtt_denied_total{kind} and goes nowhere: not
+   * to the bus, not into the retained store. An allowed retained one is stored as the
+   * topic's retained message, then published.
+   */
+  publish(from: Publisher, message: Envelope, kind: PublishKind = "publish"): PublishOutcome {
+    if (!from.permissions.canPublish(message.subject)) {
+      this.metrics.denied.inc({ kind });
+      return { ok: false, reason: "not-authorized" };
+    }
+    if (message.retain === true && this.retained !== undefined) {
+      try {
+        this.retained.set(
+          message.subject,
+          message.payload,
+          message.qos,
+          message.receivedAtMs,
+          message.properties,
+          message.expiresAtMs,
+        );
+      } catch (err) {
+        this.log.warn(
+          { subject: message.subject, err: errorMessage(err) },
+          "retained message not stored",
+        );
+      }
+    }
+    return { ok: true, committed: this.bus.publish(message) };
+  }
+
+  /**
+   * Publishes a will (now due) as if its client had published it, with the permissions
+   * its owner has today: the will was checked at CONNECT, but a restart may have
+   * narrowed them since, or removed the user.
+   */
   publishWill(clientId: string, will: Will): void {
     const now = Date.now();
     const message: Envelope = {
@@ -265,20 +415,19 @@ export class Broker {
         ? { expiresAtMs: now + will.messageExpiryS * 1000 }
         : {}),
     };
-    if (message.retain === true) {
-      try {
-        this.retained?.set(message.subject, message.payload, message.qos, message.receivedAtMs);
-      } catch (err) {
-        this.log.warn(
-          { subject: message.subject, err: errorMessage(err) },
-          "retained will not stored",
-        );
-      }
+    const permissions = this.auth.permissionsFor(will.owner, clientId);
+    const outcome = this.publish({ clientId, permissions }, message, "will");
+    if (!outcome.ok) {
+      this.refusalLog.warn(
+        { client: clip(clientId), subject: clip(will.subject) },
+        "mqtt will not published: its owner may not publish there (any more)",
+      );
+      return;
     }
     this.metrics.wills.inc();
-    this.bus.publish(message).catch((err) => {
+    outcome.committed.catch((err) => {
       this.metrics.dropped.inc({ reason: "will-not-stored" });
-      this.log.warn({ client: clientId, err: errorMessage(err) }, "will not stored");
+      this.log.warn({ client: clip(clientId), err: errorMessage(err) }, "will not stored");
     });
   }
 

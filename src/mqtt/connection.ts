@@ -4,8 +4,8 @@ import { errorMessage, toTopic } from "../core/index.js";
 import type { RetainedMessage } from "../store/index.js";
 import { ALLOW_ALL, type Permissions } from "./auth.js";
 import type { Broker } from "./broker.js";
-import { MqttProtocolError, REASON } from "./errors.js";
-import { PacketFramer } from "./framer.js";
+import { MqttProtocolError, REASON, type Violation } from "./errors.js";
+import { type FrameError, PacketFramer } from "./framer.js";
 import { handleConnect } from "./handlers/connect.js";
 import { handleDisconnect } from "./handlers/disconnect.js";
 import { handlePublish, handlePubrel } from "./handlers/publish.js";
@@ -28,6 +28,13 @@ export type ConnectionState =
   | "connected"
   | "closing"
   | "closed";
+
+/** What the framer's refusals break. */
+const FRAME_VIOLATION = {
+  malformed: "malformed",
+  tooLarge: "packetTooLarge",
+  firstTooLarge: "connectTooLarge",
+} as const satisfies Record<FrameError, Violation>;
 
 /** Keepalive is enforced at one and a half times the negotiated interval [MQTT-3.1.2-24]. */
 const KEEPALIVE_GRACE = 1.5;
@@ -97,10 +104,9 @@ export class Connection implements TransportHandler {
         this.#raw = raw;
         this.#parser.parse(raw);
       },
-      (error, detail) =>
-        this.protocolError(
-          new MqttProtocolError(error === "tooLarge" ? "packetTooLarge" : "malformed", detail),
-        ),
+      (error, detail) => this.protocolError(new MqttProtocolError(FRAME_VIOLATION[error], detail)),
+      // Before CONNECT nothing is known of the client: its first packet is held to less.
+      broker.options.maxConnectSize,
     );
     this.#parser.on("packet", (packet) => this.#dispatch(packet, this.#raw));
     this.#parser.on("error", (err: Error) => this.#onParseError(err));

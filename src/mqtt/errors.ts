@@ -13,6 +13,11 @@ export const VIOLATIONS = {
     text: "packet larger than mqtt.max_packet_size",
     reason: 0x95,
   },
+  connectTooLarge: {
+    rule: "mqtt.max_connect_size",
+    text: "first packet (CONNECT) larger than mqtt.max_connect_size",
+    reason: 0x95,
+  },
   firstPacketNotConnect: {
     rule: "[MQTT-3.1.0-1]",
     text: "first packet was not CONNECT",
@@ -114,6 +119,7 @@ export const REASON = {
   packetIdNotFound: 0x92,
   quotaExceeded: 0x97,
   payloadFormatInvalid: 0x99,
+  connectionRateExceeded: 0x9f,
 } as const;
 
 /** The MQTT 5 CONNACK reason for a 3.1.1 return code. */

@@ -4,7 +4,7 @@
  * size limit is refused as soon as its length is known, before its bytes are buffered;
  * whole packets go to the parser one at a time, with their raw bytes at hand.
  */
-export type FrameError = "malformed" | "tooLarge";
+export type FrameError = "malformed" | "tooLarge" | "firstTooLarge";
 
 const MAX_LENGTH_BYTES = 4;
 
@@ -29,6 +29,8 @@ export class PacketFramer {
   #needed = 0;
   #stopped = false;
   readonly #maxPacketBytes: number;
+  /** The first packet's limit (CONNECT, from a client not yet known), then #maxPacketBytes. */
+  #limit: number;
   readonly #onPacket: (raw: Buffer) => void;
   readonly #onError: (error: FrameError, detail: string) => void;
 
@@ -36,8 +38,10 @@ export class PacketFramer {
     maxPacketBytes: number,
     onPacket: (raw: Buffer) => void,
     onError: (error: FrameError, detail: string) => void,
+    firstPacketMaxBytes = maxPacketBytes,
   ) {
     this.#maxPacketBytes = maxPacketBytes;
+    this.#limit = Math.min(firstPacketMaxBytes, maxPacketBytes);
     this.#onPacket = onPacket;
     this.#onError = onError;
   }
@@ -94,14 +98,16 @@ export class PacketFramer {
         break;
       }
       const total = i - at + length;
-      if (total > this.#maxPacketBytes) {
-        this.#fail("tooLarge", `${total} bytes, limit ${this.#maxPacketBytes}`);
+      if (total > this.#limit) {
+        const first = this.#limit !== this.#maxPacketBytes;
+        this.#fail(first ? "firstTooLarge" : "tooLarge", `${total} bytes, limit ${this.#limit}`);
         return;
       }
       if (data.length - at < total) {
         this.#needed = total;
         break;
       }
+      this.#limit = this.#maxPacketBytes;
       this.#onPacket(data.subarray(at, at + total));
       at += total;
     }

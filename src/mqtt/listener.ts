@@ -7,7 +7,8 @@ import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { Counter, Logger } from "../core/index.js";
 import { errorMessage, LeafgateError } from "../core/index.js";
-import type { Broker } from "./broker.js";
+import type { Admission } from "./admission.js";
+import { type Broker, sourceAddress } from "./broker.js";
 import type { Transport } from "./transport.js";
 
 /** Adapts a TCP socket to the protocol's Transport. */
@@ -102,6 +103,14 @@ export interface ListenerOptions {
 export class MqttListener {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  readonly #broker: Broker;
+  /**
+   * Places taken at accept, by `address:port`, until the MQTT connection on top (after a
+   * TLS or WebSocket handshake) claims its own. Unique among open TCP connections.
+   */
+  readonly #admitted = new Map<string, Admission>();
+  /** Raw sockets refused at accept: their TLS layer's reset is not a handshake failure. */
+  readonly #refused = new WeakSet<Socket>();
   readonly #log: Logger;
   readonly #tls: boolean;
   readonly #websocket: boolean;
@@ -110,11 +119,12 @@ export class MqttListener {
   constructor(broker: Broker, log: Logger, options: ListenerOptions = {}) {
     const { tls } = options;
     this.#log = log;
+    this.#broker = broker;
     this.#tls = tls !== undefined;
     this.#websocket = options.websocket === true;
     const accept = (socket: Socket): void => {
       this.#sockets.add(socket);
-      const handler = broker.accept(socketTransport(socket));
+      const handler = broker.accept(socketTransport(socket), this.#claim(socket));
       socket.on("data", (chunk: Buffer) => handler.onData(chunk));
       socket.on("error", (err) => handler.onClose(err));
       socket.on("close", () => {
@@ -150,19 +160,58 @@ export class MqttListener {
       if (tlsOptions !== undefined) {
         this.#countHandshakeFailures(this.#server, options.tlsHandshakeFailures);
       }
+      this.#admitFirst(this.#server);
       return;
     }
     if (tlsOptions === undefined) {
       this.#server = createServer({ noDelay: true }, accept);
+      this.#admitFirst(this.#server);
       return;
     }
-    const server = createTlsServer(tlsOptions);
+    // A TLS handshake is part of the time before CONNECT: held to the same limit.
+    const server = createTlsServer({
+      ...tlsOptions,
+      handshakeTimeout: broker.options.connectTimeoutMs,
+    });
     server.on("secureConnection", (socket) => {
       socket.setNoDelay(true);
       accept(socket);
     });
     this.#countHandshakeFailures(server, options.tlsHandshakeFailures);
+    this.#admitFirst(server);
     this.#server = server;
+  }
+
+  /**
+   * Counts every socket the moment it is accepted, before a TLS or WebSocket handshake
+   * spends anything on it, and closes the ones over a limit (see admission.ts). Runs
+   * ahead of the server's own `connection` listeners.
+   */
+  #admitFirst(server: Server): void {
+    server.prependListener("connection", (socket: Socket) => {
+      const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+      const admission = this.#broker.admissions.admit(sourceAddress(remote), () =>
+        socket.destroy(),
+      );
+      if (admission === undefined) {
+        this.#refused.add(socket);
+        socket.destroy();
+        return;
+      }
+      this.#admitted.set(remote, admission);
+      socket.once("close", () => {
+        admission.release();
+        if (this.#admitted.get(remote) === admission) this.#admitted.delete(remote);
+      });
+    });
+  }
+
+  /** The place `socket` (or the raw socket under it) took at accept. */
+  #claim(socket: { remoteAddress?: string; remotePort?: number }): Admission | undefined {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const admission = this.#admitted.get(remote);
+    this.#admitted.delete(remote);
+    return admission;
   }
 
   /**
@@ -170,7 +219,9 @@ export class MqttListener {
    * never reaches MQTT: it is the client's problem, counted, and logged at debug.
    */
   #countHandshakeFailures(server: Server, failures: Counter | undefined): void {
-    server.on("tlsClientError", (err: Error) => {
+    server.on("tlsClientError", (err: Error, tlsSocket: { _parent?: unknown }) => {
+      // `_parent` is the raw socket under the TLS one (Node internal, long-standing).
+      if (this.#refused.has(tlsSocket._parent as Socket)) return;
       failures?.inc();
       this.#log.debug({ err: errorMessage(err) }, "mqtt tls handshake failed");
     });
@@ -197,7 +248,7 @@ export class MqttListener {
     this.#wss = wss;
     wss.on("connection", (ws: WebSocket, req: IncomingMessage) => {
       const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-      const handler = broker.accept(webSocketTransport(ws, remote));
+      const handler = broker.accept(webSocketTransport(ws, remote), this.#claim(req.socket));
       ws.on("message", (data: Buffer, isBinary: boolean) => {
         // MQTT travels in binary messages only; anything else closes [MQTT-6.0.0-1].
         if (!isBinary) {

@@ -75,6 +75,11 @@ interface PendingWill {
 export class Session {
   readonly clientId: string;
   readonly broker: Broker;
+  /**
+   * The user it belongs to (a user name, or ANONYMOUS); no one else may take it over.
+   * Undefined only for a session stored before owners were recorded.
+   */
+  owner: string | undefined;
   /** How long the session outlives its connection; 0 = it ends with it. */
   expiryMs: number;
   connection: Connection | undefined;
@@ -503,6 +508,28 @@ export class Session {
     this.#resend.clear();
   }
 
+  /**
+   * Drops the owed messages (queued, in flight, to be resent) that `keep` refuses, as if
+   * delivered; returns how many. For a resumed session whose user may no longer receive
+   * some of what was queued for it.
+   */
+  dropOwed(keep: (message: Envelope) => boolean): number {
+    let dropped = 0;
+    const drop = (out: Outbound): boolean => {
+      if (keep(out.message)) return false;
+      if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+      dropped++;
+      return true;
+    };
+    for (const owed of [this.inflight, this.#resend]) {
+      for (const [id, out] of owed) if (drop(out)) owed.delete(id);
+    }
+    const queue = this.#queue.slice(this.#queueHead).filter((out) => !drop(out));
+    this.#queue = queue;
+    this.#queueHead = 0;
+    return dropped;
+  }
+
   /** Stops timers at gateway shutdown; the stored session stays for the next start. */
   suspend(): void {
     this.#cancelExpiry?.();
@@ -529,6 +556,7 @@ export class Session {
   /** Rebuilds a stored session after a restart; it waits offline for its client. */
   static restore(broker: Broker, stored: StoredSession, nowMs: number): Session {
     const session = new Session(broker, stored.clientId, stored.expiryMs);
+    session.owner = stored.owner;
     for (const s of stored.subscriptions) {
       let parsed: ParsedFilter;
       try {

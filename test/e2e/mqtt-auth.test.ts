@@ -20,6 +20,8 @@ describe("MQTT authorization", () => {
   async function start(): Promise<TestGateway> {
     const hash = await hashPassword("pw-sensor-1");
     gw = await startGateway({
+      // Anonymous clients next to users: since users exist, only when the file says so.
+      mqtt: "  allow_anonymous: true\n",
       extra: `authorization:
   default_permissions:
     subscribe: { deny: [ "admin.>" ] }

@@ -52,9 +52,20 @@ export class RawMqtt {
     );
   }
 
-  /** Opens a TCP connection (no CONNECT sent yet). */
-  static async open(port: number, version: ProtocolLevel = 5): Promise<RawMqtt> {
-    const socket = netConnect({ host: "127.0.0.1", port });
+  /**
+   * Opens a TCP connection (no CONNECT sent yet); `localAddress` picks the source address
+   * (any of 127.0.0.0/8 on Linux), for limits kept per source address.
+   */
+  static async open(
+    port: number,
+    version: ProtocolLevel = 5,
+    localAddress?: string,
+  ): Promise<RawMqtt> {
+    const socket = netConnect({
+      host: "127.0.0.1",
+      port,
+      ...(localAddress ? { localAddress } : {}),
+    });
     const client = new RawMqtt(socket, version);
     openClients.add(client);
     await new Promise<void>((resolve, reject) => {
@@ -69,8 +80,9 @@ export class RawMqtt {
     port: number,
     fields: Partial<mqtt.IConnectPacket> = {},
     version: ProtocolLevel = (fields.protocolVersion as ProtocolLevel | undefined) ?? 5,
+    localAddress?: string,
   ): Promise<{ client: RawMqtt; connack: mqtt.IConnackPacket }> {
-    const client = await RawMqtt.open(port, version);
+    const client = await RawMqtt.open(port, version, localAddress);
     const connack = await client.sendConnect(fields);
     return { client, connack };
   }

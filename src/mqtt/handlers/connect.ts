@@ -1,12 +1,14 @@
 import type mqtt from "mqtt-packet";
 import type { MessageProperties } from "../../core/index.js";
 import { errorMessage, toSubject } from "../../core/index.js";
-import type { AuthResult } from "../auth.js";
+import { ALLOW_ALL, ANONYMOUS, type AuthResult, type Permissions } from "../auth.js";
+import { clip, sourceAddress } from "../broker.js";
 import type { Connection } from "../connection.js";
 import { CONNACK, CONNACK_V5, MqttProtocolError, REASON } from "../errors.js";
+import { type ParsedFilter, parseFilter } from "../filter.js";
 import { encodeConnack, encodeV5 } from "../packets.js";
 import { checkNoRepeats } from "../properties.js";
-import type { Will } from "../session.js";
+import type { Session, Will } from "../session.js";
 
 /** MQTT 5 Session Expiry Interval meaning "never" (section 3.1.2.11.2). */
 const EXPIRY_NEVER_S = 0xffff_ffff;
@@ -28,6 +30,12 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
   }
   if (props.maximumPacketSize === 0) {
     throw new MqttProtocolError("protocolError", "Maximum Packet Size 0");
+  }
+  const address = sourceAddress(conn.transport.remote);
+  if (broker.auth.lockedOut(address)) {
+    // Too many failed logins from this address: no password check, whoever it is.
+    refuseLockedOut(conn, packet);
+    return;
   }
   if (props.authenticationMethod !== undefined) {
     // Enhanced authentication is not offered (section 4.12).
@@ -97,8 +105,16 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
     return;
   }
   conn.beginAuthentication();
-  broker.auth.user(packet.username!, packet.password, clientId).then(
+  broker.auth.user(packet.username!, packet.password, clientId, address).then(
     (result) => {
+      if (result.ok === false && result.lockout !== undefined) {
+        const { address: locked, failures, forMs } = result.lockout;
+        // One line per lockout, whoever is trying: the address, never the name tried.
+        broker.lockoutLog.warn(
+          { address: locked, failures, lockedForMs: forMs },
+          "mqtt logins from an address locked out: too many failed logins",
+        );
+      }
       if (conn.state !== "authenticating") return;
       if (!result.ok) refuseAuth(conn, packet, result);
       else accept(conn, packet, clientId, assigned, will, result);
@@ -183,10 +199,17 @@ function refuse(
   } else {
     conn.send(encodeConnack(codeV3));
   }
-  conn.broker.log.warn(
-    { remote: conn.transport.remote, client: packet.clientId, user: packet.username },
-    `mqtt client refused: ${why}`,
-  );
+  const { broker } = conn;
+  // The client chose its id and user name: at warn only the address, and rate-limited;
+  // the rest at debug, cut short.
+  const remote = conn.transport.remote;
+  if (closeReason !== "locked-out") {
+    broker.refusalLog.warn({ remote, reason: closeReason }, `mqtt client refused: ${why}`);
+    broker.log.debug(
+      { remote, client: clip(packet.clientId), user: clip(packet.username) },
+      `mqtt client refused: ${why}`,
+    );
+  }
   conn.close(closeReason, true);
 }
 
@@ -195,6 +218,10 @@ function refuseAuth(
   packet: mqtt.IConnectPacket,
   result: Extract<AuthResult, { ok: false }>,
 ): void {
+  if (result.refusal === "locked-out") {
+    refuseLockedOut(conn, packet);
+    return;
+  }
   conn.broker.metrics.authFailures.inc({ code: String(result.returnCode) });
   refuse(
     conn,
@@ -203,6 +230,40 @@ function refuseAuth(
     result.returnCode,
     result.returnCode === CONNACK.badUsernameOrPassword ? "bad-credentials" : "not-authorized",
     result.reason,
+  );
+}
+
+/**
+ * The source address is locked out after too many failed logins. MQTT 5 has a code for
+ * it, 0x9F Connection rate exceeded (section 3.2.2.2); MQTT 3.1.1 has none, and 5 (not
+ * authorized) is the truthful one of its codes: 4 would say the password was wrong, which
+ * was never checked, and 3 (server unavailable) invites an immediate retry.
+ */
+function refuseLockedOut(conn: Connection, packet: mqtt.IConnectPacket): void {
+  conn.broker.metrics.authLockouts.inc();
+  refuse(
+    conn,
+    packet,
+    REASON.connectionRateExceeded,
+    CONNACK.notAuthorized,
+    "locked-out",
+    "too many failed logins from this address; try again later",
+  );
+}
+
+/**
+ * The session of `clientId` is another user's [issue 10]: taking it over, or replacing it
+ * with clean start, is refused; its owner keeps its connection and its session.
+ */
+function refuseNotOwner(conn: Connection, packet: mqtt.IConnectPacket): void {
+  conn.broker.metrics.authFailures.inc({ code: String(CONNACK.notAuthorized) });
+  refuse(
+    conn,
+    packet,
+    REASON.notAuthorized,
+    CONNACK.notAuthorized,
+    "session-owned",
+    "the client id is in use by another user's session",
   );
 }
 
@@ -218,7 +279,28 @@ function accept(
   const { options } = broker;
   const v5 = conn.protocolVersion === 5;
   const props = v5 ? (packet.properties ?? {}) : {};
-  conn.will = will;
+  const owner = result.user ?? ANONYMOUS;
+  if (!broker.mayTakeSession(clientId, owner)) {
+    refuseNotOwner(conn, packet);
+    return;
+  }
+  // A will is a publish by the client, later: checked now as a PUBLISH would be, and
+  // again when it is published (Broker.publishWill), as mosquitto and nats-server do.
+  // MQTT 5 CONNACK 0x87 Not authorized; 3.1.1 return code 5.
+  if (will !== undefined && !result.permissions.canPublish(will.subject)) {
+    broker.metrics.denied.inc({ kind: "will" });
+    broker.metrics.authFailures.inc({ code: String(CONNACK.notAuthorized) });
+    refuse(
+      conn,
+      packet,
+      REASON.notAuthorized,
+      CONNACK.notAuthorized,
+      "will-denied",
+      "the will's topic is not one this client may publish to",
+    );
+    return;
+  }
+  conn.will = will === undefined ? undefined : { ...will, owner };
   conn.user = result.user;
   conn.permissions = result.permissions;
   conn.clientId = clientId;
@@ -254,7 +336,11 @@ function accept(
   conn.setWindow(props.receiveMaximum ?? 65_535);
 
   conn.state = "connected";
-  const { session, present } = broker.takeSession(clientId, conn, cleanStart, expiryMs);
+  broker.established(conn);
+  const { session, present } = broker.takeSession(clientId, conn, cleanStart, expiryMs, owner);
+  // Before anything owed goes out: the user's permissions may be narrower than when the
+  // session was made (a config change across a restart).
+  if (present) recheckSession(conn, session, result.permissions);
   conn.session = session;
   conn.startKeepalive(keepaliveS);
   if (v5) {
@@ -285,4 +371,44 @@ function accept(
   // Owed messages follow CONNACK: in-flight ones again, then the queue [MQTT-4.4.0-1].
   session.attach(conn, present);
   conn.endAuthentication();
+}
+
+/**
+ * A resumed session is held to its user's permissions of today: subscriptions no longer
+ * allowed go (counted as denied subscribes), and so do the owed messages the user may no
+ * longer receive (counted as dropped, `not-authorized`).
+ */
+function recheckSession(conn: Connection, session: Session, permissions: Permissions): void {
+  if (permissions === ALLOW_ALL) return;
+  const { broker } = conn;
+  let subscriptions = 0;
+  for (const sub of [...session.subscriptions.values()]) {
+    let parsed: ParsedFilter;
+    try {
+      parsed = parseFilter(sub.filter);
+    } catch {
+      continue; // kept as it was: it was accepted once, and matches what it did
+    }
+    // As at SUBSCRIBE: the filter is decided by its last pattern, a parent only added
+    // where it is allowed itself (see handleSubscribe).
+    const main = parsed.patterns[parsed.patterns.length - 1]!;
+    if (!permissions.canSubscribe(main)) {
+      session.unsubscribe(sub.filter);
+      broker.metrics.denied.inc({ kind: "subscribe" });
+      subscriptions++;
+      continue;
+    }
+    const patterns = parsed.patterns.filter((p) => p === main || permissions.canSubscribe(p));
+    if (patterns.length !== sub.patterns.length) session.subscribe({ ...sub, patterns }, true);
+  }
+  const messages = session.dropOwed(
+    (m) => permissions.canSubscribe(m.subject) && permissions.mayReceive(m.subject),
+  );
+  if (messages > 0) broker.metrics.dropped.inc({ reason: "not-authorized" }, messages);
+  if (subscriptions > 0 || messages > 0) {
+    broker.log.info(
+      { client: clip(session.clientId), subscriptions, messages },
+      "mqtt session resumed under narrower permissions: what they no longer allow was dropped",
+    );
+  }
 }

@@ -70,18 +70,21 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
       conn.send(encodeAck("pubrec", packetId, code));
     }
   };
-  if (!conn.permissions.canPublish(subject)) {
-    broker.metrics.denied.inc({ kind: "publish" });
-    conn.logDenied("publish", topic);
-    nack(REASON.notAuthorized);
-    return;
-  }
   const properties = extra?.properties;
   if (properties?.payloadFormat === 1 && !isUtf8(payload)) {
     // [MQTT-3.3.2-4] the receiver may check a payload said to be UTF-8.
     broker.metrics.dropped.inc({ reason: "payload-format-invalid" });
     nack(REASON.payloadFormatInvalid);
     return;
+  }
+  const session = conn.session!;
+  if (qos === 2) {
+    // A resent QoS 2 PUBLISH with an id we hold is not delivered again, and is
+    // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
+    // is still committing, its PUBREC is on the way.
+    const held = session.awaitingRelease.get(packetId);
+    if (held === "received") conn.send(encodeAck("pubrec", packetId));
+    if (held !== undefined) return;
   }
   const now = Date.now();
   const message: Envelope = {
@@ -98,34 +101,24 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
       : {}),
   };
 
-  if (packet.retain && broker.retained !== undefined) {
-    try {
-      broker.retained.set(subject, payload, qos, now, properties, message.expiresAtMs);
-    } catch (err) {
-      broker.log.warn({ subject, err: errorMessage(err) }, "retained message not stored");
-    }
+  // The one way in for what clients publish: permissions, then the retained store, then
+  // the bus (see Broker.publish).
+  const outcome = broker.publish(conn, message);
+  if (!outcome.ok) {
+    conn.logDenied("publish", topic);
+    nack(REASON.notAuthorized);
+    return;
   }
-
   if (qos === 0) {
-    broker.bus.publish(message).catch((err) => {
+    outcome.committed.catch((err) => {
       broker.metrics.dropped.inc({ reason: dropReason(err) });
       broker.log.debug({ client: conn.clientId, err: errorMessage(err) }, "QoS 0 message lost");
     });
     return;
   }
-
-  const session = conn.session!;
-  if (qos === 2) {
-    // A resent QoS 2 PUBLISH with an id we hold is not delivered again, and is
-    // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
-    // is still committing, its PUBREC is on the way.
-    const held = session.awaitingRelease.get(packetId);
-    if (held === "received") conn.send(encodeAck("pubrec", packetId));
-    if (held !== undefined) return;
-    session.awaitingRelease.set(packetId, "committing");
-  }
+  if (qos === 2) session.awaitingRelease.set(packetId, "committing");
   conn.trackCommit(
-    broker.bus.publish(message),
+    outcome.committed,
     () => {
       if (qos === 2) {
         session.awaitingRelease.set(packetId, "received");
