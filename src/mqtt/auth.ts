@@ -75,6 +75,25 @@ function namesSubjects(pattern: string): boolean {
 }
 
 /**
+ * A test for one pattern, cheap where it can be: `>` matches all, a literal subject by
+ * equality, anything else only past its literal first tokens (a string prefix) before
+ * the full match. Permissions run on every PUBLISH and delivery.
+ */
+function matcher(pattern: string): (subject: string) => boolean {
+  if (pattern === ">") return () => true;
+  const tokens = pattern.split(".");
+  const wild = tokens.findIndex((t) => t === "*" || t === ">");
+  if (wild < 0) return (s) => s === pattern;
+  const prefix = wild === 0 ? "" : `${tokens.slice(0, wild).join(".")}.`;
+  return (s) => s.startsWith(prefix) && subjectMatches(pattern, s);
+}
+
+const any = (matchers: readonly ((s: string) => boolean)[], s: string): boolean => {
+  for (const m of matchers) if (m(s)) return true;
+  return false;
+};
+
+/**
  * The permission rules of one client. `hubOnly` are the subjects imported from the hub
  * (`upstream.import`): only the hub writes there, so a local client may publish into them
  * only when an allow pattern that names them covers the subject — `cmd.gw1.>` or
@@ -91,16 +110,17 @@ export function compilePermissions(
   const subr = substitute(config.subscribe, user, clientId);
   const everything = (r: PermissionRule) => r.deny.length === 0 && r.allow.includes(">");
   if (hubOnly.length === 0 && everything(pub) && everything(subr)) return ALLOW_ALL;
-  const grants = pub.allow.filter(namesSubjects);
+  const pubAllow = pub.allow.map(matcher);
+  const pubDeny = pub.deny.map(matcher);
+  const hub = hubOnly.map(matcher);
+  const grants = pub.allow.filter(namesSubjects).map(matcher);
+  const receiveDeny = subr.deny.map(matcher);
   return {
-    canPublish: (s) =>
-      pub.allow.some((p) => subjectMatches(p, s)) &&
-      !pub.deny.some((p) => subjectMatches(p, s)) &&
-      (!hubOnly.some((p) => subjectMatches(p, s)) || grants.some((p) => subjectMatches(p, s))),
+    canPublish: (s) => any(pubAllow, s) && !any(pubDeny, s) && (!any(hub, s) || any(grants, s)),
     canSubscribe: (pattern) =>
       subr.allow.some((p) => patternCovers(p, pattern)) &&
       !subr.deny.some((p) => patternCovers(p, pattern)),
-    mayReceive: (s) => subr.deny.length === 0 || !subr.deny.some((p) => subjectMatches(p, s)),
+    mayReceive: (s) => receiveDeny.length === 0 || !any(receiveDeny, s),
   };
 }
 

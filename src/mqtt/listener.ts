@@ -123,6 +123,8 @@ export class MqttListener {
     this.#tls = tls !== undefined;
     this.#websocket = options.websocket === true;
     const accept = (socket: Socket): void => {
+      // Refused at admission (see #admitFirst), which runs first.
+      if (socket.destroyed) return;
       this.#sockets.add(socket);
       const handler = broker.accept(socketTransport(socket), this.#claim(socket));
       socket.on("data", (chunk: Buffer) => handler.onData(chunk));

@@ -516,7 +516,8 @@ export class Session {
   dropOwed(keep: (message: Envelope) => boolean): number {
     let dropped = 0;
     const drop = (out: Outbound): boolean => {
-      if (keep(out.message)) return false;
+      // PUBREC came: the client has the message, only our PUBREL is owed [MQTT-4.3.3-1].
+      if (out.released || keep(out.message)) return false;
       if (out.rowId !== undefined) this.#store?.remove(out.rowId);
       dropped++;
       return true;
@@ -580,7 +581,11 @@ export class Session {
     for (const id of stored.awaitingRelease) session.awaitingRelease.set(id, "received");
     if (stored.will !== undefined) {
       const { dueAtMs, ...will } = stored.will;
-      session.delayWill({ ...will, delayMs: 0 }, dueAtMs - nowMs);
+      // A will stored before owners were recorded is its session's.
+      session.delayWill(
+        { ...will, owner: will.owner ?? stored.owner, delayMs: 0 },
+        dueAtMs - nowMs,
+      );
     }
     const since = stored.disconnectedAtMs ?? nowMs;
     if (stored.disconnectedAtMs === undefined) {

@@ -1,6 +1,8 @@
 // Pure rules behind issue 10's limits: failed logins per address (backoff, bounded memory),
 // sockets per address and before CONNECT, and the import subjects only the hub may write.
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { subjectMatches } from "../../src/core/index.js";
 import { Admissions } from "../../src/mqtt/admission.js";
 import { compilePermissions, LoginGuard } from "../../src/mqtt/auth.js";
 
@@ -171,5 +173,47 @@ describe("import subjects are the hub's", () => {
 
   it("without import subjects everything-allowed stays everything-allowed", () => {
     expect(compilePermissions(rules([">"]), "u", "c").canPublish("cmd.gw1.x")).toBe(true);
+  });
+});
+
+describe("compiled permissions match as subjectMatches does", () => {
+  const token = fc.constantFrom("a", "b", "ab", "*");
+  const pattern = fc
+    .tuple(fc.array(token, { minLength: 1, maxLength: 4 }), fc.boolean())
+    .map(([ts, tail]) => (tail ? [...ts, ">"] : ts).join("."));
+  const subject = fc.array(fc.constantFrom("a", "b", "ab", "x"), { minLength: 1, maxLength: 5 });
+
+  it("for allow, deny and the hub's subjects alike (fast-check)", () => {
+    fc.assert(
+      fc.property(pattern, pattern, subject, (allow, deny, tokens) => {
+        const s = tokens.join(".");
+        const rules = {
+          publish: { allow: [allow], deny: [deny] },
+          subscribe: { allow: [">"], deny: [deny] },
+        };
+        const p = compilePermissions(rules, "u", "c", ["zz.>"]);
+        expect(p.canPublish(s)).toBe(subjectMatches(allow, s) && !subjectMatches(deny, s));
+        expect(p.mayReceive(s)).toBe(!subjectMatches(deny, s));
+        // As a hub subject: only a pattern naming something grants it.
+        const hub = compilePermissions(rules, "u", "c", [allow]);
+        const named = allow.split(".").some((t) => t !== "*" && t !== ">");
+        expect(hub.canPublish(s)).toBe(named && p.canPublish(s));
+      }),
+      { seed: 10, numRuns: 2000 },
+    );
+  });
+
+  it("a > pattern needs a token after its prefix", () => {
+    const p = compilePermissions(
+      { publish: { allow: [">"], deny: [] }, subscribe: { allow: [">"], deny: [] } },
+      "u",
+      "c",
+      ["cmd.gw1.>"],
+    );
+    expect(["cmd.gw1", "cmd.gw1.x", "cmd.gw10.x"].map((s) => p.canPublish(s))).toEqual([
+      true,
+      false,
+      true,
+    ]);
   });
 });

@@ -45,7 +45,7 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
       REASON.badAuthenticationMethod,
       CONNACK.notAuthorized,
       "bad-auth-method",
-      `authentication method "${props.authenticationMethod}" is not supported`,
+      `authentication method "${clip(props.authenticationMethod)}" is not supported`,
     );
     return;
   }
@@ -284,9 +284,10 @@ function accept(
     refuseNotOwner(conn, packet);
     return;
   }
-  // A will is a publish by the client, later: checked now as a PUBLISH would be, and
-  // again when it is published (Broker.publishWill), as mosquitto and nats-server do.
-  // MQTT 5 CONNACK 0x87 Not authorized; 3.1.1 return code 5.
+  // A will is a publish by the client, later: checked now as a PUBLISH would be, so the
+  // client learns at once that it could never go out (MQTT 5 CONNACK 0x87 Not authorized,
+  // 3.1.1 return code 5), and again when it is published (Broker.publishWill), as
+  // mosquitto checks its ACL when it sends a will.
   if (will !== undefined && !result.permissions.canPublish(will.subject)) {
     broker.metrics.denied.inc({ kind: "will" });
     broker.metrics.authFailures.inc({ code: String(CONNACK.notAuthorized) });
