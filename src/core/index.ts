@@ -1,6 +1,7 @@
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
 export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";
 export { errorMessage, LeafgateError } from "./errors.js";
+export { Guard, INTERNAL_ERRORS_METRIC, type Recover } from "./guard.js";
 export {
   type Counter,
   type Gauge,
