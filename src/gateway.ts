@@ -194,6 +194,8 @@ export class Gateway {
         maxQueued: config.mqtt.max_queued_messages,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
+        maxTopicBytes: config.mqtt.max_topic_length,
+        maxTopicLevels: config.mqtt.max_topic_levels,
       },
       mqttLog,
       metrics,

@@ -19,4 +19,13 @@ export {
   subjectMatches,
 } from "./subject.js";
 export { Sublist, type SublistEntry, type SublistMatch } from "./sublist.js";
-export { filterToPatterns, TopicError, toSubject, toTopic } from "./topic.js";
+export {
+  checkTopicBounds,
+  filterToPatterns,
+  TOPIC_TOO_LONG,
+  TOPIC_TOO_MANY_LEVELS,
+  type TopicBounds,
+  TopicError,
+  toSubject,
+  toTopic,
+} from "./topic.js";

@@ -28,6 +28,10 @@ export interface BrokerOptions {
   readonly maxWriteBufferBytes: number;
   /** Durable commits a client may have pending before its socket is paused. */
   readonly maxPendingCommits: number;
+  /** Longest topic or filter in UTF-8 bytes (`$share/<group>/` aside; the group too). */
+  readonly maxTopicBytes: number;
+  /** Most levels in a topic or filter. */
+  readonly maxTopicLevels: number;
 }
 
 export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
@@ -42,6 +46,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxConnections: 1000,
   maxWriteBufferBytes: 1024 * 1024,
   maxPendingCommits: 4096,
+  maxTopicBytes: 4096,
+  maxTopicLevels: 64,
 };
 
 /** Counters every connection reports into. */
@@ -56,6 +62,7 @@ export interface BrokerMetrics {
   readonly wills: Counter;
   readonly authFailures: Counter;
   readonly denied: Counter;
+  readonly subscriptionsRefused: Counter;
   readonly sessions: Gauge;
 }
 
@@ -137,6 +144,10 @@ export class Broker {
       denied: metrics.counter(
         "leafgate_mqtt_denied_total",
         "PUBLISH and SUBSCRIBE refused by permissions, by kind",
+      ),
+      subscriptionsRefused: metrics.counter(
+        "leafgate_mqtt_subscriptions_refused_total",
+        "SUBSCRIBE and UNSUBSCRIBE filters refused while the connection carries on, by reason",
       ),
       sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
     };

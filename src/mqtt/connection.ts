@@ -162,6 +162,7 @@ export class Connection implements TransportHandler {
         packet,
         raw,
         this.protocolVersion === 5 || (packet.cmd === "connect" && packet.protocolVersion === 5),
+        this.broker.options,
       );
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");

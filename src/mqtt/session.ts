@@ -532,7 +532,7 @@ export class Session {
     for (const s of stored.subscriptions) {
       let parsed: ParsedFilter;
       try {
-        parsed = parseFilter(s.filter);
+        parsed = parseFilter(s.filter, broker.options);
       } catch {
         continue;
       }
