@@ -1,7 +1,14 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import type { LeafgateConfig } from "./config/index.js";
-import { Bus, type BusSubscriber, type Envelope, errorMessage, type Logger } from "./core/index.js";
+import {
+  Bus,
+  type BusSubscriber,
+  type Envelope,
+  errorMessage,
+  Guard,
+  type Logger,
+} from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
@@ -206,6 +213,7 @@ export class Gateway {
         allowAnonymous: config.mqtt.allow_anonymous,
       }),
       new SessionStore(db, {
+        guard: new Guard(mqttLog, metrics),
         onError: (err, what) => {
           sessionStoreErrors.inc({ what });
           mqttLog.warn(

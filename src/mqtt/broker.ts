@@ -1,5 +1,5 @@
 import type { Bus, Counter, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import { errorMessage, Guard } from "../core/index.js";
 import type { RetainedStore, SessionStore } from "../store/index.js";
 import { Authenticator } from "./auth.js";
 import { Connection } from "./connection.js";
@@ -88,6 +88,8 @@ export class Broker {
   /** Persistent sessions; absent, sessions last only while the process does. */
   readonly sessionStore: SessionStore | undefined;
   readonly auth: Authenticator;
+  /** Every timer and socket callback of the MQTT part runs under it (see Guard). */
+  readonly guard: Guard;
 
   constructor(
     bus: Bus,
@@ -151,6 +153,7 @@ export class Broker {
       ),
       sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
     };
+    this.guard = new Guard(log, metrics);
   }
 
   /**
