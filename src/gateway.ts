@@ -1,7 +1,14 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import type { LeafgateConfig } from "./config/index.js";
-import { Bus, type BusSubscriber, type Envelope, errorMessage, type Logger } from "./core/index.js";
+import {
+  Bus,
+  type BusSubscriber,
+  type Envelope,
+  errorMessage,
+  Guard,
+  type Logger,
+} from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
@@ -197,6 +204,8 @@ export class Gateway {
         maxQueued: config.mqtt.max_queued_messages,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
+        maxTopicBytes: config.mqtt.max_topic_length,
+        maxTopicLevels: config.mqtt.max_topic_levels,
       },
       mqttLog,
       metrics,
@@ -211,6 +220,7 @@ export class Gateway {
         failedLoginWindowMs: config.authorization.failed_login_window,
       }),
       new SessionStore(db, {
+        guard: new Guard(mqttLog, metrics),
         onError: (err, what) => {
           sessionStoreErrors.inc({ what });
           mqttLog.warn(

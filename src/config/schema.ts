@@ -79,6 +79,8 @@ export interface LeafgateConfig {
     readonly max_queued_messages: number; // per session, behind the window or offline (default 1000)
     readonly max_session_expiry: number; // ms (default 7d): longest an offline session is kept
     readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
+    readonly max_topic_length: number; // bytes (default 4096): PUBLISH and will topics, filters
+    readonly max_topic_levels: number; // levels (default 64): PUBLISH and will topics, filters
   };
   readonly upstream: {
     readonly servers: readonly string[]; // default ["nats://127.0.0.1:4222"]
@@ -169,6 +171,8 @@ const BYTES_PER_UNIT: Readonly<Record<string, number>> = { b: 1, kb: 1e3, mb: 1e
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i;
 /** Largest MQTT packet: 268,435,455 bytes of remaining length (MQTT 3.1.1 §2.2.3) + 5 of header. */
 const MQTT_MAX_PACKET_BYTES = 268_435_460;
+/** Longest MQTT string (topic, filter): its length is a 16-bit number (MQTT 3.1.1 §1.5.3). */
+const MQTT_MAX_STRING_BYTES = 65_535;
 /** Group commit must stay short: a QoS 1 PUBACK waits for it. */
 const COMMIT_INTERVAL_MAX_MS = 1000;
 const PORT_MAX = 65_535;
@@ -291,6 +295,10 @@ export const CONFIG_SCHEMA: Node = obj({
     // MQTT 5 carries the session expiry as a 32-bit number of seconds.
     max_session_expiry: { kind: "duration", max: 0xffff_ffff * 1000, default: "7d" },
     topic_alias_maximum: int(0, 65_535, 64),
+    // Topics and filters are UTF-8 strings with a 16-bit length (MQTT 3.1.1 §1.5.3), so
+    // neither bound can usefully be larger; a level takes at least one byte but the first.
+    max_topic_length: { kind: "size", min: 1, max: MQTT_MAX_STRING_BYTES, default: 4096 },
+    max_topic_levels: int(1, MQTT_MAX_STRING_BYTES, 64),
   }),
   upstream: obj({
     servers: list(str({ rule: SERVER_URL }), ["nats://127.0.0.1:4222"], 1),

@@ -1,6 +1,7 @@
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
 export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";
 export { errorMessage, LeafgateError } from "./errors.js";
+export { Guard, INTERNAL_ERRORS_METRIC, type Recover } from "./guard.js";
 export {
   type Counter,
   type Gauge,
@@ -18,4 +19,13 @@ export {
   subjectMatches,
 } from "./subject.js";
 export { Sublist, type SublistEntry, type SublistMatch } from "./sublist.js";
-export { filterToPatterns, TopicError, toSubject, toTopic } from "./topic.js";
+export {
+  checkTopicBounds,
+  filterToPatterns,
+  TOPIC_TOO_LONG,
+  TOPIC_TOO_MANY_LEVELS,
+  type TopicBounds,
+  TopicError,
+  toSubject,
+  toTopic,
+} from "./topic.js";

@@ -73,15 +73,26 @@ interface Collector<T> {
  * a `*` child and a `>` set, so a match walks the subject's tokens (and the `*` branches
  * present), never the list of subscriptions. Results are cached per subject; any insert or
  * remove clears the cache.
+ *
+ * Patterns and subjects come from clients and may have as many tokens as a packet can
+ * carry, so no walk recurses: insert and remove loop down one path (remove keeps the path
+ * to prune on the way back), and match keeps the `*` branches still to visit on an explicit
+ * stack. Each trie node is visited at most once per match.
  */
 export class Sublist<T> {
   readonly #root: TrieNode<T> = newNode();
   readonly #entries = new Set<SublistEntry<T>>();
   readonly #cache = new Map<string, SublistMatch<T>>();
+  #nodes = 0;
 
   /** Number of entries inserted and not removed. */
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Trie nodes below the root; a removal prunes every node no other pattern needs. */
+  get nodes(): number {
+    return this.#nodes;
   }
 
   /**
@@ -112,7 +123,10 @@ export class Sublist<T> {
         return this.#added(entry);
       }
       if (token === "*") {
-        node.star ??= newNode();
+        if (node.star === undefined) {
+          node.star = newNode();
+          this.#nodes++;
+        }
         node = node.star;
       } else {
         node.literals ??= new Map();
@@ -121,6 +135,7 @@ export class Sublist<T> {
         if (child === undefined) {
           child = newNode();
           literals.set(token, child);
+          this.#nodes++;
         }
         node = child;
       }
@@ -134,7 +149,7 @@ export class Sublist<T> {
   remove(entry: SublistEntry<T>): boolean {
     if (!this.#entries.delete(entry)) return false;
     this.#cache.clear();
-    removeFrom(this.#root, entry.pattern.split("."), 0, entry);
+    this.#nodes -= removeFrom(this.#root, entry.pattern.split("."), entry);
     return true;
   }
 
@@ -153,7 +168,7 @@ export class Sublist<T> {
     if (WHITESPACE.test(subject)) throw invalidSubject(subject);
 
     const found: Collector<T> = { plain: undefined, queues: undefined };
-    if (this.#entries.size > 0) collect(this.#root, tokens, 0, found);
+    if (this.#entries.size > 0) collect(this.#root, tokens, found);
     const result = freezeResult(found);
 
     if (this.#cache.size >= MAX_CACHED_SUBJECTS) {
@@ -176,21 +191,31 @@ export class Sublist<T> {
   }
 }
 
-function collect<T>(
-  start: TrieNode<T>,
-  tokens: readonly string[],
-  from: number,
-  found: Collector<T>,
-) {
-  let node = start;
-  for (let i = from; i < tokens.length; i++) {
-    if (node.rest !== undefined) addAll(node.rest, found);
-    if (node.star !== undefined) collect(node.star, tokens, i + 1, found);
-    const next = node.literals?.get(tokens[i]!);
-    if (next === undefined) return;
-    node = next;
+/**
+ * Adds every entry matching `tokens` to `found`. Depth first, `*` branch before literal,
+ * with the literal branches still to visit on an explicit stack (no recursion: a subject
+ * may have tens of thousands of tokens).
+ */
+function collect<T>(root: TrieNode<T>, tokens: readonly string[], found: Collector<T>): void {
+  const pending: { node: TrieNode<T>; at: number }[] = [{ node: root, at: 0 }];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    let node: TrieNode<T> | undefined = next.node;
+    let i = next.at;
+    for (; i < tokens.length; i++) {
+      if (node.rest !== undefined) addAll(node.rest, found);
+      const literal: TrieNode<T> | undefined = node.literals?.get(tokens[i]!);
+      if (node.star === undefined) {
+        node = literal;
+      } else {
+        if (literal !== undefined) pending.push({ node: literal, at: i + 1 });
+        node = node.star;
+      }
+      if (node === undefined) break;
+    }
+    if (node !== undefined && i === tokens.length && node.here !== undefined) {
+      addAll(node.here, found);
+    }
   }
-  if (node.here !== undefined) addAll(node.here, found);
 }
 
 function addAll<T>(entries: Set<SublistEntry<T>>, found: Collector<T>): void {
@@ -223,32 +248,42 @@ function freezeResult<T>(found: Collector<T>): SublistMatch<T> {
   return Object.freeze({ plain, queues: Object.freeze(queues) });
 }
 
-/** Removes `entry` below `node` and prunes nodes left empty on the way back up. */
+/**
+ * Removes `entry` from the trie and prunes the nodes left empty, from the deepest up;
+ * returns how many were pruned. The path down is kept in an array, not on the call stack.
+ */
 function removeFrom<T>(
-  node: TrieNode<T>,
+  root: TrieNode<T>,
   tokens: readonly string[],
-  i: number,
   entry: SublistEntry<T>,
-): void {
-  if (i === tokens.length) {
-    node.here = deleteFrom(node.here, entry);
-    return;
+): number {
+  const path: TrieNode<T>[] = [root];
+  let node = root;
+  let depth = 0;
+  for (; depth < tokens.length; depth++) {
+    const token = tokens[depth]!;
+    if (token === ">") break;
+    const child = token === "*" ? node.star : node.literals?.get(token);
+    if (child === undefined) return 0;
+    node = child;
+    path.push(node);
   }
-  const token = tokens[i]!;
-  if (token === ">") {
-    node.rest = deleteFrom(node.rest, entry);
-    return;
+  if (depth < tokens.length) node.rest = deleteFrom(node.rest, entry);
+  else node.here = deleteFrom(node.here, entry);
+  // path[i] is the node reached by tokens[i - 1]; unlink each empty one from its parent.
+  let pruned = 0;
+  for (let i = path.length - 1; i > 0 && isEmptyNode(path[i]!); i--) {
+    const parent = path[i - 1]!;
+    const token = tokens[i - 1]!;
+    if (token === "*") {
+      parent.star = undefined;
+    } else if (parent.literals !== undefined) {
+      parent.literals.delete(token);
+      if (parent.literals.size === 0) parent.literals = undefined;
+    }
+    pruned++;
   }
-  const child = token === "*" ? node.star : node.literals?.get(token);
-  if (child === undefined) return;
-  removeFrom(child, tokens, i + 1, entry);
-  if (!isEmptyNode(child)) return;
-  if (token === "*") {
-    node.star = undefined;
-  } else if (node.literals !== undefined) {
-    node.literals.delete(token);
-    if (node.literals.size === 0) node.literals = undefined;
-  }
+  return pruned;
 }
 
 function deleteFrom<T>(

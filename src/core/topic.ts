@@ -27,6 +27,10 @@
  *
  * Not handled here: filters whose first level is a wildcard do not match topics that begin
  * with `$` [MQTT-4.7.2-1]. That rule is about matching, not naming; the broker applies it.
+ *
+ * Bounds (`checkTopicBounds`) are separate from validity: a topic may be valid MQTT and
+ * still longer or deeper than the gateway takes (`mqtt.max_topic_length`,
+ * `mqtt.max_topic_levels`); the rule of that TopicError names the setting.
  */
 
 import { Buffer } from "node:buffer";
@@ -60,6 +64,17 @@ const TOPIC_NAME_FORBIDDEN = /[+#\0]/;
 const HAS_SLASH = 1;
 const NEEDS_ESCAPE = 2; // a `.` in a level, or an empty level
 const HAS_WILDCARD = 4;
+
+/** How long (UTF-8 bytes) and how deep (levels) a topic or filter may be. */
+export interface TopicBounds {
+  readonly maxTopicBytes: number;
+  readonly maxTopicLevels: number;
+}
+
+/** `TopicError.rule` of a topic or filter past `maxTopicBytes`: the setting's name. */
+export const TOPIC_TOO_LONG = "mqtt.max_topic_length";
+/** `TopicError.rule` of a topic or filter past `maxTopicLevels`: the setting's name. */
+export const TOPIC_TOO_MANY_LEVELS = "mqtt.max_topic_levels";
 
 /** A topic or filter that cannot be mapped; `rule` names the clause it breaks. */
 export class TopicError extends LeafgateError {
@@ -100,6 +115,34 @@ export function filterToPatterns(filter: string): string[] {
   // `#` matches its parent level too [MQTT-4.7.1-2]; `#` alone has no parent.
   if (pattern.length > 2 && pattern.endsWith(".>")) return [pattern.slice(0, -2), pattern];
   return [pattern];
+}
+
+/**
+ * Throws `TopicError` (rule `TOPIC_TOO_LONG` or `TOPIC_TOO_MANY_LEVELS`) when `topic`, a
+ * topic name or filter, has more than `maxTopicBytes` UTF-8 bytes or more than
+ * `maxTopicLevels` levels (what `/` separates: `a/b` has 2, `/` has 2, `a` has 1). Every
+ * later step (mapping, the trie, the store, the hub) costs in proportion to these, so they
+ * are checked first. A topic shorter than both bounds costs two comparisons.
+ */
+export function checkTopicBounds(topic: string, bounds: TopicBounds): void {
+  const { maxTopicBytes, maxTopicLevels } = bounds;
+  const length = topic.length;
+  // A UTF-16 code unit is 1 to 3 UTF-8 bytes (a surrogate pair, two units, is 4).
+  if (length > maxTopicBytes || (length * 3 > maxTopicBytes && byteLength(topic) > maxTopicBytes)) {
+    throw new TopicError(
+      topic,
+      `longer than ${maxTopicBytes} bytes (${byteLength(topic)})`,
+      TOPIC_TOO_LONG,
+    );
+  }
+  // n levels take n - 1 separators, so a shorter string cannot have too many.
+  if (length < maxTopicLevels) return;
+  let levels = 1;
+  for (let at = topic.indexOf("/"); at >= 0; at = topic.indexOf("/", at + 1)) {
+    if (++levels > maxTopicLevels) {
+      throw new TopicError(topic, `more than ${maxTopicLevels} levels`, TOPIC_TOO_MANY_LEVELS);
+    }
+  }
 }
 
 /**
@@ -237,9 +280,13 @@ function convertLevels(s: string): string {
   return levels.join(".");
 }
 
+function byteLength(s: string): number {
+  return Buffer.byteLength(s, "utf8");
+}
+
 function checkByteLength(s: string): void {
   if (s.length <= MAX_UNCOUNTED_LENGTH) return;
-  const bytes = Buffer.byteLength(s, "utf8");
+  const bytes = byteLength(s);
   if (bytes > MAX_TOPIC_BYTES) {
     throw new TopicError(
       s,

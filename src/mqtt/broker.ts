@@ -1,5 +1,5 @@
 import type { Bus, Counter, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import { errorMessage, Guard } from "../core/index.js";
 import type { RetainedStore, SessionStore } from "../store/index.js";
 import { type Admission, Admissions } from "./admission.js";
 import { ANONYMOUS, Authenticator, type Permissions } from "./auth.js";
@@ -35,6 +35,10 @@ export interface BrokerOptions {
   readonly maxWriteBufferBytes: number;
   /** Durable commits a client may have pending before its socket is paused. */
   readonly maxPendingCommits: number;
+  /** Longest topic or filter in UTF-8 bytes (`$share/<group>/` aside; the group too). */
+  readonly maxTopicBytes: number;
+  /** Most levels in a topic or filter. */
+  readonly maxTopicLevels: number;
 }
 
 export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
@@ -52,6 +56,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxConnectionsPerAddress: 256,
   maxWriteBufferBytes: 1024 * 1024,
   maxPendingCommits: 4096,
+  maxTopicBytes: 4096,
+  maxTopicLevels: 64,
 };
 
 /** Counters every connection reports into. */
@@ -67,6 +73,7 @@ export interface BrokerMetrics {
   readonly authFailures: Counter;
   readonly authLockouts: Counter;
   readonly denied: Counter;
+  readonly subscriptionsRefused: Counter;
   readonly sessions: Gauge;
   readonly pending: Gauge;
   readonly refused: Counter;
@@ -160,6 +167,8 @@ export class Broker {
   /** Persistent sessions; absent, sessions last only while the process does. */
   readonly sessionStore: SessionStore | undefined;
   readonly auth: Authenticator;
+  /** Every timer and socket callback of the MQTT part runs under it (see Guard). */
+  readonly guard: Guard;
 
   constructor(
     bus: Bus,
@@ -221,6 +230,10 @@ export class Broker {
         "leafgate_mqtt_denied_total",
         "PUBLISH and SUBSCRIBE refused by permissions, by kind",
       ),
+      subscriptionsRefused: metrics.counter(
+        "leafgate_mqtt_subscriptions_refused_total",
+        "SUBSCRIBE and UNSUBSCRIBE filters refused while the connection carries on, by reason",
+      ),
       sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
       pending: metrics.gauge(
         "leafgate_mqtt_pending_connections",
@@ -244,6 +257,7 @@ export class Broker {
         pending: (count) => this.metrics.pending.set(count),
       },
     );
+    this.guard = new Guard(log, metrics);
   }
 
   /**

@@ -94,6 +94,8 @@ export class Connection implements TransportHandler {
   #paused = false;
   #idleWaiters: (() => void)[] = [];
   #closedWaiters: (() => void)[] = [];
+  /** A callback of this connection failed (a bug, counted by the guard): only it is cut. */
+  readonly #cut = (): void => this.transport.destroy();
 
   constructor(broker: Broker, transport: Transport) {
     this.broker = broker;
@@ -110,11 +112,18 @@ export class Connection implements TransportHandler {
     );
     this.#parser.on("packet", (packet) => this.#dispatch(packet, this.#raw));
     this.#parser.on("error", (err: Error) => this.#onParseError(err));
-    this.#timer = setTimeout(() => {
-      if (this.state === "awaiting-connect" || this.state === "authenticating") {
-        this.close("connect-timeout");
-      }
-    }, broker.options.connectTimeoutMs);
+    this.#timer = setTimeout(
+      broker.guard.wrap(
+        "mqtt.connect-timeout",
+        () => {
+          if (this.state === "awaiting-connect" || this.state === "authenticating") {
+            this.close("connect-timeout");
+          }
+        },
+        this.#cut,
+      ),
+      broker.options.connectTimeoutMs,
+    );
   }
 
   onData(chunk: Buffer): void {
@@ -129,16 +138,12 @@ export class Connection implements TransportHandler {
     this.state = "closed";
     clearTimeout(this.#timer);
     this.#framer.stop();
-    try {
+    // Runs from a socket event: a failure here must not reach the process, nor keep the
+    // waiters below from waking.
+    this.broker.guard.run("mqtt.connection-cleanup", () => {
       if (!wasClosing) this.#releaseWill();
       this.broker.forget(this);
-    } catch (err) {
-      // Runs from a socket event: a failure here must not reach the process.
-      this.broker.log.error(
-        { client: this.clientId, err: errorMessage(err) },
-        "mqtt connection cleanup failed",
-      );
-    }
+    });
     if (!wasClosing) {
       const reason = error ? "socket-error" : "peer-closed";
       this.broker.metrics.closed.inc({ reason });
@@ -168,6 +173,7 @@ export class Connection implements TransportHandler {
         packet,
         raw,
         this.protocolVersion === 5 || (packet.cmd === "connect" && packet.protocolVersion === 5),
+        this.broker.options,
       );
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
@@ -312,11 +318,18 @@ export class Connection implements TransportHandler {
   }
 
   #armKeepalive(delayMs: number): void {
-    this.#timer = setTimeout(() => {
-      const idleMs = Date.now() - this.#lastActivityMs;
-      if (idleMs >= this.#keepaliveMs) this.close("keepalive-timeout");
-      else this.#armKeepalive(this.#keepaliveMs - idleMs);
-    }, delayMs);
+    this.#timer = setTimeout(
+      this.broker.guard.wrap(
+        "mqtt.keepalive",
+        () => {
+          const idleMs = Date.now() - this.#lastActivityMs;
+          if (idleMs >= this.#keepaliveMs) this.close("keepalive-timeout");
+          else this.#armKeepalive(this.#keepaliveMs - idleMs);
+        },
+        this.#cut,
+      ),
+      delayMs,
+    );
   }
 
   /**
@@ -345,21 +358,30 @@ export class Connection implements TransportHandler {
       }
     };
     // The ack is written before `settle` may end a closing connection's transport.
+    const { guard } = this.broker;
     commit.then(
-      () => {
-        try {
-          onCommitted();
-        } finally {
-          settle();
-        }
-      },
-      (err: unknown) => {
-        try {
-          onFailed(err);
-        } finally {
-          settle();
-        }
-      },
+      guard.wrap(
+        "mqtt.commit",
+        () => {
+          try {
+            onCommitted();
+          } finally {
+            settle();
+          }
+        },
+        this.#cut,
+      ),
+      guard.wrap(
+        "mqtt.commit",
+        (err: unknown) => {
+          try {
+            onFailed(err);
+          } finally {
+            settle();
+          }
+        },
+        this.#cut,
+      ),
     );
   }
 

@@ -1,4 +1,4 @@
-import { LeafgateError } from "../core/index.js";
+import { LeafgateError, TOPIC_TOO_LONG, TOPIC_TOO_MANY_LEVELS } from "../core/index.js";
 
 /**
  * Every protocol violation that closes a connection, declared once with the rule it
@@ -39,6 +39,17 @@ export const VIOLATIONS = {
     reason: 0x90,
   },
   invalidTopicName: { rule: "[MQTT-4.7.3]", text: "invalid PUBLISH topic name", reason: 0x90 },
+  // A PUBLISH or will topic past the gateway's bounds: a Topic Name it does not accept.
+  topicTooLong: {
+    rule: TOPIC_TOO_LONG,
+    text: "topic longer than mqtt.max_topic_length",
+    reason: 0x90,
+  },
+  topicTooManyLevels: {
+    rule: TOPIC_TOO_MANY_LEVELS,
+    text: "topic with more levels than mqtt.max_topic_levels",
+    reason: 0x90,
+  },
   topicAliasInvalid: {
     rule: "[MQTT-3.3.2-9]",
     text: "topic alias 0 or above the announced Topic Alias Maximum",
@@ -84,6 +95,22 @@ export class MqttProtocolError extends LeafgateError {
     this.reasonCode = VIOLATIONS[violation].reason;
   }
 }
+
+/**
+ * Why a SUBSCRIBE or UNSUBSCRIBE filter was refused while its connection carries on (SUBACK
+ * 0x80, MQTT 5 SUBACK/UNSUBACK 0x8F): the `reason` label of
+ * `leafgate_mqtt_subscriptions_refused_total`, by the rule of the filter's TopicError.
+ */
+export const FILTER_REFUSALS = {
+  /** Not a valid filter [MQTT-4.7], or not one a NATS subject can carry. */
+  invalid: "invalid-filter",
+  /** Longer than mqtt.max_topic_length (or its `$share` group is). */
+  tooLong: "too-long",
+  /** More levels than mqtt.max_topic_levels. */
+  tooManyLevels: "too-many-levels",
+} as const;
+
+export type FilterRefusal = (typeof FILTER_REFUSALS)[keyof typeof FILTER_REFUSALS];
 
 /** CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3). */
 export const CONNACK = {

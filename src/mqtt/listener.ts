@@ -5,19 +5,27 @@ import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
-import type { Counter, Logger } from "../core/index.js";
+import type { Counter, Guard, Logger } from "../core/index.js";
 import { errorMessage, LeafgateError } from "../core/index.js";
 import type { Admission } from "./admission.js";
 import { type Broker, sourceAddress } from "./broker.js";
 import type { Transport } from "./transport.js";
 
-/** Adapts a TCP socket to the protocol's Transport. */
-function socketTransport(socket: Socket): Transport {
+/** Adapts a TCP socket to the protocol's Transport; its callbacks run under `guard`. */
+function socketTransport(socket: Socket, guard: Guard): Transport {
   let corked = false;
-  const uncork = (): void => {
-    corked = false;
-    socket.uncork();
+  const cut = (): void => {
+    socket.destroy();
   };
+  const uncork = guard.wrap(
+    "mqtt.socket-uncork",
+    () => {
+      corked = false;
+      socket.uncork();
+    },
+    cut,
+  );
+  const destroyIdle = guard.wrap("mqtt.socket-end-timeout", cut);
   return {
     write: (bytes) => {
       // Acks for one group commit go out in one write, not one syscall each.
@@ -34,7 +42,7 @@ function socketTransport(socket: Socket): Transport {
       socket.resume();
       socket.end();
       // A peer that never reads must not hold the socket open after we are done.
-      socket.setTimeout(5_000, () => socket.destroy());
+      socket.setTimeout(5_000, destroyIdle);
     },
     destroy: () => socket.destroy(),
     pause: () => socket.pause(),
@@ -57,16 +65,21 @@ const WS_CLOSE_TIMEOUT_MS = 5_000;
  * Adapts a WebSocket to the Transport. Packets written in one turn of the event loop go
  * out as one binary message: MQTT does not care where frames split [MQTT-6.0.0-2].
  */
-function webSocketTransport(ws: WebSocket, remote: string): Transport {
+function webSocketTransport(ws: WebSocket, remote: string, guard: Guard): Transport {
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
-  const flush = (): void => {
-    const parts = pending;
-    pending = [];
-    pendingBytes = 0;
-    if (parts.length === 0 || ws.readyState !== ws.OPEN) return;
-    ws.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts), { binary: true });
-  };
+  const cut = (): void => ws.terminate();
+  const flush = guard.wrap(
+    "mqtt.ws-flush",
+    (): void => {
+      const parts = pending;
+      pending = [];
+      pendingBytes = 0;
+      if (parts.length === 0 || ws.readyState !== ws.OPEN) return;
+      ws.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts), { binary: true });
+    },
+    cut,
+  );
   return {
     write: (bytes) => {
       if (pending.length === 0) process.nextTick(flush);
@@ -78,7 +91,7 @@ function webSocketTransport(ws: WebSocket, remote: string): Transport {
       flush();
       ws.resume();
       ws.close(1000);
-      setTimeout(() => ws.terminate(), WS_CLOSE_TIMEOUT_MS).unref();
+      setTimeout(guard.wrap("mqtt.ws-close-timeout", cut), WS_CLOSE_TIMEOUT_MS).unref();
     },
     destroy: () => ws.terminate(),
     pause: () => ws.pause(),
@@ -122,18 +135,39 @@ export class MqttListener {
     this.#broker = broker;
     this.#tls = tls !== undefined;
     this.#websocket = options.websocket === true;
+    // Socket events run under the broker's guard: a bug reached from one client's bytes
+    // cuts that client's socket, never the process.
+    const { guard } = broker;
     const accept = (socket: Socket): void => {
       // Refused at admission (see #admitFirst), which runs first.
       if (socket.destroyed) return;
+      const cut = (): void => {
+        socket.destroy();
+      };
       this.#sockets.add(socket);
-      const handler = broker.accept(socketTransport(socket), this.#claim(socket));
-      socket.on("data", (chunk: Buffer) => handler.onData(chunk));
-      socket.on("error", (err) => handler.onClose(err));
-      socket.on("close", () => {
-        this.#sockets.delete(socket);
-        handler.onClose();
-      });
+      const handler = broker.accept(socketTransport(socket, guard), this.#claim(socket));
+      socket.on(
+        "data",
+        guard.wrap("mqtt.socket-data", (chunk: Buffer) => handler.onData(chunk), cut),
+      );
+      socket.on(
+        "error",
+        guard.wrap("mqtt.socket-error", (err: Error) => handler.onClose(err), cut),
+      );
+      socket.on(
+        "close",
+        guard.wrap("mqtt.socket-close", () => {
+          this.#sockets.delete(socket);
+          handler.onClose();
+        }),
+      );
     };
+    const acceptGuarded = (socket: Socket): void =>
+      guard.run(
+        "mqtt.accept",
+        () => accept(socket),
+        () => socket.destroy(),
+      );
     const read = (what: string, file: string | undefined): Buffer | undefined => {
       if (file === undefined) return undefined;
       try {
@@ -166,7 +200,7 @@ export class MqttListener {
       return;
     }
     if (tlsOptions === undefined) {
-      this.#server = createServer({ noDelay: true }, accept);
+      this.#server = createServer({ noDelay: true }, acceptGuarded);
       this.#admitFirst(this.#server);
       return;
     }
@@ -177,7 +211,7 @@ export class MqttListener {
     });
     server.on("secureConnection", (socket) => {
       socket.setNoDelay(true);
-      accept(socket);
+      acceptGuarded(socket);
     });
     this.#countHandshakeFailures(server, options.tlsHandshakeFailures);
     this.#admitFirst(server);
@@ -248,20 +282,42 @@ export class MqttListener {
       handleProtocols: (offered: Set<string>) => WS_PROTOCOLS.find((p) => offered.has(p)) ?? false,
     });
     this.#wss = wss;
-    wss.on("connection", (ws: WebSocket, req: IncomingMessage) => {
+    const { guard } = broker;
+    const accept = (ws: WebSocket, req: IncomingMessage): void => {
+      const cut = (): void => ws.terminate();
       const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-      const handler = broker.accept(webSocketTransport(ws, remote), this.#claim(req.socket));
-      ws.on("message", (data: Buffer, isBinary: boolean) => {
-        // MQTT travels in binary messages only; anything else closes [MQTT-6.0.0-1].
-        if (!isBinary) {
-          ws.terminate();
-          return;
-        }
-        handler.onData(data);
-      });
-      ws.on("error", (err) => handler.onClose(err));
-      ws.on("close", () => handler.onClose());
-    });
+      const handler = broker.accept(webSocketTransport(ws, remote, guard), this.#claim(req.socket));
+      ws.on(
+        "message",
+        guard.wrap(
+          "mqtt.ws-message",
+          (data: Buffer, isBinary: boolean) => {
+            // MQTT travels in binary messages only; anything else closes [MQTT-6.0.0-1].
+            if (!isBinary) {
+              ws.terminate();
+              return;
+            }
+            handler.onData(data);
+          },
+          cut,
+        ),
+      );
+      ws.on(
+        "error",
+        guard.wrap("mqtt.ws-error", (err: Error) => handler.onClose(err), cut),
+      );
+      ws.on(
+        "close",
+        guard.wrap("mqtt.ws-close", () => handler.onClose()),
+      );
+    };
+    wss.on("connection", (ws: WebSocket, req: IncomingMessage) =>
+      guard.run(
+        "mqtt.accept",
+        () => accept(ws, req),
+        () => ws.terminate(),
+      ),
+    );
     wss.on("error", (err) => this.#log.warn({ err: errorMessage(err) }, "mqtt websocket error"));
     return http;
   }

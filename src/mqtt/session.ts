@@ -1,5 +1,5 @@
 import type { BusSubscription, Envelope } from "../core/index.js";
-import { errorMessage, subjectMatches } from "../core/index.js";
+import { subjectMatches } from "../core/index.js";
 import type { SessionStore, StoredMessage, StoredSession, StoredWill } from "../store/index.js";
 import type { Broker } from "./broker.js";
 import type { Connection } from "./connection.js";
@@ -331,15 +331,8 @@ export class Session {
     const run = (): void => {
       this.#writesHeld--;
       if (this.connection !== conn) return;
-      try {
-        write();
-      } catch (err) {
-        // Runs from the store's commit: one failure must not stop the writes behind it.
-        this.broker.log.error(
-          { client: this.clientId, err: errorMessage(err) },
-          "mqtt delivery after commit failed",
-        );
-      }
+      // Runs from the store's commit: one failure must not stop the writes behind it.
+      this.broker.guard.run("mqtt.write-after-commit", write, () => conn.transport.destroy());
     };
     store.afterCommit(run);
   }
@@ -459,10 +452,13 @@ export class Session {
 
   armExpiry(delayMs: number): void {
     this.#cancelExpiry?.();
-    this.#cancelExpiry = longTimeout(() => {
-      this.#cancelExpiry = undefined;
-      if (this.connection === undefined) this.broker.endSession(this);
-    }, delayMs);
+    this.#cancelExpiry = longTimeout(
+      this.broker.guard.wrap("mqtt.session-expiry", () => {
+        this.#cancelExpiry = undefined;
+        if (this.connection === undefined) this.broker.endSession(this);
+      }),
+      delayMs,
+    );
   }
 
   /**
@@ -471,11 +467,14 @@ export class Session {
    */
   delayWill(will: Will, delayMs: number): void {
     this.cancelWill();
-    const cancel = longTimeout(() => {
-      this.#will = undefined;
-      this.#store?.saveWill(this.clientId, undefined);
-      this.broker.publishWill(this.clientId, will);
-    }, delayMs);
+    const cancel = longTimeout(
+      this.broker.guard.wrap("mqtt.will-delay", () => {
+        this.#will = undefined;
+        this.#store?.saveWill(this.clientId, undefined);
+        this.broker.publishWill(this.clientId, will);
+      }),
+      delayMs,
+    );
     this.#will = { will, cancel };
     // Part of the session's state [MQTT-4.1]: a restart meanwhile does not lose it.
     this.#store?.saveWill(this.clientId, { ...will, dueAtMs: Date.now() + delayMs });
@@ -561,7 +560,7 @@ export class Session {
     for (const s of stored.subscriptions) {
       let parsed: ParsedFilter;
       try {
-        parsed = parseFilter(s.filter);
+        parsed = parseFilter(s.filter, broker.options);
       } catch {
         continue;
       }

@@ -1,5 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import type mqtt from "mqtt-packet";
+import { checkTopicBounds, TOPIC_TOO_LONG, type TopicBounds, TopicError } from "../core/index.js";
 import { MqttProtocolError } from "./errors.js";
 import { checkNoRepeats } from "./properties.js";
 
@@ -73,10 +74,30 @@ function checkFilterStrings(raw: Buffer, v5: boolean, withOptions: boolean): voi
 }
 
 /**
- * Rules mqtt-packet's parser lets through, checked on every packet from a client before
- * it is handled. Each breaks a normative statement, so the connection is closed.
+ * A PUBLISH or will topic within `bounds`, else the violation that closes the connection.
+ * (Filters past them are refused one by one in SUBACK/UNSUBACK instead.)
  */
-export function checkPacket(packet: mqtt.Packet, raw: Buffer, v5: boolean): void {
+function checkTopicName(topic: string, bounds: TopicBounds, what: string): void {
+  try {
+    checkTopicBounds(topic, bounds);
+  } catch (err) {
+    if (!(err instanceof TopicError)) throw err;
+    const violation = err.rule === TOPIC_TOO_LONG ? "topicTooLong" : "topicTooManyLevels";
+    throw new MqttProtocolError(violation, `${what}: ${err.message}`, { cause: err });
+  }
+}
+
+/**
+ * Rules mqtt-packet's parser lets through, checked on every packet from a client before
+ * it is handled. Each breaks a normative statement, or a bound of the gateway (`bounds`:
+ * PUBLISH and will topics), so the connection is closed.
+ */
+export function checkPacket(
+  packet: mqtt.Packet,
+  raw: Buffer,
+  v5: boolean,
+  bounds?: TopicBounds,
+): void {
   // Only User Property may repeat in what a client sends (section 2.2.2.2); PUBLISH
   // properties are read from the raw bytes, with the same rule.
   if (v5 && packet.cmd !== "publish") {
@@ -93,6 +114,8 @@ export function checkPacket(packet: mqtt.Packet, raw: Buffer, v5: boolean): void
       if (packet.qos > 0 && !packet.messageId) {
         throw new MqttProtocolError("malformed", "packet identifier 0 [MQTT-2.3.1-1]");
       }
+      // An empty topic (a topic alias in use) stands for one already held to the bounds.
+      if (bounds !== undefined) checkTopicName(packet.topic, bounds, "topic name");
       break;
     case "subscribe":
       if (!packet.messageId) {
@@ -143,6 +166,9 @@ export function checkPacket(packet: mqtt.Packet, raw: Buffer, v5: boolean): void
         packet.username?.includes(REPLACEMENT) === true
       ) {
         checkConnectStrings(packet, raw);
+      }
+      if (packet.will !== undefined && bounds !== undefined) {
+        checkTopicName(packet.will.topic, bounds, "will topic");
       }
       break;
     default:

@@ -1,5 +1,5 @@
 import type { Bus, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import { errorMessage, Guard } from "../core/index.js";
 import { createDecoder, type DecodeResult, type DecoderSpec } from "./decoders.js";
 import { createFramer, type FramingSpec } from "./framing.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
@@ -159,18 +159,25 @@ export class SerialDevice {
       throw new ProfileError(profile.name, [errorMessage(err)]);
     }
     const settings = lineSettings(config, profile);
+    // The device's bytes drive these callbacks: a bug they reach drops the partial frame
+    // (counted, logged once), never the process.
+    const guard = new Guard(log, metrics);
+    const reset = (): void => framer.reset();
     this.#port = new PortManager({
       path: config.path,
       settings,
       log,
-      onData: (chunk) => framer.push(chunk, Date.now()),
+      onData: guard.wrap("serial.data", (chunk: Buffer) => framer.push(chunk, Date.now()), reset),
       onOpen: () => framer.reset(),
       ...(options.open ? { open: options.open } : {}),
     });
     if (profile.framing.type === "idle") {
       const gap = framingSpec(profile.framing);
       const every = Math.max(5, (gap.type === "idle" ? gap.gapMs : 20) / 2);
-      this.#idleTimer = setInterval(() => framer.tick(Date.now()), every);
+      this.#idleTimer = setInterval(
+        guard.wrap("serial.idle-tick", () => framer.tick(Date.now()), reset),
+        every,
+      );
       this.#idleTimer.unref();
     }
   }

@@ -40,6 +40,7 @@
  */
 
 import type { Bus, Counter, Logger, Metrics } from "../core/index.js";
+import { Guard } from "../core/index.js";
 import type { Value } from "./decoders.js";
 import { lineSettings, type SerialPortConfig } from "./device.js";
 import {
@@ -330,6 +331,7 @@ export class ModbusDevice {
   readonly #retried: Counter;
   readonly #plan: readonly SlavePlan[];
   readonly #silenceMs: number;
+  readonly #guard: Guard;
   #state: DeviceState = "new";
   #loop: Promise<void> | undefined;
   #outstanding: Outstanding | undefined;
@@ -370,11 +372,14 @@ export class ModbusDevice {
     this.#plan = this.#makePlan();
     const settings: SerialSettings = lineSettings(config, profile);
     this.#silenceMs = silenceMs(settings.baudRate);
+    // The device's answers drive onData: a bug they reach is counted and logged once, and
+    // the request waiting for them times out and is retried as usual.
+    this.#guard = new Guard(log, metrics);
     this.#port = new PortManager({
       path: config.path,
       settings,
       log,
-      onData: (chunk) => this.#onData(chunk),
+      onData: this.#guard.wrap("serial.modbus-data", (chunk: Buffer) => this.#onData(chunk)),
       onOpen: () => this.#onOpen(),
       ...(options.open ? { open: options.open } : {}),
     });
@@ -531,7 +536,9 @@ export class ModbusDevice {
       };
       this.#outstanding = outstanding;
       outstanding.timer = setTimeout(
-        () => outstanding.settle({ kind: "timeout", received: outstanding.length }),
+        this.#guard.wrap("serial.modbus-timeout", () =>
+          outstanding.settle({ kind: "timeout", received: outstanding.length }),
+        ),
         this.spec.timeoutMs,
       );
       outstanding.timer.unref();
@@ -568,10 +575,13 @@ export class ModbusDevice {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#sleep = undefined;
-        resolve();
-      }, ms);
+      const timer = setTimeout(
+        this.#guard.wrap("serial.modbus-pause", () => {
+          this.#sleep = undefined;
+          resolve();
+        }),
+        ms,
+      );
       timer.unref();
       this.#sleep = { timer, wakeOnOpen, wake: resolve };
     });

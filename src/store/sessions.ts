@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import type { MessageProperties } from "../core/index.js";
+import type { Guard, MessageProperties } from "../core/index.js";
 import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 /** A stored subscription of a persistent MQTT session. */
@@ -118,6 +118,8 @@ export class SessionStore {
   /** The callbacks of the batch just committed, while they run. */
   #draining: (() => void)[] | undefined;
   #immediate: NodeJS.Immediate | undefined;
+  /** The deferred flush, under the guard when one is given (see `#schedule`). */
+  readonly #flushLater: () => void;
   #nextId: number;
   readonly #stmt: {
     upsertSession: Database.Statement;
@@ -136,12 +138,15 @@ export class SessionStore {
 
   /**
    * `onError` hears of a write that failed (disk full, I/O error): the session goes on
-   * in memory, and only what it would keep across a restart is at stake.
+   * in memory, and only what it would keep across a restart is at stake. `guard` runs the
+   * deferred flush, which clients' packets schedule.
    */
   constructor(
     db: Database.Database,
-    options: { onError?: (err: unknown, what: string) => void } = {},
+    options: { onError?: (err: unknown, what: string) => void; guard?: Guard } = {},
   ) {
+    const flush = (): void => this.flush();
+    this.#flushLater = options.guard?.wrap("mqtt.session-store-flush", flush) ?? flush;
     this.#onError =
       options.onError ??
       ((err) => {
@@ -362,7 +367,7 @@ export class SessionStore {
   }
 
   #schedule(): void {
-    this.#immediate ??= setImmediate(() => this.flush());
+    this.#immediate ??= setImmediate(this.#flushLater);
   }
 
   /** Commits every pending write now. */

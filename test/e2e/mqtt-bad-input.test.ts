@@ -272,7 +272,7 @@ describe("bad MQTT input costs only the offending connection", () => {
     });
     expect(raw.received()).toEqual([...CONNACK_ACCEPTED, ...SUBACK]);
     expect(
-      s.gw.gateway.metrics.value("leafgate_mqtt_messages_dropped_total", {
+      s.gw.gateway.metrics.value("leafgate_mqtt_subscriptions_refused_total", {
         reason: "invalid-filter",
       }),
     ).toBe(1);

@@ -58,6 +58,8 @@ const DEFAULTS: LeafgateConfig = {
     max_queued_messages: 1000,
     max_session_expiry: 7 * 24 * 3600 * 1000,
     topic_alias_maximum: 64,
+    max_topic_length: 4096,
+    max_topic_levels: 64,
   },
   upstream: {
     servers: ["nats://127.0.0.1:4222"],
@@ -177,6 +179,8 @@ describe("loadConfig", () => {
         max_queued_messages: 1000,
         max_session_expiry: 7 * 24 * 3600 * 1000,
         topic_alias_maximum: 64,
+        max_topic_length: 4096,
+        max_topic_levels: 64,
       },
       upstream: {
         servers: ["nats://hub-1:4222", "tls://hub-2"],
@@ -249,6 +253,8 @@ describe("loadConfig", () => {
     expect(load("mqtt: { max_packet_size: 2MiB }").mqtt.max_packet_size).toBe(2_097_152);
     expect(load("mqtt: { max_packet_size: 4096 }").mqtt.max_packet_size).toBe(4096);
     expect(load("mqtt: { connect_timeout: 3 }").mqtt.connect_timeout).toBe(3000);
+    const topics = load("mqtt: { max_topic_length: 1KiB, max_topic_levels: 8 }").mqtt;
+    expect([topics.max_topic_length, topics.max_topic_levels]).toEqual([1024, 8]);
   });
 
   it("resolves relative paths against the file's directory, defaults against cwd", () => {
@@ -285,7 +291,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_pending_connections, max_connect_size, max_connections_per_address, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_pending_connections, max_connect_size, max_connections_per_address, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum, max_topic_length, max_topic_levels)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [
@@ -339,6 +345,14 @@ describe("validation", () => {
     [
       "mqtt: { max_packet_size: 1GB }",
       'mqtt.max_packet_size: expected a size from 1 to 268435460 bytes, got "1GB"',
+    ],
+    [
+      "mqtt: { max_topic_length: 64KiB }",
+      'mqtt.max_topic_length: expected a size from 1 to 65535 bytes, got "64KiB"',
+    ],
+    [
+      "mqtt: { max_topic_levels: 0 }",
+      "mqtt.max_topic_levels: expected an integer from 1 to 65535, got 0",
     ],
     ["http: { enabled: yes }", 'http.enabled: expected true or false, got "yes"'],
     ["upstream: { user: bob }", "upstream.user: set without upstream.password"],

@@ -666,7 +666,10 @@ describe("SUBSCRIBE and delivery", () => {
     expect(t.sent()).toEqual(["connack rc=0", "suback 3 [128,1,128,0]"]);
     expect(t.bytes().slice(-8)).toEqual([0x90, 0x06, 0x00, 0x03, 0x80, 0x01, 0x80, 0x00]);
     expect(t.ended).toBe(false);
-    expect(h.dropped("invalid-filter")).toBe(2);
+    expect(h.value("leafgate_mqtt_subscriptions_refused_total", { reason: "invalid-filter" })).toBe(
+      2,
+    );
+    expect(h.dropped("invalid-filter")).toBe(0);
     expect(h.allProtocolErrors()).toBe(0);
     expect([...conn.session!.subscriptions.keys()]).toEqual(["ok/+", "ok/#"]);
 

@@ -274,4 +274,134 @@ describe("Sublist", () => {
       { numRuns: 500 },
     );
   });
+
+  it("holds patterns far deeper than the stack: insert, match and remove walk with loops", () => {
+    // Deeper than any call stack (the recursive trie overflowed at ~10,000 levels).
+    const DEPTH = 200_000;
+    const deep = (token: string, n = DEPTH) => Array.from({ length: n }, () => token).join(".");
+    const sl = new Sublist<string>();
+    const literal = sl.insert(deep("a"), "literal");
+    const stars = sl.insert(deep("*"), "stars");
+    const tail = sl.insert(`${deep("a", DEPTH - 1)}.>`, "tail", "q");
+    const mixed = sl.insert(`${deep("*", DEPTH / 2)}.${deep("a", DEPTH / 2)}`, "mixed");
+    expect(normalize(sl.match(deep("a")))).toEqual({
+      plain: ["literal", "mixed", "stars"],
+      queues: [["tail"]],
+    });
+    expect(normalize(sl.match(deep("b")))).toEqual({ plain: ["stars"], queues: [] });
+    expect(normalize(sl.match(`${deep("a", DEPTH - 1)}.b`))).toEqual({
+      plain: ["stars"],
+      queues: [["tail"]],
+    });
+    expect(normalize(sl.match(deep("a", DEPTH + 1)))).toEqual({ plain: [], queues: [["tail"]] });
+    expect(sl.match(deep("a", DEPTH - 1))).toEqual({ plain: [], queues: [] });
+
+    for (const entry of [stars, literal, mixed, tail]) expect(sl.remove(entry)).toBe(true);
+    expect(sl.size).toBe(0);
+    expect(sl.nodes).toBe(0);
+    expect(sl.match(deep("a"))).toEqual({ plain: [], queues: [] });
+  });
+
+  it("matches long * chains ending anywhere, beside literal chains", () => {
+    // A * chain with a literal leaf at every level, and a literal chain: every level of the
+    // subject has two branches to follow, each one level deeper.
+    const DEPTH = 2_000;
+    const sl = new Sublist<number>();
+    const entries: SublistEntry<number>[] = [];
+    const chain = (n: number, last: string, fill: string) =>
+      Array.from({ length: n }, (_, j) => (j === n - 1 ? last : fill)).join(".");
+    for (let i = 1; i <= DEPTH; i++) {
+      entries.push(sl.insert(chain(i, "a", "*"), i));
+      entries.push(sl.insert(chain(i, "a", "a"), -i));
+    }
+    entries.push(sl.insert(`${chain(DEPTH, "*", "*")}.>`, 0));
+    for (const n of [1, 2, DEPTH / 2, DEPTH]) {
+      expect(normalize(sl.match(chain(n, "a", "a")))).toEqual(
+        normalize({ plain: [n, -n], queues: [] }),
+      );
+      // Another last token: only the * chain's leaves end in `a`, so nothing matches.
+      expect(sl.match(chain(n, "b", "a"))).toEqual({ plain: [], queues: [] });
+    }
+    expect(sl.match(chain(DEPTH + 1, "b", "x"))).toEqual({ plain: [0], queues: [] });
+    for (const e of entries) sl.remove(e);
+    expect(sl.size).toBe(0);
+    expect(sl.nodes).toBe(0);
+  });
+
+  it("prunes exactly the nodes no other pattern needs", () => {
+    const sl = new Sublist<string>();
+    const ab = sl.insert("a.b", "1");
+    expect(sl.nodes).toBe(2);
+    const abcd = sl.insert("a.b.c.d", "2");
+    expect(sl.nodes).toBe(4);
+    const star = sl.insert("a.*.c", "3");
+    expect(sl.nodes).toBe(6);
+    const rest = sl.insert("a.b.c.>", "4");
+    expect(sl.nodes).toBe(6);
+    sl.remove(abcd);
+    // a.b.c stays for a.b.c.> (its `>` hangs there); d goes.
+    expect(sl.nodes).toBe(5);
+    sl.remove(rest);
+    expect(sl.nodes).toBe(4);
+    sl.remove(ab);
+    expect(sl.nodes).toBe(3);
+    expect(sl.match("a.x.c")).toEqual({ plain: ["3"], queues: [] });
+    sl.remove(star);
+    expect(sl.nodes).toBe(0);
+  });
+
+  it("agrees with subjectMatches on deep patterns and long * chains (fast-check)", () => {
+    // A few levels repeated: deep, with long runs of * and literals, and > after them.
+    const token = fc.constantFrom("a", "b", "*");
+    const deepArb = fc
+      .tuple(
+        fc.array(token, { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 1, max: 1_500 }),
+        fc.array(token, { maxLength: 3 }),
+        fc.boolean(),
+      )
+      .map(([unit, times, end, full]) => {
+        const tokens: string[] = Array.from({ length: times }, () => unit).flat();
+        tokens.push(...end);
+        if (full) tokens.push(">");
+        return tokens.join(".");
+      });
+    const literal = (pattern: string, fill: string) =>
+      pattern
+        .split(".")
+        .map((t) => (t === "*" ? fill : t === ">" ? `${fill}.${fill}` : t))
+        .join(".");
+    fc.assert(
+      fc.property(
+        fc.array(deepArb, { minLength: 1, maxLength: 6 }),
+        fc.constantFrom("a", "b", "c"),
+        fc.nat(),
+        (patterns, fill, drop) => {
+          const sl = new Sublist<number>();
+          const live = patterns.map((p, i) => sl.insert(p, i));
+          // Subjects near each pattern: its own literal form, one token more, one less.
+          const subjects = patterns.flatMap((p) => {
+            const s = literal(p, fill);
+            return [s, `${s}.${fill}`, s.includes(".") ? s.slice(0, s.lastIndexOf(".")) : s];
+          });
+          const check = () => {
+            for (const subject of subjects) {
+              const expected = live
+                .filter((e) => subjectMatches(e.pattern, subject))
+                .map((e) => e.value)
+                .sort();
+              expect([...sl.match(subject).plain].sort()).toEqual(expected);
+            }
+          };
+          check();
+          const [gone] = live.splice(drop % live.length, 1);
+          expect(sl.remove(gone!)).toBe(true);
+          check();
+          for (const e of live) sl.remove(e);
+          expect(sl.nodes).toBe(0);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
 });

@@ -1,7 +1,18 @@
 import type mqtt from "mqtt-packet";
-import { errorMessage } from "../../core/index.js";
+import {
+  errorMessage,
+  TOPIC_TOO_LONG,
+  TOPIC_TOO_MANY_LEVELS,
+  TopicError,
+} from "../../core/index.js";
 import type { Connection } from "../connection.js";
-import { MqttProtocolError, REASON, SUBACK_FAILURE } from "../errors.js";
+import {
+  FILTER_REFUSALS,
+  type FilterRefusal,
+  MqttProtocolError,
+  REASON,
+  SUBACK_FAILURE,
+} from "../errors.js";
 import { type ParsedFilter, parseFilter } from "../filter.js";
 import { encodeSuback } from "../packets.js";
 import type { Subscription } from "../session.js";
@@ -10,6 +21,39 @@ import type { Subscription } from "../session.js";
 const MAX_GRANTED_QOS = 2;
 /** Largest Subscription Identifier, a variable byte integer (section 3.8.2.1.2). */
 const MAX_SUBSCRIPTION_ID = 268_435_455;
+/** Longest piece of a refused filter quoted in the log: the client chose it. */
+const MAX_LOGGED_FILTER = 80;
+
+/** Connections whose refused filters have been logged once already. */
+const refusalsLogged = new WeakSet<Connection>();
+
+/**
+ * Counts a filter refused while the connection carries on, and logs the first one per
+ * connection (the rest are only counted: a client may send thousands).
+ */
+export function refuseFilter(conn: Connection, filter: string, err: unknown): void {
+  const reason = refusalOf(err);
+  conn.broker.metrics.subscriptionsRefused.inc({ reason });
+  if (refusalsLogged.has(conn)) return;
+  refusalsLogged.add(conn);
+  conn.broker.log.info(
+    {
+      client: conn.clientId,
+      filter: filter.length > MAX_LOGGED_FILTER ? `${filter.slice(0, MAX_LOGGED_FILTER)}…` : filter,
+      reason,
+      err: errorMessage(err),
+    },
+    "subscription refused (further refusals for this client are only counted)",
+  );
+}
+
+function refusalOf(err: unknown): FilterRefusal {
+  if (err instanceof TopicError && err.rule === TOPIC_TOO_LONG) return FILTER_REFUSALS.tooLong;
+  if (err instanceof TopicError && err.rule === TOPIC_TOO_MANY_LEVELS) {
+    return FILTER_REFUSALS.tooManyLevels;
+  }
+  return FILTER_REFUSALS.invalid;
+}
 
 /** SUBSCRIBE (section 3.8): one bus subscription per NATS pattern of each filter. */
 export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
@@ -30,13 +74,10 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
   for (const { topic: filter, qos, nl, rap, rh } of packet.subscriptions) {
     let parsed: ParsedFilter;
     try {
-      parsed = parseFilter(filter);
+      // Invalid, or past mqtt.max_topic_length / max_topic_levels: refused, the rest go on.
+      parsed = parseFilter(filter, broker.options);
     } catch (err) {
-      broker.log.info(
-        { client: conn.clientId, filter, err: errorMessage(err) },
-        "subscription refused",
-      );
-      broker.metrics.dropped.inc({ reason: "invalid-filter" });
+      refuseFilter(conn, filter, err);
       codes.push(v5 ? REASON.topicFilterInvalid : SUBACK_FAILURE);
       continue;
     }
