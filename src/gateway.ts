@@ -18,6 +18,7 @@ import {
   openDatabase,
   RetainedStore,
   SessionStore,
+  sessionStoreQuota,
 } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
@@ -192,18 +193,31 @@ export class Gateway {
         maxConnections: config.mqtt.max_connections,
         maxInflight: config.mqtt.max_inflight,
         maxQueued: config.mqtt.max_queued_messages,
+        maxSessionQueuedBytes: config.mqtt.max_session_queued_bytes,
+        maxSessions: config.mqtt.max_sessions,
+        maxSubscriptionsPerClient: config.mqtt.max_subscriptions_per_client,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
       },
       mqttLog,
       metrics,
-      new RetainedStore(db),
+      new RetainedStore(db, {
+        maxMessages: config.mqtt.max_retained_messages,
+        maxBytes: config.mqtt.max_retained_bytes,
+        metrics,
+        log: mqttLog,
+      }),
       new Authenticator({
         users: config.authorization.users,
         defaultPermissions: config.authorization.default_permissions,
         allowAnonymous: config.mqtt.allow_anonymous,
       }),
       new SessionStore(db, {
+        maxBytes: sessionStoreQuota(
+          config.mqtt.session_store_max_bytes,
+          config.buffer.max_file_size,
+        ),
+        metrics,
         onError: (err, what) => {
           sessionStoreErrors.inc({ what });
           mqttLog.warn(

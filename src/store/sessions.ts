@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
-import type { MessageProperties } from "../core/index.js";
+import type { Gauge, MessageProperties, Metrics } from "../core/index.js";
+import { SESSION_MESSAGE_ROW_BYTES } from "./database.js";
 import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 /** A stored subscription of a persistent MQTT session. */
@@ -58,41 +59,113 @@ export interface StoredSession {
   readonly expiryMs: number;
   /** When its connection went; undefined if it was connected when the gateway stopped. */
   readonly disconnectedAtMs: number | undefined;
+  /** The user who made it (undefined: anonymous, or made before sessions had owners). */
+  readonly owner: string | undefined;
   readonly subscriptions: StoredSubscription[];
-  readonly messages: StoredMessage[];
-  /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
+  /** Inbound QoS 2 ids received and not yet released by PUBREL. */
   readonly awaitingRelease: number[];
   readonly will: StoredWill | undefined;
+  /** Messages owed and not yet sent (they stay on disk until the session asks). */
+  readonly queued: number;
+  /** Their bytes as `max_session_queued_bytes` counts them (subject + payload). */
+  readonly queuedBytes: number;
+  /** Messages sent and not yet acknowledged (resent at the next connection). */
+  readonly inflight: number;
 }
+
+/** A stored session with every message it is owed (tests and tools; the gateway loads lazily). */
+export type StoredSessionWithMessages = StoredSession & { readonly messages: StoredMessage[] };
 
 export type NewStoredMessage = Omit<StoredMessage, "id" | "packetId" | "released">;
 
+export interface SessionStoreOptions {
+  /** Hears of a direct write that failed (disk full, I/O error); default: throw. */
+  readonly onError?: (err: unknown, what: string) => void;
+  /**
+   * The quota of queued messages, in bytes as the store holds them: every payload once,
+   * plus each session's row that names it (`add` with `quota` refuses past it).
+   */
+  readonly maxBytes?: number;
+  /** Gauges of what the store holds: leafgate_mqtt_session_store_{bytes,messages}. */
+  readonly metrics?: Metrics;
+}
+
+interface PayloadOp {
+  kind: "payload";
+  id: number;
+  subject: string;
+  payload: Buffer;
+  meta: string;
+  size: number;
+  refs: number;
+}
+
 type Op =
-  | { kind: "insert"; id: number; clientId: string; m: NewStoredMessage }
+  | PayloadOp
+  | {
+      kind: "insert";
+      id: number;
+      clientId: string;
+      payloadId: number;
+      qos: 1 | 2;
+      meta: string | null;
+      size: number;
+      bytes: number;
+    }
   | { kind: "sent"; id: number; packetId: number; released: boolean }
   | { kind: "delete"; id: number };
 
 interface MessageRow {
   id: number;
-  client_id: string;
   subject: string;
   payload: Buffer;
   qos: 1 | 2;
-  meta: string;
+  pmeta: string;
+  meta: string | null;
   packet_id: number | null;
   released: number;
 }
 
-/** The parts of a message that are rarely set, as one JSON column. */
-interface Meta {
-  r?: 1;
+/** What the publisher gave a message, as one JSON column of its payload row. */
+interface PayloadMeta {
   t: number;
   x?: number;
   p?: string;
-  s?: number[];
   h?: [string, string[]][];
   m?: PropertiesJson;
 }
+
+/** What one session's copy adds: retain as published, subscription identifiers. */
+interface DeliveryMeta {
+  r?: 1;
+  s?: number[];
+}
+
+/**
+ * The share of a capped database file (`buffer.max_file_size`) the session store may hold
+ * at most: a quarter, counted as the store counts (content; pages, indexes and the WAL
+ * take more), so the outbox always keeps most of the file for device ingest.
+ */
+const SESSION_STORE_FILE_SHARE = 4;
+
+/** The session store's quota: `session_store_max_bytes`, within a capped file's share. */
+export function sessionStoreQuota(maxBytes: number, maxFileSize: number | null): number {
+  return maxFileSize === null
+    ? maxBytes
+    : Math.min(maxBytes, Math.floor(maxFileSize / SESSION_STORE_FILE_SHARE));
+}
+
+/** Bytes of a message as `max_session_queued_bytes` counts them. */
+export function queuedBytesOf(m: {
+  readonly subject: string;
+  readonly payload: Uint8Array;
+}): number {
+  return Buffer.byteLength(m.subject) + m.payload.length;
+}
+
+const SELECT_MESSAGES =
+  "SELECT m.id, p.subject, p.payload, m.qos, p.meta AS pmeta, m.meta, m.packet_id, m.released " +
+  "FROM mqtt_message m JOIN mqtt_payload p ON p.id = m.payload_id ";
 
 /**
  * Persistent MQTT sessions (section 4.1): subscriptions, queued and unacknowledged QoS 1
@@ -100,114 +173,237 @@ interface Meta {
  * writes are batched into one transaction per turn of the event loop; `add` returns a
  * promise that settles when the row is committed, so a publisher's PUBACK can wait on it,
  * and `afterCommit` runs what must not go out before the batch is on disk.
+ *
+ * A message queued for many sessions is stored once (`mqtt_payload`, with the number of
+ * session rows naming it); each session keeps a small row. Payloads whose last row goes
+ * are deleted in the same transaction. What the store holds is counted as it changes
+ * (`bytes`, `messages`), so the quota never needs the file's size. Sessions load without
+ * their messages (`loadSessions`); a session reads its own when its client connects
+ * (`loadInflight`, then `loadQueued` in windows).
  */
 export class SessionStore {
   readonly #db: Database.Database;
   readonly #onError: (err: unknown, what: string) => void;
+  readonly #maxBytes: number;
   readonly #ops: Op[] = [];
+  /** Payloads added in the pending batch, by the object they came from (the Envelope). */
+  readonly #batchPayloads = new Map<object, PayloadOp>();
   #waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   #afterCommit: (() => void)[] = [];
   /** The callbacks of the batch just committed, while they run. */
   #draining: (() => void)[] | undefined;
   #immediate: NodeJS.Immediate | undefined;
   #nextId: number;
+  #nextPayloadId: number;
+  /** Bytes held (committed and pending): payloads once, plus message rows. */
+  #bytes = 0;
+  #messages = 0;
+  readonly #gauges: { bytes: Gauge; messages: Gauge } | undefined;
   readonly #stmt: {
     upsertSession: Database.Statement;
     saveWill: Database.Statement;
+    saveOwner: Database.Statement;
     deleteSession: Database.Statement[];
+    releaseSessionPayloads: Database.Statement;
+    sessionUsage: Database.Statement;
     upsertSub: Database.Statement;
     deleteSub: Database.Statement;
+    insertPayload: Database.Statement;
     insertMessage: Database.Statement;
     sentMessage: Database.Statement;
     deleteMessage: Database.Statement;
+    releasePayload: Database.Statement;
+    deleteUnreferenced: Database.Statement;
     addInbound: Database.Statement;
     deleteInbound: Database.Statement;
+    loadInflight: Database.Statement;
+    loadQueued: Database.Statement;
   };
-  readonly #apply: (ops: readonly Op[]) => void;
+  readonly #apply: (ops: readonly Op[]) => { bytes: number; rows: number };
 
   /**
    * `onError` hears of a write that failed (disk full, I/O error): the session goes on
    * in memory, and only what it would keep across a restart is at stake.
    */
-  constructor(
-    db: Database.Database,
-    options: { onError?: (err: unknown, what: string) => void } = {},
-  ) {
+  constructor(db: Database.Database, options: SessionStoreOptions = {}) {
     this.#onError =
       options.onError ??
       ((err) => {
         throw err;
       });
+    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
     this.#db = db;
+    if (options.metrics !== undefined) {
+      this.#gauges = {
+        bytes: options.metrics.gauge(
+          "leafgate_mqtt_session_store_bytes",
+          "Bytes of queued messages the persistent-session store holds (payloads once, plus a row per session)",
+        ),
+        messages: options.metrics.gauge(
+          "leafgate_mqtt_session_store_messages",
+          "Messages owed to persistent sessions (a row per session and message)",
+        ),
+      };
+    }
     const max = db.prepare("SELECT max(id) AS id FROM mqtt_message").get() as { id: number | null };
     this.#nextId = (max.id ?? 0) + 1;
+    const maxPayload = db.prepare("SELECT max(id) AS id FROM mqtt_payload").get() as {
+      id: number | null;
+    };
+    this.#nextPayloadId = (maxPayload.id ?? 0) + 1;
     this.#stmt = {
       upsertSession: db.prepare(
         "INSERT INTO mqtt_session (client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?) " +
           "ON CONFLICT (client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
       ),
       saveWill: db.prepare("UPDATE mqtt_session SET will = ? WHERE client_id = ?"),
+      saveOwner: db.prepare("UPDATE mqtt_session SET owner = ? WHERE client_id = ?"),
       deleteSession: [
         db.prepare("DELETE FROM mqtt_session WHERE client_id = ?"),
         db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ?"),
         db.prepare("DELETE FROM mqtt_message WHERE client_id = ?"),
         db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ?"),
       ],
+      releaseSessionPayloads: db.prepare(
+        "UPDATE mqtt_payload SET refs = refs - c.n FROM " +
+          "(SELECT payload_id, count(*) AS n FROM mqtt_message WHERE client_id = ? GROUP BY payload_id) AS c " +
+          "WHERE mqtt_payload.id = c.payload_id",
+      ),
+      sessionUsage: db.prepare(
+        "SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message WHERE client_id = ?",
+      ),
       upsertSub: db.prepare(
         "INSERT INTO mqtt_subscription (client_id, filter, qos, options, subscription_id) VALUES (?, ?, ?, ?, ?) " +
           "ON CONFLICT (client_id, filter) DO UPDATE SET qos = excluded.qos, options = excluded.options, subscription_id = excluded.subscription_id",
       ),
       deleteSub: db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ? AND filter = ?"),
+      insertPayload: db.prepare(
+        "INSERT INTO mqtt_payload (id, subject, payload, meta, refs, size) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
       insertMessage: db.prepare(
-        "INSERT INTO mqtt_message (id, client_id, subject, payload, qos, meta) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO mqtt_message (id, client_id, payload_id, qos, meta, size, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
       ),
       sentMessage: db.prepare("UPDATE mqtt_message SET packet_id = ?, released = ? WHERE id = ?"),
-      deleteMessage: db.prepare("DELETE FROM mqtt_message WHERE id = ?"),
+      deleteMessage: db.prepare("DELETE FROM mqtt_message WHERE id = ? RETURNING payload_id, size"),
+      releasePayload: db.prepare("UPDATE mqtt_payload SET refs = refs - 1 WHERE id = ?"),
+      deleteUnreferenced: db.prepare("DELETE FROM mqtt_payload WHERE refs <= 0 RETURNING size"),
       addInbound: db.prepare(
         "INSERT OR IGNORE INTO mqtt_inbound (client_id, packet_id) VALUES (?, ?)",
       ),
       deleteInbound: db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ? AND packet_id = ?"),
+      loadInflight: db.prepare(
+        `${SELECT_MESSAGES}WHERE m.client_id = ? AND m.packet_id IS NOT NULL ORDER BY m.id`,
+      ),
+      loadQueued: db.prepare(
+        `${SELECT_MESSAGES}WHERE m.client_id = ? AND m.packet_id IS NULL AND m.id > ? ORDER BY m.id LIMIT ?`,
+      ),
     };
-    this.#apply = db.transaction((ops: readonly Op[]) => {
+    /** Applies a batch; returns the bytes and message rows it freed. */
+    this.#apply = db.transaction((ops: readonly Op[]): { bytes: number; rows: number } => {
+      let freed = 0;
+      let rows = 0;
+      let released = false;
       for (const op of ops) {
-        if (op.kind === "insert") {
+        if (op.kind === "payload") {
+          this.#stmt.insertPayload.run(op.id, op.subject, op.payload, op.meta, op.refs, op.size);
+        } else if (op.kind === "insert") {
           this.#stmt.insertMessage.run(
             op.id,
             op.clientId,
-            op.m.subject,
-            op.m.payload,
-            op.m.qos,
-            encodeMeta(op.m),
+            op.payloadId,
+            op.qos,
+            op.meta,
+            op.size,
+            op.bytes,
           );
         } else if (op.kind === "sent") {
           this.#stmt.sentMessage.run(op.packetId, op.released ? 1 : 0, op.id);
         } else {
-          this.#stmt.deleteMessage.run(op.id);
+          const row = this.#stmt.deleteMessage.get(op.id) as
+            | { payload_id: number; size: number }
+            | undefined;
+          if (row === undefined) continue;
+          freed += row.size;
+          rows++;
+          this.#stmt.releasePayload.run(row.payload_id);
+          released = true;
         }
       }
+      if (released) freed += this.#sweep();
+      return { bytes: freed, rows };
     });
+    this.#recount();
   }
 
-  /** Every stored session, with its subscriptions and messages in order. */
-  loadAll(): StoredSession[] {
+  /** Deletes payloads no row names any more; returns their bytes. Inside a transaction. */
+  #sweep(): number {
+    let freed = 0;
+    for (const row of this.#stmt.deleteUnreferenced.all() as { size: number }[]) freed += row.size;
+    return freed;
+  }
+
+  /** Counts what the store holds from its rows (at start, and after a failed batch). */
+  #recount(): void {
+    const payloads = this.#db
+      .prepare("SELECT coalesce(sum(size), 0) AS bytes FROM mqtt_payload")
+      .get() as { bytes: number };
+    const rows = this.#db
+      .prepare("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message")
+      .get() as { n: number; bytes: number };
+    this.#bytes = payloads.bytes + rows.bytes;
+    this.#messages = rows.n;
+    this.#report();
+  }
+
+  #report(): void {
+    this.#gauges?.bytes.set(this.#bytes);
+    this.#gauges?.messages.set(this.#messages);
+  }
+
+  /** Bytes of queued messages held, payloads once; what the quota is measured on. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Message rows held (one per session and message). */
+  get messages(): number {
+    return this.#messages;
+  }
+
+  get maxBytes(): number {
+    return this.#maxBytes;
+  }
+
+  /**
+   * Every stored session, with its subscriptions, inbound ids and will, and how many
+   * messages it is owed; not the messages themselves (see `loadInflight`, `loadQueued`).
+   */
+  loadSessions(): StoredSession[] {
     this.flush();
-    const sessions = new Map<string, StoredSession>();
+    const sessions = new Map<
+      string,
+      StoredSession & { queued: number; queuedBytes: number; inflight: number }
+    >();
     for (const row of this.#db
-      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will FROM mqtt_session")
+      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will, owner FROM mqtt_session")
       .all() as {
       client_id: string;
       expiry_ms: number;
       disconnected_at_ms: number | null;
       will: string | null;
+      owner: string | null;
     }[]) {
       sessions.set(row.client_id, {
         clientId: row.client_id,
         expiryMs: row.expiry_ms,
         disconnectedAtMs: row.disconnected_at_ms ?? undefined,
+        owner: row.owner ?? undefined,
         subscriptions: [],
-        messages: [],
         awaitingRelease: [],
         will: row.will === null ? undefined : decodeWill(row.will),
+        queued: 0,
+        queuedBytes: 0,
+        inflight: 0,
       });
     }
     for (const row of this.#db
@@ -230,12 +426,20 @@ export class SessionStore {
         subscriptionId: row.subscription_id ?? undefined,
       });
     }
+    // Counted per session from the rows' own columns: no payload is read.
     for (const row of this.#db
       .prepare(
-        "SELECT id, client_id, subject, payload, qos, meta, packet_id, released FROM mqtt_message ORDER BY id",
+        "SELECT client_id, packet_id IS NOT NULL AS sent, count(*) AS n, sum(bytes) AS bytes " +
+          "FROM mqtt_message GROUP BY client_id, sent",
       )
-      .all() as MessageRow[]) {
-      sessions.get(row.client_id)?.messages.push(decodeMessage(row));
+      .all() as { client_id: string; sent: number; n: number; bytes: number }[]) {
+      const s = sessions.get(row.client_id);
+      if (s === undefined) continue;
+      if (row.sent === 1) s.inflight = row.n;
+      else {
+        s.queued = row.n;
+        s.queuedBytes = row.bytes;
+      }
     }
     for (const row of this.#db.prepare("SELECT client_id, packet_id FROM mqtt_inbound").all() as {
       client_id: string;
@@ -246,9 +450,39 @@ export class SessionStore {
     return [...sessions.values()];
   }
 
+  /** Every stored session with all its messages in order (for tests and tools). */
+  loadAll(): StoredSessionWithMessages[] {
+    return this.loadSessions().map((s) => ({
+      ...s,
+      messages: [
+        ...this.loadInflight(s.clientId),
+        ...this.loadQueued(s.clientId, 0, Number.MAX_SAFE_INTEGER),
+      ].sort((a, b) => a.id - b.id),
+    }));
+  }
+
+  /** The session's messages sent and not acknowledged, in the order they were first sent. */
+  loadInflight(clientId: string): StoredMessage[] {
+    this.flush();
+    return (this.#stmt.loadInflight.all(clientId) as MessageRow[]).map(decodeMessage);
+  }
+
+  /** At most `limit` of the session's unsent messages after row `afterId`, in order. */
+  loadQueued(clientId: string, afterId: number, limit: number): StoredMessage[] {
+    this.flush();
+    return (this.#stmt.loadQueued.all(clientId, afterId, limit) as MessageRow[]).map(decodeMessage);
+  }
+
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
     this.#guard("save session", () => {
       this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
+    });
+  }
+
+  /** Records the user a session belongs to (undefined: anonymous). */
+  saveOwner(clientId: string, owner: string | undefined): void {
+    this.#guard("save session owner", () => {
+      this.#stmt.saveOwner.run(owner ?? null, clientId);
     });
   }
 
@@ -259,13 +493,20 @@ export class SessionStore {
     });
   }
 
+  /** Deletes the session with everything it holds; payloads no other session names go too. */
   deleteSession(clientId: string): void {
     this.flush();
-    this.#guard("delete session", () =>
-      this.#db.transaction(() => {
+    this.#guard("delete session", () => {
+      const freed = this.#db.transaction((): { bytes: number; n: number } => {
+        const usage = this.#stmt.sessionUsage.get(clientId) as { n: number; bytes: number };
+        if (usage.n > 0) this.#stmt.releaseSessionPayloads.run(clientId);
         for (const s of this.#stmt.deleteSession) s.run(clientId);
-      })(),
-    );
+        return { bytes: usage.bytes + (usage.n > 0 ? this.#sweep() : 0), n: usage.n };
+      })();
+      this.#bytes -= freed.bytes;
+      this.#messages -= freed.n;
+      this.#report();
+    });
   }
 
   #guard(what: string, write: () => unknown): void {
@@ -290,10 +531,74 @@ export class SessionStore {
     });
   }
 
-  /** Stores a message for a session; `committed` settles with the batch's transaction. */
-  add(clientId: string, m: NewStoredMessage): { id: number; committed: Promise<void> } {
+  /**
+   * Stores a message for a session; `committed` settles with the batch's transaction.
+   * Messages added in one batch from the same `source` (the Envelope a publish fanned
+   * out) share one stored payload.
+   */
+  add(
+    clientId: string,
+    m: NewStoredMessage,
+    source?: object,
+  ): { id: number; committed: Promise<void> } {
+    return this.#add(clientId, m, source, false)!;
+  }
+
+  /** As `add`, unless the message would take the store past `maxBytes`: then undefined. */
+  addIfRoom(
+    clientId: string,
+    m: NewStoredMessage,
+    source?: object,
+  ): { id: number; committed: Promise<void> } | undefined {
+    return this.#add(clientId, m, source, true);
+  }
+
+  #add(
+    clientId: string,
+    m: NewStoredMessage,
+    source: object | undefined,
+    quota: boolean,
+  ): { id: number; committed: Promise<void> } | undefined {
+    let payload = source === undefined ? undefined : this.#batchPayloads.get(source);
+    const meta = encodeDeliveryMeta(m);
+    const rowSize =
+      SESSION_MESSAGE_ROW_BYTES + Buffer.byteLength(clientId) + (meta === null ? 0 : meta.length);
+    let newPayload: PayloadOp | undefined;
+    if (payload === undefined) {
+      const payloadMeta = encodePayloadMeta(m);
+      newPayload = {
+        kind: "payload",
+        id: this.#nextPayloadId,
+        subject: m.subject,
+        payload: m.payload,
+        meta: payloadMeta,
+        size: queuedBytesOf(m) + Buffer.byteLength(payloadMeta),
+        refs: 0,
+      };
+    }
+    const cost = rowSize + (newPayload?.size ?? 0);
+    if (quota && this.#bytes + cost > this.#maxBytes) return undefined;
+    if (newPayload !== undefined) {
+      this.#nextPayloadId++;
+      payload = newPayload;
+      this.#ops.push(newPayload);
+      if (source !== undefined) this.#batchPayloads.set(source, newPayload);
+    }
+    payload!.refs++;
     const id = this.#nextId++;
-    this.#ops.push({ kind: "insert", id, clientId, m });
+    this.#ops.push({
+      kind: "insert",
+      id,
+      clientId,
+      payloadId: payload!.id,
+      qos: m.qos,
+      meta,
+      size: rowSize,
+      bytes: queuedBytesOf(m),
+    });
+    this.#bytes += cost;
+    this.#messages++;
+    this.#report();
     this.#schedule();
     const committed = new Promise<void>((resolve, reject) =>
       this.#waiters.push({ resolve, reject }),
@@ -346,16 +651,26 @@ export class SessionStore {
     this.#immediate = undefined;
     if (this.#ops.length === 0) return;
     const ops = this.#ops.splice(0);
+    this.#batchPayloads.clear();
     const waiters = this.#waiters;
     this.#waiters = [];
     const after = this.#afterCommit;
     this.#afterCommit = [];
     let failure: { err: unknown } | undefined;
     try {
-      this.#apply(ops);
+      const freed = this.#apply(ops);
+      this.#bytes -= freed.bytes;
+      this.#messages -= freed.rows;
     } catch (err) {
       failure = { err };
     }
+    if (failure !== undefined) {
+      // What the failed batch would have added or freed: count again from the rows.
+      try {
+        this.#recount();
+      } catch {}
+    }
+    this.#report();
     for (const w of waiters) {
       if (failure === undefined) w.resolve();
       else w.reject(failure.err);
@@ -371,32 +686,41 @@ export class SessionStore {
   }
 }
 
-function encodeMeta(m: NewStoredMessage): string {
-  const meta: Meta = { t: m.receivedAtMs };
-  if (m.retain) meta.r = 1;
+/** What the publisher gave the message: the same for every session it is queued for. */
+function encodePayloadMeta(m: NewStoredMessage): string {
+  const meta: PayloadMeta = { t: m.receivedAtMs };
   if (m.expiresAtMs !== undefined) meta.x = m.expiresAtMs;
   if (m.publisher !== undefined) meta.p = m.publisher;
-  if (m.subscriptionIds !== undefined) meta.s = [...m.subscriptionIds];
   if (m.headers !== undefined) meta.h = [...m.headers].map(([k, v]) => [k, [...v]]);
   if (m.properties !== undefined) meta.m = propertiesToJson(m.properties);
   return JSON.stringify(meta);
 }
 
+/** What differs per session (retain as published, subscription ids); null when neither. */
+function encodeDeliveryMeta(m: NewStoredMessage): string | null {
+  if (!m.retain && m.subscriptionIds === undefined) return null;
+  const meta: DeliveryMeta = {};
+  if (m.retain) meta.r = 1;
+  if (m.subscriptionIds !== undefined) meta.s = [...m.subscriptionIds];
+  return JSON.stringify(meta);
+}
+
 function decodeMessage(row: MessageRow): StoredMessage {
-  const meta = JSON.parse(row.meta) as Meta;
+  const meta = JSON.parse(row.pmeta) as PayloadMeta;
+  const delivery = row.meta === null ? {} : (JSON.parse(row.meta) as DeliveryMeta);
   const properties = meta.m === undefined ? undefined : propertiesFromJson(meta.m);
   return {
     id: row.id,
     subject: row.subject,
     payload: row.payload,
     qos: row.qos,
-    retain: meta.r === 1,
+    retain: delivery.r === 1,
     receivedAtMs: meta.t,
     expiresAtMs: meta.x,
     publisher: meta.p,
     properties,
     headers: meta.h !== undefined ? new Map(meta.h) : undefined,
-    subscriptionIds: meta.s,
+    subscriptionIds: delivery.s,
     packetId: row.packet_id ?? undefined,
     released: row.released === 1,
   };

@@ -53,7 +53,13 @@ const DEFAULTS: LeafgateConfig = {
     max_connections: 1000,
     max_inflight: 1000,
     max_queued_messages: 1000,
+    max_session_queued_bytes: 16 * 1024 ** 2,
     max_session_expiry: 7 * 24 * 3600 * 1000,
+    max_sessions: 10_000,
+    session_store_max_bytes: 256 * 1024 ** 2,
+    max_subscriptions_per_client: 100,
+    max_retained_messages: 10_000,
+    max_retained_bytes: 64 * 1024 ** 2,
     topic_alias_maximum: 64,
   },
   upstream: {
@@ -167,7 +173,13 @@ describe("loadConfig", () => {
         max_connections: 1000,
         max_inflight: 1000,
         max_queued_messages: 1000,
+        max_session_queued_bytes: 16 * 1024 ** 2,
         max_session_expiry: 7 * 24 * 3600 * 1000,
+        max_sessions: 10_000,
+        session_store_max_bytes: 256 * 1024 ** 2,
+        max_subscriptions_per_client: 100,
+        max_retained_messages: 10_000,
+        max_retained_bytes: 64 * 1024 ** 2,
         topic_alias_maximum: 64,
       },
       upstream: {
@@ -275,7 +287,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_queued_bytes, max_session_expiry, max_sessions, session_store_max_bytes, max_subscriptions_per_client, max_retained_messages, max_retained_bytes, topic_alias_maximum)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [

@@ -169,6 +169,7 @@ function refuse(
   codeV3: number,
   closeReason: string,
   why: string,
+  logged = true,
 ): void {
   if (conn.protocolVersion === 5) {
     // CONNACK may say why in words whatever the client asked (section 3.2.2.3.7).
@@ -183,10 +184,12 @@ function refuse(
   } else {
     conn.send(encodeConnack(codeV3));
   }
-  conn.broker.log.warn(
-    { remote: conn.transport.remote, client: packet.clientId, user: packet.username },
-    `mqtt client refused: ${why}`,
-  );
+  if (logged) {
+    conn.broker.log.warn(
+      { remote: conn.transport.remote, client: packet.clientId, user: packet.username },
+      `mqtt client refused: ${why}`,
+    );
+  }
   conn.close(closeReason, true);
 }
 
@@ -238,6 +241,21 @@ function accept(
     expiryS = cleanStart ? 0 : maxExpiryS;
   }
   const expiryMs = expiryS * 1000;
+  if (broker.sessionLimitReached(clientId, expiryMs)) {
+    // The broker counted and logged it (rate-limited: the client id is the client's).
+    // A refused CONNECT leaves no will behind.
+    conn.will = undefined;
+    refuse(
+      conn,
+      packet,
+      REASON.quotaExceeded,
+      CONNACK.serverUnavailable,
+      "max-sessions",
+      `mqtt.max_sessions (${options.maxSessions}) reached`,
+      false,
+    );
+    return;
+  }
 
   let keepaliveS = packet.keepalive ?? 0;
   let serverKeepAlive: number | undefined;
