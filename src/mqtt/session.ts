@@ -465,9 +465,12 @@ export class Session {
       Math.min(QUEUE_WINDOW, this.#diskQueued),
     );
     if (rows.length === 0) {
-      // Rows a failed commit never wrote: nothing more is owed.
+      // Rows a failed commit never wrote: nothing more is owed than what memory holds.
       this.#diskQueued = 0;
       this.#queuedBytes = 0;
+      for (let i = this.#queueHead; i < this.#queue.length; i++) {
+        this.#queuedBytes += queuedBytesOf(this.#queue[i]!.message);
+      }
       return false;
     }
     this.#queue = rows.map(toOutbound);
@@ -524,18 +527,7 @@ export class Session {
     this.connection = conn;
     if (this.#store !== undefined)
       this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
-    if (resumed && this.#diskInflight > 0) {
-      // Offline, they were on disk only: back in the order first sent.
-      this.#diskInflight = 0;
-      for (const m of this.#store?.loadInflight(this.clientId) ?? []) {
-        if (m.packetId === undefined || this.inflight.has(m.packetId)) continue;
-        const out = toOutbound(m);
-        out.packetId = m.packetId;
-        out.seq = this.#nextSeq++;
-        this.inflight.set(m.packetId, out);
-        this.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
-      }
-    }
+    if (resumed) this.#readInflight();
     if (resumed) {
       // Owed again, in order, within the new connection's window [MQTT-3.3.4-9]; the
       // rest keep their ids and go as acks free the window.
@@ -559,6 +551,20 @@ export class Session {
     this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, now);
     this.armExpiry(this.expiryMs);
     this.#unload();
+  }
+
+  /** Offline, in-flight messages were on disk only: back in the order first sent. */
+  #readInflight(): void {
+    if (this.#diskInflight === 0) return;
+    this.#diskInflight = 0;
+    for (const m of this.#store?.loadInflight(this.clientId) ?? []) {
+      if (m.packetId === undefined || this.inflight.has(m.packetId)) continue;
+      const out = toOutbound(m);
+      out.packetId = m.packetId;
+      out.seq = this.#nextSeq++;
+      this.inflight.set(m.packetId, out);
+      this.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
+    }
   }
 
   /**
@@ -640,6 +646,20 @@ export class Session {
   /** Makes the session persistent, or not, for its current connection (at CONNECT). */
   setExpiry(expiryMs: number): void {
     const wasStored = this.expiryMs > 0;
+    if (wasStored && expiryMs === 0) {
+      // No longer stored: what is owed moves to memory first, for this connection
+      // (bounded by max_queued_messages and the window it was sent in).
+      this.#readInflight();
+      while (this.#diskQueued > 0) {
+        const rest = this.#queue.slice(this.#queueHead);
+        if (!this.#readQueued()) {
+          this.#queue = rest;
+          break;
+        }
+        this.#queue = [...rest, ...this.#queue];
+      }
+      this.#queueHead = 0;
+    }
     this.expiryMs = expiryMs;
     if (wasStored !== expiryMs > 0 && this.broker.session(this.clientId) === this) {
       this.broker.persistenceChanged(wasStored ? -1 : 1);

@@ -560,3 +560,54 @@ describe("retained bounds", () => {
     ).toBe(1);
   });
 });
+
+describe("lazy loading and a session that stops being stored", () => {
+  it("v5: resuming with Session Expiry 0 after a restart still delivers every queued message, in order", async () => {
+    gw = await startGateway();
+    const port = gw.mqttPort;
+    const s = await RawMqtt.connect(port, {
+      clientId: "to-zero",
+      protocolVersion: 5,
+      clean: true,
+      properties: { sessionExpiryInterval: 300 },
+    });
+    await s.client.subscribe(1, [{ topic: "tz/#", qos: 1 }]);
+    s.client.send({ cmd: "disconnect", reasonCode: 0 });
+    await s.client.closed;
+    const pub = await RawMqtt.connect(port, { clientId: "pub", protocolVersion: 5 });
+    for (let i = 0; i < 150; i++) {
+      pub.client.send({
+        cmd: "publish",
+        topic: "tz/t",
+        payload: Buffer.from(`m${i}`),
+        qos: 1,
+        messageId: i + 1,
+        retain: false,
+        dup: false,
+      });
+    }
+    for (let i = 0; i < 150; i++) await pub.client.next("puback");
+    const config = gw.gateway.config;
+    await gw.stop();
+
+    const { gateway, port: port2 } = await restart(config);
+    const again = await RawMqtt.connect(port2, {
+      clientId: "to-zero",
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 0 },
+    });
+    expect(again.connack.sessionPresent).toBe(true);
+    const got: string[] = [];
+    while (got.length < 150) {
+      const p = await again.client.next("publish");
+      got.push(text(p));
+      again.client.send({ cmd: "puback", messageId: p.messageId! });
+    }
+    expect(got).toEqual(Array.from({ length: 150 }, (_, i) => `m${i}`));
+    // Not stored any more: its rows and its payloads are gone.
+    expect(gateway.metrics.value("leafgate_mqtt_session_store_messages")).toBe(0);
+    expect(gateway.metrics.value("leafgate_mqtt_session_store_bytes")).toBe(0);
+    expect(gateway.metrics.value("leafgate_mqtt_persistent_sessions")).toBe(0);
+  }, 60_000);
+});
