@@ -12,6 +12,7 @@ export {
   type Durability,
   openDatabase,
   pragma,
+  SESSION_MESSAGE_ROW_BYTES,
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
@@ -27,4 +28,5 @@ export {
   type StoredSubscription,
   type StoredWill,
   sessionStoreQuota,
+  sessionStoreUsage,
 } from "./sessions.js";

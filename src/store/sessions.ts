@@ -155,6 +155,33 @@ export function sessionStoreQuota(maxBytes: number, maxFileSize: number | null):
     : Math.min(maxBytes, Math.floor(maxFileSize / SESSION_STORE_FILE_SHARE));
 }
 
+/**
+ * What a session, subscription and inbound QoS 2 id row count for besides their text
+ * columns (integers, the primary-key index entry), as SESSION_MESSAGE_ROW_BYTES does
+ * for messages. The quota counts everything the store holds; only messages are refused
+ * past it (sessions and subscriptions have their own bounds).
+ */
+export const SESSION_ROW_BYTES = 48;
+export const SUBSCRIPTION_ROW_BYTES = 40;
+export const INBOUND_ROW_BYTES = 24;
+
+/** SQL sums of what the store holds, by the same rules as its counters. */
+const USAGE_SQL = {
+  sessions: `SELECT coalesce(sum(${SESSION_ROW_BYTES} + length(CAST(client_id AS BLOB)) + coalesce(length(CAST(will AS BLOB)), 0) + coalesce(length(CAST(owner AS BLOB)), 0)), 0) AS bytes FROM mqtt_session`,
+  subscriptions: `SELECT coalesce(sum(${SUBSCRIPTION_ROW_BYTES} + length(CAST(client_id AS BLOB)) + length(CAST(filter AS BLOB))), 0) AS bytes FROM mqtt_subscription`,
+  inbound: `SELECT coalesce(sum(${INBOUND_ROW_BYTES} + length(CAST(client_id AS BLOB))), 0) AS bytes FROM mqtt_inbound`,
+  payloads: "SELECT coalesce(sum(size), 0) AS bytes FROM mqtt_payload",
+  messages: "SELECT coalesce(sum(size), 0) AS bytes FROM mqtt_message",
+} as const;
+
+/** Bytes the session store holds, summed from its rows (what `SessionStore.bytes` equals). */
+export function sessionStoreUsage(db: Database.Database): number {
+  let bytes = 0;
+  for (const sql of Object.values(USAGE_SQL))
+    bytes += (db.prepare(sql).get() as { bytes: number }).bytes;
+  return bytes;
+}
+
 /** Bytes of a message as `max_session_queued_bytes` counts them. */
 export function queuedBytesOf(m: {
   readonly subject: string;
@@ -206,6 +233,9 @@ export class SessionStore {
     deleteSession: Database.Statement[];
     releaseSessionPayloads: Database.Statement;
     sessionUsage: Database.Statement;
+    sessionRestUsage: Database.Statement;
+    sessionRowBytes: Database.Statement;
+    hasSub: Database.Statement;
     upsertSub: Database.Statement;
     deleteSub: Database.Statement;
     insertPayload: Database.Statement;
@@ -272,6 +302,14 @@ export class SessionStore {
       sessionUsage: db.prepare(
         "SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message WHERE client_id = ?",
       ),
+      sessionRestUsage: db.prepare(
+        `SELECT (SELECT coalesce(sum(${SUBSCRIPTION_ROW_BYTES} + length(CAST(client_id AS BLOB)) + length(CAST(filter AS BLOB))), 0) FROM mqtt_subscription WHERE client_id = ?) + ` +
+          `(SELECT coalesce(sum(${INBOUND_ROW_BYTES} + length(CAST(client_id AS BLOB))), 0) FROM mqtt_inbound WHERE client_id = ?) AS bytes`,
+      ),
+      sessionRowBytes: db.prepare(
+        `SELECT ${SESSION_ROW_BYTES} + length(CAST(client_id AS BLOB)) + coalesce(length(CAST(will AS BLOB)), 0) + coalesce(length(CAST(owner AS BLOB)), 0) AS bytes FROM mqtt_session WHERE client_id = ?`,
+      ),
+      hasSub: db.prepare("SELECT 1 FROM mqtt_subscription WHERE client_id = ? AND filter = ?"),
       upsertSub: db.prepare(
         "INSERT INTO mqtt_subscription (client_id, filter, qos, options, subscription_id) VALUES (?, ?, ?, ?, ?) " +
           "ON CONFLICT (client_id, filter) DO UPDATE SET qos = excluded.qos, options = excluded.options, subscription_id = excluded.subscription_id",
@@ -344,14 +382,24 @@ export class SessionStore {
 
   /** Counts what the store holds from its rows (at start, and after a failed batch). */
   #recount(): void {
-    const payloads = this.#db
-      .prepare("SELECT coalesce(sum(size), 0) AS bytes FROM mqtt_payload")
-      .get() as { bytes: number };
-    const rows = this.#db
-      .prepare("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message")
-      .get() as { n: number; bytes: number };
-    this.#bytes = payloads.bytes + rows.bytes;
-    this.#messages = rows.n;
+    this.#bytes = sessionStoreUsage(this.#db);
+    this.#messages = (
+      this.#db.prepare("SELECT count(*) AS n FROM mqtt_message").get() as { n: number }
+    ).n;
+    this.#report();
+  }
+
+  /** A session row's bytes (undefined: no row), before and after a write to it. */
+  #sessionRowBytes(clientId: string): number | undefined {
+    const row = this.#stmt.sessionRowBytes.get(clientId) as { bytes: number } | undefined;
+    return row?.bytes;
+  }
+
+  /** Runs a write to a session or subscription row, counting how its bytes changed. */
+  #measured(measure: () => number | undefined, write: () => void): void {
+    const before = measure() ?? 0;
+    write();
+    this.#bytes += (measure() ?? 0) - before;
     this.#report();
   }
 
@@ -360,7 +408,10 @@ export class SessionStore {
     this.#gauges?.messages.set(this.#messages);
   }
 
-  /** Bytes of queued messages held, payloads once; what the quota is measured on. */
+  /**
+   * Bytes held: queued messages (payloads once, a row per session), sessions, their
+   * subscriptions and inbound ids; what the quota is measured on.
+   */
   get bytes(): number {
     return this.#bytes;
   }
@@ -474,23 +525,32 @@ export class SessionStore {
   }
 
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
-    this.#guard("save session", () => {
-      this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null);
-    });
+    this.#guard("save session", () =>
+      this.#measured(
+        () => this.#sessionRowBytes(clientId),
+        () => this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null),
+      ),
+    );
   }
 
   /** Records the user a session belongs to (undefined: anonymous). */
   saveOwner(clientId: string, owner: string | undefined): void {
-    this.#guard("save session owner", () => {
-      this.#stmt.saveOwner.run(owner ?? null, clientId);
-    });
+    this.#guard("save session owner", () =>
+      this.#measured(
+        () => this.#sessionRowBytes(clientId),
+        () => this.#stmt.saveOwner.run(owner ?? null, clientId),
+      ),
+    );
   }
 
   /** Records (or, with undefined, clears) the session's delayed will. */
   saveWill(clientId: string, will: StoredWill | undefined): void {
-    this.#guard("save will", () => {
-      this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId);
-    });
+    this.#guard("save will", () =>
+      this.#measured(
+        () => this.#sessionRowBytes(clientId),
+        () => this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId),
+      ),
+    );
   }
 
   /** Deletes the session with everything it holds; payloads no other session names go too. */
@@ -499,9 +559,12 @@ export class SessionStore {
     this.#guard("delete session", () => {
       const freed = this.#db.transaction((): { bytes: number; n: number } => {
         const usage = this.#stmt.sessionUsage.get(clientId) as { n: number; bytes: number };
+        const rest = this.#stmt.sessionRestUsage.get(clientId, clientId) as { bytes: number };
+        const row = this.#sessionRowBytes(clientId) ?? 0;
         if (usage.n > 0) this.#stmt.releaseSessionPayloads.run(clientId);
         for (const s of this.#stmt.deleteSession) s.run(clientId);
-        return { bytes: usage.bytes + (usage.n > 0 ? this.#sweep() : 0), n: usage.n };
+        const payloads = usage.n > 0 ? this.#sweep() : 0;
+        return { bytes: usage.bytes + rest.bytes + row + payloads, n: usage.n };
       })();
       this.#bytes -= freed.bytes;
       this.#messages -= freed.n;
@@ -521,13 +584,23 @@ export class SessionStore {
     const options =
       (s.noLocal ? 1 : 0) | (s.retainAsPublished ? 2 : 0) | ((s.retainHandling & 3) << 2);
     this.#guard("save subscription", () =>
-      this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null),
+      this.#measured(
+        () =>
+          this.#stmt.hasSub.get(clientId, s.filter) === undefined
+            ? 0
+            : subRowBytes(clientId, s.filter),
+        () =>
+          this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null),
+      ),
     );
   }
 
   deleteSubscription(clientId: string, filter: string): void {
     this.#guard("delete subscription", () => {
-      this.#stmt.deleteSub.run(clientId, filter);
+      if (this.#stmt.deleteSub.run(clientId, filter).changes > 0) {
+        this.#bytes -= subRowBytes(clientId, filter);
+        this.#report();
+      }
     });
   }
 
@@ -619,13 +692,19 @@ export class SessionStore {
 
   addAwaitingRelease(clientId: string, packetId: number): void {
     this.#guard("save inbound QoS 2 id", () => {
-      this.#stmt.addInbound.run(clientId, packetId);
+      if (this.#stmt.addInbound.run(clientId, packetId).changes > 0) {
+        this.#bytes += INBOUND_ROW_BYTES + Buffer.byteLength(clientId);
+        this.#report();
+      }
     });
   }
 
   deleteAwaitingRelease(clientId: string, packetId: number): void {
     this.#guard("delete inbound QoS 2 id", () => {
-      this.#stmt.deleteInbound.run(clientId, packetId);
+      if (this.#stmt.deleteInbound.run(clientId, packetId).changes > 0) {
+        this.#bytes -= INBOUND_ROW_BYTES + Buffer.byteLength(clientId);
+        this.#report();
+      }
     });
   }
 
@@ -724,6 +803,10 @@ function decodeMessage(row: MessageRow): StoredMessage {
     packetId: row.packet_id ?? undefined,
     released: row.released === 1,
   };
+}
+
+function subRowBytes(clientId: string, filter: string): number {
+  return SUBSCRIPTION_ROW_BYTES + Buffer.byteLength(clientId) + Buffer.byteLength(filter);
 }
 
 function encodeWill(w: StoredWill): string {

@@ -15,8 +15,10 @@ import {
   openDatabase,
   queuedBytesOf,
   RetainedStore,
+  SESSION_MESSAGE_ROW_BYTES,
   SessionStore,
   type StoredSubscription,
+  sessionStoreUsage,
 } from "../../src/store/index.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
@@ -662,13 +664,13 @@ describe("SessionStore: across a reopen", () => {
 
 /** Bytes and rows the store holds, summed by plain SQL (what its counters must equal). */
 function held(db: Database.Database): { bytes: number; messages: number; payloads: number } {
-  const p = db
-    .prepare("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_payload")
-    .get() as { n: number; bytes: number };
-  const m = db
-    .prepare("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message")
-    .get() as { n: number; bytes: number };
-  return { bytes: p.bytes + m.bytes, messages: m.n, payloads: p.n };
+  const count = (table: string) =>
+    (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  return {
+    bytes: sessionStoreUsage(db),
+    messages: count("mqtt_message"),
+    payloads: count("mqtt_payload"),
+  };
 }
 
 describe("SessionStore: a payload stored once", () => {
@@ -686,8 +688,8 @@ describe("SessionStore: a payload stored once", () => {
     store.flush();
     expect(held(db)).toMatchObject({ messages: 100, payloads: 1 });
     expect(store.bytes).toBe(held(db).bytes);
-    // 80 KiB once, and about 60 bytes a session.
-    expect(store.bytes).toBeLessThan(80 * 1024 + 100 * 64);
+    // 80 KiB once, and about 50 bytes a session for the message, 50 for the session.
+    expect(store.bytes).toBeLessThan(80 * 1024 + 100 * 2 * 64);
     expect((db.prepare("SELECT refs FROM mqtt_payload").get() as { refs: number }).refs).toBe(100);
 
     for (const id of ids.slice(0, 60)) store.remove(id);
@@ -703,6 +705,9 @@ describe("SessionStore: a payload stored once", () => {
     for (let i = 80; i < 99; i++) store.deleteSession(`c${i}`);
     store.remove(ids[99]!);
     store.flush();
+    for (const c of ["c99", ...Array.from({ length: 60 }, (_, i) => `c${i}`)]) {
+      store.deleteSession(c);
+    }
     expect(held(db)).toEqual({ bytes: 0, messages: 0, payloads: 0 });
     expect([store.bytes, store.messages]).toEqual([0, 0]);
   });
@@ -746,6 +751,19 @@ describe("SessionStore: a payload stored once", () => {
       fc.record({ kind: fc.constant("sent" as const), pick: fc.nat(1000) }),
       fc.record({ kind: fc.constant("delete" as const), session: fc.nat(4) }),
       fc.record({ kind: fc.constant("flush" as const) }),
+      fc.record({
+        kind: fc.constant("sub" as const),
+        session: fc.nat(4),
+        filter: fc.constantFrom("a/#", "b/+/c", "ü/x"),
+        drop: fc.boolean(),
+      }),
+      fc.record({
+        kind: fc.constant("inbound" as const),
+        session: fc.nat(4),
+        id: fc.integer({ min: 1, max: 4 }),
+        drop: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant("will" as const), session: fc.nat(4), set: fc.boolean() }),
     );
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
@@ -772,6 +790,28 @@ describe("SessionStore: a payload stored once", () => {
               if (live[i]!.session === o.session) live.splice(i, 1);
             }
           } else if (o.kind === "flush") store.flush();
+          else if (o.kind === "sub" && o.drop) store.deleteSubscription(`s${o.session}`, o.filter);
+          else if (o.kind === "sub")
+            store.saveSubscription(`s${o.session}`, { ...SUBS[1]!, filter: o.filter });
+          else if (o.kind === "inbound" && o.drop)
+            store.deleteAwaitingRelease(`s${o.session}`, o.id);
+          else if (o.kind === "inbound") store.addAwaitingRelease(`s${o.session}`, o.id);
+          else if (o.kind === "will") {
+            store.saveWill(
+              `s${o.session}`,
+              o.set
+                ? {
+                    subject: "w",
+                    payload: Buffer.alloc(o.session * 10),
+                    qos: 1,
+                    retain: false,
+                    properties: undefined,
+                    messageExpiryS: undefined,
+                    dueAtMs: 5,
+                  }
+                : undefined,
+            );
+          }
         }
         store.flush();
         const sql = held(db);
@@ -794,23 +834,23 @@ describe("SessionStore: a payload stored once", () => {
   it("addIfRoom refuses past maxBytes, counting a shared payload once", async () => {
     const db = open(newDir());
     const m = { ...bareMessage("q"), payload: Buffer.alloc(1000) };
-    // Room for the payload once and a few rows, not for a second payload.
+    // What one message costs with its payload, measured by a first store.
     const probe = new SessionStore(db);
-    probe.saveSession("s0", 1000, undefined);
+    for (let i = 0; i < 6; i++) probe.saveSession(`s${i}`, 1000, undefined);
+    const base = probe.bytes;
     const one = probe.add("s0", m);
     probe.flush();
-    const payloadAndRow = probe.bytes;
+    const payloadAndRow = probe.bytes - base;
     probe.remove(one.id);
     probe.flush();
-    expect(probe.bytes).toBe(0);
+    expect(probe.bytes).toBe(base);
 
-    const store = new SessionStore(db, { maxBytes: payloadAndRow + 3 * 60 });
+    // Room for the payload once and three more rows (client ids of 2 bytes).
+    const row = SESSION_MESSAGE_ROW_BYTES + 2;
+    const store = new SessionStore(db, { maxBytes: base + payloadAndRow + 3 * row });
     const source = {};
     const results = [];
-    for (let i = 0; i < 6; i++) {
-      store.saveSession(`s${i}`, 1000, undefined);
-      results.push(store.addIfRoom(`s${i}`, m, source) !== undefined);
-    }
+    for (let i = 0; i < 6; i++) results.push(store.addIfRoom(`s${i}`, m, source) !== undefined);
     expect(results).toEqual([true, true, true, true, false, false]);
     // A new payload (another source) does not fit at all.
     expect(store.addIfRoom("s0", m, {})).toBeUndefined();
