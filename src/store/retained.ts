@@ -126,7 +126,9 @@ export class RetainedStore {
     if (expiresAtMs !== undefined) meta.x = expiresAtMs;
     const metaText = meta.p === undefined && meta.x === undefined ? null : JSON.stringify(meta);
     const size =
-      Buffer.byteLength(subject) + bytes.length + (metaText === null ? 0 : metaText.length);
+      Buffer.byteLength(subject) +
+      bytes.length +
+      (metaText === null ? 0 : Buffer.byteLength(metaText));
     if (previous === undefined) {
       const bound =
         this.#index.size >= this.#maxMessages
