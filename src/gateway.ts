@@ -25,6 +25,7 @@ import {
   openDatabase,
   RetainedStore,
   SessionStore,
+  sessionStoreQuota,
 } from "./store/index.js";
 import { type Dialer, Upstream } from "./upstream/index.js";
 
@@ -202,6 +203,9 @@ export class Gateway {
         maxConnectionsPerAddress: config.mqtt.max_connections_per_address,
         maxInflight: config.mqtt.max_inflight,
         maxQueued: config.mqtt.max_queued_messages,
+        maxSessionQueuedBytes: config.mqtt.max_session_queued_bytes,
+        maxSessions: config.mqtt.max_sessions,
+        maxSubscriptionsPerClient: config.mqtt.max_subscriptions_per_client,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
         maxTopicBytes: config.mqtt.max_topic_length,
@@ -209,7 +213,12 @@ export class Gateway {
       },
       mqttLog,
       metrics,
-      new RetainedStore(db),
+      new RetainedStore(db, {
+        maxMessages: config.mqtt.max_retained_messages,
+        maxBytes: config.mqtt.max_retained_bytes,
+        metrics,
+        log: mqttLog,
+      }),
       new Authenticator({
         users: config.authorization.users,
         defaultPermissions: config.authorization.default_permissions,
@@ -221,6 +230,11 @@ export class Gateway {
       }),
       new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
+        maxBytes: sessionStoreQuota(
+          config.mqtt.session_store_max_bytes,
+          config.buffer.max_file_size,
+        ),
+        metrics,
         onError: (err, what) => {
           sessionStoreErrors.inc({ what });
           mqttLog.warn(

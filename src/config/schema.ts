@@ -77,7 +77,13 @@ export interface LeafgateConfig {
     readonly max_connections_per_address: number; // default 256; 0 = no limit
     readonly max_inflight: number; // outbound QoS 1/2 awaiting ack per client (default 1000)
     readonly max_queued_messages: number; // per session, behind the window or offline (default 1000)
+    readonly max_session_queued_bytes: number; // bytes (default 16MiB): their subject + payload, per session
     readonly max_session_expiry: number; // ms (default 7d): longest an offline session is kept
+    readonly max_sessions: number; // persistent sessions kept, online or offline (default 10000)
+    readonly session_store_max_bytes: number; // bytes (default 256MiB): everything queued for persistent sessions
+    readonly max_subscriptions_per_client: number; // default 100
+    readonly max_retained_messages: number; // retained topics kept (default 10000)
+    readonly max_retained_bytes: number; // bytes (default 64MiB): topic + payload + properties
     readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
     readonly max_topic_length: number; // bytes (default 4096): PUBLISH and will topics, filters
     readonly max_topic_levels: number; // levels (default 64): PUBLISH and will topics, filters
@@ -292,8 +298,27 @@ export const CONFIG_SCHEMA: Node = obj({
     // Outbound packet ids are 16 bits; the window cannot exceed them.
     max_inflight: int(1, 65_535, 1000),
     max_queued_messages: int(0, 10_000_000, 1000),
+    max_session_queued_bytes: {
+      kind: "size",
+      min: 0,
+      max: Number.MAX_SAFE_INTEGER,
+      default: "16MiB",
+    },
     // MQTT 5 carries the session expiry as a 32-bit number of seconds.
     max_session_expiry: { kind: "duration", max: 0xffff_ffff * 1000, default: "7d" },
+    // Persistent sessions, and the store of what they are owed: bounded so that random
+    // client ids cannot fill the disk the outbox needs (with buffer.max_file_size set the
+    // store gets at most a quarter of that file).
+    max_sessions: int(1, 10_000_000, 10_000),
+    session_store_max_bytes: {
+      kind: "size",
+      min: 64 * 1024,
+      max: Number.MAX_SAFE_INTEGER,
+      default: "256MiB",
+    },
+    max_subscriptions_per_client: int(1, 1_000_000, 100),
+    max_retained_messages: int(0, 10_000_000, 10_000),
+    max_retained_bytes: { kind: "size", min: 0, max: Number.MAX_SAFE_INTEGER, default: "64MiB" },
     topic_alias_maximum: int(0, 65_535, 64),
     // Topics and filters are UTF-8 strings with a 16-bit length (MQTT 3.1.1 §1.5.3), so
     // neither bound can usefully be larger; a level takes at least one byte but the first.

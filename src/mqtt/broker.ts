@@ -19,6 +19,12 @@ export interface BrokerOptions {
   readonly maxInflight: number;
   /** QoS 1/2 messages a session queues behind a full window or while offline. */
   readonly maxQueued: number;
+  /** Their bytes (subject + payload) a session queues at most. */
+  readonly maxSessionQueuedBytes: number;
+  /** Persistent sessions kept, connected or not; a CONNECT that would make one more is refused. */
+  readonly maxSessions: number;
+  /** Subscriptions one session holds at most; SUBSCRIBE past it is refused per filter. */
+  readonly maxSubscriptionsPerClient: number;
   /** Longest an offline session is kept (3.1.1 persistent sessions, capped MQTT 5 ones). */
   readonly maxSessionExpiryMs: number;
   /** Topic aliases an MQTT 5 client may set (CONNACK Topic Alias Maximum). */
@@ -48,6 +54,9 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   allowAnonymous: true,
   maxInflight: 1000,
   maxQueued: 1000,
+  maxSessionQueuedBytes: 16 * 1024 * 1024,
+  maxSessions: 10_000,
+  maxSubscriptionsPerClient: 100,
   maxSessionExpiryMs: 7 * 24 * 3600 * 1000,
   topicAliasMaximum: 64,
   maxConnections: 1000,
@@ -77,6 +86,8 @@ export interface BrokerMetrics {
   readonly sessions: Gauge;
   readonly pending: Gauge;
   readonly refused: Counter;
+  readonly persistentSessions: Gauge;
+  readonly sessionsRefused: Counter;
 }
 
 /** Who publishes: whose permissions apply, and the client id it is published under. */
@@ -144,6 +155,16 @@ export function sourceAddress(remote: string): string {
   return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
 }
 
+/**
+ * A bound that refuses (max sessions, a full session store…) logs at most one line per
+ * interval, with how many were refused since the last; every refusal is counted anyway.
+ * An attacker hitting a bound thousands of times a second must not fill the log.
+ */
+const LIMIT_LOG_INTERVAL_MS = 10_000;
+
+/** The bounds whose refusals are logged rate-limited (fixed keys: the map stays small). */
+type LimitKey = "max-sessions" | "session-store-full" | "max-subscriptions-per-client";
+
 /** Shared state of every MQTT connection: the bus, options and the client-id table. */
 export class Broker {
   readonly bus: Bus;
@@ -161,6 +182,9 @@ export class Broker {
   readonly refusalLog: RateLimitedLog;
   /** Addresses locked out after failed logins: apart, so refusals cannot crowd it out. */
   readonly lockoutLog: RateLimitedLog;
+  /** Sessions in #sessions that are persistent (expiry > 0): what max_sessions bounds. */
+  #persistent = 0;
+  readonly #limitLogs = new Map<LimitKey, { lastMs: number; suppressed: number }>();
 
   /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
   readonly retained: RetainedStore | undefined;
@@ -243,6 +267,14 @@ export class Broker {
         "leafgate_mqtt_connections_refused_total",
         "Sockets closed at accept, or while pending to make room, by reason",
       ),
+      persistentSessions: metrics.gauge(
+        "leafgate_mqtt_persistent_sessions",
+        "Persistent MQTT sessions, connected or not (bounded by mqtt.max_sessions)",
+      ),
+      sessionsRefused: metrics.counter(
+        "leafgate_mqtt_sessions_refused_total",
+        "CONNECTs refused because they would make one more persistent session than allowed, by reason",
+      ),
     };
     this.#protocolErrorLog = new RateLimitedLog(log, "mqtt protocol errors");
     this.refusalLog = new RateLimitedLog(log, "mqtt refusals");
@@ -269,7 +301,8 @@ export class Broker {
     if (store === undefined) return;
     let expired = 0;
     const wills: [string, Will][] = [];
-    for (const stored of store.loadAll()) {
+    // Metadata and subscriptions only: a session's messages are read when it connects.
+    for (const stored of store.loadSessions()) {
       const since = stored.disconnectedAtMs ?? nowMs;
       if (since + stored.expiryMs <= nowMs) {
         if (stored.will !== undefined) {
@@ -281,7 +314,9 @@ export class Broker {
         continue;
       }
       this.#sessions.set(stored.clientId, Session.restore(this, stored, nowMs));
+      this.#persistent++;
     }
+    this.metrics.persistentSessions.set(this.#persistent);
     // Once every session is back, so that those subscribed get them.
     for (const [clientId, will] of wills) this.publishWill(clientId, will);
     this.metrics.sessions.set(this.#sessions.size);
@@ -330,6 +365,63 @@ export class Broker {
   }
 
   /**
+   * Logs that a bound refused something, at most once per LIMIT_LOG_INTERVAL_MS per
+   * bound, with the number refused meanwhile. The fields are ours, never the client's.
+   */
+  logLimit(key: LimitKey, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const state = this.#limitLogs.get(key);
+    if (state !== undefined && now - state.lastMs < LIMIT_LOG_INTERVAL_MS) {
+      state.suppressed++;
+      return;
+    }
+    this.log.warn({ ...fields, refusedSinceLastLine: state?.suppressed ?? 0 }, msg);
+    this.#limitLogs.set(key, { lastMs: now, suppressed: 0 });
+  }
+
+  /** A message for a persistent session was not stored: the store's quota is reached. */
+  logSessionStoreFull(): void {
+    this.logLimit(
+      "session-store-full",
+      {
+        bytes: this.sessionStore?.bytes,
+        quota: this.sessionStore?.maxBytes,
+      },
+      "mqtt session store full (mqtt.session_store_max_bytes): messages for waiting sessions are dropped",
+    );
+  }
+
+  /**
+   * True when a CONNECT for `clientId` asking `expiryMs` would make one more persistent
+   * session than mqtt.max_sessions allows; counted and logged (rate-limited). Refusing
+   * the newcomer, not evicting the oldest offline session, keeps what devices already
+   * have: an attacker making sessions cannot throw a real device's queued messages away.
+   * Resuming or replacing a persistent session, and clean sessions, are never refused.
+   */
+  sessionLimitReached(clientId: string, expiryMs: number): boolean {
+    if (expiryMs === 0 || this.sessionStore === undefined) return false;
+    if (this.#sessions.get(clientId)?.persistent === true) return false;
+    if (this.#persistent < this.options.maxSessions) return false;
+    this.metrics.sessionsRefused.inc({ reason: "max-sessions" });
+    this.logLimit(
+      "max-sessions",
+      { maxSessions: this.options.maxSessions },
+      "mqtt client refused: mqtt.max_sessions persistent sessions exist",
+    );
+    return true;
+  }
+
+  /** A session became persistent (+1) or stopped being so (-1). */
+  persistenceChanged(delta: 1 | -1): void {
+    this.#persistent += delta;
+    this.metrics.persistentSessions.set(this.#persistent);
+  }
+
+  get persistentSessionCount(): number {
+    return this.#persistent;
+  }
+
+  /**
    * Gives `connection` the session of `clientId` [MQTT-3.1.2-4]: an older connection with
    * the id is closed first [MQTT-3.1.4-2]; with clean start the old session ends and a
    * new one begins [MQTT-3.1.2-4]. Returns the session and whether it was resumed.
@@ -370,6 +462,7 @@ export class Broker {
     if (this.#sessions.get(session.clientId) === session) {
       this.#sessions.delete(session.clientId);
       this.metrics.sessions.set(this.#sessions.size);
+      if (session.persistent) this.persistenceChanged(-1);
     }
     session.end();
     if (session.persistent) this.sessionStore?.deleteSession(session.clientId);

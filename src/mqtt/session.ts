@@ -1,6 +1,12 @@
 import type { BusSubscription, Envelope } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
-import type { SessionStore, StoredMessage, StoredSession, StoredWill } from "../store/index.js";
+import {
+  queuedBytesOf,
+  type SessionStore,
+  type StoredMessage,
+  type StoredSession,
+  type StoredWill,
+} from "../store/index.js";
 import type { Broker } from "./broker.js";
 import type { Connection } from "./connection.js";
 import { type ParsedFilter, parseFilter } from "./filter.js";
@@ -8,6 +14,13 @@ import { encodeAck } from "./packets.js";
 
 const MAX_PACKET_ID = 0xffff;
 const DOLLAR = "$".charCodeAt(0);
+/**
+ * Queued messages a persistent session holds in memory at most; the rest stay on disk and
+ * are read, this many at a time, as the client's window takes them. Each read is one
+ * indexed query; a window this size keeps a connected session's memory small whatever
+ * its queue (offline sessions hold none).
+ */
+const QUEUE_WINDOW = 64;
 
 export interface Subscription {
   /** As the client sent it, `$share/<group>/` included. */
@@ -92,6 +105,18 @@ export class Session {
   readonly #resend = new Map<number, Outbound>();
   #queue: Outbound[] = [];
   #queueHead = 0;
+  /** Bytes of every queued message, in memory or on disk (max_session_queued_bytes). */
+  #queuedBytes = 0;
+  /**
+   * Persistent sessions: queued messages only on disk, each with a row id above
+   * `#queueCursor` (the last one read into memory or queued there).
+   */
+  #diskQueued = 0;
+  /** After a resume under narrower permissions: which owed messages may still go. */
+  #owedKeep: ((message: Envelope) => boolean) | undefined;
+  #queueCursor = 0;
+  /** Persistent sessions while offline: their in-flight messages are on disk only. */
+  #diskInflight = 0;
   /** Inbound QoS 2 ids: `committing` until stored, then `received` until PUBREL. */
   readonly awaitingRelease = new Map<number, "committing" | "received">();
   #nextPacketId = 1;
@@ -119,8 +144,14 @@ export class Session {
     return this.expiryMs > 0;
   }
 
+  /** Messages waiting for the window: in memory, and on disk for a persistent session. */
   get queuedCount(): number {
-    return this.#queue.length - this.#queueHead;
+    return this.#queue.length - this.#queueHead + this.#diskQueued;
+  }
+
+  /** Their bytes (subject + payload), as `max_session_queued_bytes` bounds them. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
   }
 
   /** The bus subscriber behind every non-shared subscription of this session. */
@@ -245,8 +276,14 @@ export class Session {
       conn !== undefined &&
       this.queuedCount === 0 &&
       this.#resend.size === 0 &&
+      this.#diskInflight === 0 &&
       conn.hasWindow(this.inflight.size);
-    if (!canSend && this.queuedCount >= this.broker.options.maxQueued) {
+    const bytes = queuedBytesOf(message);
+    const { maxQueued, maxSessionQueuedBytes } = this.broker.options;
+    if (
+      !canSend &&
+      (this.queuedCount >= maxQueued || this.#queuedBytes + bytes > maxSessionQueuedBytes)
+    ) {
       this.broker.metrics.dropped.inc({ reason: "queue-full" });
       return undefined;
     }
@@ -254,7 +291,11 @@ export class Session {
     let committed: Promise<void> | undefined;
     const store = this.#store;
     if (store !== undefined) {
-      const row = store.add(this.clientId, {
+      // The session store's quota holds what waits (offline, or behind a full window);
+      // a message that goes out now is stored regardless, until its ack (the window
+      // bounds those). Past it, only this session's copy is lost: the publisher's ingest
+      // (the outbox) never waits for room here.
+      const stored = {
         subject: message.subject,
         payload: Buffer.from(
           message.payload.buffer,
@@ -269,9 +310,21 @@ export class Session {
         properties: message.properties,
         headers: message.headers,
         subscriptionIds,
-      });
+      } as const;
+      const row = canSend
+        ? store.add(this.clientId, stored, message)
+        : store.addIfRoom(this.clientId, stored, message);
+      if (row === undefined) {
+        this.broker.metrics.dropped.inc({ reason: "session-store-full" });
+        this.broker.logSessionStoreFull();
+        return undefined;
+      }
       rowId = row.id;
-      committed = row.committed;
+      // A failed commit (disk full) costs this session its copy, counted; never the
+      // publisher's ack, which waits only for the copies that can be stored.
+      committed = row.committed.catch(() => {
+        this.broker.metrics.dropped.inc({ reason: "session-store-failed" });
+      });
     }
     const out: Outbound = {
       message,
@@ -283,8 +336,23 @@ export class Session {
       released: false,
       seq: 0,
     };
-    if (canSend) this.#send(out);
-    else this.#queue.push(out);
+    if (canSend) {
+      this.#send(out);
+      return committed;
+    }
+    this.#queuedBytes += bytes;
+    if (
+      rowId !== undefined &&
+      (conn === undefined ||
+        this.#diskQueued > 0 ||
+        this.#queue.length - this.#queueHead >= QUEUE_WINDOW)
+    ) {
+      // On disk only, read back in order when the window takes it.
+      this.#diskQueued++;
+      return committed;
+    }
+    if (rowId !== undefined) this.#queueCursor = rowId;
+    this.#queue.push(out);
     return committed;
   }
 
@@ -360,9 +428,11 @@ export class Session {
         else conn.sendAcked(out, true);
       });
     }
-    while (this.#queueHead < this.#queue.length && conn.hasWindow(this.inflight.size)) {
+    while (conn.hasWindow(this.inflight.size) && this.connection === conn) {
+      if (this.#queueHead >= this.#queue.length && !this.#readQueued()) break;
       const out = this.#queue[this.#queueHead]!;
       this.#queue[this.#queueHead++] = undefined as unknown as Outbound;
+      this.#queuedBytes -= queuedBytesOf(out.message);
       const expires = out.message.expiresAtMs;
       if (expires !== undefined && expires <= Date.now()) {
         // Expired before onward delivery began: not sent [MQTT-3.3.2-5].
@@ -370,13 +440,50 @@ export class Session {
         if (out.rowId !== undefined) this.#store?.remove(out.rowId);
         continue;
       }
+      if (this.#owedKeep !== undefined && !this.#owedKeep(out.message)) {
+        // Read from disk after a resume under narrower permissions (see dropOwed).
+        this.broker.metrics.dropped.inc({ reason: "not-authorized" });
+        if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+        continue;
+      }
       this.#send(out);
       if (this.connection === undefined) break;
     }
-    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+    if (this.#queueHead >= this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#queueHead);
       this.#queueHead = 0;
     }
+  }
+
+  /**
+   * Reads the next queued messages from disk into the (empty) memory queue, at most
+   * QUEUE_WINDOW; false when there are none.
+   */
+  #readQueued(): boolean {
+    const store = this.#store;
+    if (this.#diskQueued === 0 || store === undefined) return false;
+    const rows = store.loadQueued(
+      this.clientId,
+      this.#queueCursor,
+      Math.min(QUEUE_WINDOW, this.#diskQueued),
+    );
+    if (rows.length === 0) {
+      // Rows a failed commit never wrote: nothing more is owed than what memory holds.
+      this.#diskQueued = 0;
+      this.#queuedBytes = 0;
+      for (let i = this.#queueHead; i < this.#queue.length; i++) {
+        this.#queuedBytes += queuedBytesOf(this.#queue[i]!.message);
+      }
+      return false;
+    }
+    this.#queue = rows.map(toOutbound);
+    this.#queueHead = 0;
+    this.#diskQueued -= rows.length;
+    this.#queueCursor = rows[rows.length - 1]!.id;
+    return true;
   }
 
   /**
@@ -426,6 +533,7 @@ export class Session {
     this.connection = conn;
     if (this.#store !== undefined)
       this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
+    if (resumed) this.#readInflight();
     if (resumed) {
       // Owed again, in order, within the new connection's window [MQTT-3.3.4-9]; the
       // rest keep their ids and go as acks free the window.
@@ -448,6 +556,36 @@ export class Session {
     const now = Date.now();
     this.broker.sessionStore?.saveSession(this.clientId, this.expiryMs, now);
     this.armExpiry(this.expiryMs);
+    this.#unload();
+  }
+
+  /** Offline, in-flight messages were on disk only: back in the order first sent. */
+  #readInflight(): void {
+    if (this.#diskInflight === 0) return;
+    this.#diskInflight = 0;
+    for (const m of this.#store?.loadInflight(this.clientId) ?? []) {
+      if (m.packetId === undefined || this.inflight.has(m.packetId)) continue;
+      const out = toOutbound(m);
+      out.packetId = m.packetId;
+      out.seq = this.#nextSeq++;
+      this.inflight.set(m.packetId, out);
+      this.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
+    }
+  }
+
+  /**
+   * An offline persistent session keeps no message in memory: each is on disk (queued
+   * ones read back in windows, in-flight ones at the next connection).
+   */
+  #unload(): void {
+    if (this.#store === undefined) return;
+    this.#diskInflight += this.inflight.size + this.#resend.size;
+    this.inflight.clear();
+    this.#resend.clear();
+    this.#diskQueued += this.#queue.length - this.#queueHead;
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queueCursor = 0;
   }
 
   armExpiry(delayMs: number): void {
@@ -503,6 +641,9 @@ export class Session {
     }
     this.#queue = [];
     this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    this.#diskQueued = 0;
+    this.#diskInflight = 0;
     this.inflight.clear();
     this.#resend.clear();
   }
@@ -513,6 +654,8 @@ export class Session {
    * some of what was queued for it.
    */
   dropOwed(keep: (message: Envelope) => boolean): number {
+    // Queued messages still on disk are judged as they are read (see #fill).
+    this.#owedKeep = keep;
     let dropped = 0;
     const drop = (out: Outbound): boolean => {
       // PUBREC came: the client has the message, only our PUBREL is owed [MQTT-4.3.3-1].
@@ -540,7 +683,24 @@ export class Session {
   /** Makes the session persistent, or not, for its current connection (at CONNECT). */
   setExpiry(expiryMs: number): void {
     const wasStored = this.expiryMs > 0;
+    if (wasStored && expiryMs === 0) {
+      // No longer stored: what is owed moves to memory first, for this connection
+      // (bounded by max_queued_messages and the window it was sent in).
+      this.#readInflight();
+      while (this.#diskQueued > 0) {
+        const rest = this.#queue.slice(this.#queueHead);
+        if (!this.#readQueued()) {
+          this.#queue = rest;
+          break;
+        }
+        this.#queue = [...rest, ...this.#queue];
+      }
+      this.#queueHead = 0;
+    }
     this.expiryMs = expiryMs;
+    if (wasStored !== expiryMs > 0 && this.broker.session(this.clientId) === this) {
+      this.broker.persistenceChanged(wasStored ? -1 : 1);
+    }
     const store = this.broker.sessionStore;
     if (store === undefined) return;
     if (expiryMs === 0) {
@@ -566,17 +726,10 @@ export class Session {
       }
       session.subscribe({ ...s, ...parsed }, true);
     }
-    for (const m of stored.messages) {
-      const out = toOutbound(m);
-      if (m.packetId !== undefined && !session.inflight.has(m.packetId)) {
-        out.packetId = m.packetId;
-        out.seq = session.#nextSeq++;
-        session.inflight.set(m.packetId, out);
-        session.#nextPacketId = (m.packetId % MAX_PACKET_ID) + 1;
-      } else {
-        session.#queue.push(out);
-      }
-    }
+    // Messages stay on disk until the client connects (lazy loading).
+    session.#diskInflight = stored.inflight;
+    session.#diskQueued = stored.queued;
+    session.#queuedBytes = stored.queuedBytes;
     for (const id of stored.awaitingRelease) session.awaitingRelease.set(id, "received");
     if (stored.will !== undefined) {
       const { dueAtMs, ...will } = stored.will;

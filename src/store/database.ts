@@ -10,6 +10,13 @@ export const DATABASE_FILE = "leafgate.db";
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
 const SCHEMA_VERSION = 5;
 
+/**
+ * What a queued-message row of the session store counts for besides its client id and
+ * delivery options: its integer columns and its entry in the (client_id, id) index, about
+ * as SQLite lays them out. `SessionStore` counts the same; kept here for the migration.
+ */
+export const SESSION_MESSAGE_ROW_BYTES = 48;
+
 const SCHEMA_V1 = `
   CREATE TABLE IF NOT EXISTS outbox (
     -- AUTOINCREMENT: ids are never reused, even after the table empties; they are the
@@ -77,10 +84,55 @@ const SCHEMA_V4 = `
 `;
 
 /**
- * v5: the user a persistent MQTT session belongs to: the user name, '' for anonymous;
- * NULL for sessions stored before owners were recorded.
+ * v5: a queued message's payload is stored once, however many sessions it is queued for.
+ * `mqtt_payload` holds the message (subject, payload, and what the publisher gave it) with
+ * the number of session rows that reference it; `mqtt_message` keeps per session only
+ * what differs between sessions (QoS, retain flag, subscription ids, packet id). `size`
+ * is the bytes each row holds, summed for the session store's quota; a message row's
+ * `bytes` is its message's subject + payload, summed per session for
+ * `max_session_queued_bytes` without reading the payloads at start. Each v4 row becomes
+ * one payload (refs 1) and one message row with the same id. Sessions get an owner: the
+ * user name of who made it, '' for anonymous; NULL for sessions stored before owners were
+ * recorded.
  */
 const SCHEMA_V5 = `
+  CREATE TABLE mqtt_payload (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    meta TEXT NOT NULL,
+    refs INTEGER NOT NULL,
+    size INTEGER NOT NULL
+  );
+  CREATE TABLE mqtt_message_v5 (
+    id INTEGER PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    payload_id INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    meta TEXT,
+    packet_id INTEGER,
+    released INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+  );
+  INSERT INTO mqtt_payload (id, subject, payload, meta, refs, size)
+    SELECT id, subject, payload, json_remove(meta, '$.r', '$.s'), 1,
+      length(CAST(subject AS BLOB)) + length(payload) + length(CAST(json_remove(meta, '$.r', '$.s') AS BLOB))
+    FROM mqtt_message;
+  INSERT INTO mqtt_message_v5 (id, client_id, payload_id, qos, meta, packet_id, released, size, bytes)
+    SELECT id, client_id, id, qos, d, packet_id, released,
+      ${SESSION_MESSAGE_ROW_BYTES} + length(CAST(client_id AS BLOB)) + coalesce(length(CAST(d AS BLOB)), 0),
+      length(CAST(subject AS BLOB)) + length(payload)
+    FROM (
+      SELECT *, CASE WHEN json_type(meta, '$.r') IS NULL AND json_type(meta, '$.s') IS NULL
+        THEN NULL ELSE json_remove(meta, '$.t', '$.x', '$.p', '$.h', '$.m') END AS d
+      FROM mqtt_message
+    );
+  DROP TABLE mqtt_message;
+  ALTER TABLE mqtt_message_v5 RENAME TO mqtt_message;
+  CREATE INDEX mqtt_message_client ON mqtt_message (client_id, id);
+  -- Payloads no row names any more, found without a scan (deleted in the same transaction).
+  CREATE INDEX mqtt_payload_unreferenced ON mqtt_payload (id) WHERE refs <= 0;
   ALTER TABLE mqtt_session ADD COLUMN owner TEXT;
 `;
 

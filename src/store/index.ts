@@ -12,15 +12,21 @@ export {
   type Durability,
   openDatabase,
   pragma,
+  SESSION_MESSAGE_ROW_BYTES,
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
-export { type RetainedMessage, RetainedStore } from "./retained.js";
+export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
 export {
   type NewStoredMessage,
+  queuedBytesOf,
   SessionStore,
+  type SessionStoreOptions,
   type StoredMessage,
   type StoredSession,
+  type StoredSessionWithMessages,
   type StoredSubscription,
   type StoredWill,
+  sessionStoreQuota,
+  sessionStoreUsage,
 } from "./sessions.js";

@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import type { MessageProperties } from "../core/index.js";
+import type { Counter, Gauge, Logger, MessageProperties, Metrics } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
 import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
@@ -18,45 +18,94 @@ interface Meta {
   x?: number;
 }
 
+export interface RetainedStoreOptions {
+  /** Retained topics kept at most; a new topic past it is not stored. */
+  readonly maxMessages?: number;
+  /** Their bytes (topic + payload + properties) at most; likewise. */
+  readonly maxBytes?: number;
+  /** leafgate_mqtt_retained_{messages,bytes} and leafgate_mqtt_retained_refused_total. */
+  readonly metrics?: Metrics;
+  readonly log?: Logger;
+}
+
+/** One line at most per interval for refused retained messages; each is counted anyway. */
+const REFUSED_LOG_INTERVAL_MS = 10_000;
+
+/** What is kept in memory per retained topic: enough to match, bound and expire it. */
+interface Entry {
+  readonly bytes: number;
+  readonly expiresAtMs: number | undefined;
+}
+
 /**
  * MQTT retained messages: the last retained message per topic, on disk so that it
  * survives a restart [MQTT-3.3.1-5]. An empty payload removes the topic's message and
- * is not stored itself [MQTT-3.3.1-10], [MQTT-3.3.1-11]. Kept in memory as well: reads
- * happen on every SUBSCRIBE, writes only when a device publishes with the retain flag.
+ * is not stored itself [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+ *
+ * Bounded in count and bytes: a message for a topic not yet retained is not stored past
+ * either bound (it is still delivered and forwarded as any message; only the retained
+ * copy is refused, counted and logged at most every 10 s). Replacing or clearing a
+ * retained topic always works, so a device's own status topic never gets stuck.
+ *
+ * Memory holds only each topic's size and expiry; payloads are read from disk on
+ * SUBSCRIBE for the topics a filter matches, so the bytes bound is a disk bound.
  */
 export class RetainedStore {
   readonly #upsert: Database.Statement;
   readonly #remove: Database.Statement;
-  readonly #bySubject = new Map<string, RetainedMessage>();
+  readonly #read: Database.Statement;
+  readonly #index = new Map<string, Entry>();
+  readonly #maxMessages: number;
+  readonly #maxBytes: number;
+  #bytes = 0;
+  readonly #gauges: { messages: Gauge; bytes: Gauge } | undefined;
+  readonly #refused: Counter | undefined;
+  readonly #log: Logger | undefined;
+  #lastLogMs = Number.NEGATIVE_INFINITY;
+  #refusedSinceLog = 0;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, options: RetainedStoreOptions = {}) {
+    this.#maxMessages = options.maxMessages ?? Number.POSITIVE_INFINITY;
+    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    this.#log = options.log;
+    if (options.metrics !== undefined) {
+      this.#gauges = {
+        messages: options.metrics.gauge("leafgate_mqtt_retained_messages", "Retained topics kept"),
+        bytes: options.metrics.gauge(
+          "leafgate_mqtt_retained_bytes",
+          "Bytes of retained messages kept (topic + payload + properties)",
+        ),
+      };
+      this.#refused = options.metrics.counter(
+        "leafgate_mqtt_retained_refused_total",
+        "Retained messages for a new topic not stored (the message itself was delivered), by bound",
+      );
+    }
     this.#upsert = db.prepare(
       "INSERT INTO retained (subject, payload, qos, received_at_ms, meta) VALUES (?, ?, ?, ?, ?) " +
         "ON CONFLICT (subject) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, received_at_ms = excluded.received_at_ms, meta = excluded.meta",
     );
     this.#remove = db.prepare("DELETE FROM retained WHERE subject = ?");
+    this.#read = db.prepare(
+      "SELECT payload, qos, received_at_ms, meta FROM retained WHERE subject = ?",
+    );
+    // Sizes only: SQLite reads a blob's length from the record, not the blob's pages.
     for (const row of db
-      .prepare("SELECT subject, payload, qos, received_at_ms, meta FROM retained")
-      .all() as {
-      subject: string;
-      payload: Buffer;
-      qos: 0 | 1 | 2;
-      received_at_ms: number;
-      meta: string | null;
-    }[]) {
-      const meta = row.meta === null ? {} : (JSON.parse(row.meta) as Meta);
-      this.#bySubject.set(row.subject, {
-        subject: row.subject,
-        payload: row.payload,
-        qos: row.qos,
-        receivedAtMs: row.received_at_ms,
-        properties: meta.p === undefined ? undefined : propertiesFromJson(meta.p),
-        expiresAtMs: meta.x,
-      });
+      .prepare(
+        "SELECT subject, length(CAST(subject AS BLOB)) + length(payload) + " +
+          "coalesce(length(CAST(meta AS BLOB)), 0) AS bytes, json_extract(meta, '$.x') AS x FROM retained",
+      )
+      .all() as { subject: string; bytes: number; x: number | null }[]) {
+      this.#index.set(row.subject, { bytes: row.bytes, expiresAtMs: row.x ?? undefined });
+      this.#bytes += row.bytes;
     }
+    this.#report();
   }
 
-  /** Stores (or, for an empty payload, removes) the retained message of `subject`. */
+  /**
+   * Stores (or, for an empty payload, removes) the retained message of `subject`. False
+   * when a bound refused it (a topic not retained yet, past the count or the bytes).
+   */
   set(
     subject: string,
     payload: Uint8Array,
@@ -64,44 +113,110 @@ export class RetainedStore {
     receivedAtMs: number,
     properties?: MessageProperties,
     expiresAtMs?: number,
-  ): void {
+  ): boolean {
+    const previous = this.#index.get(subject);
     if (payload.length === 0) {
       this.#remove.run(subject);
-      this.#bySubject.delete(subject);
-      return;
+      this.#drop(subject, previous);
+      return true;
     }
     const bytes = Buffer.from(payload);
     const meta: Meta = {};
     if (properties !== undefined) meta.p = propertiesToJson(properties);
     if (expiresAtMs !== undefined) meta.x = expiresAtMs;
     const metaText = meta.p === undefined && meta.x === undefined ? null : JSON.stringify(meta);
+    const size =
+      Buffer.byteLength(subject) +
+      bytes.length +
+      (metaText === null ? 0 : Buffer.byteLength(metaText));
+    if (previous === undefined) {
+      const bound =
+        this.#index.size >= this.#maxMessages
+          ? "max-retained-messages"
+          : this.#bytes + size > this.#maxBytes
+            ? "max-retained-bytes"
+            : undefined;
+      if (bound !== undefined) {
+        this.#refuse(bound);
+        return false;
+      }
+    }
     this.#upsert.run(subject, bytes, qos, receivedAtMs, metaText);
-    this.#bySubject.set(subject, {
-      subject,
-      payload: bytes,
-      qos,
-      receivedAtMs,
-      properties,
-      expiresAtMs,
-    });
+    this.#bytes += size - (previous?.bytes ?? 0);
+    this.#index.set(subject, { bytes: size, expiresAtMs });
+    this.#report();
+    return true;
   }
 
   /** Retained messages whose subject any of `patterns` matches; expired ones are dropped. */
   match(patterns: readonly string[], nowMs = Date.now()): RetainedMessage[] {
     const out: RetainedMessage[] = [];
-    for (const m of this.#bySubject.values()) {
-      if (!patterns.some((p) => subjectMatches(p, m.subject))) continue;
-      if (m.expiresAtMs !== undefined && m.expiresAtMs <= nowMs) {
-        this.#remove.run(m.subject);
-        this.#bySubject.delete(m.subject);
+    const expired: string[] = [];
+    for (const [subject, entry] of this.#index) {
+      if (!patterns.some((p) => subjectMatches(p, subject))) continue;
+      if (entry.expiresAtMs !== undefined && entry.expiresAtMs <= nowMs) {
+        expired.push(subject);
         continue;
       }
-      out.push(m);
+      const row = this.#read.get(subject) as
+        | { payload: Buffer; qos: 0 | 1 | 2; received_at_ms: number; meta: string | null }
+        | undefined;
+      if (row === undefined) continue;
+      const meta = row.meta === null ? {} : (JSON.parse(row.meta) as Meta);
+      out.push({
+        subject,
+        payload: row.payload,
+        qos: row.qos,
+        receivedAtMs: row.received_at_ms,
+        properties: meta.p === undefined ? undefined : propertiesFromJson(meta.p),
+        expiresAtMs: meta.x,
+      });
+    }
+    for (const subject of expired) {
+      this.#remove.run(subject);
+      this.#drop(subject, this.#index.get(subject));
     }
     return out;
   }
 
   get size(): number {
-    return this.#bySubject.size;
+    return this.#index.size;
+  }
+
+  /** Bytes kept (topic + payload + properties), as `max_retained_bytes` counts them. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  #drop(subject: string, entry: Entry | undefined): void {
+    if (entry === undefined) return;
+    this.#index.delete(subject);
+    this.#bytes -= entry.bytes;
+    this.#report();
+  }
+
+  #refuse(bound: "max-retained-messages" | "max-retained-bytes"): void {
+    this.#refused?.inc({ reason: bound });
+    const now = Date.now();
+    if (now - this.#lastLogMs < REFUSED_LOG_INTERVAL_MS) {
+      this.#refusedSinceLog++;
+      return;
+    }
+    this.#log?.warn(
+      {
+        bound,
+        messages: this.#index.size,
+        bytes: this.#bytes,
+        refusedSinceLastLine: this.#refusedSinceLog,
+      },
+      `retained message for a new topic not stored: mqtt.${bound.replaceAll("-", "_")} reached`,
+    );
+    this.#lastLogMs = now;
+    this.#refusedSinceLog = 0;
+  }
+
+  #report(): void {
+    this.#gauges?.messages.set(this.#index.size);
+    this.#gauges?.bytes.set(this.#bytes);
   }
 }

@@ -51,3 +51,32 @@ describe("protocol error logging", () => {
     expect(lines[11]![0]).toMatch(/^mqtt protocol error, closing connection: /);
   });
 });
+
+describe("bound refusal logging", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("logs one line per bound per 10 s with the number refused since, never client text", () => {
+    vi.useFakeTimers();
+    const lines: [string, LogFields][] = [];
+    const broker = new Broker(
+      new Bus(),
+      DEFAULT_BROKER_OPTIONS,
+      recordingLogger(lines),
+      new MetricsRegistry(),
+    );
+    for (let i = 0; i < 5; i++) broker.logLimit("max-sessions", { maxSessions: 3 }, "sessions");
+    broker.logLimit("session-store-full", {}, "store");
+    expect(lines).toEqual([
+      ["sessions", { maxSessions: 3, refusedSinceLastLine: 0 }],
+      ["store", { refusedSinceLastLine: 0 }],
+    ]);
+    vi.advanceTimersByTime(9_999);
+    broker.logLimit("max-sessions", { maxSessions: 3 }, "sessions");
+    expect(lines).toHaveLength(2);
+    vi.advanceTimersByTime(1);
+    broker.logLimit("max-sessions", { maxSessions: 3 }, "sessions");
+    expect(lines[2]).toEqual(["sessions", { maxSessions: 3, refusedSinceLastLine: 5 }]);
+  });
+});

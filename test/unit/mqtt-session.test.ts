@@ -450,6 +450,28 @@ describe("outbound window and queue", () => {
     expect(h.dropped("queue-full")).toBe(1);
   });
 
+  it("maxSessionQueuedBytes bounds the queue by subject + payload bytes; what goes out at once is not queued", async () => {
+    // Each message: subject "w.n" (3 bytes) + 7 bytes of payload = 10 bytes.
+    const h = setup({ maxInflight: 1, maxSessionQueuedBytes: 25 });
+    const c = h.connect("qb", { v: 4 });
+    c.subscribe(1, [{ topic: "w/+", qos: 1 }]);
+    for (let i = 1; i <= 5; i++) await h.publish(`w.${i}`, `message`, 1);
+    // One in flight, two queued (20 bytes), the fourth and fifth would make 30.
+    expect(c.since(2)).toEqual(["publish q1 #1 w/1 message"]);
+    expect(h.dropped("queue-full")).toBe(2);
+    expect(h.broker.session("qb")!.queuedBytes).toBe(20);
+    c.ack("puback", 1);
+    expect(h.broker.session("qb")!.queuedBytes).toBe(10);
+    await h.publish("w.6", "message", 1);
+    expect(h.broker.session("qb")!.queuedBytes).toBe(20);
+    c.ack("puback", 2);
+    c.ack("puback", 3);
+    c.ack("puback", 4);
+    expect(c.since(2).map((l) => l.split(" ")[3])).toEqual(["w/1", "w/2", "w/3", "w/6"]);
+    expect(h.broker.session("qb")!.queuedBytes).toBe(0);
+    expect(h.dropped("queue-full")).toBe(2);
+  });
+
   it("maxInflight is the window when it is smaller than the client's Receive Maximum", async () => {
     const h = setup({ maxInflight: 1, maxQueued: 10 });
     const c = h.connect("win2", { receiveMaximum: 100 });

@@ -154,6 +154,7 @@ describe("openDatabase", () => {
       "meta",
       "mqtt_inbound",
       "mqtt_message",
+      "mqtt_payload",
       "mqtt_session",
       "mqtt_subscription",
       "outbox",

@@ -3,15 +3,22 @@
 // writes (one transaction per turn, applied in order, `committed` after the commit),
 // deleteSession leaving no orphan rows, inbound QoS 2 ids, and all of it across a close and
 // reopen of the database.
+import { copyFileSync } from "node:fs";
+import { join } from "node:path";
 import type Database from "better-sqlite3";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   closeDatabase,
+  DATABASE_FILE,
   type NewStoredMessage,
   openDatabase,
+  queuedBytesOf,
+  RetainedStore,
+  SESSION_MESSAGE_ROW_BYTES,
   SessionStore,
   type StoredSubscription,
+  sessionStoreUsage,
 } from "../../src/store/index.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
@@ -81,6 +88,18 @@ function rows(db: Database.Database, table: string, clientId: string): number {
 }
 
 const TABLES = ["mqtt_session", "mqtt_subscription", "mqtt_message", "mqtt_inbound"];
+
+/** What loadAll gives for a session with nothing in it. */
+const EMPTY = {
+  owner: undefined,
+  subscriptions: [],
+  messages: [],
+  awaitingRelease: [],
+  will: undefined,
+  queued: 0,
+  queuedBytes: 0,
+  inflight: 0,
+};
 
 /** A message with every field set, binary where it can be. */
 function fullMessage(n = 1): NewStoredMessage {
@@ -191,16 +210,15 @@ describe("SessionStore: owners (issue 10: a session belongs to its user)", () =>
   });
 
   it("a session stored before owners (schema 4) loads without one", () => {
+    // A version-4 file, written by the version-4 code: no owner column at all.
     const dir = newDir();
-    const db = open(dir);
-    const store = new SessionStore(db);
-    store.saveSession("old", 60_000, 1);
-    // As a version-4 file has it: no owner column at all.
-    db.exec("ALTER TABLE mqtt_session DROP COLUMN owner");
-    db.pragma("user_version = 4");
-    closeDatabase(db);
+    copyFileSync(new URL("../fixtures/v4-sessions.db", import.meta.url), join(dir, DATABASE_FILE));
     const migrated = new SessionStore(open(dir));
-    expect(migrated.loadAll().map((s) => [s.clientId, s.owner])).toEqual([["old", undefined]]);
+    const sessions = migrated.loadAll().sort((a, b) => a.clientId.localeCompare(b.clientId));
+    expect(sessions.map((s) => [s.clientId, s.owner])).toEqual([
+      ["dev-1", undefined],
+      ["dev-2", undefined],
+    ]);
   });
 });
 
@@ -214,22 +232,8 @@ describe("SessionStore: sessions and subscriptions", () => {
     store.saveSession("c1", 120_000, 99);
     const all = store.loadAll().sort((a, b) => a.clientId.localeCompare(b.clientId));
     expect(all).toEqual([
-      {
-        clientId: "c1",
-        expiryMs: 120_000,
-        disconnectedAtMs: 99,
-        subscriptions: [],
-        messages: [],
-        awaitingRelease: [],
-      },
-      {
-        clientId: "c2",
-        expiryMs: 1000,
-        disconnectedAtMs: 1_700_000_000_000,
-        subscriptions: [],
-        messages: [],
-        awaitingRelease: [],
-      },
+      { ...EMPTY, clientId: "c1", expiryMs: 120_000, disconnectedAtMs: 99 },
+      { ...EMPTY, clientId: "c2", expiryMs: 1000, disconnectedAtMs: 1_700_000_000_000 },
     ]);
     store.saveSession("c2", 1000, undefined);
     expect(store.loadAll().find((s) => s.clientId === "c2")?.disconnectedAtMs).toBeUndefined();
@@ -490,8 +494,9 @@ describe("SessionStore: batched writes", () => {
     expect(events).toEqual([]);
     expect(rows(raw, "mqtt_message", "c")).toBe(0);
     await Promise.all([a.committed, b.committed, c.committed]);
+    // Each add without a shared source brings its own payload row: 3 + 3, then 2.
     expect(events).toEqual([
-      "commit 5",
+      "commit 8",
       `resolved ${a.id}`,
       `resolved ${b.id}`,
       `resolved ${c.id}`,
@@ -501,7 +506,7 @@ describe("SessionStore: batched writes", () => {
     // The next turn is the next transaction.
     const d = store.add("c", bareMessage("m.4"));
     await d.committed;
-    expect(events.slice(4)).toEqual(["commit 1"]);
+    expect(events.slice(4)).toEqual(["commit 2"]);
   });
 
   it("ops apply in order: insert, markSent, remove in one batch leave nothing", async () => {
@@ -608,7 +613,7 @@ describe("SessionStore: deleteSession", () => {
     await Promise.all([a.committed, b.committed]);
     // Give a stray scheduled flush its turn.
     await new Promise((resolve) => setImmediate(resolve));
-    expect(events).toEqual(["commit 3", "commit -"]);
+    expect(events).toEqual(["commit 5", "commit -"]);
     for (const t of TABLES) expect(rows(proxy, t, "c"), t).toBe(0);
   });
 
@@ -624,14 +629,7 @@ describe("SessionStore: deleteSession", () => {
     store.saveSession("c", 2000, undefined);
     ({ db, store } = reopen(dir, db, store));
     expect(store.loadAll()).toEqual([
-      {
-        clientId: "c",
-        expiryMs: 2000,
-        disconnectedAtMs: undefined,
-        subscriptions: [],
-        messages: [],
-        awaitingRelease: [],
-      },
+      { ...EMPTY, clientId: "c", expiryMs: 2000, disconnectedAtMs: undefined },
     ]);
   });
 });
@@ -654,6 +652,10 @@ describe("SessionStore: across a reopen", () => {
         clientId: "c",
         expiryMs: 86_400_000,
         disconnectedAtMs: 1_700_000_000_000,
+        owner: undefined,
+        queued: 1,
+        queuedBytes: queuedBytesOf(fullMessage(2)),
+        inflight: 1,
         subscriptions: SUBS,
         messages: [
           { ...fullMessage(1), id: m1.id, packetId: 100, released: true },
@@ -697,5 +699,353 @@ describe("SessionStore: across a reopen", () => {
     });
     await Promise.all(added.map((a) => a.committed));
     expect(new Set(added.map((a) => a.id)).size).toBe(5);
+  });
+});
+
+/** Bytes and rows the store holds, summed by plain SQL (what its counters must equal). */
+function held(db: Database.Database): { bytes: number; messages: number; payloads: number } {
+  const count = (table: string) =>
+    (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  return {
+    bytes: sessionStoreUsage(db),
+    messages: count("mqtt_message"),
+    payloads: count("mqtt_payload"),
+  };
+}
+
+describe("SessionStore: a payload stored once", () => {
+  it("one source fanned out to 100 sessions is one payload row; it goes with its last reference", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    const source = {};
+    const m = { ...bareMessage("big"), payload: Buffer.alloc(80 * 1024, 1) };
+    const ids: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      store.saveSession(`c${i}`, 1000, undefined);
+      ids.push(store.add(`c${i}`, m, source).id);
+    }
+    store.flush();
+    expect(held(db)).toMatchObject({ messages: 100, payloads: 1 });
+    expect(store.bytes).toBe(held(db).bytes);
+    // 80 KiB once, and about 50 bytes a session for the message, 50 for the session.
+    expect(store.bytes).toBeLessThan(80 * 1024 + 100 * 2 * 64);
+    expect((db.prepare("SELECT refs FROM mqtt_payload").get() as { refs: number }).refs).toBe(100);
+
+    for (const id of ids.slice(0, 60)) store.remove(id);
+    for (let i = 60; i < 80; i++) store.deleteSession(`c${i}`);
+    ({ db, store } = reopen(dir, db, store));
+    expect(held(db)).toMatchObject({ messages: 20, payloads: 1 });
+    expect(store.bytes).toBe(held(db).bytes);
+    expect(store.messages).toBe(20);
+    expect(store.loadAll().find((s) => s.clientId === "c99")!.messages[0]!.payload).toEqual(
+      m.payload,
+    );
+
+    for (let i = 80; i < 99; i++) store.deleteSession(`c${i}`);
+    store.remove(ids[99]!);
+    store.flush();
+    for (const c of ["c99", ...Array.from({ length: 60 }, (_, i) => `c${i}`)]) {
+      store.deleteSession(c);
+    }
+    expect(held(db)).toEqual({ bytes: 0, messages: 0, payloads: 0 });
+    expect([store.bytes, store.messages]).toEqual([0, 0]);
+  });
+
+  it("per-session parts stay per session: QoS, retain flag, subscription ids", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    const source = {};
+    const m = fullMessage();
+    store.saveSession("a", 1000, undefined);
+    store.saveSession("b", 1000, undefined);
+    const a = store.add("a", { ...m, qos: 1, retain: false, subscriptionIds: undefined }, source);
+    const b = store.add("b", { ...m, qos: 2, retain: true, subscriptionIds: [9] }, source);
+    await Promise.all([a.committed, b.committed]);
+    expect(held(db).payloads).toBe(1);
+    const byId = new Map(store.loadAll().map((s) => [s.clientId, s.messages[0]!]));
+    expect(byId.get("a")).toEqual({
+      ...m,
+      qos: 1,
+      retain: false,
+      subscriptionIds: undefined,
+      id: a.id,
+      packetId: undefined,
+      released: false,
+    });
+    expect(byId.get("b")).toEqual({
+      ...m,
+      qos: 2,
+      retain: true,
+      subscriptionIds: [9],
+      id: b.id,
+      packetId: undefined,
+      released: false,
+    });
+  });
+
+  it("counters equal what SQL sums after any mix of adds, sends, removes and deletions (fast-check)", async () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("add" as const), session: fc.nat(4), share: fc.nat(3) }),
+      fc.record({ kind: fc.constant("remove" as const), pick: fc.nat(1000) }),
+      fc.record({ kind: fc.constant("sent" as const), pick: fc.nat(1000) }),
+      fc.record({ kind: fc.constant("delete" as const), session: fc.nat(4) }),
+      fc.record({ kind: fc.constant("flush" as const) }),
+      fc.record({
+        kind: fc.constant("sub" as const),
+        session: fc.nat(4),
+        filter: fc.constantFrom("a/#", "b/+/c", "ü/x"),
+        drop: fc.boolean(),
+      }),
+      fc.record({
+        kind: fc.constant("inbound" as const),
+        session: fc.nat(4),
+        id: fc.integer({ min: 1, max: 4 }),
+        drop: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant("will" as const), session: fc.nat(4), set: fc.boolean() }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
+        const db = open(newDir());
+        const store = new SessionStore(db);
+        const sources = [{}, {}, {}, {}];
+        const live: { id: number; session: number }[] = [];
+        for (let i = 0; i < 5; i++) store.saveSession(`s${i}`, 1000, undefined);
+        for (const o of ops) {
+          if (o.kind === "add") {
+            const m = { ...bareMessage(`t.${o.share}`), payload: Buffer.alloc(10 + o.share) };
+            live.push({
+              id: store.add(`s${o.session}`, m, sources[o.share]).id,
+              session: o.session,
+            });
+          } else if (o.kind === "remove" && live.length > 0) {
+            store.remove(live.splice(o.pick % live.length, 1)[0]!.id);
+          } else if (o.kind === "sent" && live.length > 0) {
+            store.markSent(live[o.pick % live.length]!.id, 1, false);
+          } else if (o.kind === "delete") {
+            store.deleteSession(`s${o.session}`);
+            store.saveSession(`s${o.session}`, 1000, undefined);
+            for (let i = live.length - 1; i >= 0; i--) {
+              if (live[i]!.session === o.session) live.splice(i, 1);
+            }
+          } else if (o.kind === "flush") store.flush();
+          else if (o.kind === "sub" && o.drop) store.deleteSubscription(`s${o.session}`, o.filter);
+          else if (o.kind === "sub")
+            store.saveSubscription(`s${o.session}`, { ...SUBS[1]!, filter: o.filter });
+          else if (o.kind === "inbound" && o.drop)
+            store.deleteAwaitingRelease(`s${o.session}`, o.id);
+          else if (o.kind === "inbound") store.addAwaitingRelease(`s${o.session}`, o.id);
+          else if (o.kind === "will") {
+            store.saveWill(
+              `s${o.session}`,
+              o.set
+                ? {
+                    subject: "w",
+                    payload: Buffer.alloc(o.session * 10),
+                    qos: 1,
+                    retain: false,
+                    properties: undefined,
+                    messageExpiryS: undefined,
+                    dueAtMs: 5,
+                  }
+                : undefined,
+            );
+          }
+        }
+        store.flush();
+        const sql = held(db);
+        expect([store.bytes, store.messages]).toEqual([sql.bytes, sql.messages]);
+        expect(sql.messages).toBe(live.length);
+        // No payload without a row naming it, refs equal to the rows that do.
+        const wrong = db
+          .prepare(
+            "SELECT count(*) AS n FROM mqtt_payload p WHERE refs != (SELECT count(*) FROM mqtt_message m WHERE m.payload_id = p.id) OR refs <= 0",
+          )
+          .get() as { n: number };
+        expect(wrong.n).toBe(0);
+        closeDatabase(db);
+        dbs.splice(dbs.indexOf(db), 1);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it("addIfRoom refuses past maxBytes, counting a shared payload once", async () => {
+    const db = open(newDir());
+    const m = { ...bareMessage("q"), payload: Buffer.alloc(1000) };
+    // What one message costs with its payload, measured by a first store.
+    const probe = new SessionStore(db);
+    for (let i = 0; i < 6; i++) probe.saveSession(`s${i}`, 1000, undefined);
+    const base = probe.bytes;
+    const one = probe.add("s0", m);
+    probe.flush();
+    const payloadAndRow = probe.bytes - base;
+    probe.remove(one.id);
+    probe.flush();
+    expect(probe.bytes).toBe(base);
+
+    // Room for the payload once and three more rows (client ids of 2 bytes).
+    const row = SESSION_MESSAGE_ROW_BYTES + 2;
+    const store = new SessionStore(db, { maxBytes: base + payloadAndRow + 3 * row });
+    const source = {};
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push(store.addIfRoom(`s${i}`, m, source) !== undefined);
+    expect(results).toEqual([true, true, true, true, false, false]);
+    // A new payload (another source) does not fit at all.
+    expect(store.addIfRoom("s0", m, {})).toBeUndefined();
+    // add (not bounded) still stores: messages that go out at once.
+    expect(store.add("s0", m, {}).id).toBeGreaterThan(0);
+    store.flush();
+    expect(store.bytes).toBe(held(db).bytes);
+  });
+});
+
+describe("SessionStore: lazy loading", () => {
+  it("loadSessions counts each session's queued and in-flight messages without reading them", async () => {
+    const dir = newDir();
+    let db = open(dir);
+    let store = new SessionStore(db);
+    store.saveSession("a", 1000, undefined);
+    store.saveSession("b", 1000, undefined);
+    const added = [1, 2, 3, 4].map((i) => store.add("a", bareMessage(`a.${i}`)));
+    store.add("b", { ...bareMessage("bb"), payload: Buffer.alloc(100) });
+    store.markSent(added[0]!.id, 1, false);
+    ({ db, store } = reopen(dir, db, store));
+    const byId = new Map(store.loadSessions().map((s) => [s.clientId, s]));
+    expect(byId.get("a")).toMatchObject({ queued: 3, queuedBytes: 3 * 4, inflight: 1 });
+    expect(byId.get("b")).toMatchObject({ queued: 1, queuedBytes: 2 + 100, inflight: 0 });
+    expect("messages" in byId.get("a")!).toBe(false);
+  });
+
+  it("loadQueued reads windows in order after a cursor, unsent only; loadInflight the sent ones", async () => {
+    const db = open(newDir());
+    const store = new SessionStore(db);
+    store.saveSession("c", 1000, undefined);
+    const ids = Array.from({ length: 10 }, (_, i) => store.add("c", bareMessage(`m.${i}`)).id);
+    store.add("other", bareMessage("x"));
+    store.markSent(ids[0]!, 7, false);
+    store.markSent(ids[1]!, 8, true);
+    // Pending writes are seen (loads flush first).
+    expect(store.loadInflight("c").map((m) => [m.subject, m.packetId, m.released])).toEqual([
+      ["m.0", 7, false],
+      ["m.1", 8, true],
+    ]);
+    const first = store.loadQueued("c", 0, 3);
+    expect(first.map((m) => m.subject)).toEqual(["m.2", "m.3", "m.4"]);
+    const next = store.loadQueued("c", first[2]!.id, 100);
+    expect(next.map((m) => m.subject)).toEqual(["m.5", "m.6", "m.7", "m.8", "m.9"]);
+    expect(store.loadQueued("c", next[4]!.id, 100)).toEqual([]);
+  });
+});
+
+describe("schema v4 -> v5 migration", () => {
+  it("a v4 file written by the v4 code upgrades in place: sessions, messages, wills, retained, outbox", () => {
+    const dir = newDir();
+    copyFileSync(new URL("../fixtures/v4-sessions.db", import.meta.url), join(dir, DATABASE_FILE));
+    const db = open(dir);
+    expect(db.pragma("user_version", { simple: true })).toBe(5);
+    const store = new SessionStore(db);
+    const all = new Map(store.loadAll().map((s) => [s.clientId, s]));
+    const base = {
+      retain: false,
+      receivedAtMs: 1_700_000_000_000,
+      expiresAtMs: undefined,
+      publisher: "pub-1",
+      properties: undefined,
+      headers: undefined,
+      subscriptionIds: undefined,
+      packetId: undefined,
+      released: false,
+    };
+    expect(all.get("dev-1")).toEqual({
+      clientId: "dev-1",
+      expiryMs: 3_600_000,
+      disconnectedAtMs: 1_700_000_000_000,
+      owner: undefined,
+      will: undefined,
+      subscriptions: [
+        {
+          filter: "cmd/dev-1/#",
+          qos: 1,
+          noLocal: false,
+          retainAsPublished: false,
+          retainHandling: 0,
+          subscriptionId: undefined,
+        },
+        {
+          filter: "$share/g/alarms/+",
+          qos: 2,
+          noLocal: false,
+          retainAsPublished: true,
+          retainHandling: 2,
+          subscriptionId: 7,
+        },
+      ],
+      awaitingRelease: [42],
+      queued: 1,
+      queuedBytes: "cmd.dev-1.set".length + 5,
+      inflight: 2,
+      messages: [
+        {
+          ...base,
+          id: 1,
+          subject: "cmd.dev-1.reboot",
+          payload: Buffer.from("now"),
+          qos: 1,
+          packetId: 5,
+        },
+        {
+          ...base,
+          id: 2,
+          subject: "cmd.dev-1.set",
+          payload: Buffer.from([0, 1, 2, 255]),
+          qos: 2,
+          retain: true,
+          expiresAtMs: 1_900_000_000_000,
+          subscriptionIds: [7],
+          properties: { userProperties: [["k", "v"]] },
+          headers: new Map([["k", ["v"]]]),
+          packetId: 6,
+          released: true,
+        },
+        { ...base, id: 3, subject: "cmd.dev-1.set", payload: Buffer.from("third"), qos: 1 },
+      ],
+    });
+    expect(all.get("dev-2")).toMatchObject({
+      expiryMs: 86_400_000,
+      disconnectedAtMs: undefined,
+      will: {
+        subject: "status.dev-2",
+        payload: Buffer.from("gone"),
+        qos: 1,
+        retain: true,
+        properties: { contentType: "text/plain" },
+        messageExpiryS: 60,
+        dueAtMs: 1_700_000_100_000,
+      },
+      messages: [
+        {
+          ...base,
+          id: 4,
+          subject: "sensors.t",
+          payload: Buffer.from("21.5"),
+          subscriptionIds: [3],
+        },
+        { ...base, id: 5, subject: "sensors.t", payload: Buffer.from("21.6"), qos: 2 },
+      ],
+    });
+    // Counted from the migrated rows; new ids after the old ones.
+    expect([store.bytes, store.messages]).toEqual([held(db).bytes, 5]);
+    expect(store.add("dev-2", bareMessage()).id).toBe(6);
+    store.flush();
+    const retained = new RetainedStore(db);
+    expect(retained.match([">"]).map((r) => [r.subject, r.payload.toString()])).toEqual([
+      ["status.dev-1", "online"],
+      ["status.dev-3", "gone"],
+    ]);
+    expect(db.prepare("SELECT subject FROM outbox").all() as { subject: string }[]).toEqual([
+      { subject: "sensors.x" },
+    ]);
   });
 });

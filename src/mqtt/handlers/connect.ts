@@ -185,6 +185,7 @@ function refuse(
   codeV3: number,
   closeReason: string,
   why: string,
+  logged = true,
 ): void {
   if (conn.protocolVersion === 5) {
     // CONNACK may say why in words whatever the client asked (section 3.2.2.3.7).
@@ -203,7 +204,7 @@ function refuse(
   // The client chose its id and user name: at warn only the address, and rate-limited;
   // the rest at debug, cut short.
   const remote = conn.transport.remote;
-  if (closeReason !== "locked-out") {
+  if (logged && closeReason !== "locked-out") {
     broker.refusalLog.warn({ remote, reason: closeReason }, `mqtt client refused: ${why}`);
     broker.log.debug(
       { remote, client: clip(packet.clientId), user: clip(packet.username) },
@@ -321,6 +322,21 @@ function accept(
     expiryS = cleanStart ? 0 : maxExpiryS;
   }
   const expiryMs = expiryS * 1000;
+  if (broker.sessionLimitReached(clientId, expiryMs)) {
+    // The broker counted and logged it (rate-limited: the client id is the client's).
+    // A refused CONNECT leaves no will behind.
+    conn.will = undefined;
+    refuse(
+      conn,
+      packet,
+      REASON.quotaExceeded,
+      CONNACK.serverUnavailable,
+      "max-sessions",
+      `mqtt.max_sessions (${options.maxSessions}) reached`,
+      false,
+    );
+    return;
+  }
 
   let keepaliveS = packet.keepalive ?? 0;
   let serverKeepAlive: number | undefined;

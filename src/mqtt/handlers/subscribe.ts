@@ -106,6 +106,21 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
       patterns,
       leadingWildcard: parsed.leadingWildcard,
     };
+    // Each message walks a session's subscriptions: their number is bounded. Replacing
+    // one the session holds is always allowed [MQTT-3.8.4-3].
+    if (
+      !session.subscriptions.has(filter) &&
+      session.subscriptions.size >= broker.options.maxSubscriptionsPerClient
+    ) {
+      broker.metrics.subscriptionsRefused.inc({ reason: "max-subscriptions-per-client" });
+      broker.logLimit(
+        "max-subscriptions-per-client",
+        { maxSubscriptionsPerClient: broker.options.maxSubscriptionsPerClient },
+        "mqtt subscription refused: mqtt.max_subscriptions_per_client reached",
+      );
+      codes.push(v5 ? REASON.quotaExceeded : SUBACK_FAILURE);
+      continue;
+    }
     const isNew = session.subscribe(spec);
     added.push({ sub: session.subscriptions.get(filter)!, isNew });
     codes.push(granted);
