@@ -97,9 +97,23 @@ export class Gateway {
     }
 
     // 1. Store: the outbox must exist before anything can accept a message.
-    const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
+    const storeLog = log.child({ part: "store" });
+    const db = openDatabase(config.gateway.data_dir, config.buffer.durability, { log: storeLog });
     this.#db = db;
-    if (config.buffer.max_file_size !== null) capDatabaseFile(db, config.buffer.max_file_size);
+    if (config.buffer.max_file_size !== null) {
+      const cap = capDatabaseFile(db, config.buffer.max_file_size);
+      const databaseBytes = cap.databasePages * cap.pageSize;
+      storeLog.info(
+        { maxFileBytes: cap.maxFileBytes, databaseBytes, walBytes: cap.walBytes },
+        "buffer.max_file_size: the database and its WAL are held within it",
+      );
+      if (cap.oversizedPages > 0) {
+        storeLog.warn(
+          { databaseBytes: (cap.databasePages + cap.oversizedPages) * cap.pageSize },
+          `the database is already larger than buffer.max_file_size leaves it (${databaseBytes} bytes); it keeps its size and reuses the room the hub frees, so with its WAL it may exceed the cap: raise buffer.max_file_size`,
+        );
+      }
+    }
     const outbox = new Outbox(db, {
       commitIntervalMs: config.buffer.commit_interval,
       commitMaxRows: config.buffer.commit_max_rows,
@@ -117,7 +131,7 @@ export class Gateway {
           maxAgeMs: c.max_age,
         })),
       },
-      log: log.child({ part: "store" }),
+      log: storeLog,
       metrics,
     });
     this.#outbox = outbox;

@@ -105,7 +105,7 @@ export interface LeafgateConfig {
     readonly max_bytes: number; // default 1GB, the whole buffer
     readonly max_messages: number; // default 10,000,000
     readonly max_age: number; // ms, default 7d
-    readonly max_file_size: number | null; // bytes; null = as large as the disk allows
+    readonly max_file_size: number | null; // bytes, database + WAL (min 1MiB); null = the disk
     readonly on_full: "drop_oldest" | "reject"; // default drop_oldest: subjects no class names
     readonly classes: readonly BufferClassConfig[];
   };
@@ -319,10 +319,12 @@ export const CONFIG_SCHEMA: Node = obj({
     max_bytes: { kind: "size", min: 1024, max: Number.MAX_SAFE_INTEGER, default: "1GB" },
     max_messages: int(1, Number.MAX_SAFE_INTEGER, 10_000_000),
     max_age: { kind: "duration", min: 1000, default: "7d" },
-    // A hard cap on the database file, for small SD cards: reaching it is a full disk.
+    // A hard cap on the database file and its WAL together, for small SD cards: reaching
+    // it is a full disk. A little less than half goes to the database (see fileCap in
+    // store/database.ts); below 1 MiB that would hardly hold the empty tables.
     max_file_size: {
       kind: "size",
-      min: 64 * 1024,
+      min: 1024 * 1024,
       max: Number.MAX_SAFE_INTEGER,
       nullable: true,
       default: null,
