@@ -3,7 +3,14 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.js";
-import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
+import {
+  ConfigError,
+  formatConfig,
+  type LeafgateConfig,
+  loadConfig,
+  secretRedactor,
+  secretsOf,
+} from "./config/index.js";
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { hashPassword } from "./mqtt/index.js";
@@ -16,6 +23,12 @@ import {
 } from "./serial/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
+
+/**
+ * Masks secrets in what this process writes to stderr itself (errors that end it). Until
+ * a configuration is loaded it masks only URL user info and nkey seeds; then its secrets too.
+ */
+let scrub = secretRedactor([]);
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration. */
 const EXIT_FAILURE = 1;
@@ -199,16 +212,18 @@ async function sim(options: {
 }
 
 function load(file: string | undefined): LeafgateConfig {
-  return loadConfig({
+  const config = loadConfig({
     file: file ?? process.env.LEAFGATE_CONFIG,
     env: process.env,
     hostname: hostname(),
   });
+  scrub = secretRedactor(secretsOf(config));
+  return config;
 }
 
 async function run(file: string | undefined): Promise<number> {
   const config = load(file);
-  const log = createLogger({ level: config.log.level });
+  const log = createLogger({ level: config.log.level, scrub });
   log.info(
     { version: version(), gateway: config.gateway.id, config: file ?? "built-in defaults" },
     "leafgate starting",
@@ -304,16 +319,17 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError || err instanceof ProfileError) {
-      process.stderr.write(`leafgate: ${err.message}\n`);
+      process.stderr.write(scrub(`leafgate: ${err.message}\n`));
       process.exitCode = EXIT_USAGE;
     } else if (
       err instanceof LeafgateError ||
       (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
     ) {
-      process.stderr.write(`leafgate: ${errorMessage(err)}\n`);
+      process.stderr.write(scrub(`leafgate: ${errorMessage(err)}\n`));
       process.exitCode = err instanceof LeafgateError ? EXIT_FAILURE : EXIT_USAGE;
     } else {
-      process.stderr.write(`leafgate: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      const text = (err as Error)?.stack ?? String(err);
+      process.stderr.write(scrub(`leafgate: unexpected error: ${text}\n`));
       process.exitCode = EXIT_FAILURE;
     }
   },

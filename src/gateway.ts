@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
-import type { LeafgateConfig } from "./config/index.js";
+import { type LeafgateConfig, maskUrls } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, errorMessage, type Logger } from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
@@ -178,7 +178,7 @@ export class Gateway {
     this.#upstream = upstream;
     log.info(
       {
-        servers: config.upstream.servers,
+        servers: config.upstream.servers.map(maskUrls),
         mode: config.upstream.mode,
         stream: config.upstream.stream ?? "(any that captures the prefix)",
         prefix: config.upstream.prefix,

@@ -8,3 +8,11 @@ export type {
   TlsFilesConfig,
   UserConfig,
 } from "./schema.js";
+export {
+  MASK,
+  maskUrls,
+  secretRedactor,
+  secretsOf,
+  urlCredentials,
+  withoutCredentials,
+} from "./secrets.js";

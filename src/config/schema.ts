@@ -1,5 +1,6 @@
 import * as path from "node:path";
 import { isValidPattern, isValidSubject, isValidToken } from "../core/subject.js";
+import { maskUrls } from "./secrets.js";
 
 /** One MQTT (or HTTP-like) listen address. `port: 0` picks a free port. */
 export interface ListenerConfig {
@@ -194,21 +195,14 @@ function parseSize(v: unknown): number | undefined {
 const NATS_URL =
   /^(?:nats|tls):\/\/(?:[^@/\s]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d+))?\/?$/;
 
-/** `user:pass@` keeps the user; a bare `token@` is all secret. */
-function maskUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/)([^@/\s]+)@/, (_, scheme: string, info: string) => {
-    const colon = info.indexOf(":");
-    return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:***` : "***"}@`;
-  });
-}
-
 const SERVER_URL: StringRule = {
   expected: "nats://host:port",
   test: (s) => {
     const port = NATS_URL.exec(s)?.[1];
     return NATS_URL.test(s) && (port === undefined || (+port >= 1 && +port <= PORT_MAX));
   },
-  mask: maskUrl,
+  // `user:pass@` keeps the user; a bare `token@` is all secret.
+  mask: maskUrls,
 };
 const TOKEN: StringRule = {
   expected: 'one subject token (no ".", "*", ">" or whitespace)',
