@@ -6,6 +6,7 @@ import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.j
 import {
   ConfigError,
   formatConfig,
+  insecureChoices,
   type LeafgateConfig,
   loadConfig,
   secretRedactor,
@@ -63,7 +64,8 @@ Options:
 
 Validates the configuration (file, defaults and LEAFGATE_* overrides) and the
 device profile of every serial port, and prints the effective settings with secrets
-masked. Exits 2 when anything is invalid.
+masked; insecure choices are warned about on standard error. Exits 2 when anything
+is invalid.
 
 Options:
   -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
@@ -156,7 +158,11 @@ async function passwd(): Promise<number> {
   return 0;
 }
 
-/** `leafgate check`: the config, then every port's profile, framing and decoder. */
+/**
+ * `leafgate check`: the config, then every port's profile, framing and decoder; the
+ * insecure choices `run` would warn about go to stderr (all but running as root: the
+ * user that checks is not necessarily the one that runs).
+ */
 function check(file: string | undefined): string {
   const config = load(file);
   for (const port of config.serial.ports) {
@@ -164,7 +170,18 @@ function check(file: string | undefined): string {
     if (profile.decoder.type === "modbus") validateModbusDevice(profile);
     else validateDevice(profile);
   }
+  const configFile = configFileOf(file);
+  const context = configFile === undefined ? {} : { configFile };
+  for (const w of insecureChoices(config, context)) {
+    process.stderr.write(`leafgate: warning: ${w.message} [${w.code}]\n`);
+  }
   return formatConfig(config);
+}
+
+/** The config file in use, absolute, if any. */
+function configFileOf(file: string | undefined): string | undefined {
+  const named = file ?? process.env.LEAFGATE_CONFIG;
+  return named === undefined || named === "" ? undefined : resolve(named);
 }
 
 async function sim(options: {
@@ -228,7 +245,8 @@ async function run(file: string | undefined): Promise<number> {
     { version: version(), gateway: config.gateway.id, config: file ?? "built-in defaults" },
     "leafgate starting",
   );
-  const gateway = new Gateway({ config, log });
+  const configFile = configFileOf(file);
+  const gateway = new Gateway({ config, log, ...(configFile ? { configFile } : {}) });
   const exitCode = installShutdown(gateway, log);
   const startedAt = performance.now();
   try {

@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
-import { type LeafgateConfig, maskUrls } from "./config/index.js";
+import { insecureChoices, type LeafgateConfig, maskUrls } from "./config/index.js";
 import { Bus, type BusSubscriber, type Envelope, errorMessage, type Logger } from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
@@ -36,6 +36,10 @@ export interface GatewayOptions {
   readonly metrics?: MetricsRegistry;
   /** Hub dialer seam (tests). */
   readonly dial?: Dialer;
+  /** The file the config came from, checked at start for secrets others can read. */
+  readonly configFile?: string;
+  /** The effective user id, for the running-as-root warning; default the process's. */
+  readonly uid?: number;
 }
 
 export interface GatewayAddresses {
@@ -54,6 +58,8 @@ export class Gateway {
   readonly metrics: MetricsRegistry;
   readonly #log: Logger;
   readonly #dial: Dialer | undefined;
+  readonly #configFile: string | undefined;
+  readonly #uid: number | undefined;
   #state: GatewayState = "new";
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
@@ -70,6 +76,8 @@ export class Gateway {
     this.#log = options.log;
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.#dial = options.dial;
+    this.#configFile = options.configFile;
+    this.#uid = options.uid ?? process.geteuid?.();
   }
 
   async start(): Promise<void> {
@@ -88,7 +96,17 @@ export class Gateway {
     const { config, metrics } = this;
     const log = this.#log;
 
-    // 0. Device profiles: a mistake in one fails the start before anything opens.
+    // 0. Every insecure choice is said once, with what to do, before anything opens.
+    const securityLog = log.child({ part: "security" });
+    const context = {
+      ...(this.#configFile !== undefined ? { configFile: this.#configFile } : {}),
+      ...(this.#uid !== undefined ? { uid: this.#uid } : {}),
+    };
+    for (const w of insecureChoices(config, context)) {
+      securityLog.warn({ warning: w.code, ...w.details }, w.message);
+    }
+
+    // Device profiles: a mistake in one fails the start before anything opens.
     const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
       resolveProfile(port.profile, config.serial.profiles_dir),
     );

@@ -16,3 +16,9 @@ export {
   urlCredentials,
   withoutCredentials,
 } from "./secrets.js";
+export {
+  insecureChoices,
+  type SecurityContext,
+  type SecurityWarning,
+  type SecurityWarningCode,
+} from "./security.js";

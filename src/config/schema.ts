@@ -395,9 +395,9 @@ export interface ResolveContext {
   readonly baseDir: (at: string, fromDefault: boolean) => string;
 }
 
-/** True for hosts only this machine can reach. */
+/** True for hosts only this machine can reach (IPv4-mapped 127/8 included). */
 export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(host);
 }
 
 export function isMapping(v: unknown): v is Record<string, unknown> {
