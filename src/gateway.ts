@@ -38,8 +38,6 @@ export interface GatewayOptions {
   readonly dial?: Dialer;
   /** The file the config came from, checked at start for secrets others can read. */
   readonly configFile?: string;
-  /** The effective user id, for the running-as-root warning; default the process's. */
-  readonly uid?: number;
 }
 
 export interface GatewayAddresses {
@@ -59,7 +57,6 @@ export class Gateway {
   readonly #log: Logger;
   readonly #dial: Dialer | undefined;
   readonly #configFile: string | undefined;
-  readonly #uid: number | undefined;
   #state: GatewayState = "new";
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
@@ -77,7 +74,6 @@ export class Gateway {
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.#dial = options.dial;
     this.#configFile = options.configFile;
-    this.#uid = options.uid ?? process.geteuid?.();
   }
 
   async start(): Promise<void> {
@@ -98,9 +94,10 @@ export class Gateway {
 
     // 0. Every insecure choice is said once, with what to do, before anything opens.
     const securityLog = log.child({ part: "security" });
+    const uid = process.geteuid?.();
     const context = {
       ...(this.#configFile !== undefined ? { configFile: this.#configFile } : {}),
-      ...(this.#uid !== undefined ? { uid: this.#uid } : {}),
+      ...(uid !== undefined ? { uid } : {}),
     };
     for (const w of insecureChoices(config, context)) {
       securityLog.warn({ warning: w.code, ...w.details }, w.message);

@@ -2,6 +2,7 @@ import {
   chmodSync,
   closeSync,
   fchmodSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -231,10 +232,19 @@ function makePrivateFiles(dataDir: string, log: Logger | undefined): void {
   for (const suffix of DATA_FILE_SUFFIXES) tightenFile(`${file}${suffix}`, log);
 }
 
-/** Sets an existing gateway file to 0600 if it is wider, and says so. */
+/**
+ * Sets an existing gateway file to 0600 if it is wider, and says so. Only a regular file:
+ * chmod follows symbolic links, and a link planted in a shared data dir must not make the
+ * gateway change the mode of whatever it points at.
+ */
 export function tightenFile(file: string, log: Logger | undefined): void {
-  const stats = statOrUndefined(file);
-  if (stats === undefined || (stats.mode & GROUP_OTHER_BITS) === 0) return;
+  let stats: Stats;
+  try {
+    stats = lstatSync(file);
+  } catch {
+    return;
+  }
+  if (!stats.isFile() || (stats.mode & GROUP_OTHER_BITS) === 0) return;
   const was = modeText(stats.mode);
   try {
     chmodSync(file, DATA_FILE_MODE);

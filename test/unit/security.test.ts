@@ -3,7 +3,7 @@
 // start-up warning (exact text) and none for a secure config, and how buffer.max_file_size
 // is shared between the database and its WAL. The bundle-level proofs are in
 // test/e2e/secrets-in-logs.test.ts, insecure-warnings.test.ts and file-modes.test.ts.
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -17,8 +17,9 @@ import {
   withoutCredentials,
 } from "../../src/config/index.js";
 import { secretPaths } from "../../src/config/security.js";
+import { silentLogger } from "../../src/core/index.js";
 import { createLogger } from "../../src/observe/index.js";
-import { fileCap } from "../../src/store/database.js";
+import { fileCap, tightenFile } from "../../src/store/database.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
 const SEED = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
@@ -308,6 +309,27 @@ upstream: { credentials: ${creds} }
         "running as root: a flaw in the gateway or a library it uses would give the whole machine away: run it as an unprivileged user that owns gateway.data_dir (systemd: User=, with AmbientCapabilities=CAP_NET_BIND_SERVICE for ports below 1024)",
       ],
     ]);
+  });
+});
+
+describe("tightenFile: a gateway file wider than 0600", () => {
+  it("is set to 0600 with a warning; a symbolic link is never followed", () => {
+    const dir = scratch();
+    const file = join(dir, "leafgate.db");
+    const elsewhere = join(dir, "not-ours");
+    const link = join(dir, "leafgate.db-wal");
+    writeFileSync(file, "");
+    writeFileSync(elsewhere, "");
+    chmodSync(file, 0o644);
+    chmodSync(elsewhere, 0o644);
+    symlinkSync(elsewhere, link);
+    const warnings: string[] = [];
+    const log = { ...silentLogger, warn: (_: unknown, msg: string) => warnings.push(msg) };
+    tightenFile(file, log);
+    tightenFile(link, log);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(elsewhere).mode & 0o777).toBe(0o644);
+    expect(warnings).toStrictEqual([`${file} was 0644: set to 0600`]);
   });
 });
 
