@@ -3,7 +3,15 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.js";
-import { ConfigError, formatConfig, type LeafgateConfig, loadConfig } from "./config/index.js";
+import {
+  ConfigError,
+  formatConfig,
+  insecureChoices,
+  type LeafgateConfig,
+  loadConfig,
+  secretRedactor,
+  secretsOf,
+} from "./config/index.js";
 import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { hashPassword } from "./mqtt/index.js";
@@ -16,6 +24,12 @@ import {
 } from "./serial/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
+
+/**
+ * Masks secrets in what this process writes to stderr itself (errors that end it). Until
+ * a configuration is loaded it masks only URL user info and nkey seeds; then its secrets too.
+ */
+let scrub = secretRedactor([]);
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration. */
 const EXIT_FAILURE = 1;
@@ -50,7 +64,8 @@ Options:
 
 Validates the configuration (file, defaults and LEAFGATE_* overrides) and the
 device profile of every serial port, and prints the effective settings with secrets
-masked. Exits 2 when anything is invalid.
+masked; insecure choices are warned about on standard error. Exits 2 when anything
+is invalid.
 
 Options:
   -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
@@ -143,7 +158,11 @@ async function passwd(): Promise<number> {
   return 0;
 }
 
-/** `leafgate check`: the config, then every port's profile, framing and decoder. */
+/**
+ * `leafgate check`: the config, then every port's profile, framing and decoder; the
+ * insecure choices `run` would warn about go to stderr (all but running as root: the
+ * user that checks is not necessarily the one that runs).
+ */
 function check(file: string | undefined): string {
   const config = load(file);
   for (const port of config.serial.ports) {
@@ -151,7 +170,18 @@ function check(file: string | undefined): string {
     if (profile.decoder.type === "modbus") validateModbusDevice(profile);
     else validateDevice(profile);
   }
+  const configFile = configFileOf(file);
+  const context = configFile === undefined ? {} : { configFile };
+  for (const w of insecureChoices(config, context)) {
+    process.stderr.write(`leafgate: warning: ${w.message} [${w.code}]\n`);
+  }
   return formatConfig(config);
+}
+
+/** The config file in use, absolute, if any. */
+function configFileOf(file: string | undefined): string | undefined {
+  const named = file ?? process.env.LEAFGATE_CONFIG;
+  return named === undefined || named === "" ? undefined : resolve(named);
 }
 
 async function sim(options: {
@@ -199,21 +229,24 @@ async function sim(options: {
 }
 
 function load(file: string | undefined): LeafgateConfig {
-  return loadConfig({
+  const config = loadConfig({
     file: file ?? process.env.LEAFGATE_CONFIG,
     env: process.env,
     hostname: hostname(),
   });
+  scrub = secretRedactor(secretsOf(config));
+  return config;
 }
 
 async function run(file: string | undefined): Promise<number> {
   const config = load(file);
-  const log = createLogger({ level: config.log.level });
+  const log = createLogger({ level: config.log.level, scrub });
   log.info(
     { version: version(), gateway: config.gateway.id, config: file ?? "built-in defaults" },
     "leafgate starting",
   );
-  const gateway = new Gateway({ config, log });
+  const configFile = configFileOf(file);
+  const gateway = new Gateway({ config, log, ...(configFile ? { configFile } : {}) });
   const exitCode = installShutdown(gateway, log);
   const startedAt = performance.now();
   try {
@@ -304,16 +337,17 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError || err instanceof ProfileError) {
-      process.stderr.write(`leafgate: ${err.message}\n`);
+      process.stderr.write(scrub(`leafgate: ${err.message}\n`));
       process.exitCode = EXIT_USAGE;
     } else if (
       err instanceof LeafgateError ||
       (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
     ) {
-      process.stderr.write(`leafgate: ${errorMessage(err)}\n`);
+      process.stderr.write(scrub(`leafgate: ${errorMessage(err)}\n`));
       process.exitCode = err instanceof LeafgateError ? EXIT_FAILURE : EXIT_USAGE;
     } else {
-      process.stderr.write(`leafgate: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      const text = (err as Error)?.stack ?? String(err);
+      process.stderr.write(scrub(`leafgate: unexpected error: ${text}\n`));
       process.exitCode = EXIT_FAILURE;
     }
   },

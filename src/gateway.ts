@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
-import type { LeafgateConfig } from "./config/index.js";
+import { insecureChoices, type LeafgateConfig, maskUrls } from "./config/index.js";
 import {
   Bus,
   type BusSubscriber,
@@ -44,6 +44,8 @@ export interface GatewayOptions {
   readonly metrics?: MetricsRegistry;
   /** Hub dialer seam (tests). */
   readonly dial?: Dialer;
+  /** The file the config came from, checked at start for secrets others can read. */
+  readonly configFile?: string;
 }
 
 export interface GatewayAddresses {
@@ -62,6 +64,7 @@ export class Gateway {
   readonly metrics: MetricsRegistry;
   readonly #log: Logger;
   readonly #dial: Dialer | undefined;
+  readonly #configFile: string | undefined;
   #state: GatewayState = "new";
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
@@ -78,6 +81,7 @@ export class Gateway {
     this.#log = options.log;
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.#dial = options.dial;
+    this.#configFile = options.configFile;
   }
 
   async start(): Promise<void> {
@@ -96,7 +100,18 @@ export class Gateway {
     const { config, metrics } = this;
     const log = this.#log;
 
-    // 0. Device profiles: a mistake in one fails the start before anything opens.
+    // 0. Every insecure choice is said once, with what to do, before anything opens.
+    const securityLog = log.child({ part: "security" });
+    const uid = process.geteuid?.();
+    const context = {
+      ...(this.#configFile !== undefined ? { configFile: this.#configFile } : {}),
+      ...(uid !== undefined ? { uid } : {}),
+    };
+    for (const w of insecureChoices(config, context)) {
+      securityLog.warn({ warning: w.code, ...w.details }, w.message);
+    }
+
+    // Device profiles: a mistake in one fails the start before anything opens.
     const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
       resolveProfile(port.profile, config.serial.profiles_dir),
     );
@@ -105,9 +120,23 @@ export class Gateway {
     }
 
     // 1. Store: the outbox must exist before anything can accept a message.
-    const db = openDatabase(config.gateway.data_dir, config.buffer.durability);
+    const storeLog = log.child({ part: "store" });
+    const db = openDatabase(config.gateway.data_dir, config.buffer.durability, { log: storeLog });
     this.#db = db;
-    if (config.buffer.max_file_size !== null) capDatabaseFile(db, config.buffer.max_file_size);
+    if (config.buffer.max_file_size !== null) {
+      const cap = capDatabaseFile(db, config.buffer.max_file_size);
+      const databaseBytes = cap.databasePages * cap.pageSize;
+      storeLog.info(
+        { maxFileBytes: cap.maxFileBytes, databaseBytes, walBytes: cap.walBytes },
+        "buffer.max_file_size: the database and its WAL are held within it",
+      );
+      if (cap.oversizedPages > 0) {
+        storeLog.warn(
+          { databaseBytes: (cap.databasePages + cap.oversizedPages) * cap.pageSize },
+          `the database is already larger than buffer.max_file_size leaves it (${databaseBytes} bytes); it keeps its size and reuses the room the hub frees, so with its WAL it may exceed the cap: raise buffer.max_file_size`,
+        );
+      }
+    }
     const outbox = new Outbox(db, {
       commitIntervalMs: config.buffer.commit_interval,
       commitMaxRows: config.buffer.commit_max_rows,
@@ -125,7 +154,7 @@ export class Gateway {
           maxAgeMs: c.max_age,
         })),
       },
-      log: log.child({ part: "store" }),
+      log: storeLog,
       metrics,
     });
     this.#outbox = outbox;
@@ -172,7 +201,7 @@ export class Gateway {
     this.#upstream = upstream;
     log.info(
       {
-        servers: config.upstream.servers,
+        servers: config.upstream.servers.map(maskUrls),
         mode: config.upstream.mode,
         stream: config.upstream.stream ?? "(any that captures the prefix)",
         prefix: config.upstream.prefix,

@@ -8,3 +8,17 @@ export type {
   TlsFilesConfig,
   UserConfig,
 } from "./schema.js";
+export {
+  MASK,
+  maskUrls,
+  secretRedactor,
+  secretsOf,
+  urlCredentials,
+  withoutCredentials,
+} from "./secrets.js";
+export {
+  insecureChoices,
+  type SecurityContext,
+  type SecurityWarning,
+  type SecurityWarningCode,
+} from "./security.js";

@@ -1,5 +1,6 @@
 import * as path from "node:path";
 import { isValidPattern, isValidSubject, isValidToken } from "../core/subject.js";
+import { maskUrls } from "./secrets.js";
 
 /** One MQTT (or HTTP-like) listen address. `port: 0` picks a free port. */
 export interface ListenerConfig {
@@ -119,7 +120,7 @@ export interface LeafgateConfig {
     readonly max_bytes: number; // default 1GB, the whole buffer
     readonly max_messages: number; // default 10,000,000
     readonly max_age: number; // ms, default 7d
-    readonly max_file_size: number | null; // bytes; null = as large as the disk allows
+    readonly max_file_size: number | null; // bytes, database + WAL (min 1MiB); null = the disk
     readonly on_full: "drop_oldest" | "reject"; // default drop_oldest: subjects no class names
     readonly classes: readonly BufferClassConfig[];
   };
@@ -212,21 +213,14 @@ function parseSize(v: unknown): number | undefined {
 const NATS_URL =
   /^(?:nats|tls):\/\/(?:[^@/\s]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d+))?\/?$/;
 
-/** `user:pass@` keeps the user; a bare `token@` is all secret. */
-function maskUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/)([^@/\s]+)@/, (_, scheme: string, info: string) => {
-    const colon = info.indexOf(":");
-    return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:***` : "***"}@`;
-  });
-}
-
 const SERVER_URL: StringRule = {
   expected: "nats://host:port",
   test: (s) => {
     const port = NATS_URL.exec(s)?.[1];
     return NATS_URL.test(s) && (port === undefined || (+port >= 1 && +port <= PORT_MAX));
   },
-  mask: maskUrl,
+  // `user:pass@` keeps the user; a bare `token@` is all secret.
+  mask: maskUrls,
 };
 const TOKEN: StringRule = {
   expected: 'one subject token (no ".", "*", ">" or whitespace)',
@@ -366,10 +360,12 @@ export const CONFIG_SCHEMA: Node = obj({
     max_bytes: { kind: "size", min: 1024, max: Number.MAX_SAFE_INTEGER, default: "1GB" },
     max_messages: int(1, Number.MAX_SAFE_INTEGER, 10_000_000),
     max_age: { kind: "duration", min: 1000, default: "7d" },
-    // A hard cap on the database file, for small SD cards: reaching it is a full disk.
+    // A hard cap on the database file and its WAL together, for small SD cards: reaching
+    // it is a full disk. A little less than half goes to the database (see fileCap in
+    // store/database.ts); below 1 MiB that would hardly hold the empty tables.
     max_file_size: {
       kind: "size",
-      min: 64 * 1024,
+      min: 1024 * 1024,
       max: Number.MAX_SAFE_INTEGER,
       nullable: true,
       default: null,
@@ -450,9 +446,9 @@ export interface ResolveContext {
   readonly baseDir: (at: string, fromDefault: boolean) => string;
 }
 
-/** True for hosts only this machine can reach. */
+/** True for hosts only this machine can reach (IPv4-mapped 127/8 included). */
 export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(host);
 }
 
 export function isMapping(v: unknown): v is Record<string, unknown> {

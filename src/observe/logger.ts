@@ -1,10 +1,12 @@
 import pino from "pino";
+import { MASK, secretRedactor } from "../config/index.js";
 import type { Logger } from "../core/index.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
-/** Paths whose values never reach a log line, wherever a caller puts them. */
-const REDACT_PATHS = ["password", "token", "nkey_seed", "*.password", "*.token", "*.nkey_seed"];
+/** Keys whose values never reach a log line, at the top of a record or up to two levels down. */
+const SECRET_KEYS = ["password", "pass", "token", "auth_token", "nkey_seed", "seed", "jwt"];
+const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
 
 const LEVEL_LABELS: Record<number, string> = {
   10: "TRACE",
@@ -32,18 +34,73 @@ function prettyStream(out: NodeJS.WriteStream): { write(line: string): void } {
   };
 }
 
+/** Applies `scrub` to every string (keys too) in a parsed JSON value; no recursion on depth. */
+function scrubStrings(root: unknown, scrub: (text: string) => string): unknown {
+  const fix = (v: unknown): unknown => (typeof v === "string" ? scrub(v) : v);
+  const top = { v: root };
+  const stack: Record<string, unknown>[] = [top];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    for (const key of Object.keys(node)) {
+      const value = fix(node[key]);
+      const name = scrub(key);
+      if (name !== key) delete node[key];
+      node[name] = value;
+      if (typeof value === "object" && value !== null) stack.push(value as Record<string, unknown>);
+    }
+  }
+  return top.v;
+}
+
+/**
+ * The last step before a record is written: `scrub` over the whole JSON line, which
+ * catches a secret wherever it hides (an error's message or stack, a URL in a field no
+ * redact path names). A secret that is also part of the JSON syntax (a password of
+ * digits inside a number) would break the line; then strings are scrubbed one by one.
+ */
+function scrubLine(scrub: (text: string) => string): (line: string) => string {
+  return (line) => {
+    const scrubbed = scrub(line);
+    if (scrubbed === line) return line;
+    try {
+      JSON.parse(scrubbed);
+      return scrubbed;
+    } catch {
+      try {
+        return `${JSON.stringify(scrubStrings(JSON.parse(line), scrub))}\n`;
+      } catch {
+        return scrubbed;
+      }
+    }
+  };
+}
+
+export interface LoggerOptions {
+  readonly level: LogLevel;
+  readonly pretty?: boolean;
+  /**
+   * Masks secrets in a text (`secretRedactor` of the config's secrets); applied to every
+   * line written, after redaction by key. Without it, URL user info and nkey seeds are
+   * still masked.
+   */
+  readonly scrub?: (text: string) => string;
+  /** Where lines go instead of stdout (tests). */
+  readonly destination?: { write(line: string): void };
+}
+
 /** The process logger: JSON lines to stdout, pretty only when stdout is a TTY. */
-export function createLogger(options: { level: LogLevel; pretty?: boolean }): Logger {
+export function createLogger(options: LoggerOptions): Logger {
   const pretty = options.pretty ?? process.stdout.isTTY === true;
-  const destination = pretty
-    ? prettyStream(process.stdout)
-    : pino.destination({ dest: 1, sync: true });
+  const destination =
+    options.destination ??
+    (pretty ? prettyStream(process.stdout) : pino.destination({ dest: 1, sync: true }));
   return pino(
     {
       level: options.level,
       base: { pid: process.pid },
-      redact: { paths: REDACT_PATHS, censor: "***" },
+      redact: { paths: REDACT_PATHS, censor: MASK },
       serializers: { err: pino.stdSerializers.err },
+      hooks: { streamWrite: scrubLine(options.scrub ?? secretRedactor([])) },
     },
     destination,
   ) as unknown as Logger;

@@ -1,10 +1,19 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fchmodSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import type Database from "better-sqlite3";
 import type { Gauge, Logger } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
-import { pragma } from "./database.js";
+import { DATA_FILE_MODE, pragma, tightenFile } from "./database.js";
 
 /** Kept beside the database; released when the disk fills, re-made when space returns. */
 export const RESERVE_FILE = "leafgate.reserve";
@@ -91,6 +100,7 @@ export class DiskGuard {
       return;
     }
     this.#started = true;
+    tightenFile(this.#reserve, this.#log);
     this.#maxPages = pragma(this.#db, "max_page_count", true) as number;
     this.#gauge.set(0);
     if (this.#reserveHeld() || this.#makeReserve()) return;
@@ -219,8 +229,10 @@ export class DiskGuard {
       rmSync(partial, { force: true }); // left by a crash while making it
       if ((this.#freeBytes() ?? 0) < RESERVE_BYTES + RESUME_SLACK_BYTES) return false;
       const chunk = randomBytes(RESERVE_CHUNK_BYTES);
-      const fd = openSync(partial, "w");
+      const fd = openSync(partial, "w", DATA_FILE_MODE);
       try {
+        // Set, not left to the umask: like every file in the data dir, it is the gateway's.
+        fchmodSync(fd, DATA_FILE_MODE);
         // No fsync: filesystems reserve blocks when written (delayed allocation included),
         // which is all that matters here.
         let written = 0;

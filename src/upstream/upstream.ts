@@ -9,6 +9,7 @@ import {
   type NatsConnection,
   nkeyAuthenticator,
 } from "@nats-io/transport-node";
+import { maskUrls, urlCredentials, withoutCredentials } from "../config/index.js";
 import type { Bus, Envelope, Gauge, Logger, Metrics } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import type { Outbox } from "../store/index.js";
@@ -185,7 +186,8 @@ export class Upstream {
       state: this.#state,
       server: this.#server,
       stream: this.#stream,
-      lastError: this.#lastError,
+      // An error may quote what it was given; /status is not scrubbed as log lines are.
+      lastError: this.#lastError === undefined ? undefined : maskUrls(this.#lastError),
     };
   }
 
@@ -221,7 +223,7 @@ export class Upstream {
   #buildConnectOptions(): ConnectionOptions {
     const c = this.#options.config;
     const options: ConnectionOptions = {
-      servers: [...c.servers],
+      servers: c.servers.map(withoutCredentials),
       name: `leafgate ${this.#options.gatewayId}`,
       // Each connection is a session of ours: reconnects are decided here, so nothing
       // the client buffered during an outage is replayed out of order behind our back.
@@ -261,14 +263,34 @@ export class Upstream {
   }
 
   /**
-   * Options for one dial: one server, in turn. nats.js leaves the TLS server name empty
-   * for an IP address, so Node would check the certificate against "localhost"; naming
-   * the host explicitly makes an IP-addressed hub verifiable.
+   * Options for one dial: one server, in turn. nats.js ignores what a URL carries besides
+   * host and port, so it is applied here: user info (`user:password@`, or a bare
+   * `token@`) becomes that server's credentials, in place of upstream.user/password/token
+   * (nats.js would otherwise send none, silently), and `tls://` requires TLS (nats.js
+   * would otherwise talk in clear to a hub that does not offer it, or to anyone in the
+   * middle who strips the offer). nats.js leaves the TLS server name empty for an IP
+   * address, so Node would check the certificate against "localhost"; naming the host
+   * explicitly makes an IP-addressed hub verifiable.
    */
   #dialOptions(n: number): ConnectionOptions {
     const servers = this.#options.config.servers;
     const server = servers[n % servers.length]!;
-    const options: ConnectionOptions = { ...this.#connectOptions, servers: [server] };
+    const options: ConnectionOptions = {
+      ...this.#connectOptions,
+      servers: [withoutCredentials(server)],
+    };
+    const credentials = urlCredentials(server);
+    if (credentials !== undefined) {
+      delete options.user;
+      delete options.pass;
+      delete options.token;
+      if ("token" in credentials) options.token = credentials.token;
+      else {
+        options.user = credentials.user;
+        options.pass = credentials.password;
+      }
+    }
+    if (server.toLowerCase().startsWith("tls://")) options.tls ??= {};
     if (options.tls) {
       const host = hostOf(server);
       if (host !== undefined && isIP(host) !== 0) {
@@ -297,7 +319,7 @@ export class Upstream {
         if (now - lastUnreachableLogMs >= UNREACHABLE_LOG_INTERVAL_MS) {
           lastUnreachableLogMs = now;
           log.warn(
-            { servers: this.#options.config.servers, err: this.#lastError },
+            { servers: this.#options.config.servers.map(maskUrls), err: this.#lastError },
             "hub unreachable; buffering locally and retrying",
           );
         }
