@@ -123,9 +123,11 @@ export class Gateway {
     const storeLog = log.child({ part: "store" });
     const db = openDatabase(config.gateway.data_dir, config.buffer.durability, { log: storeLog });
     this.#db = db;
+    /** What `buffer.max_file_size` leaves the database file beside its WAL; null: no cap. */
+    let databaseBytes: number | null = null;
     if (config.buffer.max_file_size !== null) {
       const cap = capDatabaseFile(db, config.buffer.max_file_size);
-      const databaseBytes = cap.databasePages * cap.pageSize;
+      databaseBytes = cap.databasePages * cap.pageSize;
       storeLog.info(
         { maxFileBytes: cap.maxFileBytes, databaseBytes, walBytes: cap.walBytes },
         "buffer.max_file_size: the database and its WAL are held within it",
@@ -259,10 +261,7 @@ export class Gateway {
       }),
       new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
-        maxBytes: sessionStoreQuota(
-          config.mqtt.session_store_max_bytes,
-          config.buffer.max_file_size,
-        ),
+        maxBytes: sessionStoreQuota(config.mqtt.session_store_max_bytes, databaseBytes),
         metrics,
         onError: (err, what) => {
           sessionStoreErrors.inc({ what });

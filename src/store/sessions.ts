@@ -150,17 +150,22 @@ interface DeliveryMeta {
 }
 
 /**
- * The share of a capped database file (`buffer.max_file_size`) the session store may hold
- * at most: a quarter, counted as the store counts (content; pages, indexes and the WAL
- * take more), so the outbox always keeps most of the file for device ingest.
+ * The share of a capped database file (`buffer.max_file_size`, the database's part of it)
+ * the session store may hold at most: a quarter, counted as the store counts (content;
+ * pages and indexes take more), so the outbox always keeps most of the file for device
+ * ingest.
  */
 const SESSION_STORE_FILE_SHARE = 4;
 
-/** The session store's quota: `session_store_max_bytes`, within a capped file's share. */
-export function sessionStoreQuota(maxBytes: number, maxFileSize: number | null): number {
-  return maxFileSize === null
+/**
+ * The session store's quota: `session_store_max_bytes`, within its share of the database
+ * file when that is capped (`databaseBytes`: what `buffer.max_file_size` leaves the file
+ * beside its WAL).
+ */
+export function sessionStoreQuota(maxBytes: number, databaseBytes: number | null): number {
+  return databaseBytes === null
     ? maxBytes
-    : Math.min(maxBytes, Math.floor(maxFileSize / SESSION_STORE_FILE_SHARE));
+    : Math.min(maxBytes, Math.floor(databaseBytes / SESSION_STORE_FILE_SHARE));
 }
 
 /**
