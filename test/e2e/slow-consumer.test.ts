@@ -1,0 +1,268 @@
+// A client that never reads cannot grow the gateway (issue 10, finding 4). The bundle runs
+// as a child process and its RSS is read from /status while a raw client, frozen at kernel
+// level (`_handle.readStop()`, as aedes' drain-timeout test does), floods it.
+//
+// What the README promises: while a client has more than an eighth of
+// `mqtt.max_outbound_bytes` unsent, the gateway stops reading from it (so it cannot make
+// the gateway write more PINGRESPs or acks: TCP pushes back on it), its QoS 1/2 deliveries
+// wait in its session queue (`mqtt.max_queued_messages`), QoS 0 is dropped; a client that
+// stays behind for its keepalive (x1.5), or whose unsent bytes exceed the cap, is cut as a
+// slow consumer: `leafgate_mqtt_slow_consumers_total`, `..._connections_closed_total
+// {reason="slow-consumer"}`. Other clients do not notice.
+//
+// 1. Millions of PINGREQs from a client that never reads: RSS stays bounded, the client
+//    is cut, a normal client meanwhile gets every message.
+// 2. A QoS 1 flood to a subscriber that never reads: RSS stays bounded, the subscriber is
+//    cut, another subscriber gets every message in order; every message is accounted for.
+import type { Socket } from "node:net";
+import type { MqttClient } from "mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { gatewayMetrics } from "../helpers/gateway-http.js";
+import { connectMqttJs } from "../helpers/mqtt.js";
+import { stopAll } from "../helpers/procs.js";
+import { closeRawClients, RawMqtt } from "../helpers/raw-mqtt.js";
+import { type TempDir, waitFor } from "../helpers/wait.js";
+
+/** Keepalive of the frozen clients (s): cut 1.5 x this after the gateway stops reading them. */
+const FROZEN_KEEPALIVE_S = 2;
+/** A PINGREQ is 2 bytes: one write of this many is 64 KiB. */
+const PINGREQS_PER_WRITE = 32 * 1024;
+/**
+ * At most this many PINGREQs (64 MiB): far more than the kernel buffers of both ends hold
+ * (a few MiB here), so the flooder is blocked by TCP long before it gets there, unless the
+ * gateway reads everything (the fault this file is about).
+ */
+const MAX_PINGREQS = 32 * 1024 * 1024;
+/**
+ * Growth of the gateway's RSS allowed over its baseline. The gateway holds at most 1 MiB
+ * unsent per client (an eighth of the default 8 MiB cap) plus the queued messages;
+ * reading everything a frozen client sent took it past 460 MB (8 M PINGREQs).
+ */
+const RSS_GROWTH_LIMIT_MIB = 40;
+/** The QoS 1 flood: this many messages of FLOOD_PAYLOAD_BYTES (62.5 MiB). */
+const FLOOD_MESSAGES = 1000;
+const FLOOD_PAYLOAD_BYTES = 64 * 1024;
+/** The frozen subscriber's session queue: small, so the socket is what is measured. */
+const MAX_QUEUED = 10;
+/** Publishes in flight from the flood's publisher. */
+const FLOOD_IN_FLIGHT = 32;
+
+interface Memory {
+  rss: number;
+}
+
+async function rssMiB(gw: ChildGateway): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${gw.httpPort}/status`);
+  return ((await res.json()) as { memory: Memory }).memory.rss;
+}
+
+/**
+ * Samples the gateway's RSS until stopped; past `limitMiB` above the first sample it calls
+ * `over` once (the test then stops its flood: a broken gateway must not eat the machine).
+ */
+function rssSampler(gw: ChildGateway, limitMiB: number, over: () => void) {
+  let stopped = false;
+  let baseline = 0;
+  let peak = 0;
+  let exceeded = false;
+  const done = (async () => {
+    try {
+      baseline = await rssMiB(gw);
+      peak = baseline;
+      while (!stopped) {
+        const rss = await rssMiB(gw);
+        peak = Math.max(peak, rss);
+        if (!exceeded && rss - baseline > limitMiB) {
+          exceeded = true;
+          over();
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } catch {
+      // The gateway went away (a failed test stops it): the test reports that, not this.
+      if (!stopped) over();
+    }
+  })();
+  const sampler = {
+    async stop(): Promise<{ baseline: number; peak: number }> {
+      stopped = true;
+      await done;
+      return { baseline, peak };
+    },
+  };
+  samplers.add(sampler);
+  return sampler;
+}
+
+/** Samplers still running (a failed test leaves one): stopped after each test. */
+const samplers = new Set<{ stop(): Promise<unknown> }>();
+
+/** Stops the kernel-level reading of a socket: the peer's bytes pile up in the kernel. */
+function freeze(socket: Socket): void {
+  (socket as unknown as { _handle: { readStop(): void } })._handle.readStop();
+}
+
+describe("a client that never reads", () => {
+  let dir: TempDir | undefined;
+  const clients: MqttClient[] = [];
+
+  afterEach(async () => {
+    for (const s of samplers) await s.stop();
+    samplers.clear();
+    for (const c of clients.splice(0)) await c.endAsync(true);
+    await closeRawClients();
+    await stopAll();
+    await dir?.cleanup();
+    dir = undefined;
+  });
+
+  async function start(mqtt = ""): Promise<ChildGateway> {
+    const config = writeConfig({ mqtt });
+    dir = config.dir;
+    return startGatewayProcess(config.file);
+  }
+
+  async function mqttJs(port: number, clientId: string): Promise<MqttClient> {
+    const c = await connectMqttJs(port, { clientId });
+    clients.push(c);
+    return c;
+  }
+
+  /** Publishes `count` QoS 1 messages from `pub` and waits until `sub` has them all, in order. */
+  async function roundTrip(pub: MqttClient, sub: MqttClient, topic: string, count: number) {
+    const got: string[] = [];
+    const onMessage = (t: string, payload: Buffer) => {
+      if (t === topic) got.push(payload.toString());
+    };
+    sub.on("message", onMessage);
+    await sub.subscribeAsync(topic, { qos: 1 });
+    const sent = Array.from({ length: count }, (_, i) => `${topic} ${i}`);
+    await Promise.all(sent.map((p) => pub.publishAsync(topic, p, { qos: 1 })));
+    await waitFor(() => got.length >= count, { message: () => `got ${got.length} of ${count}` });
+    sub.off("message", onMessage);
+    expect(got).toEqual(sent);
+  }
+
+  it("millions of PINGREQs: RSS stays bounded, the client is cut as a slow consumer", async () => {
+    const gw = await start();
+    const flooder = await RawMqtt.open(gw.mqttPort, 4);
+    await flooder.sendConnect({ clientId: "pinger", keepalive: FROZEN_KEEPALIVE_S });
+    freeze(flooder.socket);
+    let abort = false;
+    const sampler = rssSampler(gw, RSS_GROWTH_LIMIT_MIB, () => {
+      abort = true;
+      flooder.socket.destroy();
+    });
+    await waitFor(async () => (await rssMiB(gw)) > 0);
+
+    const chunk = Buffer.alloc(PINGREQS_PER_WRITE * 2);
+    for (let i = 0; i < chunk.length; i += 2) chunk[i] = 0xc0; // PINGREQ: c0 00
+    let sent = 0;
+    let blocked = false;
+    const flood = (async () => {
+      while (sent < MAX_PINGREQS && !flooder.isClosed) {
+        sent += PINGREQS_PER_WRITE;
+        if (flooder.socket.write(chunk)) continue;
+        blocked = true;
+        // TCP pushes back: go on only when the gateway reads again, or it cut us.
+        await Promise.race([new Promise((r) => flooder.socket.once("drain", r)), flooder.closed]);
+      }
+    })();
+
+    // The gateway stopped reading the flooder (its writes are held by TCP); meanwhile
+    // another client is served as usual.
+    await waitFor(() => blocked || flooder.isClosed, { timeoutMs: 30_000 });
+    const pub = await mqttJs(gw.mqttPort, "pub");
+    const sub = await mqttJs(gw.mqttPort, "sub");
+    await roundTrip(pub, sub, "during/flood", 200);
+
+    await flooder.closedByServer(30_000);
+    await flood;
+    const { baseline, peak } = await sampler.stop();
+    expect(abort, `RSS grew from ${baseline} to ${peak} MiB`).toBe(false);
+    // TCP held the flooder long before it sent them all.
+    expect(sent).toBeGreaterThan(PINGREQS_PER_WRITE);
+    expect(sent).toBeLessThan(MAX_PINGREQS);
+
+    const metrics = await gatewayMetrics(gw);
+    expect(metrics.get("leafgate_mqtt_slow_consumers_total")).toBe(1);
+    expect(metrics.get('leafgate_mqtt_connections_closed_total{reason="slow-consumer"}')).toBe(1);
+    expect(metrics.get('leafgate_mqtt_connections_closed_total{reason="keepalive-timeout"}')).toBe(
+      undefined,
+    );
+    // The normal clients are still served after the cut.
+    await roundTrip(pub, sub, "after/flood", 50);
+    expect(await rssMiB(gw)).toBeGreaterThan(0);
+  });
+
+  it("a QoS 1 flood to a subscriber that never reads: RSS bounded, cut, the other subscriber gets every message", async () => {
+    const gw = await start(`  max_queued_messages: ${MAX_QUEUED}\n`);
+    const frozen = await RawMqtt.open(gw.mqttPort, 5);
+    await frozen.sendConnect({ clientId: "frozen", keepalive: FROZEN_KEEPALIVE_S });
+    await frozen.subscribe(1, [{ topic: "flood/#", qos: 1 }]);
+    freeze(frozen.socket);
+    // It keeps pinging, as a live client does: only the gateway's not reading it (once it
+    // is behind) lets its keepalive run out.
+    const pinger = setInterval(() => {
+      if (!frozen.isClosed) frozen.send({ cmd: "pingreq" });
+    }, 200);
+    let abort = false;
+    const sampler = rssSampler(gw, RSS_GROWTH_LIMIT_MIB, () => {
+      abort = true;
+    });
+    try {
+      await waitFor(async () => (await rssMiB(gw)) > 0);
+      const sub = await mqttJs(gw.mqttPort, "reader");
+      const got: number[] = [];
+      sub.on("message", (_t, payload: Buffer) => got.push(payload.readUInt32BE(0)));
+      await sub.subscribeAsync("flood/#", { qos: 1 });
+      const pub = await mqttJs(gw.mqttPort, "publisher");
+
+      const payload = (i: number) => {
+        const b = Buffer.alloc(FLOOD_PAYLOAD_BYTES, i & 0xff);
+        b.writeUInt32BE(i, 0);
+        return b;
+      };
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: FLOOD_IN_FLIGHT }, async () => {
+          while (next < FLOOD_MESSAGES && !abort) {
+            const i = next++;
+            await pub.publishAsync(`flood/${i % 8}`, payload(i), { qos: 1 });
+          }
+        }),
+      );
+      expect(abort).toBe(false);
+      await waitFor(() => got.length >= FLOOD_MESSAGES, {
+        timeoutMs: 30_000,
+        message: () => `the reader got ${got.length} of ${FLOOD_MESSAGES}`,
+      });
+      expect(got).toEqual(Array.from({ length: FLOOD_MESSAGES }, (_, i) => i));
+      await frozen.closedByServer(30_000);
+    } finally {
+      clearInterval(pinger);
+    }
+    const { baseline, peak } = await sampler.stop();
+    expect(abort, `RSS grew from ${baseline} to ${peak} MiB`).toBe(false);
+    console.info(
+      `slow consumer under a QoS 1 flood of ${FLOOD_MESSAGES} x ${FLOOD_PAYLOAD_BYTES} B: ` +
+        `gateway RSS ${baseline} MiB at start, ${peak} MiB at peak`,
+    );
+
+    const metrics = await gatewayMetrics(gw);
+    expect(metrics.get("leafgate_mqtt_slow_consumers_total")).toBe(1);
+    expect(metrics.get('leafgate_mqtt_connections_closed_total{reason="slow-consumer"}')).toBe(1);
+    // Every message reached the reader; the frozen subscriber got some on its socket, the
+    // rest waited in its queue (at most MAX_QUEUED at the cut) or were dropped as queue-full.
+    const sent = metrics.get("leafgate_mqtt_messages_sent_total") ?? 0;
+    const toFrozen = sent - FLOOD_MESSAGES;
+    const queueFull = metrics.get('leafgate_mqtt_messages_dropped_total{reason="queue-full"}') ?? 0;
+    expect(toFrozen).toBeGreaterThan(0);
+    expect(queueFull).toBeGreaterThan(0);
+    const queuedAtCut = FLOOD_MESSAGES - toFrozen - queueFull;
+    expect(queuedAtCut).toBeGreaterThanOrEqual(0);
+    expect(queuedAtCut).toBeLessThanOrEqual(MAX_QUEUED);
+    expect(metrics.get("leafgate_outbox_pending")).toBe(FLOOD_MESSAGES);
+  });
+});
