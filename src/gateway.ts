@@ -194,6 +194,8 @@ export class Gateway {
         maxQueued: config.mqtt.max_queued_messages,
         maxSessionExpiryMs: config.mqtt.max_session_expiry,
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
+        maxOutboundBytes: config.mqtt.max_outbound_bytes,
+        receiveMaximum: config.mqtt.receive_maximum,
       },
       mqttLog,
       metrics,
@@ -224,6 +226,7 @@ export class Gateway {
         ...(tls !== undefined ? { tls } : {}),
         websocket,
         tlsHandshakeFailures,
+        tcpKeepaliveMs: config.mqtt.tcp_keepalive,
       });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
@@ -277,7 +280,10 @@ export class Gateway {
         lastId: this.#outbox?.lastId ?? 0,
         classes: this.#outbox?.classes() ?? [],
       },
-      mqtt: { connections: this.#broker?.connectionCount ?? 0 },
+      mqtt: {
+        connections: this.#broker?.connectionCount ?? 0,
+        unsentBytes: this.#broker?.unsentBytes ?? 0,
+      },
       serial: this.#devices.map((d) => d.status()),
       memory: memoryMiB(),
     };

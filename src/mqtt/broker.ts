@@ -24,9 +24,21 @@ export interface BrokerOptions {
   readonly topicAliasMaximum: number;
   /** Connected clients at most; 0 = no limit. */
   readonly maxConnections: number;
-  /** Outbound QoS 0 messages are dropped while a client has this much unsent. */
-  readonly maxWriteBufferBytes: number;
-  /** Durable commits a client may have pending before its socket is paused. */
+  /**
+   * Unsent bytes per connection. From an eighth of it on, reading from the client pauses,
+   * QoS 0 deliveries are dropped and QoS 1/2 ones wait in the session; past it the client
+   * is cut as a slow consumer.
+   */
+  readonly maxOutboundBytes: number;
+  /**
+   * MQTT 5 Receive Maximum announced in CONNACK: inbound QoS 1/2 PUBLISHes a client may
+   * have unanswered (no PUBACK / PUBCOMP yet) [MQTT-3.3.4-7].
+   */
+  readonly receiveMaximum: number;
+  /**
+   * Durable commits a client may have pending before its socket is paused (the bound on
+   * inbound work for MQTT 3.1.1 clients, which have no Receive Maximum).
+   */
   readonly maxPendingCommits: number;
 }
 
@@ -40,7 +52,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxSessionExpiryMs: 7 * 24 * 3600 * 1000,
   topicAliasMaximum: 64,
   maxConnections: 1000,
-  maxWriteBufferBytes: 1024 * 1024,
+  maxOutboundBytes: 8 * 1024 * 1024,
+  receiveMaximum: 100,
   maxPendingCommits: 4096,
 };
 
@@ -57,11 +70,38 @@ export interface BrokerMetrics {
   readonly authFailures: Counter;
   readonly denied: Counter;
   readonly sessions: Gauge;
+  readonly slowConsumers: Counter;
 }
 
-/** At most this many protocol-error lines per window; the rest are counted, then summarised. */
-const PROTOCOL_ERROR_LOG_BURST = 10;
-const PROTOCOL_ERROR_LOG_WINDOW_MS = 10_000;
+/** At most this many lines of one kind per window; the rest are counted, then summarised. */
+const LOG_BURST = 10;
+const LOG_WINDOW_MS = 10_000;
+
+/** Warnings a flood of bad clients could repeat: a burst per window, then a summary. */
+class LimitedWarnings {
+  readonly #log: Logger;
+  readonly #summary: string;
+  #windowStartMs = 0;
+  #loggedInWindow = 0;
+  #suppressed = 0;
+
+  constructor(log: Logger, summary: string) {
+    this.#log = log;
+    this.#summary = summary;
+  }
+
+  warn(fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - this.#windowStartMs >= LOG_WINDOW_MS) {
+      if (this.#suppressed > 0) this.#log.warn({ suppressed: this.#suppressed }, this.#summary);
+      this.#windowStartMs = now;
+      this.#loggedInWindow = 0;
+      this.#suppressed = 0;
+    }
+    if (this.#loggedInWindow++ < LOG_BURST) this.#log.warn(fields, msg);
+    else this.#suppressed++;
+  }
+}
 
 /** Shared state of every MQTT connection: the bus, options and the client-id table. */
 export class Broker {
@@ -72,9 +112,8 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   readonly #sessions = new Map<string, Session>();
   #nextAnonymousId = 1;
-  #logWindowStartMs = 0;
-  #loggedInWindow = 0;
-  #suppressed = 0;
+  readonly #protocolErrorLog: LimitedWarnings;
+  readonly #slowConsumerLog: LimitedWarnings;
 
   /** Retained messages; absent, the retain flag is ignored (unit tests without a store). */
   readonly retained: RetainedStore | undefined;
@@ -106,6 +145,8 @@ export class Broker {
       });
     this.options = options;
     this.log = log;
+    this.#protocolErrorLog = new LimitedWarnings(log, "more mqtt protocol errors were not logged");
+    this.#slowConsumerLog = new LimitedWarnings(log, "more mqtt slow consumers were not logged");
     this.metrics = {
       connections: metrics.gauge("leafgate_mqtt_connections", "Open MQTT connections"),
       accepted: metrics.counter(
@@ -139,6 +180,10 @@ export class Broker {
         "PUBLISH and SUBSCRIBE refused by permissions, by kind",
       ),
       sessions: metrics.gauge("leafgate_mqtt_sessions", "MQTT sessions, connected or not"),
+      slowConsumers: metrics.counter(
+        "leafgate_mqtt_slow_consumers_total",
+        "MQTT connections cut because the client did not read what was sent to it",
+      ),
     };
   }
 
@@ -189,20 +234,12 @@ export class Broker {
    * Every error is still counted in leafgate_mqtt_protocol_errors_total.
    */
   logProtocolError(fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    if (now - this.#logWindowStartMs >= PROTOCOL_ERROR_LOG_WINDOW_MS) {
-      if (this.#suppressed > 0) {
-        this.log.warn(
-          { suppressed: this.#suppressed },
-          "more mqtt protocol errors were not logged",
-        );
-      }
-      this.#logWindowStartMs = now;
-      this.#loggedInWindow = 0;
-      this.#suppressed = 0;
-    }
-    if (this.#loggedInWindow++ < PROTOCOL_ERROR_LOG_BURST) this.log.warn(fields, msg);
-    else this.#suppressed++;
+    this.#protocolErrorLog.warn(fields, msg);
+  }
+
+  /** Logs a slow consumer's cut (once per connection), rate-limited like protocol errors. */
+  logSlowConsumer(fields: Record<string, unknown>, msg: string): void {
+    this.#slowConsumerLog.warn(fields, msg);
   }
 
   /**
@@ -307,6 +344,13 @@ export class Broker {
 
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** Bytes written to clients that they have not taken yet, over every connection. */
+  get unsentBytes(): number {
+    let bytes = 0;
+    for (const c of this.#connections) bytes += c.transport.writableLength;
+    return bytes;
   }
 
   /**

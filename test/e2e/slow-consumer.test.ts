@@ -35,45 +35,68 @@ const PINGREQS_PER_WRITE = 32 * 1024;
  */
 const MAX_PINGREQS = 32 * 1024 * 1024;
 /**
- * Growth of the gateway's RSS allowed over its baseline. The gateway holds at most 1 MiB
- * unsent per client (an eighth of the default 8 MiB cap) plus the queued messages;
- * reading everything a frozen client sent took it past 460 MB (8 M PINGREQs).
+ * Growth of the gateway's RSS allowed over its baseline while millions of PINGREQs are
+ * parsed: garbage the GC and malloc have not returned yet (60-75 MiB here, whatever the
+ * count). Reading everything a frozen client sends grows without end (8 M: 460 MB).
  */
-const RSS_GROWTH_LIMIT_MIB = 40;
-/** The QoS 1 flood: this many messages of FLOOD_PAYLOAD_BYTES (62.5 MiB). */
-const FLOOD_MESSAGES = 1000;
+const PING_RSS_GROWTH_LIMIT_MIB = 150;
+/**
+ * The QoS 1 flood: this many messages of FLOOD_PAYLOAD_BYTES (125 MiB), with a window
+ * (`max_inflight`) that would take all of them: only the outbound bound holds them back.
+ */
+const FLOOD_MESSAGES = 2000;
 const FLOOD_PAYLOAD_BYTES = 64 * 1024;
+const MAX_INFLIGHT = 65_535;
+/**
+ * A flood's payloads pass through the gateway (stored, sent to the reader) and are
+ * returned by the GC and malloc only later: RSS grows by most of the flood either way. So
+ * the frozen subscriber's cost is measured against the same flood without it: at most
+ * this much more at peak (its 1 MiB unsent, its queue, what it has in flight, noise: about
+ * 25 MiB here), where writing the flood into its socket would add all 125 MiB.
+ */
+const FROZEN_RSS_MARGIN_MIB = 60;
+/** Past this growth the flood stops: a broken gateway must not eat the machine. */
+const FLOOD_ABORT_RSS_GROWTH_MIB = 400;
 /** The frozen subscriber's session queue: small, so the socket is what is measured. */
 const MAX_QUEUED = 10;
 /** Publishes in flight from the flood's publisher. */
 const FLOOD_IN_FLIGHT = 32;
+/** README: `mqtt.max_outbound_bytes` defaults to 8 MiB: no client ever has more unsent. */
+const MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
 
-interface Memory {
-  rss: number;
+interface Status {
+  memory: { rss: number };
+  mqtt: { unsentBytes: number };
 }
 
-async function rssMiB(gw: ChildGateway): Promise<number> {
+async function status(gw: ChildGateway): Promise<Status> {
   const res = await fetch(`http://127.0.0.1:${gw.httpPort}/status`);
-  return ((await res.json()) as { memory: Memory }).memory.rss;
+  return (await res.json()) as Status;
+}
+
+interface Peaks {
+  baselineRss: number;
+  peakRss: number;
+  peakUnsent: number;
 }
 
 /**
- * Samples the gateway's RSS until stopped; past `limitMiB` above the first sample it calls
- * `over` once (the test then stops its flood: a broken gateway must not eat the machine).
+ * Samples the gateway's RSS and unsent bytes until stopped; past `limitMiB` of RSS above
+ * the first sample it calls `over` once (the test then stops its flood: a broken gateway
+ * must not eat the machine).
  */
-function rssSampler(gw: ChildGateway, limitMiB: number, over: () => void) {
+function sampler(gw: ChildGateway, limitMiB: number, over: () => void) {
   let stopped = false;
-  let baseline = 0;
-  let peak = 0;
   let exceeded = false;
+  const peaks: Peaks = { baselineRss: 0, peakRss: 0, peakUnsent: 0 };
   const done = (async () => {
     try {
-      baseline = await rssMiB(gw);
-      peak = baseline;
+      peaks.baselineRss = (await status(gw)).memory.rss;
       while (!stopped) {
-        const rss = await rssMiB(gw);
-        peak = Math.max(peak, rss);
-        if (!exceeded && rss - baseline > limitMiB) {
+        const s = await status(gw);
+        peaks.peakRss = Math.max(peaks.peakRss, s.memory.rss);
+        peaks.peakUnsent = Math.max(peaks.peakUnsent, s.mqtt.unsentBytes);
+        if (!exceeded && s.memory.rss - peaks.baselineRss > limitMiB) {
           exceeded = true;
           over();
         }
@@ -84,15 +107,15 @@ function rssSampler(gw: ChildGateway, limitMiB: number, over: () => void) {
       if (!stopped) over();
     }
   })();
-  const sampler = {
-    async stop(): Promise<{ baseline: number; peak: number }> {
+  const handle = {
+    async stop(): Promise<Peaks> {
       stopped = true;
       await done;
-      return { baseline, peak };
+      return peaks;
     },
   };
-  samplers.add(sampler);
-  return sampler;
+  samplers.add(handle);
+  return handle;
 }
 
 /** Samplers still running (a failed test leaves one): stopped after each test. */
@@ -150,11 +173,10 @@ describe("a client that never reads", () => {
     await flooder.sendConnect({ clientId: "pinger", keepalive: FROZEN_KEEPALIVE_S });
     freeze(flooder.socket);
     let abort = false;
-    const sampler = rssSampler(gw, RSS_GROWTH_LIMIT_MIB, () => {
+    const sampling = sampler(gw, PING_RSS_GROWTH_LIMIT_MIB, () => {
       abort = true;
       flooder.socket.destroy();
     });
-    await waitFor(async () => (await rssMiB(gw)) > 0);
 
     const chunk = Buffer.alloc(PINGREQS_PER_WRITE * 2);
     for (let i = 0; i < chunk.length; i += 2) chunk[i] = 0xc0; // PINGREQ: c0 00
@@ -179,8 +201,10 @@ describe("a client that never reads", () => {
 
     await flooder.closedByServer(30_000);
     await flood;
-    const { baseline, peak } = await sampler.stop();
-    expect(abort, `RSS grew from ${baseline} to ${peak} MiB`).toBe(false);
+    const peaks = await sampling.stop();
+    expect(abort, `RSS grew from ${peaks.baselineRss} to ${peaks.peakRss} MiB`).toBe(false);
+    expect(peaks.peakUnsent).toBeGreaterThan(0);
+    expect(peaks.peakUnsent).toBeLessThanOrEqual(MAX_OUTBOUND_BYTES);
     // TCP held the flooder long before it sent them all.
     expect(sent).toBeGreaterThan(PINGREQS_PER_WRITE);
     expect(sent).toBeLessThan(MAX_PINGREQS);
@@ -193,62 +217,79 @@ describe("a client that never reads", () => {
     );
     // The normal clients are still served after the cut.
     await roundTrip(pub, sub, "after/flood", 50);
-    expect(await rssMiB(gw)).toBeGreaterThan(0);
+    expect((await status(gw)).mqtt.unsentBytes).toBeLessThan(MAX_OUTBOUND_BYTES);
   });
 
   it("a QoS 1 flood to a subscriber that never reads: RSS bounded, cut, the other subscriber gets every message", async () => {
-    const gw = await start(`  max_queued_messages: ${MAX_QUEUED}\n`);
-    const frozen = await RawMqtt.open(gw.mqttPort, 5);
-    await frozen.sendConnect({ clientId: "frozen", keepalive: FROZEN_KEEPALIVE_S });
-    await frozen.subscribe(1, [{ topic: "flood/#", qos: 1 }]);
-    freeze(frozen.socket);
-    // It keeps pinging, as a live client does: only the gateway's not reading it (once it
-    // is behind) lets its keepalive run out.
-    const pinger = setInterval(() => {
-      if (!frozen.isClosed) frozen.send({ cmd: "pingreq" });
-    }, 200);
+    const gw = await start(
+      `  max_queued_messages: ${MAX_QUEUED}\n  max_inflight: ${MAX_INFLIGHT}\n`,
+    );
+    const sub = await mqttJs(gw.mqttPort, "reader");
+    const got: number[] = [];
+    sub.on("message", (_t, payload: Buffer) => got.push(payload.readUInt32BE(0)));
+    await sub.subscribeAsync("flood/#", { qos: 1 });
+    const pub = await mqttJs(gw.mqttPort, "publisher");
     let abort = false;
-    const sampler = rssSampler(gw, RSS_GROWTH_LIMIT_MIB, () => {
-      abort = true;
-    });
-    try {
-      await waitFor(async () => (await rssMiB(gw)) > 0);
-      const sub = await mqttJs(gw.mqttPort, "reader");
-      const got: number[] = [];
-      sub.on("message", (_t, payload: Buffer) => got.push(payload.readUInt32BE(0)));
-      await sub.subscribeAsync("flood/#", { qos: 1 });
-      const pub = await mqttJs(gw.mqttPort, "publisher");
 
-      const payload = (i: number) => {
-        const b = Buffer.alloc(FLOOD_PAYLOAD_BYTES, i & 0xff);
-        b.writeUInt32BE(i, 0);
-        return b;
-      };
-      let next = 0;
+    /** FLOOD_MESSAGES from `first` on, all received by the reader, in order. */
+    async function flood(first: number): Promise<void> {
+      let next = first;
+      const end = first + FLOOD_MESSAGES;
       await Promise.all(
         Array.from({ length: FLOOD_IN_FLIGHT }, async () => {
-          while (next < FLOOD_MESSAGES && !abort) {
+          while (next < end && !abort) {
             const i = next++;
-            await pub.publishAsync(`flood/${i % 8}`, payload(i), { qos: 1 });
+            const payload = Buffer.alloc(FLOOD_PAYLOAD_BYTES, i & 0xff);
+            payload.writeUInt32BE(i, 0);
+            await pub.publishAsync(`flood/${i % 8}`, payload, { qos: 1 });
           }
         }),
       );
       expect(abort).toBe(false);
-      await waitFor(() => got.length >= FLOOD_MESSAGES, {
+      await waitFor(() => got.length >= end, {
         timeoutMs: 30_000,
-        message: () => `the reader got ${got.length} of ${FLOOD_MESSAGES}`,
+        message: () => `the reader got ${got.length} of ${end}`,
       });
-      expect(got).toEqual(Array.from({ length: FLOOD_MESSAGES }, (_, i) => i));
+      expect(got).toEqual(Array.from({ length: end }, (_, i) => i));
+    }
+
+    // The control: the same flood with every subscriber reading.
+    const control = sampler(gw, FLOOD_ABORT_RSS_GROWTH_MIB, () => {
+      abort = true;
+    });
+    await flood(0);
+    const reading = await control.stop();
+
+    // Now with a subscriber that never reads. It keeps pinging, as a live client does:
+    // only the gateway's not reading it (once it is behind) lets its keepalive run out.
+    const frozen = await RawMqtt.open(gw.mqttPort, 5);
+    await frozen.sendConnect({ clientId: "frozen", keepalive: FROZEN_KEEPALIVE_S });
+    await frozen.subscribe(1, [{ topic: "flood/#", qos: 1 }]);
+    freeze(frozen.socket);
+    const pinger = setInterval(() => {
+      if (!frozen.isClosed) frozen.send({ cmd: "pingreq" });
+    }, 200);
+    const sampling = sampler(gw, FLOOD_ABORT_RSS_GROWTH_MIB, () => {
+      abort = true;
+    });
+    try {
+      await flood(FLOOD_MESSAGES);
       await frozen.closedByServer(30_000);
     } finally {
       clearInterval(pinger);
     }
-    const { baseline, peak } = await sampler.stop();
-    expect(abort, `RSS grew from ${baseline} to ${peak} MiB`).toBe(false);
+    const peaks = await sampling.stop();
+    const rss =
+      `RSS ${reading.baselineRss} MiB at start, ${reading.peakRss} MiB at peak with every ` +
+      `subscriber reading, ${peaks.peakRss} MiB at peak with one never reading`;
     console.info(
-      `slow consumer under a QoS 1 flood of ${FLOOD_MESSAGES} x ${FLOOD_PAYLOAD_BYTES} B: ` +
-        `gateway RSS ${baseline} MiB at start, ${peak} MiB at peak`,
+      `QoS 1 flood of ${FLOOD_MESSAGES} x ${FLOOD_PAYLOAD_BYTES} B: gateway ${rss}; ` +
+        `at most ${peaks.peakUnsent} bytes unsent`,
     );
+    expect(abort, rss).toBe(false);
+    expect(peaks.peakRss - reading.peakRss, rss).toBeLessThan(FROZEN_RSS_MARGIN_MIB);
+    expect(peaks.peakUnsent).toBeGreaterThan(0);
+    expect(peaks.peakUnsent).toBeLessThanOrEqual(MAX_OUTBOUND_BYTES);
 
     const metrics = await gatewayMetrics(gw);
     expect(metrics.get("leafgate_mqtt_slow_consumers_total")).toBe(1);
@@ -256,13 +297,13 @@ describe("a client that never reads", () => {
     // Every message reached the reader; the frozen subscriber got some on its socket, the
     // rest waited in its queue (at most MAX_QUEUED at the cut) or were dropped as queue-full.
     const sent = metrics.get("leafgate_mqtt_messages_sent_total") ?? 0;
-    const toFrozen = sent - FLOOD_MESSAGES;
+    const toFrozen = sent - 2 * FLOOD_MESSAGES;
     const queueFull = metrics.get('leafgate_mqtt_messages_dropped_total{reason="queue-full"}') ?? 0;
     expect(toFrozen).toBeGreaterThan(0);
     expect(queueFull).toBeGreaterThan(0);
     const queuedAtCut = FLOOD_MESSAGES - toFrozen - queueFull;
     expect(queuedAtCut).toBeGreaterThanOrEqual(0);
     expect(queuedAtCut).toBeLessThanOrEqual(MAX_QUEUED);
-    expect(metrics.get("leafgate_outbox_pending")).toBe(FLOOD_MESSAGES);
+    expect(metrics.get("leafgate_outbox_pending")).toBe(2 * FLOOD_MESSAGES);
   });
 });

@@ -55,6 +55,9 @@ const DEFAULTS: LeafgateConfig = {
     max_queued_messages: 1000,
     max_session_expiry: 7 * 24 * 3600 * 1000,
     topic_alias_maximum: 64,
+    max_outbound_bytes: 8 * 1024 * 1024,
+    receive_maximum: 100,
+    tcp_keepalive: 60_000,
   },
   upstream: {
     servers: ["nats://127.0.0.1:4222"],
@@ -105,6 +108,9 @@ mqtt:
   max_keepalive: 120
   connect_timeout: 250ms
   max_packet_size: 512KiB
+  max_outbound_bytes: 4MiB
+  receive_maximum: 20
+  tcp_keepalive: 2h
 upstream:
   servers: [ "nats://hub-1:4222", "tls://hub-2" ]
   mode: core
@@ -169,6 +175,9 @@ describe("loadConfig", () => {
         max_queued_messages: 1000,
         max_session_expiry: 7 * 24 * 3600 * 1000,
         topic_alias_maximum: 64,
+        max_outbound_bytes: 4 * 1024 * 1024,
+        receive_maximum: 20,
+        tcp_keepalive: 7_200_000,
       },
       upstream: {
         servers: ["nats://hub-1:4222", "tls://hub-2"],
@@ -231,7 +240,8 @@ describe("loadConfig", () => {
 
   it("parses durations and sizes in every unit", () => {
     const c = load(
-      "upstream: { reconnect_delay_max: 2h, ack_timeout: 7d }\nmqtt: { max_packet_size: 0.25GB }",
+      "upstream: { reconnect_delay_max: 2h, ack_timeout: 7d }\n" +
+        "mqtt: { max_packet_size: 0.25GB, max_outbound_bytes: 0.5GB }",
     );
     expect(c.upstream.reconnect_delay_max).toBe(7_200_000);
     expect(c.upstream.ack_timeout).toBe(604_800_000);
@@ -239,6 +249,23 @@ describe("loadConfig", () => {
     expect(load("mqtt: { max_packet_size: 2MiB }").mqtt.max_packet_size).toBe(2_097_152);
     expect(load("mqtt: { max_packet_size: 4096 }").mqtt.max_packet_size).toBe(4096);
     expect(load("mqtt: { connect_timeout: 3 }").mqtt.connect_timeout).toBe(3000);
+    expect(c.mqtt.max_outbound_bytes).toBe(500_000_000);
+    expect(load("mqtt: { tcp_keepalive: 2m }").mqtt.tcp_keepalive).toBe(120_000);
+  });
+
+  it("max_outbound_bytes holds two of the largest packet; tcp_keepalive is 0 or whole seconds", () => {
+    expect(problemsOf(() => load("mqtt: { max_packet_size: 5MB }"))).toStrictEqual([
+      "mqtt.max_outbound_bytes: expected at least twice mqtt.max_packet_size (10000000 bytes), got 8388608",
+    ]);
+    expect(
+      load("mqtt: { max_packet_size: 5MB, max_outbound_bytes: 10MB }").mqtt.max_packet_size,
+    ).toBe(5_000_000);
+    expect(problemsOf(() => load("mqtt: { tcp_keepalive: 500ms }"))).toStrictEqual([
+      "mqtt.tcp_keepalive: expected 0 (off) or at least 1s, got 500 ms",
+    ]);
+    expect(load("mqtt: { tcp_keepalive: 0 }").mqtt.tcp_keepalive).toBe(0);
+    expect(problemsOf(() => load("mqtt: { receive_maximum: 0 }"))).toHaveLength(1);
+    expect(problemsOf(() => load("mqtt: { max_outbound_bytes: 512KiB }"))).toHaveLength(1);
   });
 
   it("resolves relative paths against the file's directory, defaults against cwd", () => {
@@ -275,7 +302,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_inflight, max_queued_messages, max_session_expiry, topic_alias_maximum, max_outbound_bytes, receive_maximum, tcp_keepalive)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [
