@@ -281,7 +281,7 @@ export class Connection implements TransportHandler {
     );
     // MQTT 5: the reason goes in a DISCONNECT once CONNACK is out [MQTT-4.13.1-1].
     const disconnect = { code: err.reasonCode, words: err.message };
-    if (err.violation === "receiveMaximumExceeded") {
+    if (err.violation === "receiveMaxExceeded") {
       // Flow control, not garbage: what was taken before still gets its ack (acknowledged
       // means stored), then the DISCONNECT.
       this.close("protocol-error", false, disconnect);
@@ -422,7 +422,7 @@ export class Connection implements TransportHandler {
     const max = this.broker.options.receiveMaximum;
     if (this.protocolVersion === 5 && this.#inboundUnanswered.size > max) {
       throw new MqttProtocolError(
-        "receiveMaximumExceeded",
+        "receiveMaxExceeded",
         `${this.#inboundUnanswered.size} unanswered, Receive Maximum ${max}`,
       );
     }

@@ -55,7 +55,7 @@ export const VIOLATIONS = {
     text: "No Local on a shared subscription",
     reason: 0x82,
   },
-  receiveMaximumExceeded: {
+  receiveMaxExceeded: {
     rule: "[MQTT-3.3.4-7]",
     text: "more QoS 1/2 PUBLISHes unacknowledged than the Receive Maximum in CONNACK",
     reason: 0x93,

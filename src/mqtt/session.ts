@@ -303,7 +303,11 @@ export class Session {
       conn.release(size);
       // Taken out of the window meanwhile (session ended, or moved to be resent).
       if (this.inflight.get(id) !== out) return;
-      if (conn.sendAcked(out, false)) return;
+      if (conn.sendAcked(out, false)) {
+        // Its reservation is now real bytes: if the kernel took them, there is room again.
+        this.pump();
+        return;
+      }
       // Not sendable to this client (too large for it, no MQTT topic, not permitted):
       // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
       this.inflight.delete(id);
@@ -366,6 +370,7 @@ export class Session {
         if (this.inflight.get(id) !== out) return;
         if (out.released) conn.send(encodeAck("pubrel", id));
         else conn.sendAcked(out, true);
+        this.pump();
       });
     }
     while (this.#queueHead < this.#queue.length && conn.hasWindow(this.inflight.size)) {
