@@ -241,6 +241,8 @@ export class Gateway {
         topicAliasMaximum: config.mqtt.topic_alias_maximum,
         maxTopicBytes: config.mqtt.max_topic_length,
         maxTopicLevels: config.mqtt.max_topic_levels,
+        maxOutboundBytes: config.mqtt.max_outbound_bytes,
+        receiveMaximum: config.mqtt.receive_maximum,
       },
       mqttLog,
       metrics,
@@ -283,6 +285,7 @@ export class Gateway {
         ...(tls !== undefined ? { tls } : {}),
         websocket,
         tlsHandshakeFailures,
+        tcpKeepaliveMs: config.mqtt.tcp_keepalive,
       });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
@@ -336,7 +339,10 @@ export class Gateway {
         lastId: this.#outbox?.lastId ?? 0,
         classes: this.#outbox?.classes() ?? [],
       },
-      mqtt: { connections: this.#broker?.connectionCount ?? 0 },
+      mqtt: {
+        connections: this.#broker?.connectionCount ?? 0,
+        unsentBytes: this.#broker?.unsentBytes ?? 0,
+      },
       serial: this.#devices.map((d) => d.status()),
       memory: memoryMiB(),
     };

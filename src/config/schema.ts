@@ -88,6 +88,9 @@ export interface LeafgateConfig {
     readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
     readonly max_topic_length: number; // bytes (default 4096): PUBLISH and will topics, filters
     readonly max_topic_levels: number; // levels (default 64): PUBLISH and will topics, filters
+    readonly max_outbound_bytes: number; // unsent bytes per connection (default 8MiB); past it: slow consumer
+    readonly receive_maximum: number; // inbound QoS 1/2 awaiting our ack per MQTT 5 client (default 100)
+    readonly tcp_keepalive: number; // ms (default 60s) before the first TCP keepalive probe; 0 = off
   };
   readonly upstream: {
     readonly servers: readonly string[]; // default ["nats://127.0.0.1:4222"]
@@ -182,6 +185,13 @@ const MQTT_MAX_PACKET_BYTES = 268_435_460;
 const MQTT_MAX_STRING_BYTES = 65_535;
 /** Group commit must stay short: a QoS 1 PUBACK waits for it. */
 const COMMIT_INTERVAL_MAX_MS = 1000;
+/**
+ * Smallest mqtt.max_outbound_bytes: its soft mark (an eighth) stays above what one read of
+ * a socket (64 KiB) can make the gateway answer, so a cut is never for one burst of acks.
+ */
+const MIN_OUTBOUND_BYTES = 1024 * 1024;
+/** Linux's largest TCP_KEEPIDLE, in seconds. */
+const TCP_KEEPIDLE_MAX_S = 32_767;
 const PORT_MAX = 65_535;
 const ON_FULL = ["drop_oldest", "reject"] as const;
 
@@ -318,6 +328,20 @@ export const CONFIG_SCHEMA: Node = obj({
     // neither bound can usefully be larger; a level takes at least one byte but the first.
     max_topic_length: { kind: "size", min: 1, max: MQTT_MAX_STRING_BYTES, default: 4096 },
     max_topic_levels: int(1, MQTT_MAX_STRING_BYTES, 64),
+    // Unsent bytes per connection; a client still past it is cut as a slow consumer. An
+    // eighth of it is the soft mark where reading pauses and deliveries wait, so it must
+    // hold a full packet above that (checked below with max_packet_size).
+    max_outbound_bytes: {
+      kind: "size",
+      min: MIN_OUTBOUND_BYTES,
+      max: Number.MAX_SAFE_INTEGER,
+      default: "8MiB",
+    },
+    // MQTT 5 carries it in 16 bits, and 0 is a protocol error (section 3.2.2.3.3).
+    receive_maximum: int(1, 65_535, 100),
+    // Idle time before the kernel's first keepalive probe; 0 = off. Linux takes whole
+    // seconds up to 32767 (TCP_KEEPIDLE).
+    tcp_keepalive: { kind: "duration", max: TCP_KEEPIDLE_MAX_S * 1000, default: "60s" },
   }),
   upstream: obj({
     servers: list(str({ rule: SERVER_URL }), ["nats://127.0.0.1:4222"], 1),
@@ -607,6 +631,21 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   ] as const) {
     if (a in up && !(b in up))
       problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
+  }
+  const mq = c?.mqtt;
+  if (mq !== undefined) {
+    // A delivery goes out below the soft mark (an eighth of the cap); it must fit above it.
+    if (mq.max_outbound_bytes < 2 * mq.max_packet_size) {
+      problems.push(
+        `${label("mqtt.max_outbound_bytes")}: expected at least twice mqtt.max_packet_size ` +
+          `(${2 * mq.max_packet_size} bytes), got ${mq.max_outbound_bytes}`,
+      );
+    }
+    if (mq.tcp_keepalive > 0 && mq.tcp_keepalive < 1000) {
+      problems.push(
+        `${label("mqtt.tcp_keepalive")}: expected 0 (off) or at least 1s, got ${mq.tcp_keepalive} ms`,
+      );
+    }
   }
   const paths = new Set<string>();
   for (const [i, port] of (c?.serial?.ports ?? []).entries()) {

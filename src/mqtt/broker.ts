@@ -37,9 +37,21 @@ export interface BrokerOptions {
   readonly maxConnectSize: number;
   /** Sockets one source address may hold, pending or not; 0 = no limit. */
   readonly maxConnectionsPerAddress: number;
-  /** Outbound QoS 0 messages are dropped while a client has this much unsent. */
-  readonly maxWriteBufferBytes: number;
-  /** Durable commits a client may have pending before its socket is paused. */
+  /**
+   * Unsent bytes per connection. From an eighth of it on, reading from the client pauses,
+   * QoS 0 deliveries are dropped and QoS 1/2 ones wait in the session; past it the client
+   * is cut as a slow consumer.
+   */
+  readonly maxOutboundBytes: number;
+  /**
+   * MQTT 5 Receive Maximum announced in CONNACK: inbound QoS 1/2 PUBLISHes a client may
+   * have unanswered (no PUBACK / PUBCOMP yet) [MQTT-3.3.4-7].
+   */
+  readonly receiveMaximum: number;
+  /**
+   * Durable commits a client may have pending before its socket is paused (the bound on
+   * inbound work for MQTT 3.1.1 clients, which have no Receive Maximum).
+   */
   readonly maxPendingCommits: number;
   /** Longest topic or filter in UTF-8 bytes (`$share/<group>/` aside; the group too). */
   readonly maxTopicBytes: number;
@@ -63,7 +75,8 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxPendingConnections: 100,
   maxConnectSize: 64 * 1024,
   maxConnectionsPerAddress: 256,
-  maxWriteBufferBytes: 1024 * 1024,
+  maxOutboundBytes: 8 * 1024 * 1024,
+  receiveMaximum: 100,
   maxPendingCommits: 4096,
   maxTopicBytes: 4096,
   maxTopicLevels: 64,
@@ -88,6 +101,7 @@ export interface BrokerMetrics {
   readonly refused: Counter;
   readonly persistentSessions: Gauge;
   readonly sessionsRefused: Counter;
+  readonly slowConsumers: Counter;
 }
 
 /** Who publishes: whose permissions apply, and the client id it is published under. */
@@ -182,6 +196,7 @@ export class Broker {
   readonly refusalLog: RateLimitedLog;
   /** Addresses locked out after failed logins: apart, so refusals cannot crowd it out. */
   readonly lockoutLog: RateLimitedLog;
+  readonly #slowConsumerLog: RateLimitedLog;
   /** Sessions in #sessions that are persistent (expiry > 0): what max_sessions bounds. */
   #persistent = 0;
   readonly #limitLogs = new Map<LimitKey, { lastMs: number; suppressed: number }>();
@@ -275,10 +290,15 @@ export class Broker {
         "leafgate_mqtt_sessions_refused_total",
         "CONNECTs refused because they would make one more persistent session than allowed, by reason",
       ),
+      slowConsumers: metrics.counter(
+        "leafgate_mqtt_slow_consumers_total",
+        "MQTT connections cut because the client did not read what was sent to it",
+      ),
     };
     this.#protocolErrorLog = new RateLimitedLog(log, "mqtt protocol errors");
     this.refusalLog = new RateLimitedLog(log, "mqtt refusals");
     this.lockoutLog = new RateLimitedLog(log, "mqtt lockouts");
+    this.#slowConsumerLog = new RateLimitedLog(log, "mqtt slow consumers");
     this.admissions = new Admissions(
       {
         maxPending: options.maxPendingConnections,
@@ -347,6 +367,11 @@ export class Broker {
    */
   logProtocolError(fields: Record<string, unknown>, msg: string): void {
     this.#protocolErrorLog.warn(fields, msg);
+  }
+
+  /** Logs a slow consumer's cut (once per connection), rate-limited like protocol errors. */
+  logSlowConsumer(fields: Record<string, unknown>, msg: string): void {
+    this.#slowConsumerLog.warn(fields, msg);
   }
 
   /** The connection's CONNECT was accepted: its socket no longer counts as pending. */
@@ -563,6 +588,13 @@ export class Broker {
 
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** Bytes written to clients that they have not taken yet, over every connection. */
+  get unsentBytes(): number {
+    let bytes = 0;
+    for (const c of this.#connections) bytes += c.transport.writableLength;
+    return bytes;
   }
 
   /**

@@ -45,6 +45,16 @@ const MAX_HELD_PACKETS = 100;
 const MAX_REASON_STRING = 200;
 /** MQTT 5 Receive Maximum when the client names none (section 3.1.2.11.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65_535;
+/**
+ * From `mqtt.max_outbound_bytes / SOFT_MARK_DIVISOR` unsent on, the client is behind:
+ * reading from it pauses (its PINGREQs and PUBLISHes cannot make us write more: TCP pushes
+ * back on it) and deliveries wait. The rest of the cap is room for what is already owed
+ * when it falls behind: one delivery (config keeps max_packet_size at most half the cap)
+ * and the answers to one read of the socket.
+ */
+const SOFT_MARK_DIVISOR = 8;
+/** PUBREC with a reason code from this on ends a QoS 2 exchange (section 4.3.3). */
+const PUBREC_ERROR = 0x80;
 
 /** Why the server closes a connection: an MQTT 5 DISCONNECT reason code and its words. */
 const DISCONNECT_REASON: Readonly<Record<string, { code: number; words: string }>> = {
@@ -54,6 +64,11 @@ const DISCONNECT_REASON: Readonly<Record<string, { code: number; words: string }
     words: "session taken over by another connection",
   },
   shutdown: { code: REASON.serverShuttingDown, words: "the gateway is shutting down" },
+  // An administratively imposed limit: mqtt.max_outbound_bytes, or behind for a keepalive.
+  "slow-consumer": {
+    code: REASON.quotaExceeded,
+    words: "slow consumer: the client does not read what is sent to it",
+  },
 };
 
 export class Connection implements TransportHandler {
@@ -91,7 +106,15 @@ export class Connection implements TransportHandler {
   #lastActivityMs = Date.now();
   #timer: NodeJS.Timeout | undefined;
   #pendingCommits = 0;
+  /** Reading paused: too many commits pending. */
   #paused = false;
+  /** Reading paused: the client is behind on reading (see SOFT_MARK_DIVISOR). */
+  #pausedForOutput = false;
+  /** Bytes of deliveries decided on but written only after a commit (see `reserve`). */
+  #reservedBytes = 0;
+  readonly #softMarkBytes: number;
+  /** Inbound QoS 1/2 packet ids not yet answered with PUBACK, PUBCOMP or an error PUBREC. */
+  readonly #inboundUnanswered = new Set<number>();
   #idleWaiters: (() => void)[] = [];
   #closedWaiters: (() => void)[] = [];
   /** A callback of this connection failed (a bug, counted by the guard): only it is cut. */
@@ -100,6 +123,7 @@ export class Connection implements TransportHandler {
   constructor(broker: Broker, transport: Transport) {
     this.broker = broker;
     this.transport = transport;
+    this.#softMarkBytes = Math.floor(broker.options.maxOutboundBytes / SOFT_MARK_DIVISOR);
     this.#framer = new PacketFramer(
       broker.options.maxPacketSize,
       (raw) => {
@@ -130,6 +154,16 @@ export class Connection implements TransportHandler {
     if (this.state === "closing" || this.state === "closed") return;
     this.#lastActivityMs = Date.now();
     this.#framer.push(chunk);
+  }
+
+  /** The peer took every queued byte: read again, and send what waited. */
+  onDrain(): void {
+    if (this.state !== "connected") return;
+    if (this.#pausedForOutput && !this.#behind()) {
+      this.#pausedForOutput = false;
+      if (!this.#paused && !this.#pausedForAuth) this.transport.resume();
+    }
+    this.session?.pump();
   }
 
   onClose(error?: Error): void {
@@ -209,7 +243,7 @@ export class Connection implements TransportHandler {
           handleUnsubscribe(this, packet);
           break;
         case "pingreq":
-          this.transport.write(encodeAck("pingresp"));
+          this.#write(encodeAck("pingresp"));
           break;
         case "disconnect":
           handleDisconnect(this, packet);
@@ -237,7 +271,7 @@ export class Connection implements TransportHandler {
     // mqtt-packet rejects an unknown protocol level itself; the spec still wants a
     // CONNACK 0x01 before the close [MQTT-3.1.2-2].
     if (this.state === "awaiting-connect" && /protocol version/i.test(err.message)) {
-      this.transport.write(encodeConnack(1));
+      this.#write(encodeConnack(1));
       this.protocolError(new MqttProtocolError("unsupportedProtocol", err.message));
       return;
     }
@@ -258,8 +292,15 @@ export class Connection implements TransportHandler {
       `mqtt protocol error, closing connection: ${err.message}`,
     );
     // MQTT 5: the reason goes in a DISCONNECT once CONNACK is out [MQTT-4.13.1-1].
-    this.#sendDisconnect(err.reasonCode, err.message);
-    this.close(`protocol-error`, true);
+    const disconnect = { code: err.reasonCode, words: err.message };
+    if (err.violation === "receiveMaxExceeded") {
+      // Flow control, not garbage: what was taken before still gets its ack (acknowledged
+      // means stored), then the DISCONNECT.
+      this.close("protocol-error", false, disconnect);
+      return;
+    }
+    this.#sendDisconnect(disconnect.code, disconnect.words);
+    this.close("protocol-error", true);
   }
 
   /** A Reason String says why in words; DISCONNECT may carry one whatever the client asked. */
@@ -299,7 +340,9 @@ export class Connection implements TransportHandler {
     const held = this.#held;
     this.#held = [];
     for (const { packet, raw } of held) this.#dispatch(packet, raw);
-    if (this.state === "connected" && !this.#paused) this.transport.resume();
+    if (this.state === "connected" && !this.#paused && !this.#pausedForOutput) {
+      this.transport.resume();
+    }
   }
 
   /** The window for outbound QoS 1/2: ours, or the client's Receive Maximum if smaller. */
@@ -323,8 +366,14 @@ export class Connection implements TransportHandler {
         "mqtt.keepalive",
         () => {
           const idleMs = Date.now() - this.#lastActivityMs;
-          if (idleMs >= this.#keepaliveMs) this.close("keepalive-timeout");
-          else this.#armKeepalive(this.#keepaliveMs - idleMs);
+          if (idleMs < this.#keepaliveMs) {
+            this.#armKeepalive(this.#keepaliveMs - idleMs);
+          } else if (this.#pausedForOutput) {
+            // Not heard from because we stopped reading it: it did not read us for that long.
+            this.#cutSlowConsumer();
+          } else {
+            this.close("keepalive-timeout");
+          }
         },
         this.#cut,
       ),
@@ -350,7 +399,7 @@ export class Connection implements TransportHandler {
       this.#pendingCommits--;
       if (this.#paused && this.#pendingCommits <= this.broker.options.maxPendingCommits / 2) {
         this.#paused = false;
-        if (this.state === "connected") this.transport.resume();
+        if (this.state === "connected" && !this.#pausedForOutput) this.transport.resume();
       }
       if (this.#pendingCommits === 0) {
         for (const wake of this.#idleWaiters) wake();
@@ -388,14 +437,94 @@ export class Connection implements TransportHandler {
   /** Writes a packet if the connection can still carry it. */
   send(bytes: Uint8Array): void {
     if (this.state === "closed") return;
+    this.#write(bytes);
+  }
+
+  /**
+   * A QoS 1/2 PUBLISH from the client: one more it has unanswered. An MQTT 5 client past
+   * our Receive Maximum breaks [MQTT-3.3.4-7] and is told 0x93. A resent PUBLISH with an
+   * id still open counts once.
+   */
+  inboundPublish(packetId: number): void {
+    this.#inboundUnanswered.add(packetId);
+    const max = this.broker.options.receiveMaximum;
+    if (this.protocolVersion === 5 && this.#inboundUnanswered.size > max) {
+      throw new MqttProtocolError(
+        "receiveMaxExceeded",
+        `${this.#inboundUnanswered.size} unanswered, Receive Maximum ${max}`,
+      );
+    }
+  }
+
+  /**
+   * Answers a QoS 1/2 PUBLISH of the client. PUBACK, PUBCOMP and a PUBREC with an error
+   * end its exchange, and give the client its quota back (section 4.9).
+   */
+  sendInboundAck(kind: "puback" | "pubrec" | "pubcomp", packetId: number, reasonCode = 0): void {
+    if (kind !== "pubrec" || reasonCode >= PUBREC_ERROR) this.#inboundUnanswered.delete(packetId);
+    this.send(encodeAck(kind, packetId, reasonCode));
+  }
+
+  /**
+   * Every write goes through here. A client that is behind stops being read; one whose
+   * unsent bytes still grow past `mqtt.max_outbound_bytes` is cut.
+   */
+  #write(bytes: Uint8Array): void {
     this.transport.write(bytes);
+    const unsent = this.transport.writableLength;
+    if (unsent < this.#softMarkBytes) return;
+    if (unsent > this.broker.options.maxOutboundBytes) {
+      this.#cutSlowConsumer();
+      return;
+    }
+    if (this.#pausedForOutput || this.state !== "connected") return;
+    this.#pausedForOutput = true;
+    if (!this.#paused && !this.#pausedForAuth) this.transport.pause();
+  }
+
+  /** True while the client has (or will have, after pending commits) a soft mark unsent. */
+  #behind(): boolean {
+    return this.transport.writableLength + this.#reservedBytes >= this.#softMarkBytes;
+  }
+
+  /**
+   * A delivery of about `bytes` will be written once the session store commits: counted as
+   * unsent from now, so that one commit cannot release a whole window past the soft mark.
+   */
+  reserve(bytes: number): void {
+    this.#reservedBytes += bytes;
+  }
+
+  /** The reserved delivery is being written now (or dropped). */
+  release(bytes: number): void {
+    this.#reservedBytes -= bytes;
+  }
+
+  /** Counted, logged (rate-limited), told 0x97 in MQTT 5, and closed without waiting. */
+  #cutSlowConsumer(): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    this.broker.metrics.slowConsumers.inc();
+    this.broker.logSlowConsumer(
+      {
+        client: this.clientId,
+        remote: this.transport.remote,
+        unsentBytes: this.transport.writableLength,
+        maxOutboundBytes: this.broker.options.maxOutboundBytes,
+      },
+      "mqtt slow consumer: the client does not read what is sent to it; closing the connection",
+    );
+    this.close("slow-consumer", true);
   }
 
   /**
    * Closes the connection; `now` skips waiting for pending commits (protocol errors).
-   * MQTT 5 clients are told why with a DISCONNECT where the spec has a reason code.
+   * MQTT 5 clients are told why with a DISCONNECT (`disconnect`) where the spec has a reason code.
    */
-  close(reason: string, now = false): void {
+  close(
+    reason: string,
+    now = false,
+    disconnect: { code: number; words: string } | undefined = DISCONNECT_REASON[reason],
+  ): void {
     if (this.state === "closing" || this.state === "closed") return;
     // Closed by the server for a fault (keepalive, protocol error, takeover): the will is
     // released [MQTT-3.1.2-8]. A gateway shutdown is not the client's failure.
@@ -408,11 +537,11 @@ export class Connection implements TransportHandler {
       this.broker.log.debug({ client: this.clientId, reason }, "mqtt connection closing");
     }
     this.broker.metrics.closed.inc({ reason });
-    const disconnect = DISCONNECT_REASON[reason];
     const end = (): void => {
       // DISCONNECT is the last packet on the connection [MQTT-3.14.4-1]: after the acks.
       if (disconnect !== undefined) this.#sendDisconnect(disconnect.code, disconnect.words);
-      this.transport.end();
+      // A slow consumer does not read: its backlog of packets is not read in either.
+      this.transport.end(reason !== "slow-consumer");
     };
     if (now || this.#pendingCommits === 0) {
       end();
@@ -448,15 +577,15 @@ export class Connection implements TransportHandler {
 
   // -- outbound delivery ---------------------------------------------------------
 
-  /** True while another QoS 1/2 message may go out. */
+  /** True while another QoS 1/2 message may go out: room in the window, client not behind. */
   hasWindow(inflight: number): boolean {
-    return this.state === "connected" && inflight < this.#window;
+    return this.state === "connected" && inflight < this.#window && !this.#behind();
   }
 
-  /** A QoS 0 delivery: dropped for a client that is not keeping up. */
+  /** A QoS 0 delivery: dropped for a client that is behind on reading. */
   sendQos0(message: Envelope, retain: boolean, subscriptionIds?: readonly number[]): void {
     if (this.state !== "connected") return;
-    if (this.transport.writableLength > this.broker.options.maxWriteBufferBytes) {
+    if (this.#behind()) {
       this.broker.metrics.dropped.inc({ reason: "slow-consumer" });
       return;
     }
@@ -495,7 +624,12 @@ export class Connection implements TransportHandler {
       return false;
     }
     if (this.protocolVersion !== 5) {
-      this.transport.write(encodePublish(topic, message.payload, qos, packetId, retain, dup));
+      const bytes = encodePublish(topic, message.payload, qos, packetId, retain, dup);
+      if (!this.#fitsOutbound(bytes)) {
+        this.broker.metrics.dropped.inc({ reason: "too-large-for-client" });
+        return false;
+      }
+      this.#write(bytes);
       this.broker.metrics.sent.inc();
       return true;
     }
@@ -531,14 +665,23 @@ export class Connection implements TransportHandler {
       props,
     );
     // Never above the client's Maximum Packet Size: dropped as if sent [MQTT-3.1.2-24].
-    if (bytes.length > this.clientMaxPacketSize) {
+    if (bytes.length > this.clientMaxPacketSize || !this.#fitsOutbound(bytes)) {
       this.broker.metrics.dropped.inc({ reason: "too-large-for-client" });
       return false;
     }
     if (newAlias) this.#aliasesOut.set(topic, alias!);
-    this.transport.write(bytes);
+    this.#write(bytes);
     this.broker.metrics.sent.inc();
     return true;
+  }
+
+  /**
+   * A PUBLISH that would alone take up the room above the soft mark is never written: it
+   * would cut the client. MQTT ones cannot be that large (max_packet_size is at most half
+   * of max_outbound_bytes); a message from the hub or a serial device could.
+   */
+  #fitsOutbound(bytes: Uint8Array): boolean {
+    return bytes.length <= this.broker.options.maxOutboundBytes - 2 * this.#softMarkBytes;
   }
 
   /**

@@ -71,6 +71,11 @@ export const VIOLATIONS = {
     text: "No Local on a shared subscription",
     reason: 0x82,
   },
+  receiveMaxExceeded: {
+    rule: "[MQTT-3.3.4-7]",
+    text: "more QoS 1/2 PUBLISHes unacknowledged than the Receive Maximum in CONNACK",
+    reason: 0x93,
+  },
   sessionExpiryFromZero: {
     rule: "[MQTT-3.14.2-2]",
     text: "DISCONNECT set a session expiry after CONNECT set 0",

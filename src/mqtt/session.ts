@@ -370,10 +370,17 @@ export class Session {
     out.seq = this.#nextSeq++;
     this.inflight.set(id, out);
     if (out.rowId !== undefined) this.#store?.markSent(out.rowId, id, false);
+    const size = deliverySize(out);
+    conn.reserve(size);
     this.#whenStored(conn, () => {
+      conn.release(size);
       // Taken out of the window meanwhile (session ended, or moved to be resent).
       if (this.inflight.get(id) !== out) return;
-      if (conn.sendAcked(out, false)) return;
+      if (conn.sendAcked(out, false)) {
+        // Its reservation is now real bytes: if the kernel took them, there is room again.
+        this.pump();
+        return;
+      }
       // Not sendable to this client (too large for it, no MQTT topic, not permitted):
       // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
       this.inflight.delete(id);
@@ -422,10 +429,14 @@ export class Session {
       if (!conn.hasWindow(this.inflight.size) || this.connection !== conn) return;
       this.#resend.delete(id);
       this.inflight.set(id, out);
+      const size = deliverySize(out);
+      conn.reserve(size);
       this.#whenStored(conn, () => {
+        conn.release(size);
         if (this.inflight.get(id) !== out) return;
         if (out.released) conn.send(encodeAck("pubrel", id));
         else conn.sendAcked(out, true);
+        this.pump();
       });
     }
     while (conn.hasWindow(this.inflight.size) && this.connection === conn) {
@@ -746,6 +757,14 @@ export class Session {
     session.armExpiry(since + stored.expiryMs - nowMs);
     return session;
   }
+}
+
+/**
+ * About what a delivery's PUBLISH takes on the wire (its properties aside): what it will
+ * add to the client's unsent bytes once written.
+ */
+function deliverySize(out: Outbound): number {
+  return out.message.payload.length + out.message.subject.length;
 }
 
 function toOutbound(m: StoredMessage): Outbound {

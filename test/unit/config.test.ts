@@ -66,6 +66,9 @@ const DEFAULTS: LeafgateConfig = {
     topic_alias_maximum: 64,
     max_topic_length: 4096,
     max_topic_levels: 64,
+    max_outbound_bytes: 8 * 1024 * 1024,
+    receive_maximum: 100,
+    tcp_keepalive: 60_000,
   },
   upstream: {
     servers: ["nats://127.0.0.1:4222"],
@@ -118,6 +121,9 @@ mqtt:
   max_keepalive: 120
   connect_timeout: 250ms
   max_packet_size: 512KiB
+  max_outbound_bytes: 4MiB
+  receive_maximum: 20
+  tcp_keepalive: 2h
 upstream:
   servers: [ "nats://hub-1:4222", "tls://hub-2" ]
   mode: core
@@ -193,6 +199,9 @@ describe("loadConfig", () => {
         topic_alias_maximum: 64,
         max_topic_length: 4096,
         max_topic_levels: 64,
+        max_outbound_bytes: 4 * 1024 * 1024,
+        receive_maximum: 20,
+        tcp_keepalive: 7_200_000,
       },
       upstream: {
         servers: ["nats://hub-1:4222", "tls://hub-2"],
@@ -257,7 +266,8 @@ describe("loadConfig", () => {
 
   it("parses durations and sizes in every unit", () => {
     const c = load(
-      "upstream: { reconnect_delay_max: 2h, ack_timeout: 7d }\nmqtt: { max_packet_size: 0.25GB }",
+      "upstream: { reconnect_delay_max: 2h, ack_timeout: 7d }\n" +
+        "mqtt: { max_packet_size: 0.25GB, max_outbound_bytes: 0.5GB }",
     );
     expect(c.upstream.reconnect_delay_max).toBe(7_200_000);
     expect(c.upstream.ack_timeout).toBe(604_800_000);
@@ -267,6 +277,23 @@ describe("loadConfig", () => {
     expect(load("mqtt: { connect_timeout: 3 }").mqtt.connect_timeout).toBe(3000);
     const topics = load("mqtt: { max_topic_length: 1KiB, max_topic_levels: 8 }").mqtt;
     expect([topics.max_topic_length, topics.max_topic_levels]).toEqual([1024, 8]);
+    expect(c.mqtt.max_outbound_bytes).toBe(500_000_000);
+    expect(load("mqtt: { tcp_keepalive: 2m }").mqtt.tcp_keepalive).toBe(120_000);
+  });
+
+  it("max_outbound_bytes holds two of the largest packet; tcp_keepalive is 0 or whole seconds", () => {
+    expect(problemsOf(() => load("mqtt: { max_packet_size: 5MB }"))).toStrictEqual([
+      "mqtt.max_outbound_bytes: expected at least twice mqtt.max_packet_size (10000000 bytes), got 8388608",
+    ]);
+    expect(
+      load("mqtt: { max_packet_size: 5MB, max_outbound_bytes: 10MB }").mqtt.max_packet_size,
+    ).toBe(5_000_000);
+    expect(problemsOf(() => load("mqtt: { tcp_keepalive: 500ms }"))).toStrictEqual([
+      "mqtt.tcp_keepalive: expected 0 (off) or at least 1s, got 500 ms",
+    ]);
+    expect(load("mqtt: { tcp_keepalive: 0 }").mqtt.tcp_keepalive).toBe(0);
+    expect(problemsOf(() => load("mqtt: { receive_maximum: 0 }"))).toHaveLength(1);
+    expect(problemsOf(() => load("mqtt: { max_outbound_bytes: 512KiB }"))).toHaveLength(1);
   });
 
   it("resolves relative paths against the file's directory, defaults against cwd", () => {
@@ -303,7 +330,7 @@ describe("validation", () => {
     ["mqtt: { listners: [] }", 'mqtt.listners: unknown key (did you mean "listeners"?)'],
     [
       "mqtt: { foo: 1 }",
-      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_pending_connections, max_connect_size, max_connections_per_address, max_inflight, max_queued_messages, max_session_queued_bytes, max_session_expiry, max_sessions, session_store_max_bytes, max_subscriptions_per_client, max_retained_messages, max_retained_bytes, topic_alias_maximum, max_topic_length, max_topic_levels)",
+      "mqtt.foo: unknown key (expected one of listeners, allow_anonymous, max_keepalive, connect_timeout, max_packet_size, max_connections, max_pending_connections, max_connect_size, max_connections_per_address, max_inflight, max_queued_messages, max_session_queued_bytes, max_session_expiry, max_sessions, session_store_max_bytes, max_subscriptions_per_client, max_retained_messages, max_retained_bytes, topic_alias_maximum, max_topic_length, max_topic_levels, max_outbound_bytes, receive_maximum, tcp_keepalive)",
     ],
     ["upstream: { servers: [] }", "upstream.servers: expected at least 1 entry, got an empty list"],
     [

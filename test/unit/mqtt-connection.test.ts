@@ -794,15 +794,19 @@ describe("SUBSCRIBE and delivery", () => {
     expect(t.sent().slice(5)).toEqual(["publish q1 #4 o/5 m5"]);
   });
 
-  it("drops QoS 0 messages for a client whose write buffer is full", async () => {
-    const h = setup({ maxWriteBufferBytes: 10 });
+  it("drops QoS 0 and holds QoS 1 for a client that is behind on reading", async () => {
+    // Soft mark: an eighth of max_outbound_bytes = 10 bytes unsent.
+    const h = setup({ maxOutboundBytes: 80 });
     const { t, conn } = h.connected();
     feed(conn, client.subscribe(1, [["s", 1]]));
     t.writableLength = 11;
     await h.bus.publish(envelope("s", "q0", 0));
     await h.bus.publish(envelope("s", "q1", 1));
-    expect(t.sent().slice(2)).toEqual(["publish q1 #1 s q1"]);
+    expect(t.sent().slice(2)).toEqual([]);
     expect(h.dropped("slow-consumer")).toBe(1);
+    t.writableLength = 0;
+    conn.onDrain();
+    expect(t.sent().slice(2)).toEqual(["publish q1 #1 s q1"]);
   });
 
   it("a closed connection's subscriptions are removed from the bus", () => {
@@ -822,6 +826,121 @@ describe("SUBSCRIBE and delivery", () => {
     expect(h.broker.connectionCount).toBe(0);
     expect(h.value("leafgate_mqtt_connections")).toBe(0);
     expect(h.closed("peer-closed")).toBe(1);
+  });
+});
+
+// -- a client that does not read ----------------------------------------------------------
+
+describe("a client behind on reading (unsent bytes, mqtt.max_outbound_bytes)", () => {
+  /** max_outbound_bytes 800: the soft mark is 100 bytes, room for one PUBLISH 600. */
+  const OPTIONS = { maxOutboundBytes: 800 };
+
+  it("is not read from past the soft mark; deliveries wait; drain resumes both", async () => {
+    const h = setup(OPTIONS);
+    const { t, conn } = h.connected();
+    feed(conn, client.subscribe(1, [["s", 1]]));
+    t.writableLength = 100;
+    feed(conn, client.pingreq());
+    expect(t.events.slice(2)).toEqual(["> pingresp", "pause"]);
+    // A second answer while paused does not pause again.
+    feed(conn, client.pingreq());
+    await h.bus.publish(envelope("s", "a", 1));
+    await h.bus.publish(envelope("s", "b", 1));
+    await h.bus.publish(envelope("s", "z", 0));
+    expect(t.events.slice(2)).toEqual(["> pingresp", "pause", "> pingresp"]);
+    expect(h.dropped("slow-consumer")).toBe(1);
+    // A drain that leaves it behind changes nothing.
+    conn.onDrain();
+    expect(t.events).toHaveLength(5);
+    t.writableLength = 0;
+    conn.onDrain();
+    expect(t.events.slice(5)).toEqual(["resume", "> publish q1 #1 s a", "> publish q1 #2 s b"]);
+    expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(0);
+    expect(conn.state).toBe("connected");
+  });
+
+  it("a drain does not resume reading that pending commits paused", async () => {
+    const h = setup({ ...OPTIONS, maxPendingCommits: 1 });
+    const pending = h.durable();
+    const { t, conn } = h.connected();
+    feed(conn, client.publish("p", "m", 1, 7));
+    expect(t.events.slice(1)).toEqual(["pause"]);
+    t.writableLength = 100;
+    feed(conn, client.pingreq());
+    t.writableLength = 0;
+    conn.onDrain();
+    expect(t.events.slice(1)).toEqual(["pause", "> pingresp"]);
+    pending[0]!.resolve();
+    await settle();
+    expect(t.events.slice(1)).toEqual(["pause", "> pingresp", "> puback 7", "resume"]);
+  });
+
+  it("the commits' resume waits while the client is behind", async () => {
+    const h = setup({ ...OPTIONS, maxPendingCommits: 1 });
+    const pending = h.durable();
+    const { t, conn } = h.connected();
+    feed(conn, client.publish("p", "m", 1, 7));
+    t.writableLength = 100;
+    feed(conn, client.pingreq());
+    pending[0]!.resolve();
+    await settle();
+    expect(t.events.slice(1)).toEqual(["pause", "> pingresp", "> puback 7"]);
+    t.writableLength = 0;
+    conn.onDrain();
+    expect(t.events.slice(1)).toEqual(["pause", "> pingresp", "> puback 7", "resume"]);
+  });
+
+  it("past max_outbound_bytes it is cut as a slow consumer, counted once", () => {
+    const h = setup(OPTIONS);
+    const { t, conn } = h.connected("slow");
+    t.writableLength = 801;
+    feed(conn, Buffer.concat([client.pingreq(), client.pingreq()]));
+    expect(t.events).toEqual(["> connack rc=0", "> pingresp", "pause", "end"]);
+    expect(conn.state).toBe("closing");
+    expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(1);
+    expect(h.closed("slow-consumer")).toBe(1);
+    expect(h.allProtocolErrors()).toBe(0);
+  });
+
+  it("an MQTT 5 client is told DISCONNECT 0x97 (Quota exceeded) last", () => {
+    const h = setup(OPTIONS);
+    const { t, conn } = h.open();
+    conn.onData(
+      mqtt.generate(
+        { cmd: "connect", clientId: "v5", protocolVersion: 5, clean: true, keepalive: 0 },
+        { protocolVersion: 5 },
+      ),
+    );
+    t.writableLength = 801;
+    conn.onData(mqtt.generate({ cmd: "pingreq" }, { protocolVersion: 5 }));
+    const last = t.chunks.at(-1)!;
+    // DISCONNECT (e0), remaining length, reason 0x97, then its Reason String.
+    expect([last[0], last[2]]).toEqual([0xe0, 0x97]);
+    expect(t.chunks.at(-2)).toEqual(Buffer.from([0xd0, 0x00]));
+    expect(t.ended).toBe(true);
+  });
+
+  it("one that stays behind for 1.5 x its keepalive is cut as a slow consumer", async () => {
+    const h = setup(OPTIONS);
+    const { t, conn } = h.connected("k", { keepalive: 10 });
+    t.writableLength = 100;
+    feed(conn, client.pingreq());
+    await vi.advanceTimersByTimeAsync(15_000);
+    expect(conn.state).toBe("closing");
+    expect(h.closed("slow-consumer")).toBe(1);
+    expect(h.closed("keepalive-timeout")).toBe(0);
+    expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(1);
+  });
+
+  it("a PUBLISH larger than the room above the soft mark is not sent (too-large-for-client)", async () => {
+    const h = setup(OPTIONS);
+    const { t, conn } = h.connected();
+    feed(conn, client.subscribe(1, [["big", 1]]));
+    await h.bus.publish(envelope("big", "x".repeat(700), 1));
+    await h.bus.publish(envelope("big", "y".repeat(500), 1));
+    expect(t.sent().slice(2)).toEqual([`publish q1 #2 big ${"y".repeat(500)}`]);
+    expect(h.dropped("too-large-for-client")).toBe(1);
+    expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(0);
   });
 });
 

@@ -9,7 +9,7 @@ import type Database from "better-sqlite3";
 import mqtt from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
-import { Broker, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
+import { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
 import type { Connection } from "../../src/mqtt/connection.js";
 import type { Transport } from "../../src/mqtt/transport.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
@@ -128,12 +128,12 @@ class FakeTransport implements Transport {
 }
 
 describe("a persistent session's writes wait for the session store", () => {
-  function setup() {
+  function setup(options: Partial<BrokerOptions> = {}) {
     const { store } = newStore();
     const bus = new Bus();
     const broker = new Broker(
       bus,
-      DEFAULT_BROKER_OPTIONS,
+      { ...DEFAULT_BROKER_OPTIONS, ...options },
       silentLogger,
       new MetricsRegistry(),
       undefined,
@@ -194,5 +194,18 @@ describe("a persistent session's writes wait for the session store", () => {
     expect(s.t.sent).toEqual(["publish q2 #1 a/b m"]);
     store.flush();
     expect(s.t.sent).toEqual(["publish q2 #1 a/b m", "pubrel 1"]);
+  });
+
+  it("deliveries waiting for the commit count as unsent: past the soft mark the rest wait, then follow", () => {
+    // max_outbound_bytes 800: the soft mark is 100 bytes; each delivery is about 43.
+    const { store, connect, publish } = setup({ maxOutboundBytes: 800 });
+    const s = connect("stored", 300);
+    const payloads = ["1", "2", "3", "4", "5"].map((d) => d.repeat(40));
+    for (const p of payloads) publish(p, 1);
+    store.flush();
+    // Three were decided on before 100 bytes were reserved; each written one makes room.
+    expect(s.t.sent).toEqual(payloads.slice(0, 3).map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
+    store.flush();
+    expect(s.t.sent).toEqual(payloads.map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
   });
 });

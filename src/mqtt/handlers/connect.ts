@@ -363,6 +363,8 @@ function accept(
   if (v5) {
     const properties: NonNullable<mqtt.IConnackPacket["properties"]> = {
       maximumPacketSize: options.maxPacketSize,
+      // How many QoS 1/2 PUBLISHes the client may have unanswered [MQTT-3.3.4-7].
+      receiveMaximum: options.receiveMaximum,
     };
     if (options.topicAliasMaximum > 0) properties.topicAliasMaximum = options.topicAliasMaximum;
     if (assigned) properties.assignedClientIdentifier = clientId;

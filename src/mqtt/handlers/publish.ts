@@ -4,7 +4,6 @@ import type { Envelope } from "../../core/index.js";
 import { errorMessage, TopicError, toSubject } from "../../core/index.js";
 import type { Connection } from "../connection.js";
 import { MqttProtocolError, REASON } from "../errors.js";
-import { encodeAck } from "../packets.js";
 import { propertiesToHeaders, readPublishProperties } from "../properties.js";
 
 const EMPTY = Buffer.alloc(0);
@@ -25,6 +24,8 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
   const v5 = conn.protocolVersion === 5;
   const qos = packet.qos;
   const packetId = packet.messageId ?? 0;
+  // Flow control first: past the Receive Maximum nothing else of it matters (section 4.9).
+  if (qos > 0) conn.inboundPublish(packetId);
   let topic = packet.topic;
   const extra = v5 ? readPublishProperties(raw, qos) : undefined;
   if (extra?.topicAlias !== undefined) {
@@ -63,11 +64,11 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     // MQTT 3.1.1 has no negative ack: the message is dropped, and still acknowledged so
     // the client does not resend it forever. MQTT 5 says why [MQTT-3.4.2-1].
     const code = v5 ? reason : 0;
-    if (qos === 1) conn.send(encodeAck("puback", packetId, code));
+    if (qos === 1) conn.sendInboundAck("puback", packetId, code);
     if (qos === 2) {
       // A PUBREC with an error ends the exchange; 3.1.1 waits for PUBREL as usual.
       if (!v5) conn.session!.awaitingRelease.set(packetId, "received");
-      conn.send(encodeAck("pubrec", packetId, code));
+      conn.sendInboundAck("pubrec", packetId, code);
     }
   };
   const properties = extra?.properties;
@@ -83,7 +84,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
     // is still committing, its PUBREC is on the way.
     const held = session.awaitingRelease.get(packetId);
-    if (held === "received") conn.send(encodeAck("pubrec", packetId));
+    if (held === "received") conn.sendInboundAck("pubrec", packetId);
     if (held !== undefined) return;
   }
   const now = Date.now();
@@ -124,7 +125,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
         session.awaitingRelease.set(packetId, "received");
         if (session.persistent) broker.sessionStore?.addAwaitingRelease(session.clientId, packetId);
       }
-      conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId));
+      conn.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId);
     },
     (err) => {
       if (qos === 2) session.awaitingRelease.delete(packetId);
@@ -132,7 +133,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
       broker.metrics.dropped.inc({ reason });
       if (v5 && reason === "buffer-full") {
         // MQTT 5 can say no: Quota exceeded; the client decides what to do with it.
-        conn.send(encodeAck(qos === 1 ? "puback" : "pubrec", packetId, REASON.quotaExceeded));
+        conn.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId, REASON.quotaExceeded);
         return;
       }
       broker.log.warn(
@@ -160,5 +161,5 @@ export function handlePubrel(conn: Connection, packet: mqtt.IPubrelPacket): void
   // 3.1.1: PUBCOMP even for an unknown id (the client may be retrying after our
   // restart); MQTT 5 says the id was not found [MQTT-3.7.2-1].
   const code = !known && conn.protocolVersion === 5 ? REASON.packetIdNotFound : 0;
-  conn.send(encodeAck("pubcomp", packetId, code));
+  conn.sendInboundAck("pubcomp", packetId, code);
 }
