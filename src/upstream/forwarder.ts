@@ -57,32 +57,59 @@ export interface Forwarder {
 
 /** Room left for the subject line and headers (Nats-Msg-Id, user headers) in max_payload. */
 const HEADER_ALLOWANCE_BYTES = 512;
+/**
+ * nats-server's default `max_control_line`: a PUB/HPUB line (subject, reply, sizes) longer
+ * than this closes the connection ("Maximum Control Line Exceeded"). The hub does not
+ * announce it, so the default is assumed.
+ */
+const HUB_MAX_CONTROL_LINE_BYTES = 4096;
+/** `HPUB`, three spaces, two byte counts of up to 10 digits, CRLF: all but subject and reply. */
+const CONTROL_LINE_FIXED_BYTES = 4 + 3 + 10 + 10 + 2;
 
 /**
- * True when the hub would refuse `row` for its size. Sending it anyway would close the
- * connection ("maximum payload violation") on every retry and block the rows behind it.
+ * Why the hub would refuse `row` whatever we do, or undefined. Sending it anyway would
+ * close the connection ("maximum payload violation", "maximum control line exceeded") on
+ * every retry and block the rows behind it.
  */
-function tooLargeForHub(nc: NatsConnection, row: OutboxRow): boolean {
+function unsendable(
+  nc: NatsConnection,
+  row: OutboxRow,
+  subject: string,
+  reply: string,
+): string | undefined {
+  const line = CONTROL_LINE_FIXED_BYTES + Buffer.byteLength(subject) + Buffer.byteLength(reply);
+  if (line > HUB_MAX_CONTROL_LINE_BYTES) {
+    return "subject too long for the hub's control line (4 KiB); dropped (shorten the topic or the upstream prefix, or lower mqtt.max_topic_length)";
+  }
   const max = nc.info?.max_payload;
-  if (max === undefined || max <= 0) return false;
+  if (max === undefined || max <= 0) return undefined;
   let headerBytes = 0;
   if (row.headers !== undefined) {
     for (const [k, vs] of row.headers) for (const v of vs) headerBytes += k.length + v.length + 4;
   }
-  return row.payload.length + headerBytes + HEADER_ALLOWANCE_BYTES > max;
+  if (row.payload.length + headerBytes + HEADER_ALLOWANCE_BYTES > max) {
+    return "message larger than the hub's max_payload; dropped (raise max_payload on the hub or lower mqtt.max_packet_size)";
+  }
+  return undefined;
 }
 
-/** Logs and counts a row dropped for its size; the caller deletes it. */
-function dropTooLarge(nc: NatsConnection, row: OutboxRow, options: ForwarderOptions): void {
+/** Logs and counts a row the hub can never take; the caller deletes it. */
+function dropUnsendable(
+  nc: NatsConnection,
+  row: OutboxRow,
+  why: string,
+  options: ForwarderOptions,
+): void {
   options.metrics.tooLarge.inc();
   options.log.error(
     {
       row: row.id,
-      subject: row.subject,
+      subject: row.subject.length > 80 ? `${row.subject.slice(0, 80)}…` : row.subject,
+      subjectBytes: Buffer.byteLength(row.subject),
       bytes: row.payload.length,
       hubMaxPayload: nc.info?.max_payload,
     },
-    "message larger than the hub's max_payload; dropped (raise max_payload on the hub or lower mqtt.max_packet_size)",
+    why,
   );
 }
 
@@ -220,9 +247,10 @@ export class JetStreamForwarder implements Forwarder {
         const now = Date.now();
         let capped: OutboxRow | undefined;
         for (const row of rows) {
-          if (tooLargeForHub(this.#nc, row)) {
+          const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, `${inbox}.${row.id}`);
+          if (why !== undefined) {
             this.#cursor.advance(row.id);
-            dropTooLarge(this.#nc, row, this.#options);
+            dropUnsendable(this.#nc, row, why, this.#options);
             this.#sentBefore.delete(row.id);
             this.#acked.add(row.id);
             this.#scheduleDelete();
@@ -397,8 +425,9 @@ export class CoreForwarder implements Forwarder {
       let published = 0;
       let waitMs = 0;
       for (const row of rows) {
-        if (tooLargeForHub(this.#nc, row)) {
-          dropTooLarge(this.#nc, row, this.#options);
+        const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, "");
+        if (why !== undefined) {
+          dropUnsendable(this.#nc, row, why, this.#options);
         } else if (this.#rate.take(row.payload.length)) {
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             headers: rowHeaders(gatewayId, row),

@@ -146,7 +146,7 @@ export class Upstream {
       },
       tooLarge: metrics.counter(
         "leafgate_upstream_dropped_too_large_total",
-        "Messages dropped because they exceed the hub's max_payload",
+        "Messages dropped because the hub can never take them: larger than its max_payload, or a subject longer than its control line",
       ),
       duplicates: metrics.counter(
         "leafgate_upstream_duplicates_total",

@@ -45,6 +45,30 @@ describe("hub limits", () => {
     expect(gw.gateway.metrics.value("leafgate_upstream_connected")).toBe(1);
   });
 
+  it("drops a message whose subject the hub's control line cannot carry, counts it, and forwards the rest", async () => {
+    hub = await startNatsServer();
+    const nc = await connectClient(hub.url);
+    await createStream(nc, "EDGE", ["edge.>"]);
+    gw = await startGateway({ hub: hub.url, stream: "EDGE" });
+    const client = await connectMqttJs(gw.mqttPort);
+    // Within mqtt.max_topic_length (4096), but with the hub prefix and the reply subject
+    // the publish line is longer than nats-server's max_control_line (4 KiB).
+    const long = `a/${"x".repeat(4090)}`;
+    await client.publishAsync("s/a", "first", { qos: 1 });
+    await client.publishAsync(long, "long", { qos: 1 });
+    await client.publishAsync("s/a", "third", { qos: 1 });
+    await client.endAsync();
+
+    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0, {
+      message: "the row with the long subject was never removed from the outbox",
+    });
+    const messages = await streamMessages(nc, "EDGE");
+    expect(messages.map((m) => new TextDecoder().decode(m.data))).toEqual(["first", "third"]);
+    expect(messages.map((m) => m.headers["Nats-Msg-Id"])).toEqual([["gw1-1"], ["gw1-3"]]);
+    expect(gw.gateway.metrics.value("leafgate_upstream_dropped_too_large_total")).toBe(1);
+    expect(gw.gateway.metrics.value("leafgate_upstream_resent_total")).toBe(0);
+  });
+
   it("finds the stream through the hub's JetStream domain", async () => {
     hub = await startNatsServer({ config: "jetstream { domain: hub }\n" });
     const nc = await connectClient(hub.url);
