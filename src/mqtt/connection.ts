@@ -3,7 +3,7 @@ import type { Envelope } from "../core/index.js";
 import { errorMessage, toTopic } from "../core/index.js";
 import type { RetainedMessage } from "../store/index.js";
 import { ALLOW_ALL, type Permissions } from "./auth.js";
-import type { Broker } from "./broker.js";
+import { type Broker, clip } from "./broker.js";
 import { MqttProtocolError, REASON, type Violation } from "./errors.js";
 import { type FrameError, PacketFramer } from "./framer.js";
 import { handleConnect } from "./handlers/connect.js";
@@ -320,8 +320,9 @@ export class Connection implements TransportHandler {
   logDenied(kind: "publish" | "subscribe", topic: string): void {
     if (this.#deniedLogged.has(kind)) return;
     this.#deniedLogged.add(kind);
-    this.broker.log.warn(
-      { client: this.clientId, user: this.user, topic },
+    // Client-chosen text, and connections can be cycled: cut short and rate-limited.
+    this.broker.refusalLog.warn(
+      { client: clip(this.clientId), user: clip(this.user), topic: clip(topic) },
       `mqtt ${kind} denied by permissions (further denials of this client are only counted)`,
     );
   }

@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
 import type { Envelope, Headers, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import { errorMessage, Guard } from "../core/index.js";
 import {
   type BufferClass,
   type BufferLimits,
@@ -177,10 +177,15 @@ export class Outbox {
   /** Forwarded rows whose delete failed (a full disk): deleted with the next ones. */
   #undeleted: (readonly [number, number])[] = [];
   #closed = false;
+  /** Group commits and upkeep run from timers that client input schedules: guarded. */
+  readonly #guard: Guard;
+  readonly #flushLater: () => void;
 
   constructor(db: Database.Database, options: OutboxOptions) {
     this.#db = db;
     this.#options = options;
+    this.#guard = new Guard(options.log, options.metrics);
+    this.#flushLater = this.#guard.wrap("store.group-commit", () => this.flush());
     this.#policy = new BufferPolicy(options.limits ?? UNLIMITED);
     this.#insert = db.prepare(
       "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size) VALUES (?, ?, ?, ?, ?, ?)",
@@ -280,8 +285,8 @@ export class Outbox {
       batch = newBatch();
       this.#batch = batch;
       const { commitIntervalMs } = this.#options;
-      if (commitIntervalMs > 0) this.#timeout = setTimeout(() => this.flush(), commitIntervalMs);
-      else this.#immediate = setImmediate(() => this.flush());
+      if (commitIntervalMs > 0) this.#timeout = setTimeout(this.#flushLater, commitIntervalMs);
+      else this.#immediate = setImmediate(this.#flushLater);
     }
     cls.pendingCount++;
     cls.pendingBytes += size;
@@ -753,7 +758,10 @@ export class Outbox {
     this.#disk.start();
     const shortest = Math.min(...this.#policy.classes.map((c) => c.maxAgeMs));
     const every = intervalMs ?? Math.min(60_000, Math.max(1_000, shortest / 10));
-    this.#maintenance = setInterval(() => this.maintain(), every);
+    this.#maintenance = setInterval(
+      this.#guard.wrap("store.maintenance", () => this.maintain()),
+      every,
+    );
     this.#maintenance.unref();
   }
 
