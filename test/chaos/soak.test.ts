@@ -107,10 +107,9 @@ interface Epoch {
   readonly index: number;
   readonly gw: ChildGateway;
   readonly startedAtMs: number;
-  /** Outbox last id when it started: its rows have larger ids. */
-  readonly firstRowAfter: number;
-  /** PUBACKs and PMS5003 frames (sent) while it ran. */
+  /** PUBACKs received while it ran. */
   acks: number;
+  /** Number of the first PMS5003 frame sent while it ran. */
   readonly pmsFrameFrom: number;
   rss: { atMs: number; mib: number }[];
   killed: boolean;
@@ -219,7 +218,6 @@ describe("soak", () => {
           index: epochs.length,
           gw,
           startedAtMs: Date.now(),
-          firstRowAfter: outbox.lastId,
           acks: 0,
           pmsFrameFrom: pms.sent.length,
           rss: [],

@@ -194,7 +194,6 @@ describe("MQTT packet sequences across connections and users", () => {
                 ? REPLAY_RUNS
                 : 1_000_000,
           ...(FUZZ_TIME_MS !== undefined ? { interruptAfterTimeLimit: FUZZ_TIME_MS } : {}),
-          endOnFailure: false,
         });
       } catch (err) {
         if (first !== undefined && failing !== undefined) {
