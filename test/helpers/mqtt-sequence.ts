@@ -6,9 +6,10 @@
 // one of two users with disjoint permissions, one of three client ids, clean session on
 // or off, with or without a will — on the user's own subjects or the other's), subscribe,
 // unsubscribe, publish QoS 0-2 (waiting for the ack or not, QoS 2 released or left
-// open), filters and topics thousands of levels deep, PINGREQ, DISCONNECT, vanish
-// (the socket dropped without DISCONNECT) and raw bytes. Two slots connecting with one
-// client id is a takeover; connecting again with clean session off resumes a session.
+// open), filters and topics thousands of levels deep or kilobytes long, PINGREQ,
+// DISCONNECT, vanish (the socket dropped without DISCONNECT) and raw bytes. Two slots
+// connecting with one client id is a takeover; connecting again with clean session off
+// resumes a session.
 //
 // Every name a sequence uses is scoped by its run's tag, so runs do not see each other:
 // topics `<a|b>/<tag>/...`, client ids `<tag>-k<n>`. Payloads say who published them,
@@ -146,6 +147,16 @@ export type Op =
       readonly levels: number;
       readonly what: "subscribe-literal" | "subscribe-plus" | "publish";
     }
+  | {
+      /**
+       * A topic or filter of exactly `bytes` bytes in levels of LONG_LEVEL_BYTES under the
+       * user's own subjects: long, but few levels.
+       */
+      readonly op: "long";
+      readonly slot: number;
+      readonly bytes: number;
+      readonly what: "subscribe" | "publish";
+    }
   | { readonly op: "ping"; readonly slot: number }
   | {
       readonly op: "disconnect";
@@ -184,6 +195,13 @@ const PERSISTENT_EXPIRY_S = 3600;
 const SHORT_EXPIRY_S = 1;
 /** Deep filter and topic sizes: shallow, past any sane limit, and the ~30,000 of finding 1. */
 const DEEP_LEVELS = [10, 1000, 30_000] as const;
+/**
+ * Long topic and filter sizes: 4096 bytes (mqtt.max_topic_length's default, so a topic the
+ * gateway accepts; with the hub's prefix and reply subject its PUB line is past nats-server's
+ * 4 KB max_control_line) and 65,000 (near MQTT's 65,535).
+ */
+const LONG_BYTES = [4096, 65_000] as const;
+const LONG_LEVEL_BYTES = 127;
 
 const topicOf = (space: UserName, tag: string, topic: number): string =>
   `${USERS[space].space}/${tag}/${TOPICS[topic % TOPICS.length]}`;
@@ -196,6 +214,14 @@ function filterOf(space: UserName | "any", tag: string, filter: number): string 
 function deepOf(user: UserName, tag: string, op: Extract<Op, { op: "deep" }>): string {
   const level = op.what === "subscribe-plus" ? "+" : "x";
   return `${USERS[user].space}/${tag}/${Array.from({ length: op.levels }, () => level).join("/")}`;
+}
+
+function longOf(user: UserName, tag: string, op: Extract<Op, { op: "long" }>): string {
+  let name = `${USERS[user].space}/${tag}`;
+  while (name.length + 1 < op.bytes) {
+    name += `/${"x".repeat(Math.min(LONG_LEVEL_BYTES, op.bytes - name.length - 1))}`;
+  }
+  return name;
 }
 
 // -- generators -------------------------------------------------------------------------------
@@ -282,6 +308,15 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
         "subscribe-plus" as const,
         "publish" as const,
       ),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      op: fc.constant("long" as const),
+      slot: slotArb,
+      bytes: fc.constantFrom(...LONG_BYTES),
+      what: fc.constantFrom("subscribe" as const, "publish" as const),
     }),
     weight: 1,
   },
@@ -575,8 +610,9 @@ export async function runSequence(
         }
         break;
       }
-      case "deep": {
-        const name = deepOf(user, tag, op);
+      case "deep":
+      case "long": {
+        const name = op.op === "deep" ? deepOf(user, tag, op) : longOf(user, tag, op);
         if (op.what === "publish") {
           const id = payloadId("d");
           const record: PublishRecord = { id, user, space: user, qos: 1, acked: false };
