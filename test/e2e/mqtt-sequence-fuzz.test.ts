@@ -174,15 +174,43 @@ describe("MQTT packet sequences across connections and users", () => {
       /** The first failure, and the last one shrinking found (it may have drifted). */
       let first: Failure | undefined;
       let failing: Failure | undefined;
+      /**
+       * The run in progress. fast-check's time limit abandons it rather than waiting (it
+       * races the property), so it is awaited here before the test ends: its failure
+       * counts, and it must not go on beside the corpus tests.
+       */
+      let inFlight: Promise<Failure | undefined> | undefined;
       const property = fc.asyncProperty(sequenceArb(MAX_OPS), async (ops) => {
         runs++;
-        const { violations, log } = await runOne(ops);
-        if (violations.length > 0) {
-          failing = { ops, violations, log };
-          first ??= failing;
-          throw new Error(`${violations.join("\n")}\n--- ops ---\n${log.join("\n")}`);
+        const run = runOne(ops).then(({ violations, log }) =>
+          violations.length > 0 ? { ops, violations, log } : undefined,
+        );
+        inFlight = run;
+        const failure = await run;
+        if (failure !== undefined) {
+          failing = failure;
+          first ??= failure;
+          throw new Error(
+            `${failure.violations.join("\n")}\n--- ops ---\n${failure.log.join("\n")}`,
+          );
         }
       });
+      const report = (what: string, shown: Failure): void => {
+        const entry: CorpusEntry = {
+          name: "describe what it breaks",
+          origin: `mqtt-sequence-fuzz seed ${seed}`,
+          ops: shown.ops,
+        };
+        console.error(
+          `mqtt-sequence-fuzz: failed (seed ${seed}); ${what} as a corpus entry:\n` +
+            `${JSON.stringify(entry)}\nviolations:\n${shown.violations.join("\n")}\n` +
+            `ops:\n${shown.log.join("\n")}` +
+            (first !== undefined && first !== shown
+              ? `\nbefore shrinking, the first failure was:\n${first.violations.join("\n")}\n` +
+                `ops:\n${first.log.join("\n")}`
+              : ""),
+        );
+      };
       try {
         await fc.assert(property, {
           seed,
@@ -196,24 +224,19 @@ describe("MQTT packet sequences across connections and users", () => {
           ...(FUZZ_TIME_MS !== undefined ? { interruptAfterTimeLimit: FUZZ_TIME_MS } : {}),
         });
       } catch (err) {
-        if (first !== undefined && failing !== undefined) {
-          const entry: CorpusEntry = {
-            name: "describe what it breaks",
-            origin: `mqtt-sequence-fuzz seed ${seed}`,
-            ops: failing.ops,
-          };
-          console.error(
-            `mqtt-sequence-fuzz: failed (seed ${seed}); smallest failing sequence as a corpus entry:\n` +
-              `${JSON.stringify(entry)}\nviolations:\n${failing.violations.join("\n")}\n` +
-              `ops:\n${failing.log.join("\n")}\n` +
-              `before shrinking, the first failure was:\n${first.violations.join("\n")}\n` +
-              `ops:\n${first.log.join("\n")}`,
-          );
-        }
+        await inFlight;
+        if (failing !== undefined) report("smallest failing sequence", failing);
         throw err;
       } finally {
         console.log(
           `mqtt-sequence-fuzz: ${runs} sequences (seed ${seed}); gateway deaths: ${deaths.length}`,
+        );
+      }
+      const abandoned = await inFlight;
+      if (abandoned !== undefined) {
+        report("the sequence running at the time limit (not shrunk)", abandoned);
+        expect.fail(
+          `the sequence running at the time limit failed:\n${abandoned.violations.join("\n")}`,
         );
       }
       expect(deaths).toEqual([]);
