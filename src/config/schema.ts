@@ -86,7 +86,7 @@ export interface LeafgateConfig {
     readonly max_retained_messages: number; // retained topics kept (default 10000)
     readonly max_retained_bytes: number; // bytes (default 64MiB): topic + payload + properties
     readonly topic_alias_maximum: number; // aliases a v5 client may set (default 64)
-    readonly max_topic_length: number; // bytes (default 4096): PUBLISH and will topics, filters
+    readonly max_topic_length: number; // bytes (default 1024): PUBLISH and will topics, filters
     readonly max_topic_levels: number; // levels (default 64): PUBLISH and will topics, filters
     readonly max_outbound_bytes: number; // unsent bytes per connection (default 8MiB); past it: slow consumer
     readonly receive_maximum: number; // inbound QoS 1/2 awaiting our ack per MQTT 5 client (default 100)
@@ -326,7 +326,10 @@ export const CONFIG_SCHEMA: Node = obj({
     topic_alias_maximum: int(0, 65_535, 64),
     // Topics and filters are UTF-8 strings with a 16-bit length (MQTT 3.1.1 §1.5.3), so
     // neither bound can usefully be larger; a level takes at least one byte but the first.
-    max_topic_length: { kind: "size", min: 1, max: MQTT_MAX_STRING_BYTES, default: 4096 },
+    // 1 KiB by default so that every topic accepted reaches the hub: its subject (up to
+    // twice as long, a "." becoming "//") with the prefix and the reply subject must fit
+    // nats-server's 4 KiB max_control_line.
+    max_topic_length: { kind: "size", min: 1, max: MQTT_MAX_STRING_BYTES, default: 1024 },
     max_topic_levels: int(1, MQTT_MAX_STRING_BYTES, 64),
     // Unsent bytes per connection; a client still past it is cut as a slow consumer. An
     // eighth of it is the soft mark where reading pauses and deliveries wait, so it must

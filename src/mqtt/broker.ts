@@ -78,7 +78,7 @@ export const DEFAULT_BROKER_OPTIONS: BrokerOptions = {
   maxOutboundBytes: 8 * 1024 * 1024,
   receiveMaximum: 100,
   maxPendingCommits: 4096,
-  maxTopicBytes: 4096,
+  maxTopicBytes: 1024,
   maxTopicLevels: 64,
 };
 

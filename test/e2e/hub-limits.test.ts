@@ -49,10 +49,11 @@ describe("hub limits", () => {
     hub = await startNatsServer();
     const nc = await connectClient(hub.url);
     await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({ hub: hub.url, stream: "EDGE" });
+    // A topic bound raised past its default: the gateway takes what the hub cannot.
+    gw = await startGateway({ hub: hub.url, stream: "EDGE", mqtt: "  max_topic_length: 8KiB\n" });
     const client = await connectMqttJs(gw.mqttPort);
-    // Within mqtt.max_topic_length (4096), but with the hub prefix and the reply subject
-    // the publish line is longer than nats-server's max_control_line (4 KiB).
+    // Within that bound, but with the hub prefix and the reply subject the publish line is
+    // longer than nats-server's max_control_line (4 KiB).
     const long = `a/${"x".repeat(4090)}`;
     await client.publishAsync("s/a", "first", { qos: 1 });
     await client.publishAsync(long, "long", { qos: 1 });

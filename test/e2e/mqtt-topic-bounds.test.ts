@@ -190,8 +190,8 @@ describe("SUBSCRIBE and UNSUBSCRIBE filters past the bounds are refused one by o
   });
 });
 
-describe("the default bounds: 4096 bytes and 64 levels", () => {
-  it("takes a topic of 64 levels and 4096 bytes, refuses 65 levels and 4097 bytes", async () => {
+describe("the default bounds: 1024 bytes and 64 levels", () => {
+  it("takes a topic of 64 levels and 1024 bytes, refuses 65 levels and 1025 bytes", async () => {
     await start("");
     const client = await connect("defaults");
     const levels = (n: number) => Array.from({ length: n }, () => "l").join("/");
@@ -199,15 +199,15 @@ describe("the default bounds: 4096 bytes and 64 levels", () => {
     const suback = await client.subscribe(1, [
       { topic: levels(64), qos: 0 },
       { topic: levels(65), qos: 0 },
-      { topic: bytes(4096), qos: 0 },
-      { topic: bytes(4097), qos: 0 },
+      { topic: bytes(1024), qos: 0 },
+      { topic: bytes(1025), qos: 0 },
     ]);
     expect(suback.granted).toEqual([0, 0x8f, 0, 0x8f]);
     expect(await publishAcked(client, levels(64), 1)).toBe(0);
-    expect(await publishAcked(client, bytes(4096), 2)).toBe(0);
+    expect(await publishAcked(client, bytes(1024), 2)).toBe(0);
     client.send({
       cmd: "publish",
-      topic: bytes(4097),
+      topic: bytes(1025),
       payload: Buffer.from("x"),
       qos: 1,
       dup: false,

@@ -196,11 +196,12 @@ const SHORT_EXPIRY_S = 1;
 /** Deep filter and topic sizes: shallow, past any sane limit, and the ~30,000 of finding 1. */
 const DEEP_LEVELS = [10, 1000, 30_000] as const;
 /**
- * Long topic and filter sizes: 4096 bytes (mqtt.max_topic_length's default, so a topic the
- * gateway accepts; with the hub's prefix and reply subject its PUB line is past nats-server's
- * 4 KB max_control_line) and 65,000 (near MQTT's 65,535).
+ * Long topic and filter sizes: 1024 bytes (mqtt.max_topic_length's default: the longest the
+ * gateway accepts, which must still reach the hub), 4096 (past it; with the hub's prefix
+ * and reply subject a PUB line past nats-server's 4 KB max_control_line) and 65,000 (near
+ * MQTT's 65,535).
  */
-const LONG_BYTES = [4096, 65_000] as const;
+const LONG_BYTES = [1024, 4096, 65_000] as const;
 const LONG_LEVEL_BYTES = 127;
 
 const topicOf = (space: UserName, tag: string, topic: number): string =>
