@@ -211,6 +211,7 @@ export class Connection implements TransportHandler {
       );
       if (this.state === "awaiting-connect") {
         if (packet.cmd !== "connect") throw new MqttProtocolError("firstPacketNotConnect");
+        this.#framer.setVersion((packet.protocolVersion ?? 4) as 3 | 4 | 5);
         handleConnect(this, packet);
         return;
       }

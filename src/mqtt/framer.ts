@@ -22,12 +22,33 @@ export function validFirstByte(byte: number): boolean {
   return flags === 0;
 }
 
+/**
+ * Whether a remaining length is possible for a packet type. Acknowledgements and PINGREQ
+ * have (almost) fixed lengths, so a client that declares more is refused at its header
+ * rather than held open while it trickles in a body no such packet has. Before CONNECT
+ * the version is unknown and only what holds in both versions is checked.
+ */
+export function lengthFits(byte: number, length: number, version: 3 | 4 | 5 | undefined): boolean {
+  const type = byte >> 4;
+  const lenient = version === 5 || version === undefined;
+  // PINGREQ, PINGRESP: nothing after the fixed header, in any version.
+  if (type === 12 || type === 13) return length === 0;
+  // PUBACK, PUBREC, PUBREL, PUBCOMP: a packet id; 5.0 may add a reason code and properties.
+  if (type >= 4 && type <= 7) return lenient ? length >= 2 : length === 2;
+  if (lenient) return true;
+  // 3.1.1: UNSUBACK is a packet id alone, DISCONNECT is empty.
+  if (type === 11) return length === 2;
+  if (type === 14) return length === 0;
+  return true;
+}
+
 export class PacketFramer {
   #chunks: Buffer[] = [];
   #buffered = 0;
   /** Bytes the first buffered packet needs in all; 0 while its header is incomplete. */
   #needed = 0;
   #stopped = false;
+  #version: 3 | 4 | 5 | undefined;
   readonly #maxPacketBytes: number;
   /** The first packet's limit (CONNECT, from a client not yet known), then #maxPacketBytes. */
   #limit: number;
@@ -44,6 +65,11 @@ export class PacketFramer {
     this.#limit = Math.min(firstPacketMaxBytes, maxPacketBytes);
     this.#onPacket = onPacket;
     this.#onError = onError;
+  }
+
+  /** The protocol version CONNECT named: lengths are checked by its rules from now on. */
+  setVersion(version: 3 | 4 | 5): void {
+    this.#version = version;
   }
 
   /** No more packets are delivered (the connection is closing). */
@@ -96,6 +122,13 @@ export class PacketFramer {
           return;
         }
         break;
+      }
+      if (!lengthFits(data[at]!, length, this.#version)) {
+        this.#fail(
+          "malformed",
+          `remaining length ${length} impossible for packet type ${data[at]! >> 4} [MQTT-2.1.4]`,
+        );
+        return;
       }
       const total = i - at + length;
       if (total > this.#limit) {

@@ -38,14 +38,14 @@ const PROFILES: readonly Profile[] = [
     key: "bounded",
     mqtt: "",
     refused: { "too-long": 3, "invalid-filter": 1 },
-    violations: { topicTooLong: 1 },
+    violations: { topicTooLong: 1, malformed: 1 },
   },
   {
     name: "with the topic bounds opened to their limits",
     key: "unbounded",
     mqtt: UNBOUNDED_MQTT,
     refused: { "invalid-filter": 1 },
-    violations: {},
+    violations: { malformed: 1 },
   },
 ];
 

@@ -158,6 +158,26 @@ export const HOSTILE_CORPUS: readonly HostileCase[] = [
       },
     ],
   },
+  {
+    name: "a 3.1.1 PUBACK whose header declares 8,860 bytes, then a QoS 2 PUBLISH",
+    found:
+      "sequence fuzzer (seed 782552064, issue 10): the connection waited for a body no PUBACK " +
+      "has, swallowing the PUBLISH after it, which was never answered",
+    connections: [
+      {
+        version: 4,
+        packets: [
+          connect(4, "corpus-huge-puback"),
+          Buffer.from("409c456b6f39fdfae47b8bd9", "hex"),
+          publish(4, 7, "corpus/huge-puback"),
+        ],
+        leave: "vanish",
+        // Refused at the header: malformed, closed at once (3.1.1 has no DISCONNECT to send).
+        bounded: { answers: ["CONNACK 0"], closes: true },
+        unbounded: { answers: ["CONNACK 0"], closes: true },
+      },
+    ],
+  },
 ];
 
 /** What the server wrote, one line per packet: "CONNACK 0x00", "SUBACK 0x8f", "PUBLISH". */

@@ -29,7 +29,7 @@
 //     on the other user's subjects is there.
 //  4. Every answer the client waits for (CONNACK, SUBACK, UNSUBACK, PUBACK, PUBREC,
 //     PUBCOMP, PINGRESP) comes within ANSWER_TIMEOUT_MS unless the server closed the
-//     connection, and the server's bytes parse as MQTT.
+//     connection or raw bytes went down it first, and the server's bytes parse as MQTT.
 //  5. Sessions end when they should: once the run's connections are gone, the gateway
 //     holds at most the sessions it held before plus the run's long-lived ones (a 1 s
 //     MQTT 5 session ends by its expiry timer, and is waited for).
@@ -361,6 +361,8 @@ const MAX_WAIT_MS = 5_000;
 
 /** An answer the client waits for must come within this, however busy the machine. */
 export const ANSWER_TIMEOUT_MS = 5_000;
+/** How long an answer that is not owed (see Slot.unframed) is waited for. */
+const UNOWED_ANSWER_MS = 500;
 
 export interface PublishRecord {
   readonly id: string;
@@ -382,6 +384,11 @@ interface Slot {
   /** Logged in as (undefined for a socket that only got raw bytes). */
   user: UserName | undefined;
   connected: boolean;
+  /**
+   * Raw bytes were written: the server may rightly be inside a packet they began (a 5.0
+   * PUBACK may declare kilobytes of properties), so its answers are no longer owed.
+   */
+  unframed: boolean;
 }
 
 export interface SequenceRun {
@@ -466,8 +473,9 @@ export async function runSequence(
     what: string,
     match: (p: mqtt.Packet) => boolean,
   ): Promise<mqtt.Packet | undefined> => {
-    const p = await slot.client.next(match, ANSWER_TIMEOUT_MS);
+    const p = await slot.client.next(match, slot.unframed ? UNOWED_ANSWER_MS : ANSWER_TIMEOUT_MS);
     if (p === TIMEOUT) {
+      if (slot.unframed) return undefined;
       run.violations.push(`no ${what} within ${ANSWER_TIMEOUT_MS} ms on an open connection`);
       return undefined;
     }
@@ -496,7 +504,7 @@ export async function runSequence(
         note("socket refused");
         continue;
       }
-      const fresh: Slot = { client, user: op.user, connected: false };
+      const fresh: Slot = { client, user: op.user, connected: false, unframed: false };
       slots.set(op.slot, fresh); // an older connection in the slot stays open, unreachable
       let will: mqtt.IConnectPacket["will"];
       if (op.will !== undefined) {
@@ -543,9 +551,10 @@ export async function runSequence(
           note("socket refused");
           continue;
         }
-        target = { client, user: undefined, connected: false };
+        target = { client, user: undefined, connected: false, unframed: true };
         slots.set(op.slot, target);
       }
+      target.unframed = true;
       target.client.write(Buffer.from(op.hex, "hex"));
       note("");
       continue;

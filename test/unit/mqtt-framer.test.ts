@@ -6,7 +6,12 @@
 import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { type FrameError, PacketFramer, validFirstByte } from "../../src/mqtt/framer.js";
+import {
+  type FrameError,
+  lengthFits,
+  PacketFramer,
+  validFirstByte,
+} from "../../src/mqtt/framer.js";
 
 const MB = 1024 * 1024;
 
@@ -570,6 +575,73 @@ describe("PacketFramer: malformed input", () => {
       }
     }
     expect(accepted).toEqual(expected);
+  });
+});
+
+describe("PacketFramer: lengths no packet of its type has", () => {
+  // PUBACK 0x40 declaring 8,860 bytes, then what follows on the same socket: found by the
+  // sequence fuzzer, where the connection sat waiting for a body a PUBACK never has.
+  const HUGE_PUBACK = Buffer.from("409c456b6f39fdfae47b8bd9", "hex");
+
+  it("3.1.1: a PUBACK declaring 8,860 bytes is malformed at its header, not waited for", () => {
+    const { framer, packets, errors } = recorder();
+    framer.setVersion(4);
+    framer.push(HUGE_PUBACK);
+    expect(packets).toEqual([]);
+    expect(errors).toEqual([
+      {
+        error: "malformed",
+        detail: "remaining length 8860 impossible for packet type 4 [MQTT-2.1.4]",
+      },
+    ]);
+  });
+
+  it("5.0: the same PUBACK may carry properties, so it is waited for within the size limit", () => {
+    const { framer, errors } = recorder();
+    framer.setVersion(5);
+    framer.push(HUGE_PUBACK);
+    expect(errors).toEqual([]);
+  });
+
+  it("PINGREQ with a body is malformed in either version, and before CONNECT", () => {
+    for (const version of [undefined, 4, 5] as const) {
+      const { framer, errors } = recorder();
+      if (version !== undefined) framer.setVersion(version);
+      framer.push(Buffer.from([0xc0, 0x01]));
+      expect(errors.map((e) => e.error)).toEqual(["malformed"]);
+    }
+  });
+
+  it("lengthFits: the exact table, per type and version", () => {
+    const fits = (version: 3 | 4 | 5 | undefined) => {
+      const out: string[] = [];
+      for (let type = 1; type <= 15; type++) {
+        const ok = [0, 1, 2, 3, 300].filter((n) => lengthFits(type << 4, n, version));
+        out.push(`${type}:${ok.join(",")}`);
+      }
+      return out.join(" ");
+    };
+    const all = "0,1,2,3,300";
+    const v4 = `1:${all} 2:${all} 3:${all} 4:2 5:2 6:2 7:2 8:${all} 9:${all} 10:${all} 11:2 12:0 13:0 14:0 15:${all}`;
+    const v5 = `1:${all} 2:${all} 3:${all} 4:2,3,300 5:2,3,300 6:2,3,300 7:2,3,300 8:${all} 9:${all} 10:${all} 11:${all} 12:0 13:0 14:${all} 15:${all}`;
+    expect(fits(3)).toBe(v4);
+    expect(fits(4)).toBe(v4);
+    expect(fits(5)).toBe(v5);
+    expect(fits(undefined)).toBe(v5);
+  });
+
+  it("every packet mqtt-packet generates for its version fits", () => {
+    for (const [version, packets] of [
+      [4, PACKETS_V4],
+      [5, PACKETS_V5],
+    ] as const) {
+      for (const [name, raw] of packets) {
+        const { framer, errors } = recorder();
+        framer.setVersion(version);
+        framer.push(raw);
+        expect({ name, errors }).toEqual({ name, errors: [] });
+      }
+    }
   });
 });
 
