@@ -1,4 +1,5 @@
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
+export { type Clock, type ClockTimer, ManualClock, systemClock } from "./clock.js";
 export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";
 export { errorMessage, LeafgateError } from "./errors.js";
 export { Guard, INTERNAL_ERRORS_METRIC, type Recover } from "./guard.js";
@@ -11,6 +12,11 @@ export {
   type Metrics,
   silentLogger,
 } from "./observe.js";
+export {
+  type LimitedLevel,
+  RateLimitedLog,
+  type RateLimitOptions,
+} from "./rate-limited-log.js";
 export {
   isValidPattern,
   isValidSubject,
