@@ -1,10 +1,6 @@
 export { SerialDevice, type SerialPortConfig, validateDevice } from "./device.js";
-export {
-  ModbusDevice,
-  type ModbusSpec,
-  modbusSpec,
-  validateModbusDevice,
-} from "./modbus-device.js";
+export { ModbusDevice } from "./modbus-device.js";
+export { type ModbusSpec, modbusSpec, validateModbusDevice } from "./modbus-spec.js";
 export type { PortStatus, SerialOpener } from "./port.js";
 export {
   type DeviceProfile,

@@ -11,7 +11,8 @@ import {
   encodeReadResponse,
   type ReadFunction,
 } from "../../src/serial/modbus.js";
-import { ModbusDevice, modbusSpec, shortestFloat32 } from "../../src/serial/modbus-device.js";
+import { ModbusDevice, shortestFloat32 } from "../../src/serial/modbus-device.js";
+import { modbusSpec } from "../../src/serial/modbus-spec.js";
 import type { SerialOpener } from "../../src/serial/port.js";
 import {
   type DeviceProfile,
