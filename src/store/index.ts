@@ -21,13 +21,6 @@ export {
   sessionStoreQuota,
   sessionStoreUsage,
 } from "./session-quota.js";
-export type {
-  NewStoredMessage,
-  StoredMessage,
-  StoredSession,
-  StoredSessionWithMessages,
-  StoredSubscription,
-  StoredWill,
-} from "./session-types.js";
+export type * from "./session-types.js";
 export { SessionStore, type SessionStoreOptions } from "./sessions.js";
 export { pragma } from "./statements.js";
