@@ -66,6 +66,8 @@ export class Gateway {
   readonly #dial: Dialer | undefined;
   readonly #configFile: string | undefined;
   #state: GatewayState = "new";
+  /** Given to the parts that start with a signal; aborted once `stop` has run. */
+  readonly #lifetime = new AbortController();
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
   #upstream: Upstream | undefined;
@@ -212,7 +214,7 @@ export class Gateway {
       },
       "hub",
     );
-    upstream.start();
+    upstream.start(this.#lifetime.signal);
 
     // 4. MQTT listeners.
     const mqttLog = log.child({ part: "mqtt" });
@@ -404,6 +406,7 @@ export class Gateway {
         this.#log.error({ err }, "closing the database failed");
       }
     }
+    this.#lifetime.abort();
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
   }
