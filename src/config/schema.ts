@@ -34,10 +34,23 @@ const TCP_KEEPIDLE_MAX_S = 32_767;
 /** MQTT 5 carries the session expiry as a 32-bit number of seconds. */
 const SESSION_EXPIRY_MAX_MS = 0xffff_ffff * 1000;
 const PORT_MAX = 65_535;
+/** MQTT carries packet ids, topic aliases and Receive Maximum in 16 bits. */
+const MQTT_U16_MAX = 65_535;
+/** The smallest store that holds a few sessions' rows and their pages. */
+const MIN_SESSION_STORE_BYTES = 64 * 1024;
+/** Below 1 KiB a buffer (or class) could not hold one ordinary message. */
+const MIN_BUFFER_BYTES = 1024;
+/** A database file capped below 1 MiB would hardly hold the empty tables. */
+const MIN_FILE_SIZE_BYTES = 1024 * 1024;
+/** Bounds the forwarder's ack table: one entry per publish awaiting its PubAck. */
+const MAX_IN_FLIGHT = 100_000;
+/** A rate cap beyond any link: only keeps a typo from reading as "no cap". */
+const RATE_MAX = 1_000_000_000;
 /** No sane deployment comes near these; they only keep a typo from meaning "unbounded". */
 const COUNT_MAX = 1_000_000;
 const BIG_COUNT_MAX = 10_000_000;
-const BYTES_MAX = Number.MAX_SAFE_INTEGER;
+/** No bound but exact integer arithmetic (byte and message counts). */
+const SAFE_INTEGER_MAX = Number.MAX_SAFE_INTEGER;
 /** Baud rates a port may set: what UARTs and USB adapters offer. */
 const BAUD_MIN = 50;
 const BAUD_MAX = 4_000_000;
@@ -118,24 +131,24 @@ export const CONFIG_SCHEMA = obj({
     max_connect_size: size(128, MQTT_MAX_PACKET_BYTES, { default: "64KiB" }),
     max_connections_per_address: int(0, COUNT_MAX, { default: 256 }), // 0 = no limit
     // Outbound QoS 1/2 awaiting ack per client; packet ids are 16 bits.
-    max_inflight: int(1, 65_535, { default: 1000 }),
+    max_inflight: int(1, MQTT_U16_MAX, { default: 1000 }),
     // Per session, behind the window or offline.
     max_queued_messages: int(0, BIG_COUNT_MAX, { default: 1000 }),
     // Their subject + payload, per session.
-    max_session_queued_bytes: size(0, BYTES_MAX, { default: "16MiB" }),
+    max_session_queued_bytes: size(0, SAFE_INTEGER_MAX, { default: "16MiB" }),
     // Longest an offline session is kept.
     max_session_expiry: duration({ max: SESSION_EXPIRY_MAX_MS, default: "7d" }),
     // Persistent sessions, and the store of what they are owed: bounded so that random
     // client ids cannot fill the disk the outbox needs (with buffer.max_file_size set the
     // store gets at most a quarter of that file).
     max_sessions: int(1, BIG_COUNT_MAX, { default: 10_000 }),
-    session_store_max_bytes: size(64 * 1024, BYTES_MAX, { default: "256MiB" }),
+    session_store_max_bytes: size(MIN_SESSION_STORE_BYTES, SAFE_INTEGER_MAX, { default: "256MiB" }),
     max_subscriptions_per_client: int(1, COUNT_MAX, { default: 100 }),
     max_retained_messages: int(0, BIG_COUNT_MAX, { default: 10_000 }),
     // Topic + payload + properties.
-    max_retained_bytes: size(0, BYTES_MAX, { default: "64MiB" }),
+    max_retained_bytes: size(0, SAFE_INTEGER_MAX, { default: "64MiB" }),
     // Aliases a v5 client may set.
-    topic_alias_maximum: int(0, 65_535, { default: 64 }),
+    topic_alias_maximum: int(0, MQTT_U16_MAX, { default: 64 }),
     // Topics and filters are UTF-8 strings with a 16-bit length (MQTT 3.1.1 §1.5.3), so
     // neither bound can usefully be larger; a level takes at least one byte but the first.
     // 1 KiB by default so that every topic accepted reaches the hub: its subject (up to
@@ -146,10 +159,10 @@ export const CONFIG_SCHEMA = obj({
     // Unsent bytes per connection; a client still past it is cut as a slow consumer. An
     // eighth of it is the soft mark where reading pauses and deliveries wait, so it must
     // hold a full packet above that (checked in resolve.ts with max_packet_size).
-    max_outbound_bytes: size(MIN_OUTBOUND_BYTES, BYTES_MAX, { default: "8MiB" }),
+    max_outbound_bytes: size(MIN_OUTBOUND_BYTES, SAFE_INTEGER_MAX, { default: "8MiB" }),
     // Inbound QoS 1/2 awaiting our ack per MQTT 5 client. MQTT 5 carries it in 16 bits,
     // and 0 is a protocol error (section 3.2.2.3.3).
-    receive_maximum: int(1, 65_535, { default: 100 }),
+    receive_maximum: int(1, MQTT_U16_MAX, { default: 100 }),
     // Idle time before the kernel's first keepalive probe; 0 = off. Linux takes whole
     // seconds up to 32767 (TCP_KEEPIDLE).
     tcp_keepalive: duration({ max: TCP_KEEPIDLE_MAX_S * 1000, default: "60s" }),
@@ -173,15 +186,15 @@ export const CONFIG_SCHEMA = obj({
     credentials: filePath(),
     nkey_seed: str({ secret: true }),
     tls: TLS_FILES,
-    max_in_flight: int(1, 100_000, { default: 4096 }),
+    max_in_flight: int(1, MAX_IN_FLIGHT, { default: 4096 }),
     ack_timeout: duration({ min: 1, default: "10s" }),
     reconnect_delay_max: duration({ default: "2s" }),
     // A blackholed link (no RST) is noticed after about three intervals.
     ping_interval: duration({ min: 100, default: "10s" }),
     drain: oneOf(["fifo", "fresh_first"], { default: "fifo" }),
     rate_limit: obj({
-      messages_per_second: int(0, 1_000_000_000, { default: 0 }), // 0 = no cap
-      bytes_per_second: size(0, BYTES_MAX, { default: 0 }), // 0 = no cap
+      messages_per_second: int(0, RATE_MAX, { default: 0 }), // 0 = no cap
+      bytes_per_second: size(0, SAFE_INTEGER_MAX, { default: 0 }), // 0 = no cap
     }),
   }),
   buffer: obj({
@@ -189,13 +202,13 @@ export const CONFIG_SCHEMA = obj({
     // 0 = commit on the next event-loop turn.
     commit_interval: duration({ max: COMMIT_INTERVAL_MAX_MS, default: 0 }),
     commit_max_rows: int(1, COUNT_MAX, { default: 2000 }),
-    max_bytes: size(1024, BYTES_MAX, { default: "1GB" }), // the whole buffer
-    max_messages: int(1, Number.MAX_SAFE_INTEGER, { default: 10_000_000 }),
+    max_bytes: size(MIN_BUFFER_BYTES, SAFE_INTEGER_MAX, { default: "1GB" }), // the whole buffer
+    max_messages: int(1, SAFE_INTEGER_MAX, { default: 10_000_000 }),
     max_age: duration({ min: 1000, default: "7d" }),
     // A hard cap on the database file and its WAL together, for small SD cards: reaching
     // it is a full disk. A little less than half goes to the database (see fileCap in
-    // store/database.ts); below 1 MiB that would hardly hold the empty tables. Unset: the disk.
-    max_file_size: nullable(size(1024 * 1024, BYTES_MAX)),
+    // store/database.ts). Unset: the disk.
+    max_file_size: nullable(size(MIN_FILE_SIZE_BYTES, SAFE_INTEGER_MAX)),
     on_full: oneOf(ON_FULL, { default: "drop_oldest" }), // for subjects no class names
     // Priority classes: limits left null fall back to the buffer's.
     classes: list(
@@ -203,8 +216,8 @@ export const CONFIG_SCHEMA = obj({
         name: str({ rule: TOKEN, required: "a class name" }),
         subjects: list(str({ rule: PATTERN }), { default: [], minItems: 1 }),
         on_full: nullable(oneOf(ON_FULL)), // resolved: unset takes buffer.on_full
-        max_bytes: nullable(size(1024, BYTES_MAX)),
-        max_messages: nullable(int(1, Number.MAX_SAFE_INTEGER)),
+        max_bytes: nullable(size(MIN_BUFFER_BYTES, SAFE_INTEGER_MAX)),
+        max_messages: nullable(int(1, SAFE_INTEGER_MAX)),
         max_age: nullable(duration({ min: 1000 })),
       }),
       { default: [] },
