@@ -15,7 +15,8 @@ export {
   SESSION_MESSAGE_ROW_BYTES,
 } from "./database.js";
 export { StoreError } from "./errors.js";
-export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
+export { Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
+export type { OutboxRow } from "./outbox-table.js";
 export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
 export {
   type NewStoredMessage,
