@@ -3,10 +3,10 @@
 // committed, and deletes it once the hub has it (a flush in core mode, a PubAck in
 // JetStream mode).
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
+import type { Outbox } from "../../src/store/index.js";
 import {
   CoreForwarder,
   type Forwarder,
@@ -14,7 +14,8 @@ import {
   JetStreamForwarder,
 } from "../../src/upstream/forwarder.js";
 import { RateCap } from "../../src/upstream/token-bucket.js";
-import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+import { tempOutboxes } from "../helpers/temp-outbox.js";
+import { waitFor } from "../helpers/wait.js";
 
 const PUBACK = new TextEncoder().encode('{"stream":"EDGE","seq":1}');
 
@@ -48,25 +49,7 @@ function fakeHub() {
 }
 
 describe("forwarders on the outbox's onCommit", () => {
-  let dir: TempDir | undefined;
-  const cleanups: (() => void)[] = [];
-
-  afterEach(async () => {
-    for (const c of cleanups.splice(0)) c();
-    await dir?.cleanup();
-  });
-
-  function outbox(): Outbox {
-    dir = tempDir("forwarder");
-    const db = openDatabase(dir.path, "normal");
-    cleanups.push(() => closeDatabase(db));
-    return new Outbox(db, {
-      commitIntervalMs: 0,
-      commitMaxRows: 100,
-      log: silentLogger,
-      metrics: new MetricsRegistry(),
-    });
-  }
+  const outbox = tempOutboxes("forwarder");
 
   function options(): ForwarderOptions {
     const metrics = new MetricsRegistry();
