@@ -13,7 +13,8 @@ export {
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { DATABASE_FILE } from "./file-modes.js";
-export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
+export { Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
+export type { OutboxRow } from "./outbox-table.js";
 export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
 export { SESSION_MESSAGE_ROW_BYTES } from "./schema.js";
 export {
