@@ -1,10 +1,7 @@
-import type { Bus, Logger, Metrics } from "../core/index.js";
-import { errorMessage, Guard } from "../core/index.js";
-import { createDecoder, type DecodeResult, type DecoderSpec } from "./decoders.js";
+import { errorMessage } from "../core/index.js";
+import { createDecoder, type DecoderSpec } from "./decoders.js";
 import { createFramer, type FramingSpec } from "./framing.js";
-import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import { type DeviceProfile, ProfileError, type SerialSettings } from "./profile.js";
-import { DevicePublisher } from "./publisher.js";
 
 export interface SerialPortConfig {
   readonly path: string;
@@ -112,105 +109,5 @@ export function validateDevice(profile: DeviceProfile): void {
     createFramer(framingSpec(profile.framing), { frame: () => {}, bad: () => {} });
   } catch (err) {
     throw new ProfileError(profile.name, [errorMessage(err)]);
-  }
-}
-
-/**
- * A serial device: its port, framer and decoder, publishing typed fields onto the bus.
- * A bad frame or an unplugged device costs only this device: counted, logged once a
- * minute per reason, and the next good frame is decoded.
- */
-export class SerialDevice {
-  readonly config: SerialPortConfig;
-  readonly profile: DeviceProfile;
-  readonly #port: PortManager;
-  readonly #out: DevicePublisher;
-  #idleTimer: NodeJS.Timeout | undefined;
-
-  constructor(options: {
-    config: SerialPortConfig;
-    profile: DeviceProfile;
-    bus: Bus;
-    log: Logger;
-    metrics: Metrics;
-    open?: SerialOpener;
-  }) {
-    const { config, profile, log, metrics } = options;
-    this.config = config;
-    this.profile = profile;
-    this.#out = new DevicePublisher({
-      profile,
-      port: config.path,
-      device: config.device,
-      bus: options.bus,
-      log,
-      metrics,
-      badMessage: "bad serial data dropped",
-    });
-    let decode: (frame: Buffer) => DecodeResult;
-    let framer: ReturnType<typeof createFramer>;
-    try {
-      decode = createDecoder(decoderSpec(profile.decoder));
-      framer = createFramer(framingSpec(profile.framing), {
-        frame: (bytes) => this.#onFrame(decode(bytes)),
-        bad: (reason, bytes) => this.#out.bad(reason, `${bytes} bytes`),
-      });
-    } catch (err) {
-      throw new ProfileError(profile.name, [errorMessage(err)]);
-    }
-    const settings = lineSettings(config, profile);
-    // The device's bytes drive these callbacks: a bug they reach drops the partial frame
-    // (counted, logged once), never the process.
-    const guard = new Guard(log, metrics);
-    const reset = (): void => framer.reset();
-    this.#port = new PortManager({
-      path: config.path,
-      settings,
-      log,
-      onData: guard.wrap("serial.data", (chunk: Buffer) => framer.push(chunk, Date.now()), reset),
-      onOpen: () => framer.reset(),
-      ...(options.open ? { open: options.open } : {}),
-    });
-    if (profile.framing.type === "idle") {
-      const gap = framingSpec(profile.framing);
-      const every = Math.max(5, (gap.type === "idle" ? gap.gapMs : 20) / 2);
-      this.#idleTimer = setInterval(
-        guard.wrap("serial.idle-tick", () => framer.tick(Date.now()), reset),
-        every,
-      );
-      this.#idleTimer.unref();
-    }
-  }
-
-  start(): void {
-    this.#port.start();
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.#idleTimer);
-    await this.#port.stop();
-  }
-
-  status(): { device: string; path: string; profile: string; frames: number } & PortStatus {
-    return {
-      device: this.config.device,
-      path: this.config.path,
-      profile: this.profile.name,
-      frames: this.#out.frames,
-      ...this.#port.status(),
-    };
-  }
-
-  #onFrame(result: DecodeResult): void {
-    if (!result.ok) {
-      this.#out.bad(result.reason, result.detail);
-      return;
-    }
-    // A header row carries no values by design; anything else without a profile field
-    // means the profile's field sources do not match what the decoder produced.
-    const published = this.#out.publish(result.values, this.config.device, result.kind);
-    if (!published && result.kind !== "header") {
-      this.#out.bad("no_fields", "no profile field in the frame");
-    }
   }
 }
