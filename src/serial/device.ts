@@ -1,3 +1,7 @@
+/**
+ * A port's config, and a streaming profile's framing and decoder sections as the specs the
+ * framer and decoder take. The devices themselves: docs/serial.md.
+ */
 import { errorMessage } from "../core/index.js";
 import { createDecoder, type DecoderSpec } from "./decoders.js";
 import { createFramer, type FramingSpec } from "./framing.js";

@@ -6,7 +6,10 @@ import { sleep } from "./sleep.js";
 
 /** How often an open port's device node is checked: a pty or USB adapter can vanish silently. */
 const PRESENCE_CHECK_MS = 500;
-/** Reopen delays after a failure, doubling up to the maximum. */
+/**
+ * Reopen delays after a failure, doubling up to the maximum: a replugged adapter is back
+ * within a second, and a port that stays away costs one attempt a second, not a busy loop.
+ */
 const REOPEN_DELAY_MIN_MS = 200;
 const REOPEN_DELAY_MAX_MS = 1_000;
 
@@ -121,7 +124,7 @@ export class PortManager {
 
   /** Opens the port, and keeps reopening it, until `stop()` or until `signal` aborts. */
   start(signal?: AbortSignal): void {
-    if (this.#stop !== undefined) return;
+    if (this.#stop !== undefined || signal?.aborted) return;
     const stop = new AbortController();
     this.#stop = stop;
     signal?.addEventListener("abort", () => void this.stop(), { once: true });
