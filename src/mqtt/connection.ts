@@ -41,8 +41,12 @@ const KEEPALIVE_GRACE = 1.5;
 const DOLLAR = "$".charCodeAt(0);
 /** Packets a client may send behind CONNECT before its CONNACK (authentication pending). */
 const MAX_HELD_PACKETS = 100;
-/** Reason Strings are for people reading logs; long protocol-error details are cut. */
-const MAX_REASON_STRING = 200;
+/**
+ * Reason Strings are for people reading logs; long details are cut to this many bytes. It
+ * keeps a DISCONNECT's property section under 128 bytes, a one-byte length: some client
+ * parsers (the Paho MQTT 5 interop suite's among them) misread a two-byte one.
+ */
+const MAX_REASON_STRING_BYTES = 100;
 /** MQTT 5 Receive Maximum when the client names none (section 3.1.2.11.3). */
 const DEFAULT_RECEIVE_MAXIMUM = 65_535;
 /**
@@ -307,7 +311,7 @@ export class Connection implements TransportHandler {
   /** A Reason String says why in words; DISCONNECT may carry one whatever the client asked. */
   #sendDisconnect(reasonCode: number, reason: string): void {
     if (this.protocolVersion !== 5 || !this.connackSent || this.state === "closed") return;
-    const reasonString = reason.slice(0, MAX_REASON_STRING);
+    const reasonString = cutUtf8(reason, MAX_REASON_STRING_BYTES);
     const withReason = encodeV5({ cmd: "disconnect", reasonCode, properties: { reasonString } });
     // Not above the client's Maximum Packet Size: the words go first [MQTT-3.14.2-3].
     this.transport.write(
@@ -709,4 +713,18 @@ export class Connection implements TransportHandler {
       this.session?.offer(copy, Math.min(sub.qos, m.qos) as 0 | 1 | 2, true, ids);
     }
   }
+}
+
+/** `text` cut to at most `maxBytes` of UTF-8, never inside a character. */
+export function cutUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let out = "";
+  let bytes = 0;
+  for (const ch of text) {
+    const size = Buffer.byteLength(ch);
+    if (bytes + size > maxBytes) break;
+    out += ch;
+    bytes += size;
+  }
+  return out;
 }

@@ -3,7 +3,7 @@
 // max_age expiry, disk full, accounting across a reopen, and the v1 -> v2 migration.
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type Envelope, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import {
@@ -13,10 +13,9 @@ import {
   DATABASE_FILE,
   type OnFull,
   Outbox,
-  openDatabase,
   type StoreError,
 } from "../../src/store/index.js";
-import { type TempDir, tempDir } from "../helpers/wait.js";
+import { tempDatabases } from "../helpers/temp-db.js";
 
 const DROPPED = "leafgate_buffer_dropped_total";
 const MESSAGES = "leafgate_buffer_messages";
@@ -32,27 +31,7 @@ const DEFAULT_MAX_BYTES = 1e9;
 const DEFAULT_MAX_MESSAGES = 10_000_000;
 const DEFAULT_MAX_AGE_MS = 7 * 24 * HOUR;
 
-let temps: TempDir[] = [];
-let dbs: Database.Database[] = [];
-
-afterEach(async () => {
-  for (const db of dbs) closeDatabase(db);
-  dbs = [];
-  await Promise.all(temps.map((t) => t.cleanup()));
-  temps = [];
-});
-
-function newDir(): string {
-  const t = tempDir("limits");
-  temps.push(t);
-  return t.path;
-}
-
-function open(dir: string): Database.Database {
-  const db = openDatabase(dir, "normal");
-  dbs.push(db);
-  return db;
-}
+const { newDir, open } = tempDatabases("limits");
 
 function cls(
   name: string,
