@@ -21,13 +21,7 @@ import {
 } from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
-import {
-  createDevice,
-  type Device,
-  type DeviceProfile,
-  resolveProfile,
-  validateDeviceProfile,
-} from "./serial/index.js";
+import { createDevice, type Device, type DeviceProfile, resolveProfile } from "./serial/index.js";
 import {
   capDatabaseFile,
   closeDatabase,
@@ -125,11 +119,11 @@ export class Gateway {
       securityLog.warn({ warning: w.code, ...w.details }, w.message);
     }
 
-    // Device profiles: a mistake in one fails the start before anything opens.
+    // Device profiles, checked as they load (framer, decoder, Modbus map): a mistake in
+    // one fails the start before anything opens.
     const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
       resolveProfile(port.profile, config.serial.profiles_dir),
     );
-    for (const profile of profiles) validateDeviceProfile(profile);
 
     // 1. Store: the outbox must exist before anything can accept a message.
     const storeLog = log.child({ part: "store" });

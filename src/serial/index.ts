@@ -1,5 +1,5 @@
-export { createDevice, validateDeviceProfile } from "./create-device.js";
-export { type SerialPortConfig, validateDevice } from "./device.js";
+export { createDevice } from "./create-device.js";
+export type { SerialPortConfig } from "./device.js";
 export { type ModbusSpec, modbusSpec, validateModbusDevice } from "./modbus-spec.js";
 export type { PortStatus, SerialOpener } from "./port.js";
 export type { Device, DeviceDeps, DeviceStatus } from "./port-device.js";

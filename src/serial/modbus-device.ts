@@ -2,7 +2,7 @@
  * A Modbus RTU device: the gateway is the master and polls register reads, instead of
  * framing what a streaming device sends. The polling rules are in docs/serial.md
  * ("Modbus polling"); codec and planning live in modbus.ts (pure), the profile's
- * `decoder` section is checked by `modbusSpec` (modbus-spec.ts).
+ * `decoder` section is checked when the profile loads (`toModbusSpec`, modbus-spec.ts).
  */
 
 import type { ClockTimer, Counter } from "../core/index.js";

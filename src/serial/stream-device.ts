@@ -1,6 +1,5 @@
 import { errorMessage } from "../core/index.js";
 import { createDecoder, type DecodeResult } from "./decoders.js";
-import { decoderSpec, framingSpec } from "./device.js";
 import { createFramer, type Framer } from "./framing.js";
 import { type DeviceOptions, PortDevice } from "./port-device.js";
 import { ProfileError } from "./profile.js";
@@ -27,9 +26,17 @@ export class StreamingDevice extends PortDevice {
   constructor(options: DeviceOptions) {
     super(options, { badMessage: "bad serial data dropped", dataWhere: "serial.data" });
     const { profile } = options;
+    const { spec } = profile;
+    if (spec.kind !== "stream") {
+      throw new ProfileError(profile.file, [
+        `decoder.type: a streaming device cannot use ${JSON.stringify(profile.decoder.type)}`,
+      ]);
+    }
     try {
-      const decode = createDecoder(decoderSpec(profile.decoder));
-      const framing = framingSpec(profile.framing);
+      // validateProfile built both once already: a throw here is a bug, reported as the
+      // profile's problem rather than as a crash.
+      const decode = createDecoder(spec.decoder);
+      const framing = spec.framing;
       this.#framer = createFramer(framing, {
         frame: (bytes) => this.#onFrame(decode(bytes)),
         bad: (reason, bytes) => this.out.bad(reason, `${bytes} bytes`),
@@ -39,7 +46,7 @@ export class StreamingDevice extends PortDevice {
           ? Math.max(MIN_IDLE_TICK_MS, framing.gapMs / IDLE_TICKS_PER_GAP)
           : undefined;
     } catch (err) {
-      throw new ProfileError(profile.name, [errorMessage(err)]);
+      throw new ProfileError(profile.file, [errorMessage(err)]);
     }
   }
 

@@ -13,7 +13,6 @@ import {
   loadProfile,
   ProfileError,
   type SerialOpener,
-  validateDeviceProfile,
   validateProfile,
 } from "../../src/serial/index.js";
 import { ModbusDevice } from "../../src/serial/modbus-device.js";
@@ -120,21 +119,11 @@ describe("serial devices", () => {
     expect(createDevice(config, ENV_SENSOR, deps).name).toBe("d");
   });
 
-  it("validateDeviceProfile fails a profile of either kind that cannot work", () => {
-    expect(() => validateDeviceProfile(ENV_SENSOR)).not.toThrow();
-    expect(() => validateDeviceProfile(METER)).not.toThrow();
-    const csv = validateProfile(
-      {
-        name: "no-columns",
-        framing: { type: "line" },
-        decoder: { type: "csv", columns: [] },
-        fields: [{ name: "v" }],
-      },
-      "no-columns",
-    );
-    expect(() => validateDeviceProfile(csv)).toThrow(ProfileError);
-    const meter = { ...METER, decoder: { ...METER.decoder, retries: 99 } };
-    expect(() => validateDeviceProfile(meter)).toThrow(ProfileError);
+  it("a streaming device refuses a Modbus profile, which the factory never gives it", () => {
+    const config = { path: portPath, device: "d", profile: "p", baud_rate: null };
+    expect(
+      () => new StreamingDevice({ config, profile: METER, bus, log: logged.log, metrics, clock }),
+    ).toThrow(ProfileError);
   });
 
   it("publishes each frame's fields, and /status shows the device in a fixed shape", async () => {
