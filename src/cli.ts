@@ -16,12 +16,7 @@ import { errorMessage, LeafgateError, type Logger } from "./core/index.js";
 import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { hashPassword } from "./mqtt/index.js";
 import { createLogger } from "./observe/index.js";
-import {
-  ProfileError,
-  resolveProfile,
-  validateDevice,
-  validateModbusDevice,
-} from "./serial/index.js";
+import { ProfileError, resolveProfile } from "./serial/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
 
@@ -166,9 +161,8 @@ async function passwd(): Promise<number> {
 function check(file: string | undefined): string {
   const config = load(file);
   for (const port of config.serial.ports) {
-    const profile = resolveProfile(port.profile, config.serial.profiles_dir);
-    if (profile.decoder.type === "modbus") validateModbusDevice(profile);
-    else validateDevice(profile);
+    // Loading checks the profile, its framer and decoder, or its Modbus register map.
+    resolveProfile(port.profile, config.serial.profiles_dir);
   }
   const configFile = configFileOf(file);
   const context = configFile === undefined ? {} : { configFile };

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import {
@@ -20,13 +21,7 @@ import {
 } from "./core/index.js";
 import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
-import {
-  type DeviceProfile,
-  ModbusDevice,
-  resolveProfile,
-  SerialDevice,
-  validateModbusDevice,
-} from "./serial/index.js";
+import { createDevice, type Device, type DeviceProfile, resolveProfile } from "./serial/index.js";
 import {
   capDatabaseFile,
   closeDatabase,
@@ -82,7 +77,9 @@ export class Gateway {
   #upstream: Upstream | undefined;
   #broker: Broker | undefined;
   #listeners: MqttListener[] = [];
-  #devices: (SerialDevice | ModbusDevice)[] = [];
+  #devices: Device[] = [];
+  /** Aborted when the gateway stops its serial devices, each of which listens to it. */
+  readonly #devicesStop = new AbortController();
   #http: HttpEndpoint | undefined;
   #mqttAddresses: AddressInfo[] = [];
   #httpAddress: AddressInfo | undefined;
@@ -122,13 +119,11 @@ export class Gateway {
       securityLog.warn({ warning: w.code, ...w.details }, w.message);
     }
 
-    // Device profiles: a mistake in one fails the start before anything opens.
+    // Device profiles, checked as they load (framer, decoder, Modbus map): a mistake in
+    // one fails the start before anything opens.
     const profiles: DeviceProfile[] = config.serial.ports.map((port) =>
       resolveProfile(port.profile, config.serial.profiles_dir),
     );
-    for (const profile of profiles) {
-      if (profile.decoder.type === "modbus") validateModbusDevice(profile);
-    }
 
     // 1. Store: the outbox must exist before anything can accept a message.
     const storeLog = log.child({ part: "store" });
@@ -255,22 +250,17 @@ export class Gateway {
       this.#mqttAddresses.push(await listener.listen(host, port));
     }
 
-    // 5. Serial devices: each reopens by itself when unplugged.
+    // 5. Serial devices (streaming or polled, as the profile says): each reopens by itself
+    //    when unplugged.
+    setMaxListeners(Math.max(1, config.serial.ports.length), this.#devicesStop.signal);
     config.serial.ports.forEach((port, i) => {
-      const options = {
-        config: port,
-        profile: profiles[i]!,
+      const device = createDevice(port, profiles[i]!, {
         bus,
         log: log.child({ part: "serial", device: port.device }),
         metrics,
-      };
-      // Modbus devices are polled; every other profile streams.
-      const device =
-        options.profile.decoder.type === "modbus"
-          ? new ModbusDevice(options)
-          : new SerialDevice(options);
+      });
       this.#devices.push(device);
-      device.start();
+      device.start(this.#devicesStop.signal);
       log.info(
         { path: port.path, device: port.device, profile: profiles[i]!.name },
         "serial device",
@@ -354,7 +344,8 @@ export class Gateway {
     if (closing !== undefined) await withDeadline(closing, remaining() / 2);
     for (const l of this.#listeners) l.destroyAll();
     await Promise.all(stopAccepting);
-    await Promise.all(this.#devices.map((d) => d.stop()));
+    this.#devicesStop.abort();
+    await Promise.all(this.#devices.map((d) => d.closed()));
 
     this.#flushCommits();
     await this.#upstream?.stop(Math.min(remaining(), HUB_ACK_WAIT_MS));

@@ -1,7 +1,8 @@
-export { SerialDevice, type SerialPortConfig, validateDevice } from "./device.js";
-export { ModbusDevice } from "./modbus-device.js";
+export { createDevice } from "./create-device.js";
+export type { SerialPortConfig } from "./device.js";
 export { type ModbusSpec, modbusSpec, validateModbusDevice } from "./modbus-spec.js";
 export type { PortStatus, SerialOpener } from "./port.js";
+export type { Device, DeviceDeps, DeviceStatus } from "./port-device.js";
 export {
   type DeviceProfile,
   loadProfile,

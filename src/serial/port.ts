@@ -1,12 +1,15 @@
 import { realpathSync } from "node:fs";
 import { SerialPort } from "serialport";
-import type { Logger } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import { type Clock, errorMessage, type Logger, systemClock } from "../core/index.js";
 import type { SerialSettings } from "./profile.js";
+import { sleep } from "./sleep.js";
 
 /** How often an open port's device node is checked: a pty or USB adapter can vanish silently. */
 const PRESENCE_CHECK_MS = 500;
-/** Reopen delays after a failure, doubling up to the maximum. */
+/**
+ * Reopen delays after a failure, doubling up to the maximum: a replugged adapter is back
+ * within a second, and a port that stays away costs one attempt a second, not a busy loop.
+ */
 const REOPEN_DELAY_MIN_MS = 200;
 const REOPEN_DELAY_MAX_MS = 1_000;
 
@@ -68,6 +71,25 @@ function deviceIdentity(path: string): string | undefined {
   }
 }
 
+/** An open port: its link, the node it was opened on, and what ends its watch. */
+interface OpenPort {
+  readonly link: SerialLink;
+  readonly identity: string;
+  readonly lost: AbortController;
+  lostReason: string;
+}
+
+export interface PortOptions {
+  readonly path: string;
+  readonly settings: SerialSettings;
+  readonly log: Logger;
+  readonly onData: (chunk: Buffer) => void;
+  /** Called after every (re)open, e.g. to reset a framer's partial state. */
+  readonly onOpen?: () => void;
+  readonly open?: SerialOpener;
+  readonly clock?: Clock;
+}
+
 /**
  * One configured serial port: opens it, notices when the device goes away (unplugged,
  * or a pty whose other end closed, which the serial library does not report), and
@@ -80,117 +102,136 @@ export class PortManager {
   readonly #log: Logger;
   readonly #onData: (chunk: Buffer) => void;
   readonly #onOpen: () => void;
+  readonly #clock: Clock;
   #status: PortStatus = { state: "closed" };
-  #link: SerialLink | undefined;
-  #identity: string | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #delayMs = REOPEN_DELAY_MIN_MS;
-  #stopped = true;
-  #lastReason: string | undefined;
+  #port: OpenPort | undefined;
+  /** Ends the open-watch-reopen loop; undefined while stopped. */
+  #stop: AbortController | undefined;
 
-  constructor(options: {
-    path: string;
-    settings: SerialSettings;
-    log: Logger;
-    onData: (chunk: Buffer) => void;
-    /** Called after every (re)open, e.g. to reset a framer's partial state. */
-    onOpen?: () => void;
-    open?: SerialOpener;
-  }) {
+  constructor(options: PortOptions) {
     this.path = options.path;
     this.#settings = options.settings;
     this.#log = options.log;
     this.#onData = options.onData;
     this.#onOpen = options.onOpen ?? (() => {});
     this.#open = options.open ?? openSerialPort;
+    this.#clock = options.clock ?? systemClock;
   }
 
   status(): PortStatus {
     return this.#status;
   }
 
-  start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    void this.#tryOpen();
+  /** Opens the port, and keeps reopening it, until `stop()` or until `signal` aborts. */
+  start(signal?: AbortSignal): void {
+    if (this.#stop !== undefined || signal?.aborted) return;
+    const stop = new AbortController();
+    this.#stop = stop;
+    signal?.addEventListener("abort", () => void this.stop(), { once: true });
+    // #supervise catches what an attempt throws; this catch is for a bug in the loop itself.
+    this.#supervise(stop.signal).catch((err: unknown) =>
+      this.#log.error({ err, path: this.path }, "serial port supervisor failed"),
+    );
   }
 
+  /**
+   * Closes the port; never waits for an open still in progress (that one is closed as
+   * soon as it completes), so a hung device cannot hold up a shutdown.
+   */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    const link = this.#link;
-    this.#link = undefined;
+    this.#stop?.abort();
+    this.#stop = undefined;
+    const port = this.#port;
+    this.#port = undefined;
     this.#status = { state: "closed" };
-    await link?.close().catch(() => {});
+    port?.lost.abort();
+    await port?.link.close().catch(() => {});
   }
 
   /** Writes to the device when open; false when it is not. */
   write(bytes: Uint8Array): boolean {
-    if (this.#link === undefined) return false;
-    this.#link.write(bytes);
+    if (this.#port === undefined) return false;
+    this.#port.link.write(bytes);
     return true;
   }
 
-  async #tryOpen(): Promise<void> {
-    if (this.#stopped) return;
-    const identity = deviceIdentity(this.path);
-    if (identity === undefined) {
-      this.#wait(`${this.path} does not exist (unplugged?)`);
-      return;
+  /** Open, watch until lost, wait, again: each wait doubles up to REOPEN_DELAY_MAX_MS. */
+  async #supervise(signal: AbortSignal): Promise<void> {
+    let delayMs = REOPEN_DELAY_MIN_MS;
+    // A reason is logged when it changes, not at every attempt of a long absence.
+    let lastReason: string | undefined;
+    while (!signal.aborted) {
+      const opened = await this.#openOnce(signal);
+      if (signal.aborted) return;
+      let reason: string;
+      if (typeof opened === "string") {
+        reason = opened;
+        if (reason !== lastReason) {
+          this.#log.warn({ path: this.path, reason }, "serial port not available; retrying");
+        }
+      } else {
+        delayMs = REOPEN_DELAY_MIN_MS;
+        await this.#watch(opened, signal);
+        if (signal.aborted) return;
+        reason = opened.lostReason;
+      }
+      lastReason = reason;
+      this.#status = { state: "waiting", reason };
+      await sleep(this.#clock, delayMs, signal);
+      delayMs = Math.min(REOPEN_DELAY_MAX_MS, delayMs * 2);
     }
+  }
+
+  /** One attempt: the open port, or why there is none. */
+  async #openOnce(signal: AbortSignal): Promise<OpenPort | string> {
+    const identity = deviceIdentity(this.path);
+    if (identity === undefined) return `${this.path} does not exist (unplugged?)`;
     this.#status = { state: "opening" };
+    let port: OpenPort | undefined;
     try {
       const link = await this.#open(this.path, this.#settings, {
         data: (chunk) => this.#onData(chunk),
-        closed: (err) => this.#lost(err ? errorMessage(err) : "the port closed"),
+        closed: (err) => {
+          if (port !== undefined) this.#lose(port, err ? errorMessage(err) : "the port closed");
+        },
       });
-      if (this.#stopped) {
+      if (signal.aborted) {
         await link.close().catch(() => {});
-        return;
+        return "stopped";
       }
-      this.#link = link;
-      this.#identity = identity;
-      this.#delayMs = REOPEN_DELAY_MIN_MS;
-      this.#lastReason = undefined;
-      this.#status = { state: "open", since: Date.now() };
+      port = { link, identity, lost: new AbortController(), lostReason: "" };
+      this.#port = port;
+      this.#status = { state: "open", since: this.#clock.now() };
       this.#onOpen();
       this.#log.info({ path: this.path, node: identity }, "serial port open");
-      this.#timer = setTimeout(() => this.#checkPresence(), PRESENCE_CHECK_MS);
+      return port;
     } catch (err) {
-      this.#wait(`cannot open ${this.path}: ${errorMessage(err)}`);
+      if (port !== undefined && this.#port === port) {
+        this.#port = undefined;
+        await port.link.close().catch(() => {});
+      }
+      return `cannot open ${this.path}: ${errorMessage(err)}`;
     }
   }
 
-  #checkPresence(): void {
-    if (this.#stopped || this.#link === undefined) return;
-    const now = deviceIdentity(this.path);
-    if (now !== this.#identity) {
-      this.#lost(now === undefined ? "the device went away" : "the device was replaced");
-      return;
+  /** Checks the device node until the port is lost (or stopped). */
+  async #watch(port: OpenPort, signal: AbortSignal): Promise<void> {
+    while (await sleep(this.#clock, PRESENCE_CHECK_MS, signal, port.lost.signal)) {
+      const now = deviceIdentity(this.path);
+      if (now !== port.identity) {
+        this.#lose(port, now === undefined ? "the device went away" : "the device was replaced");
+      }
     }
-    this.#timer = setTimeout(() => this.#checkPresence(), PRESENCE_CHECK_MS);
   }
 
-  #lost(reason: string): void {
-    if (this.#stopped || this.#link === undefined) return;
-    const link = this.#link;
-    this.#link = undefined;
-    clearTimeout(this.#timer);
-    void link.close().catch(() => {});
+  /** The port is gone: said at once (status, log), the reopen loop takes it from here. */
+  #lose(port: OpenPort, reason: string): void {
+    if (this.#port !== port) return;
+    this.#port = undefined;
+    port.lostReason = reason;
+    port.lost.abort();
+    void port.link.close().catch(() => {});
     this.#log.warn({ path: this.path, reason }, "serial port lost; reopening when it is back");
-    this.#wait(reason, true);
-  }
-
-  #wait(reason: string, logged = false): void {
-    if (this.#stopped) return;
     this.#status = { state: "waiting", reason };
-    if (!logged && reason !== this.#lastReason) {
-      this.#log.warn({ path: this.path, reason }, "serial port not available; retrying");
-    }
-    this.#lastReason = reason;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => void this.#tryOpen(), this.#delayMs);
-    this.#delayMs = Math.min(REOPEN_DELAY_MAX_MS, this.#delayMs * 2);
   }
 }

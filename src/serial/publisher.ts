@@ -1,10 +1,23 @@
-import type { Bus, Counter, Envelope, Logger, Metrics } from "../core/index.js";
-import { errorMessage } from "../core/index.js";
+import {
+  type Bus,
+  type Clock,
+  type Counter,
+  type Envelope,
+  errorMessage,
+  type Logger,
+  type Metrics,
+  RateLimitedLog,
+  systemClock,
+} from "../core/index.js";
 import { applyScale, type Value } from "./decoders.js";
 import type { DeviceProfile } from "./profile.js";
 
-/** One log line per port and reason at most this often; counters count everything. */
+/**
+ * One log line per port and reason at most this often: a device spewing garbage must not
+ * fill the log; the counters count everything.
+ */
 const BAD_DATA_LOG_INTERVAL_MS = 60_000;
+const BAD_DATA_LOG_BURST = 1;
 
 /**
  * What every serial device does with decoded values: applies the profile's fields
@@ -16,12 +29,12 @@ export class DevicePublisher {
   readonly #port: string;
   readonly #device: string;
   readonly #bus: Bus;
-  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #badLog: RateLimitedLog;
   readonly #badMessage: string;
   readonly #frames: Counter;
   readonly #bad: Counter;
   readonly #dropped: Counter;
-  readonly #badLoggedAt = new Map<string, number>();
   #published = 0;
 
   constructor(options: {
@@ -33,12 +46,20 @@ export class DevicePublisher {
     metrics: Metrics;
     /** The log line for bad data, e.g. "bad serial data dropped". */
     badMessage: string;
+    clock?: Clock;
   }) {
     this.#profile = options.profile;
     this.#port = options.port;
     this.#device = options.device;
     this.#bus = options.bus;
-    this.#log = options.log;
+    this.#clock = options.clock ?? systemClock;
+    // Keyed by reason: every reason comes from a fixed set in the framers, decoders and
+    // Modbus codec, never from the device's bytes.
+    this.#badLog = new RateLimitedLog(options.log, {
+      burst: BAD_DATA_LOG_BURST,
+      windowMs: BAD_DATA_LOG_INTERVAL_MS,
+      clock: this.#clock,
+    });
     this.#badMessage = options.badMessage;
     const { metrics } = options;
     this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
@@ -60,10 +81,8 @@ export class DevicePublisher {
   /** Counts bad data; logs it once a minute per reason. */
   bad(reason: string, detail: string): void {
     this.#bad.inc({ port: this.#port, reason });
-    const now = Date.now();
-    if (now - (this.#badLoggedAt.get(reason) ?? 0) < BAD_DATA_LOG_INTERVAL_MS) return;
-    this.#badLoggedAt.set(reason, now);
-    this.#log.warn(
+    this.#badLog.log(
+      reason,
       { path: this.#port, device: this.#device, reason, detail },
       `${this.#badMessage} (logged once a minute per reason)`,
     );
@@ -91,7 +110,7 @@ export class DevicePublisher {
     if (!any) return false;
     this.#published++;
     this.#frames.inc({ port: this.#port });
-    const receivedAtMs = Date.now();
+    const receivedAtMs = this.#clock.now();
     const base = profile.subject.replaceAll("{device}", device).replaceAll("{kind}", kind);
     if (profile.publish === "per_frame") {
       this.#send(base, values, receivedAtMs);

@@ -1,9 +1,10 @@
-// ModbusDevice driven through the SerialOpener seam by an in-memory slave, on fake timers:
-// request planning, one request at a time, retries, timeouts, bad CRCs, exceptions, slaves.
+// ModbusDevice driven through the SerialOpener seam by an in-memory slave, on a manual
+// clock: request planning, one request at a time, retries, timeouts, bad CRCs, exceptions,
+// slaves.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Bus, type ClockTimer, type Envelope, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import {
   crc16Modbus,
@@ -20,6 +21,8 @@ import {
   ProfileError,
   validateProfile,
 } from "../../src/serial/profile.js";
+import { recordPublished } from "../helpers/recording.js";
+import { SteppedClock } from "../helpers/stepped-clock.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
 const METER_YAML = new URL("../../devices/energy-meter.yaml", import.meta.url).pathname;
@@ -55,7 +58,12 @@ class FakeSlave {
   opens = 0;
   failOpens = 0;
   #events: Parameters<SerialOpener>[2] | undefined;
-  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #clock: SteppedClock;
+  readonly #timers = new Set<ClockTimer>();
+
+  constructor(clock: SteppedClock) {
+    this.#clock = clock;
+  }
 
   readonly open: SerialOpener = async (_path, _settings, events) => {
     if (this.failOpens > 0) {
@@ -90,7 +98,7 @@ class FakeSlave {
       fn: frame[1]!,
       address: frame.readUInt16BE(2),
       count: frame.readUInt16BE(4),
-      at: Date.now(),
+      at: this.#clock.now(),
     };
     this.seen.push(req);
     const behaviour = this.script.shift() ?? "answer";
@@ -114,11 +122,11 @@ class FakeSlave {
     }
     const delay =
       typeof behaviour === "object" && "lateMs" in behaviour ? behaviour.lateMs : this.delayMs;
-    const timer = setTimeout(() => {
+    const timer = this.#clock.setTimeout(() => {
       this.#timers.delete(timer);
       const events = this.#events;
       if (events === undefined) return;
-      req.answeredAt = Date.now();
+      req.answeredAt = this.#clock.now();
       if (this.byteByByte) for (const b of answer) events.data(Buffer.from([b]));
       else events.data(answer);
     }, delay);
@@ -127,7 +135,7 @@ class FakeSlave {
 
   /** Cancels answers still on their way, so the device's own timers can be counted. */
   dispose(): void {
-    for (const timer of this.#timers) clearTimeout(timer);
+    for (const timer of this.#timers) this.#clock.clearTimeout(timer);
     this.#timers.clear();
   }
 
@@ -207,27 +215,21 @@ describe("ModbusDevice", () => {
   let published: Envelope[];
   let bus: Bus;
   let device: ModbusDevice | undefined;
+  let clock: SteppedClock;
 
   beforeEach(() => {
-    vi.useFakeTimers();
-    slave = new FakeSlave();
+    clock = new SteppedClock();
+    slave = new FakeSlave(clock);
     metrics = new MetricsRegistry();
-    published = [];
     bus = new Bus();
-    bus.subscribe(">", {
-      deliver: (m) => {
-        published.push(m);
-        return undefined;
-      },
-    });
+    published = recordPublished(bus);
   });
 
   afterEach(async () => {
     await device?.stop();
     device = undefined;
     slave.dispose();
-    expect(vi.getTimerCount()).toBe(0);
-    vi.useRealTimers();
+    expect(clock.pending).toBe(0);
   });
 
   function start(profile: DeviceProfile, name = "meter"): ModbusDevice {
@@ -238,8 +240,9 @@ describe("ModbusDevice", () => {
       log: silentLogger,
       metrics,
       open: slave.open,
+      clock,
     });
-    device.start();
+    device.start(new AbortController().signal);
     return device;
   }
 
@@ -264,14 +267,15 @@ describe("ModbusDevice", () => {
   it("reads the shipped energy-meter profile's nine registers with one request per poll", async () => {
     loadMeter(slave);
     start(meterProfile());
-    await vi.advanceTimersByTimeAsync(100);
+    await clock.advanceAsync(100);
     expect(slave.seen).toHaveLength(1);
     expect(slave.seen[0]).toMatchObject({ slave: 1, fn: 4, address: 0, count: 9 });
     expect(bodies()).toEqual([["sensors.meter.energy", meterValues()]]);
     expect(published[0]!.origin).toBe("serial");
 
-    await vi.advanceTimersByTimeAsync(3 * INTERVAL_MS);
-    expect(slave.seen).toHaveLength(4);
+    await clock.advanceAsync(3 * INTERVAL_MS);
+    // Polls start a whole interval apart, each request after t3.5 (5 ms at 9600 baud).
+    expect(slave.seen.map((r) => r.at)).toEqual([5, 1_005, 2_005, 3_005]);
     expect(published).toHaveLength(4);
     expect(device!.status()).toMatchObject({ device: "meter", state: "open", frames: 4 });
     expect(metrics.value("leafgate_serial_frames_total", { port: portPath })).toBe(4);
@@ -314,7 +318,7 @@ describe("ModbusDevice", () => {
       "mixed",
     );
     start(profile, "m1");
-    await vi.advanceTimersByTimeAsync(500);
+    await clock.advanceAsync(500);
     expect(slave.seen.map(({ fn, address, count }) => [fn, address, count])).toEqual([
       [3, 0, 2],
       [4, 0, 4],
@@ -335,18 +339,18 @@ describe("ModbusDevice", () => {
     start(meterProfile({ retries: 2 }));
     // Writes at 5, 410 and 815 ms: t3.5 (5 ms at 9600 baud), then after each timeout
     // (200 ms) the line is drained for as long before the retry.
-    await vi.advanceTimersByTimeAsync(TIMEOUT_MS - 1);
+    await clock.advanceAsync(TIMEOUT_MS - 1);
     expect(slave.seen).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(1014 - (TIMEOUT_MS - 1));
-    expect(slave.seen.map((r) => r.at - slave.seen[0]!.at)).toEqual([0, 405, 810]);
+    await clock.advanceAsync(1014 - (TIMEOUT_MS - 1));
+    expect(slave.seen.map((r) => r.at)).toEqual([5, 410, 815]);
     expect(bad("timeout")).toBe(0);
-    await vi.advanceTimersByTimeAsync(1);
+    await clock.advanceAsync(1);
     expect(bad("timeout")).toBe(1);
     expect(retries()).toBe(2);
     expect(published).toHaveLength(0);
     expectOneAtATime();
     // The cycle overran the interval: the next starts after the drain, and the slave answers.
-    await vi.advanceTimersByTimeAsync(250);
+    await clock.advanceAsync(250);
     expect(slave.seen).toHaveLength(4);
     expect(bodies()).toEqual([["sensors.meter.energy", meterValues()]]);
     expect(bad("timeout")).toBe(1);
@@ -356,7 +360,7 @@ describe("ModbusDevice", () => {
     loadMeter(slave);
     slave.script.push("silent");
     start(meterProfile({ retries: 0 }));
-    await vi.advanceTimersByTimeAsync(TIMEOUT_MS + 50);
+    await clock.advanceAsync(TIMEOUT_MS + 50);
     expect(slave.seen).toHaveLength(1);
     expect(bad("timeout")).toBe(1);
     expect(retries()).toBe(0);
@@ -366,14 +370,14 @@ describe("ModbusDevice", () => {
     loadMeter(slave);
     slave.script.push("bad_crc", "bad_crc");
     start(meterProfile({ retries: 2 }));
-    await vi.advanceTimersByTimeAsync(200);
+    await clock.advanceAsync(200);
     expect(slave.seen).toHaveLength(3);
     expect(bad("bad_crc")).toBe(0);
     expect(retries()).toBe(2);
     expect(bodies()).toEqual([["sensors.meter.energy", meterValues()]]);
 
     slave.script.push("bad_crc", "bad_crc", "bad_crc");
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await clock.advanceAsync(INTERVAL_MS);
     expect(slave.seen).toHaveLength(6);
     expect(bad("bad_crc")).toBe(1);
     expect(published).toHaveLength(1);
@@ -404,7 +408,7 @@ describe("ModbusDevice", () => {
       "partial",
     );
     start(profile);
-    await vi.advanceTimersByTimeAsync(200);
+    await clock.advanceAsync(200);
     expect(slave.seen.map((r) => r.address)).toEqual([0, 100]);
     expect(bad("exception")).toBe(1);
     expect(retries()).toBe(0);
@@ -415,7 +419,7 @@ describe("ModbusDevice", () => {
     loadMeter(slave, 1);
     loadMeter(slave, 2, 1);
     start(meterProfile({ slave: undefined, slaves: [1, 2], retries: 1 }));
-    await vi.advanceTimersByTimeAsync(100);
+    await clock.advanceAsync(100);
     expect(slave.seen.map((r) => r.slave)).toEqual([1, 2]);
     expect(bodies()).toEqual([
       ["sensors.meter-1.energy", meterValues()],
@@ -423,7 +427,7 @@ describe("ModbusDevice", () => {
     ]);
     // Slave 1 goes silent for a whole poll (two attempts, 1005 and 1410 ms).
     slave.script.push("silent", "silent");
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS + 850);
+    await clock.advanceAsync(INTERVAL_MS + 850);
     expect(slave.seen.map((r) => r.slave)).toEqual([1, 2, 1, 1, 2]);
     expect(bad("timeout")).toBe(1);
     expect(bodies().slice(2)).toEqual([["sensors.meter-2.energy", meterValues(1)]]);
@@ -435,17 +439,17 @@ describe("ModbusDevice", () => {
     slave.script.push({ lateMs: TIMEOUT_MS + 50 });
     slave.delayMs = 60;
     start(meterProfile({ retries: 1 }));
-    await vi.advanceTimersByTimeAsync(10);
+    await clock.advanceAsync(10);
     expect(slave.seen).toHaveLength(1);
     // The late answer (at 255 ms) holds the old voltage; the retry (written at 410 ms,
     // answered at 470) the new one.
     loadMeter(slave, 1, 1);
-    await vi.advanceTimersByTimeAsync(3 * TIMEOUT_MS + 50);
+    await clock.advanceAsync(3 * TIMEOUT_MS + 50);
     expect(slave.seen).toHaveLength(2);
     expect(bad("unsolicited")).toBe(1);
     expect(bad("timeout")).toBe(0);
     expect(bodies()).toEqual([["sensors.meter.energy", meterValues(1)]]);
-    await vi.advanceTimersByTimeAsync(2 * INTERVAL_MS);
+    await clock.advanceAsync(2 * INTERVAL_MS);
     expect(published).toHaveLength(3);
     expect(bad("bad_crc") + bad("wrong_length") + bad("timeout") + bad("unsolicited")).toBe(1);
   });
@@ -455,19 +459,21 @@ describe("ModbusDevice", () => {
     slave.failOpens = 2;
     start(meterProfile());
     // Opens fail at 0 and 200 ms and succeed at 600; the first poll follows the open.
-    await vi.advanceTimersByTimeAsync(700);
+    await clock.advanceAsync(700);
     expect(slave.opens).toBe(1);
+    expect(slave.seen.map((r) => r.at)).toEqual([605]);
     expect(published).toHaveLength(1);
     slave.unplug();
     expect(device!.status().state).toBe("waiting");
     // Away for a while: reopen attempts at 900, 1300 and 2100 fail; 3100 succeeds. The
     // polls at 1600 and 2600 find no port; the one skipped runs once it is back.
     slave.failOpens = 3;
-    await vi.advanceTimersByTimeAsync(3099 - 700);
+    await clock.advanceAsync(3099 - 700);
     expect(device!.status().state).toBe("waiting");
     expect(slave.seen).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(50);
+    await clock.advanceAsync(50);
     expect(slave.opens).toBe(2);
+    expect(slave.seen.map((r) => r.at)).toEqual([605, 3_105]);
     expect(device!.status().state).toBe("open");
     expect(published).toHaveLength(2);
     expect(bad("timeout")).toBe(0);
@@ -477,7 +483,7 @@ describe("ModbusDevice", () => {
     loadMeter(slave);
     slave.script.push("silent");
     start(meterProfile());
-    await vi.advanceTimersByTimeAsync(50);
+    await clock.advanceAsync(50);
     expect(slave.seen).toHaveLength(1);
     await device!.stop();
     expect(device!.status().state).toBe("closed");
