@@ -1,8 +1,11 @@
 // Frames a device would send, built from its profile (devices/<name>.yaml) so that every
-// shipped profile can be played without a model of the device. firmware-sim's models are
-// per device and not profile-driven, so the bench keeps this generic builder.
+// shipped profile can be played without a model of the device (firmware-sim's models are per
+// device). Sizes and checksums are the gateway's own.
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
+import { STRUCT_SIZES } from "../../src/serial/decoders/struct.js";
+import { CHECKSUM_BYTES, checksum } from "../../src/serial/framings/checksum.js";
+import type { ChecksumType } from "../../src/serial/framings/types.js";
 
 /** Distinct frames per device, cycled. */
 export const POOL = 100;
@@ -48,48 +51,13 @@ export interface ProfileDoc {
   };
 }
 
-const STRUCT_SIZES: Readonly<Record<string, number>> = {
-  u8: 1,
-  i8: 1,
-  u16: 2,
-  i16: 2,
-  u32: 4,
-  i32: 4,
-  f32: 4,
-  f64: 8,
-};
-const CHECKSUM_BYTES: Readonly<Record<string, number>> = {
-  sum8: 1,
-  xor8: 1,
-  sum16: 2,
-  crc16_modbus: 2,
-};
 const PMS_FRAME_BYTES = 32;
 const PMS_CHECKSUM_AT = 30;
 
-function checksum(type: string, bytes: Uint8Array): number {
-  let s = 0;
-  switch (type) {
-    case "sum8":
-      for (const b of bytes) s = (s + b) & 0xff;
-      return s;
-    case "sum16":
-      for (const b of bytes) s = (s + b) & 0xffff;
-      return s;
-    case "xor8":
-      for (const b of bytes) s ^= b;
-      return s;
-    case "crc16_modbus": {
-      let crc = 0xffff;
-      for (const b of bytes) {
-        crc ^= b;
-        for (let bit = 0; bit < 8; bit++) crc = crc & 1 ? (crc >>> 1) ^ 0xa001 : crc >>> 1;
-      }
-      return crc;
-    }
-    default:
-      throw new Unsupported(`checksum ${type}`);
-  }
+/** The gateway's own checksum, for the types it knows. */
+function checksumOf(type: string, bytes: Uint8Array): number {
+  if (!Object.hasOwn(CHECKSUM_BYTES, type)) throw new Unsupported(`checksum ${type}`);
+  return checksum(type as ChecksumType, bytes);
 }
 
 /** Plantower PMS5003, as firmware-sim/models.ts builds it: 32 bytes, sum16 checksum. */
@@ -177,7 +145,7 @@ function textPayload(n: number, profile: ProfileDoc): string {
 }
 
 const sizeOf = (type: string): number => {
-  const size = STRUCT_SIZES[type];
+  const size = (STRUCT_SIZES as Readonly<Record<string, number>>)[type];
   if (size === undefined) throw new Unsupported(`struct type ${type}`);
   return size;
 };
@@ -218,7 +186,7 @@ function headerFrame(n: number, profile: ProfileDoc): Buffer {
   const lengthBytes = f.length_bytes ?? 1;
   const lengthEnd = lengthOffset + lengthBytes;
   const sumType = f.checksum?.type ?? "sum16";
-  const sumBytes = f.checksum ? (CHECKSUM_BYTES[sumType] ?? 0) : 0;
+  const sumBytes = f.checksum ? ((CHECKSUM_BYTES as Record<string, number>)[sumType] ?? 0) : 0;
   const body = structPayload(n, profile.decoder);
   const total = Math.max(body.length, lengthEnd) + sumBytes;
   const frame = Buffer.alloc(total);
@@ -228,7 +196,7 @@ function headerFrame(n: number, profile: ProfileDoc): Buffer {
   if ((f.endian ?? "big") === "big") frame.writeUIntBE(value, lengthOffset, lengthBytes);
   else frame.writeUIntLE(value, lengthOffset, lengthBytes);
   if (f.checksum) {
-    const sum = checksum(sumType, frame.subarray(0, total - sumBytes));
+    const sum = checksumOf(sumType, frame.subarray(0, total - sumBytes));
     if (sumBytes === 1) frame[total - 1] = sum;
     else if ((f.checksum.endian ?? "big") === "big") frame.writeUInt16BE(sum, total - 2);
     else frame.writeUInt16LE(sum, total - 2);
