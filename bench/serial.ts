@@ -25,8 +25,8 @@ const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 3);
 const LOAD_DEVICES = 10;
 const LOAD_FPS = 10;
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 20);
-/** Messages per env-sensor frame (pms5003 frames go out as one). */
-const ENV_SENSOR_FIELDS = 4;
+/** Messages from one env-sensor frame (3 fields) and one pms5003 frame (1, per_frame). */
+const MESSAGES_PER_DEVICE_PAIR = 4;
 /** The whole run is killed after this, whatever hangs. */
 const DEADLINE_MS = Number(process.env.BENCH_DEADLINE_MS ?? 360_000);
 /** The decoded count is still when it did not move over this. */
@@ -341,7 +341,7 @@ function printLoad(l: Awaited<ReturnType<typeof benchLoad>>): void {
     `\n(b) realistic load: ${LOAD_DEVICES} devices (env-sensor and pms5003 alternating, one pty each) x ${LOAD_FPS} frames/s for ${LOAD_SECONDS} s`,
   );
   console.log(
-    `    = ${LOAD_DEVICES * LOAD_FPS} frames/s, ${(LOAD_DEVICES / 2) * LOAD_FPS * ENV_SENSOR_FIELDS} messages/s into the outbox\n`,
+    `    = ${LOAD_DEVICES * LOAD_FPS} frames/s, ${(LOAD_DEVICES / 2) * LOAD_FPS * MESSAGES_PER_DEVICE_PAIR} messages/s into the outbox\n`,
   );
   printTable(
     [

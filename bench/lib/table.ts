@@ -47,7 +47,12 @@ function begin(columns: readonly Column[], widths: readonly number[]) {
       columns.map((c) => c.title),
     ),
   );
-  console.log(widths.map((w) => "-".repeat(w)).join(GAP));
+  console.log(
+    widths
+      .map((w) => "-".repeat(w))
+      .join(GAP)
+      .trimEnd(),
+  );
   return { row: (cells: readonly Cell[]) => console.log(line(columns, widths, cells)) };
 }
 
