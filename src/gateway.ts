@@ -9,7 +9,7 @@ import {
   Guard,
   type Logger,
 } from "./core/index.js";
-import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
+import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
   type DeviceProfile,
@@ -220,10 +220,11 @@ export class Gateway {
       "leafgate_mqtt_session_store_errors_total",
       "Writes of persistent MQTT sessions that failed (disk full, I/O), by what",
     );
-    const broker = new Broker(
+    const broker = new Broker({
       bus,
-      {
-        ...DEFAULT_BROKER_OPTIONS,
+      log: mqttLog,
+      metrics,
+      options: {
         maxKeepaliveS: config.mqtt.max_keepalive,
         connectTimeoutMs: config.mqtt.connect_timeout,
         maxPacketSize: config.mqtt.max_packet_size,
@@ -244,15 +245,13 @@ export class Gateway {
         maxOutboundBytes: config.mqtt.max_outbound_bytes,
         receiveMaximum: config.mqtt.receive_maximum,
       },
-      mqttLog,
-      metrics,
-      new RetainedStore(db, {
+      retained: new RetainedStore(db, {
         maxMessages: config.mqtt.max_retained_messages,
         maxBytes: config.mqtt.max_retained_bytes,
         metrics,
         log: mqttLog,
       }),
-      new Authenticator({
+      auth: new Authenticator({
         users: config.authorization.users,
         defaultPermissions: config.authorization.default_permissions,
         allowAnonymous: config.mqtt.allow_anonymous,
@@ -261,7 +260,7 @@ export class Gateway {
         failedLoginsPerAddress: config.authorization.failed_logins_per_address,
         failedLoginWindowMs: config.authorization.failed_login_window,
       }),
-      new SessionStore(db, {
+      sessionStore: new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
         maxBytes: sessionStoreQuota(config.mqtt.session_store_max_bytes, databaseBytes),
         metrics,
@@ -273,7 +272,7 @@ export class Gateway {
           );
         },
       }),
-    );
+    });
     this.#broker = broker;
     broker.restoreSessions();
     const tlsHandshakeFailures = metrics.counter(
