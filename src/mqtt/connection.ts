@@ -1,5 +1,6 @@
 import mqtt from "mqtt-packet";
 import { errorMessage } from "../core/index.js";
+import { ClientView } from "./client-view.js";
 import {
   type ConnectionState,
   type ConnectOutcome,
@@ -10,7 +11,7 @@ import {
   type ProtocolVersion,
   type Refusal,
 } from "./connection-state.js";
-import type { ConnectedClient, ConnectionContext, OnceKey } from "./context.js";
+import type { ConnectedClient, ConnectionContext } from "./context.js";
 import { ClientOutput } from "./delivery.js";
 import { FRAME_VIOLATION, MqttProtocolError } from "./errors.js";
 import { Flow } from "./flow.js";
@@ -25,7 +26,7 @@ import {
 import { dispatchPacket } from "./handlers/dispatch.js";
 import { recheckSession } from "./handlers/resume.js";
 import { Keepalive } from "./keepalive.js";
-import { encodeAck, encodeConnack, encodeV5 } from "./packets.js";
+import { encodeConnack, encodeV5 } from "./packets.js";
 import type { Session, Will } from "./session.js";
 import type { Transport, TransportHandler } from "./transport.js";
 import { checkPacket } from "./validate.js";
@@ -49,7 +50,6 @@ export class Connection implements TransportHandler {
   readonly output: ClientOutput;
   readonly #flow: Flow;
   readonly #keepalive: Keepalive;
-  readonly #loggedOnce = new Set<OnceKey>();
   readonly #parser = mqtt.parser();
   readonly #framer: PacketFramer;
   #raw: Buffer = Buffer.alloc(0);
@@ -251,7 +251,14 @@ export class Connection implements TransportHandler {
       will: n.will,
     };
     this.#state = { kind: "connected", link };
-    this.#client = this.#clientView(link);
+    const self = this;
+    this.#client = new ClientView(link, this.#flow, {
+      get connected() {
+        return self.#state.kind === "connected";
+      },
+      send: (bytes) => this.send(bytes),
+      close: (reason, now) => this.close(reason, now),
+    });
     this.output.open(link);
     this.#keepalive.start(n.keepaliveS, () => {
       // Not heard from because we stopped reading it: it did not read us for that long.
@@ -266,42 +273,6 @@ export class Connection implements TransportHandler {
     if (!this.#flow.clear("auth")) return;
     for (const { packet, raw } of held) this.#dispatch(packet, raw);
     this.#flow.resumeIfFree();
-  }
-
-  #clientView(link: Link): ConnectedClient {
-    const self = this;
-    return {
-      clientId: link.clientId,
-      user: link.user,
-      version: link.version,
-      session: link.session,
-      permissions: link.permissions,
-      aliasesIn: new Map(),
-      get connected() {
-        return self.#state.kind === "connected";
-      },
-      send: (bytes) => this.send(bytes),
-      inboundPublish: (packetId) => this.#flow.inboundPublish(link.version, packetId),
-      sendInboundAck: (kind, packetId, reasonCode = 0) => {
-        this.#flow.inboundAnswered(kind, packetId, reasonCode);
-        this.send(encodeAck(kind, packetId, reasonCode));
-      },
-      trackCommit: (commit, onCommitted, onFailed) =>
-        this.#flow.trackCommit(commit, onCommitted, onFailed),
-      close: (reason, now) => this.close(reason, now),
-      firstTime: (what) => this.#firstTime(what),
-      disconnected: (keepWill) => {
-        if (!keepWill) link.will = undefined;
-        this.close(link.will === undefined ? "client-disconnect" : "client-disconnect-with-will");
-      },
-    };
-  }
-
-  /** True the first time `what` happens here: some lines are logged once per connection. */
-  #firstTime(what: OnceKey): boolean {
-    if (this.#loggedOnce.has(what)) return false;
-    this.#loggedOnce.add(what);
-    return true;
   }
 
   #onParseError(err: Error): void {
