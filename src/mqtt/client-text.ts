@@ -13,3 +13,17 @@ export function sourceAddress(remote: string): string {
   const host = at > 0 ? remote.slice(0, at) : remote;
   return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
 }
+
+/** `text` cut to at most `maxBytes` of UTF-8, never inside a character. */
+export function cutUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let out = "";
+  let bytes = 0;
+  for (const ch of text) {
+    const size = Buffer.byteLength(ch);
+    if (bytes + size > maxBytes) break;
+    out += ch;
+    bytes += size;
+  }
+  return out;
+}

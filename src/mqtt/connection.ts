@@ -1,5 +1,6 @@
 import mqtt from "mqtt-packet";
 import { errorMessage } from "../core/index.js";
+import { cutUtf8 } from "./client-text.js";
 import { ClientView } from "./client-view.js";
 import {
   type ConnectionState,
@@ -33,8 +34,12 @@ import { checkPacket } from "./validate.js";
 
 /** Packets a client may send behind CONNECT before its CONNACK (authentication pending). */
 const MAX_HELD_PACKETS = 100;
-/** Reason Strings are for people reading logs; long protocol-error details are cut. */
-const MAX_REASON_STRING = 200;
+/**
+ * Reason Strings are for people reading logs; long details are cut to this many bytes. It
+ * keeps a DISCONNECT's property section under 128 bytes, a one-byte length: some client
+ * parsers (the Paho MQTT 5 interop suite's among them) misread a two-byte one.
+ */
+const MAX_REASON_STRING_BYTES = 100;
 
 /**
  * One client connection: bytes in, packets dispatched to their handlers, packets out
@@ -317,7 +322,7 @@ export class Connection implements TransportHandler {
   #sendDisconnect(reasonCode: number, reason: string): void {
     const link = this.#link;
     if (link === undefined || link.version !== 5 || this.#state.kind === "closed") return;
-    const reasonString = reason.slice(0, MAX_REASON_STRING);
+    const reasonString = cutUtf8(reason, MAX_REASON_STRING_BYTES);
     const withReason = encodeV5({ cmd: "disconnect", reasonCode, properties: { reasonString } });
     // Not above the client's Maximum Packet Size: the words go first [MQTT-3.14.2-3].
     this.transport.write(
