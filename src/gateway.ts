@@ -1,6 +1,15 @@
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
-import { insecureChoices, type LeafgateConfig, maskUrls } from "./config/index.js";
+import {
+  authorizationOptions,
+  brokerLimits,
+  insecureChoices,
+  type LeafgateConfig,
+  maskUrls,
+  mqttListeners,
+  outboxOptions,
+  retainedLimits,
+} from "./config/index.js";
 import {
   Bus,
   type BusSubscriber,
@@ -66,6 +75,8 @@ export class Gateway {
   readonly #dial: Dialer | undefined;
   readonly #configFile: string | undefined;
   #state: GatewayState = "new";
+  /** Given to the parts that start with a signal; aborted once `stop` has run. */
+  readonly #lifetime = new AbortController();
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
   #upstream: Upstream | undefined;
@@ -140,22 +151,7 @@ export class Gateway {
       }
     }
     const outbox = new Outbox(db, {
-      commitIntervalMs: config.buffer.commit_interval,
-      commitMaxRows: config.buffer.commit_max_rows,
-      limits: {
-        maxBytes: config.buffer.max_bytes,
-        maxMessages: config.buffer.max_messages,
-        maxAgeMs: config.buffer.max_age,
-        onFull: config.buffer.on_full,
-        classes: config.buffer.classes.map((c) => ({
-          name: c.name,
-          subjects: c.subjects,
-          onFull: c.on_full,
-          maxBytes: c.max_bytes,
-          maxMessages: c.max_messages,
-          maxAgeMs: c.max_age,
-        })),
-      },
+      ...outboxOptions(config),
       log: storeLog,
       metrics,
     });
@@ -212,7 +208,7 @@ export class Gateway {
       },
       "hub",
     );
-    upstream.start();
+    upstream.start(this.#lifetime.signal);
 
     // 4. MQTT listeners.
     const mqttLog = log.child({ part: "mqtt" });
@@ -224,42 +220,13 @@ export class Gateway {
       bus,
       log: mqttLog,
       metrics,
-      options: {
-        maxKeepaliveS: config.mqtt.max_keepalive,
-        connectTimeoutMs: config.mqtt.connect_timeout,
-        maxPacketSize: config.mqtt.max_packet_size,
-        allowAnonymous: config.mqtt.allow_anonymous,
-        maxConnections: config.mqtt.max_connections,
-        maxPendingConnections: config.mqtt.max_pending_connections,
-        maxConnectSize: config.mqtt.max_connect_size,
-        maxConnectionsPerAddress: config.mqtt.max_connections_per_address,
-        maxInflight: config.mqtt.max_inflight,
-        maxQueued: config.mqtt.max_queued_messages,
-        maxSessionQueuedBytes: config.mqtt.max_session_queued_bytes,
-        maxSessions: config.mqtt.max_sessions,
-        maxSubscriptionsPerClient: config.mqtt.max_subscriptions_per_client,
-        maxSessionExpiryMs: config.mqtt.max_session_expiry,
-        topicAliasMaximum: config.mqtt.topic_alias_maximum,
-        maxTopicBytes: config.mqtt.max_topic_length,
-        maxTopicLevels: config.mqtt.max_topic_levels,
-        maxOutboundBytes: config.mqtt.max_outbound_bytes,
-        receiveMaximum: config.mqtt.receive_maximum,
-      },
+      options: brokerLimits(config),
       retained: new RetainedStore(db, {
-        maxMessages: config.mqtt.max_retained_messages,
-        maxBytes: config.mqtt.max_retained_bytes,
+        ...retainedLimits(config),
         metrics,
         log: mqttLog,
       }),
-      auth: new Authenticator({
-        users: config.authorization.users,
-        defaultPermissions: config.authorization.default_permissions,
-        allowAnonymous: config.mqtt.allow_anonymous,
-        // What the hub sends us is the hub's to write (see compilePermissions).
-        hubOnly: config.upstream.import,
-        failedLoginsPerAddress: config.authorization.failed_logins_per_address,
-        failedLoginWindowMs: config.authorization.failed_login_window,
-      }),
+      auth: new Authenticator(authorizationOptions(config)),
       sessionStore: new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
         maxBytes: sessionStoreQuota(config.mqtt.session_store_max_bytes, databaseBytes),
@@ -279,13 +246,8 @@ export class Gateway {
       "leafgate_mqtt_tls_handshake_failures_total",
       "TLS handshakes on MQTT listeners that failed: no or an untrusted client certificate, or bad TLS",
     );
-    for (const { host, port, tls, websocket } of config.mqtt.listeners) {
-      const listener = new MqttListener(broker, mqttLog, {
-        ...(tls !== undefined ? { tls } : {}),
-        websocket,
-        tlsHandshakeFailures,
-        tcpKeepaliveMs: config.mqtt.tcp_keepalive,
-      });
+    for (const { host, port, transport } of mqttListeners(config)) {
+      const listener = new MqttListener(broker, mqttLog, { ...transport, tlsHandshakeFailures });
       this.#listeners.push(listener);
       this.#mqttAddresses.push(await listener.listen(host, port));
     }
@@ -403,6 +365,7 @@ export class Gateway {
         this.#log.error({ err }, "closing the database failed");
       }
     }
+    this.#lifetime.abort();
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
   }

@@ -4,14 +4,9 @@ import * as path from "node:path";
 import YAML from "yaml";
 import { errorMessage } from "../core/errors.js";
 import { ConfigError, invalidConfig } from "./errors.js";
-import {
-  CONFIG_SCHEMA,
-  isMapping,
-  type LeafgateConfig,
-  type Node,
-  resolveConfig,
-  toFileShape,
-} from "./schema.js";
+import { resolveConfig } from "./resolve.js";
+import { CONFIG_SCHEMA, type LeafgateConfig } from "./schema.js";
+import { type Def, isMapping, toFileShape } from "./schema-engine.js";
 
 /** Where the configuration comes from; each falls back to the process's own. */
 export interface LoadConfigOptions {
@@ -102,10 +97,7 @@ function readYaml(file: string): unknown {
  * Finds the key path for the words of an env name. Keys contain underscores, so the
  * longest run of words naming a key wins, backtracking when the rest then fails.
  */
-function matchEnv(
-  node: Node,
-  words: readonly string[],
-): { keys: string[]; node: Node } | undefined {
+function matchEnv(node: Def, words: readonly string[]): { keys: string[]; node: Def } | undefined {
   if (words.length === 0) return { keys: [], node };
   if (node.kind !== "object") return undefined;
   for (let n = words.length; n > 0; n--) {
@@ -118,7 +110,7 @@ function matchEnv(
 }
 
 /** A string from the environment in the type its key expects; bad values stay strings. */
-function coerceEnv(node: Node, value: string): unknown {
+function coerceEnv(node: Def, value: string): unknown {
   const v = value.trim();
   switch (node.kind) {
     case "list":

@@ -1,6 +1,8 @@
 import { readFileSync, statSync } from "node:fs";
 import YAML from "yaml";
-import { CONFIG_SCHEMA, isLoopback, isMapping, type LeafgateConfig, type Node } from "./schema.js";
+import { isLoopback } from "./resolve.js";
+import { CONFIG_SCHEMA, type LeafgateConfig } from "./schema.js";
+import { type Def, isMapping } from "./schema-engine.js";
 
 /** One insecure choice found at start: a stable code, what it is and what to do. */
 export interface SecurityWarning {
@@ -60,7 +62,7 @@ function hostOf(url: string): string | undefined {
  * The key paths under which `raw` (a config file as parsed) holds a secret: the keys the
  * schema marks secret, and server URLs with a password or token in them.
  */
-export function secretPaths(raw: unknown, node: Node = CONFIG_SCHEMA, at = ""): string[] {
+export function secretPaths(raw: unknown, node: Def = CONFIG_SCHEMA, at = ""): string[] {
   if (raw === undefined || raw === null) return [];
   if (node.secret) return [at];
   switch (node.kind) {

@@ -1,21 +1,22 @@
 /**
- * A Modbus profile's `decoder` section (`type: modbus`), checked, with defaults filled in:
- * what a ModbusDevice polls. Pure: no port, no clock.
- *
- * - `slave: 1` or `slaves: [1, 2]` — unicast addresses 1..247 [MB-SL 2.2], not both keys;
- * - `poll_interval`: `"1s"`, `"250ms"`, `"2m"` or a number of milliseconds (default 1s);
- * - `timeout_ms`: how long one request waits for its complete answer (default 200);
- * - `retries`: extra attempts after a timeout or a bad answer (default 2);
- * - `registers`: `{ name, function: 3|4, address, type: u16|i16|u32|i32|f32,
- *   word_order: big|little }`; `function` is required, `type` defaults to u16 and
- *   `word_order` to big. Each profile field's `source` must name a register.
+ * A Modbus profile's `decoder` section (`type: modbus`) in the schema engine, and the
+ * rules that span its keys: what a ModbusDevice polls. Pure: no port, no clock. Keys and
+ * defaults: docs/profiles.md ("modbus").
  */
-import { MAX_SLAVE, MIN_SLAVE, type ReadFunction } from "./modbus.js";
-import { type DeviceProfile, ProfileError } from "./profile.js";
+import { duration, type Infer, int, list, obj, oneOf, str } from "../config/index.js";
+import {
+  MAX_SLAVE,
+  MIN_SLAVE,
+  READ_HOLDING_REGISTERS,
+  READ_INPUT_REGISTERS,
+  type ReadFunction,
+} from "./modbus.js";
+import type { DeviceProfile } from "./profile.js";
+import { ProfileError } from "./profile-error.js";
 
-/** Profile defaults: a second between polls suits meters; 200 ms covers a slave's
- * processing time plus a 125-register answer at 19200 baud. */
-const DEFAULT_POLL_INTERVAL_MS = 1_000;
+/** A second between polls suits meters; 200 ms covers a slave's processing time plus a
+ * 125-register answer at 19200 baud. */
+const DEFAULT_POLL_INTERVAL = "1s";
 const DEFAULT_TIMEOUT_MS = 200;
 const DEFAULT_RETRIES = 2;
 /** A tighter poll loop would only keep the line busy; a longer timeout or more retries
@@ -23,24 +24,53 @@ const DEFAULT_RETRIES = 2;
 const MIN_POLL_INTERVAL_MS = 10;
 const MAX_TIMEOUT_MS = 10_000;
 const MAX_RETRIES = 10;
-/** [MB-AP 6.3, 6.4] */
-const READ_FUNCTIONS: readonly number[] = [3, 4];
+/** Register addresses are 16 bits [MB-AP 6.3, 6.4]. */
+const MAX_ADDRESS = 0xffff;
 /** Registers each value type spans. */
 export const VALUE_WORDS = { u16: 1, i16: 1, u32: 2, i32: 2, f32: 2 } as const;
-const DECODER_KEYS = [
-  "type",
-  "slave",
-  "slaves",
-  "poll_interval",
-  "timeout_ms",
-  "retries",
-  "registers",
-];
-const REGISTER_KEYS = ["name", "function", "address", "type", "word_order"];
-const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m)$/;
-const MS_PER_UNIT = { ms: 1, s: 1_000, m: 60_000 } as const;
 
 export type ModbusValueType = keyof typeof VALUE_WORDS;
+
+const SLAVE = int(MIN_SLAVE, MAX_SLAVE);
+
+/** The `decoder` section of a Modbus profile, without its `type`. */
+export const MODBUS_DECODER = obj({
+  slave: SLAVE, // or slaves, not both (see toModbusSpec)
+  slaves: list(SLAVE, { minItems: 1, expected: "a list of slave addresses" }),
+  // Refuses a bare number, which meant milliseconds here before durations read one way.
+  poll_interval: duration({
+    min: MIN_POLL_INTERVAL_MS,
+    default: DEFAULT_POLL_INTERVAL,
+    unitRequired: true,
+  }),
+  // How long one request waits for its complete answer.
+  timeout_ms: int(1, MAX_TIMEOUT_MS, { default: DEFAULT_TIMEOUT_MS }),
+  // Extra attempts after a timeout or a bad answer.
+  retries: int(0, MAX_RETRIES, { default: DEFAULT_RETRIES }),
+  registers: list(
+    obj({
+      name: str({ required: "a non-empty string" }),
+      function: oneOf([READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS], {
+        required: "3 (holding registers) or 4 (input registers)",
+        expected: "3 (holding registers) or 4 (input registers)",
+      }),
+      address: int(0, MAX_ADDRESS, { required: `an integer from 0 to ${MAX_ADDRESS}` }),
+      type: oneOf(Object.keys(VALUE_WORDS) as ModbusValueType[], { default: "u16" }),
+      word_order: oneOf(["big", "little"], {
+        default: "big",
+        expected: "big (ABCD) or little (CDAB)",
+      }),
+    }),
+    {
+      required: "a list of at least one register",
+      minItems: 1,
+      expected: "a list of at least one register",
+    },
+  ),
+});
+
+/** A checked Modbus `decoder` section, as the file spells it. */
+export type ModbusSection = { readonly type: "modbus" } & Infer<typeof MODBUS_DECODER>;
 
 /** One value a profile reads: `function` and `address` say where, `type` how to read it. */
 export interface ModbusRegister {
@@ -62,150 +92,74 @@ export interface ModbusSpec {
   readonly registers: readonly ModbusRegister[];
 }
 
-type Raw = Readonly<Record<string, unknown>>;
-
-function isRecord(v: unknown): v is Raw {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
-
 /**
- * The Modbus section of `profile`, checked. Every problem is collected with its field
- * path (`decoder.registers[2].address`) and thrown as one `ProfileError`.
+ * The poller's spec for a checked section, after the rules that span keys; each broken
+ * rule is passed to `problem` with its path. `sources` are the profile fields' sources,
+ * each of which must name a register.
  */
-export function modbusSpec(profile: DeviceProfile): ModbusSpec {
-  const problems: string[] = [];
-  const fail = (path: string, what: string): void => {
-    problems.push(`${path}: ${what}`);
-  };
-  const d = profile.decoder;
-  if (d.type !== "modbus") fail("decoder.type", `expected modbus, got ${show(d.type)}`);
-  for (const key of Object.keys(d)) {
-    if (!DECODER_KEYS.includes(key))
-      fail(`decoder.${key}`, `unknown key (expected ${DECODER_KEYS.join(", ")})`);
-  }
-  const int = (path: string, v: unknown, min: number, max: number): number => {
-    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-      fail(path, `expected a whole number ${min}..${max}, got ${show(v)}`);
-      return min;
-    }
-    return v;
-  };
-
-  // Slaves.
-  let slaves: number[] = [];
+export function toModbusSpec(
+  d: ModbusSection,
+  sources: readonly string[],
+  problem: (at: string, what: string) => void,
+): ModbusSpec {
+  let slaves: readonly number[] = [];
   if (d.slave !== undefined && d.slaves !== undefined) {
-    fail("decoder.slaves", "give either slave or slaves, not both");
+    problem("decoder.slaves", "give either slave or slaves, not both");
   } else if (d.slaves !== undefined) {
-    if (!Array.isArray(d.slaves) || d.slaves.length === 0) {
-      fail("decoder.slaves", `expected a list of slave addresses, got ${show(d.slaves)}`);
-    } else {
-      slaves = d.slaves.map((s: unknown, i: number) =>
-        int(`decoder.slaves[${i}]`, s, MIN_SLAVE, MAX_SLAVE),
-      );
-      slaves.forEach((s, i) => {
-        if (slaves.indexOf(s) !== i) fail(`decoder.slaves[${i}]`, `slave ${s} is listed twice`);
-      });
-    }
+    slaves = d.slaves;
+    slaves.forEach((s, i) => {
+      if (slaves.indexOf(s) !== i) problem(`decoder.slaves[${i}]`, `slave ${s} is listed twice`);
+    });
   } else if (d.slave !== undefined) {
-    slaves = [int("decoder.slave", d.slave, MIN_SLAVE, MAX_SLAVE)];
+    slaves = [d.slave];
   } else {
-    fail("decoder.slave", `required: the slave address (${MIN_SLAVE}..${MAX_SLAVE})`);
+    problem("decoder.slave", `required: the slave address (${MIN_SLAVE}..${MAX_SLAVE})`);
   }
-
-  // Timing.
-  const pollIntervalMs = pollInterval(d.poll_interval);
-  if (pollIntervalMs === undefined || pollIntervalMs < MIN_POLL_INTERVAL_MS) {
-    fail(
-      "decoder.poll_interval",
-      `expected a duration of at least ${MIN_POLL_INTERVAL_MS} ms like "1s" or "250ms", or a number of milliseconds, got ${show(d.poll_interval)}`,
-    );
-  }
-  const timeoutMs =
-    d.timeout_ms === undefined
-      ? DEFAULT_TIMEOUT_MS
-      : int("decoder.timeout_ms", d.timeout_ms, 1, MAX_TIMEOUT_MS);
-  const retries =
-    d.retries === undefined ? DEFAULT_RETRIES : int("decoder.retries", d.retries, 0, MAX_RETRIES);
-
-  // Registers.
-  const registers: ModbusRegister[] = [];
-  if (!Array.isArray(d.registers) || d.registers.length === 0) {
-    fail("decoder.registers", "expected a list of at least one register");
-  } else {
-    const names = new Set<string>();
-    d.registers.forEach((r: unknown, i: number) => {
-      const at = `decoder.registers[${i}]`;
-      if (!isRecord(r)) {
-        fail(at, "expected a mapping like { name: voltage, function: 4, address: 0, type: f32 }");
-        return;
-      }
-      for (const key of Object.keys(r)) {
-        if (!REGISTER_KEYS.includes(key))
-          fail(`${at}.${key}`, `unknown key (expected ${REGISTER_KEYS.join(", ")})`);
-      }
-      const name = typeof r.name === "string" ? r.name : "";
-      if (name.length === 0) fail(`${at}.name`, `expected a non-empty string, got ${show(r.name)}`);
-      else if (names.has(name)) fail(`${at}.name`, `"${name}" is defined twice`);
-      names.add(name);
-      if (!READ_FUNCTIONS.includes(r.function as number)) {
-        fail(
-          `${at}.function`,
-          `expected 3 (holding registers) or 4 (input registers), got ${show(r.function)}`,
-        );
-      }
-      const type = (r.type ?? "u16") as ModbusValueType;
-      if (!Object.hasOwn(VALUE_WORDS, type)) {
-        fail(
-          `${at}.type`,
-          `expected one of ${Object.keys(VALUE_WORDS).join(", ")}, got ${show(r.type)}`,
-        );
-      }
-      const words = VALUE_WORDS[type] ?? 1;
-      const address = int(`${at}.address`, r.address, 0, 0x10000 - words);
-      const wordOrder = r.word_order ?? "big";
-      if (wordOrder !== "big" && wordOrder !== "little") {
-        fail(`${at}.word_order`, `expected big (ABCD) or little (CDAB), got ${show(wordOrder)}`);
-      }
-      registers.push({
-        name,
-        fn: r.function as ReadFunction,
-        address,
-        type,
-        wordOrder: wordOrder as "big" | "little",
-      });
-    });
-    profile.fields.forEach((f, i) => {
-      if (!names.has(f.source)) {
-        fail(
+  const names = new Set<string>();
+  // With problems found already, entries may be partial: each rule checks what is there.
+  const registers = (d.registers ?? []).map((r: Partial<ModbusSection["registers"][number]>, i) => {
+    const at = `decoder.registers[${i}]`;
+    if (r?.name !== undefined) {
+      if (names.has(r.name)) problem(`${at}.name`, `"${r.name}" is defined twice`);
+      names.add(r.name);
+    }
+    // A value of two words must end within the address space too.
+    const last = MAX_ADDRESS + 1 - VALUE_WORDS[r?.type ?? "u16"];
+    if (r?.address !== undefined && r.address > last) {
+      problem(`${at}.address`, `expected an integer from 0 to ${last}, got ${r.address}`);
+    }
+    const { name, function: fn, address, type, word_order: wordOrder } = r ?? {};
+    return { name, fn, address, type, wordOrder } as ModbusRegister;
+  });
+  if (registers.length > 0) {
+    sources.forEach((source, i) => {
+      if (!names.has(source)) {
+        problem(
           `fields[${i}].source`,
-          `no register named "${f.source}" in decoder.registers (have ${[...names].join(", ")})`,
+          `no register named "${source}" in decoder.registers (have ${[...names].join(", ")})`,
         );
       }
     });
   }
-  if (problems.length > 0) throw new ProfileError(profile.name, problems);
   return {
     slaves,
     perSlaveDevice: d.slaves !== undefined && slaves.length > 1,
-    pollIntervalMs: pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
-    timeoutMs,
-    retries,
+    pollIntervalMs: d.poll_interval,
+    timeoutMs: d.timeout_ms,
+    retries: d.retries,
     registers,
   };
+}
+
+/** The Modbus section of `profile`, checked when the profile was loaded. */
+export function modbusSpec(profile: DeviceProfile): ModbusSpec {
+  if (profile.spec.kind === "modbus") return profile.spec.modbus;
+  throw new ProfileError(profile.file, [
+    `decoder.type: expected modbus, got ${JSON.stringify(profile.decoder.type)}`,
+  ]);
 }
 
 /** Checks a Modbus profile without opening anything, for `leafgate check` and start-up. */
 export function validateModbusDevice(profile: DeviceProfile): void {
   modbusSpec(profile);
-}
-
-/** `"250ms"`, `"1s"`, `"2m"` or a number of milliseconds; undefined when it is neither. */
-function pollInterval(v: unknown): number | undefined {
-  if (v === undefined) return DEFAULT_POLL_INTERVAL_MS;
-  if (typeof v === "number") return Number.isFinite(v) ? v : undefined;
-  if (typeof v !== "string") return undefined;
-  const m = DURATION.exec(v.trim());
-  return m ? Math.round(Number(m[1]) * MS_PER_UNIT[m[2] as keyof typeof MS_PER_UNIT]) : undefined;
 }

@@ -1,4 +1,4 @@
-import { subjectMatches } from "../core/index.js";
+import { type Gauge, subjectMatches } from "../core/index.js";
 
 export type OnFull = "drop_oldest" | "reject";
 
@@ -41,7 +41,25 @@ export function rowSize(subject: string, payloadBytes: number): number {
   return payloadBytes + subject.length;
 }
 
-/** One class's live accounting: committed rows plus rows waiting for the next commit. */
+/** Rows and bytes over a limit (0 when within it). */
+export interface Excess {
+  readonly messages: number;
+  readonly bytes: number;
+}
+
+/** A row as the policy counts it. */
+export interface SizedRow {
+  readonly cls: BufferClass;
+  readonly size: number;
+}
+
+/** A row as the table returns it when it leaves: its class by name. */
+export interface StoredRowSize {
+  readonly class: string;
+  readonly size: number;
+}
+
+/** A priority class with its limits resolved against the global ones; BufferPolicy keeps its numbers. */
 export class BufferClass {
   readonly name: string;
   readonly patterns: readonly string[];
@@ -49,10 +67,6 @@ export class BufferClass {
   readonly maxBytes: number;
   readonly maxMessages: number;
   readonly maxAgeMs: number;
-  count = 0;
-  bytes = 0;
-  pendingCount = 0;
-  pendingBytes = 0;
 
   constructor(spec: BufferClassSpec, global: BufferLimits) {
     this.name = spec.name;
@@ -62,31 +76,42 @@ export class BufferClass {
     this.maxMessages = spec.maxMessages ?? global.maxMessages;
     this.maxAgeMs = spec.maxAgeMs ?? global.maxAgeMs;
   }
+}
 
-  /** Rows over this class's own limits once pending rows are committed (by count and bytes). */
-  excess(): { messages: number; bytes: number } {
-    return {
-      messages: Math.max(0, this.count + this.pendingCount - this.maxMessages),
-      bytes: Math.max(0, this.bytes + this.pendingBytes - this.maxBytes),
-    };
-  }
+/** One class's live accounting: committed rows plus rows waiting for the next commit. */
+interface Usage {
+  count: number;
+  bytes: number;
+  pendingCount: number;
+  pendingBytes: number;
+}
+
+/** Where the committed numbers are published (per class); absent in tests that do not look. */
+export interface BufferGauges {
+  readonly messages: Gauge;
+  readonly bytes: Gauge;
 }
 
 /**
  * Maps subjects to priority classes and keeps each class's and the whole buffer's
- * accounting. A subject belongs to the first class with a matching pattern, else to
- * `default`. A class only ever evicts its own rows, so a class that rejects when full
- * (alarms) is never evicted to make room for one that drops (telemetry).
+ * accounting: the outbox tells it what happened (rows queued, committed, abandoned,
+ * removed), and it alone changes the numbers, publishing each class's to the gauges. A
+ * subject belongs to the first class with a matching pattern, else to `default`. A class
+ * only ever evicts its own rows, so a class that rejects when full (alarms) is never
+ * evicted to make room for one that drops (telemetry).
  */
 export class BufferPolicy {
   readonly limits: BufferLimits;
   readonly classes: readonly BufferClass[];
   readonly #byName = new Map<string, BufferClass>();
   readonly #default: BufferClass;
+  readonly #usage = new Map<BufferClass, Usage>();
+  readonly #gauges: BufferGauges | undefined;
   #cache = new Map<string, BufferClass>();
 
-  constructor(limits: BufferLimits) {
+  constructor(limits: BufferLimits, gauges?: BufferGauges) {
     this.limits = limits;
+    this.#gauges = gauges;
     const classes = limits.classes.map((spec) => new BufferClass(spec, limits));
     this.#default = new BufferClass(
       {
@@ -101,7 +126,10 @@ export class BufferPolicy {
     );
     classes.push(this.#default);
     this.classes = classes;
-    for (const c of classes) this.#byName.set(c.name, c);
+    for (const c of classes) {
+      this.#byName.set(c.name, c);
+      this.#usage.set(c, { count: 0, bytes: 0, pendingCount: 0, pendingBytes: 0 });
+    }
   }
 
   classify(subject: string): BufferClass {
@@ -124,9 +152,36 @@ export class BufferPolicy {
     return this.#byName.get(name) ?? this.#default;
   }
 
+  /** Committed messages and bytes of `cls`. */
+  usage(cls: BufferClass): { messages: number; bytes: number } {
+    const u = this.#use(cls);
+    return { messages: u.count, bytes: u.bytes };
+  }
+
+  /** Committed messages over every class. */
+  committedMessages(): number {
+    let n = 0;
+    for (const u of this.#usage.values()) n += u.count;
+    return n;
+  }
+
+  /** Rows over `cls`'s own limits once pending rows are committed. */
+  excess(cls: BufferClass): Excess {
+    const u = this.#use(cls);
+    return {
+      messages: Math.max(0, u.count + u.pendingCount - cls.maxMessages),
+      bytes: Math.max(0, u.bytes + u.pendingBytes - cls.maxBytes),
+    };
+  }
+
   /** Rows over the whole buffer's limits once pending rows are committed. */
-  globalExcess(): { messages: number; bytes: number } {
-    const { count, bytes } = this.totals();
+  globalExcess(): Excess {
+    let count = 0;
+    let bytes = 0;
+    for (const u of this.#usage.values()) {
+      count += u.count + u.pendingCount;
+      bytes += u.bytes + u.pendingBytes;
+    }
     return {
       messages: Math.max(0, count - this.limits.maxMessages),
       bytes: Math.max(0, bytes - this.limits.maxBytes),
@@ -139,26 +194,92 @@ export class BufferPolicy {
    * of reject classes) — rows of drop_oldest classes give way to it in the commit.
    */
   fits(cls: BufferClass, size: number): boolean {
-    if (cls.count + cls.pendingCount + 1 > cls.maxMessages) return false;
-    if (cls.bytes + cls.pendingBytes + size > cls.maxBytes) return false;
+    const own = this.#use(cls);
+    if (own.count + own.pendingCount + 1 > cls.maxMessages) return false;
+    if (own.bytes + own.pendingBytes + size > cls.maxBytes) return false;
     let count = 0;
     let bytes = 0;
-    for (const c of this.classes) {
+    for (const [c, u] of this.#usage) {
       if (c.onFull !== "reject") continue;
-      count += c.count + c.pendingCount;
-      bytes += c.bytes + c.pendingBytes;
+      count += u.count + u.pendingCount;
+      bytes += u.bytes + u.pendingBytes;
     }
     return count + 1 <= this.limits.maxMessages && bytes + size <= this.limits.maxBytes;
   }
 
-  /** Committed plus pending rows and bytes over every class. */
-  totals(): { count: number; bytes: number } {
-    let count = 0;
-    let bytes = 0;
-    for (const c of this.classes) {
-      count += c.count + c.pendingCount;
-      bytes += c.bytes + c.pendingBytes;
+  /** A row waits for the next commit. */
+  queued(cls: BufferClass, size: number): void {
+    const u = this.#use(cls);
+    u.pendingCount++;
+    u.pendingBytes += size;
+  }
+
+  /** Pending rows are on disk now. */
+  committed(rows: readonly SizedRow[]): void {
+    const touched = new Set<BufferClass>();
+    for (const { cls, size } of rows) {
+      const u = this.#use(cls);
+      u.pendingCount--;
+      u.pendingBytes -= size;
+      u.count++;
+      u.bytes += size;
+      touched.add(cls);
     }
-    return { count, bytes };
+    this.#publish(touched);
+  }
+
+  /** Pending rows that will never be committed. */
+  abandoned(rows: readonly SizedRow[]): void {
+    for (const { cls, size } of rows) {
+      const u = this.#use(cls);
+      u.pendingCount--;
+      u.pendingBytes -= size;
+    }
+  }
+
+  /**
+   * Committed rows left the table (forwarded, evicted, expired, reconciled). Inside a
+   * transaction the caller reloads after a rollback.
+   */
+  removed(rows: readonly StoredRowSize[]): void {
+    const touched = new Set<BufferClass>();
+    for (const row of rows) {
+      const cls = this.byName(row.class);
+      const u = this.#use(cls);
+      u.count--;
+      u.bytes -= row.size;
+      touched.add(cls);
+    }
+    this.#publish(touched);
+  }
+
+  /**
+   * Sets every class's committed numbers from the table's truth: at start, and after a
+   * rolled-back transaction whose removals had already been counted.
+   */
+  reload(perClass: readonly { class: string; n: number; bytes: number }[]): void {
+    for (const u of this.#usage.values()) {
+      u.count = 0;
+      u.bytes = 0;
+    }
+    for (const row of perClass) {
+      const u = this.#use(this.byName(row.class));
+      u.count += row.n;
+      u.bytes += row.bytes;
+    }
+    this.#publish(this.classes);
+  }
+
+  #use(cls: BufferClass): Usage {
+    return this.#usage.get(cls)!;
+  }
+
+  #publish(classes: Iterable<BufferClass>): void {
+    if (this.#gauges === undefined) return;
+    for (const cls of classes) {
+      const u = this.#use(cls);
+      this.#gauges.messages.set(u.count, { class: cls.name });
+      this.#gauges.bytes.set(u.bytes, { class: cls.name });
+    }
   }
 }

@@ -13,7 +13,8 @@ import { dirname, join } from "node:path";
 import type Database from "better-sqlite3";
 import type { Gauge, Logger } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
-import { DATA_FILE_MODE, pragma, tightenFile } from "./database.js";
+import { DATA_FILE_MODE, tightenFile } from "./file-modes.js";
+import { pragma } from "./statements.js";
 
 /** Kept beside the database; released when the disk fills, re-made when space returns. */
 export const RESERVE_FILE = "leafgate.reserve";

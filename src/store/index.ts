@@ -8,25 +8,20 @@ export {
 export {
   capDatabaseFile,
   closeDatabase,
-  DATABASE_FILE,
   type Durability,
   openDatabase,
-  pragma,
-  SESSION_MESSAGE_ROW_BYTES,
 } from "./database.js";
 export { StoreError } from "./errors.js";
-export { Outbox, type OutboxOptions, type OutboxRow } from "./outbox.js";
+export { DATABASE_FILE } from "./file-modes.js";
+export { Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
+export type { OutboxRow } from "./outbox-table.js";
 export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
+export { SESSION_MESSAGE_ROW_BYTES } from "./schema.js";
 export {
-  type NewStoredMessage,
   queuedBytesOf,
-  SessionStore,
-  type SessionStoreOptions,
-  type StoredMessage,
-  type StoredSession,
-  type StoredSessionWithMessages,
-  type StoredSubscription,
-  type StoredWill,
   sessionStoreQuota,
   sessionStoreUsage,
-} from "./sessions.js";
+} from "./session-quota.js";
+export type * from "./session-types.js";
+export { SessionStore, type SessionStoreOptions } from "./sessions.js";
+export { pragma } from "./statements.js";

@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
-import type { Counter, Gauge, Logger, MessageProperties, Metrics } from "../core/index.js";
-import { subjectMatches } from "../core/index.js";
+import type { Clock, Counter, Gauge, Logger, MessageProperties, Metrics } from "../core/index.js";
+import { RateLimitedLog, subjectMatches, systemClock } from "../core/index.js";
 import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 export interface RetainedMessage {
@@ -26,10 +26,18 @@ export interface RetainedStoreOptions {
   /** leafgate_mqtt_retained_{messages,bytes} and leafgate_mqtt_retained_refused_total. */
   readonly metrics?: Metrics;
   readonly log?: Logger;
+  /** What expiry and the refusal log's window are measured by (tests move it by hand). */
+  readonly clock?: Clock;
 }
 
-/** One line at most per interval for refused retained messages; each is counted anyway. */
+/**
+ * One line per bound at most every 10 s for refused retained messages: a client can make
+ * them at the rate it publishes, and each is counted in metrics anyway.
+ */
 const REFUSED_LOG_INTERVAL_MS = 10_000;
+const REFUSED_LOG_BURST = 1;
+
+type Bound = "max-retained-messages" | "max-retained-bytes";
 
 /** What is kept in memory per retained topic: enough to match, bound and expire it. */
 interface Entry {
@@ -44,7 +52,7 @@ interface Entry {
  *
  * Bounded in count and bytes: a message for a topic not yet retained is not stored past
  * either bound (it is still delivered and forwarded as any message; only the retained
- * copy is refused, counted and logged at most every 10 s). Replacing or clearing a
+ * copy is refused, counted and logged at most every 10 s per bound). Replacing or clearing a
  * retained topic always works, so a device's own status topic never gets stuck.
  *
  * Memory holds only each topic's size and expiry; payloads are read from disk on
@@ -60,14 +68,20 @@ export class RetainedStore {
   #bytes = 0;
   readonly #gauges: { messages: Gauge; bytes: Gauge } | undefined;
   readonly #refused: Counter | undefined;
-  readonly #log: Logger | undefined;
-  #lastLogMs = Number.NEGATIVE_INFINITY;
-  #refusedSinceLog = 0;
+  readonly #refusedLog: RateLimitedLog | undefined;
+  readonly #clock: Clock;
 
   constructor(db: Database.Database, options: RetainedStoreOptions = {}) {
     this.#maxMessages = options.maxMessages ?? Number.POSITIVE_INFINITY;
     this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
-    this.#log = options.log;
+    this.#clock = options.clock ?? systemClock;
+    if (options.log !== undefined) {
+      this.#refusedLog = new RateLimitedLog(options.log, {
+        burst: REFUSED_LOG_BURST,
+        windowMs: REFUSED_LOG_INTERVAL_MS,
+        clock: this.#clock,
+      });
+    }
     if (options.metrics !== undefined) {
       this.#gauges = {
         messages: options.metrics.gauge("leafgate_mqtt_retained_messages", "Retained topics kept"),
@@ -149,7 +163,7 @@ export class RetainedStore {
   }
 
   /** Retained messages whose subject any of `patterns` matches; expired ones are dropped. */
-  match(patterns: readonly string[], nowMs = Date.now()): RetainedMessage[] {
+  match(patterns: readonly string[], nowMs = this.#clock.now()): RetainedMessage[] {
     const out: RetainedMessage[] = [];
     const expired: string[] = [];
     for (const [subject, entry] of this.#index) {
@@ -195,24 +209,13 @@ export class RetainedStore {
     this.#report();
   }
 
-  #refuse(bound: "max-retained-messages" | "max-retained-bytes"): void {
+  #refuse(bound: Bound): void {
     this.#refused?.inc({ reason: bound });
-    const now = Date.now();
-    if (now - this.#lastLogMs < REFUSED_LOG_INTERVAL_MS) {
-      this.#refusedSinceLog++;
-      return;
-    }
-    this.#log?.warn(
-      {
-        bound,
-        messages: this.#index.size,
-        bytes: this.#bytes,
-        refusedSinceLastLine: this.#refusedSinceLog,
-      },
+    this.#refusedLog?.log(
+      bound,
+      { bound, messages: this.#index.size, bytes: this.#bytes },
       `retained message for a new topic not stored: mqtt.${bound.replaceAll("-", "_")} reached`,
     );
-    this.#lastLogMs = now;
-    this.#refusedSinceLog = 0;
   }
 
   #report(): void {

@@ -1,6 +1,9 @@
-import type { Outbox, OutboxRow } from "../store/index.js";
+import type { OutboxReader, OutboxRow } from "../store/index.js";
 
 export type DrainPolicy = "fifo" | "fresh_first";
+
+/** What the cursor reads of the outbox. */
+type Rows = Pick<OutboxReader, "lastId" | "readAfter">;
 
 /** Rows sent on a connection, as `sentSoFar()` describes them: every id up to `upTo`, and `from`…`to`. */
 export interface SentRows {
@@ -27,13 +30,13 @@ export function parseSentRows(text: string): SentRows | undefined {
  * backlog drains behind them. Per-subject order across the two is then not kept.
  */
 export class DrainCursor {
-  readonly #outbox: Outbox;
+  readonly #outbox: Rows;
   /** Rows at or below this id are backlog (0 under fifo: everything is live). */
   readonly #boundary: number;
   #live: number;
   #backlog: number;
 
-  constructor(outbox: Outbox, policy: DrainPolicy) {
+  constructor(outbox: Rows, policy: DrainPolicy) {
     this.#outbox = outbox;
     this.#boundary = policy === "fresh_first" ? outbox.lastId : 0;
     this.#live = this.#boundary;

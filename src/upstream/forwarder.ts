@@ -8,9 +8,12 @@ import {
   type Subscription,
 } from "@nats-io/transport-node";
 import type { Counter, Logger } from "../core/index.js";
-import type { Outbox, OutboxRow } from "../store/index.js";
+import { RateLimitedLog } from "../core/index.js";
+import type { OutboxReader, OutboxRow } from "../store/index.js";
 import { DrainCursor, type DrainPolicy } from "./drain-cursor.js";
+import { dropUnsendable, unsendable } from "./hub-limits.js";
 import type { RateCap } from "./token-bucket.js";
+import { Wakeup } from "./wakeup.js";
 
 const UTF8 = new TextDecoder();
 
@@ -20,6 +23,11 @@ const READ_BATCH_ROWS = 1000;
 const ACK_CHECK_INTERVAL_MS = 1000;
 /** Pause after the hub refused a publish, so a persistent error does not spin. */
 const RETRY_AFTER_ERROR_MS = 1000;
+/** One line per burst of refusals: a missing stream refuses every row in flight. */
+const REFUSED_LOG_WINDOW_MS = 10_000;
+const REFUSED_LOG_BURST = 1;
+/** While stopping, how often `settle` looks whether the acks are in. */
+const SETTLE_POLL_MS = 50;
 
 export interface ForwarderMetrics {
   readonly forwarded: Counter;
@@ -55,64 +63,6 @@ export interface Forwarder {
   unacknowledged(): number[];
 }
 
-/** Room left for the subject line and headers (Nats-Msg-Id, user headers) in max_payload. */
-const HEADER_ALLOWANCE_BYTES = 512;
-/**
- * nats-server's default `max_control_line`: a PUB/HPUB line (subject, reply, sizes) longer
- * than this closes the connection ("Maximum Control Line Exceeded"). The hub does not
- * announce it, so the default is assumed.
- */
-const HUB_MAX_CONTROL_LINE_BYTES = 4096;
-/** `HPUB`, three spaces, two byte counts of up to 10 digits, CRLF: all but subject and reply. */
-const CONTROL_LINE_FIXED_BYTES = 4 + 3 + 10 + 10 + 2;
-
-/**
- * Why the hub would refuse `row` whatever we do, or undefined. Sending it anyway would
- * close the connection ("maximum payload violation", "maximum control line exceeded") on
- * every retry and block the rows behind it.
- */
-function unsendable(
-  nc: NatsConnection,
-  row: OutboxRow,
-  subject: string,
-  reply: string,
-): string | undefined {
-  const line = CONTROL_LINE_FIXED_BYTES + Buffer.byteLength(subject) + Buffer.byteLength(reply);
-  if (line > HUB_MAX_CONTROL_LINE_BYTES) {
-    return "subject too long for the hub's control line (4 KiB); dropped (shorten the topic or the upstream prefix, or lower mqtt.max_topic_length)";
-  }
-  const max = nc.info?.max_payload;
-  if (max === undefined || max <= 0) return undefined;
-  let headerBytes = 0;
-  if (row.headers !== undefined) {
-    for (const [k, vs] of row.headers) for (const v of vs) headerBytes += k.length + v.length + 4;
-  }
-  if (row.payload.length + headerBytes + HEADER_ALLOWANCE_BYTES > max) {
-    return "message larger than the hub's max_payload; dropped (raise max_payload on the hub or lower mqtt.max_packet_size)";
-  }
-  return undefined;
-}
-
-/** Logs and counts a row the hub can never take; the caller deletes it. */
-function dropUnsendable(
-  nc: NatsConnection,
-  row: OutboxRow,
-  why: string,
-  options: ForwarderOptions,
-): void {
-  options.metrics.tooLarge.inc();
-  options.log.error(
-    {
-      row: row.id,
-      subject: row.subject.length > 80 ? `${row.subject.slice(0, 80)}…` : row.subject,
-      subjectBytes: Buffer.byteLength(row.subject),
-      bytes: row.payload.length,
-      hubMaxPayload: nc.info?.max_payload,
-    },
-    why,
-  );
-}
-
 /** The message id the hub deduplicates on: unique per gateway, never reused. */
 export function messageId(gatewayId: string, rowId: number): string {
   return `${gatewayId}-${rowId}`;
@@ -134,31 +84,6 @@ function rowHeaders(gatewayId: string, row: OutboxRow, sentRows?: string): MsgHd
   return h;
 }
 
-/** A single sleeper that an event can wake early. */
-class Wakeup {
-  #wake: (() => void) | undefined;
-
-  wait(signal: AbortSignal, ms?: number): Promise<void> {
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.#wake = undefined;
-        resolve();
-      };
-      if (ms !== undefined) timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-      this.#wake = done;
-    });
-  }
-
-  wake(): void {
-    this.#wake?.();
-  }
-}
-
 /**
  * JetStream mode. Publishes are pipelined: each row goes out as a core publish whose
  * reply subject is `<inbox>.<row id>` under one wildcard subscription, so a PubAck costs
@@ -168,7 +93,7 @@ class Wakeup {
  */
 export class JetStreamForwarder implements Forwarder {
   readonly #nc: NatsConnection;
-  readonly #outbox: Outbox;
+  readonly #outbox: OutboxReader;
   readonly #options: ForwarderOptions;
   /** Row id → time sent; insertion order is id order, so the first key is the oldest. */
   readonly #inflight = new Map<number, number>();
@@ -180,22 +105,24 @@ export class JetStreamForwarder implements Forwarder {
   readonly #sentBefore: Set<number>;
   readonly #wakeup = new Wakeup();
   readonly #cursor: DrainCursor;
-  readonly #rate: RateCap;
+  readonly #refusedLog: RateLimitedLog;
   /** Acknowledged rows not deleted yet: never sent again. */
   #acked = new Set<number>();
   #deleteScheduled = false;
   #pauseUntilMs = 0;
-  #lastErrorLogMs = 0;
   #waitingForRoom = false;
   #replies: Subscription | undefined;
 
-  constructor(nc: NatsConnection, outbox: Outbox, options: ForwarderOptions) {
+  constructor(nc: NatsConnection, outbox: OutboxReader, options: ForwarderOptions) {
     this.#nc = nc;
     this.#outbox = outbox;
     this.#options = options;
     this.#cursor = new DrainCursor(outbox, options.drain);
-    this.#rate = options.rate;
     this.#sentBefore = new Set(options.unacknowledged);
+    this.#refusedLog = new RateLimitedLog(options.log, {
+      burst: REFUSED_LOG_BURST,
+      windowMs: REFUSED_LOG_WINDOW_MS,
+    });
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -217,7 +144,7 @@ export class JetStreamForwarder implements Forwarder {
       wakeScheduled = true;
       setImmediate(wakeAfterAcks);
     });
-    const { maxInFlight, prefix, gatewayId } = this.#options;
+    const { maxInFlight, prefix, gatewayId, rate } = this.#options;
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
         const pauseMs = this.#pauseUntilMs - Date.now();
@@ -237,9 +164,9 @@ export class JetStreamForwarder implements Forwarder {
           this.#waitingForRoom = false;
           continue;
         }
-        const allowed = this.#rate.allowed(Math.min(room, READ_BATCH_ROWS));
+        const allowed = rate.allowed(Math.min(room, READ_BATCH_ROWS));
         if (allowed === 0) {
-          await this.#wakeup.wait(signal, this.#rate.waitMs());
+          await this.#wakeup.wait(signal, rate.waitMs());
           continue;
         }
         const rows = this.#cursor.read(allowed);
@@ -261,7 +188,7 @@ export class JetStreamForwarder implements Forwarder {
             this.#cursor.advance(row.id);
             continue;
           }
-          if (!this.#rate.take(row.payload.length)) {
+          if (!rate.take(row.payload.length)) {
             capped = row;
             break;
           }
@@ -274,7 +201,7 @@ export class JetStreamForwarder implements Forwarder {
           if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();
         }
         if (capped !== undefined) {
-          await this.#wakeup.wait(signal, this.#rate.waitMs(capped.payload.length));
+          await this.#wakeup.wait(signal, rate.waitMs(capped.payload.length));
           continue;
         }
         // Let the socket write and the acks come in before reading more.
@@ -294,7 +221,7 @@ export class JetStreamForwarder implements Forwarder {
     const until = Date.now() + deadlineMs;
     const never = new AbortController().signal;
     while (this.#inflight.size > 0 && !this.#nc.isClosed() && Date.now() < until) {
-      await this.#wakeup.wait(never, Math.min(50, until - Date.now()));
+      await this.#wakeup.wait(never, Math.min(SETTLE_POLL_MS, until - Date.now()));
     }
     this.#replies?.unsubscribe();
     this.#deleteAcked();
@@ -352,16 +279,12 @@ export class JetStreamForwarder implements Forwarder {
   #refused(rowId: number, reason: string): void {
     this.#options.metrics.publishErrors.inc({ reason: reason.split(" ")[0] || "unknown" });
     if (!this.#inflight.has(rowId)) return;
-    const now = Date.now();
-    // One line per burst: a missing stream refuses every row in flight.
-    if (now - this.#lastErrorLogMs > 10_000) {
-      this.#lastErrorLogMs = now;
-      this.#options.log.warn(
-        { row: rowId, reason },
-        "hub refused a publish; resending from the first unacknowledged row",
-      );
-    }
-    this.#pauseUntilMs = now + RETRY_AFTER_ERROR_MS;
+    this.#refusedLog.log(
+      "refused",
+      { row: rowId, reason },
+      "hub refused a publish; resending from the first unacknowledged row",
+    );
+    this.#pauseUntilMs = Date.now() + RETRY_AFTER_ERROR_MS;
     this.#rewind();
   }
 
@@ -395,57 +318,62 @@ export class JetStreamForwarder implements Forwarder {
  */
 export class CoreForwarder implements Forwarder {
   readonly #nc: NatsConnection;
-  readonly #outbox: Outbox;
+  readonly #outbox: OutboxReader;
   readonly #options: ForwarderOptions;
   readonly #cursor: DrainCursor;
-  readonly #rate: RateCap;
+  readonly #wakeup = new Wakeup();
 
-  constructor(nc: NatsConnection, outbox: Outbox, options: ForwarderOptions) {
+  constructor(nc: NatsConnection, outbox: OutboxReader, options: ForwarderOptions) {
     this.#nc = nc;
     this.#outbox = outbox;
     this.#options = options;
     this.#cursor = new DrainCursor(outbox, options.drain);
-    this.#rate = options.rate;
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const { prefix, gatewayId, maxInFlight } = this.#options;
-    while (!signal.aborted && !this.#nc.isClosed()) {
-      if (this.#cursor.caughtUp()) {
-        await this.#outbox.waitForRowsAfter(this.#outbox.lastId, signal);
-        continue;
-      }
-      const allowed = this.#rate.allowed(Math.min(maxInFlight, READ_BATCH_ROWS));
-      if (allowed === 0) {
-        await delay(this.#rate.waitMs(), undefined, { signal }).catch(() => {});
-        continue;
-      }
-      const rows = this.#cursor.read(allowed);
-      const sent: number[] = [];
-      let published = 0;
-      let waitMs = 0;
-      for (const row of rows) {
-        const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, "");
-        if (why !== undefined) {
-          dropUnsendable(this.#nc, row, why, this.#options);
-        } else if (this.#rate.take(row.payload.length)) {
-          this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
-            headers: rowHeaders(gatewayId, row),
-          });
-          published++;
-        } else {
-          waitMs = this.#rate.waitMs(row.payload.length);
-          break;
+    const { prefix, gatewayId, maxInFlight, rate } = this.#options;
+    const stopListening = this.#outbox.onCommit(() => this.#wakeup.wake());
+    try {
+      while (!signal.aborted && !this.#nc.isClosed()) {
+        if (this.#cursor.caughtUp()) {
+          // Caught up: the next commit wakes us.
+          await this.#wakeup.wait(signal);
+          continue;
         }
-        sent.push(row.id);
+        const allowed = rate.allowed(Math.min(maxInFlight, READ_BATCH_ROWS));
+        if (allowed === 0) {
+          await delay(rate.waitMs(), undefined, { signal }).catch(() => {});
+          continue;
+        }
+        const rows = this.#cursor.read(allowed);
+        const sent: number[] = [];
+        let published = 0;
+        let waitMs = 0;
+        for (const row of rows) {
+          const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, "");
+          if (why !== undefined) {
+            dropUnsendable(this.#nc, row, why, this.#options);
+          } else if (rate.take(row.payload.length)) {
+            this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
+              headers: rowHeaders(gatewayId, row),
+            });
+            published++;
+          } else {
+            waitMs = rate.waitMs(row.payload.length);
+            break;
+          }
+          sent.push(row.id);
+        }
+        if (sent.length > 0) {
+          await this.#nc.flush();
+          for (const id of sent) this.#cursor.advance(id);
+          this.#outbox.delete(sent);
+          this.#options.metrics.forwarded.inc(undefined, published);
+        }
+        if (waitMs > 0) await delay(waitMs, undefined, { signal }).catch(() => {});
       }
-      if (sent.length > 0) {
-        await this.#nc.flush();
-        for (const id of sent) this.#cursor.advance(id);
-        this.#outbox.delete(sent);
-        this.#options.metrics.forwarded.inc(undefined, published);
-      }
-      if (waitMs > 0) await delay(waitMs, undefined, { signal }).catch(() => {});
+    } finally {
+      stopListening();
     }
   }
 

@@ -4,8 +4,8 @@ export { messageId } from "./forwarder.js";
 export {
   type Dialer,
   Upstream,
-  type UpstreamConfig,
   type UpstreamOptions,
   type UpstreamState,
   type UpstreamStatus,
 } from "./upstream.js";
+export type { UpstreamConfig } from "./upstream-config.js";

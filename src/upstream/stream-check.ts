@@ -8,11 +8,18 @@ export type StreamCheck =
 
 /** JetStream API error code for "stream not found". */
 const STREAM_NOT_FOUND = 10059;
+/** How long a JetStream API request may take before the hub counts as not answering. */
+export const JETSTREAM_API_TIMEOUT_MS = 5_000;
+/** JetStream's own duplicate window when a stream sets none. */
+const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+const NANOS_PER_MS = 1e6;
 
-/** The stream's duplicate window in ms (JetStream reports nanoseconds; its default is 2 min). */
+/** The stream's duplicate window in ms (JetStream reports nanoseconds). */
 function windowMs(info: StreamInfo): number {
   const nanos = info.config.duplicate_window;
-  return typeof nanos === "number" && nanos > 0 ? Math.floor(nanos / 1e6) : 120_000;
+  return typeof nanos === "number" && nanos > 0
+    ? Math.floor(nanos / NANOS_PER_MS)
+    : DEFAULT_DUPLICATE_WINDOW_MS;
 }
 
 function uncovered(info: StreamInfo, wanted: readonly string[]): string[] {
@@ -35,7 +42,10 @@ export async function checkStream(
     `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}' --defaults`;
   let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
   try {
-    jsm = await jetstreamManager(nc, { timeout: 5000, ...(domain ? { domain } : {}) });
+    jsm = await jetstreamManager(nc, {
+      timeout: JETSTREAM_API_TIMEOUT_MS,
+      ...(domain ? { domain } : {}),
+    });
   } catch (err) {
     return {
       ok: false,

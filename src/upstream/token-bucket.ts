@@ -3,6 +3,8 @@
  * second's worth. A take larger than the bucket is allowed when the bucket is full and
  * leaves it in debt, so a message bigger than a second's budget is slowed, never stuck.
  */
+const MS_PER_SECOND = 1_000;
+
 export class TokenBucket {
   readonly #rate: number;
   readonly #capacity: number;
@@ -22,7 +24,10 @@ export class TokenBucket {
     const now = this.#now();
     const elapsed = now - this.#updatedMs;
     if (elapsed > 0) {
-      this.#tokens = Math.min(this.#capacity, this.#tokens + (elapsed * this.#rate) / 1000);
+      this.#tokens = Math.min(
+        this.#capacity,
+        this.#tokens + (elapsed * this.#rate) / MS_PER_SECOND,
+      );
       this.#updatedMs = now;
     }
   }
@@ -45,7 +50,7 @@ export class TokenBucket {
   msUntil(n: number): number {
     this.#refill();
     const missing = Math.min(n, this.#capacity) - this.#tokens;
-    return missing <= 0 ? 0 : Math.ceil((missing * 1000) / this.#rate);
+    return missing <= 0 ? 0 : Math.ceil((missing * MS_PER_SECOND) / this.#rate);
   }
 }
 

@@ -1,13 +1,15 @@
 // Modbus RTU end to end: a slave simulator on a socat pty <- ModbusDevice polling it through
 // the real serial library, publishing onto a real Bus this test subscribes to.
 // (ModbusDevice is built directly: the gateway does not pick it for Modbus profiles yet.)
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import { type ModbusRequestRecord, ModbusSlaveSimulator } from "../../firmware-sim/modbus-slave.js";
 import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import { ModbusDevice } from "../../src/serial/modbus-device.js";
-import { type DeviceProfile, loadProfile } from "../../src/serial/profile.js";
+import { validateProfile } from "../../src/serial/profile.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 const METER_YAML = new URL("../../devices/energy-meter.yaml", import.meta.url).pathname;
@@ -47,16 +49,19 @@ describe("modbus devices", () => {
       slaves: options.slaves ?? [1],
     });
     await sim.open();
-    const shipped = loadProfile(METER_YAML);
-    const profile: DeviceProfile = {
-      ...shipped,
-      decoder: {
-        ...shipped.decoder,
-        poll_interval: POLL_MS,
-        timeout_ms: PATIENT_TIMEOUT_MS,
-        ...options.decoder,
+    const shipped = parse(readFileSync(METER_YAML, "utf8"));
+    const profile = validateProfile(
+      {
+        ...shipped,
+        decoder: {
+          ...shipped.decoder,
+          poll_interval: `${POLL_MS}ms`,
+          timeout_ms: PATIENT_TIMEOUT_MS,
+          ...options.decoder,
+        },
       },
-    };
+      METER_YAML,
+    );
     messages = [];
     const bus = new Bus();
     bus.subscribe("sensors.>", {

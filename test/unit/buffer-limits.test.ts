@@ -3,8 +3,8 @@
 // max_age expiry, disk full, accounting across a reopen, and the v1 -> v2 migration.
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
-import { type Envelope, silentLogger } from "../../src/core/index.js";
+import { describe, expect, it } from "vitest";
+import { type Envelope, type Logger, ManualClock, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import {
   type BufferClassSpec,
@@ -13,10 +13,9 @@ import {
   DATABASE_FILE,
   type OnFull,
   Outbox,
-  openDatabase,
   type StoreError,
 } from "../../src/store/index.js";
-import { type TempDir, tempDir } from "../helpers/wait.js";
+import { tempDatabases } from "../helpers/temp-db.js";
 
 const DROPPED = "leafgate_buffer_dropped_total";
 const MESSAGES = "leafgate_buffer_messages";
@@ -32,27 +31,7 @@ const DEFAULT_MAX_BYTES = 1e9;
 const DEFAULT_MAX_MESSAGES = 10_000_000;
 const DEFAULT_MAX_AGE_MS = 7 * 24 * HOUR;
 
-let temps: TempDir[] = [];
-let dbs: Database.Database[] = [];
-
-afterEach(async () => {
-  for (const db of dbs) closeDatabase(db);
-  dbs = [];
-  await Promise.all(temps.map((t) => t.cleanup()));
-  temps = [];
-});
-
-function newDir(): string {
-  const t = tempDir("limits");
-  temps.push(t);
-  return t.path;
-}
-
-function open(dir: string): Database.Database {
-  const db = openDatabase(dir, "normal");
-  dbs.push(db);
-  return db;
-}
+const { newDir, open } = tempDatabases("limits");
 
 function cls(
   name: string,
@@ -84,15 +63,16 @@ function limits(opts: Partial<BufferLimits> = {}): BufferLimits {
 function newOutbox(
   db: Database.Database,
   bufferLimits: BufferLimits,
-  commitMaxRows = 10_000,
+  seams: { clock?: ManualClock; log?: Logger } = {},
 ): { outbox: Outbox; metrics: MetricsRegistry } {
   const metrics = new MetricsRegistry();
   const outbox = new Outbox(db, {
     commitIntervalMs: 0,
-    commitMaxRows,
+    commitMaxRows: 10_000,
     limits: bufferLimits,
-    log: silentLogger,
+    log: seams.log ?? silentLogger,
     metrics,
+    ...(seams.clock === undefined ? {} : { clock: seams.clock }),
   });
   return { outbox, metrics };
 }
@@ -574,6 +554,94 @@ describe("max_age", () => {
     expect(metrics.value(DROPPED, { class: "default", reason: "evicted" })).toBe(0);
     expectAccountingMatchesTable(db, outbox, metrics);
     expect(outbox.readAfter(0, 1)[0]!.subject).toBe("long.601");
+  });
+});
+
+describe("upkeep and the drop log on the clock", () => {
+  it("startMaintenance expires every tenth of the shortest max_age, as the clock moves", async () => {
+    const db = open(newDir());
+    const clock = new ManualClock(T0);
+    const { outbox, metrics } = newOutbox(
+      db,
+      limits({
+        maxAgeMs: HOUR,
+        classes: [cls("short", ["short.>"], "drop_oldest", { maxAgeMs: MINUTE })],
+      }),
+      { clock },
+    );
+    // One short row every 10 s from T0 (ids 1..10).
+    await batch(
+      outbox,
+      range(0, 9).map((i) => msg(`short.${i}`, "s", T0 + i * 10_000)),
+    );
+    const expired = () => metrics.value(DROPPED, { class: "short", reason: "expired" });
+    // maintain() without a time asks the clock: at T0 + 70 s the cutoff is T0 + 10 s, so
+    // only the row of T0 goes (the one received at the cutoff is not older than max_age).
+    clock.advance(70_000);
+    outbox.maintain();
+    expect(expired()).toBe(1);
+
+    // Rounds every 6 s (a tenth of a minute) from now: the round at T0 + 76 s (cutoff
+    // T0 + 16 s) takes the row of T0 + 10 s; the next, at T0 + 82 s, the row of T0 + 20 s.
+    outbox.startMaintenance();
+    expect(clock.pending).toBe(1);
+    clock.advance(6_000);
+    expect(expired()).toBe(2);
+    clock.advance(5_999);
+    expect(expired()).toBe(2);
+    clock.advance(1);
+    expect(expired()).toBe(3);
+    expect(subjectsOf(db, "short")).toEqual(range(3, 9).map((i) => `short.${i}`));
+    expectAccountingMatchesTable(db, outbox, metrics);
+
+    // Closing stops the rounds.
+    outbox.close();
+    expect(clock.pending).toBe(0);
+    clock.advance(HOUR);
+    expect(expired()).toBe(3);
+  });
+
+  it("logs drops once per class and reason every 10 s, counting the messages in between", async () => {
+    const db = open(newDir());
+    const clock = new ManualClock(T0);
+    const lines: [string, Record<string, unknown>][] = [];
+    const log: Logger = { ...silentLogger, warn: (fields, m) => lines.push([m, fields]) };
+    const { outbox, metrics } = newOutbox(
+      db,
+      limits({ classes: [cls("telemetry", [">"], "drop_oldest", { maxMessages: 100 })] }),
+      { clock, log },
+    );
+    const evicted = () => metrics.value(DROPPED, { class: "telemetry", reason: "evicted" });
+    // 101 rows received at T0 - 5 s: 1 over, + 1 headroom = 2 evicted, logged at once.
+    await batch(
+      outbox,
+      range(1, 101).map((i) => msg(`t.${i}`, "x", T0 - 5_000)),
+    );
+    expect(evicted()).toBe(2);
+    const line = { class: "telemetry", oldestAgeS: 5, onFull: "drop_oldest" };
+    expect(lines).toEqual([["buffer full: evicted the oldest messages", { ...line, messages: 2 }]]);
+
+    // 99 left: the 2nd row over evicts 2 more, held back within the window...
+    await outbox.append(msg("t.102", "x", T0));
+    await outbox.append(msg("t.103", "x", T0));
+    expect(evicted()).toBe(4);
+    clock.advance(9_999);
+    await outbox.append(msg("t.104", "x", T0));
+    await outbox.append(msg("t.105", "x", T0));
+    expect(evicted()).toBe(6);
+    expect(lines.length).toBe(1);
+    // ...and the first drop after it says how many messages went since the last line.
+    clock.advance(1);
+    await outbox.append(msg("t.106", "x", T0));
+    await outbox.append(msg("t.107", "x", T0));
+    expect(evicted()).toBe(8);
+    expect(lines).toEqual([
+      ["buffer full: evicted the oldest messages", { ...line, messages: 2 }],
+      [
+        "buffer full: evicted the oldest messages",
+        { ...line, oldestAgeS: 15, messages: 6, suppressed: 2 },
+      ],
+    ]);
   });
 });
 

@@ -4,10 +4,15 @@ import * as path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import YAML from "yaml";
 import {
+  authorizationOptions,
+  brokerLimits,
   ConfigError,
   formatConfig,
   type LeafgateConfig,
   loadConfig,
+  mqttListeners,
+  outboxOptions,
+  retainedLimits,
 } from "../../src/config/index.js";
 
 const CWD = "/srv/leafgate";
@@ -174,6 +179,7 @@ describe("loadConfig", () => {
     expect(c).toStrictEqual({
       gateway: { id: "gw-kitchen", data_dir: path.join(dir, "data") },
       mqtt: {
+        ...DEFAULTS.mqtt,
         listeners: [
           { host: "127.0.0.1", port: 1883, websocket: false },
           { host: "0.0.0.0", port: 0, websocket: false },
@@ -183,22 +189,6 @@ describe("loadConfig", () => {
         max_keepalive: 120,
         connect_timeout: 250,
         max_packet_size: 524_288,
-        max_connections: 1000,
-        max_pending_connections: 100,
-        max_connect_size: 65_536,
-        max_connections_per_address: 256,
-        max_inflight: 1000,
-        max_queued_messages: 1000,
-        max_session_queued_bytes: 16 * 1024 ** 2,
-        max_session_expiry: 7 * 24 * 3600 * 1000,
-        max_sessions: 10_000,
-        session_store_max_bytes: 256 * 1024 ** 2,
-        max_subscriptions_per_client: 100,
-        max_retained_messages: 10_000,
-        max_retained_bytes: 64 * 1024 ** 2,
-        topic_alias_maximum: 64,
-        max_topic_length: 1024,
-        max_topic_levels: 64,
         max_outbound_bytes: 4 * 1024 * 1024,
         receive_maximum: 20,
         tcp_keepalive: 7_200_000,
@@ -249,16 +239,8 @@ describe("loadConfig", () => {
           },
         ],
       },
-      authorization: {
-        default_permissions: {
-          publish: { allow: [">"], deny: [] },
-          subscribe: { allow: [">"], deny: [] },
-        },
-        users: [],
-        failed_logins_per_address: 10,
-        failed_login_window: 60_000,
-      },
-      serial: { ports: [], profiles_dir: null },
+      authorization: DEFAULTS.authorization,
+      serial: DEFAULTS.serial,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
       log: { level: "debug" },
     });
@@ -550,6 +532,56 @@ describe("file errors", () => {
     expect(() => loadConfig({ env: { LEAFGATE_LOG_LEVEL: "loud" }, hostname: "h" })).toThrow(
       'invalid configuration in defaults/environment:\n  LEAFGATE_LOG_LEVEL: expected one of debug, info, warn, error, got "loud"',
     );
+  });
+});
+
+describe("options for the parts", () => {
+  it("maps snake_case keys to each part's camelCase options", () => {
+    const c = load(FULL);
+    expect(brokerLimits(c)).toMatchObject({
+      maxKeepaliveS: 120,
+      connectTimeoutMs: 250,
+      maxPacketSize: 524_288,
+      allowAnonymous: false,
+      maxQueued: 1000,
+      maxSessionExpiryMs: 7 * 86_400_000,
+      maxTopicBytes: 1024,
+      maxOutboundBytes: 4 * 1024 * 1024,
+      receiveMaximum: 20,
+    });
+    const { limits, ...commit } = outboxOptions(c);
+    expect(commit).toStrictEqual({ commitIntervalMs: 5, commitMaxRows: 500 });
+    expect([limits.maxBytes, limits.maxMessages, limits.maxAgeMs, limits.onFull]).toStrictEqual([
+      2_000_000_000,
+      10_000_000,
+      30 * 86_400_000,
+      "drop_oldest",
+    ]);
+    // name, subjects, onFull, maxBytes, maxMessages, maxAgeMs
+    expect(limits.classes.map((k) => Object.values(k))).toStrictEqual([
+      ["alarms", ["alarms.>"], "reject", null, 100_000, null],
+      ["telemetry", [">"], "drop_oldest", 536_870_912, null, null],
+    ]);
+    expect(limits.classes.map((k) => Object.keys(k).join())).toStrictEqual([
+      "name,subjects,onFull,maxBytes,maxMessages,maxAgeMs",
+      "name,subjects,onFull,maxBytes,maxMessages,maxAgeMs",
+    ]);
+    expect(retainedLimits(c)).toStrictEqual({ maxMessages: 10_000, maxBytes: 64 * 1024 ** 2 });
+    expect(authorizationOptions(c)).toMatchObject({
+      users: [],
+      allowAnonymous: false,
+      hubOnly: ["cmd.gw-kitchen.>"],
+      failedLoginsPerAddress: 10,
+      failedLoginWindowMs: 60_000,
+    });
+    expect(mqttListeners(c)).toStrictEqual([
+      {
+        host: "127.0.0.1",
+        port: 1883,
+        transport: { websocket: false, tcpKeepaliveMs: 7_200_000 },
+      },
+      { host: "0.0.0.0", port: 0, transport: { websocket: false, tcpKeepaliveMs: 7_200_000 } },
+    ]);
   });
 });
 

@@ -3,33 +3,13 @@
 // fresh_first before live rows overtake the backlog or after the backlog is through);
 // exact, as `..<backlog>,<from>..<to>`, while live rows are ahead of an unsent backlog;
 // and never claiming a rewound row. On a real outbox (SQLite in a temp dir).
-import { afterEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../src/core/index.js";
-import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
+import { describe, expect, it } from "vitest";
+import type { Outbox } from "../../src/store/index.js";
 import { DrainCursor, parseSentRows } from "../../src/upstream/drain-cursor.js";
-import { type TempDir, tempDir } from "../helpers/wait.js";
+import { tempOutboxes } from "../helpers/temp-outbox.js";
 
 describe("DrainCursor.sentSoFar", () => {
-  let dir: TempDir | undefined;
-  const cleanups: (() => void)[] = [];
-
-  afterEach(async () => {
-    for (const c of cleanups.splice(0)) c();
-    await dir?.cleanup();
-  });
-
-  function outbox(): Outbox {
-    dir = tempDir("cursor");
-    const db = openDatabase(dir.path, "normal");
-    cleanups.push(() => closeDatabase(db));
-    return new Outbox(db, {
-      commitIntervalMs: 0,
-      commitMaxRows: 100,
-      log: silentLogger,
-      metrics: new MetricsRegistry(),
-    });
-  }
+  const outbox = tempOutboxes("cursor");
 
   async function append(box: Outbox, count: number): Promise<void> {
     const appended = [];

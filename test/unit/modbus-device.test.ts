@@ -149,7 +149,12 @@ function meterProfile(
       name: "meter-test",
       serial: { baud_rate: 9600 },
       framing: { type: "idle", gap_ms: 5 },
-      decoder: { ...base.decoder, poll_interval: INTERVAL_MS, timeout_ms: TIMEOUT_MS, ...decoder },
+      decoder: {
+        ...base.decoder,
+        poll_interval: `${INTERVAL_MS}ms`,
+        timeout_ms: TIMEOUT_MS,
+        ...decoder,
+      },
       fields: base.fields.map((f) => ({
         name: f.name,
         type: f.type,
@@ -385,7 +390,7 @@ describe("ModbusDevice", () => {
         decoder: {
           type: "modbus",
           slave: 1,
-          poll_interval: 1000,
+          poll_interval: "1000ms",
           retries: 2,
           registers: [
             { name: "voltage", function: 4, address: 0, type: "f32" },
@@ -509,7 +514,7 @@ describe("modbusSpec", () => {
       spec({ type: "modbus", slave: 1, poll_interval: "2m", registers: [reg] }).pollIntervalMs,
     ).toBe(120_000);
     expect(
-      spec({ type: "modbus", slave: 1, poll_interval: 500, registers: [reg] }).pollIntervalMs,
+      spec({ type: "modbus", slave: 1, poll_interval: "500ms", registers: [reg] }).pollIntervalMs,
     ).toBe(500);
     expect(spec({ type: "modbus", slaves: [1, 2], registers: [reg] }).perSlaveDevice).toBe(true);
     expect(spec({ type: "modbus", slaves: [3], registers: [reg] }).perSlaveDevice).toBe(false);
@@ -531,7 +536,7 @@ describe("modbusSpec", () => {
     [{ type: "modbus", registers: [reg] }, "decoder.slave: required"],
     [
       { type: "modbus", slave: 0, registers: [reg] },
-      "decoder.slave: expected a whole number 1..247, got 0",
+      "decoder.slave: expected an integer from 1 to 247, got 0",
     ],
     [
       { type: "modbus", slave: 1, slaves: [2], registers: [reg] },
@@ -547,16 +552,24 @@ describe("modbusSpec", () => {
       "decoder.poll_interval: expected a duration",
     ],
     [
-      { type: "modbus", slave: 1, poll_interval: 5, registers: [reg] },
-      "decoder.poll_interval: expected a duration of at least 10 ms",
+      { type: "modbus", slave: 1, poll_interval: "5ms", registers: [reg] },
+      'decoder.poll_interval: expected a duration of at least 10ms, got "5ms"',
+    ],
+    [
+      { type: "modbus", slave: 1, poll_interval: 500, registers: [reg] },
+      'decoder.poll_interval: expected a duration with its unit, like "500ms" or "500s", got 500',
+    ],
+    [
+      { type: "modbus", slave: 1, poll_interval: "250", registers: [reg] },
+      'decoder.poll_interval: expected a duration with its unit, like "250ms" or "250s", got 250',
     ],
     [
       { type: "modbus", slave: 1, timeout_ms: 0, registers: [reg] },
-      "decoder.timeout_ms: expected a whole number 1..10000",
+      "decoder.timeout_ms: expected an integer from 1 to 10000",
     ],
     [
       { type: "modbus", slave: 1, retries: -1, registers: [reg] },
-      "decoder.retries: expected a whole number 0..10",
+      "decoder.retries: expected an integer from 0 to 10",
     ],
     [{ type: "modbus", slave: 1 }, "decoder.registers: expected a list of at least one register"],
     [
@@ -573,7 +586,7 @@ describe("modbusSpec", () => {
     ],
     [
       { type: "modbus", slave: 1, registers: [{ ...reg, address: 65535, type: "f32" }] },
-      "decoder.registers[0].address: expected a whole number 0..65534",
+      "decoder.registers[0].address: expected an integer from 0 to 65534, got 65535",
     ],
     [
       { type: "modbus", slave: 1, registers: [{ ...reg, word_order: "mixed" }] },

@@ -54,6 +54,14 @@ function newDir(): string {
   return t.path;
 }
 
+/** Closes `outbox` and its database, and opens both again from `dir`. */
+function reopen(dir: string, outbox: Outbox, db: Database.Database): [Outbox, Database.Database] {
+  outbox.close();
+  closeDatabase(db);
+  const again = open(dir);
+  return [newOutbox(again), again];
+}
+
 /** openDatabase, remembered so afterEach closes it. */
 function open(dir: string, durability: Durability = "normal"): Database.Database {
   const db = openDatabase(dir, durability);
@@ -520,11 +528,7 @@ describe("Outbox rows", () => {
     outbox.delete([1, 2, 3, 4, 5]);
     expect(outbox.size).toBe(0);
     expect(outbox.lastId).toBe(5);
-    outbox.close();
-    closeDatabase(db);
-
-    db = open(dir);
-    outbox = newOutbox(db);
+    [outbox, db] = reopen(dir, outbox, db);
     expect(outbox.size).toBe(0);
     expect(outbox.lastId).toBe(5);
     expect(ids(outbox)).toEqual([]);
@@ -562,99 +566,88 @@ describe("Outbox rows", () => {
 
     await outbox.append(msg("d.13"));
     expect(outbox.size).toBe(4);
-    outbox.close();
-    closeDatabase(db);
-
-    db = open(dir);
-    outbox = newOutbox(db);
+    [outbox, db] = reopen(dir, outbox, db);
     expect(outbox.size).toBe(4);
     expect(outbox.lastId).toBe(13);
     expect(ids(outbox)).toEqual([2, 5, 6, 13]);
   });
 });
 
-describe("Outbox.waitForRowsAfter", () => {
-  it("resolves at once when rows after the id already exist", async () => {
+describe("Outbox.onCommit (the forwarder's one wake-up)", () => {
+  /** Subscribes a listener that records, at each call, what a forwarder would read. */
+  function listen(outbox: Outbox): {
+    calls: { lastId: number; ids: number[] }[];
+    stop: () => void;
+  } {
+    const calls: { lastId: number; ids: number[] }[] = [];
+    const stop = outbox.onCommit(() => calls.push({ lastId: outbox.lastId, ids: ids(outbox) }));
+    return { calls, stop };
+  }
+
+  it("is called once per commit, after its rows are readable, not while they are queued", async () => {
     const db = open(newDir());
     const outbox = newOutbox(db);
-    await Promise.all([outbox.append(msg("w.1")), outbox.append(msg("w.2"))]);
-    let resolved = false;
-    void outbox.waitForRowsAfter(1, new AbortController().signal).then(() => {
-      resolved = true;
-    });
+    const { calls } = listen(outbox);
+    const appended = [outbox.append(msg("w.1")), outbox.append(msg("w.2"))];
     await Promise.resolve();
-    expect(resolved).toBe(true);
+    expect(calls).toEqual([]); // queued, not committed yet
+    await Promise.all(appended);
+    expect(calls).toEqual([{ lastId: 2, ids: [1, 2] }]);
+    await outbox.append(msg("w.3"));
+    expect(calls).toEqual([
+      { lastId: 2, ids: [1, 2] },
+      { lastId: 3, ids: [1, 2, 3] },
+    ]);
   });
 
-  it("resolves when a later commit happens, not before", async () => {
+  it("is called for each of several listeners, until each unsubscribes", async () => {
     const db = open(newDir());
     const outbox = newOutbox(db);
+    const first = listen(outbox);
+    const second = listen(outbox);
     await outbox.append(msg("w.1"));
-    let resolved = false;
-    const waiting = outbox.waitForRowsAfter(1, new AbortController().signal).then(() => {
-      resolved = true;
-    });
-    await nextTurn();
-    expect(resolved).toBe(false);
-    const appended = outbox.append(msg("w.2"));
-    await Promise.resolve();
-    expect(resolved).toBe(false); // queued, not committed yet
-    await appended;
-    await waiting;
-    expect(resolved).toBe(true);
-    expect(ids(outbox, 1)).toEqual([2]);
+    first.stop();
+    await outbox.append(msg("w.2"));
+    expect(first.calls).toEqual([{ lastId: 1, ids: [1] }]);
+    expect(second.calls).toEqual([
+      { lastId: 1, ids: [1] },
+      { lastId: 2, ids: [1, 2] },
+    ]);
+    second.stop();
+    await outbox.append(msg("w.3"));
+    expect(second.calls.length).toBe(2);
   });
 
-  it("does not resolve for a commit that failed", async () => {
+  it("is not called for a commit that failed", async () => {
     const db = open(newDir());
     const outbox = newOutbox(db);
     db.exec(`CREATE TEMP TRIGGER poison BEFORE INSERT ON main.outbox
              BEGIN SELECT RAISE(ABORT, 'poisoned row'); END`);
-    let resolved = false;
-    const ac = new AbortController();
-    const waiting = outbox.waitForRowsAfter(0, ac.signal).then(() => {
-      resolved = true;
-    });
+    const { calls } = listen(outbox);
     await expect(outbox.append(msg("w.bad"))).rejects.toThrow(StoreError);
     await nextTurn();
-    expect(resolved).toBe(false);
-    ac.abort();
-    await waiting;
-  });
-
-  it("resolves on abort, and at once for an already aborted signal", async () => {
-    const db = open(newDir());
-    const outbox = newOutbox(db);
-    const ac = new AbortController();
-    let resolved = false;
-    const waiting = outbox.waitForRowsAfter(0, ac.signal).then(() => {
-      resolved = true;
-    });
-    await nextTurn();
-    expect(resolved).toBe(false);
-    ac.abort();
-    await waiting;
-    expect(resolved).toBe(true);
+    expect(calls).toEqual([]);
     expect(outbox.lastId).toBe(0);
-
-    let again = false;
-    void outbox.waitForRowsAfter(0, ac.signal).then(() => {
-      again = true;
-    });
-    await Promise.resolve();
-    expect(again).toBe(true);
-    // A commit after the abort is harmless.
-    await outbox.append(msg("w.after"));
-    expect(outbox.size).toBe(1);
   });
 
-  it("close() wakes waiters", async () => {
+  it("is not called for deletes, evictions or expiry: only rows added wake a forwarder", async () => {
     const db = open(newDir());
     const outbox = newOutbox(db);
-    const waiting = outbox.waitForRowsAfter(0, new AbortController().signal);
+    await Promise.all([outbox.append(msg("w.1")), outbox.append(msg("w.2"))]);
+    const { calls } = listen(outbox);
+    outbox.delete([1]);
+    outbox.deleteStored(2, Number.MAX_SAFE_INTEGER);
+    outbox.maintain();
+    expect(calls).toEqual([]);
+    expect(outbox.size).toBe(0);
+  });
+
+  it("close() calls listeners once more, so a waiting forwarder looks again", async () => {
+    const db = open(newDir());
+    const outbox = newOutbox(db);
+    const { calls } = listen(outbox);
     outbox.close();
-    await waiting;
-    expect(outbox.lastId).toBe(0);
+    expect(calls).toEqual([{ lastId: 0, ids: [] }]);
   });
 });
 

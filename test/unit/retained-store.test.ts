@@ -2,27 +2,17 @@
 // topic refused past either, replacing and clearing always allowed), sizes the same
 // counted live and after a reopen, and payloads read from disk on match rather than held.
 import type Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { type Logger, ManualClock } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, openDatabase, RetainedStore } from "../../src/store/index.js";
-import { type TempDir, tempDir } from "../helpers/wait.js";
+import { closeDatabase, RetainedStore } from "../../src/store/index.js";
+import { tempDatabases } from "../helpers/temp-db.js";
 
-let temps: TempDir[] = [];
-let dbs: Database.Database[] = [];
-
-afterEach(async () => {
-  for (const db of dbs) closeDatabase(db);
-  dbs = [];
-  await Promise.all(temps.map((t) => t.cleanup()));
-  temps = [];
-});
+const { newDir, open: openIn } = tempDatabases("retained");
 
 function open(): { dir: string; db: Database.Database } {
-  const t = tempDir("retained");
-  temps.push(t);
-  const db = openDatabase(t.path, "normal");
-  dbs.push(db);
-  return { dir: t.path, db };
+  const dir = newDir();
+  return { dir, db: openIn(dir) };
 }
 
 const p = (s: string) => Buffer.from(s);
@@ -59,8 +49,7 @@ describe("RetainedStore bounds", () => {
     const live = store.bytes;
     expect(live).toBeGreaterThan(100 + 4 + 3 + 1);
     closeDatabase(db);
-    dbs = [];
-    const again = new RetainedStore(openDatabase(dir, "normal"));
+    const again = new RetainedStore(openIn(dir));
     expect(again.bytes).toBe(live);
     expect(again.size).toBe(2);
   });
@@ -95,5 +84,38 @@ describe("RetainedStore bounds", () => {
     store.set("s", p("old"), 0, 1);
     db.prepare("UPDATE retained SET payload = ? WHERE subject = 's'").run(p("on disk"));
     expect(store.match(["s"])[0]!.payload.toString()).toBe("on disk");
+  });
+
+  it("logs a refusal at most once per bound every 10 s, the next line saying how many were held back", () => {
+    const { db } = open();
+    const clock = new ManualClock(1_000);
+    const lines: [string, Record<string, unknown>][] = [];
+    const warn = (fields: Record<string, unknown>, msg: string): void => {
+      lines.push([msg, fields]);
+    };
+    const log: Logger = { debug: warn, info: warn, warn, error: warn, child: () => log };
+    const store = new RetainedStore(db, { maxMessages: 1, log, clock });
+    store.set("a", p("1"), 0, 1);
+    for (const topic of ["b", "c", "d"]) expect(store.set(topic, p("1"), 0, 1)).toBe(false);
+    clock.advance(9_999);
+    expect(store.set("e", p("1"), 0, 1)).toBe(false);
+    clock.advance(1);
+    expect(store.set("f", p("1"), 0, 1)).toBe(false);
+    const reached =
+      "retained message for a new topic not stored: mqtt.max_retained_messages reached";
+    expect(lines).toEqual([
+      [reached, { bound: "max-retained-messages", messages: 1, bytes: 2 }],
+      [reached, { bound: "max-retained-messages", messages: 1, bytes: 2, suppressed: 3 }],
+    ]);
+  });
+
+  it("expires by its clock when match is given no time", () => {
+    const { db } = open();
+    const clock = new ManualClock(1_000);
+    const store = new RetainedStore(db, { clock });
+    store.set("gone", p("abc"), 0, 1, undefined, 2_000);
+    expect(store.match([">"]).map((m) => m.subject)).toEqual(["gone"]);
+    clock.advance(1_000);
+    expect(store.match([">"])).toEqual([]);
   });
 });

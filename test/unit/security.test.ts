@@ -19,7 +19,8 @@ import {
 import { secretPaths } from "../../src/config/security.js";
 import { silentLogger } from "../../src/core/index.js";
 import { createLogger } from "../../src/observe/index.js";
-import { fileCap, tightenFile } from "../../src/store/database.js";
+import { fileCap } from "../../src/store/database.js";
+import { tightenFile } from "../../src/store/file-modes.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
 const SEED = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";

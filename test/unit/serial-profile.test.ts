@@ -50,6 +50,57 @@ describe("device profiles", () => {
       { ...base, commands: [{ name: "x", hex: "4G" }] },
       'commands[0].hex: expected pairs of hex digits, got "4G"',
     ],
+    // Unknown keys and wrong types are errors in every section, framing and decoder too.
+    [
+      { ...base, framing: { type: "line", max_lenght: 64 } },
+      'framing.max_lenght: unknown key (did you mean "max_length"?)',
+    ],
+    [
+      { ...base, framing: { type: "line", max_length: "64x" } },
+      'framing.max_length: expected a size like 512KiB, 1MB, 1GB (or a number of bytes), got "64x"',
+    ],
+    [
+      { ...base, framing: { type: "idle", gap_ms: "5" } },
+      'framing.gap_ms: expected a number above 0, got "5"',
+    ],
+    [
+      { ...base, framing: { type: "header", header: [0x42], length_offset: 1, crc: {} } },
+      "framing.crc: unknown key (expected one of type, header, length_offset, length_bytes, endian, length_adjust, checksum, max_length)",
+    ],
+    [{ ...base, framing: { type: "fixed" } }, "framing.length: expected the frame size in bytes"],
+    [
+      { ...base, decoder: { type: "csv", columns: ["a"], separator: 1 } },
+      "decoder.separator: expected a non-empty string, got 1",
+    ],
+    [
+      { ...base, decoder: { type: "nmea", sentences: ["VTG"] } },
+      'decoder.sentences[0]: expected one of GGA, RMC, got "VTG"',
+    ],
+    [
+      { ...base, decoder: { type: "struct", fields: [{ name: "a", type: "u64" }] } },
+      'decoder.fields[0].type: expected one of u8, i8, u16, i16, u32, i32, f32, f64, got "u64"',
+    ],
+    [
+      {
+        ...base,
+        decoder: {
+          type: "modbus",
+          slave: 1,
+          registers: [{ name: "t", function: 4, address: "x" }],
+        },
+      },
+      'decoder.registers[0].address: expected an integer from 0 to 65535, got "x"',
+    ],
+    [{ ...base, colour: "red" }, "colour: unknown key (expected one of name, description"],
+    // What spans a framing's or decoder's keys is found when it is built, under its section.
+    [
+      { ...base, framing: { type: "header", header: [0x42, 0x4d], length_offset: 1 } },
+      "framing: header lengthOffset must be an integer",
+    ],
+    [
+      { ...base, decoder: { type: "key_value", pair_separator: "=" } },
+      "decoder: key_value pairSeparator and kvSeparator must differ",
+    ],
   ])("%#: %j", (raw, problem) => {
     const found = problems(raw);
     expect(found.some((p) => p.startsWith(problem))).toBe(true);
@@ -76,6 +127,15 @@ describe("device profiles", () => {
     for (const name of ["env-sensor", "pms5003", "gps-nmea", "weather-csv", "energy-meter"]) {
       expect(resolveProfile(name, null).name).toBe(name);
     }
+    expect(resolveProfile("pms5003", null).spec).toMatchObject({
+      kind: "stream",
+      framing: { type: "header", header: [0x42, 0x4d], lengthOffset: 2, maxLength: 64 },
+    });
+    expect(resolveProfile("gps-nmea", null).spec).toMatchObject({
+      kind: "stream",
+      framing: { type: "line", delimiter: "\n", trimCR: true, maxLength: 128 },
+      decoder: { type: "nmea", sentences: ["GGA", "RMC"] },
+    });
     expect(resolveProfile("pms5003", null).commands.map((c) => c.name)).toEqual([
       "sleep",
       "wake",

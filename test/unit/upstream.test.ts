@@ -1,7 +1,8 @@
-// The hub supervisor through its dialer seam: no network, real outbox on a temp SQLite file.
+// The hub supervisor through its dialer and clock seams: no network, time moved by hand,
+// real outbox on a temp SQLite file.
 import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { Bus, silentLogger } from "../../src/core/index.js";
+import { Bus, ManualClock, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
 import {
@@ -11,6 +12,9 @@ import {
   type UpstreamConfig,
 } from "../../src/upstream/index.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+
+/** Lets the supervisor run on to its next wait (it waits only on promises and the clock). */
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 const CONFIG: UpstreamConfig = {
   servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
@@ -48,6 +52,7 @@ describe("Upstream supervisor", () => {
       metrics,
     });
     cleanups.push(() => closeDatabase(db));
+    const clock = new ManualClock();
     const upstream = new Upstream({
       config: { ...CONFIG, ...config },
       gatewayId: "gw1",
@@ -56,18 +61,37 @@ describe("Upstream supervisor", () => {
       log: silentLogger,
       metrics,
       dial,
+      clock,
+      // The middle of the jitter: backoff delays are exactly 100, 200, 400… ms.
+      random: () => 0.5,
     });
-    return { upstream, metrics };
+    return { upstream, metrics, clock };
+  }
+
+  /** Moves the clock through each wait, checking that the next dial comes exactly then. */
+  async function expectDialsAfter(clock: ManualClock, dials: () => number, waitsMs: number[]) {
+    for (const waitMs of waitsMs) {
+      const before = dials();
+      clock.advance(waitMs - 1);
+      await settle();
+      expect(dials()).toBe(before);
+      clock.advance(1);
+      await settle();
+      expect(dials()).toBe(before + 1);
+    }
   }
 
   it("keeps dialing with backoff while the hub refuses, taking the servers in turn", async () => {
     const attempts: ConnectionOptions[] = [];
-    const { upstream } = build(async (options) => {
+    const { upstream, clock } = build(async (options) => {
       attempts.push(options);
       throw new Error("connection refused");
     });
-    upstream.start();
-    await waitFor(() => attempts.length >= 4);
+    upstream.start(new AbortController().signal);
+    await settle();
+    expect(attempts).toHaveLength(1);
+    // 100, then 200 ms: reconnect_delay_max caps the doubling.
+    await expectDialsAfter(clock, () => attempts.length, [100, 200, 200]);
     expect(upstream.status()).toMatchObject({
       state: "connecting",
       lastError: "connection refused",
@@ -86,22 +110,29 @@ describe("Upstream supervisor", () => {
     expect(await upstream.closed()).toBeUndefined();
   });
 
-  it("stops within its deadline while a dial hangs (a blackholed hub), and closes it later", async () => {
+  it("stops at its deadline while a dial hangs (a blackholed hub), and closes it later", async () => {
     let release!: (nc: NatsConnection) => void;
     let closedLate = false;
-    const { upstream } = build(
+    const { upstream, clock } = build(
       () =>
         new Promise<NatsConnection>((resolve) => {
           release = resolve;
         }),
     );
-    upstream.start();
+    upstream.start(new AbortController().signal);
     await waitFor(() => release !== undefined);
-    const started = performance.now();
-    await upstream.stop(300);
-    const tookMs = performance.now() - started;
-    expect(tookMs).toBeGreaterThanOrEqual(250);
-    expect(tookMs).toBeLessThan(2_000);
+    let stopped = false;
+    const stopping = upstream.stop(300).then(() => {
+      stopped = true;
+    });
+    await settle();
+    expect(upstream.status().state).toBe("stopping");
+    clock.advance(299);
+    await settle();
+    expect(stopped).toBe(false);
+    clock.advance(1);
+    await stopping;
+    expect(upstream.status().state).toBe("stopped");
     // The dial finally succeeds after shutdown: that connection is closed at once.
     release({
       close: async () => {
@@ -113,7 +144,7 @@ describe("Upstream supervisor", () => {
   });
 
   it("backs off when the hub accepts and drops the connection at once, instead of a hot loop", async () => {
-    let dials = 0;
+    const dialedAtMs: number[] = [];
     const dropsAtOnce = {
       getServer: () => "127.0.0.1:4222",
       closed: () => Promise.resolve(undefined),
@@ -121,21 +152,35 @@ describe("Upstream supervisor", () => {
       close: async () => {},
       subscribe: () => ({ unsubscribe: () => {} }),
     } as unknown as NatsConnection;
-    const { upstream } = build(
+    const { upstream, clock } = build(
       async () => {
-        dials++;
+        dialedAtMs.push(clock.now());
         return dropsAtOnce;
       },
       { mode: "core", reconnect_delay_max: 400 },
     );
-    upstream.start();
-    // Backoff 100, 200, 400, 400 ms (±20%): about five dials in 1.2 s, not thousands.
-    await waitFor(() => dials >= 4, { timeoutMs: 5_000 });
-    const started = performance.now();
-    const before = dials;
-    await waitFor(() => performance.now() - started >= 1_000);
+    upstream.start(new AbortController().signal);
+    await settle();
+    // A session that lasted no time does not reset the backoff: 100, 200, 400, 400 ms.
+    await expectDialsAfter(clock, () => dialedAtMs.length, [100, 200, 400, 400]);
+    expect(dialedAtMs).toEqual([0, 100, 300, 700, 1100]);
     await upstream.stop(1_000);
-    expect(dials - before).toBeLessThanOrEqual(4);
+  });
+
+  it("ends when the signal it started with aborts, without a stop", async () => {
+    let dials = 0;
+    const { upstream } = build(async () => {
+      dials++;
+      throw new Error("connection refused");
+    });
+    const lifetime = new AbortController();
+    upstream.start(lifetime.signal);
+    await settle();
+    lifetime.abort();
+    expect(await upstream.closed()).toBeUndefined();
+    await settle();
+    expect(upstream.status().state).toBe("stopped");
+    expect(dials).toBe(1);
   });
 
   it("reports a credentials file it cannot read at construction, not on every reconnect", () => {

@@ -1,0 +1,87 @@
+/**
+ * The one place the config's snake_case keys become the parts' camelCase options. Each
+ * function returns plain values (config/ imports no part); gateway.ts hands them on, and
+ * the parts' own option types check them there.
+ */
+import type { LeafgateConfig } from "./schema.js";
+
+/** The outbox: group commit and buffer limits, classes with their fallbacks resolved. */
+export function outboxOptions(c: LeafgateConfig) {
+  const b = c.buffer;
+  return {
+    commitIntervalMs: b.commit_interval,
+    commitMaxRows: b.commit_max_rows,
+    limits: {
+      maxBytes: b.max_bytes,
+      maxMessages: b.max_messages,
+      maxAgeMs: b.max_age,
+      onFull: b.on_full,
+      classes: b.classes.map((cls) => ({
+        name: cls.name,
+        subjects: cls.subjects,
+        onFull: cls.on_full,
+        maxBytes: cls.max_bytes,
+        maxMessages: cls.max_messages,
+        maxAgeMs: cls.max_age,
+      })),
+    },
+  };
+}
+
+/** The MQTT broker's limits and timers. */
+export function brokerLimits(c: LeafgateConfig) {
+  const m = c.mqtt;
+  return {
+    maxKeepaliveS: m.max_keepalive,
+    connectTimeoutMs: m.connect_timeout,
+    maxPacketSize: m.max_packet_size,
+    allowAnonymous: m.allow_anonymous,
+    maxConnections: m.max_connections,
+    maxPendingConnections: m.max_pending_connections,
+    maxConnectSize: m.max_connect_size,
+    maxConnectionsPerAddress: m.max_connections_per_address,
+    maxInflight: m.max_inflight,
+    maxQueued: m.max_queued_messages,
+    maxSessionQueuedBytes: m.max_session_queued_bytes,
+    maxSessions: m.max_sessions,
+    maxSubscriptionsPerClient: m.max_subscriptions_per_client,
+    maxSessionExpiryMs: m.max_session_expiry,
+    topicAliasMaximum: m.topic_alias_maximum,
+    maxTopicBytes: m.max_topic_length,
+    maxTopicLevels: m.max_topic_levels,
+    maxOutboundBytes: m.max_outbound_bytes,
+    receiveMaximum: m.receive_maximum,
+  };
+}
+
+/** Retained messages kept, in count and bytes. */
+export function retainedLimits(c: LeafgateConfig) {
+  return { maxMessages: c.mqtt.max_retained_messages, maxBytes: c.mqtt.max_retained_bytes };
+}
+
+/** Who may connect, and what each may publish and subscribe to. */
+export function authorizationOptions(c: LeafgateConfig) {
+  const a = c.authorization;
+  return {
+    users: a.users,
+    defaultPermissions: a.default_permissions,
+    allowAnonymous: c.mqtt.allow_anonymous,
+    // What the hub sends us is the hub's to write (see compilePermissions).
+    hubOnly: c.upstream.import,
+    failedLoginsPerAddress: a.failed_logins_per_address,
+    failedLoginWindowMs: a.failed_login_window,
+  };
+}
+
+/** Each MQTT listener's address and transport. */
+export function mqttListeners(c: LeafgateConfig) {
+  return c.mqtt.listeners.map(({ host, port, tls, websocket }) => ({
+    host,
+    port,
+    transport: {
+      ...(tls !== undefined ? { tls } : {}),
+      websocket,
+      tcpKeepaliveMs: c.mqtt.tcp_keepalive,
+    },
+  }));
+}

@@ -1,0 +1,108 @@
+import { CONFIG_SCHEMA, type LeafgateConfig, type SchemaConfig } from "./schema.js";
+import { type ResolveContext, resolveNode } from "./schema-engine.js";
+
+/** True for hosts only this machine can reach (IPv4-mapped 127/8 included). */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(host);
+}
+
+/** Smallest TCP keepalive idle time Linux takes: whole seconds. */
+const TCP_KEEPALIVE_MIN_MS = 1000;
+/** A delivery goes out below the soft mark (an eighth of the cap); it must fit above it. */
+const OUTBOUND_PACKETS = 2;
+
+/** Resolves a whole file-shaped document, then applies the rules that span keys. */
+export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig {
+  const { problems, label } = cx;
+  const root = { ...cx, label: (at: string) => label(at) || "top level" };
+  // With problems the result is partial: the rules below look at what is there.
+  const c = resolveNode(CONFIG_SCHEMA, raw, "", root) as Partial<SchemaConfig> | undefined;
+  const up: Partial<SchemaConfig["upstream"]> = c?.upstream ?? {};
+  for (const [a, b] of [
+    ["user", "password"],
+    ["password", "user"],
+  ] as const) {
+    if (a in up && !(b in up))
+      problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
+  }
+  const mq = c?.mqtt;
+  if (mq !== undefined) {
+    if (mq.max_outbound_bytes < OUTBOUND_PACKETS * mq.max_packet_size) {
+      problems.push(
+        `${label("mqtt.max_outbound_bytes")}: expected at least twice mqtt.max_packet_size ` +
+          `(${OUTBOUND_PACKETS * mq.max_packet_size} bytes), got ${mq.max_outbound_bytes}`,
+      );
+    }
+    if (mq.tcp_keepalive > 0 && mq.tcp_keepalive < TCP_KEEPALIVE_MIN_MS) {
+      problems.push(
+        `${label("mqtt.tcp_keepalive")}: expected 0 (off) or at least 1s, got ${mq.tcp_keepalive} ms`,
+      );
+    }
+  }
+  const paths = new Set<string>();
+  for (const [i, port] of (c?.serial?.ports ?? []).entries()) {
+    if (port?.path === undefined) continue;
+    if (paths.has(port.path))
+      problems.push(`${label(`serial.ports[${i}].path`)}: ${port.path} is configured twice`);
+    paths.add(port.path);
+  }
+  for (const [i, l] of (c?.mqtt?.listeners ?? []).entries()) {
+    if (l?.tls !== undefined && (l.tls.cert === undefined || l.tls.key === undefined)) {
+      problems.push(`${label(`mqtt.listeners[${i}].tls`)}: expected both cert and key files`);
+    }
+  }
+  const users = new Set<string>();
+  for (const [i, u] of (c?.authorization?.users ?? []).entries()) {
+    if (u?.user === undefined) continue;
+    if (users.has(u.user))
+      problems.push(`${label(`authorization.users[${i}].user`)}: "${u.user}" is listed twice`);
+    users.add(u.user);
+  }
+  const names = new Set<string>();
+  for (const [i, cls] of (c?.buffer?.classes ?? []).entries()) {
+    const at = `buffer.classes[${i}].name`;
+    if (cls?.name === undefined) continue;
+    if (cls.name === "default")
+      problems.push(`${label(at)}: "default" is reserved for subjects no class names`);
+    else if (names.has(cls.name)) problems.push(`${label(at)}: "${cls.name}" is named twice`);
+    else names.add(cls.name);
+  }
+  const methods = (["user", "token", "credentials", "nkey_seed"] as const)
+    .filter((k) => k in up || (k === "user" && "password" in up))
+    .map((k) => (k === "user" ? "user/password" : k));
+  if (methods.length > 1) {
+    const all = "user/password, token, credentials, nkey_seed";
+    problems.push(
+      `${label("upstream")}: expected at most one of ${all}, got ${methods.join(", ")}`,
+    );
+  }
+  // With any problem the result is discarded, and its parts may be missing.
+  if (c === undefined || problems.length > 0) return c as LeafgateConfig;
+  const whole = c as SchemaConfig;
+  const sub = (s: string) => s.replaceAll("{gateway}", whole.gateway.id);
+  return {
+    ...whole,
+    buffer: {
+      ...whole.buffer,
+      classes: whole.buffer.classes.map((cls) => ({
+        ...cls,
+        on_full: cls.on_full ?? whole.buffer.on_full,
+      })),
+    },
+    mqtt: {
+      ...whole.mqtt,
+      // Unset: anonymous only while no one has a password and no one off this host can
+      // connect (secure by default).
+      allow_anonymous:
+        whole.mqtt.allow_anonymous ??
+        (whole.authorization.users.length === 0 &&
+          whole.mqtt.listeners.every((l) => isLoopback(l.host))),
+    },
+    upstream: {
+      ...whole.upstream,
+      prefix: sub(whole.upstream.prefix),
+      export: whole.upstream.export.map(sub),
+      import: whole.upstream.import.map(sub),
+    },
+  };
+}

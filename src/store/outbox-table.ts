@@ -1,0 +1,190 @@
+import type Database from "better-sqlite3";
+import type { Envelope, Headers } from "../core/index.js";
+import type { StoredRowSize } from "./buffer-policy.js";
+
+/** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
+export interface OutboxRow {
+  readonly id: number;
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly headers: Headers | undefined;
+  readonly receivedAtMs: number;
+}
+
+/** A row to insert: the message, its class and the bytes it counts. */
+export interface NewOutboxRow {
+  readonly message: Envelope;
+  readonly cls: { readonly name: string };
+  readonly size: number;
+}
+
+/** A row as it leaves the table without being forwarded (evicted, expired, reconciled). */
+export interface RemovedRow extends StoredRowSize {
+  readonly id: number;
+  readonly received_at_ms: number;
+}
+
+/** An inclusive range of row ids. */
+export type IdRange = readonly [number, number];
+
+interface RawRow {
+  id: number;
+  subject: string;
+  payload: Buffer;
+  headers: string | null;
+  received_at_ms: number;
+}
+
+function encodeHeaders(headers: Headers | undefined): string | null {
+  if (headers === undefined || headers.size === 0) return null;
+  return JSON.stringify([...headers]);
+}
+
+function decodeHeaders(text: string | null): Headers | undefined {
+  if (text === null) return undefined;
+  return new Map(JSON.parse(text) as [string, string[]][]);
+}
+
+/** The payload as a Buffer over the same bytes (no copy). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+/** `ids` (unsorted, repeated, with gaps; not empty) as ascending ranges of consecutive ids. */
+export function idRanges(ids: readonly number[]): IdRange[] {
+  const sorted = [...ids].sort((a, b) => a - b);
+  const ranges: [number, number][] = [];
+  let from = sorted[0]!;
+  let to = from;
+  for (let i = 1; i < sorted.length; i++) {
+    const id = sorted[i]!;
+    if (id === to + 1 || id === to) {
+      to = id;
+    } else {
+      ranges.push([from, to]);
+      from = id;
+      to = id;
+    }
+  }
+  ranges.push([from, to]);
+  return ranges;
+}
+
+/**
+ * Whether a failed write means "no space". On Linux SQLite turns ENOSPC from write() into
+ * SQLITE_FULL (measured on tmpfs and ext4: WAL appends, and checkpoints that must grow the
+ * database file), as it does when `max_page_count` is reached; other write errors, such
+ * as a quota (EDQUOT), are SQLITE_IOERR_WRITE. Errors from fsync or truncate
+ * (SQLITE_IOERR_FSYNC, _TRUNCATE) are not a full disk and are not retried.
+ */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "SQLITE_FULL" || code === "SQLITE_IOERR_WRITE";
+}
+
+/**
+ * The `outbox` table's SQL, and nothing else: the statements are prepared once, and every
+ * call runs in the caller's transaction when there is one.
+ */
+export class OutboxTable {
+  readonly db: Database.Database;
+  readonly #insert: Database.Statement;
+  readonly #readAfter: Database.Statement;
+  readonly #deleteRange: Database.Statement;
+  readonly #oldestOfClass: Database.Statement;
+  readonly #deleteClassUpTo: Database.Statement;
+
+  constructor(db: Database.Database) {
+    this.db = db;
+    this.#insert = db.prepare(
+      "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    this.#readAfter = db.prepare(
+      "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+    );
+    this.#deleteRange = db.prepare(
+      "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING class, size",
+    );
+    this.#oldestOfClass = db.prepare(
+      "SELECT id, class, size, received_at_ms FROM outbox WHERE class = ? AND id > ? ORDER BY id LIMIT ?",
+    );
+    this.#deleteClassUpTo = db.prepare("DELETE FROM outbox WHERE class = ? AND id <= ?");
+  }
+
+  /** The highest id ever given out (AUTOINCREMENT remembers it after the table empties). */
+  lastIdEver(): number {
+    const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").get() as
+      | { seq: number }
+      | undefined;
+    const last = this.db.prepare("SELECT max(id) AS last FROM outbox").get() as {
+      last: number | null;
+    };
+    return seq?.seq ?? last.last ?? 0;
+  }
+
+  /** Rows and bytes per stored class name. */
+  perClass(): { class: string; n: number; bytes: number }[] {
+    return this.db
+      .prepare(
+        "SELECT class, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM outbox GROUP BY class",
+      )
+      .all() as { class: string; n: number; bytes: number }[];
+  }
+
+  /** Inserts `rows` in order; returns the id of the last (ids are consecutive: one writer). */
+  insert(rows: readonly NewOutboxRow[]): number {
+    let last = 0;
+    for (const { message: m, cls, size } of rows) {
+      last = Number(
+        this.#insert.run(
+          m.subject,
+          asBuffer(m.payload),
+          encodeHeaders(m.headers),
+          m.receivedAtMs,
+          cls.name,
+          size,
+        ).lastInsertRowid,
+      );
+    }
+    return last;
+  }
+
+  readAfter(afterId: number, limit: number): OutboxRow[] {
+    const raw = this.#readAfter.all(afterId, limit) as RawRow[];
+    return raw.map((r) => ({
+      id: r.id,
+      subject: r.subject,
+      payload: r.payload,
+      headers: decodeHeaders(r.headers),
+      receivedAtMs: r.received_at_ms,
+    }));
+  }
+
+  /** Deletes the rows in `ranges`; returns the class and size of each. */
+  deleteRanges(ranges: readonly IdRange[]): StoredRowSize[] {
+    const gone: StoredRowSize[] = [];
+    for (const [from, to] of ranges) {
+      for (const row of this.#deleteRange.all(from, to) as StoredRowSize[]) gone.push(row);
+    }
+    return gone;
+  }
+
+  /** Deletes the rows with ids up to `maxId` received before `receivedBeforeMs`. */
+  deleteStored(maxId: number, receivedBeforeMs: number): RemovedRow[] {
+    return this.db
+      .prepare(
+        "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
+      )
+      .all(maxId, receivedBeforeMs) as RemovedRow[];
+  }
+
+  /** Up to `limit` rows of class `className` after `afterId`, oldest first. */
+  oldestOfClass(className: string, afterId: number, limit: number): RemovedRow[] {
+    return this.#oldestOfClass.all(className, afterId, limit) as RemovedRow[];
+  }
+
+  /** Deletes every row of class `className` up to `id`. */
+  deleteClassUpTo(className: string, id: number): void {
+    this.#deleteClassUpTo.run(className, id);
+  }
+}

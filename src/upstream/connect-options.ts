@@ -1,0 +1,103 @@
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import {
+  type ConnectionOptions,
+  credsAuthenticator,
+  nkeyAuthenticator,
+} from "@nats-io/transport-node";
+import { urlCredentials, withoutCredentials } from "../config/index.js";
+import { errorMessage } from "../core/index.js";
+import { UpstreamError } from "./errors.js";
+import type { UpstreamConfig } from "./upstream-config.js";
+
+/** Connect attempt timeout: a hub that has not answered by then counts as unreachable. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** Unanswered client PINGs before a silent (blackholed) link is declared dead. */
+const MAX_PINGS_OUT = 2;
+
+/**
+ * What every dial shares, built once so that a bad credentials file fails at start, not
+ * on every reconnect. Servers are dialed one per attempt (see `dialOptions`).
+ */
+export function connectOptions(c: UpstreamConfig, gatewayId: string): ConnectionOptions {
+  const options: ConnectionOptions = {
+    servers: c.servers.map(withoutCredentials),
+    name: `leafgate ${gatewayId}`,
+    // Each connection is a session of ours: reconnects are decided here, so nothing
+    // the client buffered during an outage is replayed out of order behind our back.
+    reconnect: false,
+    timeout: CONNECT_TIMEOUT_MS,
+    pingInterval: c.ping_interval,
+    maxPingOut: MAX_PINGS_OUT,
+    noEcho: true,
+  };
+  if (c.user !== undefined) {
+    options.user = c.user;
+    options.pass = c.password;
+  }
+  if (c.token !== undefined) options.token = c.token;
+  if (c.credentials !== undefined) {
+    let creds: Uint8Array;
+    try {
+      creds = readFileSync(c.credentials);
+    } catch (err) {
+      throw new UpstreamError(
+        "LG_ERR_UPSTREAM_CREDENTIALS",
+        `cannot read upstream.credentials ${c.credentials}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    options.authenticator = credsAuthenticator(creds);
+  }
+  if (c.nkey_seed !== undefined) {
+    options.authenticator = nkeyAuthenticator(new TextEncoder().encode(c.nkey_seed));
+  }
+  if (c.tls !== undefined) {
+    options.tls = { caFile: c.tls.ca, certFile: c.tls.cert, keyFile: c.tls.key };
+  }
+  return options;
+}
+
+/**
+ * Options for dial `n`: one server, in turn, so that TLS verifies the certificate against
+ * the address actually dialed. A URL's user info and `tls://` scheme apply to that server
+ * (nats.js ignores both): docs/upstream.md, "Dialing".
+ */
+export function dialOptions(
+  base: ConnectionOptions,
+  servers: readonly string[],
+  n: number,
+): ConnectionOptions {
+  const server = servers[n % servers.length]!;
+  const options: ConnectionOptions = { ...base, servers: [withoutCredentials(server)] };
+  const credentials = urlCredentials(server);
+  if (credentials !== undefined) {
+    delete options.user;
+    delete options.pass;
+    delete options.token;
+    if ("token" in credentials) options.token = credentials.token;
+    else {
+      options.user = credentials.user;
+      options.pass = credentials.password;
+    }
+  }
+  if (server.toLowerCase().startsWith("tls://")) options.tls ??= {};
+  if (options.tls) {
+    const host = hostOf(server);
+    // nats.js leaves the TLS server name empty for an IP address (Node would then check
+    // the certificate against "localhost"): naming it makes an IP-addressed hub verifiable.
+    if (host !== undefined && isIP(host) !== 0) {
+      options.tls = { ...options.tls, host } as ConnectionOptions["tls"];
+    }
+  }
+  return options;
+}
+
+/** The host of a `nats://` or `tls://` URL (brackets removed from IPv6), if it parses. */
+function hostOf(server: string): string | undefined {
+  try {
+    return new URL(server).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,59 @@
+import type { Counter, Gauge, Metrics } from "../core/index.js";
+import type { ForwarderMetrics } from "./forwarder.js";
+
+/** The hub link's metrics, registered once per gateway. */
+export interface UpstreamMetrics {
+  readonly connected: Gauge;
+  readonly forwarder: ForwarderMetrics;
+  readonly reconciled: Counter;
+  readonly imported: Counter;
+}
+
+/** Registers the hub link's metrics; `onForwarded` hears of every row the hub took. */
+export function upstreamMetrics(
+  metrics: Metrics,
+  onForwarded: (rows: number) => void,
+): UpstreamMetrics {
+  const connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
+  // Present from the start: an alert on 0 must fire for a gateway that never connected.
+  connected.set(0);
+  const forwarded = metrics.counter(
+    "leafgate_upstream_forwarded_total",
+    "Messages the hub acknowledged (JetStream) or received (core)",
+  );
+  return {
+    connected,
+    forwarder: {
+      forwarded: {
+        inc: (labels, by = 1) => {
+          onForwarded(by);
+          forwarded.inc(labels, by);
+        },
+      },
+      tooLarge: metrics.counter(
+        "leafgate_upstream_dropped_too_large_total",
+        "Messages dropped because the hub can never take them: larger than its max_payload, or a subject longer than its control line",
+      ),
+      duplicates: metrics.counter(
+        "leafgate_upstream_duplicates_total",
+        "Rows whose first PubAck said the stream already held them (a resend of a stored row); later duplicate acks of a row are not counted",
+      ),
+      publishErrors: metrics.counter(
+        "leafgate_upstream_publish_errors_total",
+        "Publishes the hub refused, by status or error code",
+      ),
+      resends: metrics.counter(
+        "leafgate_upstream_resent_total",
+        "Messages sent again after an error, an ack timeout or a reconnect",
+      ),
+    },
+    reconciled: metrics.counter(
+      "leafgate_upstream_reconciled_total",
+      "Rows older than the duplicate window found already stored in the stream, not resent",
+    ),
+    imported: metrics.counter(
+      "leafgate_upstream_imported_total",
+      "Messages received from the hub and delivered onto the bus",
+    ),
+  };
+}

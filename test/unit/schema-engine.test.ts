@@ -1,0 +1,79 @@
+import { describe, expect, it } from "vitest";
+import {
+  type Def,
+  duration,
+  int,
+  list,
+  nullable,
+  obj,
+  oneOf,
+  resolveNode,
+  str,
+  union,
+} from "../../src/config/index.js";
+import { toFileShape } from "../../src/config/schema-engine.js";
+
+function resolve(node: Def, raw: unknown): { value: unknown; problems: string[] } {
+  const problems: string[] = [];
+  const value = resolveNode(node, raw, "", {
+    defaults: { hostname: "h" },
+    problems,
+    label: (at) => `f.yaml: ${at || "top level"}`,
+    baseDir: () => "/",
+  });
+  return { value, problems };
+}
+
+const SHAPE = union("type", {
+  circle: obj({ r: int(1, 10, { required: "a radius" }) }),
+  square: obj({ side: int(1, 10, { default: 2 }), every: duration({ default: "1s" }) }),
+});
+
+describe("the schema engine", () => {
+  it("picks a union's variant by its key and fills that variant's defaults", () => {
+    expect(resolve(SHAPE, { type: "square" })).toStrictEqual({
+      value: { type: "square", side: 2, every: 1000 },
+      problems: [],
+    });
+    expect(resolve(SHAPE, { type: "circle", r: 3 }).value).toStrictEqual({ type: "circle", r: 3 });
+  });
+
+  it("reports every problem with its label and path", () => {
+    expect(resolve(SHAPE, { type: "circle", side: 2 }).problems).toStrictEqual([
+      "f.yaml: r: expected a radius, got nothing",
+      "f.yaml: side: unknown key (expected one of type, r)",
+    ]);
+    expect(resolve(SHAPE, { type: "oval" }).problems).toStrictEqual([
+      'f.yaml: type: expected one of circle, square, got "oval"',
+    ]);
+    expect(resolve(SHAPE, 5).problems).toStrictEqual([
+      "f.yaml: top level: expected a mapping with type: circle, square, got 5",
+    ]);
+    const node = obj({ xs: list(oneOf([1, 2]), { default: [] }) });
+    expect(resolve(node, { xs: [1, 3, null] }).problems).toStrictEqual([
+      "f.yaml: xs[1]: expected one of 1, 2, got 3",
+      "f.yaml: xs[2]: expected one of 1, 2, got null",
+    ]);
+  });
+
+  it("reads a bare duration as seconds, or refuses it where a unit is required", () => {
+    expect(resolve(duration(), 2).value).toBe(2000);
+    expect(resolve(duration(), "250ms").value).toBe(250);
+    expect(resolve(duration({ unitRequired: true }), "2m").value).toBe(120_000);
+    expect(resolve(duration({ unitRequired: true }), 250).problems).toStrictEqual([
+      'f.yaml: top level: expected a duration with its unit, like "250ms" or "250s", got 250 (a bare number here once meant milliseconds; everywhere else it means seconds)',
+    ]);
+  });
+
+  it("keeps null for a nullable key and writes values back in the file's shape", () => {
+    const node = obj({ name: nullable(str()), every: duration({ default: "90s" }) });
+    const { value } = resolve(node, { name: null });
+    expect(value).toStrictEqual({ name: null, every: 90_000 });
+    expect(toFileShape(node, value)).toStrictEqual({ name: null, every: "90s" });
+    expect(toFileShape(SHAPE, { type: "square", side: 2, every: 60_000 })).toStrictEqual({
+      type: "square",
+      side: 2,
+      every: "1m",
+    });
+  });
+});
