@@ -19,7 +19,7 @@ import {
   Guard,
   type Logger,
 } from "./core/index.js";
-import { Authenticator, Broker, DEFAULT_BROKER_OPTIONS, MqttListener } from "./mqtt/index.js";
+import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import { createDevice, type Device, type DeviceProfile, resolveProfile } from "./serial/index.js";
 import {
@@ -211,21 +211,18 @@ export class Gateway {
       "leafgate_mqtt_session_store_errors_total",
       "Writes of persistent MQTT sessions that failed (disk full, I/O), by what",
     );
-    const broker = new Broker(
+    const broker = new Broker({
       bus,
-      {
-        ...DEFAULT_BROKER_OPTIONS,
-        ...brokerLimits(config),
-      },
-      mqttLog,
+      log: mqttLog,
       metrics,
-      new RetainedStore(db, {
+      options: brokerLimits(config),
+      retained: new RetainedStore(db, {
         ...retainedLimits(config),
         metrics,
         log: mqttLog,
       }),
-      new Authenticator(authorizationOptions(config)),
-      new SessionStore(db, {
+      auth: new Authenticator(authorizationOptions(config)),
+      sessionStore: new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
         maxBytes: sessionStoreQuota(config.mqtt.session_store_max_bytes, databaseBytes),
         metrics,
@@ -237,7 +234,7 @@ export class Gateway {
           );
         },
       }),
-    );
+    });
     this.#broker = broker;
     broker.restoreSessions();
     const tlsHandshakeFailures = metrics.counter(

@@ -1,16 +1,4 @@
-/**
- * Sockets are counted from the moment they are accepted, before any TLS or WebSocket
- * handshake, by source address and, until their CONNECT is accepted, as pending:
- *
- * - an address holds at most `maxPerAddress` sockets (pending or not; 0: no limit);
- * - at most `maxPending` sockets are pending at once (0: no limit). When they are all
- *   taken, a socket from an address holding fewer pending sockets than the address
- *   holding the most takes the oldest place of that one, which is closed: a client that
- *   opens sockets and sends nothing costs its own sockets, not other clients' logins.
- *   Otherwise the new socket is refused.
- *
- * Pure bookkeeping: the listener closes sockets, the broker counts refusals.
- */
+/** Sockets counted from accept, by address and before CONNECT: see docs/mqtt.md. */
 export type AdmissionRefusal = "max-pending" | "per-address";
 
 /** One accepted socket's place. */

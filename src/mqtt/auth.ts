@@ -1,6 +1,6 @@
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import type { PermissionRule, PermissionsConfig, UserConfig } from "../config/index.js";
-import { patternCovers, subjectMatches } from "../core/index.js";
+import { type Clock, patternCovers, subjectMatches, systemClock } from "../core/index.js";
 
 /** scrypt cost: ~50 ms on a Raspberry Pi 4 core, off the event loop (libuv pool). */
 const SCRYPT = { N: 16_384, r: 8, p: 1 } as const;
@@ -278,6 +278,7 @@ export class Authenticator {
   readonly #allowAnonymous: boolean;
   readonly #hubOnly: readonly string[];
   readonly #guard: LoginGuard;
+  readonly #clock: Clock;
 
   constructor(options: {
     users: readonly UserConfig[];
@@ -288,7 +289,10 @@ export class Authenticator {
     /** Failed logins per source address before a lockout; 0 = no limit. */
     failedLoginsPerAddress?: number;
     failedLoginWindowMs?: number;
+    /** Lockout windows are measured on it. */
+    clock?: Clock;
   }) {
+    this.#clock = options.clock ?? systemClock;
     this.#users = new Map(options.users.map((u) => [u.user, u]));
     this.#defaults = options.defaultPermissions;
     this.#allowAnonymous = options.allowAnonymous;
@@ -304,7 +308,7 @@ export class Authenticator {
   }
 
   /** True while CONNECTs from `address` are refused: too many failed logins from it. */
-  lockedOut(address: string, nowMs = Date.now()): boolean {
+  lockedOut(address: string, nowMs = this.#clock.now()): boolean {
     return this.#guard.lockedOut(address, nowMs);
   }
 
@@ -335,7 +339,7 @@ export class Authenticator {
     clientId: string,
     address: string,
   ): Promise<AuthResult> {
-    if (!this.#guard.begin(address, Date.now())) return lockedOutResult();
+    if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     const user = this.#users.get(username);
     // Unknown users cost a hash too, so timing does not tell which names exist.
     const hash = user?.password ?? "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
@@ -343,11 +347,11 @@ export class Authenticator {
     try {
       good = await verifyPassword(password ?? new Uint8Array(0), hash);
     } catch (err) {
-      this.#guard.end(address, false, Date.now());
+      this.#guard.end(address, false, this.#clock.now());
       throw err;
     }
     const ok = user !== undefined && good;
-    const lockout = this.#guard.end(address, ok, Date.now());
+    const lockout = this.#guard.end(address, ok, this.#clock.now());
     if (!ok) {
       return {
         ok: false,

@@ -1,4 +1,5 @@
 import { LeafgateError, TOPIC_TOO_LONG, TOPIC_TOO_MANY_LEVELS } from "../core/index.js";
+import type { FrameError } from "./framer.js";
 
 /**
  * Every protocol violation that closes a connection, declared once with the rule it
@@ -162,3 +163,10 @@ export const CONNACK_V5: Readonly<Record<number, number>> = {
   [CONNACK.badUsernameOrPassword]: REASON.badUserNameOrPassword,
   [CONNACK.notAuthorized]: REASON.notAuthorized,
 };
+
+/** What the framer's refusals break. */
+export const FRAME_VIOLATION = {
+  malformed: "malformed",
+  tooLarge: "packetTooLarge",
+  firstTooLarge: "connectTooLarge",
+} as const satisfies Record<FrameError, Violation>;

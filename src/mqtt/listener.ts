@@ -5,129 +5,17 @@ import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
-import type { Counter, Guard, Logger } from "../core/index.js";
+import type { Counter, Logger } from "../core/index.js";
 import { errorMessage, LeafgateError } from "../core/index.js";
 import type { Admission } from "./admission.js";
-import { type Broker, sourceAddress } from "./broker.js";
-import type { Transport } from "./transport.js";
-
-/**
- * Packets smaller than this that are written in one turn of the event loop go out as one
- * buffer: the acks of a group commit, or the PINGRESPs for a read full of PINGREQs, cost
- * one write request and their bytes, instead of a queued request each (about 100 bytes
- * apiece, which made 8 M PINGRESPs queued for a client that did not read hold 460 MB).
- * Larger packets are written as they are, to spare the copy.
- */
-const COALESCE_BELOW_BYTES = 16 * 1024;
-/** A socket that is done with but whose peer does not read is destroyed after this. */
-const END_TIMEOUT_MS = 5_000;
-
-/** Adapts a TCP socket to the protocol's Transport; its callbacks run under `guard`. */
-function socketTransport(socket: Socket, guard: Guard): Transport {
-  let held: Uint8Array[] = [];
-  let heldBytes = 0;
-  const cut = (): void => {
-    socket.destroy();
-  };
-  const flush = guard.wrap(
-    "mqtt.socket-flush",
-    (): void => {
-      if (held.length === 0) return;
-      const parts = held;
-      const bytes = heldBytes;
-      held = [];
-      heldBytes = 0;
-      if (!socket.writable) return;
-      socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes));
-    },
-    cut,
-  );
-  const destroyLate = guard.wrap("mqtt.socket-end-timeout", cut);
-  return {
-    write: (bytes) => {
-      if (bytes.length >= COALESCE_BELOW_BYTES) {
-        flush();
-        return socket.write(bytes);
-      }
-      if (held.length === 0) process.nextTick(flush);
-      held.push(bytes);
-      heldBytes += bytes.length;
-      return socket.writableLength + heldBytes < socket.writableHighWaterMark;
-    },
-    end: (readOn = true) => {
-      flush();
-      // Read on (and discard: the connection is closing) so the peer's FIN is seen and
-      // the socket closes, rather than lingering paused until the deadline below.
-      if (readOn) socket.resume();
-      socket.end();
-      // A peer that never reads must not hold the socket open after we are done: a
-      // deadline, not an idle timeout, which a peer that goes on sending would keep off.
-      const deadline = setTimeout(destroyLate, END_TIMEOUT_MS).unref();
-      socket.once("close", () => clearTimeout(deadline));
-    },
-    destroy: () => {
-      held = [];
-      heldBytes = 0;
-      socket.destroy();
-    },
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
-    get writableLength() {
-      return socket.writableLength + heldBytes;
-    },
-    remote: `${socket.remoteAddress}:${socket.remotePort}`,
-  };
-}
+import type { Broker } from "./broker.js";
+import { sourceAddress } from "./client-text.js";
+import { socketTransport, webSocketTransport } from "./transports.js";
 
 /** The MQTT subprotocol names a WebSocket client may offer (section 6, and 3.1's). */
 const WS_PROTOCOLS = ["mqtt", "mqttv3.1"];
 /** Room beyond max_packet_size for a WebSocket message that batches small packets. */
 const WS_BATCH_SLACK_BYTES = 64 * 1024;
-/** A WebSocket whose close handshake does not finish within this is cut. */
-const WS_CLOSE_TIMEOUT_MS = 5_000;
-
-/**
- * Adapts a WebSocket to the Transport. Packets written in one turn of the event loop go
- * out as one binary message: MQTT does not care where frames split [MQTT-6.0.0-2].
- */
-function webSocketTransport(ws: WebSocket, remote: string, guard: Guard): Transport {
-  let pending: Uint8Array[] = [];
-  let pendingBytes = 0;
-  const cut = (): void => ws.terminate();
-  const flush = guard.wrap(
-    "mqtt.ws-flush",
-    (): void => {
-      const parts = pending;
-      pending = [];
-      pendingBytes = 0;
-      if (parts.length === 0 || ws.readyState !== ws.OPEN) return;
-      ws.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts), { binary: true });
-    },
-    cut,
-  );
-  return {
-    write: (bytes) => {
-      if (pending.length === 0) process.nextTick(flush);
-      pending.push(bytes);
-      pendingBytes += bytes.length;
-      return ws.bufferedAmount === 0;
-    },
-    end: (readOn = true) => {
-      flush();
-      if (readOn) ws.resume();
-      ws.close(1000);
-      setTimeout(guard.wrap("mqtt.ws-close-timeout", cut), WS_CLOSE_TIMEOUT_MS).unref();
-    },
-    destroy: () => ws.terminate(),
-    pause: () => ws.pause(),
-    resume: () => ws.resume(),
-    get writableLength() {
-      return ws.bufferedAmount + pendingBytes;
-    },
-    remote,
-  };
-}
-
 export interface ListenerOptions {
   /** With `ca`, clients must present a certificate signed by it, checked in the handshake. */
   readonly tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string };

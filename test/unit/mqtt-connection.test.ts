@@ -4,91 +4,13 @@
 // mqtt-packet's generator, fed whole, byte by byte and in random chunks.
 import fc from "fast-check";
 import mqtt from "mqtt-packet";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
-import { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { Bus, type Envelope, ManualClock, silentLogger } from "../../src/core/index.js";
 import type { Connection } from "../../src/mqtt/connection.js";
 import { VIOLATIONS, type Violation } from "../../src/mqtt/errors.js";
-import type { Transport } from "../../src/mqtt/transport.js";
+import { Broker, type BrokerOptions } from "../../src/mqtt/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-
-// -- the fake socket ------------------------------------------------------------------
-
-/** One line per packet written (`> puback 7`) and per socket call (`pause`, `end`, ...). */
-function brief(p: mqtt.Packet): string {
-  switch (p.cmd) {
-    case "connack":
-      return `connack rc=${p.returnCode}${p.sessionPresent ? " sp" : ""}`;
-    case "suback":
-      return `suback ${p.messageId} [${p.granted.join(",")}]`;
-    case "publish": {
-      const payload = Buffer.from(p.payload as Buffer).toString();
-      return `publish q${p.qos}${p.qos > 0 ? ` #${p.messageId}` : ""} ${p.topic} ${payload}`;
-    }
-    case "puback":
-    case "pubrec":
-    case "pubrel":
-    case "pubcomp":
-    case "unsuback":
-      return `${p.cmd} ${p.messageId}`;
-    default:
-      return p.cmd;
-  }
-}
-
-class FakeTransport implements Transport {
-  readonly remote = "fake:1";
-  writableLength = 0;
-  /** Packets written and socket calls, in order. */
-  readonly events: string[] = [];
-  readonly chunks: Buffer[] = [];
-  readonly parseErrors: string[] = [];
-  #ended = false;
-  readonly #parser = mqtt.parser({ protocolVersion: 4 });
-
-  constructor() {
-    this.#parser.on("packet", (p: mqtt.Packet) => this.events.push(`> ${brief(p)}`));
-    this.#parser.on("error", (e: Error) => this.parseErrors.push(e.message));
-  }
-
-  write(bytes: Uint8Array): boolean {
-    // A real socket refuses writes after end() (ERR_STREAM_WRITE_AFTER_END): the bytes are lost.
-    if (this.#ended) {
-      this.events.push("write-after-end");
-      return false;
-    }
-    const copy = Buffer.from(bytes);
-    this.chunks.push(copy);
-    this.#parser.parse(copy);
-    return true;
-  }
-  end(): void {
-    this.#ended = true;
-    this.events.push("end");
-  }
-  destroy(): void {
-    this.#ended = true;
-    this.events.push("destroy");
-  }
-  pause(): void {
-    this.events.push("pause");
-  }
-  resume(): void {
-    this.events.push("resume");
-  }
-
-  /** The decoded packets written, in order. */
-  sent(): string[] {
-    return this.events.filter((e) => e.startsWith("> ")).map((e) => e.slice(2));
-  }
-  /** Every byte written. */
-  bytes(): number[] {
-    return [...Buffer.concat(this.chunks)];
-  }
-  get ended(): boolean {
-    return this.events.includes("end") || this.events.includes("destroy");
-  }
-}
+import { FakeTransport } from "../helpers/fake-transport.js";
 
 // -- client packets -------------------------------------------------------------------
 
@@ -177,7 +99,8 @@ const opened: Connection[] = [];
 function setup(options: Partial<BrokerOptions> = {}) {
   const bus = new Bus();
   const metrics = new MetricsRegistry();
-  const broker = new Broker(bus, { ...DEFAULT_BROKER_OPTIONS, ...options }, silentLogger, metrics);
+  const clock = new ManualClock();
+  const broker = new Broker({ bus, options, log: silentLogger, metrics, clock });
 
   function open(): { t: FakeTransport; conn: Connection } {
     const t = new FakeTransport();
@@ -225,6 +148,7 @@ function setup(options: Partial<BrokerOptions> = {}) {
   const dropped = (reason: string) => value("leafgate_mqtt_messages_dropped_total", { reason });
 
   return {
+    clock,
     bus,
     metrics,
     broker,
@@ -246,15 +170,9 @@ function envelope(subject: string, payload: string, qos: 0 | 1 | 2): Envelope {
 
 const text = (m: Envelope | undefined): string => Buffer.from(m?.payload ?? []).toString();
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
 afterEach(() => {
   // A real socket's "close" arrives eventually; here it is simulated for every connection.
   for (const conn of opened.splice(0)) conn.onClose();
-  vi.clearAllTimers();
-  vi.useRealTimers();
 });
 
 // -- CONNECT --------------------------------------------------------------------------
@@ -271,7 +189,7 @@ describe("CONNECT", () => {
       feed(conn, client.connect("sensor-1", { keepalive: 30 }), mode);
       expect(t.bytes()).toEqual([0x20, 0x02, 0x00, 0x00]);
       expect(t.events).toEqual(["> connack rc=0"]);
-      expect(conn.state).toBe("connected");
+      expect(conn.state.kind).toBe("connected");
       expect(conn.clientId).toBe("sensor-1");
       expect(h.value("leafgate_mqtt_connections_accepted_total")).toBe(1);
       expect(h.value("leafgate_mqtt_connections")).toBe(1);
@@ -307,7 +225,7 @@ describe("CONNECT", () => {
     feed(conn, CONNECT_EMPTY_ID_NOT_CLEAN);
     expect(t.bytes()).toEqual([0x20, 0x02, 0x00, 0x02]);
     expect(t.events).toEqual(["> connack rc=2", "pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(h.closed("identifier-rejected")).toBe(1);
     expect(h.allProtocolErrors()).toBe(0);
   });
@@ -327,7 +245,7 @@ describe("CONNECT", () => {
     const first = h.connected("dup");
     const second = h.connected("dup");
     expect(first.t.events).toEqual(["> connack rc=0", "pause", "end"]);
-    expect(first.conn.state).toBe("closing");
+    expect(first.conn.state.kind).toBe("closing");
     expect(second.t.events).toEqual(["> connack rc=0"]);
     expect(h.closed("taken-over")).toBe(1);
 
@@ -343,11 +261,11 @@ describe("CONNECT", () => {
   it("closes a socket that sends no CONNECT within connectTimeoutMs", async () => {
     const h = setup({ connectTimeoutMs: 10_000 });
     const { t, conn } = h.open();
-    await vi.advanceTimersByTimeAsync(9_999);
+    h.clock.advance(9_999);
     expect(t.events).toEqual([]);
-    await vi.advanceTimersByTimeAsync(1);
+    h.clock.advance(1);
     expect(t.events).toEqual(["pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(h.closed("connect-timeout")).toBe(1);
     expect(h.allProtocolErrors()).toBe(0);
   });
@@ -355,9 +273,9 @@ describe("CONNECT", () => {
   it("a CONNECT in time cancels the connect timeout", async () => {
     const h = setup({ connectTimeoutMs: 10_000 });
     const { t, conn } = h.open();
-    await vi.advanceTimersByTimeAsync(9_000);
+    h.clock.advance(9_000);
     feed(conn, client.connect("c1", { keepalive: 0 }));
-    await vi.advanceTimersByTimeAsync(3_600_000);
+    h.clock.advance(3_600_000);
     expect(t.events).toEqual(["> connack rc=0"]);
     expect(h.closed("connect-timeout")).toBe(0);
   });
@@ -369,24 +287,24 @@ describe("keepalive", () => {
   it("closes a silent client after 1.5 × its keepalive [MQTT-3.1.2-24]", async () => {
     const h = setup();
     const { t, conn } = h.connected("k", { keepalive: 10 });
-    await vi.advanceTimersByTimeAsync(14_999);
+    h.clock.advance(14_999);
     expect(t.ended).toBe(false);
-    await vi.advanceTimersByTimeAsync(1);
+    h.clock.advance(1);
     expect(t.events).toEqual(["> connack rc=0", "pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(h.closed("keepalive-timeout")).toBe(1);
   });
 
   it("any packet restarts the 1.5 × keepalive window", async () => {
     const h = setup();
     const { t, conn } = h.connected("k", { keepalive: 10 });
-    await vi.advanceTimersByTimeAsync(10_000);
+    h.clock.advance(10_000);
     feed(conn, client.pingreq());
     expect(t.sent()).toEqual(["connack rc=0", "pingresp"]);
     // Last activity at 10 s: the deadline is 10 s + 15 s.
-    await vi.advanceTimersByTimeAsync(14_999);
+    h.clock.advance(14_999);
     expect(t.ended).toBe(false);
-    await vi.advanceTimersByTimeAsync(1);
+    h.clock.advance(1);
     expect(t.ended).toBe(true);
     expect(h.closed("keepalive-timeout")).toBe(1);
   });
@@ -394,7 +312,7 @@ describe("keepalive", () => {
   it("keepalive 0 turns supervision off", async () => {
     const h = setup();
     const { t } = h.connected("k", { keepalive: 0 });
-    await vi.advanceTimersByTimeAsync(24 * 3_600_000);
+    h.clock.advance(24 * 3_600_000);
     expect(t.ended).toBe(false);
   });
 });
@@ -470,7 +388,7 @@ describe("PUBLISH from the client", () => {
     pending[0]!.reject(new Error("disk full"));
     await settle();
     expect(t.events).toEqual(["> connack rc=0", "pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(h.dropped("store-failed")).toBe(1);
     expect(h.closed("store-failed")).toBe(1);
     expect(h.allProtocolErrors()).toBe(0);
@@ -856,7 +774,7 @@ describe("a client behind on reading (unsent bytes, mqtt.max_outbound_bytes)", (
     conn.onDrain();
     expect(t.events.slice(5)).toEqual(["resume", "> publish q1 #1 s a", "> publish q1 #2 s b"]);
     expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(0);
-    expect(conn.state).toBe("connected");
+    expect(conn.state.kind).toBe("connected");
   });
 
   it("a drain does not resume reading that pending commits paused", async () => {
@@ -896,7 +814,7 @@ describe("a client behind on reading (unsent bytes, mqtt.max_outbound_bytes)", (
     t.writableLength = 801;
     feed(conn, Buffer.concat([client.pingreq(), client.pingreq()]));
     expect(t.events).toEqual(["> connack rc=0", "> pingresp", "pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(1);
     expect(h.closed("slow-consumer")).toBe(1);
     expect(h.allProtocolErrors()).toBe(0);
@@ -925,8 +843,8 @@ describe("a client behind on reading (unsent bytes, mqtt.max_outbound_bytes)", (
     const { t, conn } = h.connected("k", { keepalive: 10 });
     t.writableLength = 100;
     feed(conn, client.pingreq());
-    await vi.advanceTimersByTimeAsync(15_000);
-    expect(conn.state).toBe("closing");
+    h.clock.advance(15_000);
+    expect(conn.state.kind).toBe("closing");
     expect(h.closed("slow-consumer")).toBe(1);
     expect(h.closed("keepalive-timeout")).toBe(0);
     expect(h.value("leafgate_mqtt_slow_consumers_total")).toBe(1);
@@ -961,12 +879,12 @@ describe("PINGREQ and DISCONNECT", () => {
     feed(conn, Buffer.concat([client.disconnect(), client.publish("late", "x", 1, 1)]));
     await settle();
     expect(t.events).toEqual(["> connack rc=0", "pause", "end"]);
-    expect(conn.state).toBe("closing");
+    expect(conn.state.kind).toBe("closing");
     expect(stored).toHaveLength(0);
     expect(h.closed("client-disconnect")).toBe(1);
     expect(h.allProtocolErrors()).toBe(0);
     conn.onClose();
-    expect(conn.state).toBe("closed");
+    expect(conn.state.kind).toBe("closed");
     expect(h.broker.connectionCount).toBe(0);
     // A close the connection asked for is counted once, not again as peer-closed.
     expect(h.closed("peer-closed")).toBe(0);
@@ -1096,7 +1014,7 @@ describe("protocol violations close the connection, counted once by violation", 
       await settle();
       expect(t.bytes()).toEqual(answer);
       expect(t.events.slice(-2)).toEqual(["pause", "end"]);
-      expect(conn.state).toBe("closing");
+      expect(conn.state.kind).toBe("closing");
       expect(h.protocolErrors(violation)).toBe(1);
       expect(h.allProtocolErrors()).toBe(1);
       expect(h.closed("protocol-error")).toBe(1);

@@ -5,93 +5,14 @@
 // shared subscriptions, the outbound window and its queue, acks of the wrong kind, and
 // takeover / resume with DUP.
 import mqtt from "mqtt-packet";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
-import { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { Bus, type Envelope, ManualClock, silentLogger } from "../../src/core/index.js";
 import type { Connection } from "../../src/mqtt/connection.js";
-import type { Transport } from "../../src/mqtt/transport.js";
+import { Broker, type BrokerOptions } from "../../src/mqtt/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
+import { FakeTransport } from "../helpers/fake-transport.js";
 
 type Version = 4 | 5;
-
-/** One line per packet the server wrote, e.g. `publish q1 #3 dup a/b m1 ids=1,2`. */
-function brief(p: mqtt.Packet): string {
-  switch (p.cmd) {
-    case "connack":
-      return `connack rc=${p.reasonCode ?? p.returnCode}${p.sessionPresent ? " sp" : ""}`;
-    case "suback":
-      return `suback ${p.messageId} [${p.granted.join(",")}]`;
-    case "publish": {
-      const payload = Buffer.from(p.payload as Buffer).toString();
-      const raw = (p.properties as { subscriptionIdentifier?: number | number[] } | undefined)
-        ?.subscriptionIdentifier;
-      const ids = raw === undefined ? [] : Array.isArray(raw) ? [...raw] : [raw];
-      // Their order is not significant [MQTT-3.3.4-3].
-      ids.sort((a, b) => a - b);
-      return [
-        `publish q${p.qos}`,
-        ...(p.qos > 0 ? [`#${p.messageId}`] : []),
-        ...(p.dup ? ["dup"] : []),
-        ...(p.retain ? ["retain"] : []),
-        p.topic,
-        payload,
-        ...(ids.length > 0 ? [`ids=${ids.join(",")}`] : []),
-      ].join(" ");
-    }
-    case "disconnect":
-      return `disconnect 0x${(p.reasonCode ?? 0).toString(16)}`;
-    case "puback":
-    case "pubrec":
-    case "pubrel":
-    case "pubcomp":
-    case "unsuback":
-      return `${p.cmd} ${p.messageId}`;
-    default:
-      return p.cmd;
-  }
-}
-
-class FakeTransport implements Transport {
-  readonly remote = "fake:1";
-  writableLength = 0;
-  /** Packets written (`> ...`) and socket calls, in order. */
-  readonly events: string[] = [];
-  readonly parseErrors: string[] = [];
-  #ended = false;
-  readonly #parser: ReturnType<typeof mqtt.parser>;
-
-  constructor(version: Version) {
-    this.#parser = mqtt.parser({ protocolVersion: version });
-    this.#parser.on("packet", (p: mqtt.Packet) => this.events.push(`> ${brief(p)}`));
-    this.#parser.on("error", (e: Error) => this.parseErrors.push(e.message));
-  }
-
-  write(bytes: Uint8Array): boolean {
-    if (this.#ended) {
-      this.events.push("write-after-end");
-      return false;
-    }
-    this.#parser.parse(Buffer.from(bytes));
-    return true;
-  }
-  end(): void {
-    this.#ended = true;
-    this.events.push("end");
-  }
-  destroy(): void {
-    this.#ended = true;
-    this.events.push("destroy");
-  }
-  pause(): void {}
-  resume(): void {}
-
-  sent(): string[] {
-    return this.events.filter((e) => e.startsWith("> ")).map((e) => e.slice(2));
-  }
-  get ended(): boolean {
-    return this.events.includes("end") || this.events.includes("destroy");
-  }
-}
 
 /** Lets settled commits run their continuations (acks); no timers involved. */
 async function settle(): Promise<void> {
@@ -115,7 +36,7 @@ class Client {
 
   constructor(broker: Broker, v: Version) {
     this.v = v;
-    this.t = new FakeTransport(v);
+    this.t = new FakeTransport({ version: v });
     this.conn = broker.accept(this.t) as Connection;
   }
 
@@ -164,7 +85,8 @@ const opened: Client[] = [];
 function setup(options: Partial<BrokerOptions> = {}) {
   const bus = new Bus();
   const metrics = new MetricsRegistry();
-  const broker = new Broker(bus, { ...DEFAULT_BROKER_OPTIONS, ...options }, silentLogger, metrics);
+  const clock = new ManualClock();
+  const broker = new Broker({ bus, options, log: silentLogger, metrics, clock });
 
   /** Opens a connection and completes CONNECT; expects CONNACK success. */
   function connect(clientId: string, o: ConnectOptions = {}): Client {
@@ -202,20 +124,14 @@ function setup(options: Partial<BrokerOptions> = {}) {
   const dropped = (reason: string) =>
     metrics.value("leafgate_mqtt_messages_dropped_total", { reason });
 
-  return { bus, broker, metrics, connect, publish, dropped };
+  return { bus, broker, clock, metrics, connect, publish, dropped };
 }
-
-beforeEach(() => {
-  vi.useFakeTimers();
-});
 
 afterEach(() => {
   for (const c of opened.splice(0)) {
     expect(c.t.parseErrors, "the server wrote something mqtt-packet cannot parse").toEqual([]);
     c.conn.onClose();
   }
-  vi.clearAllTimers();
-  vi.useRealTimers();
 });
 
 // -- overlapping subscriptions ------------------------------------------------------------
@@ -432,7 +348,7 @@ describe("outbound window and queue", () => {
     for (let i = 1; i <= 5; i++) await h.publish(`w.${i}`, `m${i}`, 1);
     expect(c.since(2)).toEqual(["publish q1 #1 w/1 m1", "publish q1 #2 w/2 m2"]);
     expect(h.dropped("queue-full")).toBe(1);
-    expect(h.broker.session("win")!.queuedCount).toBe(2);
+    expect(h.broker.sessions.get("win")!.owed.queuedCount).toBe(2);
 
     // QoS 0 is not held by the window.
     await h.publish("w.0", "q0", 0);
@@ -459,16 +375,16 @@ describe("outbound window and queue", () => {
     // One in flight, two queued (20 bytes), the fourth and fifth would make 30.
     expect(c.since(2)).toEqual(["publish q1 #1 w/1 message"]);
     expect(h.dropped("queue-full")).toBe(2);
-    expect(h.broker.session("qb")!.queuedBytes).toBe(20);
+    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(20);
     c.ack("puback", 1);
-    expect(h.broker.session("qb")!.queuedBytes).toBe(10);
+    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(10);
     await h.publish("w.6", "message", 1);
-    expect(h.broker.session("qb")!.queuedBytes).toBe(20);
+    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(20);
     c.ack("puback", 2);
     c.ack("puback", 3);
     c.ack("puback", 4);
     expect(c.since(2).map((l) => l.split(" ")[3])).toEqual(["w/1", "w/2", "w/3", "w/6"]);
-    expect(h.broker.session("qb")!.queuedBytes).toBe(0);
+    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(0);
     expect(h.dropped("queue-full")).toBe(2);
   });
 
@@ -636,7 +552,7 @@ describe("takeover and resume", () => {
       second.ack("puback", 3);
       second.ack("puback", 4);
       second.ack("puback", 5);
-      expect(h.broker.session("dev")!.inflight.size).toBe(0);
+      expect(h.broker.sessions.get("dev")!.owed.inflight.size).toBe(0);
     });
 
     it("with clean start the old session ends: no resend, no old subscriptions", async () => {

@@ -9,9 +9,8 @@ import type Database from "better-sqlite3";
 import mqtt from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus, type Envelope, silentLogger } from "../../src/core/index.js";
-import { Broker, type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "../../src/mqtt/broker.js";
 import type { Connection } from "../../src/mqtt/connection.js";
-import type { Transport } from "../../src/mqtt/transport.js";
+import { Broker, type BrokerOptions } from "../../src/mqtt/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
 import {
   closeDatabase,
@@ -19,6 +18,7 @@ import {
   openDatabase,
   SessionStore,
 } from "../../src/store/index.js";
+import { FakeTransport } from "../helpers/fake-transport.js";
 import { type TempDir, tempDir } from "../helpers/wait.js";
 
 let temps: TempDir[] = [];
@@ -100,48 +100,19 @@ describe("SessionStore.afterCommit", () => {
   });
 });
 
-/** Packets written to the client, one line each: `publish q1 #1 a/b m1`, `pubrel 2`. */
-class FakeTransport implements Transport {
-  readonly remote = "fake:1";
-  readonly writableLength = 0;
-  readonly sent: string[] = [];
-  readonly #parser = mqtt.parser({ protocolVersion: 5 });
-
-  constructor() {
-    this.#parser.on("packet", (p: mqtt.Packet) => {
-      if (p.cmd === "publish") {
-        const id = p.qos > 0 ? ` #${p.messageId}` : "";
-        this.sent.push(`publish q${p.qos}${id} ${p.topic} ${Buffer.from(p.payload).toString()}`);
-      } else {
-        this.sent.push(p.messageId === undefined ? p.cmd : `${p.cmd} ${p.messageId}`);
-      }
-    });
-  }
-  write(bytes: Uint8Array): boolean {
-    this.#parser.parse(Buffer.from(bytes));
-    return true;
-  }
-  end(): void {}
-  destroy(): void {}
-  pause(): void {}
-  resume(): void {}
-}
-
 describe("a persistent session's writes wait for the session store", () => {
   function setup(options: Partial<BrokerOptions> = {}) {
     const { store } = newStore();
     const bus = new Bus();
-    const broker = new Broker(
+    const broker = new Broker({
       bus,
-      { ...DEFAULT_BROKER_OPTIONS, ...options },
-      silentLogger,
-      new MetricsRegistry(),
-      undefined,
-      undefined,
-      store,
-    );
+      options,
+      log: silentLogger,
+      metrics: new MetricsRegistry(),
+      sessionStore: store,
+    });
     const connect = (clientId: string, expiryS: number) => {
-      const t = new FakeTransport();
+      const t = new FakeTransport({ version: 5 });
       const conn = broker.accept(t) as Connection;
       const send = (p: mqtt.Packet) => conn.onData(mqtt.generate(p, { protocolVersion: 5 }));
       send({
@@ -153,7 +124,7 @@ describe("a persistent session's writes wait for the session store", () => {
         ...(expiryS > 0 ? { properties: { sessionExpiryInterval: expiryS } } : {}),
       });
       send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/#", qos: 2 }] });
-      t.sent.length = 0;
+      t.clear();
       return { t, send };
     };
     const publish = (payload: string, qos: 0 | 1 | 2) => {
@@ -175,13 +146,13 @@ describe("a persistent session's writes wait for the session store", () => {
     const plain = connect("plain", 0);
     publish("m1", 1);
     publish("m2", 0);
-    expect(stored.t.sent).toEqual([]);
-    expect(plain.t.sent).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
+    expect(stored.t.sent()).toEqual([]);
+    expect(plain.t.sent()).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
     store.flush();
-    expect(stored.t.sent).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
+    expect(stored.t.sent()).toEqual(["publish q1 #1 a/b m1", "publish q0 a/b m2"]);
     // Nothing held any more: a QoS 0 goes at once.
     publish("m3", 0);
-    expect(stored.t.sent.at(-1)).toBe("publish q0 a/b m3");
+    expect(stored.t.sent().at(-1)).toBe("publish q0 a/b m3");
   });
 
   it("PUBREL after the PUBREC is committed", () => {
@@ -189,11 +160,11 @@ describe("a persistent session's writes wait for the session store", () => {
     const s = connect("stored", 300);
     publish("m", 2);
     store.flush();
-    expect(s.t.sent).toEqual(["publish q2 #1 a/b m"]);
+    expect(s.t.sent()).toEqual(["publish q2 #1 a/b m"]);
     s.send({ cmd: "pubrec", messageId: 1 });
-    expect(s.t.sent).toEqual(["publish q2 #1 a/b m"]);
+    expect(s.t.sent()).toEqual(["publish q2 #1 a/b m"]);
     store.flush();
-    expect(s.t.sent).toEqual(["publish q2 #1 a/b m", "pubrel 1"]);
+    expect(s.t.sent()).toEqual(["publish q2 #1 a/b m", "pubrel 1"]);
   });
 
   it("deliveries waiting for the commit count as unsent: past the soft mark the rest wait, then follow", () => {
@@ -204,8 +175,8 @@ describe("a persistent session's writes wait for the session store", () => {
     for (const p of payloads) publish(p, 1);
     store.flush();
     // Three were decided on before 100 bytes were reserved; each written one makes room.
-    expect(s.t.sent).toEqual(payloads.slice(0, 3).map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
+    expect(s.t.sent()).toEqual(payloads.slice(0, 3).map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
     store.flush();
-    expect(s.t.sent).toEqual(payloads.map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
+    expect(s.t.sent()).toEqual(payloads.map((p, i) => `publish q1 #${i + 1} a/b ${p}`));
   });
 });

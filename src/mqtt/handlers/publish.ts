@@ -2,9 +2,10 @@ import { isUtf8 } from "node:buffer";
 import type mqtt from "mqtt-packet";
 import type { Envelope } from "../../core/index.js";
 import { errorMessage, TopicError, toSubject } from "../../core/index.js";
-import type { Connection } from "../connection.js";
+import type { ConnectedClient, HandlerContext } from "../context.js";
 import { MqttProtocolError, REASON } from "../errors.js";
 import { propertiesToHeaders, readPublishProperties } from "../properties.js";
+import { logDenied } from "./refusals.js";
 
 const EMPTY = Buffer.alloc(0);
 /** Frozen, so the metrics registry computes their key once. */
@@ -19,26 +20,30 @@ const QOS_LABELS = [
  * durable copy (the outbox, persistent sessions) is committed; a failed commit closes
  * the connection without the ack, so the client still owns the message and sends it again.
  */
-export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw: Buffer): void {
-  const { broker } = conn;
-  const v5 = conn.protocolVersion === 5;
+export function handlePublish(
+  ctx: HandlerContext,
+  client: ConnectedClient,
+  packet: mqtt.IPublishPacket,
+  raw: Buffer,
+): void {
+  const v5 = client.version === 5;
   const qos = packet.qos;
   const packetId = packet.messageId ?? 0;
   // Flow control first: past the Receive Maximum nothing else of it matters (section 4.9).
-  if (qos > 0) conn.inboundPublish(packetId);
+  if (qos > 0) client.inboundPublish(packetId);
   let topic = packet.topic;
   const extra = v5 ? readPublishProperties(raw, qos) : undefined;
   if (extra?.topicAlias !== undefined) {
     const alias = extra.topicAlias;
-    if (alias === 0 || alias > broker.options.topicAliasMaximum) {
+    if (alias === 0 || alias > ctx.options.topicAliasMaximum) {
       throw new MqttProtocolError("topicAliasInvalid", `alias ${alias}`);
     }
     if (topic === "") {
-      const known = conn.aliasesIn.get(alias);
+      const known = client.aliasesIn.get(alias);
       if (known === undefined) throw new MqttProtocolError("unknownTopicAlias", `alias ${alias}`);
       topic = known;
     } else {
-      conn.aliasesIn.set(alias, topic);
+      client.aliasesIn.set(alias, topic);
     }
   }
   let subject: string;
@@ -57,37 +62,37 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     }
     throw err;
   }
-  broker.metrics.received.inc(QOS_LABELS[qos]);
+  ctx.metrics.received.inc(QOS_LABELS[qos]);
   const payload =
     typeof packet.payload === "string" ? Buffer.from(packet.payload) : (packet.payload ?? EMPTY);
   const nack = (reason: number): void => {
     // MQTT 3.1.1 has no negative ack: the message is dropped, and still acknowledged so
     // the client does not resend it forever. MQTT 5 says why [MQTT-3.4.2-1].
     const code = v5 ? reason : 0;
-    if (qos === 1) conn.sendInboundAck("puback", packetId, code);
+    if (qos === 1) client.sendInboundAck("puback", packetId, code);
     if (qos === 2) {
       // A PUBREC with an error ends the exchange; 3.1.1 waits for PUBREL as usual.
-      if (!v5) conn.session!.awaitingRelease.set(packetId, "received");
-      conn.sendInboundAck("pubrec", packetId, code);
+      if (!v5) client.session.awaitingRelease.set(packetId, "received");
+      client.sendInboundAck("pubrec", packetId, code);
     }
   };
   const properties = extra?.properties;
   if (properties?.payloadFormat === 1 && !isUtf8(payload)) {
     // [MQTT-3.3.2-4] the receiver may check a payload said to be UTF-8.
-    broker.metrics.dropped.inc({ reason: "payload-format-invalid" });
+    ctx.metrics.dropped.inc({ reason: "payload-format-invalid" });
     nack(REASON.payloadFormatInvalid);
     return;
   }
-  const session = conn.session!;
+  const { session } = client;
   if (qos === 2) {
     // A resent QoS 2 PUBLISH with an id we hold is not delivered again, and is
     // answered with PUBREC until PUBREL arrives [MQTT-4.3.3-2]; while the first copy
     // is still committing, its PUBREC is on the way.
     const held = session.awaitingRelease.get(packetId);
-    if (held === "received") conn.sendInboundAck("pubrec", packetId);
+    if (held === "received") client.sendInboundAck("pubrec", packetId);
     if (held !== undefined) return;
   }
-  const now = Date.now();
+  const now = ctx.clock.now();
   const message: Envelope = {
     subject,
     payload,
@@ -95,7 +100,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
     origin: "mqtt",
     qos,
     retain: packet.retain,
-    publisher: conn.clientId,
+    publisher: client.clientId,
     ...(properties !== undefined ? { properties, headers: propertiesToHeaders(properties) } : {}),
     ...(extra?.messageExpiryS !== undefined
       ? { expiresAtMs: now + extra.messageExpiryS * 1000 }
@@ -104,43 +109,43 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket, raw
 
   // The one way in for what clients publish: permissions, then the retained store, then
   // the bus (see Broker.publish).
-  const outcome = broker.publish(conn, message);
+  const outcome = ctx.publish(client, message);
   if (!outcome.ok) {
-    conn.logDenied("publish", topic);
+    logDenied(ctx, client, "publish", topic);
     nack(REASON.notAuthorized);
     return;
   }
   if (qos === 0) {
     outcome.committed.catch((err) => {
-      broker.metrics.dropped.inc({ reason: dropReason(err) });
-      broker.log.debug({ client: conn.clientId, err: errorMessage(err) }, "QoS 0 message lost");
+      ctx.metrics.dropped.inc({ reason: dropReason(err) });
+      ctx.log.debug({ client: client.clientId, err: errorMessage(err) }, "QoS 0 message lost");
     });
     return;
   }
   if (qos === 2) session.awaitingRelease.set(packetId, "committing");
-  conn.trackCommit(
+  client.trackCommit(
     outcome.committed,
     () => {
       if (qos === 2) {
         session.awaitingRelease.set(packetId, "received");
-        if (session.persistent) broker.sessionStore?.addAwaitingRelease(session.clientId, packetId);
+        if (session.persistent) ctx.sessionStore?.addAwaitingRelease(session.clientId, packetId);
       }
-      conn.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId);
+      client.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId);
     },
     (err) => {
       if (qos === 2) session.awaitingRelease.delete(packetId);
       const reason = dropReason(err);
-      broker.metrics.dropped.inc({ reason });
+      ctx.metrics.dropped.inc({ reason });
       if (v5 && reason === "buffer-full") {
         // MQTT 5 can say no: Quota exceeded; the client decides what to do with it.
-        conn.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId, REASON.quotaExceeded);
+        client.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId, REASON.quotaExceeded);
         return;
       }
-      broker.log.warn(
-        { client: conn.clientId, err: errorMessage(err) },
+      ctx.log.warn(
+        { client: client.clientId, err: errorMessage(err) },
         "message not stored; closing the connection without an ack so the client resends it",
       );
-      conn.close("store-failed", true);
+      client.close("store-failed", true);
     },
   );
 }
@@ -151,15 +156,19 @@ function dropReason(err: unknown): string {
 }
 
 /** PUBREL completes an inbound QoS 2 exchange (section 3.6). */
-export function handlePubrel(conn: Connection, packet: mqtt.IPubrelPacket): void {
+export function handlePubrel(
+  ctx: HandlerContext,
+  client: ConnectedClient,
+  packet: mqtt.IPubrelPacket,
+): void {
   const packetId = packet.messageId ?? 0;
-  const session = conn.session!;
+  const { session } = client;
   const known = session.awaitingRelease.delete(packetId);
   if (known && session.persistent) {
-    conn.broker.sessionStore?.deleteAwaitingRelease(session.clientId, packetId);
+    ctx.sessionStore?.deleteAwaitingRelease(session.clientId, packetId);
   }
   // 3.1.1: PUBCOMP even for an unknown id (the client may be retrying after our
   // restart); MQTT 5 says the id was not found [MQTT-3.7.2-1].
-  const code = !known && conn.protocolVersion === 5 ? REASON.packetIdNotFound : 0;
-  conn.sendInboundAck("pubcomp", packetId, code);
+  const code = !known && client.version === 5 ? REASON.packetIdNotFound : 0;
+  client.sendInboundAck("pubcomp", packetId, code);
 }

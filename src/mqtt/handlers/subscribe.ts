@@ -1,65 +1,26 @@
 import type mqtt from "mqtt-packet";
-import {
-  errorMessage,
-  TOPIC_TOO_LONG,
-  TOPIC_TOO_MANY_LEVELS,
-  TopicError,
-} from "../../core/index.js";
-import type { Connection } from "../connection.js";
-import {
-  FILTER_REFUSALS,
-  type FilterRefusal,
-  MqttProtocolError,
-  REASON,
-  SUBACK_FAILURE,
-} from "../errors.js";
+import type { Envelope } from "../../core/index.js";
+import type { RetainedMessage } from "../../store/index.js";
+import type { ConnectedClient, HandlerContext } from "../context.js";
+import { MqttProtocolError, REASON, SUBACK_FAILURE } from "../errors.js";
 import { type ParsedFilter, parseFilter } from "../filter.js";
 import { encodeSuback } from "../packets.js";
 import type { Subscription } from "../session.js";
+import { logDenied, refuseFilter } from "./refusals.js";
 
 /** Every QoS is granted as asked: outbound QoS 2 runs PUBREC/PUBREL/PUBCOMP [MQTT-4.3.3]. */
 const MAX_GRANTED_QOS = 2;
+const DOLLAR = "$".charCodeAt(0);
 /** Largest Subscription Identifier, a variable byte integer (section 3.8.2.1.2). */
 const MAX_SUBSCRIPTION_ID = 268_435_455;
-/** Longest piece of a refused filter quoted in the log: the client chose it. */
-const MAX_LOGGED_FILTER = 80;
-
-/** Connections whose refused filters have been logged once already. */
-const refusalsLogged = new WeakSet<Connection>();
-
-/**
- * Counts a filter refused while the connection carries on, and logs the first one per
- * connection (the rest are only counted: a client may send thousands).
- */
-export function refuseFilter(conn: Connection, filter: string, err: unknown): void {
-  const reason = refusalOf(err);
-  conn.broker.metrics.subscriptionsRefused.inc({ reason });
-  if (refusalsLogged.has(conn)) return;
-  refusalsLogged.add(conn);
-  conn.broker.log.info(
-    {
-      client: conn.clientId,
-      filter: filter.length > MAX_LOGGED_FILTER ? `${filter.slice(0, MAX_LOGGED_FILTER)}…` : filter,
-      reason,
-      err: errorMessage(err),
-    },
-    "subscription refused (further refusals for this client are only counted)",
-  );
-}
-
-function refusalOf(err: unknown): FilterRefusal {
-  if (err instanceof TopicError && err.rule === TOPIC_TOO_LONG) return FILTER_REFUSALS.tooLong;
-  if (err instanceof TopicError && err.rule === TOPIC_TOO_MANY_LEVELS) {
-    return FILTER_REFUSALS.tooManyLevels;
-  }
-  return FILTER_REFUSALS.invalid;
-}
-
 /** SUBSCRIBE (section 3.8): one bus subscription per NATS pattern of each filter. */
-export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket): void {
-  const { broker } = conn;
-  const session = conn.session!;
-  const v5 = conn.protocolVersion === 5;
+export function handleSubscribe(
+  ctx: HandlerContext,
+  client: ConnectedClient,
+  packet: mqtt.ISubscribePacket,
+): void {
+  const { session } = client;
+  const v5 = client.version === 5;
   const subscriptionId = v5
     ? (packet.properties as { subscriptionIdentifier?: number } | undefined)?.subscriptionIdentifier
     : undefined;
@@ -75,9 +36,9 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     let parsed: ParsedFilter;
     try {
       // Invalid, or past mqtt.max_topic_length / max_topic_levels: refused, the rest go on.
-      parsed = parseFilter(filter, broker.options);
+      parsed = parseFilter(filter, ctx.options);
     } catch (err) {
-      refuseFilter(conn, filter, err);
+      refuseFilter(ctx, client, filter, err);
       codes.push(v5 ? REASON.topicFilterInvalid : SUBACK_FAILURE);
       continue;
     }
@@ -87,13 +48,15 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     // `a/#` maps to `a.>` plus the parent `a`: the filter is decided by `a.>`; the parent
     // is added only where it is allowed itself (a permission on `a.>` need not cover `a`).
     const main = parsed.patterns[parsed.patterns.length - 1]!;
-    if (!conn.permissions.canSubscribe(main)) {
-      broker.metrics.denied.inc({ kind: "subscribe" });
-      conn.logDenied("subscribe", filter);
+    if (!client.permissions.canSubscribe(main)) {
+      ctx.metrics.denied.inc({ kind: "subscribe" });
+      logDenied(ctx, client, "subscribe", filter);
       codes.push(v5 ? REASON.notAuthorized : SUBACK_FAILURE);
       continue;
     }
-    const patterns = parsed.patterns.filter((p) => p === main || conn.permissions.canSubscribe(p));
+    const patterns = parsed.patterns.filter(
+      (p) => p === main || client.permissions.canSubscribe(p),
+    );
     const granted = Math.min(qos, MAX_GRANTED_QOS) as 0 | 1 | 2;
     const spec = {
       filter,
@@ -110,12 +73,12 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     // one the session holds is always allowed [MQTT-3.8.4-3].
     if (
       !session.subscriptions.has(filter) &&
-      session.subscriptions.size >= broker.options.maxSubscriptionsPerClient
+      session.subscriptions.size >= ctx.options.maxSubscriptionsPerClient
     ) {
-      broker.metrics.subscriptionsRefused.inc({ reason: "max-subscriptions-per-client" });
-      broker.logLimit(
+      ctx.metrics.subscriptionsRefused.inc({ reason: "max-subscriptions-per-client" });
+      ctx.logs.limit(
         "max-subscriptions-per-client",
-        { maxSubscriptionsPerClient: broker.options.maxSubscriptionsPerClient },
+        { maxSubscriptionsPerClient: ctx.options.maxSubscriptionsPerClient },
         "mqtt subscription refused: mqtt.max_subscriptions_per_client reached",
       );
       codes.push(v5 ? REASON.quotaExceeded : SUBACK_FAILURE);
@@ -125,13 +88,41 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     added.push({ sub: session.subscriptions.get(filter)!, isNew });
     codes.push(granted);
   }
-  conn.send(encodeSuback(packet.messageId ?? 0, codes, v5));
+  client.send(encodeSuback(packet.messageId ?? 0, codes, v5));
   // Retained messages follow the SUBACK [MQTT-3.3.1-6]: not for shared subscriptions
   // (section 4.8.2), and as Retain Handling says (section 3.8.3.1).
-  if (broker.retained === undefined) return;
+  if (ctx.retained === undefined) return;
   for (const { sub, isNew } of added) {
     if (sub.share !== undefined) continue;
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
-    conn.deliverRetained(sub, broker.retained.match(sub.patterns));
+    deliverRetained(client, sub, ctx.retained.match(sub.patterns));
+  }
+}
+
+/**
+ * Sends the retained messages a new subscription matches, with the retain flag set
+ * [MQTT-3.3.1-6]; wildcard-first filters skip `$` topics [MQTT-4.7.2-1].
+ */
+function deliverRetained(
+  client: ConnectedClient,
+  sub: Subscription,
+  messages: readonly RetainedMessage[],
+): void {
+  if (!client.connected) return;
+  const ids = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
+  for (const m of messages) {
+    if (sub.leadingWildcard && m.subject.charCodeAt(0) === DOLLAR) continue;
+    if (!client.permissions.mayReceive(m.subject)) continue;
+    const copy: Envelope = {
+      subject: m.subject,
+      payload: m.payload,
+      receivedAtMs: m.receivedAtMs,
+      origin: "internal",
+      qos: m.qos,
+      retain: true,
+      ...(m.properties !== undefined ? { properties: m.properties } : {}),
+      ...(m.expiresAtMs !== undefined ? { expiresAtMs: m.expiresAtMs } : {}),
+    };
+    client.session.owed.offer(copy, Math.min(sub.qos, m.qos) as 0 | 1 | 2, true, ids);
   }
 }

@@ -1,9 +1,9 @@
 import type mqtt from "mqtt-packet";
-import type { Connection } from "../connection.js";
+import type { ConnectedClient, HandlerContext } from "../context.js";
 import { REASON } from "../errors.js";
 import { checkFilterBounds } from "../filter.js";
 import { encodeAck, encodeUnsuback } from "../packets.js";
-import { refuseFilter } from "./subscribe.js";
+import { refuseFilter } from "./refusals.js";
 
 /**
  * UNSUBSCRIBE (section 3.10); unknown filters are acknowledged all the same
@@ -11,17 +11,21 @@ import { refuseFilter } from "./subscribe.js";
  * mqtt.max_topic_length / max_topic_levels (none can have been subscribed) is refused,
  * MQTT 5 with 0x8F, and counted like a refused SUBSCRIBE filter.
  */
-export function handleUnsubscribe(conn: Connection, packet: mqtt.IUnsubscribePacket): void {
-  const session = conn.session!;
+export function handleUnsubscribe(
+  ctx: HandlerContext,
+  client: ConnectedClient,
+  packet: mqtt.IUnsubscribePacket,
+): void {
+  const { session } = client;
   const codes = packet.unsubscriptions.map((filter) => {
     try {
-      checkFilterBounds(filter, conn.broker.options);
+      checkFilterBounds(filter, ctx.options);
     } catch (err) {
-      refuseFilter(conn, filter, err);
+      refuseFilter(ctx, client, filter, err);
       return REASON.topicFilterInvalid;
     }
     return session.unsubscribe(filter) ? REASON.success : REASON.noSubscriptionExisted;
   });
   const id = packet.messageId ?? 0;
-  conn.send(conn.protocolVersion === 5 ? encodeUnsuback(id, codes) : encodeAck("unsuback", id));
+  client.send(client.version === 5 ? encodeUnsuback(id, codes) : encodeAck("unsuback", id));
 }
