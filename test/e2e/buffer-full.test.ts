@@ -55,13 +55,12 @@ describe("buffer full, end to end", () => {
 
   it("refuses the 11th alarm with backpressure, evicts old telemetry, forwards the survivors in order", async ({
     hub,
-    nc: first,
+    nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
     // The hub first, so the gateway's fixed hub URL points at it; then down while publishing.
-    let nc = first;
-    gw = await gateway.start({ upstream: { servers: [hub.url], stream }, buffer: BUFFER });
+    gw = await edgeGateway({ buffer: BUFFER });
     const metrics = gw.gateway.metrics;
     await waitFor(() => metrics.value("leafgate_upstream_connected") === 1);
     await nc.close();
@@ -119,13 +118,13 @@ describe("buffer full, end to end", () => {
 
     // The hub is back: exactly the survivors arrive, in acceptance order, alarms first.
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitFor(async () => (await streamInfo(nc, stream)).state.messages >= 50, {
+    const ncAgain = await connectClient(hub.url);
+    await waitFor(async () => (await streamInfo(ncAgain, stream)).state.messages >= 50, {
       timeoutMs: 30_000,
       message: "the stream did not receive the 50 buffered messages",
     });
     await waitFor(() => outboxStatus().pending === 0);
-    const messages = await streamMessages(nc, stream);
+    const messages = await streamMessages(ncAgain, stream);
     expect(
       messages.map((m) => [m.subject, decoder.decode(m.data), m.headers["Nats-Msg-Id"]?.[0]]),
     ).toEqual([

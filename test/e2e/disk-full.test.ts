@@ -23,13 +23,10 @@ interface ClassStatus {
 describe("disk full", () => {
   it("telemetry gives way to alarms, alarms are refused only when alone, then it recovers", async ({
     hub,
-    nc: first,
-    stream,
-    gateway,
+    nc,
+    edgeGateway,
   }) => {
-    let nc = first;
-    const gw = await gateway.start({
-      upstream: { servers: [hub.url], stream },
+    const gw = await edgeGateway({
       buffer: {
         max_file_size: MAX_FILE_BYTES,
         classes: [{ name: "alarms", subjects: ["alarms.>"], on_full: "reject" }],
@@ -120,7 +117,7 @@ describe("disk full", () => {
 
     // The hub comes back: everything kept drains, pages are reused, alarms fit again.
     await hub.restart();
-    nc = await connectClient(hub.url);
+    const ncAgain = await connectClient(hub.url);
     await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0, {
       timeoutMs: 20_000,
     });
@@ -128,10 +125,10 @@ describe("disk full", () => {
     await again.publishAsync("alarms/after", "recovered", { qos: 1 });
     await again.endAsync();
     await waitFor(async () => {
-      const last = (await streamMessages(nc, "EDGE")).at(-1);
+      const last = (await streamMessages(ncAgain, "EDGE")).at(-1);
       return last?.subject === "edge.gw1.alarms.after";
     });
-    const messages = await streamMessages(nc, "EDGE");
+    const messages = await streamMessages(ncAgain, "EDGE");
     const alarmSubjects = messages
       .filter((m) => m.subject.startsWith("edge.gw1.alarms."))
       .map((m) => m.subject);
@@ -147,6 +144,6 @@ describe("disk full", () => {
     expect(telemetrySeen).toEqual(
       Array.from({ length: sent - evictedTotal }, (_, i) => evictedTotal + i),
     );
-    expect((await streamInfo(nc, "EDGE")).state.messages).toBe(messages.length);
+    expect((await streamInfo(ncAgain, "EDGE")).state.messages).toBe(messages.length);
   });
 });

@@ -305,23 +305,18 @@ describe("mosquitto MQTT 5 properties", () => {
 });
 
 describe("mosquitto MQTT 5 through the hub", () => {
-  async function forwarding({
-    hub,
-    stream,
-    gateway,
-  }: Pick<Fixtures, "hub" | "stream" | "gateway">): Promise<TestGateway> {
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+  async function forwarding(edgeGateway: Fixtures["edgeGateway"]): Promise<TestGateway> {
+    const gw = await edgeGateway();
     await waitFor(() => (gw.gateway.status().upstream as { state: string }).state === "forwarding");
     return gw;
   }
 
   it("turns user properties and v5 properties into NATS headers on the hub", async ({
-    hub,
     nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
-    const gw = await forwarding({ hub, stream, gateway });
+    const gw = await forwarding(edgeGateway);
     await publish(gw.mqttPort, "mqttv5", [
       ...["-t", "hub/v5/t", "-q", "1", "-m", "payload-1"],
       ...["-D", "publish", "user-property", "site", "north"],
@@ -348,13 +343,8 @@ describe("mosquitto MQTT 5 through the hub", () => {
     });
   });
 
-  it("turns headers of imported hub messages into user properties", async ({
-    hub,
-    nc,
-    stream,
-    gateway,
-  }) => {
-    const gw = await forwarding({ hub, stream, gateway });
+  it("turns headers of imported hub messages into user properties", async ({ nc, edgeGateway }) => {
+    const gw = await forwarding(edgeGateway);
     const sub = await subscribe(gw.mqttPort, "mqttv5", ["cmd/gw1/#"], {
       qos: 1,
       count: 2,

@@ -46,12 +46,11 @@ describe("MQTT to JetStream through the outbox", () => {
     Array.from({ length: n }, (_, i) => `${tag}-${String(i).padStart(5, "0")}`);
 
   it("forwards 10,000 QoS 1 messages from mosquitto_pub exactly once, in order", async ({
-    hub,
     nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+    const gw = await edgeGateway();
     const sent = lines(10_000, "up");
     await mosquittoPubLines(gw.mqttPort, "sensors/kitchen/temp", sent);
     await waitForStreamCount(nc, sent.length);
@@ -64,12 +63,11 @@ describe("MQTT to JetStream through the outbox", () => {
 
   it("buffers 10,000 QoS 1 messages while the hub is down and delivers them once it is back", async ({
     hub,
-    nc: first,
+    nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
-    let nc = first;
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+    const gw = await edgeGateway();
     await waitFor(() => gw.gateway.metrics.value("leafgate_upstream_connected") === 1);
     await nc.close();
     await hub.kill();
@@ -81,21 +79,20 @@ describe("MQTT to JetStream through the outbox", () => {
     expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(10_000);
 
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitForStreamCount(nc, sent.length);
+    const ncAgain = await connectClient(hub.url);
+    await waitForStreamCount(ncAgain, sent.length);
     await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
-    const messages = await streamMessages(nc, stream);
+    const messages = await streamMessages(ncAgain, stream);
     expectExactlyInOrder(messages, sent, "edge.gw1.sensors.barn.humidity");
   });
 
   it("survives a hub crash in the middle of forwarding: exactly once, in order", async ({
     hub,
-    nc: first,
+    nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
-    let nc = first;
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+    const gw = await edgeGateway();
     const sent = lines(10_000, "mid");
     const publishing = mosquittoPubLines(gw.mqttPort, "line/1/counter", sent);
     await waitForStreamCount(nc, 2_000);
@@ -103,15 +100,15 @@ describe("MQTT to JetStream through the outbox", () => {
     await hub.kill();
     await publishing;
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitForStreamCount(nc, sent.length);
+    const ncAgain = await connectClient(hub.url);
+    await waitForStreamCount(ncAgain, sent.length);
     await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
-    const messages = await streamMessages(nc, stream);
+    const messages = await streamMessages(ncAgain, stream);
     expectExactlyInOrder(messages, sent, "edge.gw1.line.1.counter");
   });
 
-  it("maps MQTT topics onto subjects as nats-server does", async ({ hub, nc, stream, gateway }) => {
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+  it("maps MQTT topics onto subjects as nats-server does", async ({ nc, stream, edgeGateway }) => {
+    const gw = await edgeGateway();
     const client = await connectMqttJs(gw.mqttPort);
     const topics = ["a/b", "a/b.c/d", "/lead", "trail/", "a//b", "$SYS/x", "ünï/cødé"];
     try {
@@ -135,12 +132,11 @@ describe("MQTT to JetStream through the outbox", () => {
   });
 
   it("delivers to local MQTT subscribers and imports commands from the hub", async ({
-    hub,
     nc,
     stream,
-    gateway,
+    edgeGateway,
   }) => {
-    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
+    const gw = await edgeGateway();
     await waitFor(() => (gw.gateway.status().upstream as { state: string }).state === "forwarding");
     const subscriber = await connectMqttJs(gw.mqttPort);
     const received: [string, string, number][] = [];

@@ -13,10 +13,8 @@ const FORWARDED_BEFORE_FREEZE = 3;
 describe("Modbus RTU energy meter through the gateway", () => {
   it("polls the meter and forwards each answer's values, in order", async ({
     defer,
-    hub,
     nc,
-    stream,
-    gateway,
+    edgeGateway,
   }) => {
     const dir = tempDir("modbus-gw");
     defer(() => dir.cleanup());
@@ -26,8 +24,7 @@ describe("Modbus RTU energy meter through the gateway", () => {
     });
     await slave.open();
     defer(() => slave.close());
-    const gw = await gateway.start({
-      upstream: { servers: [hub.url], stream },
+    const gw = await edgeGateway({
       serial: {
         ports: [{ path: join(dir.path, "tty-dev"), profile: "energy-meter", device: "meter-1" }],
       },

@@ -166,12 +166,8 @@ describe("text-line serial devices", () => {
       nc,
       serialGateway,
     }) => {
-      const {
-        sim: s,
-        stored,
-        frames,
-        bad,
-      } = await serialGateway(weatherCsv, "weather-csv", "wx-1");
+      const wx = await serialGateway(weatherCsv, "weather-csv", "wx-1");
+      const { sim: s, stored, frames, bad } = wx;
       expect(s.pty.write(weatherHeader())).toBe(true);
       await s.run(100, 30);
       const good = s.goodValues();
@@ -199,12 +195,8 @@ describe("text-line serial devices", () => {
       nc,
       serialGateway,
     }) => {
-      const {
-        sim: s,
-        stored,
-        frames,
-        bad,
-      } = await serialGateway(weatherCsv, "weather-csv", "wx-2");
+      const wx = await serialGateway(weatherCsv, "weather-csv", "wx-2");
+      const { sim: s, stored, frames, bad } = wx;
       const row = (fields: string[]) =>
         expect(s.pty.write(Buffer.from(`${fields.join(",")}\r\n`))).toBe(true);
       expect(s.pty.write(weatherHeader())).toBe(true);

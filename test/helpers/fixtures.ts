@@ -93,6 +93,8 @@ export interface Fixtures {
   /** Starts a fault proxy in front of `hub`; closed after the test. */
   hubProxy: (options?: FaultProxyOptions) => Promise<FaultProxy>;
   gateway: GatewayLauncher;
+  /** `gateway.start` forwarding to `stream` on `hub`; `input` (its upstream too) merged over. */
+  edgeGateway: (input?: GatewayConfigInput) => Promise<TestGateway>;
 }
 
 export interface FileFixtures {
@@ -220,5 +222,11 @@ export const it = base.extend<Fixtures & FileFixtures>({
       spawnFile,
       writeConfig: written,
     });
+  },
+
+  edgeGateway: async ({ hub, stream, gateway }, use) => {
+    await use((input = {}) =>
+      gateway.start({ ...input, upstream: { servers: [hub.url], stream, ...input.upstream } }),
+    );
   },
 });

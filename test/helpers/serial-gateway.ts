@@ -30,15 +30,14 @@ export const it = base.extend<{
    */
   serialGateway: (model: DeviceModel, profile: string, device: string) => Promise<SerialGateway>;
 }>({
-  serialGateway: async ({ defer, hub, nc, stream, gateway }, use) => {
+  serialGateway: async ({ defer, nc, stream, edgeGateway }, use) => {
     await use(async (model, profile, device) => {
       const dir = tempDir("serial");
       defer(() => dir.cleanup());
       const sim = new Simulator(model, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
       await sim.open();
       defer(() => sim.close());
-      const gw = await gateway.start({
-        upstream: { servers: [hub.url], stream },
+      const gw = await edgeGateway({
         serial: { ports: [{ path: sim.devicePath, profile, device }] },
       });
       const port = { port: sim.devicePath };
