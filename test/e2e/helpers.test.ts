@@ -1,6 +1,6 @@
 // Proves the test helpers against the real programs they drive.
 import { existsSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
@@ -17,6 +17,7 @@ import {
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
+import { closedPort } from "../helpers/net.js";
 import {
   runToCompletion,
   spawnTracked,
@@ -28,17 +29,6 @@ import { once } from "../helpers/wait.js";
 
 const COUNT = 500;
 const DUPLICATES = [0, 1, 250, 499];
-
-/** A port nothing listens on: bound by us, then released. */
-async function closedPort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  await once(server, "close");
-  if (address === null || typeof address === "string") throw new Error("no TCP address");
-  return address.port;
-}
 
 function isAlive(pid: number): boolean {
   try {

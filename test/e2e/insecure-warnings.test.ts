@@ -9,13 +9,13 @@
 // that "none" means none; the running-as-root warning is expected exactly when the runner
 // is root (test/unit/security.test.ts checks its text for any user).
 import { chmodSync, chownSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { afterEach, describe, expect, it } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
 import { writeConfigAt } from "../helpers/config.js";
 import { BUNDLE, childEnv } from "../helpers/gateway.js";
+import { closedPort } from "../helpers/net.js";
 import {
   runToCompletion,
   spawnTracked,
@@ -39,14 +39,6 @@ function scratch(): string {
   const d = tempDir("warnings");
   dirs.push(d);
   return d.path;
-}
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface Record {

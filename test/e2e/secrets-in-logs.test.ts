@@ -22,6 +22,7 @@ import {
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
+import { closedPort } from "../helpers/net.js";
 import { runToCompletion } from "../helpers/procs.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -171,15 +172,6 @@ describe("credentials in server URLs", () => {
     expect(hub.proc.stderr()).toContain("authentication error");
   });
 });
-
-/** A port nothing listens on: bound, noted, closed. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe("tls:// means TLS", () => {
   it("a hub that offers no TLS (or a man in the middle who strips it) never gets the CONNECT", async ({
