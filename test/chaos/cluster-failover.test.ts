@@ -6,11 +6,11 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import mqtt from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
+import { createEdgeStream } from "../helpers/fixtures.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import {
   closeClients,
   connectClient,
-  createStream,
   type NatsServer,
   startNatsServer,
   streamInfo,
@@ -34,7 +34,7 @@ const CLUSTER_READY_TIMEOUT_MS = 20_000;
  * A stall after the failover is resent this soon (default 10 s): publishes sent to the new
  * node while the stream's new leader is not yet known there are lost without an answer.
  */
-const UPSTREAM = "  ack_timeout: 2s\n";
+const UPSTREAM = { ack_timeout: "2s" } as const;
 /**
  * What the failover may take when the killed node led the stream: the gateway's stream
  * check times out while the leader is elected (5 s) and is tried again 5 s later, the
@@ -154,7 +154,7 @@ describe("hub cluster failover", () => {
       // 2. The R3 stream, once the cluster has a JetStream meta leader and all peers; then
       // wait for its leader and both followers to be current.
       const admin = await connectClient(urls.join(","));
-      await waitFor(() => createStream(admin, STREAM, ["edge.>"], { num_replicas: 3 }), {
+      await waitFor(() => createEdgeStream(admin, { num_replicas: 3 }), {
         timeoutMs: CLUSTER_READY_TIMEOUT_MS,
         intervalMs: 250,
         message: "the cluster did not accept an R3 stream",
@@ -176,10 +176,8 @@ describe("hub cluster failover", () => {
 
       // 3. The gateway knows all three client URLs; find the node it is forwarding through.
       const { dir, file } = writeConfig({
-        hub: urls[0],
-        id: GATEWAY_ID,
-        stream: STREAM,
-        upstream: UPSTREAM,
+        gateway: { id: GATEWAY_ID },
+        upstream: { servers: [urls[0]!], stream: STREAM, ...UPSTREAM },
       });
       dirs.push(dir);
       const gw = await startGatewayProcess(file, {

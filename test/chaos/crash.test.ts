@@ -1,59 +1,23 @@
-// `kill -9` of the gateway process at random points, while publishing (hub up and hub
-// down) and while draining the backlog to the hub, always on the same data dir.
-//
-// Publisher: mqtt.js, MQTT 3.1.1, QoS 1, `reconnectPeriod: 0`, at most PUBLISH_WINDOW
-// PUBLISHes awaiting their PUBACK. Payloads are `p-<n>`; p-n goes to topic
-// `chaos/s<n % SUBJECTS>` every time it is sent. One publisher session per gateway process
-// that takes publishes; a session first re-sends, in ascending order, every payload no
-// earlier session got a PUBACK for, then continues with fresh numbers, so within one
-// session payloads are sent in ascending n.
-//
-// Every kill lands by construction, at a point a random seed picks (printed, and replayed with
-// LEAFGATE_CHAOS_SEED): while publishing, from the publisher's callback of its N-th PUBACK;
-// while draining, once the hub has read exactly N of the backlog's publishes (the gateway
-// reaches the hub through a proxy that reads the NATS protocol, counts them and drops the
-// rest), with
-// the hub's acks still on their way or after the gateway deleted the acked rows.
-//
-// What is asserted at the end (the stream is read in full, `/status` says pending 0):
-//  1. Every stream message carries a `Nats-Msg-Id: crash-gw-<row id>` and no id appears
-//     twice: each outbox row reached the stream exactly once despite the kills.
-//  2. Row ids tell which gateway process accepted a message (each process's ids lie
-//     between the outbox's last id at its start and at the next process's start).
-//     Among the rows of one process, no payload appears twice, and every payload was sent
-//     by the session of that process (drain-only processes accepted nothing).
-//  3. Every payload PUBACKed in a session appears exactly once among the rows of that
-//     session's process: nothing acknowledged is lost or duplicated.
-//  4. Hence a payload appears at most as often as it was sent; a payload sent once appears
-//     at most once. A payload appears twice only if a session was killed after committing
-//     it but before its PUBACK arrived, and the next session re-sent it — MQTT QoS 1 is
-//     at-least-once and the gateway cannot tell a re-send from a new message; those cases
-//     are counted and printed, not failed.
-//  5. Order, per subject: stream order equals row id order for every message, and the
-//     PUBACKed copies appear in the stream ordered by (session, n) — in particular p-n
-//     before p-m when n < m and both were PUBACKed in one session.
+// `kill -9` of the gateway at random points, while publishing and while draining, on one
+// data dir: what is sent, killed and asserted is told in docs/testing.md ("crash.test.ts").
 import mqtt from "mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
+import type { ChildGateway } from "../helpers/gateway.js";
 import { gatewayStatus } from "../helpers/gateway-http.js";
 import { PubAckFilter } from "../helpers/nats-ack-filter.js";
 import {
   closeClients,
   connectClient,
-  createStream,
-  type NatsServer,
   type StreamMessage,
-  startNatsServer,
   streamMessages,
 } from "../helpers/nats-server.js";
-import { stopAll, stopProcess } from "../helpers/procs.js";
+import { stopProcess } from "../helpers/procs.js";
 import { chaosSeed, rng } from "../helpers/seed.js";
-import { type TempDir, waitFor } from "../helpers/wait.js";
+import { waitFor } from "../helpers/wait.js";
 
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
 const GATEWAY_ID = "crash-gw";
-const STREAM = "EDGE";
 const SUBJECTS = 4;
 /** PUBLISHes awaiting a PUBACK, per session. */
 const PUBLISH_WINDOW = 64;
@@ -153,22 +117,13 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 describe("kill -9 of the gateway", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  const dirs: TempDir[] = [];
-
-  afterEach(async () => {
-    await proxy?.close();
-    proxy = undefined;
-    await closeClients();
-    await stopAll({ graceMs: 2_000 }); // every gateway (and the hub) by PID
-    await hub?.stop();
-    hub = undefined;
-    for (const d of dirs.splice(0)) await d.cleanup();
-  });
-
   it("loses nothing PUBACKed, duplicates nothing, keeps per-subject order", async ({
     onTestFailed,
+    hub,
+    nc: first,
+    stream,
+    hubProxy,
+    gateway,
   }) => {
     const seed = chaosSeed();
     const random = rng(seed);
@@ -180,15 +135,15 @@ describe("kill -9 of the gateway", () => {
       );
     });
 
-    hub = await startNatsServer();
     const currentHub = hub;
-    let nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"]);
+    let nc = first;
     // Counts the gateway's publishes on their way to the hub; `publishLimit` stops them.
     const link = new PubAckFilter((subject) => subject.startsWith(`edge.${GATEWAY_ID}.`));
-    proxy = await startFaultProxy(hub.port, { filter: link.link });
-    const { dir, file } = writeConfig({ hub: proxy.url, id: GATEWAY_ID, stream: STREAM });
-    dirs.push(dir);
+    const proxy = await hubProxy({ filter: link.link });
+    const { file } = gateway.writeConfig({
+      gateway: { id: GATEWAY_ID },
+      upstream: { servers: [proxy.url], stream },
+    });
 
     /** Outbox last id when each gateway process started, and the session it served. */
     const processes: { firstRowAfter: number; session: number | undefined }[] = [];
@@ -197,7 +152,7 @@ describe("kill -9 of the gateway", () => {
     let nextFresh = 0;
 
     async function startGateway(): Promise<ChildGateway> {
-      const gw = await startGatewayProcess(file);
+      const gw = await gateway.spawnFile(file);
       const { outbox } = await gatewayStatus(gw);
       processes.push({ firstRowAfter: outbox.lastId, session: undefined });
       return gw;
@@ -301,7 +256,7 @@ describe("kill -9 of the gateway", () => {
         .filter((l) => l.startsWith("leafgate_upstream_"))
         .join("\n"),
     );
-    const messages = await streamMessages(nc, STREAM);
+    const messages = await streamMessages(nc, stream);
     await stopProcess(last.proc);
 
     checkStream(messages, sessions, processes, log);

@@ -46,11 +46,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import Database from "better-sqlite3";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
+import type { GatewayConfigInput } from "../helpers/config.js";
+import { createEdgeStream } from "../helpers/fixtures.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import {
   closeClients,
   connectClient,
-  createStream,
   type NatsServer,
   startNatsServer,
   streamInfo,
@@ -217,9 +218,9 @@ describe("a real full disk (tmpfs data_dir)", () => {
 
   /**
    * Hub with the stream, then down; a gateway on the small disk buffering for it, with
-   * `buffer` as the lines under `buffer:`.
+   * `buffer` the settings under `buffer:` besides its durability.
    */
-  async function setUp(buffer: string): Promise<{
+  async function setUp(buffer: GatewayConfigInput["buffer"]): Promise<{
     gw: ChildGateway;
     file: string;
     dataDir: string;
@@ -228,14 +229,13 @@ describe("a real full disk (tmpfs data_dir)", () => {
     disk = await mountSmallDisk(DISK_BYTES);
     hub = await startNatsServer();
     const nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"]);
+    await createEdgeStream(nc);
     await nc.close();
     await hub.kill();
     const { dir, file } = writeConfig({
-      hub: hub.url,
-      id: GATEWAY_ID,
-      stream: STREAM,
-      extra: `buffer:\n  durability: ${DURABILITY}\n${buffer}`,
+      gateway: { id: GATEWAY_ID },
+      upstream: { servers: [hub.url], stream: STREAM },
+      buffer: { durability: DURABILITY, ...buffer },
     });
     dirs.push(dir);
     const dataDir = join(disk.path, "data");
@@ -278,7 +278,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   }
 
   it("reject: refuses with 0x97 or no PUBACK, counts exactly, resumes when space returns, loses nothing", async () => {
-    const { gw, dataDir } = await setUp("  on_full: reject\n");
+    const { gw, dataDir } = await setUp({ on_full: "reject" });
     expect(readdirSync(dataDir).sort()).toEqual(DATA_FILES);
     disk!.fill(SLACK_BYTES);
 
@@ -333,10 +333,10 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("drop_oldest: every telemetry message is acked and the oldest give way; alarms get room from telemetry", async () => {
-    const { gw, dataDir } = await setUp(`  on_full: drop_oldest
-  classes:
-    - { name: alarms, subjects: [ "a.>" ], on_full: reject }
-`);
+    const { gw, dataDir } = await setUp({
+      on_full: "drop_oldest",
+      classes: [{ name: "alarms", subjects: ["a.>"], on_full: "reject" }],
+    });
     disk!.fill(SLACK_BYTES);
     const capped = waitForLine(gw.proc, (l) => l.includes("the disk is full"));
     let isFull = false;
@@ -424,7 +424,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   }
 
   it("kill -9 while the disk is full, restart with no byte free: starts, loses nothing acked, drains, accepts again", async () => {
-    const { gw, dataDir, start } = await setUp("  on_full: reject\n");
+    const { gw, dataDir, start } = await setUp({ on_full: "reject" });
     disk!.fill(SLACK_BYTES);
     const acked = await publishUntilRefused(await client(gw, 5), "r");
     gw.proc.child.kill("SIGKILL");
@@ -461,9 +461,10 @@ describe("a real full disk (tmpfs data_dir)", () => {
   it("no reserve, no byte free, a WAL the database must grow to take: starts, refuses everything, forwards, deletes once space returns", async () => {
     // A class no message uses, whose max_age makes upkeep (expiry, WAL checkpoint) run
     // every second.
-    const { gw, dataDir, start } = await setUp(`  on_full: drop_oldest
-  classes: [ { name: upkeep, subjects: [ "upkeep.>" ], on_full: drop_oldest, max_age: 10s } ]
-`);
+    const { gw, dataDir, start } = await setUp({
+      on_full: "drop_oldest",
+      classes: [{ name: "upkeep", subjects: ["upkeep.>"], on_full: "drop_oldest", max_age: "10s" }],
+    });
     // Acked rows that live only in the WAL (SQLite checkpoints at 1000 pages).
     const acked: string[] = [];
     const first = await client(gw, 5);
@@ -512,7 +513,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("the disk fills with no reserve to release: a large message is refused, no row is evicted in vain", async () => {
-    const { gw, dataDir } = await setUp("  on_full: drop_oldest\n");
+    const { gw, dataDir } = await setUp({ on_full: "drop_oldest" });
     const c = await client(gw, 5);
     const acked: string[] = [];
     for (let n = 0; n < WAL_ONLY_ROWS; n++) {
@@ -545,7 +546,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
   });
 
   it("the hub returns while the disk is full: forwarded rows are deleted all the same, and their room takes new messages", async () => {
-    const { gw, dataDir } = await setUp("  on_full: reject\n");
+    const { gw, dataDir } = await setUp({ on_full: "reject" });
     const c = await client(gw, 5);
     const acked: string[] = [];
     for (let n = 0; n < WAL_ONLY_ROWS; n++) {

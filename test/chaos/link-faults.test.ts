@@ -8,24 +8,16 @@
 // while part of the messages is still to be published.
 import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import type { UpstreamInput } from "../helpers/config.js";
+import type { FaultProxy } from "../helpers/fault-proxy.js";
+import { createEdgeStream, type Fixtures, it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { mosquittoPubLines, startMosquittoPub } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  type StreamMessage,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { type StreamMessage, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { chaosSeed, rng } from "../helpers/seed.js";
 import { waitFor } from "../helpers/wait.js";
 
-const STREAM = "EDGE";
 /** Message counts: CI default, or the long run with LEAFGATE_CHAOS_FULL=1. */
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
 const BIG_N = FULL ? 100_000 : 20_000;
@@ -39,11 +31,11 @@ const LOST_N = 2_000;
  */
 const SLOW_LINK_ONE_WAY_MS = 2_000;
 /** Detect a silent link within a few pings; leafgate resends after 2 s without a PubAck. */
-const UPSTREAM = "  ping_interval: 500ms\n  ack_timeout: 2s\n";
+const UPSTREAM: UpstreamInput = { ping_interval: "500ms", ack_timeout: "2s" };
 /** Link cuts while two subjects are published and drained. */
 const FLAP_CUTS = FULL ? 20 : 5;
 /** Quick reconnects, so that several cuts fit in a short test. */
-const FLAP_UPSTREAM = `${UPSTREAM}  reconnect_delay_max: 250ms\n`;
+const FLAP_UPSTREAM: UpstreamInput = { ...UPSTREAM, reconnect_delay_max: "250ms" };
 /**
  * The blackhole and reset tests publish this many messages, cause the fault once the hub
  * has stored a seeded number of them (at least FAULT_AFTER_MIN_STORED), then publish the
@@ -110,43 +102,21 @@ const lines = (n: number, tag: string): string[] =>
   Array.from({ length: n }, (_, i) => `${tag}-${String(i).padStart(6, "0")}`);
 
 describe("hub link faults", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  let gw: TestGateway | undefined;
   let nc: NatsConnection;
 
-  afterEach(async () => {
-    // Each step runs even if an earlier one fails, so nothing outlives the test.
-    const steps: (() => Promise<void> | undefined)[] = [
-      () => gw?.dispose(),
-      () => proxy?.close(),
-      () => closeClients(),
-      () => hub?.stop(),
-    ];
-    const errors: unknown[] = [];
-    for (const step of steps) {
-      try {
-        await step();
-      } catch (err) {
-        errors.push(err);
-      }
-    }
-    gw = undefined;
-    proxy = undefined;
-    hub = undefined;
-    if (errors.length > 0) throw new AggregateError(errors, "link-faults cleanup failed");
-  });
-
-  /** A hub with stream EDGE on edge.>, a proxy in front of it, a gateway behind the proxy. */
+  type Setup = Pick<Fixtures, "nc" | "hubProxy" | "gateway">;
+  /** Stream EDGE on edge.> on the test's hub, a proxy in front of it, a gateway behind it. */
   async function setup(
+    fixtures: Setup,
     upstream = UPSTREAM,
     streamConfig: Partial<StreamConfig> = {},
   ): Promise<{ gw: TestGateway; proxy: FaultProxy }> {
-    hub = await startNatsServer();
-    nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"], streamConfig);
-    proxy = await startFaultProxy(hub.port);
-    gw = await startGateway({ hub: proxy.url, stream: STREAM, upstream });
+    nc = fixtures.nc;
+    const stream = await createEdgeStream(nc, streamConfig);
+    const proxy = await fixtures.hubProxy();
+    const gw = await fixtures.gateway.start({
+      upstream: { servers: [proxy.url], stream, ...upstream },
+    });
     return { gw, proxy };
   }
 
@@ -156,7 +126,7 @@ describe("hub link faults", () => {
     (g.gateway.status().outbox as { pending: number }).pending;
   const counter = (g: TestGateway, name: string): number =>
     g.gateway.metrics.value(`leafgate_upstream_${name}_total`);
-  const stored = async (): Promise<number> => (await streamInfo(nc, STREAM)).state.messages;
+  const stored = async (): Promise<number> => (await streamInfo(nc, "EDGE")).state.messages;
 
   /**
    * This test's fault points come from SEED: printed now (so a hung run shows it too) and
@@ -195,7 +165,7 @@ describe("hub link faults", () => {
 
   /** Exactly the sent lines, once each, in order per subject; no foreign subjects. */
   async function expectExactlyOnceInOrder(bySubject: Record<string, readonly string[]>) {
-    const messages: StreamMessage[] = await streamMessages(nc, STREAM);
+    const messages: StreamMessage[] = await streamMessages(nc, "EDGE");
     const total = Object.values(bySubject).reduce((n, l) => n + l.length, 0);
     expect(messages.length).toBe(total);
     const ids = new Set(messages.map((m) => m.headers["Nats-Msg-Id"]?.[0]));
@@ -221,8 +191,8 @@ describe("hub link faults", () => {
 
   it(
     `buffers ${BIG_N} QoS 1 messages while the link is cut and delivers them after restore`,
-    async () => {
-      const { gw, proxy } = await setup();
+    async ({ nc, hubProxy, gateway }) => {
+      const { gw, proxy } = await setup({ nc, hubProxy, gateway });
       await waitForForwarding(gw);
       proxy.cut();
       await waitFor(() => connected(gw) === 0, { message: "gateway did not notice the cut" });
@@ -244,7 +214,7 @@ describe("hub link faults", () => {
 
   it(
     `delivers ${BIG_N} messages on two subjects exactly once while the link is cut ${FLAP_CUTS} times`,
-    async ({ onTestFailed }) => {
+    async ({ onTestFailed, nc, hubProxy, gateway }) => {
       const cutPoints: number[] = [];
       const random = seeded("flap", onTestFailed, () => `cut at ${cutPoints.join(", ")} stored`);
       // Distinct counts of stored messages, below 90% of the total: each cut lands while
@@ -253,7 +223,7 @@ describe("hub link faults", () => {
       while (points.size < FLAP_CUTS) points.add(between(random, 1, Math.floor(BIG_N * 0.9)));
       cutPoints.push(...[...points].sort((x, y) => x - y));
 
-      const { gw, proxy } = await setup(FLAP_UPSTREAM);
+      const { gw, proxy } = await setup({ nc, hubProxy, gateway }, FLAP_UPSTREAM);
       await waitForForwarding(gw);
       const a = lines(BIG_N / 2, "flap-a");
       const b = lines(BIG_N / 2, "flap-b");
@@ -288,11 +258,11 @@ describe("hub link faults", () => {
 
   it(
     "notices a blackholed link by its pings, reconnects after restore, loses nothing",
-    async ({ onTestFailed }) => {
+    async ({ onTestFailed, nc, hubProxy, gateway }) => {
       let holeAt = 0;
       const random = seeded("blackhole", onTestFailed, () => `blackhole at ${holeAt} stored`);
       holeAt = between(random, FAULT_AFTER_MIN_STORED, PUBLISHED_BEFORE_FAULT);
-      const { gw, proxy } = await setup();
+      const { gw, proxy } = await setup({ nc, hubProxy, gateway });
       await waitForForwarding(gw);
       const sent = lines(BIG_N, "hole");
       let storedDuringHole = 0;
@@ -327,8 +297,8 @@ describe("hub link faults", () => {
 
   it(
     `delivers ${THROTTLED_N} messages exactly once over a slow (200 KB/s, 50 ms) link`,
-    async () => {
-      const { gw, proxy } = await setup();
+    async ({ nc, hubProxy, gateway }) => {
+      const { gw, proxy } = await setup({ nc, hubProxy, gateway });
       await waitForForwarding(gw);
       proxy.throttle(200 * 1024);
       proxy.delay(50);
@@ -343,11 +313,11 @@ describe("hub link faults", () => {
 
   it(
     "survives a connection reset in the middle of a frame",
-    async ({ onTestFailed }) => {
+    async ({ onTestFailed, nc, hubProxy, gateway }) => {
       let resetAt = 0;
       const random = seeded("reset", onTestFailed, () => `reset armed at ${resetAt} stored`);
       resetAt = between(random, FAULT_AFTER_MIN_STORED, PUBLISHED_BEFORE_FAULT);
-      const { gw, proxy } = await setup();
+      const { gw, proxy } = await setup({ nc, hubProxy, gateway });
       await waitForForwarding(gw);
       const sent = lines(BIG_N, "rst");
       // Armed mid-stream; the next chunk either way is cut in half, then both sockets
@@ -367,10 +337,13 @@ describe("hub link faults", () => {
   );
   it(
     "resends after ack_timeout on a slow link that stays up, still exactly once",
-    async () => {
+    async ({ nc, hubProxy, gateway }) => {
       // Pings every 10 s: the link is never declared dead, so only ack_timeout (2 s) can
       // trigger resends.
-      const { gw, proxy } = await setup("  ping_interval: 10s\n  ack_timeout: 2s\n");
+      const { gw, proxy } = await setup(
+        { nc, hubProxy, gateway },
+        { ping_interval: "10s", ack_timeout: "2s" },
+      );
       await waitForForwarding(gw);
       // No PubAck can come back within ack_timeout plus the forwarder's 1 s check: every
       // row is still in flight, unacknowledged, at a check after its ack_timeout.
@@ -392,12 +365,14 @@ describe("hub link faults", () => {
 
   it(
     "counts rows resent after a reconnect in leafgate_upstream_resent_total, exactly",
-    async () => {
+    async ({ nc, hubProxy, gateway }) => {
       // ack_timeout far beyond the test: only the reconnect can make the gateway resend.
       // The stream stores without acknowledging (no_ack) until told otherwise.
-      const { gw, proxy } = await setup("  ping_interval: 500ms\n  ack_timeout: 10m\n", {
-        no_ack: true,
-      });
+      const { gw, proxy } = await setup(
+        { nc, hubProxy, gateway },
+        { ping_interval: "500ms", ack_timeout: "10m" },
+        { no_ack: true },
+      );
       await waitForForwarding(gw);
       const sent = lines(LOST_N, "lost");
       await mosquittoPubLines(gw.mqttPort, "tank/1/level", sent);
@@ -415,8 +390,8 @@ describe("hub link faults", () => {
       });
       // The stream acknowledges again before the link comes back.
       const jsm = await jetstreamManager(nc);
-      const { config } = await jsm.streams.info(STREAM);
-      await jsm.streams.update(STREAM, { ...config, no_ack: false });
+      const { config } = await jsm.streams.info("EDGE");
+      await jsm.streams.update("EDGE", { ...config, no_ack: false });
       proxy.restore();
       await waitForDelivery(gw, LOST_N);
       await expectExactlyOnceInOrder({ "edge.gw1.tank.1.level": sent });

@@ -18,22 +18,16 @@
 // go ahead of the backlog): the last of them must not make the backlog look stored.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import type { UpstreamInput } from "../helpers/config.js";
+import { type Fixtures, it } from "../helpers/fixtures.js";
+import type { ChildGateway } from "../helpers/gateway.js";
 import { gatewayMetrics, gatewayStatus, metricTotal } from "../helpers/gateway-http.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { PubAckFilter } from "../helpers/nats-ack-filter.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamMessages,
-} from "../helpers/nats-server.js";
-import { stopAll, waitForLine } from "../helpers/procs.js";
-import { type TempDir, waitFor } from "../helpers/wait.js";
+import { streamMessages } from "../helpers/nats-server.js";
+import { waitForLine } from "../helpers/procs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const FULL = process.env.LEAFGATE_CHAOS_FULL === "1";
 const GATEWAY_ID = "rc-gw";
@@ -49,11 +43,10 @@ const SUBJECTS = 3;
  * kill (a resend after the window would be stored again, crash or not).
  */
 const ACK_TIMEOUT_MS = 600_000;
-const GATEWAY_CONFIG = [
-  `  ack_timeout: ${ACK_TIMEOUT_MS}ms`,
-  "  reconnect_delay_max: 200ms",
-  "",
-].join("\n");
+const GATEWAY_CONFIG: UpstreamInput = {
+  ack_timeout: `${ACK_TIMEOUT_MS}ms`,
+  reconnect_delay_max: "200ms",
+};
 const decoder = new TextDecoder();
 const topicOf = (n: number): string => `rc/s${n % SUBJECTS}`;
 const subjectOf = (n: number): string => `edge.${GATEWAY_ID}.rc.s${n % SUBJECTS}`;
@@ -119,29 +112,17 @@ async function outlastWindow(nc: NatsConnection): Promise<void> {
 }
 
 describe("reconciliation after kill -9, beyond the duplicate window", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  const dirs: TempDir[] = [];
+  it.override({ streamConfig: { duplicate_window: WINDOW_MS * 1_000_000 } });
 
-  afterEach(async () => {
-    await closeClients();
-    await stopAll({ graceMs: 2_000 });
-    await proxy?.close();
-    proxy = undefined;
-    await hub?.stop();
-    hub = undefined;
-    for (const d of dirs.splice(0)) await d.cleanup();
-  });
-
-  async function setUp(upstream = GATEWAY_CONFIG) {
-    hub = await startNatsServer();
-    const nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"], { duplicate_window: WINDOW_MS * 1_000_000 });
+  type SetUp = Pick<Fixtures, "stream" | "hubProxy" | "gateway">;
+  async function setUp({ stream, hubProxy, gateway }: SetUp, upstream = GATEWAY_CONFIG) {
     const filter = new PubAckFilter((s) => s.startsWith(`edge.${GATEWAY_ID}.`));
-    proxy = await startFaultProxy(hub.port, { filter: filter.link });
-    const { dir, file } = writeConfig({ hub: proxy.url, id: GATEWAY_ID, stream: STREAM, upstream });
-    dirs.push(dir);
-    return { nc, filter, file };
+    const proxy = await hubProxy({ filter: filter.link });
+    const { file } = gateway.writeConfig({
+      gateway: { id: GATEWAY_ID },
+      upstream: { servers: [proxy.url], stream, ...upstream },
+    });
+    return { filter, file, proxy };
   }
 
   async function killHard(gw: ChildGateway): Promise<void> {
@@ -149,19 +130,19 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
     expect((await gw.proc.exited).signal).toBe("SIGKILL");
   }
 
-  it.each([
+  it.for([
     { case: "every row stored", storedBeforeCrash: ROWS },
     { case: "the proxy passed only some publishes", storedBeforeCrash: Math.floor(ROWS * 0.6) },
   ])(
     "$case: each row once, reconciled_total = rows stored before the crash",
-    async ({ storedBeforeCrash }) => {
-      const { nc, filter, file } = await setUp();
+    async ({ storedBeforeCrash }, { nc, stream, hubProxy, gateway }) => {
+      const { filter, file } = await setUp({ stream, hubProxy, gateway });
       filter.acks = "drop";
       filter.publishLimit = storedBeforeCrash;
       await publishTheirs(nc, 1);
       await publishTheirs(nc, 2);
 
-      let gw = await startGatewayProcess(file);
+      let gw = await gateway.spawnFile(file);
       // The configuration this test needs is one users should not run: the gateway says so.
       const warning = await waitForLine(gw.proc, (l) =>
         l.includes("duplicate_window is not longer"),
@@ -192,7 +173,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       const sentBeforeRestart = new Map(filter.sent);
       filter.acks = "pass";
       filter.publishLimit = Number.POSITIVE_INFINITY;
-      gw = await startGatewayProcess(file);
+      gw = await gateway.spawnFile(file);
       await waitFor(async () => (await gatewayStatus(gw)).outbox.pending === 0, {
         message: () => gw.proc.describe(),
       });
@@ -227,7 +208,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
   // their PubAck; live p-8, p-9 (rows 9, 10) arrive once rows 1-4 are out. The stream's
   // PubAcks are held and let through two at a time; each pair makes room for two rows,
   // and fresh_first takes live rows first.
-  it.each([
+  it.for([
     {
       lastStored: "a live row",
       releases: 1,
@@ -246,18 +227,19 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
     },
   ])(
     "drain fresh_first, $lastStored stored last: rows sent out of order are reconciled exactly",
-    async ({ releases, before, sentHeaders, after }) => {
+    async ({ releases, before, sentHeaders, after }, { nc, stream, hubProxy, gateway }) => {
       const inFlight = 4;
       const backlog = 8;
       const live = 2;
-      const { nc, filter, file } = await setUp(
-        `${GATEWAY_CONFIG}  drain: fresh_first\n  max_in_flight: ${inFlight}\n`,
+      const { filter, file, proxy } = await setUp(
+        { stream, hubProxy, gateway },
+        { ...GATEWAY_CONFIG, drain: "fresh_first", max_in_flight: inFlight },
       );
-      proxy!.cut();
+      proxy.cut();
       filter.acks = "hold";
-      let gw = await startGatewayProcess(file);
+      let gw = await gateway.spawnFile(file);
       await publishOurs(gw.mqttPort, 0, backlog);
-      proxy!.restore();
+      proxy.restore();
       await waitFor(() => filter.heldAcks === inFlight, { message: () => gw.proc.describe() });
       await publishOurs(gw.mqttPort, backlog, backlog + live);
       for (let i = 0; i < releases; i++) {
@@ -277,7 +259,7 @@ describe("reconciliation after kill -9, beyond the duplicate window", () => {
       await outlastWindow(nc);
 
       filter.acks = "pass";
-      gw = await startGatewayProcess(file);
+      gw = await gateway.spawnFile(file);
       await waitFor(async () => (await gatewayStatus(gw)).outbox.pending === 0, {
         message: () => gw.proc.describe(),
       });

@@ -38,6 +38,7 @@ import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, describe, expect, it } from "vitest";
 import { envSensor, pms5003, Simulator } from "../../firmware-sim/index.js";
 import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
+import { createEdgeStream } from "../helpers/fixtures.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import { gatewayStatus } from "../helpers/gateway-http.js";
 import {
@@ -49,7 +50,6 @@ import { type LagReport, percentile, startLagProbe } from "../helpers/lag-probe.
 import {
   closeClients,
   connectClient,
-  createStream,
   type NatsServer,
   startNatsServer,
 } from "../helpers/nats-server.js";
@@ -174,20 +174,25 @@ describe("soak", () => {
 
       hub = await startNatsServer();
       const hubNc = await connectClient(hub.url);
-      await createStream(hubNc, STREAM, ["edge.>"]);
+      await createEdgeStream(hubNc);
       await hubNc.close();
       proxy = await startFaultProxy(hub.port);
       const { dir, file } = writeConfig({
-        id: GATEWAY_ID,
-        hub: proxy.url,
-        stream: STREAM,
-        // A blackholed link is found dead after two silent pings: 2 x 1 s, not 2 x 10 s.
-        upstream: "  ping_interval: 1s\n  reconnect_delay_max: 1s\n  ack_timeout: 5s\n",
-        extra: `serial:
-  ports:
-    - { path: "${pms.devicePath}", profile: pms5003, device: air-1 }
-    - { path: "${env.devicePath}", profile: env-sensor, device: env-1 }
-`,
+        gateway: { id: GATEWAY_ID },
+        upstream: {
+          servers: [proxy.url],
+          stream: STREAM,
+          // A blackholed link is found dead after two silent pings: 2 x 1 s, not 2 x 10 s.
+          ping_interval: "1s",
+          reconnect_delay_max: "1s",
+          ack_timeout: "5s",
+        },
+        serial: {
+          ports: [
+            { path: pms.devicePath, profile: "pms5003", device: "air-1" },
+            { path: env.devicePath, profile: "env-sensor", device: "env-1" },
+          ],
+        },
       });
       dirs.push(dir);
 

@@ -3,36 +3,23 @@
 // nats-server once it is back. Backpressure for alarms (no PUBACK, connection closed),
 // eviction for telemetry (every message PUBACKed, the oldest dropped and counted).
 import type { EventEmitter } from "node:events";
-import type { NatsConnection } from "@nats-io/transport-node";
 import type { MqttClient } from "mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { afterEach, describe, expect } from "vitest";
+import type { GatewayConfigInput } from "../helpers/config.js";
+import { it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { connectClient, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { once, waitFor } from "../helpers/wait.js";
 
-const STREAM = "EDGE";
 const decoder = new TextDecoder();
 const MQTT_DROPPED = "leafgate_mqtt_messages_dropped_total";
 const BUFFER_DROPPED = "leafgate_buffer_dropped_total";
 
-const BUFFER = `
-buffer:
-  max_messages: 50
-  classes:
-    - name: alarms
-      subjects: [ "alarms.>" ]
-      on_full: reject
-      max_messages: 10
-`;
+const BUFFER: GatewayConfigInput["buffer"] = {
+  max_messages: 50,
+  classes: [{ name: "alarms", subjects: ["alarms.>"], on_full: "reject", max_messages: 10 }],
+};
 
 interface ClassStatus {
   name: string;
@@ -42,17 +29,11 @@ interface ClassStatus {
 }
 
 describe("buffer full, end to end", () => {
-  let hub: NatsServer | undefined;
   let gw: TestGateway | undefined;
   const clients: MqttClient[] = [];
 
   afterEach(async () => {
     for (const c of clients.splice(0)) await c.endAsync(true);
-    await gw?.dispose();
-    gw = undefined;
-    await closeClients();
-    await hub?.stop();
-    hub = undefined;
   });
 
   async function mqttClient(port: number): Promise<MqttClient> {
@@ -72,12 +53,14 @@ describe("buffer full, end to end", () => {
   const rowBytes = (subject: string, payload: string) =>
     subject.length + Buffer.byteLength(payload);
 
-  it("refuses the 11th alarm with backpressure, evicts old telemetry, forwards the survivors in order", async () => {
+  it("refuses the 11th alarm with backpressure, evicts old telemetry, forwards the survivors in order", async ({
+    hub,
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
     // The hub first, so the gateway's fixed hub URL points at it; then down while publishing.
-    hub = await startNatsServer();
-    let nc: NatsConnection = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"]);
-    gw = await startGateway({ hub: hub.url, stream: STREAM, extra: BUFFER });
+    gw = await edgeGateway({ buffer: BUFFER });
     const metrics = gw.gateway.metrics;
     await waitFor(() => metrics.value("leafgate_upstream_connected") === 1);
     await nc.close();
@@ -135,13 +118,13 @@ describe("buffer full, end to end", () => {
 
     // The hub is back: exactly the survivors arrive, in acceptance order, alarms first.
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitFor(async () => (await streamInfo(nc, STREAM)).state.messages >= 50, {
+    const ncAgain = await connectClient(hub.url);
+    await waitFor(async () => (await streamInfo(ncAgain, stream)).state.messages >= 50, {
       timeoutMs: 30_000,
       message: "the stream did not receive the 50 buffered messages",
     });
     await waitFor(() => outboxStatus().pending === 0);
-    const messages = await streamMessages(nc, STREAM);
+    const messages = await streamMessages(ncAgain, stream);
     expect(
       messages.map((m) => [m.subject, decoder.decode(m.data), m.headers["Nats-Msg-Id"]?.[0]]),
     ).toEqual([

@@ -3,12 +3,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { BUNDLE, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { writeConfig, writeConfigAt } from "../helpers/config.js";
+import { createEdgeStream } from "../helpers/fixtures.js";
+import { BUNDLE, childEnv, startGatewayProcess } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import {
   closeClients,
   connectClient,
-  createStream,
   type NatsServer,
   startNatsServer,
   streamInfo,
@@ -25,14 +26,9 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await d.cleanup();
 });
 
-/** The runner's environment without LEAFGATE_*: leafgate reads each of those as a setting. */
-const inherited = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
-);
-
 function leafgate(args: string[], env: NodeJS.ProcessEnv = {}) {
   return runToCompletion(node, [BUNDLE, ...args], {
-    env: { ...inherited, ...env },
+    env: childEnv(env),
     timeoutMs: 15_000,
   });
 }
@@ -66,7 +62,11 @@ describe("leafgate CLI", () => {
     const dir = tempDir("cli");
     dirs.push(dir);
     const file = join(dir.path, "leafgate.yaml");
-    writeFileSync(file, "gateway: { id: gw-7 }\nupstream: { user: edge, password: hunter2 }\n");
+    writeConfigAt(
+      file,
+      { gateway: { id: "gw-7" }, upstream: { user: "edge", password: "hunter2" } },
+      { testDefaults: false },
+    );
     const r = await leafgate(["check", "-c", file], {
       LEAFGATE_UPSTREAM_SERVERS: "nats://hub-1:4222,nats://hub-2:4222",
     });
@@ -107,9 +107,10 @@ describe("device profiles", () => {
       "name: thermo\nserial: { baud_rate: 1234 }\nframing: { type: lines }\ndecoder: { type: json_lines }\nfields:\n  - { name: t, type: double }\n",
     );
     const file = join(dir.path, "leafgate.yaml");
-    writeFileSync(
+    writeConfigAt(
       file,
-      `serial:\n  ports:\n    - { path: /dev/ttyUSB9, profile: ${profile}, device: thermo-1 }\n`,
+      { serial: { ports: [{ path: "/dev/ttyUSB9", profile, device: "thermo-1" }] } },
+      { testDefaults: false },
     );
     const r = await leafgate(["check", "-c", file]);
     expect(r.code).toBe(2);
@@ -124,9 +125,10 @@ describe("device profiles", () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
 
     const missing = join(dir.path, "missing.yaml");
-    writeFileSync(
+    writeConfigAt(
       missing,
-      "serial:\n  ports:\n    - { path: /dev/ttyUSB9, profile: nope, device: d }\n",
+      { serial: { ports: [{ path: "/dev/ttyUSB9", profile: "nope", device: "d" }] } },
+      { testDefaults: false },
     );
     const r2 = await leafgate(["check", "-c", missing]);
     expect(r2.code).toBe(2);
@@ -137,9 +139,17 @@ describe("device profiles", () => {
     const dir = tempDir("cli");
     dirs.push(dir);
     const file = join(dir.path, "leafgate.yaml");
-    writeFileSync(
+    writeConfigAt(
       file,
-      "serial:\n  ports:\n    - { path: /dev/ttyUSB0, profile: pms5003, device: air-1 }\n    - { path: /dev/ttyUSB1, profile: env-sensor, device: env-1, baud_rate: 9600 }\n",
+      {
+        serial: {
+          ports: [
+            { path: "/dev/ttyUSB0", profile: "pms5003", device: "air-1" },
+            { path: "/dev/ttyUSB1", profile: "env-sensor", device: "env-1", baud_rate: 9600 },
+          ],
+        },
+      },
+      { testDefaults: false },
     );
     const r = await leafgate(["check", "-c", file]);
     expect(r.code).toBe(0);
@@ -154,7 +164,7 @@ describe("leafgate run", () => {
   beforeAll(async () => {
     hub = await startNatsServer();
     nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
+    await createEdgeStream(nc);
   });
 
   afterAll(async () => {
@@ -163,7 +173,10 @@ describe("leafgate run", () => {
   });
 
   it("says what is where, forwards, and stops cleanly on SIGTERM", async () => {
-    const { dir, file } = writeConfig({ hub: hub.url, id: "cli-gw" });
+    const { dir, file } = writeConfig({
+      gateway: { id: "cli-gw" },
+      upstream: { servers: [hub.url] },
+    });
     dirs.push(dir);
     const gw = await startGatewayProcess(file);
     const ready = JSON.parse(await waitForLine(gw.proc, (l) => l.includes('"msg":"ready"'))) as {
@@ -224,7 +237,7 @@ describe("leafgate run", () => {
   });
 
   it("starts without a hub, keeps what it accepted across a restart, and stops within 5 s", async () => {
-    const { dir, file } = writeConfig({ id: "offline-gw" }); // hub: a closed port
+    const { dir, file } = writeConfig({ gateway: { id: "offline-gw" } }); // hub: a closed port
     dirs.push(dir);
     const gw = await startGatewayProcess(file);
     await mosquittoPubLines(gw.mqttPort, "t", ["a", "b", "c"]);
@@ -246,7 +259,7 @@ describe("leafgate run", () => {
   });
 
   it("refuses a second gateway on the same data dir", async () => {
-    const { dir, file } = writeConfig({ id: "locked-gw" });
+    const { dir, file } = writeConfig({ gateway: { id: "locked-gw" } });
     dirs.push(dir);
     await startGatewayProcess(file);
     const second = await leafgate(["run", "-c", file]);

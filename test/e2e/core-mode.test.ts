@@ -7,40 +7,22 @@
 // "Unreachable" is a proxy that refuses the gateway's connections, not a stopped hub: in
 // core mode nothing waits for a subscriber, so the subscriber must stay connected to the
 // hub while the gateway's link is down, and be there when it comes back.
-import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  type NatsServer,
-  startNatsServer,
-} from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 const decoder = new TextDecoder();
 const lines = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
 
 describe("core mode (a hub without JetStream)", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  let gw: TestGateway | undefined;
+  it.override({ hubOptions: { jetstream: false } });
 
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await proxy?.close();
-    proxy = undefined;
-    await closeClients();
-    await hub?.stop();
-    hub = undefined;
-  });
-
-  it("delivers exactly the published messages in order, also those kept while the hub was away", async () => {
-    hub = await startNatsServer({ jetstream: false });
-    const nc: NatsConnection = await connectClient(hub.url);
+  it("delivers exactly the published messages in order, also those kept while the hub was away", async ({
+    nc,
+    hubProxy,
+    gateway,
+  }) => {
     const got: string[] = [];
     const ids: string[] = [];
     nc.subscribe("edge.gw1.>", {
@@ -51,22 +33,20 @@ describe("core mode (a hub without JetStream)", () => {
     });
     await nc.flush();
 
-    proxy = await startFaultProxy(hub.port);
-    gw = await startGateway({
-      hub: proxy.url,
-      mode: "core",
-      upstream: "  reconnect_delay_max: 200ms\n",
+    const proxy = await hubProxy();
+    const gw = await gateway.start({
+      upstream: { servers: [proxy.url], mode: "core", reconnect_delay_max: "200ms" },
     });
     const { metrics } = gw.gateway;
     const connected = () => metrics.value("leafgate_upstream_connected") === 1;
-    const pending = () => (gw!.gateway.status().outbox as { pending: number }).pending;
+    const pending = () => (gw.gateway.status().outbox as { pending: number }).pending;
     await waitFor(connected);
 
     // Publishes one after another: their acceptance order is the order to keep. A marker
     // last: once it is in, anything sent before it is too (one connection keeps order).
     const expected: string[] = [];
     const publish = async (topic: string, payloads: string[]) => {
-      await mosquittoPubLines(gw!.mqttPort, topic, payloads);
+      await mosquittoPubLines(gw.mqttPort, topic, payloads);
       expected.push(...payloads.map((p) => `edge.gw1.${topic.replaceAll("/", ".")} ${p}`));
     };
     const markerArrived = (marker: string) => () =>

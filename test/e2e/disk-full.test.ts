@@ -3,18 +3,10 @@
 // would; test/chaos/disk-full-real.test.ts fills a real one. Counts are exact: what was
 // evicted is read from the metrics and must be exactly the oldest telemetry, what the
 // buffer kept from /status, and together they account for every message PUBACKed.
-import { afterEach, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { connectClient, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 const PAYLOAD = Buffer.alloc(8 * 1024, 0x61);
@@ -29,33 +21,21 @@ interface ClassStatus {
 }
 
 describe("disk full", () => {
-  let hub: NatsServer | undefined;
-  let gw: TestGateway | undefined;
-
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await closeClients();
-    await hub?.stop();
-  });
-
-  it("telemetry gives way to alarms, alarms are refused only when alone, then it recovers", async () => {
-    hub = await startNatsServer();
-    let nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({
-      hub: hub.url,
-      stream: "EDGE",
-      extra: `buffer:
-  max_file_size: ${MAX_FILE_BYTES}
-  classes:
-    - { name: alarms, subjects: [ "alarms.>" ], on_full: reject }
-`,
+  it("telemetry gives way to alarms, alarms are refused only when alone, then it recovers", async ({
+    hub,
+    nc,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway({
+      buffer: {
+        max_file_size: MAX_FILE_BYTES,
+        classes: [{ name: "alarms", subjects: ["alarms.>"], on_full: "reject" }],
+      },
     });
     const metric = (name: string, labels?: Record<string, string>) =>
-      gw!.gateway.metrics.value(name, labels);
+      gw.gateway.metrics.value(name, labels);
     const classStatus = (name: string): ClassStatus =>
-      (gw!.gateway.status().outbox as { classes: ClassStatus[] }).classes.find(
+      (gw.gateway.status().outbox as { classes: ClassStatus[] }).classes.find(
         (c) => c.name === name,
       )!;
     await waitFor(() => metric("leafgate_upstream_connected") === 1);
@@ -137,18 +117,18 @@ describe("disk full", () => {
 
     // The hub comes back: everything kept drains, pages are reused, alarms fit again.
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0, {
+    const ncAgain = await connectClient(hub.url);
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0, {
       timeoutMs: 20_000,
     });
     const again = await connectMqttJs(gw.mqttPort);
     await again.publishAsync("alarms/after", "recovered", { qos: 1 });
     await again.endAsync();
     await waitFor(async () => {
-      const last = (await streamMessages(nc, "EDGE")).at(-1);
+      const last = (await streamMessages(ncAgain, "EDGE")).at(-1);
       return last?.subject === "edge.gw1.alarms.after";
     });
-    const messages = await streamMessages(nc, "EDGE");
+    const messages = await streamMessages(ncAgain, "EDGE");
     const alarmSubjects = messages
       .filter((m) => m.subject.startsWith("edge.gw1.alarms."))
       .map((m) => m.subject);
@@ -164,6 +144,6 @@ describe("disk full", () => {
     expect(telemetrySeen).toEqual(
       Array.from({ length: sent - evictedTotal }, (_, i) => evictedTotal + i),
     );
-    expect((await streamInfo(nc, "EDGE")).state.messages).toBe(messages.length);
+    expect((await streamInfo(ncAgain, "EDGE")).state.messages).toBe(messages.length);
   });
 });

@@ -5,20 +5,13 @@
 // token bucket holds one second's worth, src/upstream/token-bucket.ts), and in steady
 // state close to the limit.
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import type { GatewayConfigInput } from "../helpers/config.js";
+import type { FaultProxy } from "../helpers/fault-proxy.js";
+import { type Fixtures, it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { connectClient, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 const decoder = new TextDecoder();
@@ -79,35 +72,27 @@ function fullSeconds(times: readonly number[], weights: readonly number[]): numb
 }
 
 describe("draining the outbox", () => {
-  let hub: NatsServer | undefined;
   let gw: TestGateway | undefined;
-  let nc: NatsConnection | undefined;
-  let proxy: FaultProxy | undefined;
-
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await proxy?.close();
-    proxy = undefined;
-    await closeClients();
-    await hub?.stop();
-    hub = undefined;
-  });
 
   const pending = () => (gw!.gateway.status().outbox as { pending: number }).pending;
   const connected = () => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1;
 
-  it("fresh_first sends live messages ahead of the backlog, each in its own order", async () => {
-    hub = await startNatsServer();
-    nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({
-      hub: hub.url,
-      stream: "EDGE",
-      upstream: "  drain: fresh_first\n  rate_limit: { messages_per_second: 200 }\n",
+  it("fresh_first sends live messages ahead of the backlog, each in its own order", async ({
+    hub,
+    nc: first,
+    stream,
+    gateway,
+  }) => {
+    gw = await gateway.start({
+      upstream: {
+        servers: [hub.url],
+        stream,
+        drain: "fresh_first",
+        rate_limit: { messages_per_second: 200 },
+      },
     });
     await waitFor(connected);
-    await nc.close();
+    await first.close();
     await hub.kill();
     await waitFor(() => !connected());
 
@@ -119,8 +104,8 @@ describe("draining the outbox", () => {
     const live = lines(20, "new");
     await mosquittoPubLines(gw.mqttPort, "live", live);
 
-    nc = await connectClient(hub.url);
-    await waitFor(async () => (await streamInfo(nc!, "EDGE")).state.messages === 620, {
+    const nc = await connectClient(hub.url);
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages === 620, {
       timeoutMs: 20_000,
     });
     await waitFor(() => pending() === 0);
@@ -142,19 +127,20 @@ describe("draining the outbox", () => {
    * drain. Returns each message as stored, with the time the hub stored it.
    */
   async function drainBacklog(
-    rateLimit: string,
+    { nc, stream, hubProxy, gateway }: Pick<Fixtures, "nc" | "stream" | "hubProxy" | "gateway">,
+    rateLimit: NonNullable<GatewayConfigInput["upstream"]>["rate_limit"],
     payloads: readonly string[],
     whileDraining?: (link: FaultProxy) => Promise<void>,
   ): Promise<{ payload: string; atMs: number }[]> {
-    hub = await startNatsServer();
-    nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    proxy = await startFaultProxy(hub.port);
+    const proxy = await hubProxy();
     proxy.cut();
-    gw = await startGateway({
-      hub: proxy.url,
-      stream: "EDGE",
-      upstream: `  rate_limit: ${rateLimit}\n  reconnect_delay_max: 200ms\n`,
+    gw = await gateway.start({
+      upstream: {
+        servers: [proxy.url],
+        stream,
+        rate_limit: rateLimit,
+        reconnect_delay_max: "200ms",
+      },
     });
     await mosquittoPubLines(gw.mqttPort, "capped", payloads);
     expect(pending()).toBe(payloads.length);
@@ -171,9 +157,18 @@ describe("draining the outbox", () => {
     return stored;
   }
 
-  it("rate_limit.messages_per_second: per second, at most the limit plus the burst, and not far below", async () => {
+  it("rate_limit.messages_per_second: per second, at most the limit plus the burst, and not far below", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
     const sent = lines(MESSAGES_PER_SECOND * DRAIN_SECONDS + BURST_MESSAGES, "m");
-    const stored = await drainBacklog(`{ messages_per_second: ${MESSAGES_PER_SECOND} }`, sent);
+    const stored = await drainBacklog(
+      { nc, stream, hubProxy, gateway },
+      { messages_per_second: MESSAGES_PER_SECOND },
+      sent,
+    );
     expect(stored.map((m) => m.payload)).toEqual(sent);
     const times = stored.map((m) => m.atMs);
     const ones = stored.map(() => 1);
@@ -183,7 +178,12 @@ describe("draining the outbox", () => {
     for (const n of seconds) expect(n).toBeGreaterThanOrEqual(MESSAGES_PER_SECOND * LOWEST_SHARE);
   });
 
-  it("rate_limit.bytes_per_second: per second, at most the limit plus the burst, and not far below", async () => {
+  it("rate_limit.bytes_per_second: per second, at most the limit plus the burst, and not far below", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
     // Sizes vary (500 to 1,500 bytes), so the byte budget, not a message count, decides.
     const sizes: number[] = [];
     for (let total = 0; total < BYTES_PER_SECOND * DRAIN_SECONDS + BURST_BYTES; ) {
@@ -191,7 +191,11 @@ describe("draining the outbox", () => {
       total += sizes.at(-1)!;
     }
     const sent = sizes.map((size, i) => `b-${i + 1}-`.padEnd(size, "x"));
-    const stored = await drainBacklog(`{ bytes_per_second: ${BYTES_PER_SECOND} }`, sent);
+    const stored = await drainBacklog(
+      { nc, stream, hubProxy, gateway },
+      { bytes_per_second: BYTES_PER_SECOND },
+      sent,
+    );
     expect(stored.map((m) => m.payload)).toEqual(sent);
     const times = stored.map((m) => m.atMs);
     const bytes = stored.map((m) => Buffer.byteLength(m.payload));
@@ -201,7 +205,12 @@ describe("draining the outbox", () => {
     for (const n of seconds) expect(n).toBeGreaterThanOrEqual(BYTES_PER_SECOND * LOWEST_SHARE);
   });
 
-  it("rate_limit holds across reconnects: a new hub connection does not refill the bucket", async () => {
+  it("rate_limit holds across reconnects: a new hub connection does not refill the bucket", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
     const sent = lines(MESSAGES_PER_SECOND * DRAIN_SECONDS + BURST_MESSAGES, "r");
     // Each time two more messages have gone, the link drops and comes back at once.
     const flap = async (link: FaultProxy): Promise<void> => {
@@ -215,7 +224,8 @@ describe("draining the outbox", () => {
       }
     };
     const stored = await drainBacklog(
-      `{ messages_per_second: ${MESSAGES_PER_SECOND} }`,
+      { nc, stream, hubProxy, gateway },
+      { messages_per_second: MESSAGES_PER_SECOND },
       sent,
       flap,
     );

@@ -6,7 +6,7 @@
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { BUNDLE, writeConfig } from "../helpers/gateway.js";
+import { BUNDLE, childEnv, writeConfig } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import {
   spawnTracked,
@@ -19,10 +19,6 @@ import type { TempDir } from "../helpers/wait.js";
 
 const RESERVE_BYTES = 16 * 1024 * 1024;
 const MESSAGES = 50;
-
-const childEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
-);
 
 const dirs: TempDir[] = [];
 afterEach(async () => {
@@ -46,7 +42,7 @@ async function runUnderUmask0(file: string): Promise<TrackedProcess> {
   const proc = await spawnTracked(
     "/bin/sh",
     ["-c", 'umask 000 && exec "$0" "$@"', process.execPath, BUNDLE, "run", "-c", file],
-    { env: childEnv },
+    { env: childEnv() },
   );
   await waitForLine(proc, (l) => l.includes('"msg":"ready"'), 15_000);
   // The shell exec'd node: same PID, and the umask it runs with is 0.

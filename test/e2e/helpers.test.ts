@@ -1,8 +1,13 @@
 // Proves the test helpers against the real programs they drive.
-import { createServer } from "node:net";
+import { existsSync } from "node:fs";
+import { createConnection } from "node:net";
+import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect } from "vitest";
+import { loadConfig } from "../../src/config/index.js";
+import { testConfig, writeConfig } from "../helpers/config.js";
+import { it } from "../helpers/fixtures.js";
 import {
   closeClients,
   connectClient,
@@ -12,6 +17,7 @@ import {
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
+import { closedPort } from "../helpers/net.js";
 import {
   runToCompletion,
   spawnTracked,
@@ -23,17 +29,6 @@ import { once } from "../helpers/wait.js";
 
 const COUNT = 500;
 const DUPLICATES = [0, 1, 250, 499];
-
-/** A port nothing listens on: bound by us, then released. */
-async function closedPort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  await once(server, "close");
-  if (address === null || typeof address === "string") throw new Error("no TCP address");
-  return address.port;
-}
 
 function isAlive(pid: number): boolean {
   try {
@@ -158,5 +153,77 @@ describe("process helpers", () => {
       /exited[\s\S]*boom/,
     );
     expect(proc.exitInfo).toEqual({ code: 3, signal: null });
+  });
+});
+
+describe("config helper", () => {
+  it("writes typed input over the test defaults, YAML the gateway reads back", async () => {
+    const { dir, file } = writeConfig({
+      mqtt: { max_inflight: 3, allow_anonymous: true },
+      upstream: { servers: ["nats://127.0.0.1:4999"], stream: "EDGE", ack_timeout: "10m" },
+      buffer: { classes: [{ name: "alarms", subjects: ["alarms.>"], on_full: "reject" }] },
+    });
+    try {
+      const config = loadConfig({ file, env: {}, hostname: "test-host" });
+      expect(config.gateway).toEqual({ id: "gw1", data_dir: join(dir.path, "data") });
+      expect(config.mqtt.listeners).toEqual([{ host: "127.0.0.1", port: 0, websocket: false }]);
+      expect([config.mqtt.max_inflight, config.mqtt.allow_anonymous]).toEqual([3, true]);
+      expect(config.upstream).toMatchObject({
+        servers: ["nats://127.0.0.1:4999"],
+        stream: "EDGE",
+        mode: "jetstream",
+        ack_timeout: 600_000,
+      });
+      expect(config.buffer.classes.map((c) => [c.name, c.on_full])).toEqual([["alarms", "reject"]]);
+      expect([config.http.host, config.http.port]).toEqual(["127.0.0.1", 0]);
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
+  it("replaces lists and leaves the defaults alone", () => {
+    const listeners = [{ host: "127.0.0.1", port: 0, websocket: true }];
+    expect(testConfig({ mqtt: { listeners } }).mqtt).toEqual({ listeners });
+    expect(testConfig().mqtt).toEqual({ listeners: [{ host: "127.0.0.1", port: 0 }] });
+    expect(testConfig({ gateway: { id: "gw7" } }).gateway).toEqual({
+      id: "gw7",
+      data_dir: "./data",
+    });
+  });
+});
+
+describe("fixtures", () => {
+  /** What the first test started, for the second to find stopped. */
+  const started: { hubPid?: number; gatewayPid?: number; proxyPort?: number; dir?: string } = {};
+
+  it("start a hub with the EDGE stream, a proxy and gateways on demand", async ({
+    hub,
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
+    expect(stream).toBe("EDGE");
+    expect((await streamInfo(nc, stream)).config.subjects).toEqual(["edge.>"]);
+    const proxy = await hubProxy();
+    const child = await gateway.spawn({ upstream: { servers: [proxy.url], stream } });
+    const inProcess = await gateway.start({ gateway: { id: "gw2" } });
+    expect(inProcess.mqttPort).toBeGreaterThan(0);
+    Object.assign(started, {
+      hubPid: hub.pid,
+      gatewayPid: child.proc.pid,
+      proxyPort: proxy.port,
+      dir: child.dir.path,
+    });
+    expect(isAlive(hub.pid) && isAlive(child.proc.pid)).toBe(true);
+  });
+
+  it("stop all of it after the test, processes by PID", async () => {
+    expect(started.hubPid).toBeDefined();
+    expect(isAlive(started.hubPid!)).toBe(false);
+    expect(isAlive(started.gatewayPid!)).toBe(false);
+    expect(existsSync(started.dir!)).toBe(false);
+    const refused = createConnection({ host: "127.0.0.1", port: started.proxyPort! });
+    await expect(once(refused, "connect", 5_000)).rejects.toThrow(/ECONNREFUSED/);
   });
 });

@@ -3,8 +3,9 @@
 // runs twice: under the default topic bounds, and with them opened to their limits, so the
 // code the bounds protect (the subscription trie, the session's end) must hold on its own.
 // Two well-behaved clients stay connected throughout and must see every message they expect.
-import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Bystanders, connectBystanders } from "../helpers/bystanders.js";
+import type { GatewayConfigInput } from "../helpers/config.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import { gatewayMetrics, metricTotal } from "../helpers/gateway-http.js";
 import {
@@ -13,7 +14,6 @@ import {
   replayHostileCase,
   UNBOUNDED_MQTT,
 } from "../helpers/hostile-corpus.js";
-import { connectMqttJs } from "../helpers/mqtt.js";
 import { stopAll } from "../helpers/procs.js";
 import { closeRawClients } from "../helpers/raw-mqtt.js";
 import { type TempDir, waitFor } from "../helpers/wait.js";
@@ -26,7 +26,7 @@ const SESSIONS_GONE_DEADLINE_MS = 15_000;
 interface Profile {
   readonly name: string;
   readonly key: keyof Pick<HostileConnection, "bounded" | "unbounded">;
-  readonly mqtt: string;
+  readonly mqtt: GatewayConfigInput["mqtt"];
   /** Exact counters once the corpus has run. */
   readonly refused: Record<string, number>;
   readonly violations: Record<string, number>;
@@ -36,7 +36,7 @@ const PROFILES: readonly Profile[] = [
   {
     name: "under the default topic bounds",
     key: "bounded",
-    mqtt: "",
+    mqtt: {},
     refused: { "too-long": 3, "invalid-filter": 1 },
     violations: { topicTooLong: 1, malformed: 1 },
   },
@@ -52,47 +52,33 @@ const PROFILES: readonly Profile[] = [
 describe.each(PROFILES)("inputs that once broke us, $name", (profile) => {
   let dir: TempDir | undefined;
   let gw: ChildGateway;
-  const clients: MqttClient[] = [];
-  const disruptions: string[] = [];
-  const received: string[] = [];
-  let publisher: MqttClient;
+  let bystanders: Bystanders;
   let sent = 0;
 
   const describeGateway = (): string => gw.proc.describe();
 
   beforeAll(async () => {
-    const config = writeConfig({ id: `corpus-${profile.key}`, mqtt: profile.mqtt });
+    const config = writeConfig({ gateway: { id: `corpus-${profile.key}` }, mqtt: profile.mqtt });
     dir = config.dir;
     gw = await startGatewayProcess(config.file);
-    const subscriber = await connectMqttJs(gw.mqttPort, {
-      clientId: "corpus-bystander-sub",
-      protocolVersion: 5,
+    bystanders = await connectBystanders(gw.mqttPort, {
+      subscriber: { clientId: "corpus-bystander-sub", protocolVersion: 5 },
+      publisher: { clientId: "corpus-bystander-pub" },
+      filter: "corpus/ok/#",
     });
-    publisher = await connectMqttJs(gw.mqttPort, { clientId: "corpus-bystander-pub" });
-    for (const [client, name] of [
-      [subscriber, "subscriber"],
-      [publisher, "publisher"],
-    ] as const) {
-      clients.push(client);
-      for (const event of ["close", "offline", "disconnect", "error"] as const) {
-        client.on(event, () => disruptions.push(`${name} ${event}`));
-      }
-    }
-    subscriber.on("message", (_topic, payload) => received.push(payload.toString()));
-    expect((await subscriber.subscribeAsync("corpus/ok/#", { qos: 1 })).map((g) => g.qos)).toEqual([
-      1,
-    ]);
+    expect(bystanders.granted).toEqual([1]);
   });
 
   afterAll(async () => {
     await closeRawClients();
-    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+    await bystanders?.end();
     await stopAll();
     await dir?.cleanup();
   });
 
   /** A bystander's QoS 1 message goes through: published, acknowledged, delivered. */
   async function bystandersStillServed(): Promise<void> {
+    const { publisher, received, disruptions } = bystanders;
     sent++;
     await publisher.publishAsync(`corpus/ok/${sent}`, String(sent), { qos: 1 });
     await waitFor(() => received.length >= sent, {

@@ -13,26 +13,18 @@ import {
   nkeyAuthenticator,
   type TlsOptions,
 } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  BUNDLE,
-  type ChildGateway,
-  startGateway,
-  startGatewayProcess,
-  type TestGateway,
-  writeConfig,
-} from "../helpers/gateway.js";
+import { afterAll, beforeAll, describe, expect } from "vitest";
+import type { UpstreamInput } from "../helpers/config.js";
+import { createEdgeStream, type Fixtures, it } from "../helpers/fixtures.js";
+import { BUNDLE, type ChildGateway, childEnv } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import {
-  closeClients,
   connectClient,
-  createStream,
   type NatsServer,
-  startNatsServer,
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
-import { runToCompletion, stopAll } from "../helpers/procs.js";
+import { runToCompletion } from "../helpers/procs.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 const STREAM = "EDGE";
@@ -40,50 +32,33 @@ const MESSAGES = 100;
 const PASSWORD = "s3cret-pw";
 const TOKEN = "t0ken-s3cret";
 /** Short retries, so a refused gateway is seen to retry several times within a second. */
-const FAST_RETRY = "  reconnect_delay_max: 250ms\n";
+const FAST_RETRY = { reconnect_delay_max: "250ms" } as const;
 /** Failed dials the hub must have refused before "never connected" is believed. */
 const REFUSED_DIALS = 3;
-const DEBUG_LOG = "log:\n  level: debug\n";
+const DEBUG_LOG = { level: "debug" } as const;
 
 const decoder = new TextDecoder();
 const text = (b: Uint8Array): string => decoder.decode(b);
 
-/** Environment for child leafgates: the runner's own LEAFGATE_* would be read as settings. */
-const childEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
-);
-
-let gw: TestGateway | undefined;
-const hubs: NatsServer[] = [];
-const dirs: TempDir[] = [];
-
-afterEach(async () => {
-  await closeClients();
-  await gw?.dispose();
-  gw = undefined;
-  await stopAll(); // child gateways and tools
-  for (const hub of hubs.splice(0)) await hub.stop();
-  for (const dir of dirs.splice(0)) await dir.cleanup();
-});
-
-function scratch(prefix: string): string {
+/** A scratch directory, removed after the test. */
+function scratch(defer: Fixtures["defer"], prefix: string): string {
   const dir = tempDir(prefix);
-  dirs.push(dir);
+  defer(() => dir.cleanup());
   return dir.path;
 }
 
 /** A JetStream hub with `config`, and an authenticated admin client that made the stream. */
 async function hubWithStream(
+  startHub: Fixtures["startHub"],
   config: string,
   admin: Partial<NodeConnectionOptions>,
   scheme: "nats" | "tls" = "nats",
   host = "127.0.0.1",
 ): Promise<{ hub: NatsServer; url: string; nc: NatsConnection }> {
-  const hub = await startNatsServer({ config });
-  hubs.push(hub);
+  const hub = await startHub({ config });
   const url = `${scheme}://${host}:${hub.port}`;
   const nc = await connectClient(url, admin);
-  await createStream(nc, STREAM, ["edge.>"]);
+  await createEdgeStream(nc);
   return { hub, url, nc };
 }
 
@@ -113,7 +88,7 @@ function expectNoSecret(where: string, output: string, secrets: readonly string[
 /** `leafgate check -c FILE` from the bundle: exits 0 and shows `key: "***"`, never the secret. */
 async function expectCheckMasks(file: string, key: string, secret: string): Promise<void> {
   const r = await runToCompletion(process.execPath, [BUNDLE, "check", "-c", file], {
-    env: childEnv,
+    env: childEnv(),
     timeoutMs: 15_000,
   });
   expect(r.code, r.stderr).toBe(0);
@@ -121,14 +96,17 @@ async function expectCheckMasks(file: string, key: string, secret: string): Prom
   expectNoSecret("leafgate check", r.stdout + r.stderr, [secret]);
 }
 
-/** `upstream:` lines, debug logging; writes the config and starts the bundle on it. */
+/** The hub at `url` with `upstream` settings, debug logging: the bundle on that config. */
 async function startChild(
+  gateway: Fixtures["gateway"],
   url: string,
-  upstream: string,
+  upstream: UpstreamInput,
 ): Promise<{ child: ChildGateway; file: string }> {
-  const { dir, file } = writeConfig({ hub: url, stream: STREAM, upstream, extra: DEBUG_LOG });
-  dirs.push(dir);
-  return { child: await startGatewayProcess(file, childEnv), file };
+  const child = await gateway.spawn({
+    upstream: { servers: [url], stream: STREAM, ...upstream },
+    log: DEBUG_LOG,
+  });
+  return { child, file: child.file };
 }
 
 async function httpGet(child: ChildGateway, path: string): Promise<string> {
@@ -252,20 +230,20 @@ async function makePki(dir: string): Promise<Pki> {
 interface Method {
   serverConfig: string;
   admin: Partial<NodeConnectionOptions>;
-  upstream: string;
+  upstream: UpstreamInput;
   /** The config key `check` must mask, when the secret is in the config itself. */
   maskedKey?: string;
   secret: string;
 }
 
 /** Built per test: key pairs and files are fresh, and temp dirs die with the test. */
-const METHODS: { name: string; make: () => Method }[] = [
+const METHODS: { name: string; make: (defer: Fixtures["defer"]) => Method }[] = [
   {
     name: "user/password",
     make: () => ({
       serverConfig: `authorization { user: edge, password: "${PASSWORD}" }\n`,
       admin: { user: "edge", pass: PASSWORD },
-      upstream: `  user: edge\n  password: ${PASSWORD}\n`,
+      upstream: { user: "edge", password: PASSWORD },
       maskedKey: "password",
       secret: PASSWORD,
     }),
@@ -275,7 +253,7 @@ const METHODS: { name: string; make: () => Method }[] = [
     make: () => ({
       serverConfig: `authorization { token: "${TOKEN}" }\n`,
       admin: { token: TOKEN },
-      upstream: `  token: ${TOKEN}\n`,
+      upstream: { token: TOKEN },
       maskedKey: "token",
       secret: TOKEN,
     }),
@@ -287,7 +265,7 @@ const METHODS: { name: string; make: () => Method }[] = [
       return {
         serverConfig: `authorization { users = [ { nkey: ${kp.getPublicKey()} } ] }\n`,
         admin: { authenticator: nkeyAuthenticator(kp.getSeed()) },
-        upstream: `  nkey_seed: ${seedOf(kp)}\n`,
+        upstream: { nkey_seed: seedOf(kp) },
         maskedKey: "nkey_seed",
         secret: seedOf(kp),
       };
@@ -295,12 +273,12 @@ const METHODS: { name: string; make: () => Method }[] = [
   },
   {
     name: "credentials (.creds, operator mode)",
-    make: () => {
-      const { serverConfig, credsFile, seed } = operatorSetup(scratch("creds"));
+    make: (defer) => {
+      const { serverConfig, credsFile, seed } = operatorSetup(scratch(defer, "creds"));
       return {
         serverConfig,
         admin: { authenticator: credsAuthenticator(readFileSync(credsFile)) },
-        upstream: `  credentials: ${JSON.stringify(credsFile)}\n`,
+        upstream: { credentials: credsFile },
         secret: seed,
       };
     },
@@ -308,12 +286,12 @@ const METHODS: { name: string; make: () => Method }[] = [
 ];
 
 describe("hub authentication, through the built bundle with debug logs", () => {
-  it.each(METHODS)(
+  it.for(METHODS)(
     "$name: forwards 100 QoS 1 messages and never prints the secret",
-    async ({ name, make }) => {
-      const m = make();
-      const { url, nc } = await hubWithStream(m.serverConfig, m.admin);
-      const { child, file } = await startChild(url, m.upstream);
+    async ({ name, make }, { defer, startHub, gateway }) => {
+      const m = make(defer);
+      const { url, nc } = await hubWithStream(startHub, m.serverConfig, m.admin);
+      const { child, file } = await startChild(gateway, url, m.upstream);
       await expectForwarded(child.mqttPort, nc, "in");
       const status = await httpGet(child, "/status");
       expect(JSON.parse(status).upstream.state).toBe("forwarding");
@@ -336,15 +314,23 @@ describe("wrong credentials: the gateway stays up and buffers", () => {
     });
   }
 
-  it("wrong password (in process): connecting, authorization error, never connected", async () => {
+  it("wrong password (in process): connecting, authorization error, never connected", async ({
+    startHub,
+    gateway,
+  }) => {
     const { hub, url, nc } = await hubWithStream(
+      startHub,
       `authorization { user: edge, password: "${PASSWORD}" }\n`,
       { user: "edge", pass: PASSWORD },
     );
-    gw = await startGateway({
-      hub: url,
-      stream: STREAM,
-      upstream: `  user: edge\n  password: not-${PASSWORD}\n${FAST_RETRY}`,
+    const gw = await gateway.start({
+      upstream: {
+        servers: [url],
+        stream: STREAM,
+        user: "edge",
+        password: `not-${PASSWORD}`,
+        ...FAST_RETRY,
+      },
     });
     const g = gw.gateway;
     await refusedRepeatedly(hub);
@@ -364,12 +350,19 @@ describe("wrong credentials: the gateway stays up and buffers", () => {
     expect((await streamInfo(nc, STREAM)).state.messages).toBe(0);
   });
 
-  it("wrong token (bundle): buffering, /status says why, no token anywhere", async () => {
+  it("wrong token (bundle): buffering, /status says why, no token anywhere", async ({
+    startHub,
+    gateway,
+  }) => {
     const wrong = `wr0ng-${TOKEN}`;
-    const { hub, url, nc } = await hubWithStream(`authorization { token: "${TOKEN}" }\n`, {
-      token: TOKEN,
-    });
-    const { child, file } = await startChild(url, `  token: ${wrong}\n${FAST_RETRY}`);
+    const { hub, url, nc } = await hubWithStream(
+      startHub,
+      `authorization { token: "${TOKEN}" }\n`,
+      {
+        token: TOKEN,
+      },
+    );
+    const { child, file } = await startChild(gateway, url, { token: wrong, ...FAST_RETRY });
     await refusedRepeatedly(hub);
     await mosquittoPubLines(child.mqttPort, "auth/refused", lines("refused"));
 
@@ -422,55 +415,59 @@ describe("hub over TLS", () => {
   key_file: ${JSON.stringify(key)}
 ${verify ? `  ca_file: ${JSON.stringify(pki.ca)}\n  verify: true\n` : ""}}
 `;
-  const tlsUpstream = (files: Record<string, string>): string =>
-    `  tls:\n${Object.entries(files)
-      .map(([k, v]) => `    ${k}: ${JSON.stringify(v)}\n`)
-      .join("")}`;
+  /** The gateway in this process, to the hub at `url` with `upstream` settings. */
+  const tlsGateway = (gateway: Fixtures["gateway"], url: string, upstream: UpstreamInput) =>
+    gateway.start({ upstream: { servers: [url], stream: STREAM, ...upstream } });
 
-  it("verifies the hub (tls://localhost) against the configured CA and forwards", async () => {
+  it("verifies the hub (tls://localhost) against the configured CA and forwards", async ({
+    startHub,
+    gateway,
+  }) => {
     const { hub, nc } = await hubWithStream(
+      startHub,
       tlsServer(pki.dnsCert, pki.dnsKey),
       { tls: { caFile: pki.ca } },
       "tls",
       "localhost",
     );
-    gw = await startGateway({
-      hub: `tls://localhost:${hub.port}`,
-      stream: STREAM,
-      upstream: tlsUpstream({ ca: pki.ca }),
-    });
+    const gw = await tlsGateway(gateway, `tls://localhost:${hub.port}`, { tls: { ca: pki.ca } });
     await expectForwarded(gw.mqttPort, nc, "tls");
   });
 
-  it("presents its client certificate to a hub that requires one (verify: true)", async () => {
+  it("presents its client certificate to a hub that requires one (verify: true)", async ({
+    startHub,
+    gateway,
+  }) => {
     const { hub, nc } = await hubWithStream(
+      startHub,
       tlsServer(pki.dnsCert, pki.dnsKey, true),
       { tls: { caFile: pki.ca, certFile: pki.clientCert, keyFile: pki.clientKey } },
       "tls",
       "localhost",
     );
-    gw = await startGateway({
-      hub: `tls://localhost:${hub.port}`,
-      stream: STREAM,
-      upstream: tlsUpstream({ ca: pki.ca, cert: pki.clientCert, key: pki.clientKey }),
+    const gw = await tlsGateway(gateway, `tls://localhost:${hub.port}`, {
+      tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey },
     });
     await expectForwarded(gw.mqttPort, nc, "mtls");
   });
 
-  it("verifies a hub addressed by IP (tls://127.0.0.1, certificate for IP:127.0.0.1)", async () => {
+  it("verifies a hub addressed by IP (tls://127.0.0.1, certificate for IP:127.0.0.1)", async ({
+    startHub,
+    gateway,
+  }) => {
     // nats.js leaves the TLS server name empty for an IP host, so Node checks the
     // certificate against "localhost". The extra Node TLS option `host` (passed through
     // by nats.js, though not in its types) makes the check use the address dialed.
     const admin = { caFile: pki.ca, host: "127.0.0.1" } as TlsOptions;
     const { hub, nc } = await hubWithStream(
+      startHub,
       tlsServer(pki.ipCert, pki.ipKey),
       { tls: admin },
       "tls",
     );
-    gw = await startGateway({
-      hub: `tls://127.0.0.1:${hub.port}`,
-      stream: STREAM,
-      upstream: `${tlsUpstream({ ca: pki.ca })}${FAST_RETRY}`,
+    const gw = await tlsGateway(gateway, `tls://127.0.0.1:${hub.port}`, {
+      tls: { ca: pki.ca },
+      ...FAST_RETRY,
     });
     const sent = lines("tls-ip");
     await mosquittoPubLines(gw.mqttPort, "auth/tls-ip", sent);

@@ -1,33 +1,19 @@
 // A message the hub can never take must not block the ones behind it.
-import { afterEach, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { createEdgeStream, it } from "../helpers/fixtures.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { connectClient, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 describe("hub limits", () => {
-  let hub: NatsServer | undefined;
-  let gw: TestGateway | undefined;
-
-  afterEach(async () => {
-    await gw?.dispose();
-    await closeClients();
-    await hub?.stop();
-  });
-
-  it("drops a message larger than the hub's max_payload, counts it, and forwards the rest in order", async () => {
-    hub = await startNatsServer({ config: "max_payload: 4096\n" });
+  it("drops a message larger than the hub's max_payload, counts it, and forwards the rest in order", async ({
+    startHub,
+    gateway,
+  }) => {
+    const hub = await startHub({ config: "max_payload: 4096\n" });
     const nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({ hub: hub.url, stream: "EDGE" });
+    const stream = await createEdgeStream(nc);
+    const gw = await gateway.start({ upstream: { servers: [hub.url], stream } });
     const client = await connectMqttJs(gw.mqttPort);
     await client.publishAsync("s/a", "first", { qos: 1 });
     await client.publishAsync("s/a", Buffer.alloc(10_000, 0x61), { qos: 1 });
@@ -35,7 +21,7 @@ describe("hub limits", () => {
     await client.endAsync();
 
     await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages >= 2);
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0, {
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0, {
       message: "the oversized row was never removed from the outbox",
     });
     const messages = await streamMessages(nc, "EDGE");
@@ -45,12 +31,17 @@ describe("hub limits", () => {
     expect(gw.gateway.metrics.value("leafgate_upstream_connected")).toBe(1);
   });
 
-  it("drops a message whose subject the hub's control line cannot carry, counts it, and forwards the rest", async () => {
-    hub = await startNatsServer();
-    const nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
+  it("drops a message whose subject the hub's control line cannot carry, counts it, and forwards the rest", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+  }) => {
     // A topic bound raised past its default: the gateway takes what the hub cannot.
-    gw = await startGateway({ hub: hub.url, stream: "EDGE", mqtt: "  max_topic_length: 8KiB\n" });
+    const gw = await gateway.start({
+      mqtt: { max_topic_length: "8KiB" },
+      upstream: { servers: [hub.url], stream },
+    });
     const client = await connectMqttJs(gw.mqttPort);
     // Within that bound, but with the hub prefix and the reply subject the publish line is
     // longer than nats-server's max_control_line (4 KiB).
@@ -60,7 +51,7 @@ describe("hub limits", () => {
     await client.publishAsync("s/a", "third", { qos: 1 });
     await client.endAsync();
 
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0, {
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0, {
       message: "the row with the long subject was never removed from the outbox",
     });
     const messages = await streamMessages(nc, "EDGE");
@@ -70,14 +61,12 @@ describe("hub limits", () => {
     expect(gw.gateway.metrics.value("leafgate_upstream_resent_total")).toBe(0);
   });
 
-  it("finds the stream through the hub's JetStream domain", async () => {
-    hub = await startNatsServer({ config: "jetstream { domain: hub }\n" });
+  it("finds the stream through the hub's JetStream domain", async ({ startHub, gateway }) => {
+    const hub = await startHub({ config: "jetstream { domain: hub }\n" });
     const nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({ hub: hub.url, stream: "EDGE", upstream: "  domain: hub\n" });
-    await waitFor(
-      () => (gw!.gateway.status().upstream as { state: string }).state === "forwarding",
-    );
+    const stream = await createEdgeStream(nc);
+    const gw = await gateway.start({ upstream: { servers: [hub.url], stream, domain: "hub" } });
+    await waitFor(() => (gw.gateway.status().upstream as { state: string }).state === "forwarding");
     const client = await connectMqttJs(gw.mqttPort);
     await client.publishAsync("s/d", "via domain", { qos: 1 });
     await client.endAsync();

@@ -9,12 +9,13 @@
 // that "none" means none; the running-as-root warning is expected exactly when the runner
 // is root (test/unit/security.test.ts checks its text for any user).
 import { chmodSync, chownSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { afterEach, describe, expect, it } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
-import { BUNDLE } from "../helpers/gateway.js";
+import { writeConfigAt } from "../helpers/config.js";
+import { BUNDLE, childEnv } from "../helpers/gateway.js";
+import { closedPort } from "../helpers/net.js";
 import {
   runToCompletion,
   spawnTracked,
@@ -28,10 +29,6 @@ const ROOT = process.getuid?.() === 0;
 /** nobody:nogroup on Debian. */
 const UNPRIVILEGED = { uid: 65534, gid: 65534 };
 
-const childEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
-);
-
 const dirs: TempDir[] = [];
 afterEach(async () => {
   await stopAll();
@@ -42,14 +39,6 @@ function scratch(): string {
   const d = tempDir("warnings");
   dirs.push(d);
   return d.path;
-}
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface Record {
@@ -77,7 +66,7 @@ async function runBundle(
   user?: { uid: number; gid: number },
 ): Promise<TrackedProcess> {
   return spawnTracked(process.execPath, [BUNDLE, "run", "-c", file], {
-    env: childEnv,
+    env: childEnv(),
     ...(user ?? {}),
   });
 }
@@ -99,21 +88,22 @@ describe("start-up warnings", () => {
     chmodSync(creds, 0o644);
     const hub = `nats://0.0.0.0:${await closedPort()}`;
     const file = join(dir, "leafgate.yaml");
-    writeFileSync(
+    writeConfigAt(
       file,
-      `gateway: { id: gw1, data_dir: ./data }
-mqtt:
-  allow_anonymous: true
-  listeners:
-    - { host: 192.0.2.1, port: 0 }
-    - { host: 192.0.2.1, port: 0, websocket: true }
-authorization:
-  users: [ { user: sensor-1, password: "${await hashPassword("pw-123456")}" } ]
-upstream:
-  servers: [ "${hub}" ]
-  credentials: ${creds}
-http: { host: 192.0.2.1, port: 0 }
-`,
+      {
+        gateway: { id: "gw1", data_dir: "./data" },
+        mqtt: {
+          allow_anonymous: true,
+          listeners: [
+            { host: "192.0.2.1", port: 0 },
+            { host: "192.0.2.1", port: 0, websocket: true },
+          ],
+        },
+        authorization: { users: [{ user: "sensor-1", password: await hashPassword("pw-123456") }] },
+        upstream: { servers: [hub], credentials: creds },
+        http: { host: "192.0.2.1", port: 0 },
+      },
+      { testDefaults: false },
     );
     chmodSync(file, 0o666);
     const proc = await runBundle(file);
@@ -158,7 +148,7 @@ http: { host: 192.0.2.1, port: 0 }
     for (const r of records(proc).filter((x) => x.part === "security")) expect(r.level).toBe(40);
 
     const check = await runToCompletion(process.execPath, [BUNDLE, "check", "-c", file], {
-      env: childEnv,
+      env: childEnv(),
       timeoutMs: 15_000,
     });
     expect(check.code, check.stderr).toBe(0);
@@ -172,19 +162,20 @@ http: { host: 192.0.2.1, port: 0 }
   it("a secure config: no warning at all (as an unprivileged user)", async () => {
     const dir = scratch();
     const file = join(dir, "leafgate.yaml");
-    writeFileSync(
+    writeConfigAt(
       file,
-      `gateway: { id: gw1, data_dir: ./data }
-mqtt:
-  listeners: [ { host: 127.0.0.1, port: 0 } ]
-authorization:
-  users: [ { user: sensor-1, password: "${await hashPassword("pw-123456")}" } ]
-upstream:
-  servers: [ "nats://127.0.0.1:${await closedPort()}" ]
-  user: edge
-  password: hub-pa55word
-http: { host: 127.0.0.1, port: 0 }
-`,
+      {
+        gateway: { id: "gw1", data_dir: "./data" },
+        mqtt: { listeners: [{ host: "127.0.0.1", port: 0 }] },
+        authorization: { users: [{ user: "sensor-1", password: await hashPassword("pw-123456") }] },
+        upstream: {
+          servers: [`nats://127.0.0.1:${await closedPort()}`],
+          user: "edge",
+          password: "hub-pa55word",
+        },
+        http: { host: "127.0.0.1", port: 0 },
+      },
+      { testDefaults: false },
     );
     chmodSync(file, 0o600);
     if (ROOT) {
@@ -201,7 +192,7 @@ http: { host: 127.0.0.1, port: 0 }
     expect(warnings, proc.describe()).toStrictEqual([]);
 
     const check = await runToCompletion(process.execPath, [BUNDLE, "check", "-c", file], {
-      env: childEnv,
+      env: childEnv(),
       timeoutMs: 15_000,
       ...(ROOT ? UNPRIVILEGED : {}),
     });

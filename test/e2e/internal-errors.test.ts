@@ -10,8 +10,8 @@
 // (which closes it) is the callback that throws; nothing in the shipped code is a test hook.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Bystanders, connectBystanders } from "../helpers/bystanders.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import { gatewayMetrics, metricTotal } from "../helpers/gateway-http.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
@@ -47,13 +47,10 @@ describe("a callback that throws costs only its own connection", () => {
   let dir: TempDir | undefined;
   let gw: ChildGateway;
   let portFile: string;
-  const clients: MqttClient[] = [];
-  const disruptions: string[] = [];
-  const received: string[] = [];
-  let publisher: MqttClient;
+  let bystanders: Bystanders;
 
   beforeAll(async () => {
-    const config = writeConfig({ id: "guard" });
+    const config = writeConfig({ gateway: { id: "guard" } });
     dir = config.dir;
     const preload = join(dir.path, "fault.cjs");
     portFile = join(dir.path, "fault-port");
@@ -62,32 +59,22 @@ describe("a callback that throws costs only its own connection", () => {
       NODE_OPTIONS: `--require ${preload}`,
       LG_TEST_FAULT_PORT_FILE: portFile,
     });
-    const subscriber = await connectMqttJs(gw.mqttPort, { clientId: "guard-bystander-sub" });
-    publisher = await connectMqttJs(gw.mqttPort, {
-      clientId: "guard-bystander-pub",
-      protocolVersion: 5,
+    bystanders = await connectBystanders(gw.mqttPort, {
+      subscriber: { clientId: "guard-bystander-sub" },
+      publisher: { clientId: "guard-bystander-pub", protocolVersion: 5 },
+      filter: "guard/ok/#",
     });
-    for (const [client, name] of [
-      [subscriber, "subscriber"],
-      [publisher, "publisher"],
-    ] as const) {
-      clients.push(client);
-      for (const event of ["close", "offline", "disconnect", "error"] as const) {
-        client.on(event, () => disruptions.push(`${name} ${event}`));
-      }
-    }
-    subscriber.on("message", (_topic, payload) => received.push(payload.toString()));
-    await subscriber.subscribeAsync("guard/ok/#", { qos: 1 });
   });
 
   afterAll(async () => {
     await closeRawClients();
-    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+    await bystanders?.end();
     await stopAll();
     await dir?.cleanup();
   });
 
   it("the victim's keepalive timer throws: counted once, logged once with its stack, only the victim is cut", async () => {
+    const { publisher, received, disruptions, clients } = bystanders;
     await publisher.publishAsync("guard/ok/1", "before", { qos: 1 });
     await waitFor(() => received.length === 1);
 

@@ -21,17 +21,20 @@ describe("MQTT authorization", () => {
     const hash = await hashPassword("pw-sensor-1");
     gw = await startGateway({
       // Anonymous clients next to users: since users exist, only when the file says so.
-      mqtt: "  allow_anonymous: true\n",
-      extra: `authorization:
-  default_permissions:
-    subscribe: { deny: [ "admin.>" ] }
-  users:
-    - user: sensor-1
-      password: "${hash}"
-      permissions:
-        publish: { allow: [ "sensors.%u.>" ] }
-        subscribe: { allow: [ "cmd.%u.>" ] }
-`,
+      mqtt: { allow_anonymous: true },
+      authorization: {
+        default_permissions: { subscribe: { deny: ["admin.>"] } },
+        users: [
+          {
+            user: "sensor-1",
+            password: hash,
+            permissions: {
+              publish: { allow: ["sensors.%u.>"] },
+              subscribe: { allow: ["cmd.%u.>"] },
+            },
+          },
+        ],
+      },
     });
     return gw;
   }

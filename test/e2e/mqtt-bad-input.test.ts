@@ -7,7 +7,7 @@ import type { MqttClient } from "mqtt";
 import mqtt from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import { VIOLATIONS, type Violation } from "../../src/mqtt/errors.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { type GatewayConfigInput, startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { runToCompletion } from "../helpers/procs.js";
 import { once, waitFor } from "../helpers/wait.js";
@@ -111,8 +111,8 @@ interface Scene {
   pending(): number;
 }
 
-async function scene(mqttConfig?: string): Promise<Scene> {
-  gw = await startGateway(mqttConfig === undefined ? {} : { mqtt: mqttConfig });
+async function scene(mqttConfig?: GatewayConfigInput["mqtt"]): Promise<Scene> {
+  gw = await startGateway({ mqtt: mqttConfig });
   const g = gw;
   const good = await connectMqttJs(g.mqttPort, { clientId: "good-client" });
   clients.add(good);
@@ -148,7 +148,7 @@ interface BadCase {
   readonly bytes: readonly Buffer[];
   readonly violation: Violation;
   readonly answer: readonly number[];
-  readonly mqtt?: string;
+  readonly mqtt?: GatewayConfigInput["mqtt"];
 }
 
 const CASES: readonly BadCase[] = [
@@ -208,7 +208,7 @@ const CASES: readonly BadCase[] = [
   },
   {
     name: "a PUBLISH announcing 2000 bytes with max_packet_size 1KB, once 1100 are buffered",
-    mqtt: "  max_packet_size: 1KB",
+    mqtt: { max_packet_size: "1KB" },
     bytes: [
       connectPacket("too-big"),
       // PUBLISH QoS 0, remaining length 2000 (d0 0f), then only part of the body.
@@ -240,7 +240,7 @@ describe("bad MQTT input costs only the offending connection", () => {
   });
 
   it("closes a socket that sends nothing within connect_timeout", async () => {
-    const s = await scene("  connect_timeout: 200ms");
+    const s = await scene({ connect_timeout: "200ms" });
     const silent = await rawConnect(s.gw.mqttPort);
     await silent.closedByServer();
 

@@ -35,7 +35,7 @@ describe("limits before and at CONNECT", () => {
 
   it("sockets without CONNECT are bounded by max_pending_connections, apart from max_connections", async () => {
     gw = await startGateway({
-      mqtt: "  max_pending_connections: 5\n  max_connections: 4\n  connect_timeout: 60s\n",
+      mqtt: { max_pending_connections: 5, max_connections: 4, connect_timeout: "60s" },
     });
     const port = gw.mqttPort;
     // Three connected clients do not count as pending.
@@ -69,7 +69,7 @@ describe("limits before and at CONNECT", () => {
   });
 
   it("a CONNECT over max_connect_size is refused from its fixed header, before its body", async () => {
-    gw = await startGateway({ mqtt: "  max_connect_size: 1KiB\n  connect_timeout: 60s\n" });
+    gw = await startGateway({ mqtt: { max_connect_size: "1KiB", connect_timeout: "60s" } });
     const big = await RawMqtt.open(gw.mqttPort);
     // CONNECT announcing 100,000 bytes, of which none follow: waiting for them would hold
     // the socket until connect_timeout; the header alone is enough to say no.
@@ -97,7 +97,7 @@ describe("limits before and at CONNECT", () => {
   });
 
   it("connections per source address are bounded; another address is not affected", async () => {
-    gw = await startGateway({ mqtt: "  max_connections_per_address: 3\n" });
+    gw = await startGateway({ mqtt: { max_connections_per_address: 3 } });
     const port = gw.mqttPort;
     const mine: RawMqtt[] = [];
     // Two connected and one that has not sent CONNECT: all three count.
@@ -124,15 +124,13 @@ describe("limits before and at CONNECT", () => {
   it("200 bad logins from one address run scrypt 10 times; the rest are locked out, and another address still gets in", async () => {
     const hash = await hashPassword("pw-sensor");
     const { dir, file } = writeConfig({
-      mqtt: "  max_pending_connections: 300\n  max_connections_per_address: 300\n",
-      extra: `authorization:
-  failed_logins_per_address: 10
-  failed_login_window: 1m
-  users:
-    - { user: sensor-1, password: "${hash}" }
-log:
-  level: debug
-`,
+      mqtt: { max_pending_connections: 300, max_connections_per_address: 300 },
+      authorization: {
+        failed_logins_per_address: 10,
+        failed_login_window: "1m",
+        users: [{ user: "sensor-1", password: hash }],
+      },
+      log: { level: "debug" },
     });
     dirs.push(dir);
     const child = await startGatewayProcess(file);

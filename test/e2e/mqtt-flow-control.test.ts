@@ -56,7 +56,7 @@ describe("MQTT 5 flow control", () => {
   });
 
   it("a configured receive_maximum is announced", async () => {
-    gw = await startGateway({ mqtt: "  receive_maximum: 7\n" });
+    gw = await startGateway({ mqtt: { receive_maximum: 7 } });
     const { connack } = await RawMqtt.connect(gw.mqttPort, { clientId: "rm7" });
     expect(connack.properties?.receiveMaximum).toBe(7);
   });
@@ -89,7 +89,7 @@ describe("MQTT 5 flow control", () => {
   });
 
   it("Receive Maximum + 1 QoS 1 PUBLISHes in one write: DISCONNECT 0x93", async () => {
-    gw = await startGateway({ mqtt: "  receive_maximum: 10\n" });
+    gw = await startGateway({ mqtt: { receive_maximum: 10 } });
     const { client } = await RawMqtt.connect(gw.mqttPort, { clientId: "fc1" });
     const packets = [];
     for (let i = 1; i <= 11; i++) packets.push(publish("fc1/t", `m${i}`, 1, i));
@@ -104,11 +104,8 @@ describe("MQTT 5 flow control", () => {
 
   it("the quota comes back with PUBACK, PUBCOMP and a PUBREC error: a compliant client is never cut", async () => {
     gw = await startGateway({
-      mqtt: "  receive_maximum: 4\n",
-      extra: `authorization:
-  default_permissions:
-    publish: { allow: [ "ok.>" ] }
-`,
+      mqtt: { receive_maximum: 4 },
+      authorization: { default_permissions: { publish: { allow: ["ok.>"] } } },
     });
     const { client } = await RawMqtt.connect(gw.mqttPort, { clientId: "fcok" });
     for (let round = 0; round < 3; round++) {
@@ -151,7 +148,7 @@ describe("MQTT 5 flow control", () => {
   });
 
   it("MQTT 3.1.1 has no Receive Maximum: 2 x receive_maximum QoS 2 exchanges open are fine", async () => {
-    gw = await startGateway({ mqtt: "  receive_maximum: 5\n" });
+    gw = await startGateway({ mqtt: { receive_maximum: 5 } });
     const { client } = await RawMqtt.connect(gw.mqttPort, { clientId: "fc311" }, 4);
     const ids = Array.from({ length: 10 }, (_, i) => i + 1);
     sendAll(

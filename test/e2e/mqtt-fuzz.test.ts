@@ -780,7 +780,7 @@ describe("fuzzing a live gateway process with random and mutated MQTT bytes", ()
   let previous = "(none)";
 
   beforeAll(async () => {
-    const config = writeConfig({ id: "fuzz" });
+    const config = writeConfig({ gateway: { id: "fuzz" } });
     dir = config.dir;
     gw = await startGatewayProcess(config.file);
     const watch = (client: MqttClient, name: string): void => {
@@ -1386,7 +1386,7 @@ describe("malformed packets with an answer pinned by the spec or the contract", 
   let gw: ChildGateway;
 
   beforeAll(async () => {
-    const config = writeConfig({ id: "pinned" });
+    const config = writeConfig({ gateway: { id: "pinned" } });
     dir = config.dir;
     gw = await startGatewayProcess(config.file);
   });

@@ -1,34 +1,20 @@
 // Interop with mosquitto_pub / mosquitto_sub 2.0.11 (clients no one here wrote), speaking
 // MQTT 3.1.1 and 5.0 to the same broker. mosquitto_sub runs with -d so that its debug lines
 // tell us when the SUBACK arrived; its -F output lines start with "MSG|" to tell them apart.
-import { type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import {
-  type ChildGateway,
-  startGateway,
-  startGatewayProcess,
-  type TestGateway,
-  writeConfig,
-} from "../helpers/gateway.js";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect } from "vitest";
+import { type Fixtures, it } from "../helpers/fixtures.js";
+import { type ChildGateway, startGateway, type TestGateway } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { streamInfo, streamMessages } from "../helpers/nats-server.js";
 import {
   runToCompletion,
   spawnTracked,
-  stopAll,
   stopProcess,
   type TrackedProcess,
   waitForLine,
 } from "../helpers/procs.js";
-import { type TempDir, waitFor } from "../helpers/wait.js";
+import { waitFor } from "../helpers/wait.js";
 
 type Version = "mqttv311" | "mqttv5";
 const VERSIONS: readonly Version[] = ["mqttv311", "mqttv5"];
@@ -95,10 +81,6 @@ async function publish(port: number, version: Version, args: string[]): Promise<
 
 const lines = (n: number, tag: string): string[] =>
   Array.from({ length: n }, (_, i) => `${tag}-${i + 1}`);
-
-afterEach(async () => {
-  await stopAll();
-});
 
 describe.each(VERSIONS)("mosquitto clients, %s", (version) => {
   let gw: TestGateway;
@@ -217,19 +199,13 @@ describe.each(VERSIONS)("mosquitto clients, %s", (version) => {
 
 describe.each(VERSIONS)("mosquitto persistent session across a gateway restart, %s", (version) => {
   const v = version === "mqttv5" ? "v5" : "v4";
-  let dir: TempDir | undefined;
-
-  afterEach(async () => {
-    await stopAll();
-    await dir?.cleanup();
-    dir = undefined;
-  });
 
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
-    it(`queues QoS 1 messages for an offline -c client and delivers them after ${signal}`, async () => {
-      const config = writeConfig();
-      dir = config.dir;
-      let child: ChildGateway = await startGatewayProcess(config.file);
+    it(`queues QoS 1 messages for an offline -c client and delivers them after ${signal}`, async ({
+      gateway,
+    }) => {
+      const config = gateway.writeConfig();
+      let child: ChildGateway = await gateway.spawnFile(config.file);
       const id = `sess-${v}-${signal}`;
       const topic = `sess/${v}/${signal}`;
       const session = ["-c", "-i", id];
@@ -245,7 +221,7 @@ describe.each(VERSIONS)("mosquitto persistent session across a gateway restart, 
       const sent = lines(5, `off-${signal}`);
       await mosquittoPubLines(child.mqttPort, topic, sent, { qos: 1, extraArgs: ["-V", version] });
       await stopProcess(child.proc, { signal });
-      child = await startGatewayProcess(config.file);
+      child = await gateway.spawnFile(config.file);
 
       // The queued messages come first, in order, then a marker published after the SUBACK.
       const second = await subscribe(child.mqttPort, version, [`sess/${v}/#`], {
@@ -329,27 +305,18 @@ describe("mosquitto MQTT 5 properties", () => {
 });
 
 describe("mosquitto MQTT 5 through the hub", () => {
-  const STREAM = "EDGE";
-  let hub: NatsServer;
-  let nc: NatsConnection;
-  let gw: TestGateway;
-
-  // Per test: the top-level afterEach's stopAll() would also end a shared nats-server.
-  beforeEach(async () => {
-    hub = await startNatsServer({ jetstream: true });
-    nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"]);
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
+  async function forwarding(edgeGateway: Fixtures["edgeGateway"]): Promise<TestGateway> {
+    const gw = await edgeGateway();
     await waitFor(() => (gw.gateway.status().upstream as { state: string }).state === "forwarding");
-  });
+    return gw;
+  }
 
-  afterEach(async () => {
-    await gw?.dispose();
-    await closeClients();
-    await hub?.stop();
-  });
-
-  it("turns user properties and v5 properties into NATS headers on the hub", async () => {
+  it("turns user properties and v5 properties into NATS headers on the hub", async ({
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
+    const gw = await forwarding(edgeGateway);
     await publish(gw.mqttPort, "mqttv5", [
       ...["-t", "hub/v5/t", "-q", "1", "-m", "payload-1"],
       ...["-D", "publish", "user-property", "site", "north"],
@@ -359,8 +326,8 @@ describe("mosquitto MQTT 5 through the hub", () => {
       ...["-D", "publish", "response-topic", "reply/x"],
       ...["-D", "publish", "correlation-data", "c0rr"],
     ]);
-    await waitFor(async () => (await streamInfo(nc, STREAM)).state.messages >= 1);
-    const messages = await streamMessages(nc, STREAM);
+    await waitFor(async () => (await streamInfo(nc, stream)).state.messages >= 1);
+    const messages = await streamMessages(nc, stream);
     expect(messages.length).toBe(1);
     const [m] = messages;
     expect(m!.subject).toBe("edge.gw1.hub.v5.t");
@@ -376,7 +343,8 @@ describe("mosquitto MQTT 5 through the hub", () => {
     });
   });
 
-  it("turns headers of imported hub messages into user properties", async () => {
+  it("turns headers of imported hub messages into user properties", async ({ nc, edgeGateway }) => {
+    const gw = await forwarding(edgeGateway);
     const sub = await subscribe(gw.mqttPort, "mqttv5", ["cmd/gw1/#"], {
       qos: 1,
       count: 2,

@@ -3,6 +3,7 @@
 // every step as a JSON line; each of its waits is bounded by the plan's timeout.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
+  type GatewayConfigInput,
   startGateway,
   startGatewayProcess,
   type TestGateway,
@@ -35,13 +36,15 @@ afterEach(async () => {
   await stopAll();
 });
 
-const LISTENERS = `  listeners:
-    - { host: 127.0.0.1, port: 0 }
-    - { host: 127.0.0.1, port: 0, websocket: true }
-  max_packet_size: 65536
-  topic_alias_maximum: 10
-  max_keepalive: 60
-`;
+const LISTENERS: GatewayConfigInput["mqtt"] = {
+  listeners: [
+    { host: "127.0.0.1", port: 0 },
+    { host: "127.0.0.1", port: 0, websocket: true },
+  ],
+  max_packet_size: 65536,
+  topic_alias_maximum: 10,
+  max_keepalive: 60,
+};
 
 describe.each([
   ["MQTTv311", 4],

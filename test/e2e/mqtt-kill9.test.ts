@@ -28,7 +28,12 @@
 import type { MqttClient } from "mqtt";
 import type { IConnectPacket, IPublishPacket, Packet } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import {
+  type ChildGateway,
+  type GatewayConfigInput,
+  startGatewayProcess,
+  writeConfig,
+} from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { messages, msg, type Protocol, run } from "../helpers/paho.js";
 import { stopAll } from "../helpers/procs.js";
@@ -55,8 +60,8 @@ afterEach(async () => {
   await Promise.all(dirs.splice(0).map((d) => d.cleanup()));
 });
 
-function config(mqtt?: string): string {
-  const { dir, file } = writeConfig(mqtt === undefined ? {} : { mqtt });
+function config(mqtt?: GatewayConfigInput["mqtt"]): string {
+  const { dir, file } = writeConfig({ mqtt });
   dirs.push(dir);
   return file;
 }
@@ -631,7 +636,7 @@ describe.each([
   });
 
   it("still expires an offline session after kill -9 and a restart", async () => {
-    const file = config(`  max_session_expiry: ${SHORT_EXPIRY_S}s\n`);
+    const file = config({ max_session_expiry: `${SHORT_EXPIRY_S}s` });
     let gw = await startGatewayProcess(file);
     const id = `k9-expiry-${version}`;
     const s = (await RawMqtt.connect(gw.mqttPort, fresh(id, version), version)).client;

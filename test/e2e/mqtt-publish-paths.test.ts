@@ -3,12 +3,11 @@
 // or not), and the import subjects, which only the hub may write unless a user is granted
 // them by name. With users configured, anonymous clients are refused unless allowed.
 import type { MqttClient } from "mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import type { LeafgateConfig } from "../../src/config/index.js";
-import { silentLogger } from "../../src/core/index.js";
-import { Gateway } from "../../src/gateway.js";
+import { afterEach, describe, expect } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import type { GatewayConfigInput } from "../helpers/config.js";
+import { type GatewayLauncher, it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { runToCompletion } from "../helpers/procs.js";
 import { closeRawClients, RawMqtt } from "../helpers/raw-mqtt.js";
@@ -19,40 +18,46 @@ const NOT_AUTHORIZED_V3 = 5;
 
 describe("one permission check for every publish path", () => {
   let gw: TestGateway | undefined;
-  const restarted: Gateway[] = [];
   const clients: MqttClient[] = [];
 
   afterEach(async () => {
     for (const c of clients.splice(0)) c.end(true);
     await closeRawClients();
-    for (const g of restarted.splice(0)) await g.stop();
-    await gw?.dispose();
     gw = undefined;
   });
 
   /**
-   * Gateway gw1 (imports `cmd.gw1.>` from the hub, the default). sensor-1 publishes under
-   * its own subjects; admin has a bare `>`; ops is granted the import subjects by name.
+   * Users, all with password "pw": sensor-1 publishes under `sensorPublish`; admin has a
+   * bare `>`; ops is granted the import subjects by name.
    */
-  async function start(mqtt = ""): Promise<TestGateway> {
-    const hash = await hashPassword("pw");
-    gw = await startGateway({
-      mqtt,
-      extra: `authorization:
-  users:
-    - user: sensor-1
-      password: "${hash}"
-      permissions:
-        publish: { allow: [ "sensors.%u.>" ] }
-        subscribe: { allow: [ ">" ] }
-    - { user: admin, password: "${hash}" }
-    - user: ops
-      password: "${hash}"
-      permissions:
-        publish: { allow: [ "cmd.gw1.>" ] }
-        subscribe: { allow: [ ">" ] }
-`,
-    });
+  async function users(sensorPublish: string): Promise<GatewayConfigInput["authorization"]> {
+    const password = await hashPassword("pw");
+    return {
+      users: [
+        {
+          user: "sensor-1",
+          password,
+          permissions: { publish: { allow: [sensorPublish] }, subscribe: { allow: [">"] } },
+        },
+        { user: "admin", password },
+        {
+          user: "ops",
+          password,
+          permissions: { publish: { allow: ["cmd.gw1.>"] }, subscribe: { allow: [">"] } },
+        },
+      ],
+    };
+  }
+
+  /**
+   * Gateway gw1 (imports `cmd.gw1.>` from the hub, the default). sensor-1 publishes under
+   * its own subjects.
+   */
+  async function start(
+    gateway: GatewayLauncher,
+    mqtt: GatewayConfigInput["mqtt"] = {},
+  ): Promise<TestGateway> {
+    gw = await gateway.start({ mqtt, authorization: await users("sensors.%u.>") });
     return gw;
   }
 
@@ -87,8 +92,10 @@ describe("one permission check for every publish path", () => {
     return got.filter((t) => t !== "|marker").sort();
   }
 
-  it("anonymous clients are refused once users exist, unless allow_anonymous: true", async () => {
-    await start();
+  it("anonymous clients are refused once users exist, unless allow_anonymous: true", async ({
+    gateway,
+  }) => {
+    await start(gateway);
     const v5 = await RawMqtt.connect(gw!.mqttPort, { clientId: "anon-5" });
     expect(v5.connack.reasonCode).toBe(NOT_AUTHORIZED_V5);
     await v5.client.closedByServer();
@@ -105,13 +112,13 @@ describe("one permission check for every publish path", () => {
     expect(r.stderr.toLowerCase()).toContain("not authori");
     await gw!.dispose();
 
-    await start("  allow_anonymous: true\n");
+    await start(gateway, { allow_anonymous: true });
     const ok = await RawMqtt.connect(gw!.mqttPort, { clientId: "anon-ok" });
     expect(ok.connack.reasonCode).toBe(0);
   });
 
-  it("a retained PUBLISH that is denied is neither stored nor retained", async () => {
-    await start();
+  it("a retained PUBLISH that is denied is neither stored nor retained", async ({ gateway }) => {
+    await start(gateway);
     const c = await client({ ...as("sensor-1"), clientId: "s1" });
     await c.publishAsync("alarms/fire", "fake", { qos: 1, retain: true });
     await c.publishAsync("sensors/sensor-1/state", "ok", { qos: 1, retain: true });
@@ -120,8 +127,10 @@ describe("one permission check for every publish path", () => {
     expect(await retainedTopics()).toEqual(["sensors/sensor-1/state"]);
   });
 
-  it("a will the user may not publish is refused at CONNECT: 0x87 in v5, 5 in 3.1.1", async () => {
-    await start();
+  it("a will the user may not publish is refused at CONNECT: 0x87 in v5, 5 in 3.1.1", async ({
+    gateway,
+  }) => {
+    await start(gateway);
     const will = {
       topic: "alarms/fire",
       payload: Buffer.from("gone"),
@@ -151,8 +160,10 @@ describe("one permission check for every publish path", () => {
     expect(await retainedTopics()).toEqual(["sensors/sensor-1/status"]);
   });
 
-  it("a will is checked again when it is published: narrowed permissions after a restart hold it back, retained or not", async () => {
-    await start();
+  it("a will is checked again when it is published: narrowed permissions after a restart hold it back, retained or not", async ({
+    gateway,
+  }) => {
+    await start(gateway);
     // A delayed will, part of the session, survives the restart [MQTT-3.1.3-9].
     const willed = await RawMqtt.connect(gw!.mqttPort, {
       clientId: "delayed",
@@ -173,29 +184,11 @@ describe("one permission check for every publish path", () => {
     await waitFor(() => metric("leafgate_mqtt_connections") === 0);
     await gw!.stop();
 
-    // Next run: sensor-1 may publish only under sensors.sensor-1.data.>.
-    const before = gw!.gateway.config;
-    const config: LeafgateConfig = {
-      ...before,
-      authorization: {
-        ...before.authorization,
-        users: before.authorization.users.map((u) =>
-          u.user === "sensor-1"
-            ? {
-                ...u,
-                permissions: {
-                  publish: { allow: ["sensors.%u.data.>"], deny: [] },
-                  subscribe: { allow: [">"], deny: [] },
-                },
-              }
-            : u,
-        ),
-      },
-    };
-    const again = new Gateway({ config, log: silentLogger });
-    restarted.push(again);
-    await again.start();
-    const port = again.addresses().mqtt[0]!.port;
+    // Next run, on the same data: sensor-1 may publish only under sensors.sensor-1.data.>.
+    const { gateway: again, mqttPort: port } = await gateway.start({
+      gateway: { data_dir: gw!.dataDir },
+      authorization: await users("sensors.%u.data.>"),
+    });
     const watcher = await connectMqttJs(port, { ...as("admin"), clientId: "watch" });
     clients.push(watcher);
     const got: string[] = [];
@@ -220,8 +213,10 @@ describe("one permission check for every publish path", () => {
     expect(await retainedTopics(port)).toEqual([]);
   });
 
-  it("the import subjects are the hub's: a bare > does not grant them, a pattern naming them does", async () => {
-    await start("  allow_anonymous: true\n");
+  it("the import subjects are the hub's: a bare > does not grant them, a pattern naming them does", async ({
+    gateway,
+  }) => {
+    await start(gateway, { allow_anonymous: true });
     const port = gw!.mqttPort;
     const sub = await client({ ...as("admin"), clientId: "cmd-sub" });
     const got: string[] = [];

@@ -15,6 +15,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import type { NatsConnection } from "@nats-io/transport-node";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createEdgeStream } from "../helpers/fixtures.js";
 import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
 import {
   type CheckTarget,
@@ -23,12 +24,11 @@ import {
   runSequence,
   type Sequence,
   sequenceArb,
-  sequenceAuthorizationYaml,
+  sequenceAuthorization,
 } from "../helpers/mqtt-sequence.js";
 import {
   closeClients,
   connectClient,
-  createStream,
   type NatsServer,
   startNatsServer,
 } from "../helpers/nats-server.js";
@@ -89,11 +89,10 @@ describe("MQTT packet sequences across connections and users", () => {
   async function startGateway(): Promise<void> {
     gatewayId = `${GATEWAY_ID}${gatewayNo++}`;
     const config = writeConfig({
-      id: gatewayId,
-      hub: hub.server.url,
-      stream: STREAM,
-      mqtt: "  allow_anonymous: false\n",
-      extra: sequenceAuthorizationYaml(),
+      gateway: { id: gatewayId },
+      mqtt: { allow_anonymous: false },
+      upstream: { servers: [hub.server.url], stream: STREAM },
+      authorization: sequenceAuthorization(),
     });
     dirs.push(config.dir);
     gw = await startGatewayProcess(config.file);
@@ -157,7 +156,7 @@ describe("MQTT packet sequences across connections and users", () => {
   beforeAll(async () => {
     const server = await startNatsServer();
     const nc = await connectClient(server.url);
-    await createStream(nc, STREAM, ["edge.>"]);
+    await createEdgeStream(nc);
     hub = { server, nc, cursor: new StreamCursor(nc, STREAM) };
     await startGateway();
   });

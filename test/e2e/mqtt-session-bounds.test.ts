@@ -164,9 +164,7 @@ describe("persistent sessions do not amplify disk", () => {
     const ATTACKERS = 20;
     const FLOOD = 40;
     const DEVICE = 50;
-    gw = await startGateway({
-      extra: `buffer:\n  max_file_size: ${MAX_FILE_BYTES}\n`,
-    });
+    gw = await startGateway({ buffer: { max_file_size: MAX_FILE_BYTES } });
     const { gateway, mqttPort: port } = gw;
     await offlineSessions(port, randomIds(ATTACKERS, "a"));
 
@@ -300,7 +298,7 @@ describe("max_sessions", () => {
   it.each([4, 5] as const)(
     "level %i: a CONNECT making one session too many is refused (0x97 / return code 3), counted; resuming and clean sessions are not",
     async (version) => {
-      gw = await startGateway({ mqtt: "  max_sessions: 3\n" });
+      gw = await startGateway({ mqtt: { max_sessions: 3 } });
       const { gateway, mqttPort: port } = gw;
       const connect = (clientId: string, persistent: boolean) =>
         RawMqtt.connect(
@@ -353,7 +351,7 @@ describe("max_sessions", () => {
 describe("per-session bounds", () => {
   it("max_session_queued_bytes: an offline session queues up to its bytes; the rest is counted queue-full", async () => {
     // Each message: topic "qb/t" (4 bytes) + 996 bytes of payload = 1000 bytes.
-    gw = await startGateway({ mqtt: "  max_session_queued_bytes: 3500\n" });
+    gw = await startGateway({ mqtt: { max_session_queued_bytes: 3500 } });
     const { gateway, mqttPort: port } = gw;
     await offlineSessions(port, ["qb"], "qb/#", 1);
     const pub = await RawMqtt.connect(port, { clientId: "pub", protocolVersion: 5 });
@@ -397,7 +395,7 @@ describe("per-session bounds", () => {
   it.each([4, 5] as const)(
     "level %i: max_subscriptions_per_client: SUBACK 0x97 (3.1.1: 0x80) past it, counted; replacing one still works",
     async (version) => {
-      gw = await startGateway({ mqtt: "  max_subscriptions_per_client: 2\n" });
+      gw = await startGateway({ mqtt: { max_subscriptions_per_client: 2 } });
       const { gateway, mqttPort: port } = gw;
       const refused = () =>
         gateway.metrics.value("leafgate_mqtt_subscriptions_refused_total", {
@@ -433,7 +431,7 @@ describe("per-session bounds", () => {
 
 describe("lazy loading", () => {
   it("after a restart a session gets its in-flight messages again (DUP, same ids), then 300 queued in order, read in windows", async () => {
-    gw = await startGateway({ mqtt: "  max_inflight: 10\n" });
+    gw = await startGateway({ mqtt: { max_inflight: 10 } });
     const port = gw.mqttPort;
     const s = await RawMqtt.connect(
       port,
@@ -488,7 +486,7 @@ describe("lazy loading", () => {
 
 describe("retained bounds", () => {
   it("past max_retained_messages a new topic is not retained (still delivered), counted; replacing and clearing always work", async () => {
-    gw = await startGateway({ mqtt: "  max_retained_messages: 2\n" });
+    gw = await startGateway({ mqtt: { max_retained_messages: 2 } });
     const { gateway, mqttPort: port } = gw;
     const refused = (reason: string) =>
       gateway.metrics.value("leafgate_mqtt_retained_refused_total", { reason });
@@ -538,7 +536,7 @@ describe("retained bounds", () => {
   });
 
   it("past max_retained_bytes likewise, by bytes (topic + payload)", async () => {
-    gw = await startGateway({ mqtt: "  max_retained_bytes: 250\n" });
+    gw = await startGateway({ mqtt: { max_retained_bytes: 250 } });
     const { gateway, mqttPort: port } = gw;
     const pub = await RawMqtt.connect(port, { clientId: "pub", protocolVersion: 5 });
     let id = 1;

@@ -3,12 +3,11 @@
 // and its session; a resumed session's subscriptions are checked again against the
 // user's permissions of the day.
 import type { MqttClient } from "mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import type { LeafgateConfig } from "../../src/config/index.js";
-import { silentLogger } from "../../src/core/index.js";
-import { Gateway } from "../../src/gateway.js";
+import { afterEach, describe, expect } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import type { GatewayConfigInput, PermissionsInput } from "../helpers/config.js";
+import { type GatewayLauncher, it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { closeRawClients, RawMqtt } from "../helpers/raw-mqtt.js";
 import { waitFor } from "../helpers/wait.js";
@@ -19,29 +18,38 @@ const NOT_AUTHORIZED_V3 = 5;
 
 describe("sessions belong to their user", () => {
   let gw: TestGateway | undefined;
-  const restarted: Gateway[] = [];
   const clients: MqttClient[] = [];
 
   afterEach(async () => {
     for (const c of clients.splice(0)) c.end(true);
     await closeRawClients();
-    for (const g of restarted.splice(0)) await g.stop();
-    await gw?.dispose();
     gw = undefined;
   });
 
-  async function start(mqtt = ""): Promise<TestGateway> {
+  /** alice and bob, passwords pw-alice and pw-bob; alice's permissions if given. */
+  async function users(
+    alicePermissions?: PermissionsInput,
+  ): Promise<GatewayConfigInput["authorization"]> {
     const alice = await hashPassword("pw-alice");
     const bob = await hashPassword("pw-bob");
+    return {
+      users: [
+        {
+          user: "alice",
+          password: alice,
+          ...(alicePermissions && { permissions: alicePermissions }),
+        },
+        { user: "bob", password: bob },
+      ],
+    };
+  }
+
+  async function start(
+    gateway: GatewayLauncher,
+    mqtt: GatewayConfigInput["mqtt"] = {},
+  ): Promise<TestGateway> {
     // Both may do everything: the refusal is about whose session it is, not about topics.
-    gw = await startGateway({
-      mqtt,
-      extra: `authorization:
-  users:
-    - { user: alice, password: "${alice}" }
-    - { user: bob, password: "${bob}" }
-`,
-    });
+    gw = await gateway.start({ mqtt, authorization: await users() });
     return gw;
   }
 
@@ -60,8 +68,10 @@ describe("sessions belong to their user", () => {
     properties: { sessionExpiryInterval: 3600 },
   });
 
-  it("v5: another user naming the client id is refused with 0x87; the owner stays connected and keeps its session", async () => {
-    await start();
+  it("v5: another user naming the client id is refused with 0x87; the owner stays connected and keeps its session", async ({
+    gateway,
+  }) => {
+    await start(gateway);
     const port = gw!.mqttPort;
     const a = await RawMqtt.connect(port, persistent("shared-id", "alice"));
     expect(a.connack.reasonCode).toBe(0);
@@ -98,8 +108,10 @@ describe("sessions belong to their user", () => {
     expect(gw!.gateway.metrics.value("leafgate_mqtt_auth_failures_total", { code: "5" })).toBe(3);
   });
 
-  it("3.1.1 (mqtt.js): another user resuming a kept session gets return code 5", async () => {
-    await start();
+  it("3.1.1 (mqtt.js): another user resuming a kept session gets return code 5", async ({
+    gateway,
+  }) => {
+    await start(gateway);
     const port = gw!.mqttPort;
     const alice = await connectMqttJs(port, {
       clientId: "mqttjs-shared",
@@ -134,8 +146,10 @@ describe("sessions belong to their user", () => {
     expect(alice.connected).toBe(true);
   });
 
-  it("anonymous is its own owner: neither a user nor anonymous takes the other's session", async () => {
-    await start("  allow_anonymous: true\n");
+  it("anonymous is its own owner: neither a user nor anonymous takes the other's session", async ({
+    gateway,
+  }) => {
+    await start(gateway, { allow_anonymous: true });
     const port = gw!.mqttPort;
     const anon = await RawMqtt.connect(port, {
       clientId: "anon-1",
@@ -168,19 +182,14 @@ describe("sessions belong to their user", () => {
     expect(a.client.isClosed).toBe(false);
   });
 
-  it("the owner survives a restart; resumed subscriptions and queued messages are checked against today's permissions", async () => {
-    const alice = await hashPassword("pw-alice");
-    const bob = await hashPassword("pw-bob");
-    const users = (aliceSubscribe: string) => `authorization:
-  users:
-    - user: alice
-      password: "${alice}"
-      permissions:
-        publish: { allow: [ ">" ] }
-        subscribe: { allow: [ ${aliceSubscribe} ] }
-    - { user: bob, password: "${bob}" }
-`;
-    gw = await startGateway({ extra: users(`"plant.>"`) });
+  it("the owner survives a restart; resumed subscriptions and queued messages are checked against today's permissions", async ({
+    gateway,
+  }) => {
+    const aliceSubscribes = (pattern: string) => ({
+      publish: { allow: [">"] },
+      subscribe: { allow: [pattern] },
+    });
+    gw = await gateway.start({ authorization: await users(aliceSubscribes("plant.>")) });
     const pub1 = await watcher(gw.mqttPort);
     const a = await RawMqtt.connect(gw.mqttPort, persistent("alice-r", "alice"));
     const suback = await a.client.subscribe(1, [
@@ -197,28 +206,10 @@ describe("sessions belong to their user", () => {
     await gw.stop();
 
     // Next run, on the same data: Alice may only subscribe under plant.a.>.
-    const before = gw.gateway.config;
-    const config: LeafgateConfig = {
-      ...before,
-      authorization: {
-        ...before.authorization,
-        users: before.authorization.users.map((u) =>
-          u.user === "alice"
-            ? {
-                ...u,
-                permissions: {
-                  publish: { allow: [">"], deny: [] },
-                  subscribe: { allow: ["plant.a.>"], deny: [] },
-                },
-              }
-            : u,
-        ),
-      },
-    };
-    const again = new Gateway({ config, log: silentLogger });
-    restarted.push(again);
-    await again.start();
-    const port = again.addresses().mqtt[0]!.port;
+    const { gateway: again, mqttPort: port } = await gateway.start({
+      gateway: { data_dir: gw.dataDir },
+      authorization: await users(aliceSubscribes("plant.a.>")),
+    });
 
     // Bob cannot take it after the restart either: the owner was stored.
     const b = await RawMqtt.connect(port, persistent("alice-r", "bob"));

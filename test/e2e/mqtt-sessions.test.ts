@@ -355,7 +355,7 @@ describe("limits", () => {
   it.each([4, 5] as const)(
     "level %i: queues at most max_queued_messages for an offline session and counts the rest",
     async (version) => {
-      gw = await startGateway({ mqtt: "  max_queued_messages: 5\n" });
+      gw = await startGateway({ mqtt: { max_queued_messages: 5 } });
       const s = await RawMqtt.connect(gw.mqttPort, fresh("mq", version), version);
       await s.client.subscribe(1, [{ topic: "mq/#", qos: 1 }]);
       await disconnect(s.client);
@@ -381,7 +381,7 @@ describe("limits", () => {
   );
 
   it("3.1.1: over max_connections the next CONNECT gets return code 3 and is closed", async () => {
-    gw = await startGateway({ mqtt: "  max_connections: 2\n" });
+    gw = await startGateway({ mqtt: { max_connections: 2 } });
     const a = await RawMqtt.connect(gw.mqttPort, { clientId: "mc4-a", protocolVersion: 4 }, 4);
     const b = await RawMqtt.connect(gw.mqttPort, { clientId: "mc4-b", protocolVersion: 4 }, 4);
     expect([a.connack.returnCode, b.connack.returnCode]).toEqual([0, 0]);

@@ -70,7 +70,11 @@ describe("MQTT over TLS", () => {
     await makeCerts(certs.path);
     const c = certs.path;
     gw = await startGateway({
-      mqtt: `  listeners:\n    - { host: 127.0.0.1, port: 0, tls: { cert: "${c}/server.pem", key: "${c}/server.key" } }\n`,
+      mqtt: {
+        listeners: [
+          { host: "127.0.0.1", port: 0, tls: { cert: `${c}/server.pem`, key: `${c}/server.key` } },
+        ],
+      },
     });
     const r = await runToCompletion(
       "mosquitto_pub",
@@ -117,7 +121,15 @@ describe("MQTT over TLS", () => {
     await makeClientCerts(certs.path);
     const file = (name: string) => join(certs!.path, name);
     gw = await startGateway({
-      mqtt: `  listeners:\n    - { host: 127.0.0.1, port: 0, tls: { cert: "${file("server.pem")}", key: "${file("server.key")}", ca: "${file("ca.pem")}" } }\n`,
+      mqtt: {
+        listeners: [
+          {
+            host: "127.0.0.1",
+            port: 0,
+            tls: { cert: file("server.pem"), key: file("server.key"), ca: file("ca.pem") },
+          },
+        ],
+      },
     });
     const { metrics } = gw.gateway;
     const port = gw.mqttPort;
@@ -190,7 +202,16 @@ describe("MQTT over TLS", () => {
     await makeCerts(certs.path);
     const c = certs.path;
     gw = await startGateway({
-      mqtt: `  listeners:\n    - { host: 127.0.0.1, port: 0, websocket: true, tls: { cert: "${c}/server.pem", key: "${c}/server.key" } }\n`,
+      mqtt: {
+        listeners: [
+          {
+            host: "127.0.0.1",
+            port: 0,
+            websocket: true,
+            tls: { cert: `${c}/server.pem`, key: `${c}/server.key` },
+          },
+        ],
+      },
     });
     const ca = readFileSync(join(c, "ca.pem"));
     const opts = { protocol: "wss", ca, servername: "localhost", path: "/mqtt" } as const;

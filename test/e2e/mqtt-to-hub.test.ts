@@ -1,57 +1,29 @@
 // The walking skeleton's path: MQTT client -> leafgate (SQLite outbox) -> JetStream on a
 // real nats-server, with the hub up, down and restarted.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
 import { connectMqttJs, mosquittoPubLines } from "../helpers/mqtt.js";
 import {
-  closeClients,
   connectClient,
-  createStream,
-  type NatsServer,
   type StreamMessage,
-  startNatsServer,
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
-const STREAM = "EDGE";
 const decoder = new TextDecoder();
 
 describe("MQTT to JetStream through the outbox", () => {
-  let hub: NatsServer;
-  let nc: NatsConnection;
-  let gw: TestGateway | undefined;
+  // One hub for the file; each test gets a fresh stream, so counts start at zero.
+  it.override("hub", ({ sharedHub }) => sharedHub);
 
-  beforeAll(async () => {
-    hub = await startNatsServer();
-  });
-
-  afterAll(async () => {
-    await closeClients();
-    await hub.stop();
-  });
-
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await closeClients();
-    // Each test gets a fresh stream, so counts start at zero.
-    const admin = await connectClient(hub.url);
-    const { jetstreamManager } = await import("@nats-io/jetstream");
-    const jsm = await jetstreamManager(admin);
-    await jsm.streams.delete(STREAM).catch(() => {});
-    await admin.close();
-  });
-
-  async function freshStream(): Promise<void> {
-    nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"]);
-  }
-
-  async function waitForStreamCount(count: number, timeoutMs = 60_000): Promise<void> {
-    await waitFor(async () => (await streamInfo(nc, STREAM)).state.messages >= count, {
+  async function waitForStreamCount(
+    nc: NatsConnection,
+    count: number,
+    timeoutMs = 60_000,
+  ): Promise<void> {
+    await waitFor(async () => (await streamInfo(nc, "EDGE")).state.messages >= count, {
       timeoutMs,
       message: () => `stream did not reach ${count} messages`,
     });
@@ -73,26 +45,33 @@ describe("MQTT to JetStream through the outbox", () => {
   const lines = (n: number, tag: string): string[] =>
     Array.from({ length: n }, (_, i) => `${tag}-${String(i).padStart(5, "0")}`);
 
-  it("forwards 10,000 QoS 1 messages from mosquitto_pub exactly once, in order", async () => {
-    await freshStream();
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
+  it("forwards 10,000 QoS 1 messages from mosquitto_pub exactly once, in order", async ({
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway();
     const sent = lines(10_000, "up");
     await mosquittoPubLines(gw.mqttPort, "sensors/kitchen/temp", sent);
-    await waitForStreamCount(sent.length);
-    const messages = await streamMessages(nc, STREAM);
+    await waitForStreamCount(nc, sent.length);
+    const messages = await streamMessages(nc, stream);
     expectExactlyInOrder(messages, sent, "edge.gw1.sensors.kitchen.temp");
     expect(messages[0]!.headers["Nats-Msg-Id"]).toEqual(["gw1-1"]);
     // Every acknowledged row is deleted from the outbox.
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0);
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
   });
 
-  it("buffers 10,000 QoS 1 messages while the hub is down and delivers them once it is back", async () => {
-    await freshStream();
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1);
+  it("buffers 10,000 QoS 1 messages while the hub is down and delivers them once it is back", async ({
+    hub,
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway();
+    await waitFor(() => gw.gateway.metrics.value("leafgate_upstream_connected") === 1);
     await nc.close();
     await hub.kill();
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 0);
+    await waitFor(() => gw.gateway.metrics.value("leafgate_upstream_connected") === 0);
 
     const sent = lines(10_000, "down");
     await mosquittoPubLines(gw.mqttPort, "sensors/barn/humidity", sent);
@@ -100,33 +79,36 @@ describe("MQTT to JetStream through the outbox", () => {
     expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(10_000);
 
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitForStreamCount(sent.length);
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0);
-    const messages = await streamMessages(nc, STREAM);
+    const ncAgain = await connectClient(hub.url);
+    await waitForStreamCount(ncAgain, sent.length);
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
+    const messages = await streamMessages(ncAgain, stream);
     expectExactlyInOrder(messages, sent, "edge.gw1.sensors.barn.humidity");
   });
 
-  it("survives a hub crash in the middle of forwarding: exactly once, in order", async () => {
-    await freshStream();
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
+  it("survives a hub crash in the middle of forwarding: exactly once, in order", async ({
+    hub,
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway();
     const sent = lines(10_000, "mid");
     const publishing = mosquittoPubLines(gw.mqttPort, "line/1/counter", sent);
-    await waitForStreamCount(2_000);
+    await waitForStreamCount(nc, 2_000);
     await nc.close();
     await hub.kill();
     await publishing;
     await hub.restart();
-    nc = await connectClient(hub.url);
-    await waitForStreamCount(sent.length);
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0);
-    const messages = await streamMessages(nc, STREAM);
+    const ncAgain = await connectClient(hub.url);
+    await waitForStreamCount(ncAgain, sent.length);
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
+    const messages = await streamMessages(ncAgain, stream);
     expectExactlyInOrder(messages, sent, "edge.gw1.line.1.counter");
   });
 
-  it("maps MQTT topics onto subjects as nats-server does", async () => {
-    await freshStream();
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
+  it("maps MQTT topics onto subjects as nats-server does", async ({ nc, stream, edgeGateway }) => {
+    const gw = await edgeGateway();
     const client = await connectMqttJs(gw.mqttPort);
     const topics = ["a/b", "a/b.c/d", "/lead", "trail/", "a//b", "$SYS/x", "ünï/cødé"];
     try {
@@ -136,8 +118,8 @@ describe("MQTT to JetStream through the outbox", () => {
     } finally {
       await client.endAsync();
     }
-    await waitForStreamCount(topics.length);
-    const messages = await streamMessages(nc, STREAM);
+    await waitForStreamCount(nc, topics.length);
+    const messages = await streamMessages(nc, stream);
     expect(messages.map((m) => [m.subject, decoder.decode(m.data)])).toEqual([
       ["edge.gw1.a.b", "m0"],
       ["edge.gw1.a.b//c.d", "m1"],
@@ -149,12 +131,13 @@ describe("MQTT to JetStream through the outbox", () => {
     ]);
   });
 
-  it("delivers to local MQTT subscribers and imports commands from the hub", async () => {
-    await freshStream();
-    gw = await startGateway({ hub: hub.url, stream: STREAM });
-    await waitFor(
-      () => (gw!.gateway.status().upstream as { state: string }).state === "forwarding",
-    );
+  it("delivers to local MQTT subscribers and imports commands from the hub", async ({
+    nc,
+    stream,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway();
+    await waitFor(() => (gw.gateway.status().upstream as { state: string }).state === "forwarding");
     const subscriber = await connectMqttJs(gw.mqttPort);
     const received: [string, string, number][] = [];
     subscriber.on("message", (topic, payload, packet) =>
@@ -187,8 +170,8 @@ describe("MQTT to JetStream through the outbox", () => {
     expect(received[3]).toEqual(["cmd/gw1/valve/set", "open", 1]);
     expect(received.length).toBe(4);
     // Imported commands are not exported back to the hub.
-    await waitForStreamCount(4);
-    const subjects = (await streamMessages(nc, STREAM)).map((m) => m.subject);
+    await waitForStreamCount(nc, 4);
+    const subjects = (await streamMessages(nc, stream)).map((m) => m.subject);
     expect(subjects).toEqual([
       "edge.gw1.sensors.a",
       "edge.gw1.sensors",

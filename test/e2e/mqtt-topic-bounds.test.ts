@@ -5,11 +5,11 @@
 // 3.1.1, 0x8F in MQTT 5) while the rest of the packet and the connection carry on.
 // Small bounds (16 bytes, 4 levels) make each edge exact; the defaults are checked apart.
 import { afterEach, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { type GatewayConfigInput, startGateway, type TestGateway } from "../helpers/gateway.js";
 import { closeRawClients, RawMqtt } from "../helpers/raw-mqtt.js";
 import { waitFor } from "../helpers/wait.js";
 
-const SMALL_BOUNDS = "  max_topic_length: 16\n  max_topic_levels: 4\n";
+const SMALL_BOUNDS: GatewayConfigInput["mqtt"] = { max_topic_length: 16, max_topic_levels: 4 };
 
 let gw: TestGateway | undefined;
 
@@ -192,7 +192,7 @@ describe("SUBSCRIBE and UNSUBSCRIBE filters past the bounds are refused one by o
 
 describe("the default bounds: 1024 bytes and 64 levels", () => {
   it("takes a topic of 64 levels and 1024 bytes, refuses 65 levels and 1025 bytes", async () => {
-    await start("");
+    await start({});
     const client = await connect("defaults");
     const levels = (n: number) => Array.from({ length: n }, () => "l").join("/");
     const bytes = (n: number) => `b/${"x".repeat(n - 2)}`;

@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { silentLogger } from "../../src/core/index.js";
 import { Gateway } from "../../src/gateway.js";
 import { hashPassword } from "../../src/mqtt/index.js";
-import { type GatewayConfigOptions, startGateway, type TestGateway } from "../helpers/gateway.js";
+import { type GatewayConfigInput, startGateway, type TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { closeRawClients, RawMqtt, subscriptionIds } from "../helpers/raw-mqtt.js";
 import { once, waitFor } from "../helpers/wait.js";
@@ -35,7 +35,7 @@ afterEach(async () => {
   gw = undefined;
 });
 
-async function start(options: GatewayConfigOptions = {}): Promise<TestGateway> {
+async function start(options: GatewayConfigInput = {}): Promise<TestGateway> {
   gw = await startGateway(options);
   return gw;
 }
@@ -104,7 +104,12 @@ async function retainedFor(g: TestGateway, filter: string): Promise<IPublishPack
 describe("MQTT 5 CONNACK", () => {
   it("announces the server's limits and tells the client what it changed", async () => {
     const g = await start({
-      mqtt: "  topic_alias_maximum: 10\n  max_packet_size: 65536\n  max_keepalive: 30\n  max_session_expiry: 1h\n",
+      mqtt: {
+        topic_alias_maximum: 10,
+        max_packet_size: 65_536,
+        max_keepalive: 30,
+        max_session_expiry: "1h",
+      },
     });
     // Empty id, keepalive 0, an expiry above the maximum.
     const a = await RawMqtt.connect(g.mqttPort, {
@@ -163,12 +168,8 @@ describe("MQTT 5 CONNACK", () => {
   it("refuses with v5 reason codes 0x86, 0x87, 0x8C and closes [MQTT-3.2.2-7]", async () => {
     const hash = await hashPassword("pw-1");
     const g = await start({
-      mqtt: "  allow_anonymous: false\n",
-      extra: `authorization:
-  users:
-    - user: u1
-      password: "${hash}"
-`,
+      mqtt: { allow_anonymous: false },
+      authorization: { users: [{ user: "u1", password: hash }] },
     });
     const bad = await RawMqtt.connect(g.mqttPort, {
       clientId: "c86",
@@ -206,7 +207,7 @@ describe("MQTT 5 CONNACK", () => {
   });
 
   it("refuses with 0x97 over max_connections and 3 to a 3.1.1 client", async () => {
-    const g = await start({ mqtt: "  max_connections: 2\n" });
+    const g = await start({ mqtt: { max_connections: 2 } });
     const a = await RawMqtt.connect(g.mqttPort, { clientId: "mc-a" });
     const b = await v5(g.mqttPort, { clientId: "mc-b" });
     expect(a.connack.reasonCode).toBe(0);
@@ -227,14 +228,12 @@ describe("MQTT 5 CONNACK", () => {
 });
 
 describe("MQTT 5 reason codes", () => {
-  const permissions = `authorization:
-  default_permissions:
-    publish: { deny: [ "secret.>" ] }
-    subscribe: { deny: [ "admin.>" ] }
-`;
+  const permissions: GatewayConfigInput["authorization"] = {
+    default_permissions: { publish: { deny: ["secret.>"] }, subscribe: { deny: ["admin.>"] } },
+  };
 
   it("SUBACK: granted QoS, 0x87 denied, 0x8F invalid filter; UNSUBACK 0x00 and 0x11", async () => {
-    const g = await start({ extra: permissions });
+    const g = await start({ authorization: permissions });
     const { client } = await RawMqtt.connect(g.mqttPort, { clientId: "rc-sub" });
     const suback = await client.subscribe(1, [
       { topic: "q0/#", qos: 0 },
@@ -260,7 +259,7 @@ describe("MQTT 5 reason codes", () => {
   });
 
   it("PUBACK 0x87 for a denied publish, 0x99 for invalid UTF-8 with Payload Format Indicator 1", async () => {
-    const g = await start({ extra: permissions });
+    const g = await start({ authorization: permissions });
     const sub = await v5(g.mqttPort);
     const got = collect(sub);
     await sub.subscribeAsync({ "#": { qos: 1 } });
@@ -301,7 +300,7 @@ describe("MQTT 5 reason codes", () => {
 });
 
 describe("MQTT 5 topic aliases", () => {
-  const config = { mqtt: "  topic_alias_maximum: 10\n" };
+  const config = { mqtt: { topic_alias_maximum: 10 } };
 
   it("maps inbound aliases: set with a topic, use with an empty topic, remap", async () => {
     const g = await start(config);
@@ -453,7 +452,7 @@ describe("MQTT 5 flow control", () => {
   });
 
   it("caps unacknowledged deliveries at max_inflight when the client allows more", async () => {
-    const g = await start({ mqtt: "  max_inflight: 3\n" });
+    const g = await start({ mqtt: { max_inflight: 3 } });
     const { sub, pub, settle, qos1 } = await scene(g);
     for (let i = 0; i < 6; i++) await pub.publishAsync("rm/t", `m${i}`, { qos: 1 });
     await waitFor(() => qos1().length >= 3);
@@ -834,7 +833,7 @@ describe("MQTT 5 wills", () => {
 
 describe("MQTT 5 packet size", () => {
   it("announces max_packet_size and disconnects with 0x95 above it; respects the client's maximum", async () => {
-    const g = await start({ mqtt: "  max_packet_size: 1024\n" });
+    const g = await start({ mqtt: { max_packet_size: 1024 } });
     const { client: small, connack } = await RawMqtt.connect(g.mqttPort, {
       clientId: "ps-small",
       properties: { maximumPacketSize: 200 },
@@ -860,8 +859,12 @@ describe("MQTT 5 packet size", () => {
 });
 
 describe("MQTT over WebSocket", () => {
-  const mqttConfig =
-    "  listeners: [ { host: 127.0.0.1, port: 0 }, { host: 127.0.0.1, port: 0, websocket: true } ]\n";
+  const mqttConfig: GatewayConfigInput["mqtt"] = {
+    listeners: [
+      { host: "127.0.0.1", port: 0 },
+      { host: "127.0.0.1", port: 0, websocket: true },
+    ],
+  };
 
   async function wsClient(port: number, options: IClientOptions): Promise<MqttClient> {
     const c = mqtt.connect(`ws://127.0.0.1:${port}/mqtt`, {

@@ -173,7 +173,7 @@ describe.each([
       ? "syncs the WAL after writing a message and before its PUBACK, for every PUBACK"
       : "writes the WAL before every PUBACK, and never syncs it",
     async () => {
-      const config = writeConfig({ id: "pl", extra: `buffer:\n  durability: ${durability}\n` });
+      const config = writeConfig({ gateway: { id: "pl" }, buffer: { durability } });
       dir = config.dir;
       const gw: ChildGateway = await startGatewayProcess(config.file);
       const traceFile = join(dir.path, "strace.log");

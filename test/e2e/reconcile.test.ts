@@ -11,19 +11,11 @@
 //  - `leafgate_upstream_reconciled_total` is exactly the rows stored before the outage.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { PubAckFilter } from "../helpers/nats-ack-filter.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
 const WINDOW_MS = 1_000;
@@ -32,24 +24,14 @@ const SENT = ["m1", "m2", "m3", "m4", "m5", "m6"];
 const STORED = 4;
 
 describe("beyond the duplicate window, after an outage", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  let gw: TestGateway | undefined;
+  it.override({ streamConfig: { duplicate_window: WINDOW_MS * 1_000_000 } });
 
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await closeClients();
-    await proxy?.close();
-    proxy = undefined;
-    await hub?.stop();
-    hub = undefined;
-  });
-
-  it("does not resend rows the stream already holds once the window has passed", async () => {
-    hub = await startNatsServer();
-    const nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"], { duplicate_window: WINDOW_MS * 1_000_000 });
+  it("does not resend rows the stream already holds once the window has passed", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
     const theirs = async (n: number): Promise<void> => {
       const h = headers();
       h.set("Nats-Msg-Id", `gw2-${n}`);
@@ -59,14 +41,17 @@ describe("beyond the duplicate window, after an outage", () => {
     const filter = new PubAckFilter((s) => s.startsWith("edge.gw1."));
     filter.acks = "drop";
     filter.publishLimit = STORED;
-    proxy = await startFaultProxy(hub.port, { filter: filter.link });
-    gw = await startGateway({
-      hub: proxy.url,
-      stream: "EDGE",
-      // No resend on an ack timeout: the outage alone is the fault.
-      upstream: "  ack_timeout: 10m\n  reconnect_delay_max: 200ms\n",
+    const proxy = await hubProxy({ filter: filter.link });
+    const gw = await gateway.start({
+      upstream: {
+        servers: [proxy.url],
+        stream,
+        // No resend on an ack timeout: the outage alone is the fault.
+        ack_timeout: "10m",
+        reconnect_delay_max: "200ms",
+      },
     });
-    const metric = (name: string): number => gw!.gateway.metrics.value(name);
+    const metric = (name: string): number => gw.gateway.metrics.value(name);
     await waitFor(() => metric("leafgate_upstream_connected") === 1);
     await mosquittoPubLines(gw.mqttPort, "t", SENT);
     await waitFor(
@@ -87,7 +72,7 @@ describe("beyond the duplicate window, after an outage", () => {
     filter.acks = "pass";
     filter.publishLimit = Number.POSITIVE_INFINITY;
     proxy.restore();
-    await waitFor(() => (gw!.gateway.status().outbox as { pending: number }).pending === 0);
+    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
 
     const messages = await streamMessages(nc, "EDGE");
     const ours = (i: number) => ["edge.gw1.t", SENT[i], `gw1-${i + 1}`];

@@ -6,19 +6,21 @@
 // Every refusal is counted exactly once in leafgate_buffer_dropped_total{reason="rejected"}.
 import type { EventEmitter } from "node:events";
 import type { MqttClient } from "mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { afterEach, describe, expect } from "vitest";
+import type { GatewayConfigInput } from "../helpers/config.js";
+import { it } from "../helpers/fixtures.js";
+import type { TestGateway } from "../helpers/gateway.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { runToCompletion } from "../helpers/procs.js";
 import { once } from "../helpers/wait.js";
 
 /** Room for three alarms; telemetry (the default class) is unbounded. */
 const ALARM_ROOM = 3;
-const BUFFER = `
-buffer:
-  classes:
-    - { name: alarms, subjects: [ "alarms.>" ], on_full: reject, max_messages: ${ALARM_ROOM} }
-`;
+const BUFFER: GatewayConfigInput["buffer"] = {
+  classes: [
+    { name: "alarms", subjects: ["alarms.>"], on_full: "reject", max_messages: ALARM_ROOM },
+  ],
+};
 /** MQTT 5 reason code Quota exceeded (section 2.4). */
 const QUOTA_EXCEEDED = 0x97;
 const REJECTED = { class: "alarms", reason: "rejected" } as const;
@@ -34,7 +36,6 @@ describe("the buffer refuses a message", () => {
 
   afterEach(async () => {
     for (const c of clients.splice(0)) await c.endAsync(true);
-    await gw?.dispose();
     gw = undefined;
   });
 
@@ -88,8 +89,10 @@ describe("the buffer refuses a message", () => {
     ]);
   }
 
-  it("MQTT 5: PUBACK and PUBREC 0x97, the connection stays open and takes other classes", async () => {
-    gw = await startGateway({ extra: BUFFER });
+  it("MQTT 5: PUBACK and PUBREC 0x97, the connection stays open and takes other classes", async ({
+    gateway,
+  }) => {
+    gw = await gateway.start({ buffer: BUFFER });
     await fillAlarms();
 
     const client = await mqttJs(5);
@@ -135,8 +138,8 @@ describe("the buffer refuses a message", () => {
     ]);
   });
 
-  it("MQTT 3.1.1: no ack, the connection is closed; QoS 1 and QoS 2", async () => {
-    gw = await startGateway({ extra: BUFFER });
+  it("MQTT 3.1.1: no ack, the connection is closed; QoS 1 and QoS 2", async ({ gateway }) => {
+    gw = await gateway.start({ buffer: BUFFER });
     await fillAlarms();
 
     for (const qos of [1, 2] as const) {

@@ -12,22 +12,13 @@
 // every PubAck): publish errors = refusals the hub sent, resends = publishes beyond one
 // per row, forwarded = rows, duplicates = duplicate PubAcks (0).
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { PubAckFilter } from "../helpers/nats-ack-filter.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamMessages,
-} from "../helpers/nats-server.js";
+import { streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
-const STREAM = "EDGE";
 const GATEWAY_ID = "gw1";
 const ROWS = 20;
 /** The one message the stream refuses: p-4, row 5. */
@@ -43,37 +34,30 @@ const range = (from: number, to: number): number[] =>
   Array.from({ length: to - from }, (_, i) => from + i);
 
 describe("a publish the hub refuses while later ones succeed", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  let gw: TestGateway | undefined;
+  it.override({ streamConfig: { max_msg_size: MAX_MSG_SIZE } });
 
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await closeClients();
-    await proxy?.close();
-    proxy = undefined;
-    await hub?.stop();
-    hub = undefined;
-  });
-
-  it("is stored after them, once; the counters match the wire", async () => {
-    hub = await startNatsServer();
-    const nc = await connectClient(hub.url);
-    await createStream(nc, STREAM, ["edge.>"], { max_msg_size: MAX_MSG_SIZE });
+  it("is stored after them, once; the counters match the wire", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
     const filter = new PubAckFilter((s) => s.startsWith(`edge.${GATEWAY_ID}.`));
-    proxy = await startFaultProxy(hub.port, { filter: filter.link });
+    const proxy = await hubProxy({ filter: filter.link });
     proxy.cut();
-    gw = await startGateway({
-      hub: proxy.url,
-      id: GATEWAY_ID,
-      stream: STREAM,
-      // Only refusals cause resends here, never a slow PubAck.
-      upstream: "  reconnect_delay_max: 200ms\n  ack_timeout: 10m\n",
+    const gw = await gateway.start({
+      gateway: { id: GATEWAY_ID },
+      upstream: {
+        servers: [proxy.url],
+        stream,
+        // Only refusals cause resends here, never a slow PubAck.
+        reconnect_delay_max: "200ms",
+        ack_timeout: "10m",
+      },
     });
     const metric = (name: string, labels?: Record<string, string>): number =>
-      gw!.gateway.metrics.value(name, labels);
-    const outbox = () => gw!.gateway.status().outbox as { pending: number; lastId: number };
+      gw.gateway.metrics.value(name, labels);
+    const outbox = () => gw.gateway.status().outbox as { pending: number; lastId: number };
 
     const client = await connectMqttJs(gw.mqttPort);
     await Promise.all(
@@ -91,11 +75,11 @@ describe("a publish the hub refuses while later ones succeed", () => {
     ]);
 
     const jsm = await jetstreamManager(nc);
-    const { config } = await jsm.streams.info(STREAM);
-    await jsm.streams.update(STREAM, { ...config, max_msg_size: -1 });
+    const { config } = await jsm.streams.info(stream);
+    await jsm.streams.update(stream, { ...config, max_msg_size: -1 });
     await waitFor(() => outbox().pending === 0);
 
-    const messages = await streamMessages(nc, STREAM);
+    const messages = await streamMessages(nc, stream);
     const order = [...range(0, BIG), ...range(BIG + 1, ROWS), BIG];
     expect(
       messages.map((m) => [m.subject, new TextDecoder().decode(m.data), m.headers["Nats-Msg-Id"]]),

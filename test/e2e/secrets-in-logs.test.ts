@@ -7,49 +7,31 @@
 // anyone in the middle) that offers none never sees the CONNECT with the password.
 // The hub's own credentials (user/password, token, nkey, .creds) are covered the same way
 // in hub-auth.test.ts.
-import { chmodSync, writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
-import { join } from "node:path";
+import { chmodSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
-import { BUNDLE, type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import type { UpstreamInput } from "../helpers/config.js";
+import { createEdgeStream, type Fixtures, it } from "../helpers/fixtures.js";
+import { BUNDLE, type ChildGateway, childEnv } from "../helpers/gateway.js";
 import { connectMqttJs, mosquittoPubLines } from "../helpers/mqtt.js";
 import {
-  closeClients,
   connectClient,
-  createStream,
   type NatsServer,
-  startNatsServer,
   streamInfo,
   streamMessages,
 } from "../helpers/nats-server.js";
-import { runToCompletion, stopAll } from "../helpers/procs.js";
-import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+import { closedPort } from "../helpers/net.js";
+import { runToCompletion } from "../helpers/procs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const STREAM = "EDGE";
 const MESSAGES = 50;
 const PASSWORD = "url-pa55-s3cret";
 const TOKEN = "url-t0ken-s3cret";
-const DEBUG_LOG = "log:\n  level: debug\n";
-const FAST_RETRY = "  reconnect_delay_max: 100ms\n";
-
-/** Environment for child leafgates: the runner's own LEAFGATE_* would be read as settings. */
-const childEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
-);
-
-const hubs: NatsServer[] = [];
-const dirs: TempDir[] = [];
-const servers: Server[] = [];
-
-afterEach(async () => {
-  await closeClients();
-  await stopAll();
-  for (const hub of hubs.splice(0)) await hub.stop();
-  for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
-  for (const dir of dirs.splice(0)) await dir.cleanup();
-});
+const DEBUG_LOG = { level: "debug" } as const;
+const FAST_RETRY = { reconnect_delay_max: "100ms" } as const;
 
 function expectNoSecret(where: string, text: string, secrets: readonly string[]): void {
   for (const secret of secrets) {
@@ -59,37 +41,27 @@ function expectNoSecret(where: string, text: string, secrets: readonly string[])
 
 /** A JetStream hub requiring `auth` (nats-server config text), with the stream made. */
 async function hubWithStream(
+  startHub: Fixtures["startHub"],
   auth: string,
   admin: { user?: string; pass?: string; token?: string },
 ): Promise<{ hub: NatsServer; nc: NatsConnection }> {
-  const hub = await startNatsServer({ config: auth });
-  hubs.push(hub);
+  const hub = await startHub({ config: auth });
   const nc = await connectClient(hub.url, admin);
-  await createStream(nc, STREAM, ["edge.>"]);
+  await createEdgeStream(nc);
   return { hub, nc };
 }
 
 /** A config (debug logs, ephemeral ports) with these hub servers, and the bundle on it. */
 async function startChild(
+  gateway: Fixtures["gateway"],
   hubServers: readonly string[],
-  upstream = "",
-  extra = "",
+  upstream: UpstreamInput = {},
 ): Promise<{ child: ChildGateway; file: string }> {
-  const dir = tempDir("secrets");
-  dirs.push(dir);
-  const file = join(dir.path, "leafgate.yaml");
-  writeFileSync(
-    file,
-    `gateway: { id: gw1, data_dir: ./data }
-mqtt:
-  listeners: [ { host: 127.0.0.1, port: 0 } ]
-upstream:
-  servers: ${JSON.stringify(hubServers)}
-  stream: ${STREAM}
-${upstream}http: { host: 127.0.0.1, port: 0 }
-${DEBUG_LOG}${extra}`,
-  );
-  return { child: await startGatewayProcess(file, childEnv), file };
+  const child = await gateway.spawn({
+    upstream: { servers: hubServers, stream: STREAM, ...upstream },
+    log: DEBUG_LOG,
+  });
+  return { child, file: child.file };
 }
 
 async function httpGet(child: ChildGateway, path: string): Promise<string> {
@@ -108,7 +80,7 @@ async function everything(child: ChildGateway): Promise<Record<string, string>> 
 
 async function check(file: string): Promise<{ stdout: string; stderr: string }> {
   const r = await runToCompletion(process.execPath, [BUNDLE, "check", "-c", file], {
-    env: childEnv,
+    env: childEnv(),
     timeoutMs: 15_000,
   });
   expect(r.code, r.stderr).toBe(0);
@@ -116,7 +88,7 @@ async function check(file: string): Promise<{ stdout: string; stderr: string }> 
 }
 
 describe("credentials in server URLs", () => {
-  it.each([
+  it.for([
     {
       name: "user:password",
       auth: `authorization { user: edge, password: "${PASSWORD}" }\n`,
@@ -133,9 +105,11 @@ describe("credentials in server URLs", () => {
       masked: "***",
       secret: TOKEN,
     },
-  ])("$name in the URL: used to authenticate, never printed", async (c) => {
-    const { hub, nc } = await hubWithStream(c.auth, c.admin);
-    const { child, file } = await startChild([`nats://${c.userInfo}@127.0.0.1:${hub.port}`]);
+  ])("$name in the URL: used to authenticate, never printed", async (c, { startHub, gateway }) => {
+    const { hub, nc } = await hubWithStream(startHub, c.auth, c.admin);
+    const { child, file } = await startChild(gateway, [
+      `nats://${c.userInfo}@127.0.0.1:${hub.port}`,
+    ]);
     const sent = Array.from({ length: MESSAGES }, (_, i) => `m-${i}`);
     await mosquittoPubLines(child.mqttPort, "secret/url", sent);
     await waitFor(async () => (await streamInfo(nc, STREAM)).state.messages >= MESSAGES, {
@@ -155,14 +129,19 @@ describe("credentials in server URLs", () => {
     expectNoSecret("leafgate check", r.stdout + r.stderr, [c.secret]);
   });
 
-  it("errors that could quote the URL: wrong password, refused, unresolvable, tls:// without TLS", async () => {
-    const { hub } = await hubWithStream(`authorization { user: edge, password: "${PASSWORD}" }\n`, {
-      user: "edge",
-      pass: PASSWORD,
-    });
+  it("errors that could quote the URL: wrong password, refused, unresolvable, tls:// without TLS", async ({
+    startHub,
+    gateway,
+  }) => {
+    const { hub } = await hubWithStream(
+      startHub,
+      `authorization { user: edge, password: "${PASSWORD}" }\n`,
+      { user: "edge", pass: PASSWORD },
+    );
     const wrong = `wr0ng-${PASSWORD}`;
     const closed = await closedPort();
     const { child } = await startChild(
+      gateway,
       [
         `nats://edge:${wrong}@127.0.0.1:${hub.port}`,
         `nats://edge:${PASSWORD}@127.0.0.1:${closed}`,
@@ -194,17 +173,11 @@ describe("credentials in server URLs", () => {
   });
 });
 
-/** A port nothing listens on: bound, noted, closed. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 describe("tls:// means TLS", () => {
-  it("a hub that offers no TLS (or a man in the middle who strips it) never gets the CONNECT", async () => {
+  it("a hub that offers no TLS (or a man in the middle who strips it) never gets the CONNECT", async ({
+    defer,
+    gateway,
+  }) => {
     // Speaks just enough NATS to be dialed: an INFO without tls_required or tls_available,
     // as a plain nats-server or an attacker rewriting the INFO would send.
     const received: Buffer[] = [];
@@ -219,13 +192,14 @@ describe("tls:// means TLS", () => {
         `INFO {"server_id":"FAKE","server_name":"fake","version":"2.9.0","proto":1,"headers":true,"max_payload":1048576,"auth_required":true}\r\n`,
       );
     });
-    servers.push(fake);
+    defer(() => new Promise((r) => fake.close(r)));
     await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
     const { port } = fake.address() as { port: number };
-    const { child } = await startChild(
-      [`tls://127.0.0.1:${port}`],
-      `  user: edge\n  password: ${PASSWORD}\n${FAST_RETRY}`,
-    );
+    const { child } = await startChild(gateway, [`tls://127.0.0.1:${port}`], {
+      user: "edge",
+      password: PASSWORD,
+      ...FAST_RETRY,
+    });
     await waitFor(() => connections >= 3, {
       message: () => `the gateway dialed ${connections} times\n${child.proc.describe()}`,
     });
@@ -242,16 +216,18 @@ describe("tls:// means TLS", () => {
 });
 
 describe("MQTT passwords and their hashes", () => {
-  it("a client's right and wrong passwords and the configured hash never reach the log", async () => {
+  it("a client's right and wrong passwords and the configured hash never reach the log", async ({
+    gateway,
+  }) => {
     const right = "dev1ce-pa55word";
     const wrong = "wr0ng-dev1ce-pa55word";
     const hash = await hashPassword(right);
-    const { dir, file } = writeConfig({
-      extra: `${DEBUG_LOG}authorization:\n  users: [ { user: sensor-1, password: "${hash}" } ]\n`,
+    const { file } = gateway.writeConfig({
+      log: DEBUG_LOG,
+      authorization: { users: [{ user: "sensor-1", password: hash }] },
     });
-    dirs.push(dir);
     chmodSync(file, 0o600);
-    const child = await startGatewayProcess(file, childEnv);
+    const child = await gateway.spawnFile(file);
     const ok = await connectMqttJs(child.mqttPort, { username: "sensor-1", password: right });
     await ok.publishAsync("sensors/sensor-1/t", "21.5", { qos: 1 });
     await ok.endAsync();
@@ -270,7 +246,7 @@ describe("MQTT passwords and their hashes", () => {
 describe("a bad config on stderr", () => {
   it("an invalid server URL from the environment is reported with its password masked", async () => {
     const r = await runToCompletion(process.execPath, [BUNDLE, "check"], {
-      env: { ...childEnv, LEAFGATE_UPSTREAM_SERVERS: `nats://edge:${PASSWORD}@bad host:4222` },
+      env: childEnv({ LEAFGATE_UPSTREAM_SERVERS: `nats://edge:${PASSWORD}@bad host:4222` }),
       timeoutMs: 15_000,
     });
     expect(r.code).toBe(2);

@@ -1,10 +1,8 @@
 // Text-line serial devices end to end: a simulated NMEA GPS and CSV weather station on
 // socat ptys -> leafgate (in process) -> a real hub stream; and `leafgate check` on the
 // shipped profiles through the bundle.
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import {
   gpsNmea,
   isoSeconds,
@@ -12,19 +10,12 @@ import {
   weatherCsv,
   weatherHeader,
 } from "../../firmware-sim/models-text.js";
-import { type DeviceModel, Simulator } from "../../firmware-sim/simulator.js";
-import { BUNDLE, startGateway, type TestGateway } from "../helpers/gateway.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
-import { runToCompletion, stopAll } from "../helpers/procs.js";
-import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+import type { Simulator } from "../../firmware-sim/simulator.js";
+import { BUNDLE, childEnv } from "../helpers/gateway.js";
+import { streamMessages } from "../helpers/nats-server.js";
+import { runToCompletion } from "../helpers/procs.js";
+import { it } from "../helpers/serial-gateway.js";
+import { waitFor } from "../helpers/wait.js";
 
 const decoder = new TextDecoder();
 const CRLF = Buffer.from("\r\n");
@@ -75,53 +66,7 @@ function weatherMessages(device: string, v: Record<string, number | null>): [str
 }
 
 describe("text-line serial devices", () => {
-  let hub: NatsServer | undefined;
-  let gw: TestGateway | undefined;
-  let sim: Simulator | undefined;
-  let dir: TempDir | undefined;
-  let nc: NatsConnection;
-
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await sim?.close();
-    sim = undefined;
-    await closeClients();
-    await hub?.stop();
-    hub = undefined;
-    await stopAll();
-    await dir?.cleanup();
-    dir = undefined;
-  });
-
-  async function setup(model: DeviceModel, profile: string, device: string): Promise<Simulator> {
-    dir = tempDir("serial-text");
-    sim = new Simulator(model, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
-    await sim.open();
-    hub = await startNatsServer();
-    nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({
-      hub: hub.url,
-      stream: "EDGE",
-      extra: `serial:\n  ports:\n    - { path: "${sim.devicePath}", profile: ${profile}, device: ${device} }\n`,
-    });
-    await waitFor(() => serialState() === "open");
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1);
-    return sim;
-  }
-
-  const serialState = () =>
-    (gw!.gateway.status().serial as { state: string }[] | undefined)?.[0]?.state;
-  const bad = (reason: string) =>
-    gw!.gateway.metrics.value("leafgate_serial_bad_frames_total", {
-      port: sim!.devicePath,
-      reason,
-    });
-  const frames = () =>
-    gw!.gateway.metrics.value("leafgate_serial_frames_total", { port: sim!.devicePath });
-  const stored = async () => (await streamInfo(nc, "EDGE")).state.messages;
-  const published = async () =>
+  const published = async (nc: NatsConnection) =>
     (await streamMessages(nc, "EDGE")).map((m) => ({
       subject: m.subject,
       body: JSON.parse(decoder.decode(m.data)) as unknown,
@@ -130,13 +75,16 @@ describe("text-line serial devices", () => {
   const endLine = (s: Simulator) => expect(s.pty.write(CRLF)).toBe(true);
 
   describe("gps-nmea (NMEA 0183, per_frame)", () => {
-    it("publishes each GGA and RMC sentence with exactly the fields it carries", async () => {
-      const s = await setup(gpsNmea, "gps-nmea", "gps-1");
+    it("publishes each GGA and RMC sentence with exactly the fields it carries", async ({
+      nc,
+      serialGateway,
+    }) => {
+      const { sim: s, stored, frames } = await serialGateway(gpsNmea, "gps-nmea", "gps-1");
       await s.run(100, 44);
       const good = s.goodValues();
       expect(good).toHaveLength(44);
       await waitFor(async () => (await stored()) === 44);
-      const messages = await published();
+      const messages = await published(nc);
       expect(messages.every((m) => m.subject === "edge.gw1.sensors.gps-1.position")).toBe(true);
       expect(messages.map((m) => m.body)).toStrictEqual(good.map(gpsMessage));
       expect(frames()).toBe(44);
@@ -172,8 +120,11 @@ describe("text-line serial devices", () => {
       expect(longitudes).toStrictEqual([-0.0001, -0.0001, 0, 0, 0.0001, 0.0001]);
     });
 
-    it("counts garbage, bad checksums, cut and overlong lines and other sentences; loses no good sentence", async () => {
-      const s = await setup(gpsNmea, "gps-nmea", "gps-1");
+    it("counts garbage, bad checksums, cut and overlong lines and other sentences; loses no good sentence", async ({
+      nc,
+      serialGateway,
+    }) => {
+      const { sim: s, stored, frames, bad } = await serialGateway(gpsNmea, "gps-nmea", "gps-1");
       s.sendGood();
       s.sendGarbage(GARBAGE_LINE_BYTES);
       endLine(s);
@@ -196,7 +147,7 @@ describe("text-line serial devices", () => {
       const good = s.goodValues();
       expect(good).toHaveLength(25);
       await waitFor(async () => (await stored()) === 25);
-      const messages = await published();
+      const messages = await published(nc);
       expect(messages.every((m) => m.subject === "edge.gw1.sensors.gps-1.position")).toBe(true);
       expect(messages.map((m) => m.body)).toStrictEqual(good.map(gpsMessage));
       expect(frames()).toBe(25);
@@ -211,14 +162,18 @@ describe("text-line serial devices", () => {
   });
 
   describe("weather-csv (CSV, per_field)", () => {
-    it("skips the header and publishes every column of every row with its unit, in order", async () => {
-      const s = await setup(weatherCsv, "weather-csv", "wx-1");
+    it("skips the header and publishes every column of every row with its unit, in order", async ({
+      nc,
+      serialGateway,
+    }) => {
+      const wx = await serialGateway(weatherCsv, "weather-csv", "wx-1");
+      const { sim: s, stored, frames, bad } = wx;
       expect(s.pty.write(weatherHeader())).toBe(true);
       await s.run(100, 30);
       const good = s.goodValues();
       expect(good).toHaveLength(30);
       await waitFor(async () => (await stored()) === 30 * 7);
-      const messages = await published();
+      const messages = await published(nc);
       expect(messages.map((m) => [m.subject, m.body])).toStrictEqual(
         good.flatMap((v) => weatherMessages("wx-1", v)),
       );
@@ -236,8 +191,12 @@ describe("text-line serial devices", () => {
       ]);
     });
 
-    it("counts garbage, wrong column counts and cut rows; skips a repeated header; loses no good row", async () => {
-      const s = await setup(weatherCsv, "weather-csv", "wx-2");
+    it("counts garbage, wrong column counts and cut rows; skips a repeated header; loses no good row", async ({
+      nc,
+      serialGateway,
+    }) => {
+      const wx = await serialGateway(weatherCsv, "weather-csv", "wx-2");
+      const { sim: s, stored, frames, bad } = wx;
       const row = (fields: string[]) =>
         expect(s.pty.write(Buffer.from(`${fields.join(",")}\r\n`))).toBe(true);
       expect(s.pty.write(weatherHeader())).toBe(true);
@@ -272,7 +231,7 @@ describe("text-line serial devices", () => {
       const expected = [...good.slice(0, beforeGap), gapRow, ...good.slice(beforeGap)].flatMap(
         (v) => weatherMessages("wx-2", v),
       );
-      const messages = await published();
+      const messages = await published(nc);
       expect(messages.map((m) => [m.subject, m.body])).toStrictEqual(expected);
       expect(frames()).toBe(16);
       // The noise line (not UTF-8), the 6- and 8-column rows, and the cut row.
@@ -281,21 +240,20 @@ describe("text-line serial devices", () => {
     });
   });
 
-  it("leafgate check accepts a config using both profiles", async () => {
-    dir = tempDir("serial-text-check");
-    const file = join(dir.path, "leafgate.yaml");
-    writeFileSync(
-      file,
-      "serial:\n  ports:\n" +
-        "    - { path: /dev/ttyUSB0, profile: gps-nmea, device: gps-1 }\n" +
-        "    - { path: /dev/ttyUSB1, profile: weather-csv, device: wx-1, baud_rate: 19200 }\n",
-    );
-    // Every LEAFGATE_* variable is a setting to the CLI: the runner's own must not leak in.
-    const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
+  it("leafgate check accepts a config using both profiles", async ({ gateway }) => {
+    const { file } = gateway.writeConfig(
+      {
+        serial: {
+          ports: [
+            { path: "/dev/ttyUSB0", profile: "gps-nmea", device: "gps-1" },
+            { path: "/dev/ttyUSB1", profile: "weather-csv", device: "wx-1", baud_rate: 19200 },
+          ],
+        },
+      },
+      { testDefaults: false },
     );
     const r = await runToCompletion(process.execPath, [BUNDLE, "check", "-c", file], {
-      env,
+      env: childEnv(),
       timeoutMs: 15_000,
     });
     expect(r.stderr).toBe("");

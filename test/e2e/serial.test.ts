@@ -1,70 +1,22 @@
 // Serial devices end to end: a firmware simulator on a socat pty -> leafgate -> real hub.
-import { join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { envSensor, pms5003, Simulator } from "../../firmware-sim/index.js";
-import { startGateway, type TestGateway } from "../helpers/gateway.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamInfo,
-  streamMessages,
-} from "../helpers/nats-server.js";
-import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
+import { describe, expect } from "vitest";
+import { envSensor, pms5003 } from "../../firmware-sim/index.js";
+import { streamMessages } from "../helpers/nats-server.js";
+import { it } from "../helpers/serial-gateway.js";
+import { waitFor } from "../helpers/wait.js";
 
 const decoder = new TextDecoder();
 
 describe("serial devices", () => {
-  let hub: NatsServer | undefined;
-  let gw: TestGateway | undefined;
-  let sim: Simulator | undefined;
-  let dir: TempDir | undefined;
-  let nc: NatsConnection;
-
-  afterEach(async () => {
-    await gw?.dispose();
-    gw = undefined;
-    await sim?.close();
-    sim = undefined;
-    await closeClients();
-    await hub?.stop();
-    await dir?.cleanup();
-  });
-
-  async function setup(model: typeof envSensor, profile: string, device: string) {
-    dir = tempDir("serial");
-    sim = new Simulator(model, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
-    await sim.open();
-    hub = await startNatsServer();
-    nc = await connectClient(hub.url);
-    await createStream(nc, "EDGE", ["edge.>"]);
-    gw = await startGateway({
-      hub: hub.url,
-      stream: "EDGE",
-      extra: `serial:\n  ports:\n    - { path: "${sim.devicePath}", profile: ${profile}, device: ${device} }\n`,
-    });
-    await waitFor(() => serialState() === "open");
-    await waitFor(() => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1);
-  }
-
-  const serialState = () =>
-    (gw!.gateway.status().serial as { state: string }[] | undefined)?.[0]?.state;
-  const bad = (reason: string) =>
-    gw!.gateway.metrics.value("leafgate_serial_bad_frames_total", {
-      port: sim!.devicePath,
-      reason,
-    });
-  const stored = async () => (await streamInfo(nc, "EDGE")).state.messages;
-
-  it("env-sensor (JSON lines): every field of every frame, typed, with units, in order", async () => {
-    await setup(envSensor, "env-sensor", "env-1");
-    await sim!.run(100, 40);
+  it("env-sensor (JSON lines): every field of every frame, typed, with units, in order", async ({
+    nc,
+    serialGateway,
+  }) => {
+    const { sim, stored } = await serialGateway(envSensor, "env-sensor", "env-1");
+    await sim.run(100, 40);
     await waitFor(async () => (await stored()) === 120);
     const messages = await streamMessages(nc, "EDGE");
-    const sent = sim!.goodValues();
+    const sent = sim.goodValues();
     expect(sent).toHaveLength(40);
     const expected = sent.flatMap((v) => [
       ["edge.gw1.sensors.env-1.temperature", { value: v.t, unit: "°C" }],
@@ -74,9 +26,11 @@ describe("serial devices", () => {
     expect(messages.map((m) => [m.subject, JSON.parse(decoder.decode(m.data))])).toEqual(expected);
   });
 
-  it("pms5003 (binary): garbage, bad checksums and truncated frames are counted, no good frame is lost", async () => {
-    await setup(pms5003, "pms5003", "air-1");
-    const s = sim!;
+  it("pms5003 (binary): garbage, bad checksums and truncated frames are counted, no good frame is lost", async ({
+    nc,
+    serialGateway,
+  }) => {
+    const { sim: s, bad, stored } = await serialGateway(pms5003, "pms5003", "air-1");
     s.sendGood();
     s.sendGarbage(7, 0x00);
     s.sendGood();
@@ -106,20 +60,23 @@ describe("serial devices", () => {
     expect(bad("bad_checksum")).toBe(2);
   });
 
-  it("recovers within 2 s when an unplugged device comes back, and the gateway carries on", async () => {
-    await setup(envSensor, "env-sensor", "env-1");
-    await sim!.run(100, 5);
+  it("recovers within 2 s when an unplugged device comes back, and the gateway carries on", async ({
+    nc,
+    serialGateway,
+  }) => {
+    const { gw, sim, state, stored } = await serialGateway(envSensor, "env-sensor", "env-1");
+    await sim.run(100, 5);
     await waitFor(async () => (await stored()) === 15);
-    await sim!.unplug();
-    await waitFor(() => serialState() === "waiting", { timeoutMs: 3_000 });
-    expect(gw!.gateway.status().healthy).toBe(true);
-    await sim!.replug();
-    await waitFor(() => serialState() === "open", { timeoutMs: 2_000 });
-    await sim!.run(100, 5);
+    await sim.unplug();
+    await waitFor(() => state() === "waiting", { timeoutMs: 3_000 });
+    expect(gw.gateway.status().healthy).toBe(true);
+    await sim.replug();
+    await waitFor(() => state() === "open", { timeoutMs: 2_000 });
+    await sim.run(100, 5);
     await waitFor(async () => (await stored()) === 30);
     const values = (await streamMessages(nc, "EDGE"))
       .filter((m) => m.subject.endsWith(".temperature"))
       .map((m) => JSON.parse(decoder.decode(m.data)).value);
-    expect(values).toEqual(sim!.goodValues().map((v) => v.t));
+    expect(values).toEqual(sim.goodValues().map((v) => v.t));
   });
 });

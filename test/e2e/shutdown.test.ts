@@ -1,48 +1,17 @@
-// The shutdown path, with the shipped bundle as a child process and real signals (README:
-// "SIGINT/SIGTERM stop gracefully within 5 s: stop accepting, let pending commits finish
-// (every committed QoS 1 message still gets its PUBACK) ..."; MQTT: wills are not published
-// "at a gateway shutdown"; DISCONNECT 0x8B to MQTT 5 clients).
-//
-// 1. Commits pending at SIGTERM still get their PUBACK (PUBREC for QoS 2), before MQTT 5
-//    clients get DISCONNECT 0x8B with a Reason String; 3.1.1 clients just see the close;
-//    after a restart every message is in the hub stream exactly once.
-// 2. Wills are not published at a shutdown: not delivered to a persistent session, not
-//    retained, not in the stream; a will of a client that vanished before is (the control).
-// 3. A hub that stops answering (blackholed link, PubAcks outstanding) does not hold the
-//    exit past 5 s; its rows stay for the next start; a second signal exits at once (1).
-//
-// How a commit is pending at SIGTERM by construction: the gateway is frozen (SIGSTOP)
-// before the clients publish, the test waits until the kernel holds every PUBLISH byte in
-// the gateway's sockets (/proc/net/tcp rx_queue), then sends SIGTERM and SIGCONT. On
-// resume, libuv handles the readable sockets before the signal of the same poll
-// ("Run signal watchers last", uv__io_poll), so every PUBLISH is read, and appended to a
-// group commit that waits `commit_interval`, before the shutdown begins.
+// The shutdown path through the bundle with real signals: what each test shows, and how a
+// commit is pending at SIGTERM by construction, is told in docs/testing.md ("shutdown").
 import { readFileSync } from "node:fs";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { IClientOptions, MqttClient } from "mqtt";
 import mqttPacket from "mqtt-packet";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import { afterEach, describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
+import type { ChildGateway } from "../helpers/gateway.js";
 import { connectMqttJs, mosquittoPubLines } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  createStream,
-  type NatsServer,
-  startNatsServer,
-  streamMessages,
-} from "../helpers/nats-server.js";
-import {
-  spawnTracked,
-  stopAll,
-  stopProcess,
-  type TrackedProcess,
-  waitForLine,
-} from "../helpers/procs.js";
-import { type TempDir, waitFor } from "../helpers/wait.js";
+import { streamMessages } from "../helpers/nats-server.js";
+import { spawnTracked, stopProcess, type TrackedProcess, waitForLine } from "../helpers/procs.js";
+import { waitFor } from "../helpers/wait.js";
 
-const STREAM = "EDGE";
 /** README: "SIGINT/SIGTERM stop gracefully within 5 s". */
 const SHUTDOWN_PROMISE_MS = 5_000;
 /**
@@ -58,21 +27,10 @@ const LINE_BUFFERED = ["-oL"];
 const PAHO = new URL("../helpers/paho.py", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
-let hub: NatsServer | undefined;
-let proxy: FaultProxy | undefined;
-let dir: TempDir | undefined;
 const mqttClients: MqttClient[] = [];
 
 afterEach(async () => {
   for (const c of mqttClients.splice(0)) await c.endAsync(true);
-  await stopAll();
-  await proxy?.close();
-  proxy = undefined;
-  await closeClients();
-  await hub?.stop();
-  hub = undefined;
-  await dir?.cleanup();
-  dir = undefined;
 });
 
 async function mqttJs(port: number, options: IClientOptions): Promise<MqttClient> {
@@ -158,13 +116,6 @@ async function exitWithin(proc: TrackedProcess, ms: number) {
   });
 }
 
-async function hubWithStream(): Promise<NatsConnection> {
-  hub = await startNatsServer();
-  const nc = await connectClient(hub.url);
-  await createStream(nc, STREAM, ["edge.>"]);
-  return nc;
-}
-
 interface Status {
   outbox: { pending: number };
   upstream: { state: string };
@@ -192,19 +143,20 @@ function logged(proc: TrackedProcess, msg: string): Record<string, unknown>[] {
 
 /** Stream contents as [subject, payload], in stream order. */
 async function stored(nc: NatsConnection): Promise<[string, string][]> {
-  return (await streamMessages(nc, STREAM)).map((m) => [m.subject, decoder.decode(m.data)]);
+  return (await streamMessages(nc, "EDGE")).map((m) => [m.subject, decoder.decode(m.data)]);
 }
 
 describe("shutdown", () => {
-  it("acks every commit pending at SIGTERM, then tells MQTT 5 clients why (DISCONNECT 0x8B)", async () => {
-    const nc = await hubWithStream();
-    const config = writeConfig({
-      hub: hub!.url,
-      stream: STREAM,
-      extra: `buffer:\n  commit_interval: ${COMMIT_INTERVAL}\n`,
+  it("acks every commit pending at SIGTERM, then tells MQTT 5 clients why (DISCONNECT 0x8B)", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+  }) => {
+    const gw = await gateway.spawn({
+      upstream: { servers: [hub.url], stream },
+      buffer: { commit_interval: COMMIT_INTERVAL },
     });
-    dir = config.dir;
-    const gw: ChildGateway = await startGatewayProcess(config.file);
 
     // Four publishers, both protocol levels, two client libraries; all connected.
     const mosq4 = await mosquittoPub(gw.mqttPort, "mqttv311", "mosq4", "sd/mosq4");
@@ -261,7 +213,7 @@ describe("shutdown", () => {
     expect(js5Packets.at(-1)!.reason).toBe("the gateway is shutting down");
 
     // Every acknowledged message was committed: after a restart each reaches the hub once.
-    const again = await startGatewayProcess(config.file);
+    const again = await gateway.spawnFile(gw.file);
     await waitFor(async () => (await outboxPending(again)) === 0, {
       message: () => again.proc.describe(),
     });
@@ -277,11 +229,14 @@ describe("shutdown", () => {
     expect(await exitWithin(again.proc, SHUTDOWN_PROMISE_MS)).toEqual({ code: 0, signal: null });
   });
 
-  it("publishes no will at a shutdown (not delivered, not retained, not in the stream)", async () => {
-    const nc = await hubWithStream();
-    const config = writeConfig({ hub: hub!.url, stream: STREAM });
-    dir = config.dir;
-    let gw = await startGatewayProcess(config.file);
+  it("publishes no will at a shutdown (not delivered, not retained, not in the stream)", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+  }) => {
+    const config = gateway.writeConfig({ upstream: { servers: [hub.url], stream } });
+    let gw = await gateway.spawnFile(config.file);
 
     // A persistent session that would receive any will, delivered or queued.
     const watcherOptions = { clientId: "watcher", clean: false, protocolVersion: 4 } as const;
@@ -361,7 +316,7 @@ describe("shutdown", () => {
     expect(paho5.stdout()).toContain(`"rc": ${SERVER_SHUTTING_DOWN}`);
     for (const proc of [mosqWill, paho5]) await stopProcess(proc, { signal: "SIGKILL" });
 
-    gw = await startGatewayProcess(config.file);
+    gw = await gateway.spawnFile(config.file);
     seen = [];
     watcher = await mqttJs(gw.mqttPort, watcherOptions);
     watch(watcher);
@@ -382,22 +337,23 @@ describe("shutdown", () => {
     ]);
   });
 
-  it("stops within 5 s when the hub takes no acks, keeps those rows, and a second signal exits at once", async () => {
-    const nc = await hubWithStream();
-    proxy = await startFaultProxy(hub!.port);
-    const config = writeConfig({
-      hub: proxy.url,
-      stream: STREAM,
-      upstream: "  reconnect_delay_max: 200ms\n",
+  it("stops within 5 s when the hub takes no acks, keeps those rows, and a second signal exits at once", async ({
+    nc,
+    stream,
+    hubProxy,
+    gateway,
+  }) => {
+    const proxy = await hubProxy();
+    const config = gateway.writeConfig({
+      upstream: { servers: [proxy.url], stream, reconnect_delay_max: "200ms" },
     });
-    dir = config.dir;
 
     /** A gateway forwarding to a hub that then goes silent, with `payloads` unacknowledged. */
     const silentHub = async (payloads: string[]): Promise<ChildGateway> => {
-      proxy!.restore();
-      const gw = await startGatewayProcess(config.file);
+      proxy.restore();
+      const gw = await gateway.spawnFile(config.file);
       await waitFor(async () => (await status(gw)).upstream.state === "forwarding");
-      proxy!.blackhole();
+      proxy.blackhole();
       await mosquittoPubLines(gw.mqttPort, "silent/hub", payloads);
       expect((await status(gw)).outbox.pending).toBeGreaterThanOrEqual(payloads.length);
       return gw;
@@ -420,7 +376,7 @@ describe("shutdown", () => {
 
     // Nothing acknowledged to a publisher is lost, nothing reaches the stream twice.
     proxy.restore();
-    const third = await startGatewayProcess(config.file);
+    const third = await gateway.spawnFile(config.file);
     await waitFor(async () => (await status(third)).outbox.pending === 0);
     expect(await stored(nc)).toEqual(
       ["a-1", "a-2", "a-3", "b-1", "b-2"].map((p) => ["edge.gw1.silent.hub", p]),

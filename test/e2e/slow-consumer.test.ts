@@ -19,7 +19,12 @@
 import type { Socket } from "node:net";
 import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import {
+  type ChildGateway,
+  type GatewayConfigInput,
+  startGatewayProcess,
+  writeConfig,
+} from "../helpers/gateway.js";
 import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { stopAll } from "../helpers/procs.js";
@@ -143,7 +148,7 @@ describe("a client that never reads", () => {
     dir = undefined;
   });
 
-  async function start(mqtt = ""): Promise<ChildGateway> {
+  async function start(mqtt: GatewayConfigInput["mqtt"] = {}): Promise<ChildGateway> {
     const config = writeConfig({ mqtt });
     dir = config.dir;
     return startGatewayProcess(config.file);
@@ -224,9 +229,7 @@ describe("a client that never reads", () => {
   });
 
   it("a QoS 1 flood to a subscriber that never reads: RSS bounded, cut, the other subscriber gets every message", async () => {
-    const gw = await start(
-      `  max_queued_messages: ${MAX_QUEUED}\n  max_inflight: ${MAX_INFLIGHT}\n`,
-    );
+    const gw = await start({ max_queued_messages: MAX_QUEUED, max_inflight: MAX_INFLIGHT });
     const sub = await mqttJs(gw.mqttPort, "reader");
     const got: number[] = [];
     sub.on("message", (_t, payload: Buffer) => got.push(payload.readUInt32BE(0)));

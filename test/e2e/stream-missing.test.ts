@@ -7,20 +7,14 @@
 // - once the stream the command describes exists, a recheck finds it ("hub stream found")
 //   and everything arrives exactly once, in order.
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { afterEach, describe, expect, it } from "vitest";
-import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
-import { type ChildGateway, startGatewayProcess, writeConfig } from "../helpers/gateway.js";
+import type { Msg } from "@nats-io/transport-node";
+import { describe, expect } from "vitest";
+import { it } from "../helpers/fixtures.js";
+import type { ChildGateway } from "../helpers/gateway.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
-import {
-  closeClients,
-  connectClient,
-  type NatsServer,
-  startNatsServer,
-  streamMessages,
-} from "../helpers/nats-server.js";
-import { stopAll, waitForLine } from "../helpers/procs.js";
-import { type TempDir, waitFor } from "../helpers/wait.js";
+import { streamMessages } from "../helpers/nats-server.js";
+import { waitForLine } from "../helpers/procs.js";
+import { waitFor } from "../helpers/wait.js";
 
 /** The JetStream API request a check with `upstream.stream: null` makes (list streams). */
 const STREAM_LIST = "$JS.API.STREAM.LIST";
@@ -49,24 +43,11 @@ function story(gw: ChildGateway): string[] {
 }
 
 describe("no stream captures the exported subjects", () => {
-  let hub: NatsServer | undefined;
-  let proxy: FaultProxy | undefined;
-  let dir: TempDir | undefined;
-
-  afterEach(async () => {
-    await stopAll();
-    await proxy?.close();
-    proxy = undefined;
-    await closeClients();
-    await hub?.stop();
-    hub = undefined;
-    await dir?.cleanup();
-    dir = undefined;
-  });
-
-  it("says so once per connection, keeps buffering, and forwards once the stream exists", async () => {
-    hub = await startNatsServer();
-    const nc: NatsConnection = await connectClient(hub.url);
+  it("says so once per connection, keeps buffering, and forwards once the stream exists", async ({
+    nc,
+    hubProxy,
+    gateway,
+  }) => {
     // Every stream check of the gateway, seen on the hub, and the hub's replies to them.
     const checks: Msg[] = [];
     const replied = new Set<string>();
@@ -84,13 +65,10 @@ describe("no stream captures the exported subjects", () => {
     const answered = (n: number) => checks.length >= n && replied.has(checks[n - 1]!.reply!);
 
     // Through a proxy, so that the test can end a hub connection.
-    proxy = await startFaultProxy(hub.port);
-    const config = writeConfig({
-      hub: proxy.url,
-      upstream: "  reconnect_delay_max: 200ms\n",
+    const proxy = await hubProxy();
+    const gw = await gateway.spawn({
+      upstream: { servers: [proxy.url], reconnect_delay_max: "200ms" },
     });
-    dir = config.dir;
-    const gw = await startGatewayProcess(config.file);
     await waitForLine(gw.proc, (l) => l.includes(WARNING));
 
     // Acknowledged and kept while the gateway waits for a stream.

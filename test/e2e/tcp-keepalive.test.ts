@@ -47,13 +47,13 @@ describe("TCP keepalive on MQTT sockets", () => {
     gw = undefined;
   });
 
-  const listeners = `  listeners:
-    - { host: 127.0.0.1, port: 0 }
-    - { host: 127.0.0.1, port: 0, websocket: true }
-`;
+  const listeners = [
+    { host: "127.0.0.1", port: 0 },
+    { host: "127.0.0.1", port: 0, websocket: true },
+  ];
 
   it("is on by default (60 s) for TCP and WebSocket listeners, before any CONNECT", async () => {
-    gw = await startGateway({ mqtt: listeners });
+    gw = await startGateway({ mqtt: { listeners } });
     const ports = gw.gateway.addresses().mqtt.map((a) => a.port);
     expect(ports).toHaveLength(2);
     for (const port of ports) {
@@ -66,7 +66,7 @@ describe("TCP keepalive on MQTT sockets", () => {
   });
 
   it("takes mqtt.tcp_keepalive", async () => {
-    gw = await startGateway({ mqtt: `${listeners}  tcp_keepalive: 17s\n` });
+    gw = await startGateway({ mqtt: { listeners, tcp_keepalive: "17s" } });
     for (const { port } of gw.gateway.addresses().mqtt) {
       const client = await openSocket(port);
       const left = keepaliveSecondsLeft(await serverTimer(port, client));
@@ -76,7 +76,7 @@ describe("TCP keepalive on MQTT sockets", () => {
   });
 
   it("tcp_keepalive: 0 turns it off", async () => {
-    gw = await startGateway({ mqtt: `${listeners}  tcp_keepalive: 0\n` });
+    gw = await startGateway({ mqtt: { listeners, tcp_keepalive: 0 } });
     for (const { port } of gw.gateway.addresses().mqtt) {
       const client = await openSocket(port);
       expect(await serverTimer(port, client)).toBe("none");

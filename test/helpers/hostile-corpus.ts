@@ -9,10 +9,14 @@
 // `mqtt.max_topic_length` and `mqtt.max_topic_levels` opened to their limits
 // (`UNBOUNDED_MQTT`), so that the code behind the bounds is tested too, not only the bounds.
 import mqtt from "mqtt-packet";
+import type { GatewayConfigInput } from "./config.js";
 import { type ProtocolLevel, RawMqtt } from "./raw-mqtt.js";
 
-/** `mqtt:` lines that open the topic bounds as far as the config allows. */
-export const UNBOUNDED_MQTT = "  max_topic_length: 65535\n  max_topic_levels: 65535\n";
+/** `mqtt:` settings that open the topic bounds as far as the config allows. */
+export const UNBOUNDED_MQTT: GatewayConfigInput["mqtt"] = {
+  max_topic_length: 65535,
+  max_topic_levels: 65535,
+};
 
 /** Levels of the deep filters and topics: the review's stack overflow took ~10,000. */
 export const DEEP_LEVELS = 30_000;

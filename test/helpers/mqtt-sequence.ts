@@ -37,6 +37,7 @@ import { scryptSync } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import fc from "fast-check";
 import type mqtt from "mqtt-packet";
+import type { GatewayConfigInput } from "./config.js";
 import { CLOSED, SequenceClient, TIMEOUT, type Version } from "./sequence-client.js";
 import type { StreamCursor } from "./stream-cursor.js";
 import { waitFor } from "./wait.js";
@@ -66,24 +67,21 @@ export function cheapPasswordHash(password: string): string {
 }
 
 /**
- * The `authorization:` (and `mqtt.allow_anonymous`) part of a gateway config: alice may
+ * The `authorization:` section of a gateway config (with `mqtt.allow_anonymous: false`): alice may
  * publish and subscribe on `a.>` only, bob on `b.>` only, nobody else at all.
  */
-export function sequenceAuthorizationYaml(): string {
-  const users = USER_NAMES.map(
-    (u) => `    - user: ${u}
-      password: "${cheapPasswordHash(USERS[u].password)}"
-      permissions:
-        publish: { allow: [ "${USERS[u].space}.>" ] }
-        subscribe: { allow: [ "${USERS[u].space}.>" ] }`,
-  ).join("\n");
-  return `authorization:
-  default_permissions:
-    publish: { deny: [ ">" ] }
-    subscribe: { deny: [ ">" ] }
-  users:
-${users}
-`;
+export function sequenceAuthorization(): GatewayConfigInput["authorization"] {
+  return {
+    default_permissions: { publish: { deny: [">"] }, subscribe: { deny: [">"] } },
+    users: USER_NAMES.map((u) => ({
+      user: u,
+      password: cheapPasswordHash(USERS[u].password),
+      permissions: {
+        publish: { allow: [`${USERS[u].space}.>`] },
+        subscribe: { allow: [`${USERS[u].space}.>`] },
+      },
+    })),
+  };
 }
 
 // -- ops ------------------------------------------------------------------------------------

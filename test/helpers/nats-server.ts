@@ -149,6 +149,14 @@ export async function closeClients(): Promise<void> {
   await Promise.all([...clients].map((nc) => nc.close()));
 }
 
+/** Returns a function that closes the clients connected after this call, if still open. */
+export function clientsFromNow(): () => Promise<void> {
+  const before = new Set(clients);
+  return async () => {
+    await Promise.all([...clients].filter((nc) => !before.has(nc)).map((nc) => nc.close()));
+  };
+}
+
 /** Creates (file storage by default, so it survives restarts) a stream on `subjects`. */
 export async function createStream(
   nc: NatsConnection,

@@ -207,6 +207,11 @@ export async function stopProcess(
   throw new Error(`stopProcess: pid ${proc.pid} survived SIGKILL\n${proc.describe()}`);
 }
 
+/** The processes started and not yet exited, oldest first. */
+export function liveProcesses(): TrackedProcess[] {
+  return [...live];
+}
+
 /** Stops every process still registered (in parallel); used by afterEach/afterAll. */
 export async function stopAll(opts?: { graceMs?: number }): Promise<void> {
   await Promise.all([...live].map((proc) => stopProcess(proc, opts)));
