@@ -21,7 +21,13 @@ import {
 } from "./core/index.js";
 import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
-import { createDevice, type Device, type DeviceProfile, resolveProfile } from "./serial/index.js";
+import {
+  createDevice,
+  type Device,
+  type DeviceProfile,
+  type DeviceStatus,
+  resolveProfile,
+} from "./serial/index.js";
 import {
   capDatabaseFile,
   closeDatabase,
@@ -31,7 +37,7 @@ import {
   SessionStore,
   sessionStoreQuota,
 } from "./store/index.js";
-import { type Dialer, Upstream } from "./upstream/index.js";
+import { type Dialer, Upstream, type UpstreamStatus } from "./upstream/index.js";
 
 /** Shutdown budget; the CLI promises exit within 5 s of SIGINT/SIGTERM. */
 export const STOP_DEADLINE_MS = 4_000;
@@ -58,6 +64,22 @@ export interface GatewayAddresses {
 }
 
 type GatewayState = "new" | "starting" | "running" | "stopping" | "stopped";
+
+/** What `/status` shows: each part's own typed status, in one snapshot. */
+export interface GatewayStatus {
+  readonly healthy: boolean;
+  readonly state: GatewayState;
+  readonly gateway: string;
+  readonly upstream: UpstreamStatus | undefined;
+  readonly outbox: {
+    readonly pending: number;
+    readonly lastId: number;
+    readonly classes: ReturnType<Outbox["classes"]>;
+  };
+  readonly mqtt: { readonly connections: number; readonly unsentBytes: number };
+  readonly serial: readonly DeviceStatus[];
+  readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
+}
 
 /**
  * The composition root: builds every part from the config, starts them in order
@@ -279,7 +301,7 @@ export class Gateway {
     return { mqtt: this.#mqttAddresses, http: this.#httpAddress };
   }
 
-  status(): { healthy: boolean } & Record<string, unknown> {
+  status(): GatewayStatus {
     return {
       healthy: this.#state === "running",
       state: this.#state,

@@ -6,7 +6,7 @@ export interface HttpSources {
   /** Prometheus text exposition. */
   metrics(): string;
   /** A JSON-serialisable snapshot of the gateway's state. */
-  status(): { healthy: boolean } & Record<string, unknown>;
+  status(): { readonly healthy: boolean };
 }
 
 /**

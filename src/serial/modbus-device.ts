@@ -5,7 +5,7 @@
  * `decoder` section is checked when the profile loads (`toModbusSpec`, modbus-spec.ts).
  */
 
-import type { ClockTimer, Counter } from "../core/index.js";
+import { type ClockTimer, type Counter, RateLimitedLog } from "../core/index.js";
 import type { Value } from "./decoders.js";
 import { lineSettings } from "./device.js";
 import {
@@ -33,6 +33,8 @@ const FAST_LINE_SILENCE_MS = 2;
 const MS_PER_SECOND = 1_000;
 /** binary32 carries 6 to 9 significant decimal digits; 9 always reads back exactly. */
 const FLOAT32_MAX_DIGITS = 9;
+/** A cycle that throws is a bug that repeats every poll: one line a minute says so. */
+const CYCLE_FAILED_LOG_WINDOW_MS = 60_000;
 
 /**
  * The shortest decimal that reads back as the same binary32 as `n` (which must be one):
@@ -116,6 +118,7 @@ export class ModbusDevice extends PortDevice {
   readonly #requests: Counter;
   readonly #retried: Counter;
   readonly #plan: readonly SlavePlan[];
+  readonly #cycleFailedLog: RateLimitedLog;
   readonly #silenceMs: number;
   #outstanding: Outstanding | undefined;
   /** Ends the pause between cycles early: the port reopened after a skipped cycle. */
@@ -137,6 +140,12 @@ export class ModbusDevice extends PortDevice {
       "Modbus requests written again after a timeout or a bad answer, by port",
     );
     this.#plan = planSlaves(this.spec, config.device);
+    this.#cycleFailedLog = new RateLimitedLog(this.log, {
+      burst: 1,
+      windowMs: CYCLE_FAILED_LOG_WINDOW_MS,
+      level: "error",
+      clock: this.clock,
+    });
     this.#silenceMs = silenceMs(lineSettings(config, profile).baudRate);
   }
 
@@ -147,7 +156,8 @@ export class ModbusDevice extends PortDevice {
       try {
         await this.#cycle(signal);
       } catch (err) {
-        this.log.error(
+        this.#cycleFailedLog.log(
+          "cycle",
           { err, path: this.config.path, device: this.config.device },
           "modbus poll cycle failed",
         );

@@ -39,7 +39,7 @@ describe("core mode (a hub without JetStream)", () => {
     });
     const { metrics } = gw.gateway;
     const connected = () => metrics.value("leafgate_upstream_connected") === 1;
-    const pending = () => (gw.gateway.status().outbox as { pending: number }).pending;
+    const pending = () => gw.gateway.status().outbox.pending;
     await waitFor(connected);
 
     // Publishes one after another: their acceptance order is the order to keep. A marker

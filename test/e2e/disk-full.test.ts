@@ -118,7 +118,7 @@ describe("disk full", () => {
     // The hub comes back: everything kept drains, pages are reused, alarms fit again.
     await hub.restart();
     const ncAgain = await connectClient(hub.url);
-    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0, {
+    await waitFor(() => gw.gateway.status().outbox.pending === 0, {
       timeoutMs: 20_000,
     });
     const again = await connectMqttJs(gw.mqttPort);

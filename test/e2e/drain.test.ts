@@ -74,7 +74,7 @@ function fullSeconds(times: readonly number[], weights: readonly number[]): numb
 describe("draining the outbox", () => {
   let gw: TestGateway | undefined;
 
-  const pending = () => (gw!.gateway.status().outbox as { pending: number }).pending;
+  const pending = () => gw!.gateway.status().outbox.pending;
   const connected = () => gw!.gateway.metrics.value("leafgate_upstream_connected") === 1;
 
   it("fresh_first sends live messages ahead of the backlog, each in its own order", async ({

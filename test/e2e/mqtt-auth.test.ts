@@ -41,7 +41,7 @@ describe("MQTT authorization", () => {
 
   const metric = (name: string, labels?: Record<string, string>) =>
     gw!.gateway.metrics.value(name, labels);
-  const pending = () => (gw!.gateway.status().outbox as { pending: number }).pending;
+  const pending = () => gw!.gateway.status().outbox.pending;
 
   it("refuses a wrong password with CONNACK 4, to a client no one here wrote", async () => {
     await start();

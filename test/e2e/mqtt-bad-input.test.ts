@@ -127,7 +127,7 @@ async function scene(mqttConfig?: GatewayConfigInput["mqtt"]): Promise<Scene> {
     allProtocolErrors: () =>
       (Object.keys(VIOLATIONS) as Violation[]).reduce((sum, v) => sum + protocolErrors(v), 0),
     closed: (reason) => value("leafgate_mqtt_connections_closed_total", { reason }),
-    pending: () => (g.gateway.status().outbox as { pending: number }).pending,
+    pending: () => g.gateway.status().outbox.pending,
   };
 }
 

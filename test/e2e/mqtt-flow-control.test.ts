@@ -43,7 +43,7 @@ describe("MQTT 5 flow control", () => {
 
   const protocolErrors = (violation: string) =>
     gw!.gateway.metrics.value("leafgate_mqtt_protocol_errors_total", { violation });
-  const stored = () => (gw!.gateway.status().outbox as { pending: number }).pending;
+  const stored = () => gw!.gateway.status().outbox.pending;
 
   it("CONNACK announces mqtt.receive_maximum; 3.1.1 CONNACK has no properties", async () => {
     gw = await startGateway();

@@ -65,7 +65,7 @@ describe("one permission check for every publish path", () => {
   const asRaw = (username: string) => ({ username, password: Buffer.from("pw") });
   const metric = (name: string, labels?: Record<string, string>) =>
     gw!.gateway.metrics.value(name, labels);
-  const pending = () => (gw!.gateway.status().outbox as { pending: number }).pending;
+  const pending = () => gw!.gateway.status().outbox.pending;
 
   async function client(options: Record<string, unknown>): Promise<MqttClient> {
     const c = await connectMqttJs(gw!.mqttPort, options);

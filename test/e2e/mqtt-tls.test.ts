@@ -103,7 +103,7 @@ describe("MQTT over TLS", () => {
     });
     await js.publishAsync("s/tls", "also secure", { qos: 1 });
     await js.endAsync();
-    expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(2);
+    expect(gw.gateway.status().outbox.pending).toBe(2);
 
     // A plain-TCP client does not get through.
     const plain = await runToCompletion(
@@ -112,7 +112,7 @@ describe("MQTT over TLS", () => {
       { timeoutMs: 10_000 },
     );
     expect(plain.code).not.toBe(0);
-    expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(2);
+    expect(gw.gateway.status().outbox.pending).toBe(2);
   });
 
   it("with a ca, takes only clients whose certificate it signed; the rest fail the handshake", async () => {
@@ -193,7 +193,7 @@ describe("MQTT over TLS", () => {
     expect(got).toEqual(["mosquitto", "mqtt.js", "after"]);
     expect(metrics.value("leafgate_mqtt_tls_handshake_failures_total")).toBe(4);
     expect(metrics.value("leafgate_mqtt_connections_accepted_total")).toBe(4);
-    expect((gw.gateway.status().outbox as { pending: number }).pending).toBe(3);
+    expect(gw.gateway.status().outbox.pending).toBe(3);
     await sub.endAsync();
   });
 

@@ -72,7 +72,7 @@ describe("beyond the duplicate window, after an outage", () => {
     filter.acks = "pass";
     filter.publishLimit = Number.POSITIVE_INFINITY;
     proxy.restore();
-    await waitFor(() => (gw.gateway.status().outbox as { pending: number }).pending === 0);
+    await waitFor(() => gw.gateway.status().outbox.pending === 0);
 
     const messages = await streamMessages(nc, "EDGE");
     const ours = (i: number) => ["edge.gw1.t", SENT[i], `gw1-${i + 1}`];

@@ -44,7 +44,7 @@ export const it = base.extend<{
       const serial: SerialGateway = {
         gw,
         sim,
-        state: () => (gw.gateway.status().serial as { state: string }[] | undefined)?.[0]?.state,
+        state: () => gw.gateway.status().serial[0]?.state,
         bad: (reason) =>
           gw.gateway.metrics.value("leafgate_serial_bad_frames_total", { ...port, reason }),
         frames: () => gw.gateway.metrics.value("leafgate_serial_frames_total", port),

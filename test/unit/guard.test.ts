@@ -2,28 +2,9 @@
 // counted by where, logged once per where with its stack, and followed by the recovery;
 // nothing escapes to the caller (the event loop, then the process-level handler).
 import { describe, expect, it } from "vitest";
-import { Guard, type LogFields, type Logger } from "../../src/core/index.js";
+import { Guard } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/metrics.js";
-
-function recordingLogger(): {
-  log: Logger;
-  lines: { level: string; fields: LogFields; msg: string }[];
-} {
-  const lines: { level: string; fields: LogFields; msg: string }[] = [];
-  const at =
-    (level: string) =>
-    (fields: LogFields, msg: string): void => {
-      lines.push({ level, fields, msg });
-    };
-  const log: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => log,
-  };
-  return { log, lines };
-}
+import { recordingLogger } from "../helpers/recording.js";
 
 const COUNTER = "leafgate_internal_errors_total";
 
@@ -65,13 +46,13 @@ describe("Guard", () => {
     expect(metrics.value(COUNTER, { where: "t.timer" })).toBe(3);
     expect(metrics.value(COUNTER, { where: "t.other" })).toBe(1);
     expect(recovered).toEqual([boom, boom, boom]);
-    expect(lines.map((l) => [l.level, l.fields.where])).toEqual([
+    expect(lines.map(([level, , fields]) => [level, fields.where])).toEqual([
       ["error", "t.timer"],
       ["error", "t.other"],
     ]);
-    expect(lines[0]!.fields.err).toBe(boom);
-    expect((lines[0]!.fields.err as Error).stack).toContain("guard.test.ts");
-    expect((lines[1]!.fields.err as Error).message).toBe("not an Error");
+    expect(lines[0]![2].err).toBe(boom);
+    expect((lines[0]![2].err as Error).stack).toContain("guard.test.ts");
+    expect((lines[1]![2].err as Error).message).toBe("not an Error");
   });
 
   it("catches a stack overflow, the failure deep input used to cause", () => {
@@ -102,7 +83,7 @@ describe("Guard", () => {
     await Promise.resolve();
     expect(metrics.value(COUNTER, { where: "t.async" })).toBe(1);
     expect(recovered).toBe(1);
-    expect(lines.map((l) => (l.fields.err as Error).message)).toEqual(["later"]);
+    expect(lines.map(([, , fields]) => (fields.err as Error).message)).toEqual(["later"]);
   });
 
   it("never throws when the recovery itself fails, and reports that once", () => {
@@ -121,7 +102,7 @@ describe("Guard", () => {
     expect(() => cb()).not.toThrow();
     expect(() => cb()).not.toThrow();
     expect(metrics.value(COUNTER, { where: "t.cut" })).toBe(2);
-    expect(lines.map((l) => [l.fields.where, (l.fields.err as Error).message])).toEqual([
+    expect(lines.map(([, , fields]) => [fields.where, (fields.err as Error).message])).toEqual([
       ["t.cut", "first"],
       ["t.cut:recover", "second"],
     ]);

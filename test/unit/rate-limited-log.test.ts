@@ -1,29 +1,13 @@
 // The one rate-limited log (src/core/rate-limited-log.ts) and the manual clock it is
 // tested with: time moves only when the test moves it.
 import { describe, expect, it } from "vitest";
-import { type Logger, ManualClock, RateLimitedLog } from "../../src/core/index.js";
-
-function recording() {
-  const lines: [string, string, Record<string, unknown>][] = [];
-  const at =
-    (level: string) =>
-    (fields: Record<string, unknown>, msg: string): void => {
-      lines.push([level, msg, fields]);
-    };
-  const log: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => log,
-  };
-  return { log, lines };
-}
+import { ManualClock, RateLimitedLog } from "../../src/core/index.js";
+import { recordingLogger } from "../helpers/recording.js";
 
 describe("RateLimitedLog", () => {
   it("burst lines per key per window; the next line says how many were held back", () => {
     const clock = new ManualClock(1_000);
-    const { log, lines } = recording();
+    const { log, lines } = recordingLogger();
     const limited = new RateLimitedLog(log, { burst: 2, windowMs: 10_000, clock });
     const logged = Array.from({ length: 5 }, (_, i) => limited.log("a", { i }, "bad"));
     expect(logged).toEqual([true, true, false, false, false]);
@@ -42,7 +26,7 @@ describe("RateLimitedLog", () => {
 
   it("keys are apart: one key's flood does not silence another", () => {
     const clock = new ManualClock();
-    const { log, lines } = recording();
+    const { log, lines } = recordingLogger();
     const limited = new RateLimitedLog(log, { burst: 1, windowMs: 1_000, clock, level: "info" });
     for (let i = 0; i < 3; i++) limited.log("flood", {}, "flood");
     limited.log("rare", {}, "rare");
@@ -51,7 +35,7 @@ describe("RateLimitedLog", () => {
 
   it("tracks at most 1,000 keys: a key beyond them evicts a quiet one, and still logs", () => {
     const clock = new ManualClock();
-    const { log, lines } = recording();
+    const { log, lines } = recordingLogger();
     const limited = new RateLimitedLog(log, { burst: 1, windowMs: 1_000, clock });
     for (let i = 0; i < 5_000; i++) limited.log(`k${i}`, {}, "x");
     expect(lines).toHaveLength(5_000);
