@@ -17,6 +17,7 @@ export {
   RateLimitedLog,
   type RateLimitOptions,
 } from "./rate-limited-log.js";
+export { ServerLifecycle } from "./server-lifecycle.js";
 export {
   isValidPattern,
   isValidSubject,

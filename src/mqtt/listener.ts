@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { Counter, Logger } from "../core/index.js";
-import { errorMessage, LeafgateError } from "../core/index.js";
+import { errorMessage, LeafgateError, ServerLifecycle } from "../core/index.js";
 import type { Admission } from "./admission.js";
 import type { Broker } from "./broker.js";
 import { sourceAddress } from "./client-text.js";
@@ -53,6 +53,7 @@ export class MqttListener {
   readonly #tls: boolean;
   readonly #websocket: boolean;
   #wss: WebSocketServer | undefined;
+  readonly #lifecycle = new ServerLifecycle();
 
   constructor(broker: Broker, log: Logger, options: ListenerOptions = {}) {
     const { tls } = options;
@@ -260,15 +261,20 @@ export class MqttListener {
     return http;
   }
 
-  async listen(host: string, port: number): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen({ host, port }, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
-    const address = this.#server.address() as AddressInfo;
+  /**
+   * Starts accepting. An abort of `signal` stops accepting and destroys every connection
+   * (the gateway's backstop; its `stop` calls `stopAccepting` and `destroyAll` itself).
+   */
+  async listen(host: string, port: number, signal?: AbortSignal): Promise<AddressInfo> {
+    const address = await this.#lifecycle.listen(
+      this.#server,
+      { host, port },
+      () => {
+        void this.stopAccepting();
+        this.destroyAll();
+      },
+      signal,
+    );
     this.#log.info(
       { host: address.address, port: address.port, tls: this.#tls, websocket: this.#websocket },
       "mqtt listening",
@@ -283,6 +289,14 @@ export class MqttListener {
       if (!this.#server.listening) resolve();
       else this.#server.close(() => resolve());
     });
+  }
+
+  /**
+   * Resolves once the server has closed and its connections have ended (with an error the
+   * server hit, if any); at once when it never listened. Never rejects.
+   */
+  closed(): Promise<Error | undefined> {
+    return this.#lifecycle.closed();
   }
 
   /** Last resort after the drain deadline. */

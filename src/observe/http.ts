@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "../core/index.js";
+import { type Logger, ServerLifecycle } from "../core/index.js";
 
 export interface HttpSources {
   /** Prometheus text exposition. */
@@ -16,6 +16,7 @@ export interface HttpSources {
 export class HttpEndpoint {
   readonly #server: Server;
   readonly #log: Logger;
+  readonly #lifecycle = new ServerLifecycle();
 
   constructor(sources: HttpSources, log: Logger) {
     this.#log = log;
@@ -41,17 +42,24 @@ export class HttpEndpoint {
     this.#server.keepAliveTimeout = 1000;
   }
 
-  async listen(host: string, port: number): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
-    const address = this.#server.address() as AddressInfo;
+  /** Starts serving; an abort of `signal` closes the endpoint as `close` does. */
+  async listen(host: string, port: number, signal?: AbortSignal): Promise<AddressInfo> {
+    const address = await this.#lifecycle.listen(
+      this.#server,
+      { host, port },
+      () => void this.close(),
+      signal,
+    );
     this.#log.info({ host: address.address, port: address.port }, "http monitoring listening");
     return address;
+  }
+
+  /**
+   * Resolves once the server has closed (with an error it hit, if any); at once when it
+   * never listened. Never rejects.
+   */
+  closed(): Promise<Error | undefined> {
+    return this.#lifecycle.closed();
   }
 
   async close(): Promise<void> {
