@@ -55,9 +55,13 @@ export class OutboxMaintenance {
     });
   }
 
-  /** Starts the rounds, every `intervalMs` (default: from the shortest max_age). */
-  start(intervalMs?: number): void {
-    if (this.#timer !== undefined) return;
+  /**
+   * Starts the rounds, every `intervalMs` (default: from the shortest max_age), until
+   * `stop` or an abort of `signal`.
+   */
+  start(intervalMs?: number, signal?: AbortSignal): void {
+    if (this.#timer !== undefined || signal?.aborted) return;
+    signal?.addEventListener("abort", () => this.stop(), { once: true });
     this.#tasks.startDiskGuard();
     const shortest = Math.min(...this.#tasks.classes.map((c) => c.maxAgeMs));
     this.#everyMs =

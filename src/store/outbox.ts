@@ -92,6 +92,10 @@ export class Outbox implements OutboxReader {
   /** Forwarded rows whose delete failed (a full disk): deleted with the next ones. */
   #undeleted: IdRange[] = [];
   #closed = false;
+  #settleClosed: (err: Error | undefined) => void = () => {};
+  readonly #closedPromise = new Promise<Error | undefined>((resolve) => {
+    this.#settleClosed = resolve;
+  });
 
   constructor(db: Database.Database, options: OutboxOptions) {
     const { log, metrics } = options;
@@ -357,10 +361,10 @@ export class Outbox implements OutboxReader {
 
   /**
    * Starts periodic upkeep (OutboxMaintenance): every `intervalMs`, by default a tenth of
-   * the shortest max_age, 1 s to 60 s.
+   * the shortest max_age, 1 s to 60 s, until `close` or an abort of `signal`.
    */
-  startMaintenance(intervalMs?: number): void {
-    this.#maintenance.start(intervalMs);
+  startMaintenance(intervalMs?: number, signal?: AbortSignal): void {
+    this.#maintenance.start(intervalMs, signal);
   }
 
   /** One round of upkeep as of `now` (also called by tests). */
@@ -397,5 +401,11 @@ export class Outbox implements OutboxReader {
     this.#closed = true;
     this.#maintenance.stop();
     for (const listener of [...this.#listeners]) listener();
+    this.#settleClosed(undefined);
+  }
+
+  /** Resolves once `close` has run; never rejects. */
+  closed(): Promise<Error | undefined> {
+    return this.#closedPromise;
   }
 }
