@@ -47,6 +47,8 @@ export const STOP_DEADLINE_MS = 4_000;
  * next start, where the stream drops the repeats. Leaves the exit well inside 5 s.
  */
 const HUB_ACK_WAIT_MS = 2_000;
+/** Parts besides the MQTT listeners given the gateway's lifetime signal: outbox, upstream, HTTP. */
+const LIFETIME_PARTS = 3;
 
 export interface GatewayOptions {
   readonly config: LeafgateConfig;
@@ -129,6 +131,8 @@ export class Gateway {
   async #start(): Promise<void> {
     const { config, metrics } = this;
     const log = this.#log;
+    // The outbox's upkeep, upstream, HTTP, and each MQTT listener listen to the lifetime.
+    setMaxListeners(LIFETIME_PARTS + mqttListeners(config).length, this.#lifetime.signal);
 
     // 0. Every insecure choice is said once, with what to do, before anything opens.
     const securityLog = log.child({ part: "security" });
@@ -173,7 +177,7 @@ export class Gateway {
       metrics,
     });
     this.#outbox = outbox;
-    outbox.startMaintenance();
+    outbox.startMaintenance(undefined, this.#lifetime.signal);
     log.info(
       {
         dataDir: config.gateway.data_dir,
@@ -266,7 +270,7 @@ export class Gateway {
     for (const { host, port, transport } of mqttListeners(config)) {
       const listener = new MqttListener(broker, mqttLog, { ...transport, tlsHandshakeFailures });
       this.#listeners.push(listener);
-      this.#mqttAddresses.push(await listener.listen(host, port));
+      this.#mqttAddresses.push(await listener.listen(host, port, this.#lifetime.signal));
     }
 
     // 5. Serial devices (streaming or polled, as the profile says): each reopens by itself
@@ -293,7 +297,11 @@ export class Gateway {
         log.child({ part: "http" }),
       );
       this.#http = http;
-      this.#httpAddress = await http.listen(config.http.host, config.http.port);
+      this.#httpAddress = await http.listen(
+        config.http.host,
+        config.http.port,
+        this.#lifetime.signal,
+      );
     }
   }
 
@@ -379,8 +387,21 @@ export class Gateway {
       }
     }
     this.#lifetime.abort();
+    // Every part has ended by now; the signals were the backstop for one that had not.
+    await withDeadline(this.#allClosed(), remaining());
     this.#state = "stopped";
     this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
+  }
+
+  /** Resolves once every part that was started has ended; never rejects. */
+  async #allClosed(): Promise<void> {
+    await Promise.all([
+      ...this.#listeners.map((l) => l.closed()),
+      this.#http?.closed(),
+      ...this.#devices.map((d) => d.closed()),
+      this.#upstream?.closed(),
+      this.#outbox?.closed(),
+    ]);
   }
 
   /**
