@@ -57,19 +57,52 @@ async function takenPort(): Promise<{ port: number; release: () => Promise<void>
   return { port, release: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-describe("MqttListener lifecycle", () => {
+/** What the MQTT listener and the HTTP endpoint have in common. */
+interface ListeningPart {
+  listen(host: string, port: number, signal?: AbortSignal): Promise<{ port: number }>;
+  closed(): Promise<Error | undefined>;
+}
+
+const LISTENING_PARTS: readonly [string, () => ListeningPart][] = [
+  ["MqttListener", newListener],
+  ["HttpEndpoint", newEndpoint],
+];
+
+describe.each(LISTENING_PARTS)("%s lifecycle", (_name, make) => {
   it("an abort of its signal stops accepting and closes every connection; closed() resolves", async () => {
-    const listener = newListener();
+    const part = make();
     const stop = new AbortController();
-    const { port } = await listener.listen(LOOPBACK, 0, stop.signal);
+    const { port } = await part.listen(LOOPBACK, 0, stop.signal);
     const client = await dial(port);
     stop.abort();
     await client.closed;
-    await expect(listener.closed()).resolves.toBeUndefined();
+    await expect(part.closed()).resolves.toBeUndefined();
     expect(await connectError(port)).toBe("ECONNREFUSED");
   });
 
-  it("closed() resolves after stopAccepting and destroyAll, without a signal", async () => {
+  it("closed() resolves at once when it never listened; a listen on an aborted signal rejects", async () => {
+    const part = make();
+    await expect(part.closed()).resolves.toBeUndefined();
+    await expect(part.listen(LOOPBACK, 0, AbortSignal.abort())).rejects.toThrow(/abort/i);
+    await expect(part.closed()).resolves.toBeUndefined();
+  });
+
+  it("a listen that fails rejects, and closed() resolves with its error (never rejects)", async () => {
+    const taken = await takenPort();
+    try {
+      const part = make();
+      await expect(part.listen(LOOPBACK, taken.port)).rejects.toMatchObject({
+        code: "EADDRINUSE",
+      });
+      expect(await part.closed()).toMatchObject({ code: "EADDRINUSE" });
+    } finally {
+      await taken.release();
+    }
+  });
+});
+
+describe("the explicit stops settle closed() too", () => {
+  it("MqttListener: after stopAccepting and destroyAll, without a signal", async () => {
     const listener = newListener();
     const { port } = await listener.listen(LOOPBACK, 0);
     const client = await dial(port);
@@ -80,63 +113,14 @@ describe("MqttListener lifecycle", () => {
     await expect(listener.closed()).resolves.toBeUndefined();
   });
 
-  it("closed() resolves at once when it never listened; a listen on an aborted signal rejects", async () => {
-    const listener = newListener();
-    await expect(listener.closed()).resolves.toBeUndefined();
-    await expect(listener.listen(LOOPBACK, 0, AbortSignal.abort())).rejects.toThrow(/abort/i);
-    await expect(listener.closed()).resolves.toBeUndefined();
-  });
-
-  it("a listen that fails rejects, and closed() resolves with its error (never rejects)", async () => {
-    const taken = await takenPort();
-    try {
-      const listener = newListener();
-      await expect(listener.listen(LOOPBACK, taken.port)).rejects.toMatchObject({
-        code: "EADDRINUSE",
-      });
-      const err = await listener.closed();
-      expect(err).toMatchObject({ code: "EADDRINUSE" });
-    } finally {
-      await taken.release();
-    }
-  });
-});
-
-describe("HttpEndpoint lifecycle", () => {
-  it("an abort of its signal closes the endpoint and its connections; closed() resolves", async () => {
+  it("HttpEndpoint: after close(), with a request served before", async () => {
     const http = newEndpoint();
-    const stop = new AbortController();
-    const { port } = await http.listen(LOOPBACK, 0, stop.signal);
+    const { port } = await http.listen(LOOPBACK, 0);
     const res = await fetch(`http://${LOOPBACK}:${port}/healthz`);
     expect(res.status).toBe(200);
     await res.text();
-    const client = await dial(port);
-    stop.abort();
-    await client.closed;
-    await expect(http.closed()).resolves.toBeUndefined();
-    expect(await connectError(port)).toBe("ECONNREFUSED");
-  });
-
-  it("closed() resolves after close(), and at once when it never listened", async () => {
-    const never = newEndpoint();
-    await expect(never.closed()).resolves.toBeUndefined();
-    const http = newEndpoint();
-    await http.listen(LOOPBACK, 0);
     await http.close();
     await expect(http.closed()).resolves.toBeUndefined();
-  });
-
-  it("a listen that fails rejects, and closed() resolves with its error (never rejects)", async () => {
-    const taken = await takenPort();
-    try {
-      const http = newEndpoint();
-      await expect(http.listen(LOOPBACK, taken.port)).rejects.toMatchObject({
-        code: "EADDRINUSE",
-      });
-      expect(await http.closed()).toMatchObject({ code: "EADDRINUSE" });
-    } finally {
-      await taken.release();
-    }
   });
 });
 
