@@ -1,6 +1,7 @@
 // Modbus RTU end to end: a slave simulator on a socat pty <- ModbusDevice polling it through
 // the real serial library, publishing onto a real Bus this test subscribes to.
-// (ModbusDevice is built directly: the gateway does not pick it for Modbus profiles yet.)
+// (ModbusDevice is built directly, to reach its counters; serial-gateway-modbus.test.ts runs
+// it through the gateway, which picks it for Modbus profiles.)
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
