@@ -1,0 +1,19 @@
+export {
+  decodeHeaders,
+  encodeErr,
+  encodeHeaders,
+  encodeHmsg,
+  encodeInfo,
+  encodeMsg,
+  type NatsHeaders,
+  OK_FRAME,
+  PING_FRAME,
+  PONG_FRAME,
+} from "./encode.js";
+export { errText, NATS_VIOLATIONS, NatsProtocolError, type NatsViolation } from "./errors.js";
+export {
+  type ClientOp,
+  ClientParser,
+  DEFAULT_PARSER_LIMITS,
+  type ParserLimits,
+} from "./parser.js";
