@@ -93,6 +93,12 @@ export class Bus {
     return pending ?? DONE;
   }
 
+  /** True when a publish on literal `subject` would reach at least one subscriber. */
+  hasInterest(subject: string): boolean {
+    const match = this.#subs.match(subject);
+    return match.plain.length > 0 || match.queues.length > 0;
+  }
+
   get subscriptionCount(): number {
     return this.#subs.size;
   }

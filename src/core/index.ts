@@ -36,3 +36,4 @@ export {
   toSubject,
   toTopic,
 } from "./topic.js";
+export type { Transport, TransportHandler } from "./transport.js";
