@@ -1,4 +1,15 @@
 export {
+  DEFAULT_NATS_CONNECTION_OPTIONS,
+  NatsConnection,
+  type NatsConnectionOptions,
+  type NatsEnvelope,
+} from "./connection.js";
+export {
+  type ConnectOptions,
+  type NatsConnectionState,
+  parseConnect,
+} from "./connection-state.js";
+export {
   decodeHeaders,
   encodeErr,
   encodeHeaders,
@@ -11,6 +22,7 @@ export {
   PONG_FRAME,
 } from "./encode.js";
 export { errText, NATS_VIOLATIONS, NatsProtocolError, type NatsViolation } from "./errors.js";
+export { NatsListener } from "./listener.js";
 export {
   type ClientOp,
   ClientParser,
