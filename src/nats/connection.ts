@@ -85,7 +85,10 @@ interface ClientSub {
   max: number | undefined;
 }
 
-/** One NATS client on a Transport (see docs/nats.md). */
+/**
+ * One NATS client on a Transport: INFO on open, CONNECT first, then its ops onto the bus
+ * and the bus's messages back as MSG/HMSG with the client's sid.
+ */
 export class NatsConnection implements TransportHandler {
   readonly #transport: Transport;
   readonly #bus: Bus;
