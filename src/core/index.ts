@@ -18,6 +18,7 @@ export {
   type RateLimitOptions,
 } from "./rate-limited-log.js";
 export { ServerLifecycle } from "./server-lifecycle.js";
+export { attachSocket } from "./socket-events.js";
 export {
   isValidPattern,
   isValidSubject,

@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { Counter, Logger } from "../core/index.js";
-import { errorMessage, LeafgateError, ServerLifecycle } from "../core/index.js";
+import { attachSocket, errorMessage, LeafgateError, ServerLifecycle } from "../core/index.js";
 import type { Admission } from "./admission.js";
 import type { Broker } from "./broker.js";
 import { sourceAddress } from "./client-text.js";
@@ -67,30 +67,9 @@ export class MqttListener {
     const accept = (socket: Socket): void => {
       // Refused at admission (see #admitFirst), which runs first.
       if (socket.destroyed) return;
-      const cut = (): void => {
-        socket.destroy();
-      };
       this.#sockets.add(socket);
       const handler = broker.accept(socketTransport(socket, guard), this.#claim(socket));
-      socket.on(
-        "data",
-        guard.wrap("mqtt.socket-data", (chunk: Buffer) => handler.onData(chunk), cut),
-      );
-      socket.on(
-        "drain",
-        guard.wrap("mqtt.socket-drain", () => handler.onDrain(), cut),
-      );
-      socket.on(
-        "error",
-        guard.wrap("mqtt.socket-error", (err: Error) => handler.onClose(err), cut),
-      );
-      socket.on(
-        "close",
-        guard.wrap("mqtt.socket-close", () => {
-          this.#sockets.delete(socket);
-          handler.onClose();
-        }),
-      );
+      attachSocket(socket, handler, guard, "mqtt", () => this.#sockets.delete(socket));
     };
     const acceptGuarded = (socket: Socket): void =>
       guard.run(

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Bus, Guard, Logger, Transport } from "../core/index.js";
-import { ServerLifecycle } from "../core/index.js";
+import { attachSocket, ServerLifecycle } from "../core/index.js";
 import { NatsConnection, type NatsConnectionOptions } from "./connection.js";
 
 /** A socket that is done with but whose peer does not read is destroyed after this. */
@@ -45,43 +45,18 @@ export class NatsListener {
 
   constructor(bus: Bus, guard: Guard, log: Logger, options: NatsConnectionOptions) {
     this.#log = log;
-    // Socket events run under the guard: a bug reached from one client's bytes cuts that
-    // client's socket, never the process.
     const accept = (socket: Socket): void => {
-      const cut = (): void => {
-        socket.destroy();
-      };
       this.#sockets.add(socket);
-      const connection = new NatsConnection(
-        socketTransport(socket, guard),
-        bus,
-        this.#nextClientId++,
-        {
-          ...options,
-          log,
-        },
-      );
+      const transport = socketTransport(socket, guard);
+      const connection = new NatsConnection(transport, bus, this.#nextClientId++, {
+        ...options,
+        log,
+      });
       this.#connections.add(connection);
-      socket.on(
-        "data",
-        guard.wrap("nats.socket-data", (chunk: Buffer) => connection.onData(chunk), cut),
-      );
-      socket.on(
-        "drain",
-        guard.wrap("nats.socket-drain", () => connection.onDrain(), cut),
-      );
-      socket.on(
-        "error",
-        guard.wrap("nats.socket-error", (err: Error) => connection.onClose(err), cut),
-      );
-      socket.on(
-        "close",
-        guard.wrap("nats.socket-close", () => {
-          this.#sockets.delete(socket);
-          this.#connections.delete(connection);
-          connection.onClose();
-        }),
-      );
+      attachSocket(socket, connection, guard, "nats", () => {
+        this.#sockets.delete(socket);
+        this.#connections.delete(connection);
+      });
     };
     this.#server = createServer({ noDelay: true }, (socket) =>
       guard.run(
