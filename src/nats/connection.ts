@@ -48,8 +48,8 @@ export interface NatsConnectionOptions {
   readonly connectTimeoutMs: number;
   readonly clock?: Clock;
   readonly log?: Logger;
-  /** Hears of each slow consumer cut (a counter); called once per connection. */
-  readonly onSlowConsumer?: () => void;
+  /** Hears of each slow consumer cut (to count and log it); once per connection. */
+  readonly onSlowConsumer?: (remote: string) => void;
 }
 
 /** nats-server's defaults: 2 minutes, 2 PINGs out, 2 s auth timeout, 64 MiB pending. */
@@ -327,11 +327,7 @@ export class NatsConnection implements TransportHandler {
    * counts it; so do we, discarding what is queued.
    */
   #slowConsumer(): void {
-    this.#log?.warn(
-      { remote: this.#transport.remote, maxOutboundBytes: this.#options.maxOutboundBytes },
-      "nats slow consumer cut",
-    );
-    this.#options.onSlowConsumer?.();
+    this.#options.onSlowConsumer?.(this.#transport.remote);
     this.#release();
     this.#transport.destroy();
   }

@@ -1,8 +1,12 @@
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
-import type { Bus, Guard, Logger, Transport } from "../core/index.js";
-import { attachSocket, ServerLifecycle } from "../core/index.js";
+import type { Bus, Counter, Guard, Logger, Transport } from "../core/index.js";
+import { attachSocket, RateLimitedLog, ServerLifecycle } from "../core/index.js";
 import { NatsConnection, type NatsConnectionOptions } from "./connection.js";
+
+/** Slow consumer lines: this many per window, then one line saying how many were held back. */
+const SLOW_CONSUMER_LOG_BURST = 5;
+const SLOW_CONSUMER_LOG_WINDOW_MS = 60_000;
 
 /** A socket that is done with but whose peer does not read is destroyed after this. */
 const END_TIMEOUT_MS = 5_000;
@@ -43,14 +47,39 @@ export class NatsListener {
   /** nats-server numbers its clients from 1; nats.js shows it as `client_id`. */
   #nextClientId = 1;
 
-  constructor(bus: Bus, guard: Guard, log: Logger, options: NatsConnectionOptions) {
+  /**
+   * `slowConsumers` counts the clients cut for not reading (logged at most
+   * SLOW_CONSUMER_LOG_BURST a minute: many at once must not flood the log).
+   */
+  constructor(
+    bus: Bus,
+    guard: Guard,
+    log: Logger,
+    options: NatsConnectionOptions,
+    slowConsumers?: Counter,
+  ) {
     this.#log = log;
+    const slowLog = new RateLimitedLog(log, {
+      burst: SLOW_CONSUMER_LOG_BURST,
+      windowMs: SLOW_CONSUMER_LOG_WINDOW_MS,
+      level: "warn",
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
+    });
+    const onSlowConsumer = (remote: string): void => {
+      slowConsumers?.inc();
+      slowLog.log(
+        "slow-consumer",
+        { remote, maxOutboundBytes: options.maxOutboundBytes },
+        "nats slow consumer cut",
+      );
+    };
     const accept = (socket: Socket): void => {
       this.#sockets.add(socket);
       const transport = socketTransport(socket, guard);
       const connection = new NatsConnection(transport, bus, this.#nextClientId++, {
         ...options,
         log,
+        onSlowConsumer,
       });
       this.#connections.add(connection);
       attachSocket(socket, connection, guard, "nats", () => {
@@ -82,7 +111,7 @@ export class NatsListener {
     return address;
   }
 
-  /** Stops accepting; open connections stay until closed or destroyed. */
+  /** Stops accepting; resolves once the last open connection has closed too (net.Server). */
   stopAccepting(): Promise<void> {
     return new Promise((resolve) => {
       if (!this.#server.listening) resolve();
