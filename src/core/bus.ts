@@ -8,6 +8,11 @@ import { Sublist, type SublistEntry } from "./sublist.js";
  */
 export interface BusSubscriber {
   deliver(message: Envelope): Promise<void> | undefined;
+  /**
+   * Stores or forwards, never answers (the outbox): not counted by `hasInterest`, so a
+   * request only it takes still gets "no responders".
+   */
+  readonly passive?: boolean;
 }
 
 export interface BusSubscription {
@@ -93,10 +98,12 @@ export class Bus {
     return pending ?? DONE;
   }
 
-  /** True when a publish on literal `subject` would reach at least one subscriber. */
+  /** True when a publish on literal `subject` would reach a subscriber that may answer. */
   hasInterest(subject: string): boolean {
     const match = this.#subs.match(subject);
-    return match.plain.length > 0 || match.queues.length > 0;
+    if (match.queues.length > 0) return true;
+    for (const subscriber of match.plain) if (subscriber.passive !== true) return true;
+    return false;
   }
 
   get subscriptionCount(): number {

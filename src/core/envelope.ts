@@ -34,4 +34,9 @@ export interface Envelope {
   readonly expiresAtMs?: number;
   /** The MQTT client id that published it, for subscriptions with No Local. */
   readonly publisher?: string;
+  /**
+   * A request's reply subject (a NATS PUB's reply-to, or one `Replies` minted). An MQTT 5
+   * request carries `properties.responseTopic` instead: `Replies.replyTo` reads either.
+   */
+  readonly reply?: string;
 }

@@ -17,6 +17,7 @@ export {
   RateLimitedLog,
   type RateLimitOptions,
 } from "./rate-limited-log.js";
+export { Replies, type RepliesOptions, type RepliesStats } from "./replies.js";
 export { ServerLifecycle } from "./server-lifecycle.js";
 export { attachSocket } from "./socket-events.js";
 export {

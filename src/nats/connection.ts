@@ -25,8 +25,8 @@ import {
 import { errText, type NatsViolation } from "./errors.js";
 import { type ClientOp, ClientParser, DEFAULT_PARSER_LIMITS } from "./parser.js";
 
-/** A message on the bus as a NATS publish made it: the reply subject travels with it. */
-export type NatsEnvelope = Envelope & { readonly reply?: string };
+/** A message on the bus as a NATS publish made it (the reply subject is in `Envelope`). */
+export type NatsEnvelope = Envelope;
 
 export interface NatsConnectionOptions {
   readonly serverId: string;
