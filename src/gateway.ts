@@ -18,6 +18,7 @@ import {
   errorMessage,
   Guard,
   type Logger,
+  Replies,
 } from "./core/index.js";
 import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
@@ -47,6 +48,8 @@ export const STOP_DEADLINE_MS = 4_000;
  * next start, where the stream drops the repeats. Leaves the exit well inside 5 s.
  */
 const HUB_ACK_WAIT_MS = 2_000;
+/** Reply subjects: answers are routed to their requester, never exported. */
+const INBOX = "_INBOX.";
 /** Parts besides the MQTT listeners given the gateway's lifetime signal: outbox, upstream, HTTP. */
 const LIFETIME_PARTS = 3;
 
@@ -99,6 +102,7 @@ export class Gateway {
   #db: Database.Database | undefined;
   #outbox: Outbox | undefined;
   #upstream: Upstream | undefined;
+  #replies: Replies | undefined;
   #broker: Broker | undefined;
   #listeners: MqttListener[] = [];
   #devices: Device[] = [];
@@ -202,10 +206,23 @@ export class Gateway {
     });
 
     const outboxSink: BusSubscriber = {
-      // Imports from the hub are never sent back to it.
-      deliver: (m: Envelope) => (m.origin === "upstream" ? undefined : outbox.append(m)),
+      // Imports from the hub are never sent back to it, and answers to requests are
+      // routed to their requester, not stored.
+      deliver: (m: Envelope) =>
+        m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : outbox.append(m),
+      passive: true,
     };
     for (const pattern of config.upstream.export) bus.subscribe(pattern, outboxSink);
+    const repliesRefused = metrics.counter(
+      "leafgate_requests_unrouted_total",
+      "Requests whose answer could not be routed: requests.max_pending were already awaiting one",
+    );
+    this.#replies = new Replies({
+      bus,
+      maxRoutes: config.requests.max_pending,
+      ttlMs: config.requests.timeout,
+      onFull: () => repliesRefused.inc(),
+    });
 
     // 3. Upstream: starts dialing in the background; the hub may be down for hours.
     const upstream = new Upstream({

@@ -261,6 +261,14 @@ export const CONFIG_SCHEMA = obj({
     // Where profiles named by ports are looked up first (built-in ones come next).
     profiles_dir: nullable(filePath()),
   }),
+  // Request-reply across protocols and the uplink (see README "Request-reply").
+  requests: obj({
+    // How long an answer is awaited where the gateway routes it (an MQTT 5 request with
+    // correlation data, a hub request, a device command).
+    timeout: duration({ min: 1, default: "30s" }),
+    // Requests awaiting such a routed answer at once; past it they go unanswered (counted).
+    max_pending: int(1, BIG_COUNT_MAX, { default: 10_000 }),
+  }),
   http: obj({
     enabled: bool({ default: true }),
     host: str({ default: "127.0.0.1" }),

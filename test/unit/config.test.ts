@@ -111,6 +111,7 @@ const DEFAULTS: LeafgateConfig = {
     failed_login_window: 60_000,
   },
   serial: { ports: [], profiles_dir: null },
+  requests: { timeout: 30_000, max_pending: 10_000 },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
   log: { level: "info" },
 };
@@ -241,6 +242,7 @@ describe("loadConfig", () => {
       },
       authorization: DEFAULTS.authorization,
       serial: DEFAULTS.serial,
+      requests: DEFAULTS.requests,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
       log: { level: "debug" },
     });
