@@ -392,6 +392,7 @@ export class Gateway {
     await Promise.all(this.#devices.map((d) => d.closed()));
 
     this.#flushCommits();
+    this.#replies?.close();
     await this.#upstream?.stop(Math.min(remaining(), HUB_ACK_WAIT_MS));
     this.#outbox?.close();
     // Messages that reached offline sessions while the hub link drained.
