@@ -9,6 +9,7 @@ export {
 } from "./options.js";
 export type {
   BufferClassConfig,
+  ImportConfig,
   LeafgateConfig,
   ListenerConfig,
   PermissionRule,

@@ -66,8 +66,9 @@ export function authorizationOptions(c: LeafgateConfig) {
     users: a.users,
     defaultPermissions: a.default_permissions,
     allowAnonymous: c.mqtt.allow_anonymous,
-    // What the hub sends us is the hub's to write (see compilePermissions).
-    hubOnly: c.upstream.import,
+    // What the hub sends us is the hub's to write (see compilePermissions): the local
+    // subjects imports deliver on.
+    hubOnly: c.upstream.import.map((i) => i.local),
     failedLoginsPerAddress: a.failed_logins_per_address,
     failedLoginWindowMs: a.failed_login_window,
   };

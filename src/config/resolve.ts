@@ -1,3 +1,4 @@
+import { resolveImports } from "./imports.js";
 import { CONFIG_SCHEMA, type LeafgateConfig, type SchemaConfig } from "./schema.js";
 import { type ResolveContext, resolveNode } from "./schema-engine.js";
 
@@ -76,6 +77,12 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
       `${label("upstream")}: expected at most one of ${all}, got ${methods.join(", ")}`,
     );
   }
+  const imports = resolveImports(up.import, {
+    gatewayId: c?.gateway?.id,
+    mode: up.mode,
+    label,
+    problems,
+  });
   // With any problem the result is discarded, and its parts may be missing.
   if (c === undefined || problems.length > 0) return c as LeafgateConfig;
   const whole = c as SchemaConfig;
@@ -102,7 +109,7 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
       ...whole.upstream,
       prefix: sub(whole.upstream.prefix),
       export: whole.upstream.export.map(sub),
-      import: whole.upstream.import.map(sub),
+      import: imports,
     },
   };
 }

@@ -53,6 +53,12 @@ export type Def = Common &
         readonly optional?: boolean;
       }
     | {
+        /** A string, or a mapping that says more (an entry with a short form). */
+        readonly kind: "either";
+        readonly string: Extract<Def, { kind: "string" }>;
+        readonly object: Extract<Def, { kind: "object" }>;
+      }
+    | {
         readonly kind: "union";
         /** The key whose value picks the variant (`type`). */
         readonly key: string;
@@ -126,6 +132,12 @@ export const union = <
     >],
     Has<O>
   >;
+/** A string (its short form) or a mapping of known keys (its long form). */
+export const stringOr = <M extends Node<unknown, boolean, ObjectDef>, O extends Opts>(
+  string: Node<string, boolean>,
+  object: M,
+  o: O = {} as O,
+) => ({ kind: "either", string, object, ...o }) as Node<string | Infer<M>, Has<O>>;
 /** `null` is a value of its own (usually "use the fallback"), and the default. */
 export const nullable = <T, D extends Def>(node: Node<T, boolean, D>) =>
   ({ ...node, nullable: true, default: null }) as Node<T | null, true, D>;
@@ -172,6 +184,7 @@ const EXPECTED: { [K in Def["kind"]]: (node: Extract<Def, { kind: K }>) => strin
   path: () => "a path",
   list: () => "a list",
   object: () => "a mapping",
+  either: (n) => `${expectedOf(n.string)} or ${expectedOf(n.object)}`,
   union: (n) => `a mapping with ${n.key}: ${Object.keys(n.variants).join(", ")}`,
 };
 export const expectedOf = (node: Def): string =>
@@ -293,6 +306,9 @@ export function resolveNode(
         return undefined;
       });
     }
+    case "either":
+      if (typeof raw === "string") return resolveNode(node.string, raw, at, cx, fromDefault);
+      return isMapping(raw) ? resolveNode(node.object, raw, at, cx, fromDefault) : fail();
     case "union": {
       if (!isMapping(raw)) return fail();
       const tag = raw[node.key];
@@ -347,6 +363,8 @@ export function toFileShape(node: Def, v: unknown): unknown {
       return node.rule?.mask ? node.rule.mask(v as string) : v;
     case "list":
       return (v as readonly unknown[]).map((item) => toFileShape(node.of, item));
+    case "either":
+      return toFileShape(typeof v === "string" ? node.string : node.object, v);
     case "union": {
       const tag = (v as Record<string, unknown>)[node.key] as string;
       const variant = node.variants[tag];

@@ -15,6 +15,7 @@ import {
   type StringRule,
   size,
   str,
+  stringOr,
 } from "./schema-engine.js";
 import { maskUrls } from "./secrets.js";
 
@@ -78,6 +79,27 @@ const SUBJECT: StringRule = { expected: "a subject without wildcards", test: isV
 
 /** One subject token from a host name: `pi.local` → `pi-local`. */
 const sanitizeId = (hostname: string): string => hostname.replace(/[.\s*>]/g, "-");
+
+/** A JetStream stream or consumer name: one token, and no path separator (a file name on the hub). */
+export const JETSTREAM_NAME: StringRule = {
+  expected: 'a JetStream name (no ".", "*", ">", "/", "\\" or whitespace)',
+  test: (s) => isValidToken(s) && !/[/\\*>]/.test(s),
+};
+/**
+ * An `upstream.import` entry: a hub subject pattern (a core subscription, delivered on the
+ * same subject), or a mapping (`local` maps it, `durable` makes it a JetStream consumer).
+ * The rules between its keys are checked in imports.ts; docs/upstream.md, "Imports".
+ */
+const IMPORT = stringOr(
+  str({ rule: PATTERN }),
+  obj({
+    subject: str({ rule: PATTERN, required: "the hub subject pattern to import" }),
+    local: str({ rule: PATTERN }),
+    durable: str({ rule: JETSTREAM_NAME }),
+    stream: str({ rule: JETSTREAM_NAME }),
+  }),
+  { expected: "a NATS subject pattern, or a mapping with subject (and local, durable, stream)" },
+);
 
 /** A subject pattern that may hold %u (user name) and %c (client id) tokens. */
 const PERMISSION_PATTERN: StringRule = {
@@ -179,7 +201,7 @@ export const CONFIG_SCHEMA = obj({
     // {gateway} is replaced in prefix, export and import.
     prefix: str({ rule: SUBJECT, default: "edge.{gateway}" }),
     export: list(str({ rule: PATTERN }), { default: [">"] }),
-    import: list(str({ rule: PATTERN }), { default: ["cmd.{gateway}.>"] }),
+    import: list(IMPORT, { default: ["cmd.{gateway}.>"] }),
     user: str(),
     password: str({ secret: true }),
     token: str({ secret: true }),
@@ -294,8 +316,22 @@ export type LeafgateConfig = Override<
   {
     readonly mqtt: Override<Raw["mqtt"], { readonly allow_anonymous: boolean }>;
     readonly buffer: Override<Raw["buffer"], { readonly classes: readonly BufferClassConfig[] }>;
+    readonly upstream: Override<Raw["upstream"], { readonly import: readonly ImportConfig[] }>;
   }
 >;
+
+/**
+ * An `upstream.import` entry in its long form, `{gateway}` substituted: hub `subject`
+ * delivered on `local` (the same subject unless mapped); `durable` null: a core subscription.
+ */
+export interface ImportConfig {
+  readonly subject: string;
+  readonly local: string;
+  /** The JetStream durable consumer's name; null for a core subscription. */
+  readonly durable: string | null;
+  /** The stream the durable reads; null: the one whose subjects cover `subject`. */
+  readonly stream: string | null;
+}
 
 /** A priority class, its `on_full` resolved; limits left null fall back to the buffer's. */
 export type BufferClassConfig = Override<

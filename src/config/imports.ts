@@ -1,0 +1,103 @@
+import type { ImportConfig } from "./schema.js";
+import { JETSTREAM_NAME } from "./schema.js";
+
+/** An `upstream.import` entry as the schema resolved it: the short or the long form. */
+type ImportEntry =
+  | string
+  | {
+      readonly subject?: string;
+      readonly local?: string;
+      readonly durable?: string;
+      readonly stream?: string;
+    }
+  | undefined;
+
+export interface ImportRules {
+  readonly gatewayId: string | undefined;
+  readonly mode: "jetstream" | "core" | undefined;
+  /** The name a problem at a path is reported under. */
+  readonly label: (at: string) => string;
+  readonly problems: string[];
+}
+
+/** The wildcard tokens of a pattern, in order (`cmd.*.x.>` → `*`, `>`). */
+const wildcards = (pattern: string): string[] =>
+  pattern.split(".").filter((t) => t === "*" || t === ">");
+
+const shown = (w: readonly string[]): string => (w.length === 0 ? "none" : w.join(" "));
+
+/**
+ * `upstream.import` in its long form with `{gateway}` substituted, after the rules
+ * between an entry's keys (pushed onto `problems`, each with its fix):
+ * - `local` has the wildcards of `subject` in the same order, since the hub tokens they
+ *   match fill the local pattern's (`cmd.gw1.>` → `devices.>`);
+ * - `stream` only with `durable`; `durable` only with `upstream.mode: jetstream`;
+ * - a durable consumer's name holds the gateway's id (`{gateway}`), so two gateways never
+ *   share one (they would split its messages), and no two entries name the same one.
+ */
+export function resolveImports(
+  entries: readonly ImportEntry[] | undefined,
+  rules: ImportRules,
+): ImportConfig[] {
+  const { gatewayId, label, problems } = rules;
+  const sub = (s: string): string =>
+    gatewayId === undefined ? s : s.replaceAll("{gateway}", gatewayId);
+  const out: ImportConfig[] = [];
+  const durables = new Map<string, number>();
+  for (const [i, entry] of (entries ?? []).entries()) {
+    const at = (key: string): string => label(`upstream.import[${i}].${key}`);
+    if (entry === undefined) continue;
+    if (typeof entry === "string") {
+      out.push({ subject: sub(entry), local: sub(entry), durable: null, stream: null });
+      continue;
+    }
+    if (entry.subject === undefined) continue;
+    const subject = sub(entry.subject);
+    const local = entry.local === undefined ? subject : sub(entry.local);
+    const want = wildcards(subject);
+    const got = wildcards(local);
+    if (want.join(" ") !== got.join(" ")) {
+      problems.push(
+        `${at("local")}: expected a pattern with the wildcards of subject in the same order ` +
+          `(${shown(want)}), got "${entry.local}" (${shown(got)}); the hub tokens they match ` +
+          `fill the local pattern's, as in subject "cmd.{gateway}.>" with local "devices.>"`,
+      );
+    }
+    if (entry.stream !== undefined && entry.durable === undefined) {
+      problems.push(
+        `${at("stream")}: set without durable; only a durable import reads a stream: ` +
+          `add durable (a consumer name holding {gateway}) or remove stream`,
+      );
+    }
+    let durable: string | null = null;
+    if (entry.durable !== undefined) {
+      durable = sub(entry.durable);
+      if (rules.mode === "core") {
+        problems.push(
+          `${at("durable")}: a durable import needs JetStream on the hub, but upstream.mode ` +
+            "is core; set upstream.mode: jetstream, or remove durable for a core subscription",
+        );
+      }
+      if (gatewayId !== undefined && !durable.includes(gatewayId)) {
+        problems.push(
+          `${at("durable")}: expected a consumer name holding {gateway}, got "${entry.durable}"; ` +
+            "gateways sharing a durable consumer would split its messages between them: " +
+            `write "${entry.durable}-{gateway}"`,
+        );
+      } else if (!JETSTREAM_NAME.test(durable)) {
+        problems.push(
+          `${at("durable")}: "${durable}" (with {gateway} substituted) is not ${JETSTREAM_NAME.expected}`,
+        );
+      }
+      const first = durables.get(durable);
+      if (first !== undefined) {
+        problems.push(
+          `${at("durable")}: "${durable}" is upstream.import[${first}].durable too; ` +
+            "each durable import needs a consumer of its own",
+        );
+      } else durables.set(durable, i);
+    }
+    out.push({ subject, local, durable, stream: entry.stream ?? null });
+  }
+  return out;
+}
