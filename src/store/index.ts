@@ -13,6 +13,7 @@ export {
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { DATABASE_FILE } from "./file-modes.js";
+export { ImportCursors, type ImportStream } from "./import-cursors.js";
 export { Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
 export type { OutboxRow } from "./outbox-table.js";
 export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";

@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import { pragma } from "./statements.js";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 /**
  * What a queued-message row of the session store counts for besides its client id and
@@ -123,8 +123,29 @@ const SCHEMA_V5 = `
   ALTER TABLE mqtt_session ADD COLUMN owner TEXT;
 `;
 
+/**
+ * v6: durable imports. Per JetStream consumer, the last stream sequence delivered onto the
+ * bus, so a redelivery is acked without delivering again; it belongs to the stream as it
+ * was created then (a stream deleted and made again numbers from 1 anew).
+ */
+const SCHEMA_V6 = `
+  CREATE TABLE import_cursor (
+    consumer TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    stream_created TEXT NOT NULL,
+    last_seq INTEGER NOT NULL
+  );
+`;
+
 /** Schema steps by the version they produce. */
-const MIGRATIONS: readonly string[] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: readonly string[] = [
+  SCHEMA_V1,
+  SCHEMA_V2,
+  SCHEMA_V3,
+  SCHEMA_V4,
+  SCHEMA_V5,
+  SCHEMA_V6,
+];
 
 /** Brings the schema up to SCHEMA_VERSION; refuses a file from a newer leafgate. */
 export function migrate(db: Database.Database): void {
