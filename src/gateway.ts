@@ -32,6 +32,7 @@ import {
 import {
   capDatabaseFile,
   closeDatabase,
+  ImportCursors,
   Outbox,
   openDatabase,
   RetainedStore,
@@ -217,12 +218,13 @@ export class Gateway {
       "leafgate_requests_unrouted_total",
       "Requests whose answer could not be routed: requests.max_pending were already awaiting one",
     );
-    this.#replies = new Replies({
+    const replies = new Replies({
       bus,
       maxRoutes: config.requests.max_pending,
       ttlMs: config.requests.timeout,
       onFull: () => repliesRefused.inc(),
     });
+    this.#replies = replies;
 
     // 3. Upstream: starts dialing in the background; the hub may be down for hours.
     const upstream = new Upstream({
@@ -232,6 +234,9 @@ export class Gateway {
       bus,
       log: log.child({ part: "upstream" }),
       metrics,
+      // Hub requests are answered through it; durable imports record deliveries in it.
+      replies,
+      importCursors: new ImportCursors(db),
       ...(this.#dial ? { dial: this.#dial } : {}),
     });
     this.#upstream = upstream;

@@ -6,7 +6,17 @@ export interface UpstreamMetrics {
   readonly connected: Gauge;
   readonly forwarder: ForwarderMetrics;
   readonly reconciled: Counter;
+  readonly imports: ImportMetrics;
+}
+
+/** What imports count. */
+export interface ImportMetrics {
+  /** By kind: core, durable. */
   readonly imported: Counter;
+  /** Durable deliveries at or below the recorded sequence: acked, not delivered again. */
+  readonly redelivered: Counter;
+  /** Answers to hub requests, by result: sent, dropped, no_responders. */
+  readonly replies: Counter;
 }
 
 /** Registers the hub link's metrics; `onForwarded` hears of every row the hub took. */
@@ -51,9 +61,19 @@ export function upstreamMetrics(
       "leafgate_upstream_reconciled_total",
       "Rows older than the duplicate window found already stored in the stream, not resent",
     ),
-    imported: metrics.counter(
-      "leafgate_upstream_imported_total",
-      "Messages received from the hub and delivered onto the bus",
-    ),
+    imports: {
+      imported: metrics.counter(
+        "leafgate_upstream_imported_total",
+        "Messages received from the hub and delivered onto the bus, by kind of import (core, durable)",
+      ),
+      redelivered: metrics.counter(
+        "leafgate_upstream_import_redelivered_total",
+        "Messages a durable import's consumer delivered again after they were delivered locally: acked, not delivered twice",
+      ),
+      replies: metrics.counter(
+        "leafgate_upstream_replies_total",
+        "Answers to hub requests: sent to the hub, dropped (no hub link when the answer came, or refused), no_responders (nobody local serves the subject)",
+      ),
+    },
   };
 }

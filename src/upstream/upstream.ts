@@ -1,13 +1,14 @@
 import { type ConnectionOptions, connect, type NatsConnection } from "@nats-io/transport-node";
 import { maskUrls } from "../config/index.js";
-import type { Bus, Clock, Logger, Metrics } from "../core/index.js";
+import type { Bus, Clock, Logger, Metrics, Replies } from "../core/index.js";
 import { errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
-import type { Outbox } from "../store/index.js";
+import type { ImportCursors, Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
 import { connectOptions, dialOptions } from "./connect-options.js";
 import { reportDrainProgress } from "./drain-progress.js";
+import { type DurableImportConfig, runDurableImport } from "./durable-import.js";
 import { CoreForwarder, type Forwarder, JetStreamForwarder } from "./forwarder.js";
-import { subscribeImports } from "./imports.js";
+import { type ImportContext, subscribeCoreImports } from "./imports.js";
 import { reconcile } from "./reconcile.js";
 import { sleep } from "./sleep.js";
 import { checkStream } from "./stream-check.js";
@@ -28,6 +29,9 @@ const LINK_LOG_INTERVAL_MS = 60_000;
 const LINK_LOG_BURST = 1;
 /** Kept back from the stop deadline for closing the connection after the acks settle. */
 const CLOSE_MARGIN_MS = 200;
+/** Import warnings input can cause (failed deliveries, refused answers): per kind, a minute. */
+const IMPORT_LOG_INTERVAL_MS = 60_000;
+const IMPORT_LOG_BURST = 1;
 
 /** Opens a hub connection; a seam so tests can fail dialing without a network. */
 export type Dialer = (options: ConnectionOptions) => Promise<NatsConnection>;
@@ -62,6 +66,10 @@ export interface UpstreamOptions {
   readonly bus: Bus;
   readonly log: Logger;
   readonly metrics: Metrics;
+  /** Routes local answers back to hub requests (the gateway's one `Replies`). */
+  readonly replies: Replies;
+  /** Durable imports' delivered sequences. */
+  readonly importCursors: ImportCursors;
   readonly dial?: Dialer;
   /** Backoff waits, stream rechecks, log windows and the stop deadline run on it. */
   readonly clock?: Clock;
@@ -83,6 +91,7 @@ export class Upstream {
   readonly #metrics: UpstreamMetrics;
   readonly #connectOptions: ConnectionOptions;
   readonly #rate: RateCap;
+  readonly #imports: ImportContext;
   #status: UpstreamStatus = {
     state: "idle",
     server: undefined,
@@ -115,6 +124,20 @@ export class Upstream {
     this.#metrics = upstreamMetrics(options.metrics, (rows) => {
       this.#forwardedTotal += rows;
     });
+    const { bus, log, replies } = options;
+    this.#imports = {
+      bus,
+      log,
+      warn: new RateLimitedLog(log, {
+        burst: IMPORT_LOG_BURST,
+        windowMs: IMPORT_LOG_INTERVAL_MS,
+        clock: this.#clock,
+      }),
+      clock: this.#clock,
+      metrics: this.#metrics.imports,
+      replies,
+      hub: () => this.#nc,
+    };
   }
 
   /**
@@ -247,7 +270,10 @@ export class Upstream {
     }
   }
 
-  /** One connection's life: imports, stream check, forwarding. */
+  /**
+   * One connection's life: imports (core subscriptions made anew on each connection,
+   * durable consumers read for as long as it lasts), stream check, forwarding.
+   */
   async #session(nc: NatsConnection, server: string, stopSignal: AbortSignal): Promise<void> {
     const session = new AbortController();
     const end = (): void => session.abort();
@@ -256,10 +282,19 @@ export class Upstream {
       if (err) this.#failed(err);
       end();
     });
+    const { config, gatewayId, outbox, log } = this.#options;
+    subscribeCoreImports(nc, config.import, this.#imports);
+    const durables = config.import
+      .filter((i): i is DurableImportConfig => i.durable !== null)
+      .map((entry) =>
+        runDurableImport(
+          nc,
+          entry,
+          { ...this.#imports, cursors: this.#options.importCursors, domain: config.domain },
+          session.signal,
+        ),
+      );
     try {
-      const { config, gatewayId, outbox, bus, log } = this.#options;
-      const { imported } = this.#metrics;
-      subscribeImports(nc, { patterns: config.import, bus, log, imported, clock: this.#clock });
       if (config.mode === "jetstream") await this.#awaitStream(nc, server, session.signal);
       if (session.signal.aborted) return;
       const { stream, lastError } = this.#status;
@@ -292,6 +327,9 @@ export class Upstream {
         this.#unacknowledged = this.#forwarder.unacknowledged();
       }
     } finally {
+      // However forwarding ended, the durable imports end with the session.
+      end();
+      await Promise.all(durables);
       stopSignal.removeEventListener("abort", end);
     }
   }

@@ -2,9 +2,9 @@
 // real outbox on a temp SQLite file.
 import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { Bus, ManualClock, silentLogger } from "../../src/core/index.js";
+import { Bus, ManualClock, Replies, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, Outbox, openDatabase } from "../../src/store/index.js";
+import { closeDatabase, ImportCursors, Outbox, openDatabase } from "../../src/store/index.js";
 import {
   backoffDelayMs,
   type Dialer,
@@ -53,13 +53,16 @@ describe("Upstream supervisor", () => {
     });
     cleanups.push(() => closeDatabase(db));
     const clock = new ManualClock();
+    const bus = new Bus();
     const upstream = new Upstream({
       config: { ...CONFIG, ...config },
       gatewayId: "gw1",
       outbox,
-      bus: new Bus(),
+      bus,
       log: silentLogger,
       metrics,
+      replies: new Replies({ bus, maxRoutes: 16, ttlMs: 1000, clock }),
+      importCursors: new ImportCursors(db),
       dial,
       clock,
       // The middle of the jitter: backoff delays are exactly 100, 200, 400… ms.
