@@ -15,6 +15,7 @@ import type { ImportMetrics } from "./upstream-metrics.js";
 
 /** nats-server's answer to a request nobody serves: an empty message with this status. */
 const NO_RESPONDERS_STATUS = 503;
+const NO_RESPONDERS_DESCRIPTION = "No Responders";
 
 /** What every import needs, whichever kind. */
 export interface ImportContext {
@@ -114,7 +115,9 @@ export function subscribeCoreImports(
 function answerNoResponders(nc: NatsConnection, hubReply: string, cx: ImportContext): void {
   cx.metrics.replies.inc({ result: "no_responders" });
   try {
-    nc.publish(hubReply, Empty, { headers: natsHeaders(NO_RESPONDERS_STATUS) });
+    nc.publish(hubReply, Empty, {
+      headers: natsHeaders(NO_RESPONDERS_STATUS, NO_RESPONDERS_DESCRIPTION),
+    });
   } catch {
     // The link is gone: the requester times out, as it would with no link at all.
   }

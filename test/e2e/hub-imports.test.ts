@@ -1,0 +1,286 @@
+// Imports from the hub into a running gateway (docs/upstream.md, "Imports"), with a real
+// nats-server (JetStream) as the hub, its own nats.js client, and mqtt.js on the edge:
+// - a durable import delivers commands queued on the hub while the gateway was stopped to
+//   a persistent MQTT session, each once and in order, and a later restart delivers none
+//   again; a redelivery of a command already delivered is acked only;
+// - a plain import is subscribed again after the hub restarts;
+// - a hub request is answered by a local MQTT 5 responder, directly and through a `local`
+//   mapping; one nobody local serves gets "no responders" at once.
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type NatsConnection, RequestError } from "@nats-io/transport-node";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { describe, expect } from "vitest";
+import { loadConfig } from "../../src/config/index.js";
+import { silentLogger } from "../../src/core/index.js";
+import { Gateway } from "../../src/gateway.js";
+import { closeDatabase, ImportCursors, openDatabase } from "../../src/store/index.js";
+import type { UpstreamInput } from "../helpers/config.js";
+import { type Defer, it } from "../helpers/fixtures.js";
+import { connectMqttJs } from "../helpers/mqtt.js";
+import { createStream } from "../helpers/nats-server.js";
+import { waitFor } from "../helpers/wait.js";
+
+const CMDS = "CMDS";
+const DURABLE = "cmds-gw1";
+const COMMANDS = 20;
+
+/** Starts a gateway on `file` (again: the same data dir), stopped after the test. */
+async function runGateway(file: string, defer: Defer): Promise<Gateway> {
+  const config = loadConfig({ file, env: {}, hostname: "test-host" });
+  const gateway = new Gateway({ config, log: silentLogger });
+  defer(() => gateway.stop());
+  await gateway.start();
+  return gateway;
+}
+
+const mqttPort = (gw: Gateway): number => gw.addresses().mqtt[0]!.port;
+
+/** A persistent session's client: every message it is given, as `topic payload`. */
+function sessionClient(port: number, received: string[], options: IClientOptions = {}) {
+  const client = mqtt.connect({
+    host: "127.0.0.1",
+    port,
+    clientId: "commands",
+    clean: false,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    ...options,
+  });
+  client.on("message", (topic, payload) => received.push(`${topic} ${payload.toString()}`));
+  return client;
+}
+
+async function connected(client: MqttClient): Promise<MqttClient> {
+  if (client.connected) return client;
+  await new Promise<void>((resolve, reject) => {
+    client.once("connect", () => resolve());
+    client.once("error", reject);
+  });
+  return client;
+}
+
+async function consumerInfo(nc: NatsConnection) {
+  return (await jetstreamManager(nc)).consumers.info(CMDS, DURABLE);
+}
+
+/** Publishes commands `from`..`to` into the stream (acked by JetStream). */
+async function queueCommands(nc: NatsConnection, from: number, to: number): Promise<string[]> {
+  const js = jetstream(nc);
+  const expected: string[] = [];
+  for (let i = from; i <= to; i++) {
+    await js.publish(`cmd.gw1.dev-${i % 3}.set`, `command-${i}`);
+    expected.push(`cmd/gw1/dev-${i % 3}/set command-${i}`);
+  }
+  return expected;
+}
+
+describe("durable imports", () => {
+  const durableUpstream = (hubUrl: string, stream: string): UpstreamInput => ({
+    servers: [hubUrl],
+    stream,
+    reconnect_delay_max: "200ms",
+    import: [{ subject: "cmd.{gateway}.>", durable: "cmds-{gateway}", stream: CMDS }],
+  });
+
+  it("deliver commands queued while the gateway was stopped to a persistent session, once each, in order, across restarts", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    await createStream(nc, CMDS, ["cmd.>"]);
+    const { file } = gateway.writeConfig({ upstream: durableUpstream(hub.url, stream) });
+
+    // Running once makes the consumer; the subscriber's session is made then too.
+    const first = await runGateway(file, defer);
+    await waitFor(() => consumerInfo(nc));
+    const received: string[] = [];
+    const subscriber = await connected(sessionClient(mqttPort(first), received));
+    await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
+    await subscriber.endAsync();
+    await first.stop();
+
+    const expected = await queueCommands(nc, 1, COMMANDS);
+    const second = await runGateway(file, defer);
+    // Every command was delivered into the offline session and acked, one after another.
+    await waitFor(async () => {
+      const info = await consumerInfo(nc);
+      return info.ack_floor.stream_seq === COMMANDS && info.num_ack_pending === 0;
+    });
+    expect((await consumerInfo(nc)).ack_floor.stream_seq).toBe(COMMANDS);
+    const { metrics } = second;
+    expect(metrics.value("leafgate_upstream_imported_total", { kind: "durable" })).toBe(COMMANDS);
+    expect(metrics.value("leafgate_upstream_import_redelivered_total")).toBe(0);
+
+    const back = sessionClient(mqttPort(second), received);
+    defer(() => back.endAsync());
+    await waitFor(() => received.length >= COMMANDS);
+    await back.endAsync();
+    expect(received).toEqual(expected);
+    await second.stop();
+
+    // Started again: nothing is delivered twice; a command queued now comes, once.
+    const third = await runGateway(file, defer);
+    const again = sessionClient(mqttPort(third), received);
+    defer(() => again.endAsync());
+    await connected(again);
+    expected.push(...(await queueCommands(nc, COMMANDS + 1, COMMANDS + 1)));
+    await waitFor(() => received.length >= COMMANDS + 1);
+    await waitFor(async () => (await consumerInfo(nc)).ack_floor.stream_seq === COMMANDS + 1);
+    expect(received).toEqual(expected);
+    expect(third.metrics.value("leafgate_upstream_imported_total", { kind: "durable" })).toBe(1);
+    expect(third.metrics.value("leafgate_upstream_import_redelivered_total")).toBe(0);
+  });
+
+  it("ack a redelivered command the gateway recorded as delivered without delivering it again", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    const info = await createStream(nc, CMDS, ["cmd.>"]);
+    const { file } = gateway.writeConfig({ upstream: durableUpstream(hub.url, stream) });
+    const first = await runGateway(file, defer);
+    await waitFor(() => consumerInfo(nc));
+    const received: string[] = [];
+    const subscriber = await connected(sessionClient(mqttPort(first), received));
+    await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
+    await subscriber.endAsync();
+    await first.stop();
+
+    // Five queued; the first three delivered and recorded by a gateway that then died
+    // before its acks reached the hub: the consumer delivers them again.
+    const expected = await queueCommands(nc, 1, 5);
+    const db = openDatabase(first.config.gateway.data_dir, "normal");
+    new ImportCursors(db).record(DURABLE, { stream: CMDS, created: info.created }, 3);
+    closeDatabase(db);
+
+    const second = await runGateway(file, defer);
+    await waitFor(async () => (await consumerInfo(nc)).ack_floor.stream_seq === 5);
+    const { metrics } = second;
+    expect(metrics.value("leafgate_upstream_import_redelivered_total")).toBe(3);
+    expect(metrics.value("leafgate_upstream_imported_total", { kind: "durable" })).toBe(2);
+    const back = sessionClient(mqttPort(second), received);
+    defer(() => back.endAsync());
+    await waitFor(() => received.length >= 2);
+    await back.endAsync();
+    expect(received).toEqual(expected.slice(3));
+  });
+});
+
+describe("plain imports", () => {
+  it("are subscribed again after the hub restarts", async ({ hub, nc, edgeGateway }) => {
+    // The default import: the pattern string "cmd.{gateway}.>".
+    const gw = await edgeGateway({ upstream: { reconnect_delay_max: "200ms" } });
+    const received: string[] = [];
+    const client = await connectMqttJs(gw.mqttPort);
+    client.on("message", (topic, payload) => received.push(`${topic} ${payload.toString()}`));
+    await client.subscribeAsync("cmd/gw1/#", { qos: 1 });
+
+    // Probes until one arrives: the gateway's subscription is in place on the hub.
+    const probe = async (tag: string) => {
+      let n = 0;
+      await waitFor(
+        async () => {
+          nc.publish(`cmd.gw1.probe.${tag}`, String(n++));
+          await nc.flush();
+          return received.some((r) => r.startsWith(`cmd/gw1/probe/${tag} `));
+        },
+        { intervalMs: 100, timeoutMs: 20_000 },
+      );
+    };
+    await probe("before");
+    nc.publish("cmd.gw1.lamp", "on");
+    await waitFor(() => received.includes("cmd/gw1/lamp on"));
+
+    await hub.restart();
+    await probe("after");
+    nc.publish("cmd.gw1.lamp", "off");
+    await nc.flush();
+    await waitFor(() => received.includes("cmd/gw1/lamp off"));
+    expect(received.filter((r) => r.startsWith("cmd/gw1/lamp "))).toEqual([
+      "cmd/gw1/lamp on",
+      "cmd/gw1/lamp off",
+    ]);
+    expect(gw.gateway.metrics.value("leafgate_upstream_imported_total", { kind: "core" })).toBe(
+      received.length,
+    );
+    await client.endAsync();
+  });
+});
+
+describe("hub requests", () => {
+  /** A hub request, retried until the gateway's subscription is in place on the hub. */
+  const request = (nc: NatsConnection, subject: string, data: string) =>
+    waitFor(() => nc.request(subject, data, { timeout: 5_000 }), { timeoutMs: 20_000 });
+
+  /** An MQTT 5 client that answers each request on its response topic. */
+  async function responder(port: number, filter: string): Promise<MqttClient> {
+    const client = await connectMqttJs(port, { protocolVersion: 5 });
+    client.on("message", (topic, payload, packet) => {
+      const responseTopic = packet.properties?.responseTopic;
+      if (responseTopic === undefined) return;
+      client.publish(responseTopic, `${topic}: ${payload.toString()} done`, {
+        qos: 1,
+        properties: { userProperties: { answered: "mqtt5" } },
+      });
+    });
+    await client.subscribeAsync(filter, { qos: 1 });
+    return client;
+  }
+
+  // Both need the MQTT adapter to give a v5 subscriber an envelope's `reply` as its
+  // Response Topic (issue 12's cross-protocol part, not on main yet): unskip with it.
+  it.skip("are answered by a local MQTT 5 responder on the response topic it is given", async ({
+    nc,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway();
+    const client = await responder(gw.mqttPort, "cmd/gw1/+/read");
+    const answer = await request(nc, "cmd.gw1.air-1.read", "pm25");
+    expect(answer.string()).toBe("cmd/gw1/air-1/read: pm25 done");
+    expect(answer.headers?.get("answered")).toBe("mqtt5");
+    expect(gw.gateway.metrics.value("leafgate_upstream_replies_total", { result: "sent" })).toBe(1);
+    await client.endAsync();
+  });
+
+  it.skip("are answered by a local responder through a local mapping", async ({
+    nc,
+    edgeGateway,
+  }) => {
+    const gw = await edgeGateway({
+      upstream: { import: [{ subject: "cmd.{gateway}.devices.>", local: "devices.>" }] },
+    });
+    const client = await responder(gw.mqttPort, "devices/+/cmd/read");
+    const answer = await request(nc, "cmd.gw1.devices.air-1.cmd.read", "pm25");
+    expect(answer.string()).toBe("devices/air-1/cmd/read: pm25 done");
+    await client.endAsync();
+  });
+
+  it("nobody local serves get no responders at once", async ({ nc, edgeGateway }) => {
+    const gw = await edgeGateway();
+    const { metrics } = gw.gateway;
+    // Until the gateway's subscription is on the hub, the hub itself says no responders:
+    // wait for the gateway's own answer.
+    await waitFor(
+      async () => {
+        await nc.request("cmd.gw1.nobody.home", "x", { timeout: 5_000 }).catch(() => {});
+        return metrics.value("leafgate_upstream_replies_total", { result: "no_responders" }) > 0;
+      },
+      { timeoutMs: 20_000 },
+    );
+    const before = metrics.value("leafgate_upstream_replies_total", { result: "no_responders" });
+    const err = await nc.request("cmd.gw1.nobody.home", "x", { timeout: 5_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RequestError);
+    expect((err as RequestError).isNoResponders()).toBe(true);
+    expect(metrics.value("leafgate_upstream_replies_total", { result: "no_responders" })).toBe(
+      before + 1,
+    );
+    expect(metrics.value("leafgate_upstream_imported_total", { kind: "core" })).toBe(0);
+  });
+});
