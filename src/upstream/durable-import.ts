@@ -139,6 +139,7 @@ async function pull(
   // The message being delivered when the session ends is still recorded and acked.
   const stop = (): void => void batch.close().catch(() => {});
   signal.addEventListener("abort", stop, { once: true });
+  if (signal.aborted) stop();
   try {
     for await (const m of batch) await take(m, entry, at, last, toLocal, cx);
   } finally {

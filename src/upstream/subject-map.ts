@@ -3,8 +3,8 @@
  * wildcards in the same order (the config checks it): the hub tokens each wildcard of
  * `from` matched fill the same wildcard of `to`, a `*` one token, a `>` the rest.
  *
- *   from `cmd.gw1.>`, to `devices.>`:  `cmd.gw1.devices.air-1.cmd.read` → `devices.devices.air-1.cmd.read`
- *   from `cmd.*.set`, to `local.*.cfg`: `cmd.lamp.set` → `local.lamp.cfg`
+ *   from `cmd.gw1.devices.>`, to `devices.>`: `cmd.gw1.devices.air-1.cmd.read` → `devices.air-1.cmd.read`
+ *   from `cmd.*.set`, to `local.*.cfg`:        `cmd.lamp.set` → `local.lamp.cfg`
  *
  * Identical patterns map a subject to itself. A subject `from` does not match maps to
  * undefined (the hub delivers only matching subjects; this guards the rule).
