@@ -39,6 +39,7 @@ export {
   type StringRule,
   size,
   str,
+  stringOr,
   union,
 } from "./schema-engine.js";
 export {

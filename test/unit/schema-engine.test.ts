@@ -9,6 +9,7 @@ import {
   oneOf,
   resolveNode,
   str,
+  stringOr,
   union,
 } from "../../src/config/index.js";
 import { toFileShape } from "../../src/config/schema-engine.js";
@@ -54,6 +55,33 @@ describe("the schema engine", () => {
       "f.yaml: xs[1]: expected one of 1, 2, got 3",
       "f.yaml: xs[2]: expected one of 1, 2, got null",
     ]);
+  });
+
+  it("takes a string or a mapping where an entry has a short form, each checked as itself", () => {
+    const entry = stringOr(
+      str({ rule: { expected: "a word", test: (s) => /^\w+$/.test(s) } }),
+      obj({ name: str({ required: "a name" }), every: duration({ default: "1s" }) }),
+    );
+    expect(resolve(entry, "abc")).toStrictEqual({ value: "abc", problems: [] });
+    expect(resolve(entry, { name: "x" })).toStrictEqual({
+      value: { name: "x", every: 1000 },
+      problems: [],
+    });
+    expect(resolve(entry, "a b").problems).toStrictEqual([
+      'f.yaml: top level: expected a word, got "a b"',
+    ]);
+    expect(resolve(entry, { nme: "x" }).problems).toStrictEqual([
+      "f.yaml: name: expected a name, got nothing",
+      'f.yaml: nme: unknown key (did you mean "name"?)',
+    ]);
+    expect(resolve(entry, 5).problems).toStrictEqual([
+      "f.yaml: top level: expected a word or a mapping, got 5",
+    ]);
+    expect(toFileShape(entry, "abc")).toBe("abc");
+    expect(toFileShape(entry, { name: "x", every: 1000 })).toStrictEqual({
+      name: "x",
+      every: "1s",
+    });
   });
 
   it("reads a bare duration as seconds, or refuses it where a unit is required", () => {
