@@ -121,40 +121,35 @@ async function consume(
     { durable: entry.durable, stream, subject: entry.subject, lastDelivered: last.seq },
     "durable import consuming",
   );
-  const toLocal = subjectMap(entry.subject, entry.local);
-  while (!signal.aborted) await pull(consumer, entry, at, last, toLocal, cx, signal);
+  const run: Run = { entry, at, last, toLocal: subjectMap(entry.subject, entry.local), cx };
+  while (!signal.aborted) await pull(consumer, run, signal);
+}
+
+/** One consumer's reading on one connection. */
+interface Run {
+  readonly entry: DurableImportConfig;
+  readonly at: ImportStream;
+  /** The last stream sequence delivered (recorded). */
+  readonly last: { seq: number };
+  readonly toLocal: (subject: string) => string | undefined;
+  readonly cx: DurableImportContext;
 }
 
 /** One pull request's messages, each delivered, recorded and acked before the next. */
-async function pull(
-  consumer: Consumer,
-  entry: DurableImportConfig,
-  at: ImportStream,
-  last: { seq: number },
-  toLocal: (subject: string) => string | undefined,
-  cx: DurableImportContext,
-  signal: AbortSignal,
-): Promise<void> {
+async function pull(consumer: Consumer, run: Run, signal: AbortSignal): Promise<void> {
   const batch = await consumer.fetch({ max_messages: DURABLE_BATCH, expires: FETCH_EXPIRES_MS });
   // The message being delivered when the session ends is still recorded and acked.
   const stop = (): void => void batch.close().catch(() => {});
   signal.addEventListener("abort", stop, { once: true });
   if (signal.aborted) stop();
   try {
-    for await (const m of batch) await take(m, entry, at, last, toLocal, cx);
+    for await (const m of batch) await take(m, run);
   } finally {
     signal.removeEventListener("abort", stop);
   }
 }
 
-async function take(
-  m: JsMsg,
-  entry: DurableImportConfig,
-  at: ImportStream,
-  last: { seq: number },
-  toLocal: (subject: string) => string | undefined,
-  cx: DurableImportContext,
-): Promise<void> {
+async function take(m: JsMsg, { entry, at, last, toLocal, cx }: Run): Promise<void> {
   const { metrics } = cx;
   if (m.seq <= last.seq) {
     metrics.redelivered.inc();

@@ -74,6 +74,25 @@ async function queueCommands(nc: NatsConnection, from: number, to: number): Prom
   return expected;
 }
 
+/**
+ * Runs the gateway once, which makes the consumer, and makes the subscriber's persistent
+ * session (QoS 1 on cmd/gw1/#) then; returns the stopped gateway.
+ */
+async function firstRun(
+  file: string,
+  nc: NatsConnection,
+  received: string[],
+  defer: Defer,
+): Promise<Gateway> {
+  const first = await runGateway(file, defer);
+  await waitFor(() => consumerInfo(nc));
+  const subscriber = await connected(sessionClient(mqttPort(first), received));
+  await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
+  await subscriber.endAsync();
+  await first.stop();
+  return first;
+}
+
 describe("durable imports", () => {
   const durableUpstream = (hubUrl: string, stream: string): UpstreamInput => ({
     servers: [hubUrl],
@@ -91,15 +110,8 @@ describe("durable imports", () => {
   }) => {
     await createStream(nc, CMDS, ["cmd.>"]);
     const { file } = gateway.writeConfig({ upstream: durableUpstream(hub.url, stream) });
-
-    // Running once makes the consumer; the subscriber's session is made then too.
-    const first = await runGateway(file, defer);
-    await waitFor(() => consumerInfo(nc));
     const received: string[] = [];
-    const subscriber = await connected(sessionClient(mqttPort(first), received));
-    await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
-    await subscriber.endAsync();
-    await first.stop();
+    await firstRun(file, nc, received, defer);
 
     const expected = await queueCommands(nc, 1, COMMANDS);
     const second = await runGateway(file, defer);
@@ -142,13 +154,8 @@ describe("durable imports", () => {
   }) => {
     const info = await createStream(nc, CMDS, ["cmd.>"]);
     const { file } = gateway.writeConfig({ upstream: durableUpstream(hub.url, stream) });
-    const first = await runGateway(file, defer);
-    await waitFor(() => consumerInfo(nc));
     const received: string[] = [];
-    const subscriber = await connected(sessionClient(mqttPort(first), received));
-    await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
-    await subscriber.endAsync();
-    await first.stop();
+    const first = await firstRun(file, nc, received, defer);
 
     // Five queued; the first three delivered and recorded by a gateway that then died
     // before its acks reached the hub: the consumer delivers them again.

@@ -5,32 +5,18 @@
 // comes; with none it is dropped and counted.
 import { connect, createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect } from "vitest";
-import type { ImportConfig } from "../../src/config/index.js";
+import { type ImportConfig, loadConfig } from "../../src/config/index.js";
 import { Bus, type Envelope, Replies, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, ImportCursors, Outbox, openDatabase } from "../../src/store/index.js";
-import { Upstream, type UpstreamConfig } from "../../src/upstream/index.js";
+import { closeDatabase, ImportCursors, openDatabase } from "../../src/store/index.js";
+import { Upstream } from "../../src/upstream/index.js";
+import { writeConfig } from "../helpers/config.js";
 import { type Defer, it } from "../helpers/fixtures.js";
+import { testOutbox } from "../helpers/temp-outbox.js";
 import { tempDir, waitFor } from "../helpers/wait.js";
 
 const text = new TextDecoder();
 const bytes = new TextEncoder();
-
-const CONFIG: UpstreamConfig = {
-  servers: [],
-  mode: "core",
-  stream: null,
-  domain: null,
-  prefix: "edge.gw1",
-  export: [],
-  import: [],
-  max_in_flight: 16,
-  ack_timeout: 10_000,
-  reconnect_delay_max: 200,
-  ping_interval: 10_000,
-  drain: "fifo",
-  rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
-};
 
 const entry = (subject: string, local = subject): ImportConfig => ({
   subject,
@@ -46,16 +32,17 @@ function hubLink(hubUrl: string, imports: ImportConfig[], defer: Defer, maxRoute
   const db = openDatabase(dir.path, "normal");
   defer(() => closeDatabase(db));
   const metrics = new MetricsRegistry();
-  const outbox = new Outbox(db, {
-    commitIntervalMs: 0,
-    commitMaxRows: 100,
-    log: silentLogger,
-    metrics,
-  });
+  const outbox = testOutbox(db, metrics);
   const bus = new Bus();
   const replies = new Replies({ bus, maxRoutes, ttlMs: 30_000 });
+  // The resolved config of a core-mode link to the hub (only the imports matter here).
+  const { file, dir: configDir } = writeConfig({
+    upstream: { servers: [hubUrl], mode: "core", reconnect_delay_max: "200ms" },
+  });
+  defer(() => configDir.cleanup());
+  const config = loadConfig({ file, env: {}, hostname: "h" }).upstream;
   const upstream = new Upstream({
-    config: { ...CONFIG, servers: [hubUrl], import: imports },
+    config: { ...config, import: imports },
     gatewayId: "gw1",
     outbox,
     bus,
@@ -95,6 +82,18 @@ function answer(bus: Bus, replies: Replies, request: Envelope, payload: string):
     origin: "internal",
     qos: 0,
   });
+}
+
+/** A responder that keeps the requests it is given, unanswered until the test says. */
+function hold(bus: Bus, subject: string): Envelope[] {
+  const held: Envelope[] = [];
+  bus.subscribe(subject, {
+    deliver: (m) => {
+      held.push(m);
+      return undefined;
+    },
+  });
+  return held;
 }
 
 /** A hub request, sent again until the gateway's subscription is in place on the hub. */
@@ -164,13 +163,7 @@ describe("hub requests", () => {
       [entry("cmd.gw1.>")],
       defer,
     );
-    const held: Envelope[] = [];
-    bus.subscribe("cmd.gw1.slow", {
-      deliver: (m) => {
-        held.push(m);
-        return undefined;
-      },
-    });
+    const held = hold(bus, "cmd.gw1.slow");
     await subscribed(nc, bus, replies);
     // Held by the responder while the hub restarts; answered on the new link. (A reply
     // subscription of its own: nats.js fails a request() in flight when its link drops,
@@ -208,13 +201,7 @@ describe("hub requests", () => {
     defer,
   }) => {
     const { bus, replies } = hubLink(hub.url, [entry("cmd.gw1.>")], defer, 1);
-    const held: Envelope[] = [];
-    bus.subscribe("cmd.gw1.hold", {
-      deliver: (m) => {
-        held.push(m);
-        return undefined;
-      },
-    });
+    const held = hold(bus, "cmd.gw1.hold");
     await subscribed(nc, bus, replies);
     // The first holds the one route; the second finds the table full.
     const first = nc.request("cmd.gw1.hold", "first", { timeout: 1_000 }).catch(() => {});

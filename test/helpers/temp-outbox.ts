@@ -1,3 +1,4 @@
+import type Database from "better-sqlite3";
 import { afterEach } from "vitest";
 import { silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
@@ -20,11 +21,11 @@ export function tempOutboxes(prefix: string): () => Outbox {
     const dir = tempDir(prefix);
     const db = openDatabase(dir.path, "normal");
     opened.push({ dir, close: () => closeDatabase(db) });
-    return new Outbox(db, {
-      commitIntervalMs: 0,
-      commitMaxRows: 100,
-      log: silentLogger,
-      metrics: new MetricsRegistry(),
-    });
+    return testOutbox(db);
   };
+}
+
+/** An outbox on `db` as tests use it: commit on the next turn, at most 100 rows a batch. */
+export function testOutbox(db: Database.Database, metrics = new MetricsRegistry()): Outbox {
+  return new Outbox(db, { commitIntervalMs: 0, commitMaxRows: 100, log: silentLogger, metrics });
 }

@@ -4,13 +4,14 @@ import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node"
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus, ManualClock, Replies, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
-import { closeDatabase, ImportCursors, Outbox, openDatabase } from "../../src/store/index.js";
+import { closeDatabase, ImportCursors, openDatabase } from "../../src/store/index.js";
 import {
   backoffDelayMs,
   type Dialer,
   Upstream,
   type UpstreamConfig,
 } from "../../src/upstream/index.js";
+import { testOutbox } from "../helpers/temp-outbox.js";
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 /** Lets the supervisor run on to its next wait (it waits only on promises and the clock). */
@@ -45,12 +46,7 @@ describe("Upstream supervisor", () => {
     dir = tempDir("upstream");
     const db = openDatabase(dir.path, "normal");
     const metrics = new MetricsRegistry();
-    const outbox = new Outbox(db, {
-      commitIntervalMs: 0,
-      commitMaxRows: 100,
-      log: silentLogger,
-      metrics,
-    });
+    const outbox = testOutbox(db, metrics);
     cleanups.push(() => closeDatabase(db));
     const clock = new ManualClock();
     const bus = new Bus();
