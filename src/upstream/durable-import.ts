@@ -26,10 +26,12 @@ const DURABLE_BATCH = 16;
 /** How long a pull request waits on the hub for messages before the next is sent. */
 const FETCH_EXPIRES_MS = 10_000;
 /**
- * How long the consumer waits for an ack before it delivers again: far longer than a
- * local delivery (a group commit) takes, so a redelivery means a lost ack or link.
+ * How long the consumer waits for an ack before it delivers again. With one unacked
+ * message at most, a message left unacked by a lost link or a crash holds everything
+ * newer back this long, so it is short; a local delivery (a group commit) still takes far
+ * less, and one that takes longer only gets a redelivery acked without delivering.
  */
-const ACK_WAIT_MS = 30_000;
+const ACK_WAIT_MS = 5_000;
 /** A consumer that cannot be set up (no stream yet, no JetStream) is tried again after. */
 const RETRY_MS = 5_000;
 /** A message the bus could not take (a local store failing) is offered again after. */
@@ -121,8 +123,9 @@ async function consume(
     { durable: entry.durable, stream, subject: entry.subject, lastDelivered: last.seq },
     "durable import consuming",
   );
-  const run: Run = { entry, at, last, toLocal: subjectMap(entry.subject, entry.local), cx };
-  while (!signal.aborted) await pull(consumer, run, signal);
+  const toLocal = subjectMap(entry.subject, entry.local);
+  const run: Run = { entry, at, last, toLocal, cx, signal };
+  while (!signal.aborted) await pull(consumer, run);
 }
 
 /** One consumer's reading on one connection. */
@@ -133,10 +136,13 @@ interface Run {
   readonly last: { seq: number };
   readonly toLocal: (subject: string) => string | undefined;
   readonly cx: DurableImportContext;
+  /** The session's end. */
+  readonly signal: AbortSignal;
 }
 
 /** One pull request's messages, each delivered, recorded and acked before the next. */
-async function pull(consumer: Consumer, run: Run, signal: AbortSignal): Promise<void> {
+async function pull(consumer: Consumer, run: Run): Promise<void> {
+  const { signal } = run;
   const batch = await consumer.fetch({ max_messages: DURABLE_BATCH, expires: FETCH_EXPIRES_MS });
   // The message being delivered when the session ends is still recorded and acked.
   const stop = (): void => void batch.close().catch(() => {});
@@ -149,8 +155,14 @@ async function pull(consumer: Consumer, run: Run, signal: AbortSignal): Promise<
   }
 }
 
-async function take(m: JsMsg, { entry, at, last, toLocal, cx }: Run): Promise<void> {
+async function take(m: JsMsg, { entry, at, last, toLocal, cx, signal }: Run): Promise<void> {
   const { metrics } = cx;
+  if (signal.aborted) {
+    // Came as the session ends: handed back at once, so the next session (or gateway)
+    // need not wait ACK_WAIT_MS for it.
+    m.nak();
+    return;
+  }
   if (m.seq <= last.seq) {
     metrics.redelivered.inc();
     m.ack();

@@ -177,6 +177,53 @@ describe("durable imports", () => {
   });
 });
 
+describe("durable imports across kill -9", () => {
+  it("lose no command and deliver none twice but the one caught between its local commit and its record", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+  }) => {
+    await createStream(nc, CMDS, ["cmd.>"]);
+    const upstream = {
+      servers: [hub.url],
+      stream,
+      reconnect_delay_max: "200ms",
+      import: [{ subject: "cmd.{gateway}.>", durable: "cmds-{gateway}", stream: CMDS }],
+    };
+    const first = await gateway.spawn({ upstream });
+    await waitFor(() => consumerInfo(nc));
+    const received: string[] = [];
+    const subscriber = await connected(sessionClient(first.mqttPort, received));
+    await subscriber.subscribeAsync("cmd/gw1/#", { qos: 1 });
+    await subscriber.endAsync();
+
+    // Killed while it delivers the backlog into the offline session.
+    const total = 500;
+    const expected = await queueCommands(nc, 1, total);
+    await waitFor(async () => (await consumerInfo(nc)).ack_floor.stream_seq >= 20, {
+      intervalMs: 5,
+    });
+    first.proc.child.kill("SIGKILL");
+    expect(await first.proc.exited).toEqual({ code: null, signal: "SIGKILL" });
+    const killedAt = (await consumerInfo(nc)).ack_floor.stream_seq;
+    expect(killedAt).toBeLessThan(total);
+
+    const second = await gateway.spawnFile(first.file);
+    await waitFor(async () => (await consumerInfo(nc)).ack_floor.stream_seq === total, {
+      timeoutMs: 60_000,
+    });
+    // One more, so that everything before it has been handed over when it comes.
+    expected.push(...(await queueCommands(nc, total + 1, total + 1)));
+    const back = sessionClient(second.mqttPort, received);
+    await waitFor(() => received.at(-1) === expected.at(-1), { timeoutMs: 60_000 });
+    await back.endAsync();
+    const once = received.filter((r, i) => r !== received[i - 1]);
+    expect(once).toEqual(expected);
+    expect(received.length - once.length).toBeLessThanOrEqual(1);
+  });
+});
+
 describe("plain imports", () => {
   it("are subscribed again after the hub restarts", async ({ hub, nc, edgeGateway }) => {
     // The default import: the pattern string "cmd.{gateway}.>".

@@ -188,7 +188,7 @@ describe("a durable import's consumer", () => {
       deliver_policy: "all",
       filter_subject: "cmd.gw1.>",
       max_ack_pending: 1,
-      ack_wait: 30_000_000_000,
+      ack_wait: 5_000_000_000,
     });
   });
 });
