@@ -12,6 +12,7 @@ import {
   type LeafgateConfig,
   loadConfig,
 } from "../../src/config/index.js";
+import { closeDatabase, ImportCursors, openDatabase } from "../../src/store/index.js";
 import { consumerConfig } from "../../src/upstream/durable-import.js";
 import { subjectMap } from "../../src/upstream/subject-map.js";
 
@@ -170,6 +171,29 @@ describe("subjectMap", () => {
     ["cmd.*.set", "local.*.cfg", "cmd.lamp"],
   ])("%s → %s: %s matches not, maps to nothing", (from, to, subject) => {
     expect(subjectMap(from, to)(subject)).toBeUndefined();
+  });
+});
+
+describe("import cursors", () => {
+  it("keep the last sequence per consumer, for the stream as it was created", () => {
+    const db = openDatabase(dir, "normal");
+    try {
+      const cursors = new ImportCursors(db);
+      const cmds = { stream: "CMDS", created: "2026-01-01T00:00:00Z" };
+      expect(cursors.last("cmds-gw1", cmds)).toBe(0);
+      cursors.record("cmds-gw1", cmds, 7);
+      cursors.record("jobs-gw1", cmds, 3);
+      cursors.record("cmds-gw1", cmds, 9);
+      expect(cursors.last("cmds-gw1", cmds)).toBe(9);
+      expect(cursors.last("jobs-gw1", cmds)).toBe(3);
+      // The stream made again, or another stream: nothing recorded for it.
+      expect(cursors.last("cmds-gw1", { ...cmds, created: "2026-02-01T00:00:00Z" })).toBe(0);
+      expect(cursors.last("cmds-gw1", { ...cmds, stream: "OTHER" })).toBe(0);
+      cursors.record("cmds-gw1", { ...cmds, stream: "OTHER" }, 2);
+      expect(cursors.last("cmds-gw1", { ...cmds, stream: "OTHER" })).toBe(2);
+    } finally {
+      closeDatabase(db);
+    }
   });
 });
 
