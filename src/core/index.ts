@@ -1,3 +1,25 @@
+export {
+  type Admission,
+  type AdmissionEvents,
+  type AdmissionLimits,
+  type AdmissionRefusal,
+  Admissions,
+} from "./admission.js";
+export {
+  ALLOW_ALL,
+  ANONYMOUS,
+  Authenticator,
+  type AuthResult,
+  compilePermissions,
+  hashPassword,
+  type Lockout,
+  LoginGuard,
+  type PermissionRule,
+  type Permissions,
+  type PermissionsConfig,
+  type UserConfig,
+  verifyPassword,
+} from "./auth.js";
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
 export { type Clock, type ClockTimer, ManualClock, systemClock } from "./clock.js";
 export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";

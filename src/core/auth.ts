@@ -1,6 +1,22 @@
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
-import type { PermissionRule, PermissionsConfig, UserConfig } from "../config/index.js";
-import { type Clock, patternCovers, subjectMatches, systemClock } from "../core/index.js";
+import { type Clock, systemClock } from "./clock.js";
+import { patternCovers, subjectMatches } from "./subject.js";
+
+/** Patterns allowed and denied (`%u` and `%c` substituted per client); config's shape. */
+export interface PermissionRule {
+  readonly allow: readonly string[];
+  readonly deny: readonly string[];
+}
+export interface PermissionsConfig {
+  readonly publish: PermissionRule;
+  readonly subscribe: PermissionRule;
+}
+/** A configured user: its scrypt hash, and its own permissions (null: the defaults). */
+export interface UserConfig {
+  readonly user: string;
+  readonly password: string;
+  readonly permissions: PermissionsConfig | null;
+}
 
 /** scrypt cost: ~50 ms on a Raspberry Pi 4 core, off the event loop (libuv pool). */
 const SCRYPT = { N: 16_384, r: 8, p: 1 } as const;
