@@ -75,8 +75,22 @@ const DEFAULTS: LeafgateConfig = {
     receive_maximum: 100,
     tcp_keepalive: 60_000,
   },
+  nats: {
+    listeners: [{ host: "127.0.0.1", port: 4222 }],
+    allow_anonymous: true,
+    max_payload: 1_000_000,
+    max_control_line: 4096,
+    max_connections: 1000,
+    max_pending_connections: 100,
+    max_connections_per_address: 256,
+    max_subscriptions_per_client: 1000,
+    max_outbound_bytes: 8 * 1024 * 1024,
+    ping_interval: 120_000,
+    max_pings_out: 2,
+    auth_timeout: 2000,
+  },
   upstream: {
-    servers: ["nats://127.0.0.1:4222"],
+    servers: ["nats://127.0.0.1:4223"],
     mode: "jetstream",
     stream: null,
     domain: null,
@@ -107,6 +121,7 @@ const DEFAULTS: LeafgateConfig = {
       subscribe: { allow: [">"], deny: [] },
     },
     users: [],
+    token: null,
     failed_logins_per_address: 10,
     failed_login_window: 60_000,
   },
@@ -130,6 +145,8 @@ mqtt:
   max_outbound_bytes: 4MiB
   receive_maximum: 20
   tcp_keepalive: 2h
+nats:
+  listeners: [ { host: 127.0.0.1, port: 4222 } ]
 upstream:
   servers: [ "nats://hub-1:4222", "tls://hub-2" ]
   mode: core
@@ -241,6 +258,7 @@ describe("loadConfig", () => {
         ],
       },
       authorization: DEFAULTS.authorization,
+      nats: DEFAULTS.nats,
       serial: DEFAULTS.serial,
       requests: DEFAULTS.requests,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
