@@ -70,6 +70,7 @@ export function authorizationOptions(c: LeafgateConfig) {
     hubOnly: c.upstream.import,
     failedLoginsPerAddress: a.failed_logins_per_address,
     failedLoginWindowMs: a.failed_login_window,
+    tokenHash: a.token,
   };
 }
 

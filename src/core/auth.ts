@@ -287,6 +287,15 @@ export class LoginGuard {
   }
 }
 
+/** Checked for unknown users and absent tokens, so timing does not tell which exist. */
+const DUMMY_HASH = "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
+
+/** Whether a protocol's clients may connect without credentials, and the key that says so. */
+export interface AnonymousPolicy {
+  readonly allowed: boolean;
+  readonly key: string;
+}
+
 /** Checks CONNECT credentials against the configured users. */
 export class Authenticator {
   readonly #users: Map<string, UserConfig>;
@@ -295,6 +304,7 @@ export class Authenticator {
   readonly #hubOnly: readonly string[];
   readonly #guard: LoginGuard;
   readonly #clock: Clock;
+  readonly #tokenHash: string | undefined;
 
   constructor(options: {
     users: readonly UserConfig[];
@@ -307,7 +317,10 @@ export class Authenticator {
     failedLoginWindowMs?: number;
     /** Lockout windows are measured on it. */
     clock?: Clock;
+    /** `authorization.token`'s scrypt hash: NATS token auth, with default permissions. */
+    tokenHash?: string | null;
   }) {
+    this.#tokenHash = options.tokenHash ?? undefined;
     this.#clock = options.clock ?? systemClock;
     this.#users = new Map(options.users.map((u) => [u.user, u]));
     this.#defaults = options.defaultPermissions;
@@ -328,13 +341,23 @@ export class Authenticator {
     return this.#guard.lockedOut(address, nowMs);
   }
 
-  /** Anonymous clients are decided at once; users need a (slow, async) hash check. */
-  anonymous(clientId: string): AuthResult {
-    if (!this.#allowAnonymous) {
+  get hasToken(): boolean {
+    return this.#tokenHash !== undefined;
+  }
+
+  /**
+   * Anonymous clients are decided at once; users need a (slow, async) hash check. Each
+   * protocol has its own switch (`policy`; MQTT's by default).
+   */
+  anonymous(
+    clientId: string,
+    policy: AnonymousPolicy = { allowed: this.#allowAnonymous, key: "mqtt.allow_anonymous" },
+  ): AuthResult {
+    if (!policy.allowed) {
       return {
         ok: false,
         returnCode: 5,
-        reason: "anonymous access is disabled (mqtt.allow_anonymous)",
+        reason: `anonymous access is disabled (${policy.key})`,
         refusal: "anonymous-disabled",
       };
     }
@@ -358,7 +381,7 @@ export class Authenticator {
     if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     const user = this.#users.get(username);
     // Unknown users cost a hash too, so timing does not tell which names exist.
-    const hash = user?.password ?? "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
+    const hash = user?.password ?? DUMMY_HASH;
     let good: boolean;
     try {
       good = await verifyPassword(password ?? new Uint8Array(0), hash);
@@ -386,6 +409,37 @@ export class Authenticator {
         clientId,
         this.#hubOnly,
       ),
+    };
+  }
+
+  /**
+   * Checks a NATS token against `authorization.token`, under the same lockout as
+   * passwords; its clients get the default permissions.
+   */
+  async token(token: string, clientId: string, address: string): Promise<AuthResult> {
+    if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
+    let good: boolean;
+    try {
+      good = await verifyPassword(Buffer.from(token), this.#tokenHash ?? DUMMY_HASH);
+    } catch (err) {
+      this.#guard.end(address, false, this.#clock.now());
+      throw err;
+    }
+    const ok = this.#tokenHash !== undefined && good;
+    const lockout = this.#guard.end(address, ok, this.#clock.now());
+    if (!ok) {
+      return {
+        ok: false,
+        returnCode: 4,
+        reason: "bad token",
+        refusal: "bad-credentials",
+        ...(lockout !== undefined ? { lockout } : {}),
+      };
+    }
+    return {
+      ok: true,
+      user: undefined,
+      permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
     };
   }
 

@@ -4,10 +4,12 @@ export {
   type AdmissionLimits,
   type AdmissionRefusal,
   Admissions,
+  sourceAddress,
 } from "./admission.js";
 export {
   ALLOW_ALL,
   ANONYMOUS,
+  type AnonymousPolicy,
   Authenticator,
   type AuthResult,
   compilePermissions,
@@ -42,6 +44,7 @@ export {
 export { Replies, type RepliesOptions, type RepliesStats } from "./replies.js";
 export { ServerLifecycle } from "./server-lifecycle.js";
 export { attachSocket } from "./socket-events.js";
+export { socketTransport } from "./socket-transport.js";
 export {
   isValidPattern,
   isValidSubject,

@@ -6,10 +6,16 @@ import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { Admission, Counter, Logger } from "../core/index.js";
-import { attachSocket, errorMessage, LeafgateError, ServerLifecycle } from "../core/index.js";
+import {
+  attachSocket,
+  errorMessage,
+  LeafgateError,
+  ServerLifecycle,
+  socketTransport,
+} from "../core/index.js";
 import type { Broker } from "./broker.js";
 import { sourceAddress } from "./client-text.js";
-import { socketTransport, webSocketTransport } from "./transports.js";
+import { webSocketTransport } from "./transports.js";
 
 /** The MQTT subprotocol names a WebSocket client may offer (section 6, and 3.1's). */
 const WS_PROTOCOLS = ["mqtt", "mqttv3.1"];
@@ -67,7 +73,7 @@ export class MqttListener {
       // Refused at admission (see #admitFirst), which runs first.
       if (socket.destroyed) return;
       this.#sockets.add(socket);
-      const handler = broker.accept(socketTransport(socket, guard), this.#claim(socket));
+      const handler = broker.accept(socketTransport(socket, guard, "mqtt"), this.#claim(socket));
       attachSocket(socket, handler, guard, "mqtt", () => this.#sockets.delete(socket));
     };
     const acceptGuarded = (socket: Socket): void =>

@@ -25,11 +25,13 @@ async function client(options: { noEcho?: boolean } = {}): Promise<NatsConnectio
 beforeAll(async () => {
   const bus = new Bus();
   listener = new NatsListener(bus, new Guard(silentLogger, metrics), silentLogger, {
-    ...DEFAULT_NATS_CONNECTION_OPTIONS,
-    serverId: "LEAFGATE-TEST",
-    serverName: "leafgate-test",
-    version: "2.10.0",
-    maxPayloadBytes: MAX_PAYLOAD_BYTES,
+    connection: {
+      ...DEFAULT_NATS_CONNECTION_OPTIONS,
+      serverId: "LEAFGATE-TEST",
+      serverName: "leafgate-test",
+      version: "2.10.0",
+      maxPayloadBytes: MAX_PAYLOAD_BYTES,
+    },
   });
   const address = await listener.listen("127.0.0.1", 0);
   servers = `127.0.0.1:${address.port}`;
@@ -196,10 +198,12 @@ describe("local NATS endpoint restarted", () => {
     const bus = new Bus();
     const make = (): NatsListener =>
       new NatsListener(bus, new Guard(silentLogger, metrics), silentLogger, {
-        ...DEFAULT_NATS_CONNECTION_OPTIONS,
-        serverId: "LEAFGATE-RESTART",
-        serverName: "leafgate-restart",
-        version: "2.10.0",
+        connection: {
+          ...DEFAULT_NATS_CONNECTION_OPTIONS,
+          serverId: "LEAFGATE-RESTART",
+          serverName: "leafgate-restart",
+          version: "2.10.0",
+        },
       });
     const first = make();
     const { port } = await first.listen("127.0.0.1", 0);
