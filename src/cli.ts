@@ -240,7 +240,12 @@ async function run(file: string | undefined): Promise<number> {
     "leafgate starting",
   );
   const configFile = configFileOf(file);
-  const gateway = new Gateway({ config, log, ...(configFile ? { configFile } : {}) });
+  const gateway = new Gateway({
+    config,
+    log,
+    version: version(),
+    ...(configFile ? { configFile } : {}),
+  });
   const exitCode = installShutdown(gateway, log);
   const startedAt = performance.now();
   try {
