@@ -8,6 +8,8 @@ export function isLoopback(host: string): boolean {
 
 const DEFAULT_NATS_PORT = 4222;
 const isAnyAddress = (host: string): boolean => host === "0.0.0.0" || host === "::";
+/** `localhost` is where IPv4 clients reach 127.0.0.1. */
+const sameHost = (host: string): string => (host === "localhost" ? "127.0.0.1" : host);
 
 /** Smallest TCP keepalive idle time Linux takes: whole seconds. */
 const TCP_KEEPALIVE_MIN_MS = 1000;
@@ -60,10 +62,12 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   for (const [i, server] of (c?.upstream?.servers ?? []).entries()) {
     const at = /^[a-z]+:\/\/(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+)(?::(\d+))?/i.exec(server);
     if (at === null) continue;
-    const host = at[1]!.replace(/^\[|\]$/g, "");
+    const host = sameHost(at[1]!.replace(/^\[|\]$/g, ""));
     const port = at[2] === undefined ? DEFAULT_NATS_PORT : Number(at[2]);
     const own = (c?.nats?.listeners ?? []).find(
-      (l) => l?.port === port && (l.host === host || (isLoopback(host) && isAnyAddress(l.host))),
+      (l) =>
+        l?.port === port &&
+        (sameHost(l.host) === host || (isLoopback(host) && isAnyAddress(l.host))),
     );
     if (own !== undefined) {
       problems.push(

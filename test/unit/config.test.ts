@@ -658,3 +658,38 @@ describe("mqtt.allow_anonymous", () => {
     expect(load("mqtt: { allow_anonymous: false }").mqtt.allow_anonymous).toBe(false);
   });
 });
+
+describe("nats", () => {
+  it("allow_anonymous defaults to true only without users or a token and with every NATS listener on loopback", () => {
+    expect(load("").nats.allow_anonymous).toBe(true);
+    expect(load("nats: { listeners: [ { host: 0.0.0.0 } ] }").nats.allow_anonymous).toBe(false);
+    expect(load(`authorization: { token: "${HASH}" }`).nats.allow_anonymous).toBe(false);
+    const users = `authorization: { users: [ { user: u, password: "${HASH}" } ] }`;
+    expect(load(users).nats.allow_anonymous).toBe(false);
+    expect(load(`${users}\nnats: { allow_anonymous: true }`).nats.allow_anonymous).toBe(true);
+    // Each protocol has its own switch.
+    expect(load("mqtt: { listeners: [ { host: 0.0.0.0 } ] }").nats.allow_anonymous).toBe(true);
+  });
+
+  it("refuses a hub on the gateway's own NATS listener, by default port or any-address", () => {
+    expect(() => load('upstream: { servers: [ "nats://127.0.0.1:4222" ] }')).toThrow(
+      "upstream.servers[0]: nats://127.0.0.1:4222 is this gateway's own NATS listener (nats.listeners, 127.0.0.1:4222): point upstream.servers at the hub, or move the listener to another port",
+    );
+    expect(() => load('upstream: { servers: [ "nats://localhost" ] }')).toThrow(
+      /upstream.servers\[0\]: nats:\/\/localhost is this gateway's own NATS listener/,
+    );
+    expect(() =>
+      load(
+        'nats: { listeners: [ { host: 0.0.0.0, port: 5222 } ] }\nupstream: { servers: [ "nats://hub:4222", "nats://127.0.0.1:5222" ] }',
+      ),
+    ).toThrow(/upstream.servers\[1\]: nats:\/\/127.0.0.1:5222 is this gateway's own NATS listener/);
+    // Another port, or no NATS listener at all: fine.
+    expect(load('upstream: { servers: [ "nats://127.0.0.1:4223" ] }').upstream.servers).toEqual([
+      "nats://127.0.0.1:4223",
+    ]);
+    expect(
+      load('nats: { listeners: [] }\nupstream: { servers: [ "nats://127.0.0.1:4222" ] }').nats
+        .listeners,
+    ).toEqual([]);
+  });
+});
