@@ -310,7 +310,7 @@ upstream: { credentials: ${creds} }
 
   it("a non-loopback hub without TLS, with and without a password; never the password itself", () => {
     const plain = configFile(`upstream:
-  servers: [ "nats://hub-1:4222", "nats://edge:pw-secret@10.0.0.2:4222", "nats://localhost:4222", "tls://hub-3:4222" ]
+  servers: [ "nats://hub-1:4222", "nats://edge:pw-secret@10.0.0.2:4222", "nats://localhost:4223", "tls://hub-3:4222" ]
 `);
     expect(codesAndMessages(insecureChoices(plain.config))).toStrictEqual([
       [
