@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
-import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import type { Admission, Bus, Counter, Guard, Logger } from "../core/index.js";
 import {
   Admissions,
@@ -85,12 +85,17 @@ export class NatsListener {
         "nats slow consumer cut",
       );
     };
-    const secure = options.tls === undefined ? undefined : tlsContext(options.tls);
+    const tlsFiles = options.tls === undefined ? undefined : readTlsFiles(options.tls);
+    // The handshake counts against the auth timeout, as the CONNECT after it does.
+    const secure =
+      tlsFiles === undefined
+        ? undefined
+        : createTlsServer({ ...tlsFiles, handshakeTimeout: base.connectTimeoutMs });
     const connectionOptions: NatsConnectionOptions = {
       ...base,
       log,
       onSlowConsumer,
-      ...(secure === undefined ? {} : { tls: true, tlsVerify: secure.verify }),
+      ...(tlsFiles === undefined ? {} : { tls: true, tlsVerify: tlsFiles.ca !== undefined }),
     };
 
     /** A socket ready for NATS (plain, or its TLS handshake done) gets its connection. */
@@ -108,6 +113,8 @@ export class NatsListener {
       });
     };
 
+    /** Sockets between INFO and their TLS handshake's end, by remote address. */
+    const upgrading = new Map<string, { admission: Admission; clientId: number }>();
     const accept = (socket: Socket): void => {
       const remote = `${socket.remoteAddress}:${socket.remotePort}`;
       if (limits.maxConnections > 0 && this.#connections.size >= limits.maxConnections) {
@@ -127,38 +134,37 @@ export class NatsListener {
         open(socket, admission, clientId, false);
         return;
       }
-      // INFO goes out in plain text; the client then starts TLS on the same socket.
+      // INFO goes out in plain text; the client then starts TLS on the same socket,
+      // which the TLS server (never listening itself) takes over.
       socket.write(NatsConnection.info(connectionOptions, clientId));
-      const tlsSocket = new TLSSocket(socket, {
-        isServer: true,
-        secureContext: secure.context,
-        requestCert: secure.verify,
-        rejectUnauthorized: secure.verify,
-      });
-      // The handshake counts against the auth timeout, as the CONNECT after it does.
-      const deadline = setTimeout(() => tlsSocket.destroy(), base.connectTimeoutMs).unref();
-      let handshook = false;
-      tlsSocket.once("secure", () => {
-        handshook = true;
-        clearTimeout(deadline);
-        guard.run(
-          "nats.tls-accept",
-          () => open(tlsSocket, admission, clientId, true),
-          () => tlsSocket.destroy(),
-        );
-      });
-      tlsSocket.on("error", (err) => {
-        if (handshook) return;
-        counters.tlsHandshakeFailures?.inc();
-        log.debug({ remote, err: errorMessage(err) }, "nats tls handshake failed");
-        tlsSocket.destroy();
-      });
+      upgrading.set(remote, { admission, clientId });
       socket.once("close", () => {
-        clearTimeout(deadline);
-        this.#sockets.delete(socket);
-        if (!handshook) admission.release();
+        if (upgrading.get(remote)?.admission === admission) {
+          upgrading.delete(remote);
+          this.#sockets.delete(socket);
+          admission.release();
+        }
       });
+      secure.emit("connection", socket);
     };
+    secure?.on("secureConnection", (tlsSocket: TLSSocket) => {
+      const remote = `${tlsSocket.remoteAddress}:${tlsSocket.remotePort}`;
+      const place = upgrading.get(remote);
+      upgrading.delete(remote);
+      if (place === undefined) {
+        tlsSocket.destroy();
+        return;
+      }
+      guard.run(
+        "nats.tls-accept",
+        () => open(tlsSocket, place.admission, place.clientId, true),
+        () => tlsSocket.destroy(),
+      );
+    });
+    secure?.on("tlsClientError", (err: Error) => {
+      counters.tlsHandshakeFailures?.inc();
+      log.debug({ err: errorMessage(err) }, "nats tls handshake failed");
+    });
     this.#server = createServer({ noDelay: true }, (socket) =>
       guard.run(
         "nats.accept",
@@ -230,10 +236,7 @@ export class NatsListener {
 }
 
 /** The listener's certificate (and CA, to require client certificates), read once at start. */
-function tlsContext(tls: NonNullable<NatsListenerOptions["tls"]>): {
-  context: SecureContext;
-  verify: boolean;
-} {
+function readTlsFiles(tls: NonNullable<NatsListenerOptions["tls"]>) {
   const read = (what: string, file: string | undefined): Buffer | undefined => {
     if (file === undefined) return undefined;
     try {
@@ -248,11 +251,8 @@ function tlsContext(tls: NonNullable<NatsListenerOptions["tls"]>): {
   };
   const ca = read("ca", tls.ca);
   return {
-    context: createSecureContext({
-      cert: read("cert", tls.cert),
-      key: read("key", tls.key),
-      ...(ca === undefined ? {} : { ca }),
-    }),
-    verify: ca !== undefined,
+    cert: read("cert", tls.cert),
+    key: read("key", tls.key),
+    ...(ca === undefined ? {} : { ca, requestCert: true, rejectUnauthorized: true }),
   };
 }
