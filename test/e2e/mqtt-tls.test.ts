@@ -1,5 +1,5 @@
 // MQTT over TLS: a listener with a certificate, checked by mosquitto_pub and mqtt.js.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeCerts, makeClientCerts } from "../helpers/certs.js";
