@@ -320,3 +320,19 @@ it("NATS publishes on exported subjects are buffered while the hub is away and f
     Array.from({ length: 50 }, (_, i) => `edge.gw1.meters.m${i % 5}:v${i}`),
   );
 });
+
+it("a request nobody serves gets no-responders at once, though the outbox takes every subject", async ({
+  gateway,
+  defer,
+}) => {
+  const gw = await gateway.start({ upstream: { export: [">"] } });
+  const nc = await nats(gw);
+  defer(() => nc.close());
+  const started = Date.now();
+  await expect(nc.request("nobody.home", "?", { timeout: 5_000 })).rejects.toThrow(
+    /no responders/i,
+  );
+  expect(Date.now() - started).toBeLessThan(5_000);
+  // Answered as undeliverable, so not stored either: the requester already knows.
+  expect(gw.gateway.status().outbox.pending).toBe(0);
+});
