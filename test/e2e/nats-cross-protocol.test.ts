@@ -336,3 +336,30 @@ it("a request nobody serves gets no-responders at once, though the outbox takes 
   // Answered as undeliverable, so not stored either: the requester already knows.
   expect(gw.gateway.status().outbox.pending).toBe(0);
 });
+
+it("imported subjects are the hub's to write: a local NATS client is refused there", async ({
+  gateway,
+  defer,
+}) => {
+  const gw = await gateway.start();
+  const nc = await nats(gw);
+  const watcher = await nats(gw);
+  defer(() => Promise.all([nc.close(), watcher.close()]));
+  const seen: string[] = [];
+  watcher.subscribe("cmd.>", { callback: (_e, m) => void seen.push(m.subject) });
+  await watcher.flush();
+  const errors: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "error") errors.push(String((s as { error?: unknown }).error));
+    }
+  })();
+  nc.publish("cmd.gw1.valve.open", "forged");
+  nc.publish("cmd.other-gw.valve", "not imported here");
+  await nc.flush();
+  await watcher.flush();
+  await waitFor(() => seen.length === 1, { message: "the publish outside the import" });
+  expect(seen).toEqual(["cmd.other-gw.valve"]);
+  await waitFor(() => errors.length === 1, { message: "the permissions error" });
+  expect(errors[0]).toMatch(/Permissions Violation for Publish to "cmd\.gw1\.valve\.open"/);
+});
