@@ -378,68 +378,65 @@ export class Authenticator {
     clientId: string,
     address: string,
   ): Promise<AuthResult> {
-    if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     const user = this.#users.get(username);
     // Unknown users cost a hash too, so timing does not tell which names exist.
-    const hash = user?.password ?? DUMMY_HASH;
-    let good: boolean;
-    try {
-      good = await verifyPassword(password ?? new Uint8Array(0), hash);
-    } catch (err) {
-      this.#guard.end(address, false, this.#clock.now());
-      throw err;
-    }
-    const ok = user !== undefined && good;
-    const lockout = this.#guard.end(address, ok, this.#clock.now());
-    if (!ok) {
-      return {
-        ok: false,
-        returnCode: 4,
-        reason: "bad user name or password",
-        refusal: "bad-credentials",
-        ...(lockout !== undefined ? { lockout } : {}),
-      };
-    }
-    return {
-      ok: true,
-      user: username,
-      permissions: compilePermissions(
-        user.permissions ?? this.#defaults,
-        username,
-        clientId,
-        this.#hubOnly,
-      ),
-    };
+    return this.#verify(address, password ?? new Uint8Array(0), user?.password, {
+      reason: "bad user name or password",
+      accepted: () => ({
+        ok: true,
+        user: username,
+        permissions: compilePermissions(
+          user!.permissions ?? this.#defaults,
+          username,
+          clientId,
+          this.#hubOnly,
+        ),
+      }),
+    });
   }
 
   /**
    * Checks a NATS token against `authorization.token`, under the same lockout as
    * passwords; its clients get the default permissions.
    */
-  async token(token: string, clientId: string, address: string): Promise<AuthResult> {
+  token(token: string, clientId: string, address: string): Promise<AuthResult> {
+    return this.#verify(address, Buffer.from(token), this.#tokenHash, {
+      reason: "bad token",
+      accepted: () => ({
+        ok: true,
+        user: undefined,
+        permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
+      }),
+    });
+  }
+
+  /**
+   * One secret against one hash (none: a dummy, costing the same, that always fails),
+   * unless `address` is locked out (then no hash is computed); failures count towards it.
+   */
+  async #verify(
+    address: string,
+    secret: Uint8Array,
+    hash: string | undefined,
+    outcome: { reason: string; accepted: () => AuthResult },
+  ): Promise<AuthResult> {
     if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     let good: boolean;
     try {
-      good = await verifyPassword(Buffer.from(token), this.#tokenHash ?? DUMMY_HASH);
+      good = await verifyPassword(secret, hash ?? DUMMY_HASH);
     } catch (err) {
       this.#guard.end(address, false, this.#clock.now());
       throw err;
     }
-    const ok = this.#tokenHash !== undefined && good;
+    const ok = hash !== undefined && good;
     const lockout = this.#guard.end(address, ok, this.#clock.now());
-    if (!ok) {
-      return {
-        ok: false,
-        returnCode: 4,
-        reason: "bad token",
-        refusal: "bad-credentials",
-        ...(lockout !== undefined ? { lockout } : {}),
-      };
-    }
+    if (ok) return outcome.accepted();
     return {
-      ok: true,
-      user: undefined,
-      permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
+      ok: false,
+      returnCode: 4,
+      reason: outcome.reason,
+      refusal: "bad-credentials",
+      ...(lockout !== undefined ? { lockout } : {}),
     };
   }
 

@@ -53,6 +53,7 @@ export {
   subjectMatches,
 } from "./subject.js";
 export { Sublist, type SublistEntry, type SublistMatch } from "./sublist.js";
+export { readTlsFiles, type TlsFiles } from "./tls-files.js";
 export {
   checkTopicBounds,
   filterToPatterns,

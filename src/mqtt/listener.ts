@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -9,7 +8,7 @@ import type { Admission, Counter, Logger } from "../core/index.js";
 import {
   attachSocket,
   errorMessage,
-  LeafgateError,
+  readTlsFiles,
   ServerLifecycle,
   socketTransport,
 } from "../core/index.js";
@@ -82,29 +81,7 @@ export class MqttListener {
         () => accept(socket),
         () => socket.destroy(),
       );
-    const read = (what: string, file: string | undefined): Buffer | undefined => {
-      if (file === undefined) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new LeafgateError(
-          "LG_ERR_MQTT_TLS",
-          `cannot read the MQTT listener's TLS ${what} ${file}: ${errorMessage(err)}`,
-          { cause: err },
-        );
-      }
-    };
-    const tlsOptions =
-      tls === undefined
-        ? undefined
-        : (() => {
-            const ca = read("ca", tls.ca);
-            return {
-              cert: read("cert", tls.cert),
-              key: read("key", tls.key),
-              ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
-            };
-          })();
+    const tlsOptions = tls === undefined ? undefined : readTlsFiles(tls, "mqtt");
     const keepaliveMs = options.tcpKeepaliveMs ?? 0;
     if (this.#websocket) {
       this.#server = this.#webSocketServer(broker, tlsOptions);

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
@@ -9,6 +8,7 @@ import {
   errorMessage,
   LeafgateError,
   RateLimitedLog,
+  readTlsFiles,
   ServerLifecycle,
   socketTransport,
   sourceAddress,
@@ -85,7 +85,7 @@ export class NatsListener {
         "nats slow consumer cut",
       );
     };
-    const tlsFiles = options.tls === undefined ? undefined : readTlsFiles(options.tls);
+    const tlsFiles = options.tls === undefined ? undefined : readTlsFiles(options.tls, "nats");
     // The handshake counts against the auth timeout, as the CONNECT after it does.
     const secure =
       tlsFiles === undefined
@@ -233,26 +233,4 @@ export class NatsListener {
     for (const c of this.#connections) bytes += c.unsentBytes;
     return bytes;
   }
-}
-
-/** The listener's certificate (and CA, to require client certificates), read once at start. */
-function readTlsFiles(tls: NonNullable<NatsListenerOptions["tls"]>) {
-  const read = (what: string, file: string | undefined): Buffer | undefined => {
-    if (file === undefined) return undefined;
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new LeafgateError(
-        "LG_ERR_NATS_TLS",
-        `cannot read the NATS listener's TLS ${what} ${file}: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
-  };
-  const ca = read("ca", tls.ca);
-  return {
-    cert: read("cert", tls.cert),
-    key: read("key", tls.key),
-    ...(ca === undefined ? {} : { ca, requestCert: true, rejectUnauthorized: true }),
-  };
 }

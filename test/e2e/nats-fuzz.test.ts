@@ -164,7 +164,9 @@ it("random and hostile NATS bytes never disturb other clients or the gateway", a
     }),
     { numRuns: RUNS, ...(FUZZ_SEED === undefined ? {} : { seed: FUZZ_SEED }) },
   );
-  console.log(`nats fuzz: ${runs} runs in ${Date.now() - started} ms, ${sent + 1} bystander messages`);
+  console.log(
+    `nats fuzz: ${runs} runs in ${Date.now() - started} ms, ${sent + 1} bystander messages`,
+  );
   pub.publish("bystander.seq", String(sent++));
   await pub.flush();
   await waitFor(() => got.length === sent, { message: () => `${got.length} of ${sent}` });
