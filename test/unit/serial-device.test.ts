@@ -129,7 +129,7 @@ describe("serial devices", () => {
   it("publishes each frame's fields, and /status shows the device in a fixed shape", async () => {
     start(ENV_SENSOR);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"state":"opening"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"commandsQueued":0,"state":"opening"}`,
     );
     await clock.advanceAsync(0);
     clock.advance(7);
@@ -142,11 +142,11 @@ describe("serial devices", () => {
     ]);
     expect(published.map((m) => m.receivedAtMs)).toEqual([7, 7, 7]);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"state":"open","since":0}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"open","since":0}`,
     );
     await device!.stop();
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"state":"closed"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"closed"}`,
     );
   });
 

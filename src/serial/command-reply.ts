@@ -1,0 +1,41 @@
+import type { Envelope } from "../core/index.js";
+import type { CommandResult } from "./command-runner.js";
+
+/** The header (NATS) and user property (MQTT 5) an error reply carries its text in. */
+export const COMMAND_ERROR_HEADER = "Leafgate-Error";
+const JSON_CONTENT_TYPE = "application/json";
+
+/**
+ * The reply to a command, on `subject`. Its payload is JSON:
+ * - answered: what `answer` makes of the frame (`{"text": …}` or `{"hex": …}`, and
+ *   `"values"` when the profile's fields decode from it);
+ * - written, nothing awaited (`response: none`): `{"written": <bytes>}`;
+ * - failed: `{"error": "<what is wrong and how to fix it>"}`, and the same text in the
+ *   `Leafgate-Error` header (NATS) and user property (MQTT 5), so a client can tell an
+ *   error without parsing the payload.
+ */
+export function commandReply(
+  subject: string,
+  result: CommandResult,
+  nowMs: number,
+  answer: (frame: Buffer) => Record<string, unknown>,
+): Envelope {
+  const base = { subject, receivedAtMs: nowMs, origin: "serial", qos: 0 } as const;
+  if (result.outcome !== "ok") {
+    return {
+      ...base,
+      payload: Buffer.from(JSON.stringify({ error: result.error })),
+      headers: new Map([[COMMAND_ERROR_HEADER, [result.error]]]),
+      properties: {
+        contentType: JSON_CONTENT_TYPE,
+        userProperties: [[COMMAND_ERROR_HEADER, result.error]],
+      },
+    };
+  }
+  const body = "frame" in result ? answer(result.frame) : { written: result.written };
+  return {
+    ...base,
+    payload: Buffer.from(JSON.stringify(body)),
+    properties: { contentType: JSON_CONTENT_TYPE },
+  };
+}
