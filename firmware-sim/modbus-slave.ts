@@ -19,9 +19,7 @@
  *   `delayMs` late). A faulty answer does not advance `n`; a slow one does.
  */
 
-import { closeSync, openSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { ReadStream } from "node:tty";
 import {
   crc16Modbus,
   encodeException,
@@ -143,7 +141,7 @@ export class ModbusSlaveSimulator {
   badRequests = 0;
   readonly #samples = new Map<number, number>();
   readonly #slow = new Set<NodeJS.Timeout>();
-  #reader: { stream: ReadStream; fd: number } | undefined;
+  #stopReading: (() => void) | undefined;
   #rx = Buffer.alloc(0);
   #lastByteAt = 0;
   #fault: { mode: ModbusFault; left: number; delayMs: number; slave: number | undefined } = {
@@ -232,30 +230,21 @@ export class ModbusSlaveSimulator {
     await this.pty.close();
   }
 
-  /** Reads our end of the pty: a tty stream is non-blocking, unlike fs reads of a tty. */
+  /** Reads what the gateway writes; an error (socat gone) stops it until the next replug. */
   #attach(): void {
-    const fd = openSync(this.pty.simPath, "r+");
-    const stream = new ReadStream(fd);
-    stream.on("data", (chunk: Buffer) => this.#onData(chunk));
-    // EIO when socat goes away; the next replug attaches a new stream.
-    stream.on("error", () => this.#detach());
-    this.#reader = { stream, fd };
+    this.#stopReading = this.pty.read(
+      (chunk) => this.#onData(chunk),
+      () => this.#detach(),
+    );
     this.#rx = Buffer.alloc(0);
   }
 
   #detach(): void {
     for (const timer of this.#slow) clearTimeout(timer);
     this.#slow.clear();
-    const reader = this.#reader;
-    this.#reader = undefined;
-    if (reader === undefined) return;
-    reader.stream.destroy();
-    // libuv reopened the tty for its stream; this descriptor is still ours to close.
-    try {
-      closeSync(reader.fd);
-    } catch {
-      // already gone
-    }
+    const stop = this.#stopReading;
+    this.#stopReading = undefined;
+    stop?.();
   }
 
   #onData(chunk: Buffer): void {

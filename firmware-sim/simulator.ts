@@ -1,5 +1,3 @@
-import { closeSync, openSync } from "node:fs";
-import { ReadStream } from "node:tty";
 import type { CommandModel } from "./commands.js";
 import { PtyPair } from "./pty.js";
 
@@ -58,7 +56,7 @@ export class Simulator {
   readonly state = new Map<string, number>();
   #n = 0;
   #timer: NodeJS.Timeout | undefined;
-  #reader: { stream: ReadStream; fd: number } | undefined;
+  #stopReading: (() => void) | undefined;
   #rx = Buffer.alloc(0);
   /** Answers written one after another, each ANSWER_DELAY_MS after the one before. */
   #answers: { readonly record: RequestRecord; readonly write: () => void }[] = [];
@@ -164,14 +162,13 @@ export class Simulator {
     return this.sent.flatMap((f) => (f.kind === "good" && f.values ? [f.values] : []));
   }
 
-  /** Reads our end of the pty (a tty stream is non-blocking, unlike fs reads of a tty). */
+  /** Reads what the gateway writes; an error (socat gone) stops it until the next replug. */
   #attach(): void {
     if (this.model.commands === undefined) return;
-    const fd = openSync(this.pty.simPath, "r+");
-    const stream = new ReadStream(fd);
-    stream.on("data", (chunk: Buffer) => this.#onData(chunk));
-    stream.on("error", () => this.#detach());
-    this.#reader = { stream, fd };
+    this.#stopReading = this.pty.read(
+      (chunk) => this.#onData(chunk),
+      () => this.#detach(),
+    );
     this.#rx = Buffer.alloc(0);
   }
 
@@ -179,16 +176,9 @@ export class Simulator {
     clearTimeout(this.#answerTimer);
     this.#answerTimer = undefined;
     for (const a of this.#answers.splice(0)) a.record.outcome = "unsent";
-    const reader = this.#reader;
-    this.#reader = undefined;
-    if (reader === undefined) return;
-    reader.stream.destroy();
-    // libuv reopened the tty for its stream; this descriptor is still ours to close.
-    try {
-      closeSync(reader.fd);
-    } catch {
-      // already gone
-    }
+    const stop = this.#stopReading;
+    this.#stopReading = undefined;
+    stop?.();
   }
 
   #onData(chunk: Buffer): void {

@@ -11,9 +11,9 @@ import {
   Simulator,
 } from "../../firmware-sim/index.js";
 import { gpsNmea } from "../../firmware-sim/models-text.js";
-import { MAX_QUEUED_COMMANDS } from "../../src/serial/index.js";
-import { it } from "../helpers/fixtures.js";
-import { BUNDLE } from "../helpers/gateway.js";
+import { type DeviceStatus, MAX_QUEUED_COMMANDS } from "../../src/serial/index.js";
+import { it as base, type Defer } from "../helpers/fixtures.js";
+import { BUNDLE, type TestGateway } from "../helpers/gateway.js";
 import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { tempDir, waitFor } from "../helpers/wait.js";
@@ -65,20 +65,61 @@ async function requester(port: number, clientId: string): Promise<Requester> {
   };
 }
 
-describe("commands to serial devices", () => {
-  /** A simulator of `model` on a fresh pty pair, closed after the test. */
-  async function simulator(
-    defer: (f: () => unknown) => void,
-    model: DeviceModel,
-  ): Promise<Simulator> {
-    const dir = tempDir("serial-cmd");
-    defer(() => dir.cleanup());
-    const sim = new Simulator(model, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
-    await sim.open();
-    defer(() => sim.close());
-    return sim;
-  }
+/** A simulator of `model` on a fresh pty pair, closed after the test. */
+async function simulator(defer: Defer, model: DeviceModel): Promise<Simulator> {
+  const dir = tempDir("serial-cmd");
+  defer(() => dir.cleanup());
+  const sim = new Simulator(model, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
+  await sim.open();
+  defer(() => sim.close());
+  return sim;
+}
 
+/** A simulated device on an in-process gateway, and what the tests look at. */
+interface DeviceSetup {
+  readonly sim: Simulator;
+  readonly gw: TestGateway;
+  /** The device's entry in the gateway's /status. */
+  status(): DeviceStatus;
+  /** An MQTT 5 requester, client id app-a. */
+  readonly a: Requester;
+  /** Another MQTT 5 requester, closed after the test. */
+  requester(clientId: string): Promise<Requester>;
+  /** leafgate_serial_commands_total for the device and `result`. */
+  count(result: string): number;
+}
+
+const it = base.extend<{
+  /** Opens a simulator of `model`, and a gateway with it as `device`; resolves once open. */
+  deviceOnGateway: (model: DeviceModel, profile: string, device: string) => Promise<DeviceSetup>;
+}>({
+  deviceOnGateway: async ({ defer, gateway }, use) => {
+    await use(async (model, profile, device) => {
+      const sim = await simulator(defer, model);
+      const gw = await gateway.start({
+        serial: { ports: [{ path: sim.devicePath, profile, device }] },
+      });
+      const status = () => gw.gateway.status().serial[0]!;
+      await waitFor(() => status().state === "open");
+      const connect = async (clientId: string) => {
+        const r = await requester(gw.mqttPort, clientId);
+        defer(() => r.client.endAsync());
+        return r;
+      };
+      return {
+        sim,
+        gw,
+        status,
+        a: await connect("app-a"),
+        requester: connect,
+        count: (result) =>
+          gw.gateway.metrics.value("leafgate_serial_commands_total", { device, result }),
+      };
+    });
+  },
+});
+
+describe("commands to serial devices", () => {
   it("the bundle: an MQTT 5 request is answered by the device, correlation data back; unknown and fire-and-forget too", async ({
     defer,
     gateway,
@@ -122,18 +163,16 @@ describe("commands to serial devices", () => {
   });
 
   it("two requesters interleaving get turns, in this exact order, each reply to its own", async ({
-    defer,
-    gateway,
+    deviceOnGateway,
   }) => {
-    const sim = await simulator(defer, envSensor);
-    const gw = await gateway.start({
-      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
-    });
-    const status = () => gw.gateway.status().serial[0]!;
-    await waitFor(() => status().state === "open");
-    const a = await requester(gw.mqttPort, "app-a");
-    const b = await requester(gw.mqttPort, "app-b");
-    defer(() => Promise.all([a.client.endAsync(), b.client.endAsync()]));
+    const {
+      sim,
+      status,
+      count,
+      requester: connect,
+      a,
+    } = await deviceOnGateway(envSensor, "env-sensor", "env-1");
+    const b = await connect("app-b");
 
     // The device is busy with A's first command while A queues three more, then B two.
     sim.hold();
@@ -164,20 +203,13 @@ describe("commands to serial devices", () => {
       ["b1", "OK INTERVAL 21"],
       ["b2", "OK INTERVAL 22"],
     ]);
-    expect(gw.gateway.metrics.value("leafgate_serial_commands_total", okOf("env-1"))).toBe(6);
+    expect(count("ok")).toBe(6);
   });
 
   it("a device that does not answer gets a timeout reply, and the next command goes through", async ({
-    defer,
-    gateway,
+    deviceOnGateway,
   }) => {
-    const sim = await simulator(defer, gpsNmea);
-    const gw = await gateway.start({
-      serial: { ports: [{ path: sim.devicePath, profile: "gps-nmea", device: "gps-1" }] },
-    });
-    await waitFor(() => gw.gateway.status().serial[0]!.state === "open");
-    const a = await requester(gw.mqttPort, "app-a");
-    defer(() => a.client.endAsync());
+    const { sim, count, a } = await deviceOnGateway(gpsNmea, "gps-nmea", "gps-1");
 
     sim.silence(1);
     await a.request("gps-1", "firmware", "", "t-1");
@@ -197,23 +229,14 @@ describe("commands to serial devices", () => {
       ["$PMTK000*32", "answered"],
       ["$PMTK605*31", "answered"],
     ]);
-    const m = (result: string) =>
-      gw.gateway.metrics.value("leafgate_serial_commands_total", { device: "gps-1", result });
-    expect([m("ok"), m("timeout")]).toEqual([2, 1]);
+    expect([count("ok"), count("timeout")]).toEqual([2, 1]);
   });
 
   it("an unplugged device: the command on the line and every later one get an error reply at once, not a timeout", async ({
-    defer,
-    gateway,
+    deviceOnGateway,
   }) => {
-    const sim = await simulator(defer, envSensor);
-    const gw = await gateway.start({
-      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
-    });
-    const state = () => gw.gateway.status().serial[0]!.state;
-    await waitFor(() => state() === "open");
-    const a = await requester(gw.mqttPort, "app-a");
-    defer(() => a.client.endAsync());
+    const { sim, status, count, a } = await deviceOnGateway(envSensor, "env-sensor", "env-1");
+    const state = () => status().state;
 
     sim.hold(); // the device never gets to answer
     await a.request("env-1", "interval", "5", "u-1");
@@ -236,15 +259,8 @@ describe("commands to serial devices", () => {
     expect(a.replies[2]!.body.error).toMatch(
       /^device env-1 is not connected \(.+\); retry when it is back$/,
     );
-    expect(gw.gateway.metrics.value("leafgate_serial_commands_total", unpluggedOf("env-1"))).toBe(
-      3,
-    );
-    expect(
-      gw.gateway.metrics.value("leafgate_serial_commands_total", {
-        device: "env-1",
-        result: "timeout",
-      }),
-    ).toBe(0);
+    expect(count("unplugged")).toBe(3);
+    expect(count("timeout")).toBe(0);
 
     // Back again (and no longer busy): commands work.
     sim.release();
@@ -261,16 +277,9 @@ describe("commands to serial devices", () => {
   });
 
   it("pms5003: garbage between command frames breaks no command; answers are replies and readings", async ({
-    defer,
-    gateway,
+    deviceOnGateway,
   }) => {
-    const sim = await simulator(defer, pms5003);
-    const gw = await gateway.start({
-      serial: { ports: [{ path: sim.devicePath, profile: "pms5003", device: "air-1" }] },
-    });
-    await waitFor(() => gw.gateway.status().serial[0]!.state === "open");
-    const a = await requester(gw.mqttPort, "app-a");
-    defer(() => a.client.endAsync());
+    const { sim, count, a } = await deviceOnGateway(pms5003, "pms5003", "air-1");
     const readings: unknown[] = [];
     a.client.on("message", (topic: string, payload: Buffer) => {
       if (topic === "sensors/air-1/air") readings.push(JSON.parse(payload.toString()));
@@ -314,21 +323,13 @@ describe("commands to serial devices", () => {
       "424de200000171",
     ]);
     expect(sim.state.get("mode")).toBe(0);
-    expect(gw.gateway.metrics.value("leafgate_serial_commands_total", okOf("air-1"))).toBe(3);
+    expect(count("ok")).toBe(3);
   });
 
   it(`past ${MAX_QUEUED_COMMANDS} waiting commands a request is refused at once (busy), counted`, async ({
-    defer,
-    gateway,
+    deviceOnGateway,
   }) => {
-    const sim = await simulator(defer, envSensor);
-    const gw = await gateway.start({
-      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
-    });
-    const status = () => gw.gateway.status().serial[0]!;
-    await waitFor(() => status().state === "open");
-    const a = await requester(gw.mqttPort, "app-a");
-    defer(() => a.client.endAsync());
+    const { sim, status, count, a } = await deviceOnGateway(envSensor, "env-sensor", "env-1");
 
     sim.hold();
     await a.send("env-1", "info", "");
@@ -341,21 +342,10 @@ describe("commands to serial devices", () => {
     expect(a.replies).toEqual([{ body: { error: busy }, correlation: "full", error: busy }]);
     sim.release();
     await waitFor(() => sim.requests.length === MAX_QUEUED_COMMANDS + 1, { timeoutMs: 10_000 });
-    await waitFor(
-      () =>
-        gw.gateway.metrics.value("leafgate_serial_commands_total", okOf("env-1")) ===
-        MAX_QUEUED_COMMANDS + 1,
-    );
-    expect(
-      gw.gateway.metrics.value("leafgate_serial_commands_total", {
-        device: "env-1",
-        result: "busy",
-      }),
-    ).toBe(1);
+    await waitFor(() => count("ok") === MAX_QUEUED_COMMANDS + 1);
+    expect(count("busy")).toBe(1);
   });
 });
 
-const okOf = (device: string) => ({ device, result: "ok" });
-const unpluggedOf = (device: string) => ({ device, result: "unplugged" });
 const commands = (device: string, result: string) =>
   `leafgate_serial_commands_total{device="${device}",result="${result}"}`;
