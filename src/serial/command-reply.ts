@@ -10,6 +10,8 @@ const JSON_CONTENT_TYPE = "application/json";
  * - answered: what `answer` makes of the frame (`{"text": …}` or `{"hex": …}`, and
  *   `"values"` when the profile's fields decode from it);
  * - written, nothing awaited (`response: none`): `{"written": <bytes>}`;
+ * - a Modbus command: the body the device made (`{"address", "registers"}` for a read,
+ *   `{"address", "written"}` for a write);
  * - failed: `{"error": "<what is wrong and how to fix it>"}`, and the same text in the
  *   `Leafgate-Error` header (NATS) and user property (MQTT 5), so a client can tell an
  *   error without parsing the payload.
@@ -32,7 +34,12 @@ export function commandReply(
       },
     };
   }
-  const body = "frame" in result ? answer(result.frame) : { written: result.written };
+  const body =
+    "frame" in result
+      ? answer(result.frame)
+      : "body" in result
+        ? result.body
+        : { written: result.written };
   return {
     ...base,
     payload: Buffer.from(JSON.stringify(body)),

@@ -18,6 +18,8 @@ export type CommandResult =
   | { readonly outcome: "ok"; readonly frame: Buffer }
   /** Written; nothing awaited (`response: none`). */
   | { readonly outcome: "ok"; readonly written: number }
+  /** Answered, and the device made the reply's body (a Modbus read or write). */
+  | { readonly outcome: "ok"; readonly body: Readonly<Record<string, unknown>> }
   | { readonly outcome: Exclude<CommandOutcome, "ok">; readonly error: string };
 
 /** One request for a command, from whoever asked. */
@@ -49,17 +51,28 @@ export interface CommandRunnerOptions {
   readonly maxQueued?: number;
   /** Runs the timeout callback under it: a bug it reaches is counted, never thrown. */
   readonly guard?: Guard;
+  /**
+   * For a device that runs commands itself (Modbus: its poll loop owns the line): called
+   * with each command when its turn comes, instead of `write`; `done` is called once with
+   * how it ended (a call after the port was lost is ignored). No timer is set here then.
+   */
+  readonly execute?: (job: CommandJob, done: (result: CommandResult) => void) => void;
 }
 
-interface Job {
-  readonly request: CommandRequest;
+/** A command whose turn has come, as `execute` gets it. */
+export interface CommandJob {
   readonly command: ProfileCommand;
+  /** The bytes to write (the request encoded). */
   readonly bytes: Buffer;
+}
+
+interface Job extends CommandJob {
+  readonly request: CommandRequest;
 }
 
 interface Running {
   readonly job: Job;
-  readonly timer: ClockTimer;
+  readonly timer: ClockTimer | undefined;
 }
 
 /**
@@ -116,7 +129,7 @@ export class CommandRunner {
     }
     const away = this.#options.unavailable();
     if (away !== undefined) {
-      this.#finish(request, { outcome: "unplugged", error: this.#unplugged(away) });
+      this.#finish(request, { outcome: "unplugged", error: this.notConnected(away) });
       return;
     }
     const job: Job = { request, command, bytes: encoded.bytes };
@@ -142,7 +155,7 @@ export class CommandRunner {
 
   /** The port went away: the command on the line and every waiting one fail now. */
   portLost(reason: string): void {
-    this.#failAll("unplugged", this.#unplugged(reason));
+    this.#failAll("unplugged", this.notConnected(reason));
   }
 
   /** The device stops: every command fails now, and later requests at once. */
@@ -151,8 +164,14 @@ export class CommandRunner {
     this.#failAll("error", reason);
   }
 
-  #unplugged(reason: string): string {
+  /** The error of a command the port was not there for. */
+  notConnected(reason: string): string {
     return `device ${this.#options.device} is not connected (${reason}); retry when it is back`;
+  }
+
+  /** The error of a command that got no answer in time. */
+  noAnswer(command: ProfileCommand): string {
+    return `device ${this.#options.device} did not answer "${command.name}" within ${command.timeoutMs} ms; check that it is powered, and in the mode that command needs`;
   }
 
   #failAll(outcome: "unplugged" | "error", error: string): void {
@@ -186,11 +205,17 @@ export class CommandRunner {
   }
 
   #start(job: Job): void {
-    const { clock, write, unavailable } = this.#options;
+    const { clock, write, unavailable, execute } = this.#options;
     const { command, request } = job;
+    if (execute !== undefined) {
+      const running: Running = { job, timer: undefined };
+      this.#running = running;
+      execute(job, (result) => this.#settle(running, result));
+      return;
+    }
     if (!write(job.bytes)) {
       const why = unavailable() ?? "the port closed";
-      this.#finish(request, { outcome: "unplugged", error: this.#unplugged(why) });
+      this.#finish(request, { outcome: "unplugged", error: this.notConnected(why) });
       return;
     }
     if (command.response.type === "none") {
@@ -198,10 +223,7 @@ export class CommandRunner {
       return;
     }
     const onTimeout = (): void =>
-      this.#settle(running, {
-        outcome: "timeout",
-        error: `device ${this.#options.device} did not answer "${command.name}" within ${command.timeoutMs} ms; check that it is powered, and in the mode that command needs`,
-      });
+      this.#settle(running, { outcome: "timeout", error: this.noAnswer(command) });
     const guard = this.#options.guard;
     const timer = clock.setTimeout(
       guard ? guard.wrap("serial.command-timeout", onTimeout) : onTimeout,

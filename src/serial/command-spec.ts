@@ -13,8 +13,34 @@
  *   `response` rule accepts while the command waits: `next_frame` any frame; `prefix`
  *   a frame starting with `match` (text) or `match_hex` (bytes); `regex` a frame whose
  *   UTF-8 text `match` finds a match in. `none`: nothing is awaited; written is done.
+ * - On a Modbus profile every command is a `modbus` request instead: a read of `count`
+ *   registers (function 3 or 4; the payload is ignored), a write of one register
+ *   (function 6; the payload is its value as JSON, `42` or `[42]`) or of `count` registers
+ *   (function 16; the payload a JSON list of `count` values), each value 0..65535. Its
+ *   answer is the slave's, framed and checked as the poller frames and checks reads.
  */
-import { duration, list, obj, oneOf, type StringRule, str } from "../config/index.js";
+import {
+  duration,
+  int,
+  list,
+  obj,
+  oneOf,
+  optionalObj,
+  type StringRule,
+  str,
+} from "../config/index.js";
+import {
+  encodeReadRequest,
+  encodeWriteRequest,
+  MAX_READ_COUNT,
+  MAX_SLAVE,
+  MAX_WRITE_COUNT,
+  MIN_SLAVE,
+  READ_HOLDING_REGISTERS,
+  READ_INPUT_REGISTERS,
+  WRITE_MULTIPLE_REGISTERS,
+  WRITE_SINGLE_REGISTER,
+} from "./modbus.js";
 
 /** Longest payload a `{payload}` template takes: far above any command argument. */
 export const MAX_COMMAND_PAYLOAD_BYTES = 256;
@@ -24,6 +50,13 @@ export const DEFAULT_COMMAND_TIMEOUT = "2s";
 const MAX_COMMAND_TIMEOUT_MS = 60_000;
 export const PAYLOAD_PLACEHOLDER = "{payload}";
 export const RESPONSE_RULES = ["next_frame", "prefix", "regex", "none"] as const;
+const MODBUS_FUNCTIONS = [
+  READ_HOLDING_REGISTERS,
+  READ_INPUT_REGISTERS,
+  WRITE_SINGLE_REGISTER,
+  WRITE_MULTIPLE_REGISTERS,
+] as const;
+const MAX_ADDRESS = 0xffff;
 export type ResponseRule = (typeof RESPONSE_RULES)[number];
 
 /** A command's name becomes the last token of `devices.{device}.cmd.{name}`. */
@@ -42,9 +75,18 @@ export const COMMAND_SCHEMA = obj({
   name: str({ rule: COMMAND_NAME, required: "a command name" }),
   text: str(),
   hex: str({ rule: HEX }),
-  response: oneOf(RESPONSE_RULES, { default: "next_frame" }),
+  response: oneOf(RESPONSE_RULES), // default next_frame; none for a modbus command
   match: str(),
   match_hex: str({ rule: HEX }),
+  modbus: optionalObj({
+    function: oneOf(MODBUS_FUNCTIONS, {
+      required: "3 or 4 (read), 6 or 16 (write)",
+      expected: "3 or 4 (read holding or input registers), 6 or 16 (write one or several)",
+    }),
+    address: int(0, MAX_ADDRESS, { required: `an integer from 0 to ${MAX_ADDRESS}` }),
+    count: int(1, MAX_READ_COUNT), // default 1
+    slave: int(MIN_SLAVE, MAX_SLAVE), // default the profile's (first) slave
+  }),
   timeout: duration({ min: 1, max: MAX_COMMAND_TIMEOUT_MS, default: DEFAULT_COMMAND_TIMEOUT }),
 });
 
@@ -55,7 +97,17 @@ export type ResponseMatch =
   | { readonly type: "next_frame" }
   | { readonly type: "prefix"; readonly prefix: Buffer }
   | { readonly type: "regex"; readonly regex: RegExp }
-  | { readonly type: "none" };
+  | { readonly type: "none" }
+  /** A Modbus request: the device frames and checks the slave's answer itself. */
+  | { readonly type: "modbus" };
+
+/** A Modbus command: what it reads or writes. */
+export interface ModbusCommand {
+  readonly fn: (typeof MODBUS_FUNCTIONS)[number];
+  readonly address: number;
+  readonly count: number;
+  readonly slave: number;
+}
 
 /** A command the device understands, as checked when its profile loaded. */
 export interface ProfileCommand {
@@ -66,6 +118,8 @@ export interface ProfileCommand {
   readonly template: string | undefined;
   readonly response: ResponseMatch;
   readonly timeoutMs: number;
+  /** Set for a Modbus command (then `bytes` is empty and `template` undefined). */
+  readonly modbus: ModbusCommand | undefined;
 }
 
 type CommandSection = {
@@ -76,6 +130,12 @@ type CommandSection = {
   readonly match?: string;
   readonly match_hex?: string;
   readonly timeout?: number;
+  readonly modbus?: {
+    readonly function?: ModbusCommand["fn"];
+    readonly address?: number;
+    readonly count?: number;
+    readonly slave?: number;
+  };
 };
 
 const hexBytes = (hex: string): Buffer => Buffer.from(hex.replace(/\s+/g, ""), "hex");
@@ -83,15 +143,20 @@ const hexBytes = (hex: string): Buffer => Buffer.from(hex.replace(/\s+/g, ""), "
 /**
  * A checked `commands` entry as the command it describes; the rules that span its keys
  * are reported through `problem` at `at` (`commands[2]`), and then undefined comes back.
+ * `modbusSlave` is the profile's (first) slave on a Modbus profile, undefined on others.
  */
 export function toProfileCommand(
   c: CommandSection,
   at: string,
   problem: (at: string, what: string) => void,
+  modbusSlave: number | undefined,
 ): ProfileCommand | undefined {
-  const before = { count: 0 };
+  if (modbusSlave !== undefined || c.modbus !== undefined) {
+    return toModbusCommand(c, at, problem, modbusSlave);
+  }
+  let problems = 0;
   const report = (where: string, what: string): void => {
-    before.count++;
+    problems++;
     problem(where, what);
   };
   if ((c.text === undefined) === (c.hex === undefined)) {
@@ -126,7 +191,7 @@ export function toProfileCommand(
   if (c.hex?.includes(PAYLOAD_PLACEHOLDER)) {
     report(`${at}.hex`, "only text commands take {payload}");
   }
-  if (before.count > 0 || c.name === undefined || response === undefined) return undefined;
+  if (problems > 0 || c.name === undefined || response === undefined) return undefined;
   const template = c.text?.includes(PAYLOAD_PLACEHOLDER) ? c.text : undefined;
   return {
     name: c.name,
@@ -134,6 +199,48 @@ export function toProfileCommand(
     template,
     response,
     timeoutMs: c.timeout ?? 2_000,
+    modbus: undefined,
+  };
+}
+
+/** A `modbus` command entry, on a Modbus profile only; see toProfileCommand. */
+function toModbusCommand(
+  c: CommandSection,
+  at: string,
+  problem: (at: string, what: string) => void,
+  slave: number | undefined,
+): ProfileCommand | undefined {
+  let problems = 0;
+  const report = (where: string, what: string): void => {
+    problems++;
+    problem(where, what);
+  };
+  if (slave === undefined) {
+    report(`${at}.modbus`, "only a Modbus profile (decoder.type: modbus) takes modbus commands");
+  } else if (c.modbus === undefined) {
+    report(at, "a Modbus profile's command needs modbus: { function, address }");
+  }
+  for (const key of ["text", "hex", "response", "match", "match_hex"] as const) {
+    if (c[key] !== undefined) report(`${at}.${key}`, "a modbus command takes no " + key);
+  }
+  const m = c.modbus;
+  if (m?.function === undefined || m.address === undefined || slave === undefined) return undefined;
+  const fn = m.function;
+  const max =
+    fn === WRITE_SINGLE_REGISTER ? 1 : fn === WRITE_MULTIPLE_REGISTERS ? MAX_WRITE_COUNT : MAX_READ_COUNT;
+  const count = m.count ?? 1;
+  if (count > max) report(`${at}.modbus.count`, `function ${fn} takes 1..${max} registers, got ${count}`);
+  if (m.address + count > MAX_ADDRESS + 1) {
+    report(`${at}.modbus`, `registers ${m.address}..${m.address + count - 1} run past ${MAX_ADDRESS}`);
+  }
+  if (problems > 0 || c.name === undefined) return undefined;
+  return {
+    name: c.name,
+    bytes: Buffer.alloc(0),
+    template: undefined,
+    response: { type: "modbus" },
+    timeoutMs: c.timeout ?? 2_000,
+    modbus: { fn, address: m.address, count, slave: m.slave ?? slave },
   };
 }
 
@@ -152,6 +259,7 @@ export function encodeCommand(
   payload: Uint8Array,
   delimiter: string | undefined,
 ): Encoded {
+  if (command.modbus !== undefined) return encodeModbus(command.name, command.modbus, payload);
   const template = command.template;
   if (template === undefined) return { ok: true, bytes: command.bytes };
   const needs = `command "${command.name}" needs a payload to fill {payload} in ${JSON.stringify(template)}`;
@@ -178,6 +286,36 @@ export function encodeCommand(
   return { ok: true, bytes: Buffer.from(template.replaceAll(PAYLOAD_PLACEHOLDER, text)) };
 }
 
+/** A Modbus command's request ADU; a write's values come from the payload (JSON). */
+function encodeModbus(name: string, m: ModbusCommand, payload: Uint8Array): Encoded {
+  if (m.fn === READ_HOLDING_REGISTERS || m.fn === READ_INPUT_REGISTERS) {
+    return { ok: true, bytes: encodeReadRequest(m.slave, m.fn, m.address, m.count) };
+  }
+  const wanted =
+    m.fn === WRITE_SINGLE_REGISTER
+      ? "a value 0..65535 as JSON (42, or [42])"
+      : `a JSON list of ${m.count} values 0..65535`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(payload).toString("utf8"));
+  } catch {
+    parsed = undefined;
+  }
+  const values =
+    typeof parsed === "number" && m.fn === WRITE_SINGLE_REGISTER ? [parsed] : parsed;
+  const fits =
+    Array.isArray(values) &&
+    values.length === m.count &&
+    values.every((v) => Number.isInteger(v) && v >= 0 && v <= 0xffff);
+  if (!fits) {
+    return {
+      ok: false,
+      error: `command "${name}" writes registers ${m.address}..${m.address + m.count - 1}: its payload must be ${wanted}`,
+    };
+  }
+  return { ok: true, bytes: encodeWriteRequest(m.slave, m.fn, m.address, values as number[]) };
+}
+
 /** Whether `frame` answers a command that awaits `response`. */
 export function matchesResponse(response: ResponseMatch, frame: Buffer): boolean {
   switch (response.type) {
@@ -191,6 +329,7 @@ export function matchesResponse(response: ResponseMatch, frame: Buffer): boolean
     case "regex":
       return response.regex.test(frame.toString("utf8"));
     case "none":
+    case "modbus":
       return false;
   }
 }

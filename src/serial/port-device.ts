@@ -10,7 +10,11 @@ import {
   systemClock,
 } from "../core/index.js";
 import { commandReply } from "./command-reply.js";
-import { CommandRunner } from "./command-runner.js";
+import {
+  type CommandJob,
+  type CommandResult,
+  CommandRunner,
+} from "./command-runner.js";
 import { lineSettings, type SerialPortConfig } from "./device.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import type { DeviceProfile } from "./profile.js";
@@ -155,6 +159,9 @@ export abstract class PortDevice implements Device {
         "Commands requested of serial devices, by device and result (ok, timeout, unplugged, busy, unknown, error)",
       ),
       guard: this.guard,
+      ...(spec.kind === "modbus"
+        ? { execute: (job: CommandJob, done: (r: CommandResult) => void) => this.executeCommand(job, done) }
+        : {}),
     });
   }
 
@@ -207,6 +214,14 @@ export abstract class PortDevice implements Device {
    */
   protected answer(frame: Buffer): Record<string, unknown> {
     return { hex: frame.toString("hex") };
+  }
+
+  /**
+   * Runs a command whose turn has come, for a kind whose own loop owns the line (Modbus);
+   * the others write it and match frames through the runner.
+   */
+  protected executeCommand(_job: CommandJob, done: (result: CommandResult) => void): void {
+    done({ outcome: "error", error: `device ${this.name} runs no commands itself (a bug)` });
   }
 
   /** Bytes from the port. */

@@ -94,22 +94,6 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
   const subject =
     p.subject ?? (publish === "per_field" ? "sensors.{device}.{field}" : "sensors.{device}");
   checkSubject(subject, publish, problem);
-  const commands: ProfileCommand[] = [];
-  (p.commands ?? []).forEach((c, i) => {
-    if (c === undefined) return;
-    if (c.name !== undefined && commands.some((x) => x.name === c.name)) {
-      problem(`commands[${i}].name`, `"${c.name}" is defined twice`);
-    }
-    const command = toProfileCommand(c, `commands[${i}]`, problem);
-    if (command !== undefined) commands.push(command);
-  });
-  if (p.decoder?.type === "modbus" && (p.commands ?? []).length > 0) {
-    problem(
-      "commands",
-      "a Modbus device takes no commands yet (the poller owns its line); remove the section",
-    );
-  }
-
   let spec: DeviceProfile["spec"] | undefined;
   if (p.decoder?.type === "modbus") {
     const sources = fields.map((f) => f.source ?? f.name);
@@ -117,6 +101,20 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
   } else if (problems.length === 0 && p.framing && p.decoder) {
     spec = buildStream(p.framing, p.decoder, problem);
   }
+  // A Modbus command's default slave; undefined makes every command a byte string.
+  const modbusSlave =
+    p.decoder?.type === "modbus"
+      ? ((spec?.kind === "modbus" ? spec.modbus.slaves[0] : undefined) ?? 1)
+      : undefined;
+  const commands: ProfileCommand[] = [];
+  (p.commands ?? []).forEach((c, i) => {
+    if (c === undefined) return;
+    if (c.name !== undefined && commands.some((x) => x.name === c.name)) {
+      problem(`commands[${i}].name`, `"${c.name}" is defined twice`);
+    }
+    const command = toProfileCommand(c, `commands[${i}]`, problem, modbusSlave);
+    if (command !== undefined) commands.push(command);
+  });
   if (problems.length > 0 || spec === undefined) throw new ProfileError(file, problems);
   const whole = p as ProfileSections;
   return {

@@ -17,6 +17,7 @@ import {
 } from "../../src/serial/command-spec.js";
 import { FairQueue } from "../../src/serial/fair-queue.js";
 import { ProfileError, resolveProfile, validateProfile } from "../../src/serial/index.js";
+import { crc16Modbus } from "../../src/serial/modbus.js";
 
 const base = {
   name: "probe",
@@ -112,19 +113,110 @@ describe("profile commands section", () => {
     ).toBe(true);
   });
 
-  it("refuses commands on a Modbus profile", () => {
-    const meter = resolveProfile("energy-meter", null);
-    const raw = {
+  describe("on a Modbus profile", () => {
+    const meter = (commands: unknown[]) => ({
       name: "m",
       framing: { type: "idle" },
-      decoder: { type: "modbus", slave: 1, registers: [{ name: "v", function: 4, address: 0 }] },
+      decoder: { type: "modbus", slave: 7, registers: [{ name: "v", function: 4, address: 0 }] },
       fields: [{ name: "v" }],
-      commands: [{ name: "x", hex: "01" }],
-    };
-    expect(meter.commands).toEqual([]);
-    expect(problems(raw)).toContain(
-      "commands: a Modbus device takes no commands yet (the poller owns its line); remove the section",
-    );
+      commands,
+    });
+
+    it("reads modbus requests, the slave defaulting to the profile's", () => {
+      const p = validateProfile(
+        meter([
+          { name: "r", modbus: { function: 3, address: 100, count: 2 } },
+          { name: "w", modbus: { function: 6, address: 100, slave: 9 }, timeout: "300ms" },
+          { name: "m", modbus: { function: 16, address: 65534, count: 2 } },
+        ]),
+        "m.yaml",
+      );
+      expect(p.commands.map((c) => [c.name, c.modbus, c.response, c.timeoutMs])).toEqual([
+        ["r", { fn: 3, address: 100, count: 2, slave: 7 }, { type: "modbus" }, 2_000],
+        ["w", { fn: 6, address: 100, count: 1, slave: 9 }, { type: "modbus" }, 300],
+        ["m", { fn: 16, address: 65534, count: 2, slave: 7 }, { type: "modbus" }, 2_000],
+      ]);
+      const [r, w, m] = p.commands;
+      const hex = (c: ProfileCommand, payload: string) => {
+        const e = encodeCommand(c, bytes(payload), undefined);
+        return e.ok ? e.bytes.toString("hex") : e.error;
+      };
+      /** `adu` with its CRC-16/MODBUS appended, low byte first. */
+      const withCrc = (adu: string) => {
+        const crc = crc16Modbus(Buffer.from(adu, "hex"));
+        return adu + Buffer.from([crc & 0xff, crc >> 8]).toString("hex");
+      };
+      // Slave 7, function 3, address 100, count 2; the payload of a read is ignored.
+      expect(hex(r!, "ignored")).toBe(withCrc("070300640002"));
+      expect(hex(w!, "42")).toBe(withCrc("09060064002a"));
+      expect(hex(w!, "[42]")).toBe(hex(w!, "42"));
+      expect(hex(m!, "[1, 65535]")).toBe(withCrc("0710fffe0002040001ffff"));
+      for (const bad of ["", "x", "65536", "-1", "1.5", "[1,2]", '"7"']) {
+        expect(hex(w!, bad)).toBe(
+          'command "w" writes registers 100..100: its payload must be a value 0..65535 as JSON (42, or [42])',
+        );
+      }
+      expect(hex(m!, "[1]")).toBe(
+        'command "m" writes registers 65534..65535: its payload must be a JSON list of 2 values 0..65535',
+      );
+    });
+
+    it.each([
+      [
+        [{ name: "x", hex: "01" }],
+        "commands[0]: a Modbus profile's command needs modbus: { function, address }",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3, address: 1 }, text: "a" }],
+        "commands[0].text: a modbus command takes no text",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3, address: 1 }, response: "none" }],
+        "commands[0].response: a modbus command takes no response",
+      ],
+      [
+        [{ name: "x", modbus: { function: 5, address: 1 } }],
+        "commands[0].modbus.function: expected 3 or 4 (read holding or input registers), 6 or 16",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3 } }],
+        "commands[0].modbus.address: expected an integer from 0 to 65535, got nothing",
+      ],
+      [
+        [{ name: "x", modbus: { function: 6, address: 1, count: 2 } }],
+        "commands[0].modbus.count: function 6 takes 1..1 registers, got 2",
+      ],
+      [
+        [{ name: "x", modbus: { function: 16, address: 1, count: 124 } }],
+        "commands[0].modbus.count: function 16 takes 1..123 registers, got 124",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3, address: 65535, count: 2 } }],
+        "commands[0].modbus: registers 65535..65536 run past 65535",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3, address: 1, slave: 0 } }],
+        "commands[0].modbus.slave: expected an integer from 1 to 247",
+      ],
+      [
+        [{ name: "x", modbus: { function: 3, address: 1, kount: 2 } }],
+        'commands[0].modbus.kount: unknown key (did you mean "count"?)',
+      ],
+    ])("%#: %j", (commands, problem) => {
+      const found = problems(meter(commands));
+      expect(
+        found.some((p) => p.startsWith(problem)),
+        found.join("\n"),
+      ).toBe(true);
+    });
+
+    it("a streaming profile takes no modbus command", () => {
+      expect(
+        problems({ ...base, commands: [{ name: "x", modbus: { function: 3, address: 1 } }] }),
+      ).toContain(
+        "commands[0].modbus: only a Modbus profile (decoder.type: modbus) takes modbus commands",
+      );
+    });
   });
 
   it("ships commands in env-sensor, gps-nmea and pms5003", () => {
