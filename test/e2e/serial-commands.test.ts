@@ -7,6 +7,7 @@ import {
   type DeviceModel,
   envSensor,
   GPS_RELEASE,
+  ModbusSlaveSimulator,
   pms5003,
   Simulator,
 } from "../../firmware-sim/index.js";
@@ -345,7 +346,65 @@ describe("commands to serial devices", () => {
     await waitFor(() => count("ok") === MAX_QUEUED_COMMANDS + 1);
     expect(count("busy")).toBe(1);
   });
+
+  it("energy-meter (Modbus): register reads and writes between polls, one request on the line at a time", async ({
+    defer,
+    gateway,
+  }) => {
+    const dir = tempDir("serial-cmd");
+    defer(() => dir.cleanup());
+    const slave = new ModbusSlaveSimulator({
+      devicePath: join(dir.path, "tty-dev"),
+      simPath: join(dir.path, "tty-sim"),
+    });
+    await slave.open();
+    defer(() => slave.close());
+    const gw = await gateway.start({
+      serial: { ports: [{ path: slave.devicePath, profile: "energy-meter", device: "meter-1" }] },
+    });
+    await waitFor(() => gw.gateway.status().serial[0]!.state === "open");
+    const a = await requester(gw.mqttPort, "app-a");
+    defer(() => a.client.endAsync());
+
+    const ask = async (command: string, payload: string, correlation: string) => {
+      await a.request("meter-1", command, payload, correlation);
+      await waitFor(() => a.replies.some((r) => r.correlation === correlation));
+    };
+    await ask("settings", "", "m-1");
+    await ask("demand_interval", "30", "m-2");
+    await ask("interval_and_ct", "[60, 5]", "m-3");
+    await ask("settings", "", "m-4");
+    await ask("demand_interval", "70000", "m-5");
+    expect(a.replies).toEqual([
+      { body: { address: 100, registers: [15, 1, 3] }, correlation: "m-1", error: undefined },
+      { body: { address: 100, written: [30] }, correlation: "m-2", error: undefined },
+      { body: { address: 100, written: [60, 5] }, correlation: "m-3", error: undefined },
+      { body: { address: 100, registers: [60, 5, 3] }, correlation: "m-4", error: undefined },
+      {
+        body: { error: payloadError },
+        correlation: "m-5",
+        error: payloadError,
+      },
+    ]);
+    // The poller went on reading input registers around the commands, never two at once.
+    await waitFor(() => slave.requests.filter((r) => r.fn === 4).length >= 2);
+    expect(
+      slave.requests.filter((r) => r.fn !== 4).map((r) => [r.fn, r.address, r.count, r.written]),
+    ).toEqual([
+      [3, 100, 3, undefined],
+      [6, 100, 1, [30]],
+      [16, 100, 2, [60, 5]],
+      [3, 100, 3, undefined],
+    ]);
+    expect(slave.maxOutstanding()).toBe(1);
+    expect(slave.badRequests).toBe(0);
+    const count = (result: string) =>
+      gw.gateway.metrics.value("leafgate_serial_commands_total", { device: "meter-1", result });
+    expect([count("ok"), count("error")]).toEqual([4, 1]);
+  });
 });
 
+const payloadError =
+  'command "demand_interval" writes registers 100..100: its payload must be a value 0..65535 as JSON (42, or [42])';
 const commands = (device: string, result: string) =>
   `leafgate_serial_commands_total{device="${device}",result="${result}"}`;

@@ -219,7 +219,7 @@ describe("profile commands section", () => {
     });
   });
 
-  it("ships commands in env-sensor, gps-nmea and pms5003", () => {
+  it("ships commands in env-sensor, gps-nmea, pms5003 and energy-meter", () => {
     const names = (p: string) => resolveProfile(p, null).commands.map((c) => c.name);
     expect(names("env-sensor")).toEqual(["interval", "info"]);
     expect(names("gps-nmea")).toEqual(["firmware", "ping", "hot_start"]);
@@ -230,6 +230,7 @@ describe("profile commands section", () => {
       "active_mode",
       "read_passive",
     ]);
+    expect(names("energy-meter")).toEqual(["settings", "demand_interval", "interval_and_ct"]);
     const interval = resolveProfile("env-sensor", null).commands[0]!;
     expect(encodeCommand(interval, bytes("5"), "\n")).toEqual({
       ok: true,
