@@ -337,7 +337,7 @@ export class ModbusSlaveSimulator {
       } else if (!values.every((_, i) => sample.holding.has(address + i))) {
         code = ILLEGAL_DATA_ADDRESS;
       } else {
-        values.forEach((v, i) => this.#holding.set(`${slave}:${address + i}`, v));
+        for (const [i, v] of values.entries()) this.#holding.set(`${slave}:${address + i}`, v);
         normal = encodeWriteResponse(frame);
       }
     } else {

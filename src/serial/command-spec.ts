@@ -221,17 +221,25 @@ function toModbusCommand(
     report(at, "a Modbus profile's command needs modbus: { function, address }");
   }
   for (const key of ["text", "hex", "response", "match", "match_hex"] as const) {
-    if (c[key] !== undefined) report(`${at}.${key}`, "a modbus command takes no " + key);
+    if (c[key] !== undefined) report(`${at}.${key}`, `a modbus command takes no ${key}`);
   }
   const m = c.modbus;
   if (m?.function === undefined || m.address === undefined || slave === undefined) return undefined;
   const fn = m.function;
   const max =
-    fn === WRITE_SINGLE_REGISTER ? 1 : fn === WRITE_MULTIPLE_REGISTERS ? MAX_WRITE_COUNT : MAX_READ_COUNT;
+    fn === WRITE_SINGLE_REGISTER
+      ? 1
+      : fn === WRITE_MULTIPLE_REGISTERS
+        ? MAX_WRITE_COUNT
+        : MAX_READ_COUNT;
   const count = m.count ?? 1;
-  if (count > max) report(`${at}.modbus.count`, `function ${fn} takes 1..${max} registers, got ${count}`);
+  if (count > max)
+    report(`${at}.modbus.count`, `function ${fn} takes 1..${max} registers, got ${count}`);
   if (m.address + count > MAX_ADDRESS + 1) {
-    report(`${at}.modbus`, `registers ${m.address}..${m.address + count - 1} run past ${MAX_ADDRESS}`);
+    report(
+      `${at}.modbus`,
+      `registers ${m.address}..${m.address + count - 1} run past ${MAX_ADDRESS}`,
+    );
   }
   if (problems > 0 || c.name === undefined) return undefined;
   return {
@@ -301,8 +309,7 @@ function encodeModbus(name: string, m: ModbusCommand, payload: Uint8Array): Enco
   } catch {
     parsed = undefined;
   }
-  const values =
-    typeof parsed === "number" && m.fn === WRITE_SINGLE_REGISTER ? [parsed] : parsed;
+  const values = typeof parsed === "number" && m.fn === WRITE_SINGLE_REGISTER ? [parsed] : parsed;
   const fits =
     Array.isArray(values) &&
     values.length === m.count &&

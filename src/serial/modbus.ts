@@ -260,7 +260,7 @@ export function encodeWriteRequest(
   frame.writeUInt16BE(address, 2);
   frame.writeUInt16BE(values.length, 4);
   frame[6] = BYTES_PER_REGISTER * values.length;
-  values.forEach((v, i) => frame.writeUInt16BE(v, 7 + BYTES_PER_REGISTER * i));
+  for (const [i, v] of values.entries()) frame.writeUInt16BE(v, 7 + BYTES_PER_REGISTER * i);
   return withCrc(frame);
 }
 

@@ -10,11 +10,7 @@ import {
   systemClock,
 } from "../core/index.js";
 import { commandReply } from "./command-reply.js";
-import {
-  type CommandJob,
-  type CommandResult,
-  CommandRunner,
-} from "./command-runner.js";
+import { type CommandJob, type CommandResult, CommandRunner } from "./command-runner.js";
 import { lineSettings, type SerialPortConfig } from "./device.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import type { DeviceProfile } from "./profile.js";
@@ -160,7 +156,10 @@ export abstract class PortDevice implements Device {
       ),
       guard: this.guard,
       ...(spec.kind === "modbus"
-        ? { execute: (job: CommandJob, done: (r: CommandResult) => void) => this.executeCommand(job, done) }
+        ? {
+            execute: (job: CommandJob, done: (r: CommandResult) => void) =>
+              this.executeCommand(job, done),
+          }
         : {}),
     });
   }

@@ -7,7 +7,6 @@ import {
   type DeviceModel,
   envSensor,
   GPS_RELEASE,
-  ModbusSlaveSimulator,
   pms5003,
   Simulator,
 } from "../../firmware-sim/index.js";
@@ -17,6 +16,7 @@ import { it as base, type Defer } from "../helpers/fixtures.js";
 import { BUNDLE, type TestGateway } from "../helpers/gateway.js";
 import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
+import { openModbusSlave } from "../helpers/serial-gateway.js";
 import { tempDir, waitFor } from "../helpers/wait.js";
 
 /** What a requester got back on its response topic. */
@@ -351,14 +351,7 @@ describe("commands to serial devices", () => {
     defer,
     gateway,
   }) => {
-    const dir = tempDir("serial-cmd");
-    defer(() => dir.cleanup());
-    const slave = new ModbusSlaveSimulator({
-      devicePath: join(dir.path, "tty-dev"),
-      simPath: join(dir.path, "tty-sim"),
-    });
-    await slave.open();
-    defer(() => slave.close());
+    const slave = await openModbusSlave(defer);
     const gw = await gateway.start({
       serial: { ports: [{ path: slave.devicePath, profile: "energy-meter", device: "meter-1" }] },
     });
