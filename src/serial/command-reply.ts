@@ -24,13 +24,15 @@ export function commandReply(
 ): Envelope {
   const base = { subject, receivedAtMs: nowMs, origin: "serial", qos: 0 } as const;
   if (result.outcome !== "ok") {
+    // A header value is one line (NATS); an OS error in the text could carry a break.
+    const error = result.error.replace(/[\r\n]+/g, " ");
     return {
       ...base,
-      payload: Buffer.from(JSON.stringify({ error: result.error })),
-      headers: new Map([[COMMAND_ERROR_HEADER, [result.error]]]),
+      payload: Buffer.from(JSON.stringify({ error })),
+      headers: new Map([[COMMAND_ERROR_HEADER, [error]]]),
       properties: {
         contentType: JSON_CONTENT_TYPE,
-        userProperties: [[COMMAND_ERROR_HEADER, result.error]],
+        userProperties: [[COMMAND_ERROR_HEADER, error]],
       },
     };
   }

@@ -107,6 +107,11 @@ export class CommandRunner {
     return this.#running?.job.command.name;
   }
 
+  /** Whether `job` (as `execute` got it) is still the one on the line, not failed since. */
+  isOnTheLine(job: CommandJob): boolean {
+    return this.#running?.job === job;
+  }
+
   submit(request: CommandRequest): void {
     const { device, profileFile } = this.#options;
     if (this.#stopped !== undefined) {

@@ -321,6 +321,8 @@ export class ModbusDevice extends PortDevice {
     const pending = this.#command;
     if (pending === undefined) return;
     this.#command = undefined;
+    // Failed while it waited for the line (the port was lost): its requester was told so.
+    if (!this.commands.isOnTheLine(pending.job)) return;
     const { command, bytes } = pending.job;
     const m = command.modbus;
     if (m === undefined) {

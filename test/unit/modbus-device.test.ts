@@ -578,6 +578,25 @@ describe("ModbusDevice", () => {
       expectOneAtATime(300);
     });
 
+    it("a command failed while it waited for the line is never written", async () => {
+      loadMeter(slave);
+      start(withCommands());
+      await clock.advanceAsync(100);
+      slave.script.push("silent", "silent", "silent");
+      await clock.advanceAsync(INTERVAL_MS - 100 + 10); // the second poll waits for its answer
+      await request("read_setpoint", "", "_INBOX.r.1");
+      slave.unplug();
+      await clock.advanceAsync(5 * INTERVAL_MS);
+      expect(answers()).toEqual([
+        [
+          "_INBOX.r.1",
+          { error: "device meter is not connected (device disconnected); retry when it is back" },
+        ],
+      ]);
+      expect(slave.opens).toBeGreaterThan(1); // reopened, and polled again...
+      expect(slave.seen.filter((r) => r.fn === 3)).toEqual([]); // ...but never wrote it
+    });
+
     it("a lost port fails the command waiting for the line at once", async () => {
       loadMeter(slave);
       start(withCommands());

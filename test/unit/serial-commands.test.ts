@@ -610,6 +610,12 @@ describe("commandReply", () => {
     expect(r.properties).toEqual({ contentType: "application/json" });
   });
 
+  it("an error text is one line, in the payload as in the header", () => {
+    const r = commandReply("s", { outcome: "unplugged", error: "a\r\nb\nc" }, 5, answer);
+    expect(Buffer.from(r.payload).toString()).toBe('{"error":"a b c"}');
+    expect(r.headers?.get("Leafgate-Error")).toEqual(["a b c"]);
+  });
+
   it("written: the byte count", () => {
     const r = commandReply("s", { outcome: "ok", written: 7 }, 5, answer);
     expect(Buffer.from(r.payload).toString()).toBe('{"written":7}');
