@@ -21,6 +21,7 @@
  */
 import {
   duration,
+  formatDuration,
   int,
   list,
   obj,
@@ -45,7 +46,7 @@ import {
 /** Longest payload a `{payload}` template takes: far above any command argument. */
 export const MAX_COMMAND_PAYLOAD_BYTES = 256;
 /** How long a command waits for its answer unless its profile says otherwise. */
-export const DEFAULT_COMMAND_TIMEOUT = "2s";
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2_000;
 /** A timeout above this is a typo: the port is held by one command for all of it. */
 const MAX_COMMAND_TIMEOUT_MS = 60_000;
 export const PAYLOAD_PLACEHOLDER = "{payload}";
@@ -87,7 +88,11 @@ export const COMMAND_SCHEMA = obj({
     count: int(1, MAX_READ_COUNT), // default 1
     slave: int(MIN_SLAVE, MAX_SLAVE), // default the profile's (first) slave
   }),
-  timeout: duration({ min: 1, max: MAX_COMMAND_TIMEOUT_MS, default: DEFAULT_COMMAND_TIMEOUT }),
+  timeout: duration({
+    min: 1,
+    max: MAX_COMMAND_TIMEOUT_MS,
+    default: formatDuration(DEFAULT_COMMAND_TIMEOUT_MS),
+  }),
 });
 
 export const COMMANDS_SCHEMA = list(COMMAND_SCHEMA, { default: [] });
@@ -188,9 +193,6 @@ export function toProfileCommand(
   } else {
     response = { type: rule };
   }
-  if (c.hex?.includes(PAYLOAD_PLACEHOLDER)) {
-    report(`${at}.hex`, "only text commands take {payload}");
-  }
   if (problems > 0 || c.name === undefined || response === undefined) return undefined;
   const template = c.text?.includes(PAYLOAD_PLACEHOLDER) ? c.text : undefined;
   return {
@@ -198,7 +200,7 @@ export function toProfileCommand(
     bytes: c.text !== undefined ? Buffer.from(c.text) : hexBytes(c.hex ?? ""),
     template,
     response,
-    timeoutMs: c.timeout ?? 2_000,
+    timeoutMs: c.timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
     modbus: undefined,
   };
 }
@@ -247,7 +249,7 @@ function toModbusCommand(
     bytes: Buffer.alloc(0),
     template: undefined,
     response: { type: "modbus" },
-    timeoutMs: c.timeout ?? 2_000,
+    timeoutMs: c.timeout ?? DEFAULT_COMMAND_TIMEOUT_MS,
     modbus: { fn, address: m.address, count, slave: m.slave ?? slave },
   };
 }
