@@ -361,6 +361,7 @@ export class Gateway {
         bus,
         log: log.child({ part: "serial", device: port.device }),
         metrics,
+        ...(this.#replies !== undefined ? { replies: this.#replies } : {}),
       });
       this.#devices.push(device);
       device.start(this.#devicesStop.signal);
