@@ -1,8 +1,7 @@
 // Commands to a serial device from NATS clients: the official nats.js client, unmodified,
 // against the local NATS endpoint (a NatsListener) on the same Bus as a device on a socat
-// pty played by the firmware simulator. The gateway wires the same parts (the endpoint's
-// wiring is the lead's); this shows a NATS request (an envelope with `reply`) is served
-// exactly as an MQTT 5 one.
+// pty played by the firmware simulator: the parts the gateway wires, without the rest, to
+// show a NATS request (an envelope with `reply`) is served exactly as an MQTT 5 one.
 import { join } from "node:path";
 import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -38,10 +37,13 @@ beforeEach(async () => {
   );
   device.start(new AbortController().signal);
   listener = new NatsListener(bus, new Guard(silentLogger, metrics), silentLogger, {
-    ...DEFAULT_NATS_CONNECTION_OPTIONS,
-    serverId: "LEAFGATE-TEST",
-    serverName: "leafgate-test",
-    version: "2.10.0",
+    connection: {
+      ...DEFAULT_NATS_CONNECTION_OPTIONS,
+      serverId: "LEAFGATE-TEST",
+      serverName: "leafgate-test",
+      version: "2.10.0",
+      replies,
+    },
   });
   servers = `127.0.0.1:${(await listener.listen("127.0.0.1", 0)).port}`;
   await waitFor(() => device.status().state === "open");
