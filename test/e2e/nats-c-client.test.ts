@@ -9,8 +9,8 @@ import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { connect, headers, type NatsConnection, RequestError } from "@nats-io/transport-node";
 import { beforeAll, expect } from "vitest";
-import { it } from "../helpers/fixtures.js";
-import type { TestGateway } from "../helpers/gateway.js";
+import { type Defer, type GatewayLauncher, it } from "../helpers/fixtures.js";
+import type { GatewayConfigInput, TestGateway } from "../helpers/gateway.js";
 import { cheapPasswordHash } from "../helpers/mqtt-sequence.js";
 import {
   runToCompletion,
@@ -93,7 +93,20 @@ async function nats(gw: TestGateway, options: Record<string, unknown> = {}) {
   return connect({ servers: `127.0.0.1:${gw.natsPort}`, reconnect: false, ...options });
 }
 
-function collect(nc: NatsConnection, subject: string) {
+/** A gateway on `input` and a nats.js client on it, closed after the test. */
+async function gatewayAndNatsJs(
+  { gateway, defer }: { gateway: GatewayLauncher; defer: Defer },
+  input?: GatewayConfigInput,
+  options?: Record<string, unknown>,
+): Promise<{ gw: TestGateway; js: NatsConnection }> {
+  const gw = await gateway.start(input);
+  const js = await nats(gw, options);
+  defer(() => js.close());
+  return { gw, js };
+}
+
+/** Subscribes nats.js to `subject` (flushed: the gateway has it) and collects what arrives. */
+async function collect(nc: NatsConnection, subject: string) {
   const got: { subject: string; data: string; headers: Record<string, string[]> }[] = [];
   nc.subscribe(subject, {
     callback: (_e, m) => {
@@ -102,6 +115,7 @@ function collect(nc: NatsConnection, subject: string) {
       got.push({ subject: m.subject, data: text(m.data), headers: h });
     },
   });
+  await nc.flush();
   return got;
 }
 
@@ -109,11 +123,8 @@ it("pub/sub with wildcards: nats.js to C subscribers, C publisher to nats.js", a
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start();
-  const js = await nats(gw);
-  defer(() => js.close());
-  const fromC = collect(js, "wild.>");
-  await js.flush();
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer });
+  const fromC = await collect(js, "wild.>");
   const temps = await cReady(gw, "sub", "wild.*.temp", "4");
   const all = await cReady(gw, "sub", "wild.>", "5");
   js.publish("wild.a.temp", "t1");
@@ -153,9 +164,7 @@ it("a queue group of three C members takes 30 jobs, 10 each, each job once", asy
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start();
-  const js = await nats(gw);
-  defer(() => js.close());
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer });
   const members = [];
   for (let i = 0; i < 3; i++) members.push(await cReady(gw, "queue", "jobs.*", "workers", "10"));
   for (let i = 0; i < 30; i++) js.publish(`jobs.j${i}`, String(i));
@@ -178,9 +187,7 @@ it("request-reply: a C requester to a nats.js service, a nats.js requester to a 
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start();
-  const js = await nats(gw);
-  defer(() => js.close());
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer });
   js.subscribe("svc.js", {
     callback: (_e, m) => {
       const h = headers();
@@ -219,11 +226,8 @@ it("headers both ways: natsMsgHeader_Set/Add to nats.js, nats.js headers to nats
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start();
-  const js = await nats(gw);
-  defer(() => js.close());
-  const got = collect(js, "h.c2js");
-  await js.flush();
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer });
+  const got = await collect(js, "h.c2js");
   expect(await c(gw, "hpub", "h.c2js")).toEqual({ code: 0, lines: ["published 1"] });
   await js.flush();
   expect(got).toEqual([
@@ -247,9 +251,7 @@ it("auto-unsubscribe: the C subscription ends after its max, and the server drop
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start();
-  const js = await nats(gw);
-  defer(() => js.close());
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer });
   const sub = await cReady(gw, "autounsub", "au.x", "3");
   for (let i = 0; i < 5; i++) js.publish("au.x", `m${i}`);
   await js.flush();
@@ -278,11 +280,8 @@ it("max payload: the C client reads INFO's max_payload and refuses a larger publ
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start({ nats: { max_payload: "1KiB" } });
-  const js = await nats(gw);
-  defer(() => js.close());
-  const got = collect(js, "big.x");
-  await js.flush();
+  const { gw, js } = await gatewayAndNatsJs({ gateway, defer }, { nats: { max_payload: "1KiB" } });
+  const got = await collect(js, "big.x");
   expect(await c(gw, "maxpayload", "big.x")).toEqual({
     code: 0,
     lines: [
@@ -300,15 +299,12 @@ it("user/password auth: the right password connects and publishes, a wrong one o
   gateway,
   defer,
 }) => {
-  const gw = await gateway.start({
-    authorization: {
-      users: [{ user: "app", password: cheapPasswordHash("app-pw") }],
-    },
-  });
-  const js = await nats(gw, { user: "app", pass: "app-pw" });
-  defer(() => js.close());
-  const got = collect(js, "auth.>");
-  await js.flush();
+  const { gw, js } = await gatewayAndNatsJs(
+    { gateway, defer },
+    { authorization: { users: [{ user: "app", password: cheapPasswordHash("app-pw") }] } },
+    { user: "app", pass: "app-pw" },
+  );
+  const got = await collect(js, "auth.>");
   expect(await cAs(gw, ["-u", "app", "-p", "app-pw"], "pub", "auth.ok", "hello")).toEqual({
     code: 0,
     lines: ["published 1"],
