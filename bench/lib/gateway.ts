@@ -24,7 +24,6 @@ const LISTENING_TIMEOUT_MS = 20_000;
  */
 export interface BenchGatewayConfig {
   mqtt?: { max_queued_messages?: number };
-  nats?: { max_outbound_bytes?: string };
   upstream: { servers: string[]; stream?: string; export?: string[] };
   /** The monitoring endpoint (/status, /metrics); default off. */
   http?: boolean;
@@ -83,7 +82,7 @@ export class GatewayBundle {
       gateway: { id: "bench", data_dir: "./data" },
       ...sections,
       mqtt: { listeners: [{ host: "127.0.0.1", port: this.#mqttPort }], ...sections.mqtt },
-      nats: { listeners: [{ host: "127.0.0.1", port: this.#natsPort }], ...sections.nats },
+      nats: { listeners: [{ host: "127.0.0.1", port: this.#natsPort }] },
       http: http ? { host: "127.0.0.1", port: this.#httpPort } : { enabled: false },
       log: { level: "info" }, // the listening lines carry the ports
     };
