@@ -1,4 +1,12 @@
 export {
+  type Answer,
+  type CommandModel,
+  envSensorCommands,
+  GPS_RELEASE,
+  gpsCommands,
+  pms5003Commands,
+} from "./commands.js";
+export {
   energyMeter,
   type ModbusRequestRecord,
   ModbusSlaveSimulator,
@@ -6,4 +14,4 @@ export {
 } from "./modbus-slave.js";
 export { envSensor, MODELS, pms5003 } from "./models.js";
 export { PtyPair } from "./pty.js";
-export { type DeviceModel, type SentFrame, Simulator } from "./simulator.js";
+export { type DeviceModel, type RequestRecord, type SentFrame, Simulator } from "./simulator.js";

@@ -9,30 +9,39 @@
  *   partial frame older than REQUEST_GAP_MS is discarded, as an RTU slave discards a frame
  *   interrupted by silence [MB-SL 2.5.1.1]. At most MAX_RX_BYTES are buffered.
  * - Only requests to one of `slaves` are answered; others are recorded as "ignored".
- * - A function other than 3/4 → exception 1; a quantity outside 1..125 → exception 3; a
- *   register the model does not have → exception 2 [MB-AP 7].
- * - Sample `n` of a slave is the number of normal answers it has written: its values
- *   depend only on slave and `n`, so a test can compare what was published with
- *   `requests[].values` of the "answered" records, in order.
+ * - Reads (3, 4) and writes (6, 16) of registers [MB-AP 6.3, 6.4, 6.6, 6.12]; a write
+ *   request is 8 bytes (6) or 9 + its byte count (16). Writes go to holding registers the
+ *   model has, and are kept per slave: later reads of function 3 see them.
+ * - Another function → exception 1; a quantity outside 1..125 (reads) or 1..123 (16) →
+ *   exception 3; a register the model does not have → exception 2 [MB-AP 7].
+ * - Sample `n` of a slave is the number of normal answers to input-register reads (4) it
+ *   has written: its values depend only on slave and `n`, so a test can compare what was
+ *   published with `requests[].values` of the "answered" records, in order.
  * - Fault modes apply to the next `count` requests addressed to us: "no_answer" (the
  *   master times out), "bad_crc" (an answer with its CRC broken), "slow" (the right answer,
  *   `delayMs` late). A faulty answer does not advance `n`; a slow one does.
  */
 
-import { closeSync, openSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { ReadStream } from "node:tty";
 import {
   crc16Modbus,
   encodeException,
   encodeReadResponse,
+  encodeWriteResponse,
   MAX_READ_COUNT,
+  MAX_WRITE_COUNT,
   type ReadFunction,
+  WRITE_MULTIPLE_REGISTERS,
+  WRITE_SINGLE_REGISTER,
 } from "../src/serial/modbus.js";
 import { PtyPair } from "./pty.js";
 
-/** fn, address (2), quantity (2) after the slave byte, and the CRC (2). */
+/** fn, address (2), quantity or value (2) after the slave byte, and the CRC (2). */
 const REQUEST_LENGTH = 8;
+/** A write-multiple request: slave, fn, address (2), quantity (2), byte count, CRC (2)... */
+const WRITE_MULTIPLE_OVERHEAD = 9;
+/** ...whose byte count is its seventh byte. */
+const BYTE_COUNT_AT = 6;
 /** A request's bytes come in one burst; a gap this long means the rest is not coming. */
 const REQUEST_GAP_MS = 50;
 /** Enough for a few requests; anything beyond is line noise. */
@@ -85,6 +94,8 @@ export interface ModbusRequestRecord {
   readonly values?: Readonly<Record<string, number>>;
   /** The sample number answered. */
   readonly n?: number;
+  /** The values a write (6, 16) carried. */
+  readonly written?: readonly number[];
 }
 
 type MutableRecord = { -readonly [K in keyof ModbusRequestRecord]: ModbusRequestRecord[K] };
@@ -101,8 +112,19 @@ function f32Words(x: number): [number, number] {
 }
 
 /**
+ * The energy meter's settings, holding registers a master may write: 100 demand interval
+ * (minutes), 101 CT ratio, 102 Modbus baud rate code (3 = 9600).
+ */
+const METER_SETTINGS: ReadonlyMap<number, number> = new Map([
+  [100, 15],
+  [101, 1],
+  [102, 3],
+]);
+
+/**
  * A single-phase energy meter: input registers 0..7 hold voltage (V), current (A), power
  * (W) and energy (kWh) as f32, high word first; 8 holds frequency in 0.01 Hz (u16).
+ * Holding registers 100..102 are its settings (`METER_SETTINGS`), which writes change.
  * Every value has at most six significant digits, so it survives binary32 exactly as
  * the shortest decimal; `values.frequency` is in Hz (the register ÷ 100).
  */
@@ -123,7 +145,7 @@ export const energyMeter: RegisterModel = {
     input.set(8, frequencyRaw);
     return {
       input,
-      holding: new Map(),
+      holding: METER_SETTINGS,
       values: { voltage, current, power, energy, frequency: frequencyRaw / 100 },
     };
   },
@@ -142,8 +164,10 @@ export class ModbusSlaveSimulator {
   /** Bytes dropped because they did not begin a request with a good CRC. */
   badRequests = 0;
   readonly #samples = new Map<number, number>();
+  /** Holding registers written, by `${slave}:${address}`. */
+  readonly #holding = new Map<string, number>();
   readonly #slow = new Set<NodeJS.Timeout>();
-  #reader: { stream: ReadStream; fd: number } | undefined;
+  #stopReading: (() => void) | undefined;
   #rx = Buffer.alloc(0);
   #lastByteAt = 0;
   #fault: { mode: ModbusFault; left: number; delayMs: number; slave: number | undefined } = {
@@ -232,30 +256,21 @@ export class ModbusSlaveSimulator {
     await this.pty.close();
   }
 
-  /** Reads our end of the pty: a tty stream is non-blocking, unlike fs reads of a tty. */
+  /** Reads what the gateway writes; an error (socat gone) stops it until the next replug. */
   #attach(): void {
-    const fd = openSync(this.pty.simPath, "r+");
-    const stream = new ReadStream(fd);
-    stream.on("data", (chunk: Buffer) => this.#onData(chunk));
-    // EIO when socat goes away; the next replug attaches a new stream.
-    stream.on("error", () => this.#detach());
-    this.#reader = { stream, fd };
+    this.#stopReading = this.pty.read(
+      (chunk) => this.#onData(chunk),
+      () => this.#detach(),
+    );
     this.#rx = Buffer.alloc(0);
   }
 
   #detach(): void {
     for (const timer of this.#slow) clearTimeout(timer);
     this.#slow.clear();
-    const reader = this.#reader;
-    this.#reader = undefined;
-    if (reader === undefined) return;
-    reader.stream.destroy();
-    // libuv reopened the tty for its stream; this descriptor is still ours to close.
-    try {
-      closeSync(reader.fd);
-    } catch {
-      // already gone
-    }
+    const stop = this.#stopReading;
+    this.#stopReading = undefined;
+    stop?.();
   }
 
   #onData(chunk: Buffer): void {
@@ -268,14 +283,19 @@ export class ModbusSlaveSimulator {
       this.#rx = this.#rx.subarray(this.#rx.length - MAX_RX_BYTES);
     }
     while (this.#rx.length >= REQUEST_LENGTH) {
-      const frame = this.#rx.subarray(0, REQUEST_LENGTH);
-      const crc = frame[6]! | (frame[7]! << 8);
-      if (crc !== crc16Modbus(frame.subarray(0, 6))) {
+      const length =
+        this.#rx[1] === WRITE_MULTIPLE_REGISTERS
+          ? WRITE_MULTIPLE_OVERHEAD + this.#rx[BYTE_COUNT_AT]!
+          : REQUEST_LENGTH;
+      if (this.#rx.length < length) break;
+      const frame = this.#rx.subarray(0, length);
+      const crc = frame.readUInt16LE(length - 2);
+      if (crc !== crc16Modbus(frame.subarray(0, length - 2))) {
         this.badRequests++;
         this.#rx = this.#rx.subarray(1);
         continue;
       }
-      this.#rx = this.#rx.subarray(REQUEST_LENGTH);
+      this.#rx = this.#rx.subarray(length);
       this.#handle(Buffer.from(frame), now);
     }
   }
@@ -303,22 +323,48 @@ export class ModbusSlaveSimulator {
     let answer: Buffer;
     const n = this.#samples.get(slave) ?? 0;
     const sample = this.model.sample(slave, n);
-    const table = fn === 4 ? sample.input : fn === 3 ? sample.holding : undefined;
-    const registers = new Uint16Array(Math.max(0, Math.min(count, MAX_READ_COUNT)));
     let code = 0;
-    if (table === undefined) code = ILLEGAL_FUNCTION;
-    else if (count < 1 || count > MAX_READ_COUNT) code = ILLEGAL_DATA_VALUE;
-    else {
-      for (let i = 0; i < count; i++) {
-        const value = table.get(address + i);
-        if (value === undefined) {
-          code = ILLEGAL_DATA_ADDRESS;
-          break;
+    let normal: Buffer | undefined;
+    if (fn === WRITE_SINGLE_REGISTER || fn === WRITE_MULTIPLE_REGISTERS) {
+      const values =
+        fn === WRITE_SINGLE_REGISTER
+          ? [count]
+          : Array.from({ length: count }, (_, i) => frame.readUInt16BE(7 + 2 * i));
+      record.count = values.length;
+      record.written = values;
+      if (fn === WRITE_MULTIPLE_REGISTERS && (count < 1 || count > MAX_WRITE_COUNT)) {
+        code = ILLEGAL_DATA_VALUE;
+      } else if (!values.every((_, i) => sample.holding.has(address + i))) {
+        code = ILLEGAL_DATA_ADDRESS;
+      } else {
+        for (const [i, v] of values.entries()) this.#holding.set(`${slave}:${address + i}`, v);
+        normal = encodeWriteResponse(frame);
+      }
+    } else {
+      const table = fn === 4 ? sample.input : fn === 3 ? sample.holding : undefined;
+      const registers = new Uint16Array(Math.max(0, Math.min(count, MAX_READ_COUNT)));
+      if (table === undefined) code = ILLEGAL_FUNCTION;
+      else if (count < 1 || count > MAX_READ_COUNT) code = ILLEGAL_DATA_VALUE;
+      else {
+        for (let i = 0; i < count; i++) {
+          const held = fn === 3 ? this.#holding.get(`${slave}:${address + i}`) : undefined;
+          const value = held ?? table.get(address + i);
+          if (value === undefined) {
+            code = ILLEGAL_DATA_ADDRESS;
+            break;
+          }
+          registers[i] = value;
         }
-        registers[i] = value;
+      }
+      if (code === 0) {
+        normal = encodeReadResponse(slave, fn as ReadFunction, registers);
+        if (fn === 4) {
+          record.values = sample.values;
+          record.n = n;
+        }
       }
     }
-    if (code !== 0) {
+    if (normal === undefined) {
       record.outcome = "exception";
       record.exceptionCode = code;
       // Function codes other than 3/4 are echoed as they came; encodeException takes 3/4.
@@ -328,9 +374,7 @@ export class ModbusSlaveSimulator {
         answer.writeUInt16LE(crc16Modbus(answer.subarray(0, 3)), 3);
       }
     } else {
-      answer = encodeReadResponse(slave, fn as ReadFunction, registers);
-      record.values = sample.values;
-      record.n = n;
+      answer = normal;
       if (fault.mode === "bad_crc") {
         record.outcome = "bad_crc";
         answer[answer.length - 1] = answer[answer.length - 1]! ^ 0xff;
@@ -346,7 +390,7 @@ export class ModbusSlaveSimulator {
       record.answeredAtMs = performance.now();
       if (record.outcome === "pending") {
         record.outcome = "answered";
-        this.#samples.set(slave, (this.#samples.get(slave) ?? 0) + 1);
+        if (record.n !== undefined) this.#samples.set(slave, (this.#samples.get(slave) ?? 0) + 1);
       }
     };
     if (fault.mode !== "slow") {

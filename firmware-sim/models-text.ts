@@ -7,6 +7,7 @@
 // `SentFrame.values` holds numbers only, so text values travel as numbers: `utc_ms` is the
 // instant the line's time (GPS `time`/`date`, weather `timestamp`) prints; a test turns it
 // back into text with `Date#toISOString`.
+import { gpsCommands } from "./commands.js";
 import type { DeviceModel } from "./simulator.js";
 
 /** GPS track start: two fixes later it is 1 March (the RMC date rolls over a leap day). */
@@ -146,6 +147,7 @@ function gpsSentence(n: number): { body: string; values: Record<string, number> 
  */
 export const gpsNmea: DeviceModel = {
   name: "gps-nmea",
+  commands: gpsCommands,
   good(n) {
     const { body, values } = gpsSentence(n);
     return { bytes: nmeaSentence(body), values };

@@ -1,9 +1,11 @@
+import { envSensorCommands, pms5003Commands } from "./commands.js";
 import { TEXT_MODELS } from "./models-text.js";
 import type { DeviceModel } from "./simulator.js";
 
 /** JSON-lines environment sensor: {"t":…, "h":…, "p":…} per line. */
 export const envSensor: DeviceModel = {
   name: "env-sensor",
+  commands: envSensorCommands,
   good(n) {
     const values = {
       t: Math.round((20 + 5 * Math.sin(n / 10)) * 100) / 100,
@@ -50,6 +52,7 @@ function pmsWords(n: number): number[] {
 /** Plantower PMS5003: 32-byte binary frames with a 16-bit sum checksum. */
 export const pms5003: DeviceModel = {
   name: "pms5003",
+  commands: pms5003Commands,
   good(n) {
     const w = pmsWords(n);
     return {

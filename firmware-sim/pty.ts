@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, writeSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
+import { ReadStream } from "node:tty";
 
 /** How long socat gets to create both pty links. */
 const PTY_READY_TIMEOUT_MS = 5_000;
@@ -49,6 +50,30 @@ export class PtyPair {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Reads what the gateway writes, from a descriptor of its own: a tty stream is
+   * non-blocking, unlike fs reads of a tty. `onGone` hears of an error (EIO when socat
+   * went away). Returns what stops reading; the next `open()` needs a new reader.
+   */
+  read(onData: (chunk: Buffer) => void, onGone: () => void): () => void {
+    const fd = openSync(this.simPath, "r+");
+    const stream = new ReadStream(fd);
+    stream.on("data", onData);
+    stream.on("error", onGone);
+    let reading = true;
+    return () => {
+      if (!reading) return;
+      reading = false;
+      stream.destroy();
+      // libuv reopened the tty for its stream; this descriptor is still ours to close.
+      try {
+        closeSync(fd);
+      } catch {
+        // already gone
+      }
+    };
   }
 
   /** Closes both ends: the device node disappears. */

@@ -70,7 +70,8 @@ Options:
 
 Plays a device of a shipped profile (env-sensor, pms5003, gps-nmea, weather-csv,
 energy-meter) on a pty pair made with socat: configure a serial port with the
-printed device path and this profile.
+printed device path and this profile. Every one but weather-csv also answers its
+profile's commands (requests on devices.<device>.cmd.<name>).
 
 Options:
   --link PATH   device path to create (default ./leafgate-<profile>)
@@ -240,7 +241,12 @@ async function run(file: string | undefined): Promise<number> {
     "leafgate starting",
   );
   const configFile = configFileOf(file);
-  const gateway = new Gateway({ config, log, ...(configFile ? { configFile } : {}) });
+  const gateway = new Gateway({
+    config,
+    log,
+    version: version(),
+    ...(configFile ? { configFile } : {}),
+  });
   const exitCode = installShutdown(gateway, log);
   const startedAt = performance.now();
   try {

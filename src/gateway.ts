@@ -8,6 +8,8 @@ import {
   type LeafgateConfig,
   maskUrls,
   mqttListeners,
+  natsConnectionOptions,
+  natsListenerLimits,
   outboxOptions,
   retainedLimits,
 } from "./config/index.js";
@@ -19,8 +21,10 @@ import {
   Guard,
   type Logger,
   Replies,
+  type RepliesStats,
 } from "./core/index.js";
 import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
+import { NatsListener, natsAuth } from "./nats/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
   createDevice,
@@ -49,6 +53,8 @@ export const STOP_DEADLINE_MS = 4_000;
  * next start, where the stream drops the repeats. Leaves the exit well inside 5 s.
  */
 const HUB_ACK_WAIT_MS = 2_000;
+/** What INFO says when no version is given (tests): a semver, as NATS clients expect. */
+const DEFAULT_NATS_VERSION = "0.0.0";
 /** Reply subjects: answers are routed to their requester, never exported. */
 const INBOX = "_INBOX.";
 /** Parts besides the MQTT listeners given the gateway's lifetime signal: outbox, upstream, HTTP. */
@@ -56,6 +62,8 @@ const LIFETIME_PARTS = 3;
 
 export interface GatewayOptions {
   readonly config: LeafgateConfig;
+  /** The version INFO tells NATS clients (semver; the CLI passes the package's). */
+  readonly version?: string;
   readonly log: Logger;
   readonly metrics?: MetricsRegistry;
   /** Hub dialer seam (tests). */
@@ -66,6 +74,7 @@ export interface GatewayOptions {
 
 export interface GatewayAddresses {
   readonly mqtt: readonly AddressInfo[];
+  readonly nats: readonly AddressInfo[];
   readonly http: AddressInfo | undefined;
 }
 
@@ -83,6 +92,8 @@ export interface GatewayStatus {
     readonly classes: ReturnType<Outbox["classes"]>;
   };
   readonly mqtt: { readonly connections: number; readonly unsentBytes: number };
+  readonly nats: { readonly connections: number; readonly unsentBytes: number };
+  readonly requests: RepliesStats;
   readonly serial: readonly DeviceStatus[];
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
 }
@@ -106,6 +117,9 @@ export class Gateway {
   #replies: Replies | undefined;
   #broker: Broker | undefined;
   #listeners: MqttListener[] = [];
+  #natsListeners: NatsListener[] = [];
+  #natsAddresses: AddressInfo[] = [];
+  readonly #version: string;
   #devices: Device[] = [];
   /** Aborted when the gateway stops its serial devices, each of which listens to it. */
   readonly #devicesStop = new AbortController();
@@ -119,6 +133,7 @@ export class Gateway {
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.#dial = options.dial;
     this.#configFile = options.configFile;
+    this.#version = options.version ?? DEFAULT_NATS_VERSION;
   }
 
   async start(): Promise<void> {
@@ -137,7 +152,10 @@ export class Gateway {
     const { config, metrics } = this;
     const log = this.#log;
     // The outbox's upkeep, upstream, HTTP, and each MQTT listener listen to the lifetime.
-    setMaxListeners(LIFETIME_PARTS + mqttListeners(config).length, this.#lifetime.signal);
+    setMaxListeners(
+      LIFETIME_PARTS + mqttListeners(config).length + config.nats.listeners.length,
+      this.#lifetime.signal,
+    );
 
     // 0. Every insecure choice is said once, with what to do, before anything opens.
     const securityLog = log.child({ part: "security" });
@@ -253,7 +271,8 @@ export class Gateway {
     );
     upstream.start(this.#lifetime.signal);
 
-    // 4. MQTT listeners.
+    // 4. MQTT listeners, then NATS: one authenticator, one permission model.
+    const authenticator = new Authenticator(authorizationOptions(config));
     const mqttLog = log.child({ part: "mqtt" });
     const sessionStoreErrors = metrics.counter(
       "leafgate_mqtt_session_store_errors_total",
@@ -269,7 +288,7 @@ export class Gateway {
         metrics,
         log: mqttLog,
       }),
-      auth: new Authenticator(authorizationOptions(config)),
+      auth: authenticator,
       sessionStore: new SessionStore(db, {
         guard: new Guard(mqttLog, metrics),
         maxBytes: sessionStoreQuota(config.mqtt.session_store_max_bytes, databaseBytes),
@@ -295,6 +314,50 @@ export class Gateway {
       this.#mqttAddresses.push(await listener.listen(host, port, this.#lifetime.signal));
     }
 
+    const natsLog = log.child({ part: "nats" });
+    const natsCounters = {
+      slowConsumers: metrics.counter(
+        "leafgate_nats_slow_consumers_total",
+        "NATS clients cut for not reading what they were sent (nats.max_outbound_bytes)",
+      ),
+      refused: metrics.counter(
+        "leafgate_nats_connections_refused_total",
+        "NATS sockets refused at accept, by reason (max-connections, max-pending, per-address)",
+      ),
+      tlsHandshakeFailures: metrics.counter(
+        "leafgate_nats_tls_handshake_failures_total",
+        "TLS handshakes on NATS listeners that failed",
+      ),
+    };
+    const natsAuthFailures = metrics.counter(
+      "leafgate_nats_auth_failures_total",
+      "NATS CONNECTs refused, by refusal (bad-credentials, anonymous-disabled, locked-out)",
+    );
+    const natsDenied = metrics.counter(
+      "leafgate_nats_permission_denied_total",
+      "NATS PUBs and SUBs refused by the client's permissions, by kind",
+    );
+    const natsGuard = new Guard(natsLog, metrics);
+    for (const { host, port, tls } of config.nats.listeners) {
+      const listener = new NatsListener(bus, natsGuard, natsLog, {
+        connection: {
+          ...natsConnectionOptions(config),
+          serverId: `LEAFGATE-${config.gateway.id}`,
+          serverName: config.gateway.id,
+          version: this.#version,
+          auth: natsAuth(authenticator, config.nats.allow_anonymous),
+          replies: this.#replies,
+          onAuthFailure: (refusal) => natsAuthFailures.inc({ refusal }),
+          onPermissionDenied: (kind) => natsDenied.inc({ kind }),
+        },
+        limits: natsListenerLimits(config),
+        ...(tls === undefined ? {} : { tls }),
+        counters: natsCounters,
+      });
+      this.#natsListeners.push(listener);
+      this.#natsAddresses.push(await listener.listen(host, port, this.#lifetime.signal));
+    }
+
     // 5. Serial devices (streaming or polled, as the profile says): each reopens by itself
     //    when unplugged.
     setMaxListeners(Math.max(1, config.serial.ports.length), this.#devicesStop.signal);
@@ -303,6 +366,7 @@ export class Gateway {
         bus,
         log: log.child({ part: "serial", device: port.device }),
         metrics,
+        ...(this.#replies !== undefined ? { replies: this.#replies } : {}),
       });
       this.#devices.push(device);
       device.start(this.#devicesStop.signal);
@@ -328,7 +392,7 @@ export class Gateway {
   }
 
   addresses(): GatewayAddresses {
-    return { mqtt: this.#mqttAddresses, http: this.#httpAddress };
+    return { mqtt: this.#mqttAddresses, nats: this.#natsAddresses, http: this.#httpAddress };
   }
 
   status(): GatewayStatus {
@@ -345,6 +409,17 @@ export class Gateway {
       mqtt: {
         connections: this.#broker?.connectionCount ?? 0,
         unsentBytes: this.#broker?.unsentBytes ?? 0,
+      },
+      nats: {
+        connections: sum(this.#natsListeners, (l) => l.connectionCount),
+        unsentBytes: sum(this.#natsListeners, (l) => l.unsentBytes),
+      },
+      requests: this.#replies?.stats ?? {
+        routes: 0,
+        minted: 0,
+        answered: 0,
+        expired: 0,
+        refused: 0,
       },
       serial: this.#devices.map((d) => d.status()),
       memory: memoryMiB(),
@@ -384,7 +459,12 @@ export class Gateway {
     const until = Date.now() + deadlineMs;
     const remaining = (): number => Math.max(0, until - Date.now());
 
-    const stopAccepting = this.#listeners.map((l) => l.stopAccepting());
+    const stopAccepting = [
+      ...this.#listeners.map((l) => l.stopAccepting()),
+      ...this.#natsListeners.map((l) => l.stopAccepting()),
+    ];
+    // NATS publishes are at most once: nothing waits for a commit; queued bytes flush.
+    for (const l of this.#natsListeners) l.closeAll();
     // closeAll marks every connection closing at once (none reads on), so this flush
     // takes every commit a PUBLISH can still be waiting on.
     const closing = this.#broker?.closeAll("shutdown");
@@ -392,6 +472,7 @@ export class Gateway {
     await this.#http?.close();
     if (closing !== undefined) await withDeadline(closing, remaining() / 2);
     for (const l of this.#listeners) l.destroyAll();
+    for (const l of this.#natsListeners) l.destroyAll();
     await Promise.all(stopAccepting);
     this.#devicesStop.abort();
     await Promise.all(this.#devices.map((d) => d.closed()));
@@ -420,6 +501,7 @@ export class Gateway {
   async #allClosed(): Promise<void> {
     await Promise.all([
       ...this.#listeners.map((l) => l.closed()),
+      ...this.#natsListeners.map((l) => l.closed()),
       this.#http?.closed(),
       ...this.#devices.map((d) => d.closed()),
       this.#upstream?.closed(),
@@ -435,6 +517,12 @@ export class Gateway {
     this.#outbox?.flush();
     this.#broker?.sessionStore?.flush();
   }
+}
+
+function sum<T>(items: readonly T[], of: (item: T) => number): number {
+  let total = 0;
+  for (const item of items) total += of(item);
+  return total;
 }
 
 function memoryMiB(): { rss: number; heapUsed: number; external: number } {

@@ -1,5 +1,6 @@
 // The gateway as users run it: the built bundle in its own Node process, configured from an
 // object written as YAML. Ports start at 0 and are read back from the log; a restart keeps them.
+// The NATS listener is on port 0 too: its default, 4222, may be anyone's on a shared machine.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -17,7 +18,10 @@ export const CLOSED_HUB = "nats://127.0.0.1:1";
 const DEFAULT_SEMI_SPACE_MIB = 1;
 const LISTENING_TIMEOUT_MS = 20_000;
 
-/** The sections a bench sets; `gateway`, the MQTT listener and the HTTP address are added. */
+/**
+ * The sections a bench sets; `gateway`, the MQTT and NATS listeners and the HTTP address are
+ * added.
+ */
 export interface BenchGatewayConfig {
   mqtt?: { max_queued_messages?: number };
   upstream: { servers: string[]; stream?: string; export?: string[] };
@@ -39,6 +43,7 @@ export class GatewayBundle {
   readonly #semiSpaceMiB: number;
   #proc: TrackedProcess | undefined;
   #mqttPort = 0;
+  #natsPort = 0;
   #httpPort = 0;
 
   constructor(dir: string, config: BenchGatewayConfig, opts: GatewayBundleOptions = {}) {
@@ -60,12 +65,16 @@ export class GatewayBundle {
     return this.#mqttPort;
   }
 
+  get natsPort(): number {
+    return this.#natsPort;
+  }
+
   /** http://127.0.0.1:PORT of the monitoring endpoint. */
   get httpBase(): string {
     return `http://127.0.0.1:${this.#httpPort}`;
   }
 
-  /** Starts the bundle; resolves once its MQTT listener (and HTTP, if on) logged its port. */
+  /** Starts the bundle; resolves once its MQTT and NATS listeners (and HTTP, if on) logged their ports. */
   async start(): Promise<this> {
     const file = join(this.#dir, "leafgate.yaml");
     const { http, ...sections } = this.#config;
@@ -73,6 +82,7 @@ export class GatewayBundle {
       gateway: { id: "bench", data_dir: "./data" },
       ...sections,
       mqtt: { listeners: [{ host: "127.0.0.1", port: this.#mqttPort }], ...sections.mqtt },
+      nats: { listeners: [{ host: "127.0.0.1", port: this.#natsPort }] },
       http: http ? { host: "127.0.0.1", port: this.#httpPort } : { enabled: false },
       log: { level: "info" }, // the listening lines carry the ports
     };
@@ -89,6 +99,7 @@ export class GatewayBundle {
       return (JSON.parse(l) as { port: number }).port;
     };
     this.#mqttPort = await portOf("mqtt listening");
+    this.#natsPort = await portOf("nats listening");
     if (http) this.#httpPort = await portOf("http monitoring listening");
     return this;
   }

@@ -4,6 +4,8 @@ export {
   authorizationOptions,
   brokerLimits,
   mqttListeners,
+  natsConnectionOptions,
+  natsListenerLimits,
   outboxOptions,
   retainedLimits,
 } from "./options.js";

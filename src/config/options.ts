@@ -71,6 +71,7 @@ export function authorizationOptions(c: LeafgateConfig) {
     hubOnly: c.upstream.import.map((i) => i.local),
     failedLoginsPerAddress: a.failed_logins_per_address,
     failedLoginWindowMs: a.failed_login_window,
+    tokenHash: a.token,
   };
 }
 
@@ -85,4 +86,28 @@ export function mqttListeners(c: LeafgateConfig) {
       tcpKeepaliveMs: c.mqtt.tcp_keepalive,
     },
   }));
+}
+
+/** Each NATS connection's limits and timers (nats-server's names in the comments). */
+export function natsConnectionOptions(c: LeafgateConfig) {
+  const n = c.nats;
+  return {
+    maxPayloadBytes: n.max_payload, // max_payload
+    maxControlLineBytes: n.max_control_line, // max_control_line
+    maxOutboundBytes: n.max_outbound_bytes, // max_pending
+    maxSubscriptions: n.max_subscriptions_per_client, // max_subscriptions
+    pingIntervalMs: n.ping_interval, // ping_interval
+    maxPingsOut: n.max_pings_out, // ping_max
+    connectTimeoutMs: n.auth_timeout, // auth_timeout
+  };
+}
+
+/** What each NATS listener admits. */
+export function natsListenerLimits(c: LeafgateConfig) {
+  const n = c.nats;
+  return {
+    maxConnections: n.max_connections,
+    maxPendingConnections: n.max_pending_connections,
+    maxConnectionsPerAddress: n.max_connections_per_address,
+  };
 }

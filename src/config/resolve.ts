@@ -7,6 +7,11 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(host);
 }
 
+const DEFAULT_NATS_PORT = 4222;
+const isAnyAddress = (host: string): boolean => host === "0.0.0.0" || host === "::";
+/** `localhost` is where IPv4 clients reach 127.0.0.1. */
+const sameHost = (host: string): string => (host === "localhost" ? "127.0.0.1" : host);
+
 /** Smallest TCP keepalive idle time Linux takes: whole seconds. */
 const TCP_KEEPALIVE_MIN_MS = 1000;
 /** A delivery goes out below the soft mark (an eighth of the cap); it must fit above it. */
@@ -47,9 +52,28 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
       problems.push(`${label(`serial.ports[${i}].path`)}: ${port.path} is configured twice`);
     paths.add(port.path);
   }
-  for (const [i, l] of (c?.mqtt?.listeners ?? []).entries()) {
-    if (l?.tls !== undefined && (l.tls.cert === undefined || l.tls.key === undefined)) {
-      problems.push(`${label(`mqtt.listeners[${i}].tls`)}: expected both cert and key files`);
+  for (const part of ["mqtt", "nats"] as const) {
+    for (const [i, l] of (c?.[part]?.listeners ?? []).entries()) {
+      if (l?.tls !== undefined && (l.tls.cert === undefined || l.tls.key === undefined)) {
+        problems.push(`${label(`${part}.listeners[${i}].tls`)}: expected both cert and key files`);
+      }
+    }
+  }
+  // The gateway must not dial itself: a hub on the port of its own NATS listener.
+  for (const [i, server] of (c?.upstream?.servers ?? []).entries()) {
+    const at = /^[a-z]+:\/\/(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+)(?::(\d+))?/i.exec(server);
+    if (at === null) continue;
+    const host = sameHost(at[1]!.replace(/^\[|\]$/g, ""));
+    const port = at[2] === undefined ? DEFAULT_NATS_PORT : Number(at[2]);
+    const own = (c?.nats?.listeners ?? []).find(
+      (l) =>
+        l?.port === port &&
+        (sameHost(l.host) === host || (isLoopback(host) && isAnyAddress(l.host))),
+    );
+    if (own !== undefined) {
+      problems.push(
+        `${label(`upstream.servers[${i}]`)}: ${server} is this gateway's own NATS listener (nats.listeners, ${own.host}:${port}): point upstream.servers at the hub, or move the listener to another port`,
+      );
     }
   }
   const users = new Set<string>();
@@ -104,6 +128,14 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
         whole.mqtt.allow_anonymous ??
         (whole.authorization.users.length === 0 &&
           whole.mqtt.listeners.every((l) => isLoopback(l.host))),
+    },
+    nats: {
+      ...whole.nats,
+      allow_anonymous:
+        whole.nats.allow_anonymous ??
+        (whole.authorization.users.length === 0 &&
+          whole.authorization.token === null &&
+          whole.nats.listeners.every((l) => isLoopback(l.host))),
     },
     upstream: {
       ...whole.upstream,

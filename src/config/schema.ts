@@ -126,6 +126,17 @@ const LISTENER = obj({
   websocket: bool({ default: false }),
 });
 
+const NATS_LISTENER = obj({
+  host: str({ default: "127.0.0.1" }),
+  // Where NATS clients look first, as on a real leaf; the hub is elsewhere (README).
+  port: int(0, PORT_MAX, { default: 4222 }),
+  // NATS over TLS, upgraded after INFO as nats-server does (with `ca`, clients must
+  // present a certificate).
+  tls: TLS_FILES,
+});
+/** nats-server's own ceiling for max_payload. */
+const NATS_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+
 /**
  * Every key leafgate reads, with its default in the file's form; the YAML shape in
  * DESIGN.md is a contract. Durations resolve to ms (except `mqtt.max_keepalive`, seconds),
@@ -189,8 +200,31 @@ export const CONFIG_SCHEMA = obj({
     // seconds up to 32767 (TCP_KEEPIDLE).
     tcp_keepalive: duration({ max: TCP_KEEPIDLE_MAX_S * 1000, default: "60s" }),
   }),
+  // The local NATS endpoint; `listeners: []` turns it off.
+  nats: obj({
+    listeners: list(NATS_LISTENER, { default: [{}] }),
+    // Unset: allowed only without users and with every NATS listener on loopback.
+    allow_anonymous: nullable(bool()),
+    // Largest PUB/HPUB (header and payload), told to clients in INFO; nats-server's default.
+    max_payload: size(1, NATS_MAX_PAYLOAD_BYTES, { default: "1MB" }),
+    // nats-server's max_control_line: a PUB/SUB line longer than this is refused.
+    max_control_line: size(256, MQTT_MAX_STRING_BYTES, { default: "4KiB" }),
+    max_connections: int(0, COUNT_MAX, { default: 1000 }), // 0 = no limit
+    // Sockets that have not sent CONNECT, counted apart from max_connections. 0 = no limit.
+    max_pending_connections: int(0, COUNT_MAX, { default: 100 }),
+    max_connections_per_address: int(0, COUNT_MAX, { default: 256 }), // 0 = no limit
+    max_subscriptions_per_client: int(1, COUNT_MAX, { default: 1000 }),
+    // Unsent bytes per client; past it the client is cut as a slow consumer.
+    max_outbound_bytes: size(MIN_OUTBOUND_BYTES, SAFE_INTEGER_MAX, { default: "8MiB" }),
+    // nats-server's ping_interval and max_pings_out: a client silent for about their
+    // product is stale and closed.
+    ping_interval: duration({ min: 100, default: "2m" }),
+    max_pings_out: int(1, COUNT_MAX, { default: 2 }),
+    // From accept to a CONNECT (credentials checked), as nats-server's auth_timeout.
+    auth_timeout: duration({ min: 1, default: "2s" }),
+  }),
   upstream: obj({
-    servers: list(str({ rule: SERVER_URL }), { default: ["nats://127.0.0.1:4222"], minItems: 1 }),
+    servers: list(str({ rule: SERVER_URL }), { default: ["nats://127.0.0.1:4223"], minItems: 1 }),
     mode: oneOf(["jetstream", "core"], { default: "jetstream" }),
     // Unset: find the stream that captures the prefix.
     stream: nullable(str({ rule: { ...TOKEN, expected: `a stream name: ${TOKEN.expected}` } })),
@@ -264,6 +298,11 @@ export const CONFIG_SCHEMA = obj({
       }),
       { default: [] },
     ),
+    // NATS token auth (CONNECT auth_token), as nats-server's authorization.token; its
+    // clients get default_permissions. An scrypt hash from "leafgate passwd".
+    token: nullable(
+      str({ rule: { ...SCRYPT_HASH, expected: `${SCRYPT_HASH.expected}` }, secret: true }),
+    ),
   }),
   serial: obj({
     ports: list(
@@ -315,6 +354,7 @@ export type LeafgateConfig = Override<
   Raw,
   {
     readonly mqtt: Override<Raw["mqtt"], { readonly allow_anonymous: boolean }>;
+    readonly nats: Override<Raw["nats"], { readonly allow_anonymous: boolean }>;
     readonly buffer: Override<Raw["buffer"], { readonly classes: readonly BufferClassConfig[] }>;
     readonly upstream: Override<Raw["upstream"], { readonly import: readonly ImportConfig[] }>;
   }
@@ -340,6 +380,8 @@ export type BufferClassConfig = Override<
 >;
 /** One MQTT listen address. `port: 0` picks a free port. */
 export type ListenerConfig = Raw["mqtt"]["listeners"][number];
+/** One NATS listen address. `port: 0` picks a free port. */
+export type NatsListenerConfig = Raw["nats"]["listeners"][number];
 /** TLS material as absolute file paths. */
 export type TlsFilesConfig = NonNullable<Raw["upstream"]["tls"]>;
 /** Subject patterns a client may publish to / subscribe to; `%u` and `%c` are substituted. */

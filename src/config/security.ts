@@ -20,6 +20,8 @@ export type SecurityWarningCode =
   | "LG_WARN_SECRET_FILE_READABLE"
   | "LG_WARN_MQTT_PLAINTEXT"
   | "LG_WARN_MQTT_ANONYMOUS"
+  | "LG_WARN_NATS_PLAINTEXT"
+  | "LG_WARN_NATS_ANONYMOUS"
   | "LG_WARN_HTTP_EXPOSED"
   | "LG_WARN_HUB_PLAINTEXT"
   | "LG_WARN_RUNNING_AS_ROOT";
@@ -170,6 +172,25 @@ export function insecureChoices(
       warnings.push({
         code: "LG_WARN_MQTT_ANONYMOUS",
         message: `${listener} ${at} is not loopback and accepts clients without a password (mqtt.allow_anonymous: true): anyone who reaches it may publish and subscribe as authorization.default_permissions allow: configure authorization.users and set mqtt.allow_anonymous: false`,
+        details: { listener: at },
+      });
+    }
+  }
+
+  for (const l of config.nats.listeners) {
+    if (isLoopback(l.host)) continue;
+    const at = address(l.host, l.port);
+    if (l.tls === undefined) {
+      warnings.push({
+        code: "LG_WARN_NATS_PLAINTEXT",
+        message: `NATS listener ${at} is not loopback and has no TLS: anyone on the network can read the passwords and messages of its clients, and change them: add tls: { cert, key } to it, or listen on 127.0.0.1`,
+        details: { listener: at },
+      });
+    }
+    if (config.nats.allow_anonymous) {
+      warnings.push({
+        code: "LG_WARN_NATS_ANONYMOUS",
+        message: `NATS listener ${at} is not loopback and accepts clients without a password (nats.allow_anonymous: true): anyone who reaches it may publish and subscribe as authorization.default_permissions allow: configure authorization.users and set nats.allow_anonymous: false`,
         details: { listener: at },
       });
     }

@@ -1,3 +1,27 @@
+export {
+  type Admission,
+  type AdmissionEvents,
+  type AdmissionLimits,
+  type AdmissionRefusal,
+  Admissions,
+  sourceAddress,
+} from "./admission.js";
+export {
+  ALLOW_ALL,
+  ANONYMOUS,
+  type AnonymousPolicy,
+  Authenticator,
+  type AuthResult,
+  compilePermissions,
+  hashPassword,
+  type Lockout,
+  LoginGuard,
+  type PermissionRule,
+  type Permissions,
+  type PermissionsConfig,
+  type UserConfig,
+  verifyPassword,
+} from "./auth.js";
 export { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
 export { type Clock, type ClockTimer, ManualClock, systemClock } from "./clock.js";
 export type { Envelope, Headers, MessageProperties, Origin } from "./envelope.js";
@@ -20,6 +44,7 @@ export {
 export { Replies, type RepliesOptions, type RepliesStats } from "./replies.js";
 export { ServerLifecycle } from "./server-lifecycle.js";
 export { attachSocket } from "./socket-events.js";
+export { socketTransport } from "./socket-transport.js";
 export {
   isValidPattern,
   isValidSubject,
@@ -28,6 +53,7 @@ export {
   subjectMatches,
 } from "./subject.js";
 export { Sublist, type SublistEntry, type SublistMatch } from "./sublist.js";
+export { readTlsFiles, type TlsFiles } from "./tls-files.js";
 export {
   checkTopicBounds,
   filterToPatterns,

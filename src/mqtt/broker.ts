@@ -1,8 +1,13 @@
 import type { Bus, Clock, Envelope, Logger, Metrics } from "../core/index.js";
-import { errorMessage, Guard, systemClock } from "../core/index.js";
+import {
+  type Admission,
+  Admissions,
+  Authenticator,
+  errorMessage,
+  Guard,
+  systemClock,
+} from "../core/index.js";
 import type { RetainedStore, SessionStore } from "../store/index.js";
-import { type Admission, Admissions } from "./admission.js";
-import { Authenticator } from "./auth.js";
 import { clip } from "./client-text.js";
 import { Connection } from "./connection.js";
 import type {

@@ -7,12 +7,7 @@ export function clip(text: string | undefined): string | undefined {
   return `${text.slice(0, MAX_LOGGED_CLIENT_TEXT)}…`;
 }
 
-/** The address part of `host:port` (`::ffff:` of IPv4-mapped addresses taken off). */
-export function sourceAddress(remote: string): string {
-  const at = remote.lastIndexOf(":");
-  const host = at > 0 ? remote.slice(0, at) : remote;
-  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
-}
+export { sourceAddress } from "../core/index.js";
 
 /** `text` cut to at most `maxBytes` of UTF-8, never inside a character. */
 export function cutUtf8(text: string, maxBytes: number): string {

@@ -1,5 +1,5 @@
 import type mqtt from "mqtt-packet";
-import type { Permissions } from "./auth.js";
+import type { Permissions } from "../core/index.js";
 import { REASON } from "./errors.js";
 import type { Session, Will } from "./session.js";
 

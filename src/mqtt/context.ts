@@ -1,6 +1,13 @@
-import type { Bus, Clock, Envelope, Guard, Logger } from "../core/index.js";
+import type {
+  Authenticator,
+  Bus,
+  Clock,
+  Envelope,
+  Guard,
+  Logger,
+  Permissions,
+} from "../core/index.js";
 import type { RetainedStore, SessionStore } from "../store/index.js";
-import type { Authenticator, Permissions } from "./auth.js";
 import type { Connection } from "./connection.js";
 import type { ProtocolVersion } from "./connection-state.js";
 import type { MqttLogs } from "./logs.js";

@@ -5,7 +5,7 @@ import type { MqttBase } from "./context.js";
 import type { Flow } from "./flow.js";
 import type { Outbound } from "./outbound-message.js";
 import { encodePublish } from "./packets.js";
-import { encodePublishProperties, headersToProperties } from "./properties.js";
+import { deliveredProperties, encodePublishProperties } from "./properties.js";
 
 /** One PUBLISH to write to the client. */
 export interface Delivery {
@@ -71,9 +71,7 @@ export class PublishEncoder {
       newAlias = true;
     }
     const { message } = d;
-    const properties =
-      message.properties ??
-      (message.headers !== undefined ? headersToProperties(message.headers) : undefined);
+    const properties = deliveredProperties(message);
     const expiresAtMs = message.expiresAtMs;
     const props = encodePublishProperties({
       properties,

@@ -1,4 +1,4 @@
-export { Authenticator, hashPassword, verifyPassword } from "./auth.js";
+export { Authenticator, hashPassword, verifyPassword } from "../core/index.js";
 export { Broker, type BrokerParts } from "./broker.js";
 export { MqttProtocolError, VIOLATIONS } from "./errors.js";
 export { MqttListener } from "./listener.js";

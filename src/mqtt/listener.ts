@@ -1,16 +1,20 @@
-import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { type WebSocket, WebSocketServer } from "ws";
-import type { Counter, Logger } from "../core/index.js";
-import { attachSocket, errorMessage, LeafgateError, ServerLifecycle } from "../core/index.js";
-import type { Admission } from "./admission.js";
+import type { Admission, Counter, Logger } from "../core/index.js";
+import {
+  attachSocket,
+  errorMessage,
+  readTlsFiles,
+  ServerLifecycle,
+  socketTransport,
+} from "../core/index.js";
 import type { Broker } from "./broker.js";
 import { sourceAddress } from "./client-text.js";
-import { socketTransport, webSocketTransport } from "./transports.js";
+import { webSocketTransport } from "./transports.js";
 
 /** The MQTT subprotocol names a WebSocket client may offer (section 6, and 3.1's). */
 const WS_PROTOCOLS = ["mqtt", "mqttv3.1"];
@@ -68,7 +72,7 @@ export class MqttListener {
       // Refused at admission (see #admitFirst), which runs first.
       if (socket.destroyed) return;
       this.#sockets.add(socket);
-      const handler = broker.accept(socketTransport(socket, guard), this.#claim(socket));
+      const handler = broker.accept(socketTransport(socket, guard, "mqtt"), this.#claim(socket));
       attachSocket(socket, handler, guard, "mqtt", () => this.#sockets.delete(socket));
     };
     const acceptGuarded = (socket: Socket): void =>
@@ -77,29 +81,7 @@ export class MqttListener {
         () => accept(socket),
         () => socket.destroy(),
       );
-    const read = (what: string, file: string | undefined): Buffer | undefined => {
-      if (file === undefined) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new LeafgateError(
-          "LG_ERR_MQTT_TLS",
-          `cannot read the MQTT listener's TLS ${what} ${file}: ${errorMessage(err)}`,
-          { cause: err },
-        );
-      }
-    };
-    const tlsOptions =
-      tls === undefined
-        ? undefined
-        : (() => {
-            const ca = read("ca", tls.ca);
-            return {
-              cert: read("cert", tls.cert),
-              key: read("key", tls.key),
-              ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
-            };
-          })();
+    const tlsOptions = tls === undefined ? undefined : readTlsFiles(tls, "mqtt");
     const keepaliveMs = options.tcpKeepaliveMs ?? 0;
     if (this.#websocket) {
       this.#server = this.#webSocketServer(broker, tlsOptions);

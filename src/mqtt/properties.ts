@@ -1,4 +1,5 @@
-import type { MessageProperties } from "../core/index.js";
+import type { Envelope, MessageProperties, Origin } from "../core/index.js";
+import { toTopic } from "../core/index.js";
 import { MqttProtocolError } from "./errors.js";
 import { remainingLengthSize, writeRemainingLength } from "./packets.js";
 
@@ -385,3 +386,29 @@ export function headersToProperties(
   }
   return any ? out : undefined;
 }
+
+/**
+ * The properties an MQTT 5 subscriber gets with `m`: its own, or for a message from
+ * NATS, a device or the hub, those its headers carry (with any its route added, such as
+ * an answer's correlation data); a NATS request's reply subject becomes its response topic.
+ */
+export function deliveredProperties(m: Envelope): MessageProperties | undefined {
+  let p = m.properties;
+  if (m.headers !== undefined && (p === undefined || FROM_HEADERS.has(m.origin))) {
+    const carried = headersToProperties(m.headers);
+    if (carried !== undefined) p = p === undefined ? carried : { ...carried, ...p };
+  }
+  if (m.reply !== undefined && p?.responseTopic === undefined) {
+    let responseTopic: string | undefined;
+    try {
+      responseTopic = toTopic(m.reply);
+    } catch {
+      // A reply subject no topic can name (a NATS client's own choice): no response topic.
+    }
+    if (responseTopic !== undefined) p = { ...p, responseTopic };
+  }
+  return p;
+}
+
+/** Origins whose messages carry their properties as headers only. */
+const FROM_HEADERS: ReadonlySet<Origin> = new Set(["nats", "serial", "upstream"]);

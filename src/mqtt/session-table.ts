@@ -1,4 +1,4 @@
-import { ANONYMOUS } from "./auth.js";
+import { ANONYMOUS } from "../core/index.js";
 import type { Connection } from "./connection.js";
 import type { SessionContext, Sessions } from "./context.js";
 import { Session, type Will } from "./session.js";

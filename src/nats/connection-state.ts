@@ -1,10 +1,18 @@
+import type { Permissions } from "../core/index.js";
+import type { ClientOp } from "./parser.js";
 /**
  * Where a NATS client connection is: waiting for CONNECT (only CONNECT is accepted), open
  * with what the client asked for, or closed (nothing is read or written any more).
  */
 export type NatsConnectionState =
   | { readonly phase: "awaitingConnect" }
-  | { readonly phase: "open"; readonly client: ConnectOptions }
+  /** Credentials being checked (scrypt, off the loop): ops that follow CONNECT wait. */
+  | { readonly phase: "authenticating"; readonly client: ConnectOptions; readonly held: ClientOp[] }
+  | {
+      readonly phase: "open";
+      readonly client: ConnectOptions;
+      readonly permissions: Permissions;
+    }
   | { readonly phase: "closed" };
 
 /** What a CONNECT asks for (nats-server's `clientOpts`), with nats-server's defaults. */
@@ -19,8 +27,12 @@ export interface ConnectOptions {
   /** With `headers`: a request nobody serves gets a `NATS/1.0 503` status message. */
   readonly noResponders: boolean;
   readonly name: string | undefined;
+  readonly user: string | undefined;
+  readonly pass: string | undefined;
+  readonly authToken: string | undefined;
 }
 
+const str = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 const bool = (value: unknown, fallback: boolean): boolean =>
   typeof value === "boolean" ? value : fallback;
 
@@ -44,6 +56,9 @@ export function parseConnect(json: string): ConnectOptions | undefined {
     echo: bool(o.echo, true),
     headers,
     noResponders: headers && bool(o.no_responders, false),
-    name: typeof o.name === "string" ? o.name : undefined,
+    name: str(o.name),
+    user: str(o.user),
+    pass: str(o.pass),
+    authToken: str(o.auth_token),
   };
 }

@@ -1,4 +1,5 @@
 import type {
+  AuthResult,
   Bus,
   BusSubscription,
   Clock,
@@ -6,10 +7,13 @@ import type {
   Envelope,
   Headers,
   Logger,
+  Permissions,
+  Replies,
   Transport,
   TransportHandler,
 } from "../core/index.js";
 import { isValidPattern, isValidSubject, subjectMatches, systemClock } from "../core/index.js";
+import { type NatsAuth, OPEN_NATS_AUTH } from "./auth.js";
 import { type ConnectOptions, type NatsConnectionState, parseConnect } from "./connection-state.js";
 import {
   decodeHeaders,
@@ -31,6 +35,12 @@ export type NatsEnvelope = Envelope;
 export interface NatsConnectionOptions {
   readonly serverId: string;
   readonly serverName: string;
+  /** INFO says TLS is required (the listener upgrades the socket after INFO). */
+  readonly tls?: boolean;
+  /** INFO says a client certificate is required. */
+  readonly tlsVerify?: boolean;
+  /** The listener sent INFO itself (before a TLS upgrade). */
+  readonly infoSent?: boolean;
   /** A semver string: nats.js reads it to decide what the server supports. */
   readonly version: string;
   /** nats-server `max_payload` (HPUB: header and payload together). */
@@ -48,8 +58,18 @@ export interface NatsConnectionOptions {
   readonly connectTimeoutMs: number;
   readonly clock?: Clock;
   readonly log?: Logger;
+  /** Who may connect and what each may do; without it, anyone and anything. */
+  readonly auth?: NatsAuth;
+  /** Where answers to MQTT 5 requests are routed (their correlation data put back). */
+  readonly replies?: Replies;
   /** Hears of each slow consumer cut (to count and log it); once per connection. */
   readonly onSlowConsumer?: (remote: string) => void;
+  /** Hears of each CONNECT refused (bad credentials, anonymous disabled, locked out). */
+  readonly onAuthFailure?: (refusal: string, remote: string) => void;
+  /** Hears that the client's CONNECT was accepted (it no longer counts as pending). */
+  readonly onOpen?: () => void;
+  /** Hears of each PUB or SUB refused by the client's permissions. */
+  readonly onPermissionDenied?: (kind: "publish" | "subscribe") => void;
 }
 
 /** nats-server's defaults: 2 minutes, 2 PINGs out, 2 s auth timeout, 64 MiB pending. */
@@ -72,6 +92,17 @@ const ERR_INVALID_SUBJECT = "Invalid Subject";
 const ERR_TOO_MANY_SUBS = "maximum subscriptions exceeded";
 const ERR_STALE = "Stale Connection";
 const ERR_AUTH_TIMEOUT = "Authentication Timeout";
+/** nats-server's permission errors (client.go): the connection stays open. */
+const pubDenied = (subject: string): string => `Permissions Violation for Publish to "${subject}"`;
+const subDenied = (subject: string, queue: string | undefined): string =>
+  queue === undefined
+    ? `Permissions Violation for Subscription to "${subject}"`
+    : `Permissions Violation for Subscription to "${subject}" using queue "${queue}"`;
+/**
+ * Ops parsed after CONNECT while its credentials are checked. Reading is paused then, so
+ * only the rest of one socket read can arrive; more is a client flooding the check.
+ */
+const MAX_HELD_OPS = 4096;
 /** The no-responders status message's header block (what nats.js `request()` rejects on). */
 const NO_RESPONDERS_HEADER: Buffer = encodeHeaders({ status: 503, entries: [] });
 const EMPTY: Buffer = Buffer.alloc(0);
@@ -118,19 +149,30 @@ export class NatsConnection implements TransportHandler {
         maxPayloadBytes: options.maxPayloadBytes,
       },
     );
-    this.#write(
-      encodeInfo({
-        server_id: options.serverId,
-        server_name: options.serverName,
-        version: options.version,
-        proto: 1,
-        headers: true,
-        max_payload: options.maxPayloadBytes,
-        client_id: clientId,
-        auth_required: false,
-      }),
-    );
+    if (options.infoSent !== true) this.#write(NatsConnection.info(options, clientId));
     this.#timer = this.#clock.setTimeout(() => this.#connectTimeout(), options.connectTimeoutMs);
+  }
+
+  /** The INFO a client gets first (nats-server's fields that clients read). */
+  static info(options: NatsConnectionOptions, clientId: number): Buffer {
+    return encodeInfo({
+      server_id: options.serverId,
+      server_name: options.serverName,
+      version: options.version,
+      proto: 1,
+      headers: true,
+      max_payload: options.maxPayloadBytes,
+      client_id: clientId,
+      auth_required: (options.auth ?? OPEN_NATS_AUTH).required,
+      ...(options.tls === true
+        ? { tls_required: true, tls_verify: options.tlsVerify === true }
+        : {}),
+    });
+  }
+
+  /** Bytes written and not yet taken by the kernel. */
+  get unsentBytes(): number {
+    return this.#transport.writableLength;
   }
 
   get state(): NatsConnectionState {
@@ -165,26 +207,19 @@ export class NatsConnection implements TransportHandler {
     const state = this.#state;
     if (state.phase === "closed") return;
     if (state.phase === "awaitingConnect") {
-      if (op.op !== "connect") {
-        this.#violation("authorization");
-        return;
-      }
-      const client = parseConnect(op.json);
-      if (client === undefined) {
-        this.#violation("badArguments");
-        return;
-      }
-      this.#state = { phase: "open", client };
-      this.#clock.clearTimeout(this.#timer);
-      this.#schedulePing();
-      this.#ok();
+      this.#connect(op);
       return;
     }
-    const { client } = state;
+    if (state.phase === "authenticating") {
+      if (state.held.length >= MAX_HELD_OPS) this.#violation("authorization");
+      else state.held.push(op);
+      return;
+    }
+    const { client, permissions } = state;
     switch (op.op) {
       case "connect":
-        // nats-server accepts a second CONNECT and takes its options.
-        this.#state = { phase: "open", client: parseConnect(op.json) ?? client };
+        // nats-server accepts a second CONNECT and takes its options (not a new login).
+        this.#state = { phase: "open", client: parseConnect(op.json) ?? client, permissions };
         this.#ok();
         return;
       case "ping":
@@ -194,13 +229,13 @@ export class NatsConnection implements TransportHandler {
         this.#pingsOut = 0;
         return;
       case "pub":
-        this.#publish(client, op.subject, op.reply, op.payload, undefined);
+        this.#publish(state, op.subject, op.reply, op.payload, undefined);
         return;
       case "hpub":
-        this.#publish(client, op.subject, op.reply, op.payload, toHeaders(op.header));
+        this.#publish(state, op.subject, op.reply, op.payload, toHeaders(op.header));
         return;
       case "sub":
-        this.#subscribe(op.subject, op.queue, op.sid);
+        this.#subscribe(permissions, op.subject, op.queue, op.sid);
         return;
       case "unsub":
         this.#unsubscribe(op.sid, op.max);
@@ -208,15 +243,75 @@ export class NatsConnection implements TransportHandler {
     }
   }
 
+  /** The first op must be CONNECT; its credentials decide the connection's permissions. */
+  #connect(op: ClientOp): void {
+    if (op.op !== "connect") {
+      this.#violation("authorization");
+      return;
+    }
+    const client = parseConnect(op.json);
+    if (client === undefined) {
+      this.#violation("badArguments");
+      return;
+    }
+    const result = (this.#options.auth ?? OPEN_NATS_AUTH).check(client, this.#transport.remote);
+    if (!(result instanceof Promise)) {
+      this.#authenticated(client, result);
+      return;
+    }
+    this.#state = { phase: "authenticating", client, held: [] };
+    this.#transport.pause();
+    result.then(
+      (r) => this.#authenticated(client, r),
+      (err: unknown) => {
+        this.#log?.warn({ err: String(err) }, "nats credentials could not be checked");
+        this.#authenticated(client, {
+          ok: false,
+          returnCode: 5,
+          reason: "credentials could not be checked",
+          refusal: "bad-credentials",
+        });
+      },
+    );
+  }
+
+  #authenticated(client: ConnectOptions, result: AuthResult): void {
+    const state = this.#state;
+    if (state.phase === "closed") return;
+    if (!result.ok) {
+      this.#options.onAuthFailure?.(result.refusal, this.#transport.remote);
+      this.#log?.info(
+        { remote: this.#transport.remote, refusal: result.refusal, why: result.reason },
+        "nats client refused",
+      );
+      this.#violation("authorization");
+      return;
+    }
+    const held = state.phase === "authenticating" ? state.held : [];
+    this.#state = { phase: "open", client, permissions: result.permissions };
+    this.#options.onOpen?.();
+    this.#clock.clearTimeout(this.#timer);
+    this.#schedulePing();
+    this.#ok();
+    if (state.phase === "authenticating") this.#transport.resume();
+    for (const op of held) this.#onOp(op);
+  }
+
   #publish(
-    client: ConnectOptions,
+    state: { readonly client: ConnectOptions; readonly permissions: Permissions },
     subject: string,
     reply: string | undefined,
     payload: Buffer,
     headers: Headers | undefined,
   ): void {
+    const { client, permissions } = state;
     if (!isValidSubject(subject)) {
       this.#write(encodeErr(ERR_INVALID_PUBLISH_SUBJECT));
+      return;
+    }
+    if (!permissions.canPublish(subject)) {
+      this.#options.onPermissionDenied?.("publish");
+      this.#write(encodeErr(pubDenied(subject)));
       return;
     }
     this.#ok();
@@ -251,9 +346,19 @@ export class NatsConnection implements TransportHandler {
     }
   }
 
-  #subscribe(subject: string, queue: string | undefined, sid: string): void {
+  #subscribe(
+    permissions: Permissions,
+    subject: string,
+    queue: string | undefined,
+    sid: string,
+  ): void {
     if (!isValidPattern(subject)) {
       this.#write(encodeErr(ERR_INVALID_SUBJECT));
+      return;
+    }
+    if (!permissions.canSubscribe(subject)) {
+      this.#options.onPermissionDenied?.("subscribe");
+      this.#write(encodeErr(subDenied(subject, queue)));
       return;
     }
     if (this.#subs.has(sid)) {
@@ -295,13 +400,14 @@ export class NatsConnection implements TransportHandler {
     const sub = this.#subs.get(sid);
     if (sub === undefined) return undefined;
     if (!state.client.echo && message.publisher === this.#publisher) return undefined;
+    if (!state.permissions.mayReceive(message.subject)) return undefined;
     sub.delivered++;
     const payload = Buffer.from(
       message.payload.buffer,
       message.payload.byteOffset,
       message.payload.length,
     );
-    const reply = message.reply;
+    const reply = this.#options.replies?.replyTo(message) ?? message.reply;
     if (message.headers !== undefined && state.client.headers) {
       this.#write(encodeHmsg(message.subject, sid, reply, fromHeaders(message.headers), payload));
     } else {

@@ -1,3 +1,4 @@
+export { type NatsAuth, natsAuth, OPEN_NATS_AUTH } from "./auth.js";
 export {
   DEFAULT_NATS_CONNECTION_OPTIONS,
   NatsConnection,
@@ -22,7 +23,12 @@ export {
   PONG_FRAME,
 } from "./encode.js";
 export { errText, NATS_VIOLATIONS, NatsProtocolError, type NatsViolation } from "./errors.js";
-export { NatsListener } from "./listener.js";
+export {
+  NatsListener,
+  type NatsListenerCounters,
+  type NatsListenerLimits,
+  type NatsListenerOptions,
+} from "./listener.js";
 export {
   type ClientOp,
   ClientParser,

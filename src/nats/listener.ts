@@ -1,92 +1,170 @@
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
-import type { Bus, Counter, Guard, Logger, Transport } from "../core/index.js";
-import { attachSocket, RateLimitedLog, ServerLifecycle } from "../core/index.js";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import type { Admission, Bus, Counter, Guard, Logger } from "../core/index.js";
+import {
+  Admissions,
+  attachSocket,
+  errorMessage,
+  LeafgateError,
+  RateLimitedLog,
+  readTlsFiles,
+  ServerLifecycle,
+  socketTransport,
+  sourceAddress,
+} from "../core/index.js";
 import { NatsConnection, type NatsConnectionOptions } from "./connection.js";
+import { encodeErr } from "./encode.js";
 
 /** Slow consumer lines: this many per window, then one line saying how many were held back. */
 const SLOW_CONSUMER_LOG_BURST = 5;
 const SLOW_CONSUMER_LOG_WINDOW_MS = 60_000;
+/** nats-server's words for a connection over max_connections (sent, then closed). */
+const ERR_MAX_CONNECTIONS = "maximum connections exceeded";
 
-/** A socket that is done with but whose peer does not read is destroyed after this. */
-const END_TIMEOUT_MS = 5_000;
-
-/** Adapts a TCP socket to the Transport seam; its timer runs under `guard`. */
-function socketTransport(socket: Socket, guard: Guard): Transport {
-  const cut = guard.wrap("nats.socket-end-timeout", () => {
-    socket.destroy();
-  });
-  return {
-    write: (bytes) => socket.write(bytes),
-    end: (readOn = true) => {
-      if (readOn) socket.resume();
-      socket.end();
-      // A deadline, not an idle timeout: a peer that never reads must not hold the socket.
-      const deadline = setTimeout(cut, END_TIMEOUT_MS).unref();
-      socket.once("close", () => clearTimeout(deadline));
-    },
-    destroy: () => {
-      socket.destroy();
-    },
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
-    get writableLength() {
-      return socket.writableLength;
-    },
-    remote: `${socket.remoteAddress}:${socket.remotePort}`,
-  };
+export interface NatsListenerLimits {
+  /** Open connections (0 = no limit), nats-server's max_connections. */
+  readonly maxConnections: number;
+  /** Sockets that have not sent an accepted CONNECT (0 = no limit). */
+  readonly maxPendingConnections: number;
+  /** Sockets from one address (0 = no limit). */
+  readonly maxConnectionsPerAddress: number;
 }
 
-/** A NATS client listener on TCP, over the bus. */
+export interface NatsListenerCounters {
+  readonly slowConsumers?: Counter;
+  /** Sockets refused at accept, by `reason`: max-connections, max-pending, per-address. */
+  readonly refused?: Counter;
+  readonly tlsHandshakeFailures?: Counter;
+}
+
+export interface NatsListenerOptions {
+  readonly connection: NatsConnectionOptions;
+  readonly limits?: NatsListenerLimits;
+  /** TLS files: the socket is upgraded after INFO, as nats-server does. */
+  readonly tls?: { readonly cert?: string; readonly key?: string; readonly ca?: string };
+  readonly counters?: NatsListenerCounters;
+}
+
+const NO_LIMITS: NatsListenerLimits = {
+  maxConnections: 0,
+  maxPendingConnections: 0,
+  maxConnectionsPerAddress: 0,
+};
+
+/** A NATS client listener on TCP (TLS after INFO when configured), over the bus. */
 export class NatsListener {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
   readonly #connections = new Set<NatsConnection>();
   readonly #log: Logger;
   readonly #lifecycle = new ServerLifecycle();
+  readonly #admissions: Admissions;
   /** nats-server numbers its clients from 1; nats.js shows it as `client_id`. */
   #nextClientId = 1;
 
-  /**
-   * `slowConsumers` counts the clients cut for not reading (logged at most
-   * SLOW_CONSUMER_LOG_BURST a minute: many at once must not flood the log).
-   */
-  constructor(
-    bus: Bus,
-    guard: Guard,
-    log: Logger,
-    options: NatsConnectionOptions,
-    slowConsumers?: Counter,
-  ) {
+  constructor(bus: Bus, guard: Guard, log: Logger, options: NatsListenerOptions) {
     this.#log = log;
+    const { connection: base, counters = {} } = options;
+    const limits = options.limits ?? NO_LIMITS;
+    this.#admissions = new Admissions(
+      { maxPending: limits.maxPendingConnections, maxPerAddress: limits.maxConnectionsPerAddress },
+      { refused: (reason) => counters.refused?.inc({ reason }), pending: () => {} },
+    );
     const slowLog = new RateLimitedLog(log, {
       burst: SLOW_CONSUMER_LOG_BURST,
       windowMs: SLOW_CONSUMER_LOG_WINDOW_MS,
       level: "warn",
-      ...(options.clock === undefined ? {} : { clock: options.clock }),
+      ...(base.clock === undefined ? {} : { clock: base.clock }),
     });
     const onSlowConsumer = (remote: string): void => {
-      slowConsumers?.inc();
+      counters.slowConsumers?.inc();
       slowLog.log(
         "slow-consumer",
-        { remote, maxOutboundBytes: options.maxOutboundBytes },
+        { remote, maxOutboundBytes: base.maxOutboundBytes },
         "nats slow consumer cut",
       );
     };
-    const accept = (socket: Socket): void => {
-      this.#sockets.add(socket);
-      const transport = socketTransport(socket, guard);
-      const connection = new NatsConnection(transport, bus, this.#nextClientId++, {
-        ...options,
-        log,
-        onSlowConsumer,
+    const tlsFiles = options.tls === undefined ? undefined : readTlsFiles(options.tls, "nats");
+    // The handshake counts against the auth timeout, as the CONNECT after it does.
+    const secure =
+      tlsFiles === undefined
+        ? undefined
+        : createTlsServer({ ...tlsFiles, handshakeTimeout: base.connectTimeoutMs });
+    const connectionOptions: NatsConnectionOptions = {
+      ...base,
+      log,
+      onSlowConsumer,
+      ...(tlsFiles === undefined ? {} : { tls: true, tlsVerify: tlsFiles.ca !== undefined }),
+    };
+
+    /** A socket ready for NATS (plain, or its TLS handshake done) gets its connection. */
+    const open = (socket: Socket, admission: Admission, clientId: number, infoSent: boolean) => {
+      const connection = new NatsConnection(socketTransport(socket, guard, "nats"), bus, clientId, {
+        ...connectionOptions,
+        infoSent,
+        onOpen: () => admission.established(),
       });
       this.#connections.add(connection);
       attachSocket(socket, connection, guard, "nats", () => {
         this.#sockets.delete(socket);
         this.#connections.delete(connection);
+        admission.release();
       });
     };
+
+    /** Sockets between INFO and their TLS handshake's end, by remote address. */
+    const upgrading = new Map<string, { admission: Admission; clientId: number }>();
+    const accept = (socket: Socket): void => {
+      const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+      if (limits.maxConnections > 0 && this.#connections.size >= limits.maxConnections) {
+        counters.refused?.inc({ reason: "max-connections" });
+        socket.end(encodeErr(ERR_MAX_CONNECTIONS));
+        socket.destroySoon();
+        return;
+      }
+      const admission = this.#admissions.admit(sourceAddress(remote), () => socket.destroy());
+      if (admission === undefined) {
+        socket.destroy();
+        return;
+      }
+      this.#sockets.add(socket);
+      const clientId = this.#nextClientId++;
+      if (secure === undefined) {
+        open(socket, admission, clientId, false);
+        return;
+      }
+      // INFO goes out in plain text; the client then starts TLS on the same socket,
+      // which the TLS server (never listening itself) takes over.
+      socket.write(NatsConnection.info(connectionOptions, clientId));
+      upgrading.set(remote, { admission, clientId });
+      socket.once("close", () => {
+        if (upgrading.get(remote)?.admission === admission) {
+          upgrading.delete(remote);
+          this.#sockets.delete(socket);
+          admission.release();
+        }
+      });
+      secure.emit("connection", socket);
+    };
+    secure?.on("secureConnection", (tlsSocket: TLSSocket) => {
+      const remote = `${tlsSocket.remoteAddress}:${tlsSocket.remotePort}`;
+      const place = upgrading.get(remote);
+      upgrading.delete(remote);
+      if (place === undefined) {
+        tlsSocket.destroy();
+        return;
+      }
+      guard.run(
+        "nats.tls-accept",
+        () => open(tlsSocket, place.admission, place.clientId, true),
+        () => tlsSocket.destroy(),
+      );
+    });
+    secure?.on("tlsClientError", (err: Error) => {
+      counters.tlsHandshakeFailures?.inc();
+      log.debug({ err: errorMessage(err) }, "nats tls handshake failed");
+    });
     this.#server = createServer({ noDelay: true }, (socket) =>
       guard.run(
         "nats.accept",
@@ -98,15 +176,26 @@ export class NatsListener {
 
   /** Starts accepting; an abort of `signal` stops accepting and destroys every connection. */
   async listen(host: string, port: number, signal?: AbortSignal): Promise<AddressInfo> {
-    const address = await this.#lifecycle.listen(
-      this.#server,
-      { host, port },
-      () => {
-        void this.stopAccepting();
-        this.destroyAll();
-      },
-      signal,
-    );
+    let address: AddressInfo;
+    try {
+      address = await this.#lifecycle.listen(
+        this.#server,
+        { host, port },
+        () => {
+          void this.stopAccepting();
+          this.destroyAll();
+        },
+        signal,
+      );
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EADDRINUSE") throw err;
+      throw new LeafgateError(
+        "LG_ERR_NATS_PORT_IN_USE",
+        `the NATS listener cannot take ${host}:${port}: something else listens there (a nats-server? leafgate's hub belongs on another port, see README): stop it, or set nats.listeners to another port`,
+        { cause: err },
+      );
+    }
     this.#log.info({ host: address.address, port: address.port }, "nats listening");
     return address;
   }
@@ -136,5 +225,12 @@ export class NatsListener {
 
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** Bytes written to clients and not yet taken by the kernel, across connections. */
+  get unsentBytes(): number {
+    let bytes = 0;
+    for (const c of this.#connections) bytes += c.unsentBytes;
+    return bytes;
   }
 }

@@ -6,6 +6,7 @@
  */
 
 import { type ClockTimer, type Counter, RateLimitedLog } from "../core/index.js";
+import type { CommandJob, CommandResult } from "./command-runner.js";
 import type { Value } from "./decoders.js";
 import { lineSettings } from "./device.js";
 import {
@@ -14,8 +15,12 @@ import {
   expectedResponseLength,
   type PlannedRead,
   parseReadResponse,
+  parseWriteResponse,
   planReads,
+  READ_HOLDING_REGISTERS,
+  READ_INPUT_REGISTERS,
   registersToValue,
+  WRITE_RESPONSE_LENGTH,
 } from "./modbus.js";
 import { type ModbusRegister, type ModbusSpec, modbusSpec, VALUE_WORDS } from "./modbus-spec.js";
 import { type DeviceOptions, PortDevice } from "./port-device.js";
@@ -64,7 +69,9 @@ type Exchange =
 
 /** The one request on the line: its answer is collected into `rx`. */
 interface Outstanding {
-  readonly read: PlannedRead;
+  /** The request's function code: an answer with it | 0x80 is an exception. */
+  readonly fn: number;
+  /** As long as a normal answer. */
   readonly rx: Buffer;
   length: number;
   timer: ClockTimer | undefined;
@@ -121,8 +128,10 @@ export class ModbusDevice extends PortDevice {
   readonly #cycleFailedLog: RateLimitedLog;
   readonly #silenceMs: number;
   #outstanding: Outstanding | undefined;
-  /** Ends the pause between cycles early: the port reopened after a skipped cycle. */
-  #wakeOnOpen: AbortController | undefined;
+  /** Ends the pause between cycles early: a command came, or the port reopened. */
+  #wake: AbortController | undefined;
+  /** The command whose turn has come, waiting for the line between two requests. */
+  #command: { readonly job: CommandJob; readonly done: (r: CommandResult) => void } | undefined;
   #skipped = false;
 
   constructor(options: DeviceOptions) {
@@ -202,8 +211,12 @@ export class ModbusDevice extends PortDevice {
     let last = { reason: "timeout", detail: "" };
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0) this.#retried.inc({ port: this.config.path });
+      // A command waits at most one request of the poll for the line.
+      await this.#serveCommand(signal);
       await sleep(this.clock, this.#silenceMs, signal);
-      const result = await this.#exchange(read, signal);
+      const request = encodeReadRequest(read.slave, read.fn, read.address, read.count);
+      const length = expectedResponseLength(read.fn, read.count);
+      const result = await this.#exchange(request, read.fn, length, timeoutMs, signal);
       if (result.kind === "not_open" || result.kind === "stopped") return result.kind;
       if (result.kind === "timeout") {
         last = {
@@ -228,19 +241,27 @@ export class ModbusDevice extends PortDevice {
     return "failed";
   }
 
-  /** Writes one request and collects its answer; only one is ever outstanding. */
-  #exchange(read: PlannedRead, signal: AbortSignal): Promise<Exchange> {
+  /**
+   * Writes one request and collects its answer (`length` bytes, or an exception's 5)
+   * until `timeoutMs`; only one is ever outstanding.
+   */
+  #exchange(
+    request: Buffer,
+    fn: number,
+    length: number,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<Exchange> {
     if (signal.aborted) return Promise.resolve({ kind: "stopped" });
     if (this.#outstanding !== undefined) {
       // The loop awaits every exchange; reaching this is a bug, not a device fault.
       throw new Error("modbus: a request is already outstanding");
     }
-    const request = encodeReadRequest(read.slave, read.fn, read.address, read.count);
     return new Promise((resolve) => {
       const onAbort = (): void => outstanding.settle({ kind: "stopped" });
       const outstanding: Outstanding = {
-        read,
-        rx: Buffer.alloc(expectedResponseLength(read.fn, read.count)),
+        fn,
+        rx: Buffer.alloc(length),
         length: 0,
         timer: undefined,
         settle: (result) => {
@@ -257,7 +278,7 @@ export class ModbusDevice extends PortDevice {
         this.guard.wrap("serial.modbus-timeout", () =>
           outstanding.settle({ kind: "timeout", received: outstanding.length }),
         ),
-        this.spec.timeoutMs,
+        timeoutMs,
       );
       outstanding.timer.unref?.();
       if (this.port.write(request)) this.#requests.inc({ port: this.config.path });
@@ -273,7 +294,7 @@ export class ModbusDevice extends PortDevice {
     }
     const taken = chunk.copy(o.rx, o.length);
     o.length += taken;
-    const exception = o.length >= 2 && o.rx[1] === (o.read.fn | EXCEPTION_FLAG);
+    const exception = o.length >= 2 && o.rx[1] === (o.fn | EXCEPTION_FLAG);
     const complete = exception ? EXCEPTION_RESPONSE_LENGTH : o.rx.length;
     if (o.length < complete) return;
     const extra = o.length - complete + (chunk.length - taken);
@@ -283,17 +304,99 @@ export class ModbusDevice extends PortDevice {
 
   /** The port (re)opened: a cycle skipped for want of it runs now, not an interval later. */
   protected override onOpen(): void {
-    if (this.#skipped) this.#wakeOnOpen?.abort();
+    if (this.#skipped) this.#wake?.abort();
+  }
+
+  /** A command's turn: it waits for the line (at most one poll request), then runs. */
+  protected override executeCommand(job: CommandJob, done: (r: CommandResult) => void): void {
+    this.#command = { job, done };
+    this.#wake?.abort();
+  }
+
+  /**
+   * Runs the command waiting for the line, if one is: after t3.5 of silence, one attempt
+   * (a write is not repeated on a guess), answered with what the slave said.
+   */
+  async #serveCommand(signal: AbortSignal): Promise<void> {
+    const pending = this.#command;
+    if (pending === undefined) return;
+    this.#command = undefined;
+    // Failed while it waited for the line (the port was lost): its requester was told so.
+    if (!this.commands.isOnTheLine(pending.job)) return;
+    const { command, bytes } = pending.job;
+    const m = command.modbus;
+    if (m === undefined) {
+      pending.done({ outcome: "error", error: `command "${command.name}" is no Modbus request` });
+      return;
+    }
+    await sleep(this.clock, this.#silenceMs, signal);
+    const read = m.fn === READ_HOLDING_REGISTERS || m.fn === READ_INPUT_REGISTERS;
+    const length = read ? expectedResponseLength(m.fn, m.count) : WRITE_RESPONSE_LENGTH;
+    const result = await this.#exchange(bytes, m.fn, length, command.timeoutMs, signal);
+    const what = `slave ${m.slave} fn ${m.fn} registers ${m.address}..${m.address + m.count - 1}`;
+    switch (result.kind) {
+      case "stopped":
+        return; // the runner has failed it already
+      case "not_open":
+        pending.done({
+          outcome: "unplugged",
+          error: this.commands.notConnected(this.port.unavailable() ?? "the port closed"),
+        });
+        return;
+      case "timeout":
+        pending.done({ outcome: "timeout", error: this.commands.noAnswer(command) });
+        // A slave that answers just after we gave up must not answer the next request.
+        await sleep(this.clock, command.timeoutMs, signal);
+        return;
+    }
+    const parsed = read
+      ? parseReadResponse(result.bytes, { slave: m.slave, fn: m.fn, count: m.count })
+      : parseWriteResponse(result.bytes, bytes);
+    if (parsed.ok) {
+      const values = "registers" in parsed ? [...(parsed.registers as Uint16Array)] : undefined;
+      pending.done({
+        outcome: "ok",
+        body:
+          values !== undefined
+            ? { address: m.address, registers: values }
+            : { address: m.address, written: registersOf(bytes, m.fn) },
+      });
+      return;
+    }
+    if (parsed.reason !== "exception") this.out.bad(parsed.reason, `${what}: ${parsed.detail}`);
+    pending.done({
+      outcome: "error",
+      error:
+        parsed.reason === "exception"
+          ? `device ${this.name} refused "${command.name}" (${what}): ${parsed.detail}`
+          : `device ${this.name} answered "${command.name}" (${what}) with a bad frame (${parsed.reason}: ${parsed.detail}); it may or may not have been done: read it back`,
+    });
   }
 
   async #pauseBetweenCycles(ms: number, signal: AbortSignal): Promise<void> {
-    // The port may have opened between the skipped cycle and this pause.
-    if (this.#skipped && this.port.status().state === "open") return;
-    const wake = new AbortController();
-    this.#wakeOnOpen = wake;
-    await sleep(this.clock, ms, signal, wake.signal);
-    this.#wakeOnOpen = undefined;
+    const until = this.clock.now() + ms;
+    for (;;) {
+      // The port may have opened between the skipped cycle and this pause.
+      if (this.#skipped && this.port.status().state === "open") return;
+      // Between cycles the line is the commands' (each one's end starts the next).
+      while (this.#command !== undefined && !signal.aborted) await this.#serveCommand(signal);
+      const left = until - this.clock.now();
+      if (left <= 0 || signal.aborted) return;
+      const wake = new AbortController();
+      this.#wake = wake;
+      const slept = await sleep(this.clock, left, signal, wake.signal);
+      this.#wake = undefined;
+      if (slept) return;
+    }
   }
+}
+
+/** The values a write request carries (function 6: one; 16: from byte 7). */
+function registersOf(request: Buffer, fn: number): number[] {
+  if (fn !== 16) return [request.readUInt16BE(4)];
+  const out: number[] = [];
+  for (let i = 0; i < request.readUInt16BE(4); i++) out.push(request.readUInt16BE(7 + 2 * i));
+  return out;
 }
 
 function describe(read: PlannedRead): string {

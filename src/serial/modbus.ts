@@ -11,9 +11,13 @@
  *   XOR, over address and PDU; sent low byte first [MB-SL 2.5.1.2, 6.2.2]. Check value:
  *   "123456789" → 0x4B37.
  * - Everything else is big-endian: addresses, counts, each register [MB-AP 4.2].
- * - Only functions 0x03 (read holding registers) and 0x04 (read input registers) [MB-AP
+ * - Reads: functions 0x03 (read holding registers) and 0x04 (read input registers) [MB-AP
  *   6.3, 6.4]. Request PDU: function, start address (2 bytes), quantity (2 bytes), quantity
  *   1..125. Response PDU: function, byte count = 2 × quantity, the registers.
+ * - Writes (device commands): 0x06 (write single register) [MB-AP 6.6], request and
+ *   normal response both function, address (2), value (2); and 0x10 (write multiple
+ *   registers) [MB-AP 6.12], request function, address (2), quantity (2), byte count =
+ *   2 × quantity, the values, quantity 1..123; response function, address (2), quantity (2).
  * - An exception response is the function code with its top bit set (function | 0x80)
  *   and one exception code byte [MB-AP 7].
  * - Unicast slave addresses are 1..247; 0 is broadcast, which reads cannot use because
@@ -36,6 +40,16 @@ export const READ_HOLDING_REGISTERS = 0x03;
 /** [MB-AP 6.3, 6.4] */
 export const READ_INPUT_REGISTERS = 0x04;
 export type ReadFunction = typeof READ_HOLDING_REGISTERS | typeof READ_INPUT_REGISTERS;
+
+/** [MB-AP 6.6] */
+export const WRITE_SINGLE_REGISTER = 0x06;
+/** [MB-AP 6.12] */
+export const WRITE_MULTIPLE_REGISTERS = 0x10;
+export type WriteFunction = typeof WRITE_SINGLE_REGISTER | typeof WRITE_MULTIPLE_REGISTERS;
+/** [MB-AP 6.12]: quantity of registers 1 to 123 (0x7B), so a request fits 256 bytes. */
+export const MAX_WRITE_COUNT = 123;
+/** A normal write response: address, function, address (2), value or quantity (2), CRC (2). */
+export const WRITE_RESPONSE_LENGTH = 8;
 
 /** [MB-AP 7]: an exception response sets the top bit of the request's function code. */
 export const EXCEPTION_FLAG = 0x80;
@@ -154,6 +168,31 @@ export function parseReadResponse(
   frame: Uint8Array,
   expect: { readonly slave: number; readonly fn: ReadFunction; readonly count: number },
 ): ReadResponse {
+  const head = checkHead(frame, expect.slave, expect.fn);
+  if (head !== undefined) return head;
+  const byteCount = frame[2]!;
+  if (byteCount !== BYTES_PER_REGISTER * expect.count) {
+    return fail("wrong_length", `byte count ${byteCount}, asked ${expect.count} registers`);
+  }
+  const want = expectedResponseLength(expect.fn, expect.count);
+  if (frame.length !== want) return fail("wrong_length", `${frame.length} bytes, expected ${want}`);
+  const registers = new Uint16Array(expect.count);
+  for (let i = 0; i < expect.count; i++) {
+    registers[i] = (frame[3 + 2 * i]! << 8) | frame[4 + 2 * i]!;
+  }
+  return { ok: true, slave: expect.slave, fn: expect.fn, registers };
+}
+
+/** What a failed check of an answer says: every reason but "exception" is a bad frame. */
+export type AnswerFailure = Extract<ReadResponse, { ok: false }>;
+
+/**
+ * The checks every answer takes first, in the order a receiver must: length enough for
+ * any answer, the CRC [MB-SL 2.5.1.2] (a frame that fails it says nothing reliable), the
+ * slave address, then the function: an exception response [MB-AP 7] is reported with its
+ * code. Undefined when the frame is a normal answer of `slave` to `fn` so far.
+ */
+function checkHead(frame: Uint8Array, slave: number, fn: number): AnswerFailure | undefined {
   if (frame.length < EXCEPTION_LENGTH) {
     return fail("too_short", `${frame.length} bytes; the shortest answer has ${EXCEPTION_LENGTH}`);
   }
@@ -161,11 +200,9 @@ export function parseReadResponse(
   const sent = frame[frame.length - CRC_LENGTH]! | (frame[frame.length - 1]! << 8);
   const computed = crc16Modbus(body);
   if (sent !== computed) return fail("bad_crc", `CRC ${hex4(sent)}, computed ${hex4(computed)}`);
-  const slave = frame[0]!;
-  if (slave !== expect.slave)
-    return fail("wrong_slave", `from slave ${slave}, asked ${expect.slave}`);
-  const fn = frame[1]!;
-  if (fn === (expect.fn | EXCEPTION_FLAG)) {
+  if (frame[0] !== slave) return fail("wrong_slave", `from slave ${frame[0]}, asked ${slave}`);
+  const got = frame[1]!;
+  if (got === (fn | EXCEPTION_FLAG)) {
     const code = frame[2]!;
     if (frame.length !== EXCEPTION_LENGTH) {
       return fail(
@@ -181,18 +218,79 @@ export function parseReadResponse(
       detail: `exception ${code} (${name})`,
     };
   }
-  if (fn !== expect.fn) return fail("wrong_function", `function ${fn}, asked ${expect.fn}`);
-  const byteCount = frame[2]!;
-  if (byteCount !== BYTES_PER_REGISTER * expect.count) {
-    return fail("wrong_length", `byte count ${byteCount}, asked ${expect.count} registers`);
+  if (got !== fn) return fail("wrong_function", `function ${got}, asked ${fn}`);
+  return undefined;
+}
+
+/**
+ * A write request ADU: function 6 with one value, or 16 with 1..123 (`MAX_WRITE_COUNT`).
+ * Throws `ModbusError` for anything a request cannot carry.
+ */
+export function encodeWriteRequest(
+  slave: number,
+  fn: WriteFunction,
+  address: number,
+  values: readonly number[],
+): Buffer {
+  checkSlave(slave);
+  if (fn !== WRITE_SINGLE_REGISTER && fn !== WRITE_MULTIPLE_REGISTERS) {
+    throw new ModbusError(`write function must be 6 or 16, got ${fn}`);
   }
-  const want = expectedResponseLength(expect.fn, expect.count);
-  if (frame.length !== want) return fail("wrong_length", `${frame.length} bytes, expected ${want}`);
-  const registers = new Uint16Array(expect.count);
-  for (let i = 0; i < expect.count; i++) {
-    registers[i] = (frame[3 + 2 * i]! << 8) | frame[4 + 2 * i]!;
+  const max = fn === WRITE_SINGLE_REGISTER ? 1 : MAX_WRITE_COUNT;
+  if (values.length < 1 || values.length > max) {
+    throw new ModbusError(`function ${fn} writes 1..${max} registers, got ${values.length}`);
   }
-  return { ok: true, slave, fn: expect.fn, registers };
+  checkRange(address, values.length);
+  for (const v of values) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffff) {
+      throw new ModbusError(`a register holds 0..65535, got ${v}`);
+    }
+  }
+  if (fn === WRITE_SINGLE_REGISTER) {
+    const frame = Buffer.alloc(WRITE_RESPONSE_LENGTH);
+    frame[0] = slave;
+    frame[1] = fn;
+    frame.writeUInt16BE(address, 2);
+    frame.writeUInt16BE(values[0]!, 4);
+    return withCrc(frame);
+  }
+  const frame = Buffer.alloc(9 + BYTES_PER_REGISTER * values.length);
+  frame[0] = slave;
+  frame[1] = fn;
+  frame.writeUInt16BE(address, 2);
+  frame.writeUInt16BE(values.length, 4);
+  frame[6] = BYTES_PER_REGISTER * values.length;
+  for (const [i, v] of values.entries()) frame.writeUInt16BE(v, 7 + BYTES_PER_REGISTER * i);
+  return withCrc(frame);
+}
+
+/** The normal answer to a write request (for simulators and tests): its first six bytes. */
+export function encodeWriteResponse(request: Uint8Array): Buffer {
+  const frame = Buffer.alloc(WRITE_RESPONSE_LENGTH);
+  frame.set(request.subarray(0, WRITE_RESPONSE_LENGTH - CRC_LENGTH));
+  return withCrc(frame);
+}
+
+/**
+ * Checks the answer to the write `request` (as `encodeWriteRequest` made it): the checks
+ * every answer takes, then its length and the echoed address and value (6) or quantity
+ * (16) [MB-AP 6.6, 6.12].
+ */
+export function parseWriteResponse(
+  frame: Uint8Array,
+  request: Uint8Array,
+): { readonly ok: true } | AnswerFailure {
+  const head = checkHead(frame, request[0]!, request[1]!);
+  if (head !== undefined) return head;
+  if (frame.length !== WRITE_RESPONSE_LENGTH) {
+    return fail("wrong_length", `${frame.length} bytes, expected ${WRITE_RESPONSE_LENGTH}`);
+  }
+  for (let i = 2; i < WRITE_RESPONSE_LENGTH - CRC_LENGTH; i++) {
+    if (frame[i] !== request[i]) {
+      return fail("wrong_length", "the answer does not echo the address and value or quantity");
+    }
+  }
+  return { ok: true };
 }
 
 /**
@@ -359,7 +457,7 @@ function checkRange(address: number, count: number): void {
 function fail(
   reason: "bad_crc" | "wrong_slave" | "wrong_function" | "too_short" | "wrong_length",
   detail: string,
-): ReadResponse {
+): AnswerFailure {
   return { ok: false, reason, detail };
 }
 

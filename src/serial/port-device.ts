@@ -1,11 +1,16 @@
 import {
   type Bus,
+  type BusSubscription,
   type Clock,
+  type Envelope,
   Guard,
   type Logger,
   type Metrics,
+  type Replies,
   systemClock,
 } from "../core/index.js";
+import { commandReply } from "./command-reply.js";
+import { type CommandJob, type CommandResult, CommandRunner } from "./command-runner.js";
 import { lineSettings, type SerialPortConfig } from "./device.js";
 import { PortManager, type PortStatus, type SerialOpener } from "./port.js";
 import type { DeviceProfile } from "./profile.js";
@@ -20,6 +25,8 @@ export type DeviceStatus = {
   readonly path: string;
   readonly profile: string;
   readonly frames: number;
+  /** Commands waiting for their turn (the one on the line not counted). */
+  readonly commandsQueued: number;
 } & PortStatus;
 
 /**
@@ -47,6 +54,11 @@ export interface DeviceDeps {
   readonly open?: SerialOpener;
   /** Reopen backoff, polls, timeouts and log windows run on it (tests: ManualClock). */
   readonly clock?: Clock;
+  /**
+   * Where a command's reply goes (`replies.replyTo(request)`: a NATS reply subject, or an
+   * MQTT 5 response topic with its correlation data). Without it, `envelope.reply` only.
+   */
+  readonly replies?: Replies;
 }
 
 export interface DeviceOptions extends DeviceDeps {
@@ -79,6 +91,11 @@ export abstract class PortDevice implements Device {
   protected readonly guard: Guard;
   protected readonly out: DevicePublisher;
   protected readonly port: PortManager;
+  /** Requests on `devices.{device}.cmd.*`, one on the line at a time. */
+  protected readonly commands: CommandRunner;
+  readonly #bus: Bus;
+  readonly #replies: Replies | undefined;
+  #commandSubscription: BusSubscription | undefined;
   readonly #stop = new AbortController();
   #state: Lifecycle = "new";
   #running: Promise<Error | undefined> = Promise.resolve(undefined);
@@ -94,6 +111,8 @@ export abstract class PortDevice implements Device {
     this.clock = options.clock ?? systemClock;
     this.log = log;
     this.guard = new Guard(log, metrics);
+    this.#bus = options.bus;
+    this.#replies = options.replies;
     this.#closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -118,7 +137,30 @@ export abstract class PortDevice implements Device {
         (err) => this.onDataFailed(err),
       ),
       onOpen: () => this.onOpen(),
+      onLost: (reason) => this.commands.portLost(reason),
       ...(options.open ? { open: options.open } : {}),
+    });
+    const spec = profile.spec;
+    this.commands = new CommandRunner({
+      device: config.device,
+      profileFile: profile.file,
+      commands: profile.commands,
+      delimiter:
+        spec.kind === "stream" && spec.framing.type === "line" ? spec.framing.delimiter : undefined,
+      clock: this.clock,
+      write: (bytes) => this.port.write(bytes),
+      unavailable: () => this.port.unavailable(),
+      counter: metrics.counter(
+        "leafgate_serial_commands_total",
+        "Commands requested of serial devices, by device and result (ok, timeout, unplugged, busy, unknown, error)",
+      ),
+      guard: this.guard,
+      ...(spec.kind === "modbus"
+        ? {
+            execute: (job: CommandJob, done: (r: CommandResult) => void) =>
+              this.executeCommand(job, done),
+          }
+        : {}),
     });
   }
 
@@ -128,6 +170,12 @@ export abstract class PortDevice implements Device {
     this.#state = "running";
     signal?.addEventListener("abort", () => void this.stop(), { once: true });
     const stop = this.#stop.signal;
+    this.#commandSubscription = this.#bus.subscribe(`devices.${this.name}.cmd.*`, {
+      deliver: (m) => {
+        this.guard.run("serial.command", () => this.#onCommand(m));
+        return undefined;
+      },
+    });
     this.port.start(stop);
     this.#running = this.run(stop).then(
       () => undefined,
@@ -154,8 +202,25 @@ export abstract class PortDevice implements Device {
       path: this.config.path,
       profile: this.profile.name,
       frames: this.out.frames,
+      commandsQueued: this.commands.queued,
       ...this.port.status(),
     };
+  }
+
+  /**
+   * The reply to a command its answer `frame` ended: by default the frame as hex; a kind
+   * that frames text or decodes values says more.
+   */
+  protected answer(frame: Buffer): Record<string, unknown> {
+    return { hex: frame.toString("hex") };
+  }
+
+  /**
+   * Runs a command whose turn has come, for a kind whose own loop owns the line (Modbus);
+   * the others write it and match frames through the runner.
+   */
+  protected executeCommand(_job: CommandJob, done: (result: CommandResult) => void): void {
+    done({ outcome: "error", error: `device ${this.name} runs no commands itself (a bug)` });
   }
 
   /** Bytes from the port. */
@@ -170,8 +235,31 @@ export abstract class PortDevice implements Device {
   /** After every (re)open of the port. */
   protected onOpen(): void {}
 
+  /** A request on `devices.{device}.cmd.{name}`: queued, and answered when it ends. */
+  #onCommand(m: Envelope): void {
+    const name = m.subject.slice(`devices.${this.name}.cmd.`.length);
+    // Worked out now: an MQTT 5 request's route is minted when the request arrives.
+    const replyTo = this.#replies !== undefined ? this.#replies.replyTo(m) : m.reply;
+    this.commands.submit({
+      name,
+      payload: m.payload,
+      requester: m.publisher ?? m.origin,
+      done: (result) => {
+        if (replyTo === undefined) return;
+        const reply = commandReply(replyTo, result, this.clock.now(), (frame) =>
+          this.answer(frame),
+        );
+        this.#bus.publish(reply).catch(() => {});
+      },
+    });
+  }
+
   async #shutdown(): Promise<void> {
     this.#state = "stopped";
+    this.#commandSubscription?.unsubscribe();
+    this.commands.stop(
+      `device ${this.name} is stopping (the gateway shuts down); retry after it restarts`,
+    );
     this.#stop.abort();
     const err = await this.#running;
     await this.port.stop();

@@ -86,6 +86,8 @@ export interface PortOptions {
   readonly onData: (chunk: Buffer) => void;
   /** Called after every (re)open, e.g. to reset a framer's partial state. */
   readonly onOpen?: () => void;
+  /** Called once each time an open port is lost (unplugged, closed), with why. */
+  readonly onLost?: (reason: string) => void;
   readonly open?: SerialOpener;
   readonly clock?: Clock;
 }
@@ -102,6 +104,7 @@ export class PortManager {
   readonly #log: Logger;
   readonly #onData: (chunk: Buffer) => void;
   readonly #onOpen: () => void;
+  readonly #onLost: (reason: string) => void;
   readonly #clock: Clock;
   #status: PortStatus = { state: "closed" };
   #port: OpenPort | undefined;
@@ -114,6 +117,7 @@ export class PortManager {
     this.#log = options.log;
     this.#onData = options.onData;
     this.#onOpen = options.onOpen ?? (() => {});
+    this.#onLost = options.onLost ?? (() => {});
     this.#open = options.open ?? openSerialPort;
     this.#clock = options.clock ?? systemClock;
   }
@@ -146,6 +150,21 @@ export class PortManager {
     this.#status = { state: "closed" };
     port?.lost.abort();
     await port?.link.close().catch(() => {});
+  }
+
+  /** Why the port is not open now (its status in words); undefined while it is open. */
+  unavailable(): string | undefined {
+    const s = this.#status;
+    switch (s.state) {
+      case "open":
+        return this.#port === undefined ? "the port closed" : undefined;
+      case "waiting":
+        return s.reason;
+      case "opening":
+        return `${this.path} is opening`;
+      case "closed":
+        return `${this.path} is closed`;
+    }
   }
 
   /** Writes to the device when open; false when it is not. */
@@ -233,5 +252,6 @@ export class PortManager {
     void port.link.close().catch(() => {});
     this.#log.warn({ path: this.path, reason }, "serial port lost; reopening when it is back");
     this.#status = { state: "waiting", reason };
+    this.#onLost(reason);
   }
 }

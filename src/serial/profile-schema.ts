@@ -1,4 +1,5 @@
 import { type Infer, list, num, obj, oneOf, type StringRule, str, union } from "../config/index.js";
+import { COMMANDS_SCHEMA } from "./command-spec.js";
 import { DECODER_VARIANTS } from "./decoders/schema.js";
 import { FRAMING_SCHEMA } from "./framings/schema.js";
 import { MODBUS_DECODER } from "./modbus-spec.js";
@@ -13,11 +14,6 @@ export const FIELD_TYPES = ["int", "float", "bool", "string"] as const;
 const FIELD_NAME: StringRule = {
   expected: "letters, digits, _ or - (it becomes a subject token)",
   test: (s) => /^[A-Za-z0-9_-]+$/.test(s),
-};
-/** Whitespace between the pairs is allowed: `42 4D E4`. */
-const HEX: StringRule = {
-  expected: "pairs of hex digits",
-  test: (s) => /^([0-9a-fA-F]{2})+$/.test(s.replace(/\s+/g, "")),
 };
 
 /**
@@ -58,13 +54,8 @@ export const PROFILE_SCHEMA = obj({
   ),
   publish: oneOf(["per_field", "per_frame"], { default: "per_field" }),
   subject: str(), // default by publish, see profile.ts
-  // Named byte strings that may be written to the device (downlink commands).
-  commands: list(
-    obj({ name: str({ required: "a command name" }), text: str(), hex: str({ rule: HEX }) }),
-    {
-      default: [],
-    },
-  ),
+  // Requests on devices.{device}.cmd.{name}: what to write, and which frame answers.
+  commands: COMMANDS_SCHEMA,
 });
 
 /** A profile file as the schema resolves it, before the rules that span keys. */

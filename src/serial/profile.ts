@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import { isMapping, resolveNode } from "../config/index.js";
+import { resolveNode } from "../config/index.js";
 import { errorMessage, isValidPattern } from "../core/index.js";
+import { type ProfileCommand, toProfileCommand } from "./command-spec.js";
 import { toDecoderSpec } from "./decoders/schema.js";
 import { createDecoder, type DecoderSpec } from "./decoders.js";
 import { createFramer, type FramingSpec } from "./framing.js";
@@ -15,6 +16,7 @@ import {
   type ProfileSections,
 } from "./profile-schema.js";
 
+export type { ProfileCommand } from "./command-spec.js";
 export { ProfileError } from "./profile-error.js";
 
 export type FieldType = (typeof FIELD_TYPES)[number];
@@ -38,12 +40,6 @@ export interface SerialSettings {
   readonly stopBits: 1 | 2;
 }
 
-/** A command the device understands: fixed bytes, given as text or hex. */
-export interface ProfileCommand {
-  readonly name: string;
-  readonly bytes: Buffer;
-}
-
 /**
  * A device kind, from `devices/<name>.yaml`: how to frame and decode its bytes, which
  * fields to publish and on which subjects (`{device}` and `{field}` are replaced).
@@ -61,7 +57,7 @@ export interface DeviceProfile {
   readonly fields: readonly ProfileField[];
   readonly publish: "per_field" | "per_frame";
   readonly subject: string;
-  /** Named byte strings that may be written to the device (downlink commands). */
+  /** Requests it answers on `devices.{device}.cmd.{name}` (docs/serial.md, "Commands"). */
   readonly commands: readonly ProfileCommand[];
   /** A streaming device's framer and decoder specs, or what a Modbus device polls. */
   readonly spec:
@@ -98,24 +94,6 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
   const subject =
     p.subject ?? (publish === "per_field" ? "sensors.{device}.{field}" : "sensors.{device}");
   checkSubject(subject, publish, problem);
-  const rawCommands = isMapping(raw) && Array.isArray(raw.commands) ? raw.commands : [];
-  const commands: ProfileCommand[] = [];
-  (p.commands ?? []).forEach((c, i) => {
-    const given = rawCommands[i] as Record<string, unknown> | undefined;
-    if ((given?.text === undefined) === (given?.hex === undefined)) {
-      problem(`commands[${i}]`, "expected exactly one of text or hex");
-    }
-    if (c?.name === undefined) return;
-    if (commands.some((x) => x.name === c.name)) {
-      problem(`commands[${i}].name`, `"${c.name}" is defined twice`);
-    }
-    const bytes =
-      c.text !== undefined
-        ? Buffer.from(c.text)
-        : Buffer.from((c.hex ?? "").replace(/\s+/g, ""), "hex");
-    commands.push({ name: c.name, bytes });
-  });
-
   let spec: DeviceProfile["spec"] | undefined;
   if (p.decoder?.type === "modbus") {
     const sources = fields.map((f) => f.source ?? f.name);
@@ -123,6 +101,20 @@ export function validateProfile(raw: unknown, file: string): DeviceProfile {
   } else if (problems.length === 0 && p.framing && p.decoder) {
     spec = buildStream(p.framing, p.decoder, problem);
   }
+  // A Modbus command's default slave; undefined makes every command a byte string.
+  const modbusSlave =
+    p.decoder?.type === "modbus"
+      ? ((spec?.kind === "modbus" ? spec.modbus.slaves[0] : undefined) ?? 1)
+      : undefined;
+  const commands: ProfileCommand[] = [];
+  (p.commands ?? []).forEach((c, i) => {
+    if (c === undefined) return;
+    if (c.name !== undefined && commands.some((x) => x.name === c.name)) {
+      problem(`commands[${i}].name`, `"${c.name}" is defined twice`);
+    }
+    const command = toProfileCommand(c, `commands[${i}]`, problem, modbusSlave);
+    if (command !== undefined) commands.push(command);
+  });
   if (problems.length > 0 || spec === undefined) throw new ProfileError(file, problems);
   const whole = p as ProfileSections;
   return {

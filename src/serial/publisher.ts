@@ -89,25 +89,39 @@ export class DevicePublisher {
   }
 
   /**
-   * Publishes the profile's fields found in `decoded`; false when none was there.
-   * `device` fills {device} (a Modbus bus with several slaves has one per slave).
+   * The profile's fields found in `decoded`, typed and scaled (undefined when none was
+   * there), and the values that could not be used. Counts nothing.
    */
-  publish(decoded: Readonly<Record<string, Value>>, device: string, kind = "frame"): boolean {
-    const profile = this.#profile;
+  values(decoded: Readonly<Record<string, Value>>): {
+    values: Record<string, Value> | undefined;
+    failures: { reason: string; detail: string }[];
+  } {
     const values: Record<string, Value> = {};
+    const failures: { reason: string; detail: string }[] = [];
     let any = false;
-    for (const field of profile.fields) {
+    for (const field of this.#profile.fields) {
       const raw = decoded[field.source];
       if (raw === undefined) continue;
       const scaled = applyScale(raw, field);
       if (!scaled.ok) {
-        this.bad(scaled.reason, `${field.name}: ${scaled.detail}`);
+        failures.push({ reason: scaled.reason, detail: `${field.name}: ${scaled.detail}` });
         continue;
       }
       values[field.name] = scaled.value;
       any = true;
     }
-    if (!any) return false;
+    return { values: any ? values : undefined, failures };
+  }
+
+  /**
+   * Publishes the profile's fields found in `decoded`; false when none was there.
+   * `device` fills {device} (a Modbus bus with several slaves has one per slave).
+   */
+  publish(decoded: Readonly<Record<string, Value>>, device: string, kind = "frame"): boolean {
+    const profile = this.#profile;
+    const { values, failures } = this.values(decoded);
+    for (const f of failures) this.bad(f.reason, f.detail);
+    if (values === undefined) return false;
     this.#published++;
     this.#frames.inc({ port: this.#port });
     const receivedAtMs = this.#clock.now();

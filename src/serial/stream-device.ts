@@ -1,5 +1,5 @@
 import { errorMessage } from "../core/index.js";
-import { createDecoder, type DecodeResult } from "./decoders.js";
+import { createDecoder, type DecodeResult, type Decoder } from "./decoders.js";
 import { createFramer, type Framer } from "./framing.js";
 import { type DeviceOptions, PortDevice } from "./port-device.js";
 import { ProfileError } from "./profile.js";
@@ -20,6 +20,9 @@ const MIN_IDLE_TICK_MS = 5;
  */
 export class StreamingDevice extends PortDevice {
   readonly #framer: Framer;
+  readonly #decode: Decoder;
+  /** Line framings cut text: a command's answer is replied as text, others as hex. */
+  readonly #textFrames: boolean;
   /** How often an idle framer is ticked; undefined for the framings that need no clock. */
   readonly #tickMs: number | undefined;
 
@@ -36,9 +39,16 @@ export class StreamingDevice extends PortDevice {
       // validateProfile built both once already: a throw here is a bug, reported as the
       // profile's problem rather than as a crash.
       const decode = createDecoder(spec.decoder);
+      this.#decode = decode;
       const framing = spec.framing;
+      this.#textFrames = framing.type === "line";
       this.#framer = createFramer(framing, {
-        frame: (bytes) => this.#onFrame(decode(bytes)),
+        frame: (bytes) => {
+          // The answer to the command on the line is its reply; it is telemetry as well
+          // when the profile's fields decode from it, and never counted as bad data.
+          const answered = this.commands.onFrame(bytes);
+          this.#onFrame(decode(bytes), answered);
+        },
         bad: (reason, bytes) => this.out.bad(reason, `${bytes} bytes`),
       });
       this.#tickMs =
@@ -75,9 +85,25 @@ export class StreamingDevice extends PortDevice {
     }
   }
 
-  #onFrame(result: DecodeResult): void {
+  protected override answer(frame: Buffer): Record<string, unknown> {
+    const body: Record<string, unknown> = this.#textFrames
+      ? { text: frame.toString("utf8") }
+      : { hex: frame.toString("hex") };
+    const decoded = this.#decode(frame);
+    if (decoded.ok) {
+      const { values } = this.out.values(decoded.values);
+      if (values !== undefined) body.values = values;
+    }
+    return body;
+  }
+
+  #onFrame(result: DecodeResult, answered: boolean): void {
     if (!result.ok) {
-      this.out.bad(result.reason, result.detail);
+      if (!answered) this.out.bad(result.reason, result.detail);
+      return;
+    }
+    if (answered) {
+      this.out.publish(result.values, this.config.device, result.kind);
       return;
     }
     // A header row carries no values by design; anything else without a profile field

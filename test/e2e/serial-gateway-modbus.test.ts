@@ -1,11 +1,10 @@
 // The shipped energy-meter profile through a gateway: a Modbus RTU slave simulator on a
 // socat pty, polled by leafgate, forwarded to a real hub.
-import { join } from "node:path";
 import { describe, expect } from "vitest";
-import { ModbusSlaveSimulator } from "../../firmware-sim/index.js";
 import { it } from "../helpers/fixtures.js";
 import { streamInfo, streamMessages } from "../helpers/nats-server.js";
-import { tempDir, waitFor } from "../helpers/wait.js";
+import { openModbusSlave } from "../helpers/serial-gateway.js";
+import { waitFor } from "../helpers/wait.js";
 
 /** Forwarded answers before the meter is silenced. */
 const FORWARDED_BEFORE_FREEZE = 3;
@@ -16,18 +15,9 @@ describe("Modbus RTU energy meter through the gateway", () => {
     nc,
     edgeGateway,
   }) => {
-    const dir = tempDir("modbus-gw");
-    defer(() => dir.cleanup());
-    const slave = new ModbusSlaveSimulator({
-      devicePath: join(dir.path, "tty-dev"),
-      simPath: join(dir.path, "tty-sim"),
-    });
-    await slave.open();
-    defer(() => slave.close());
+    const slave = await openModbusSlave(defer);
     const gw = await edgeGateway({
-      serial: {
-        ports: [{ path: join(dir.path, "tty-dev"), profile: "energy-meter", device: "meter-1" }],
-      },
+      serial: { ports: [{ path: slave.devicePath, profile: "energy-meter", device: "meter-1" }] },
     });
     const stored = async () => (await streamInfo(nc, "EDGE")).state.messages;
     await waitFor(async () => (await stored()) >= FORWARDED_BEFORE_FREEZE, {
@@ -39,7 +29,7 @@ describe("Modbus RTU energy meter through the gateway", () => {
     // is lost, and the retry counted. So: every answer reaches the stream, once and in
     // order, except one per retry (none, unless the machine stalled).
     const retries = gw.gateway.metrics.value("leafgate_serial_modbus_retries_total", {
-      port: join(dir.path, "tty-dev"),
+      port: slave.devicePath,
     });
     slave.fault("no_answer");
     const answered = slave.answeredValues(1);

@@ -38,6 +38,7 @@ export const CLOSED_HUB = "nats://127.0.0.1:1";
 export const TEST_DEFAULTS = {
   gateway: { id: "gw1", data_dir: "./data" },
   mqtt: { listeners: [{ host: "127.0.0.1", port: 0 }] },
+  nats: { listeners: [{ host: "127.0.0.1", port: 0 }] },
   upstream: { servers: [CLOSED_HUB], mode: "jetstream" },
   http: { host: "127.0.0.1", port: 0 },
 } as const satisfies GatewayConfigInput;

@@ -19,6 +19,8 @@ const LISTENING_TIMEOUT_MS = 15_000;
 export interface TestGateway {
   readonly gateway: Gateway;
   readonly mqttPort: number;
+  /** The first NATS listener's port (undefined when the config has none). */
+  readonly natsPort: number | undefined;
   readonly dataDir: string;
   readonly dir: TempDir;
   stop(): Promise<void>;
@@ -35,6 +37,7 @@ export async function startGateway(input: GatewayConfigInput = {}): Promise<Test
   return {
     gateway,
     mqttPort,
+    natsPort: gateway.addresses().nats[0]?.port,
     dataDir: config.gateway.data_dir,
     dir,
     stop: () => gateway.stop(),
@@ -49,6 +52,8 @@ export interface ChildGateway {
   readonly proc: TrackedProcess;
   readonly mqttPort: number;
   readonly httpPort: number;
+  /** The first NATS listener's port (undefined when the config has none). */
+  readonly natsPort: number | undefined;
 }
 
 /**
@@ -77,5 +82,12 @@ export async function startGatewayProcess(
   };
   const mqttPort = await portOf("mqtt listening");
   const httpPort = await portOf("http monitoring listening");
-  return { proc, mqttPort, httpPort };
+  // NATS listeners start before HTTP, so their line is already out if there is one.
+  const natsLine = proc
+    .stdout()
+    .split("\n")
+    .find((l) => l.includes('"msg":"nats listening"'));
+  const natsPort =
+    natsLine === undefined ? undefined : (JSON.parse(natsLine) as { port: number }).port;
+  return { proc, mqttPort, httpPort, natsPort };
 }

@@ -2,8 +2,9 @@
 // simulator on a socat pty pair) and forwarding to the test's EDGE stream, the setup the
 // serial end-to-end tests share.
 import { join } from "node:path";
+import { ModbusSlaveSimulator } from "../../firmware-sim/modbus-slave.js";
 import { type DeviceModel, Simulator } from "../../firmware-sim/simulator.js";
-import { it as base } from "./fixtures.js";
+import { it as base, type Defer } from "./fixtures.js";
 import type { TestGateway } from "./gateway.js";
 import { streamInfo } from "./nats-server.js";
 import { tempDir, waitFor } from "./wait.js";
@@ -19,6 +20,19 @@ export interface SerialGateway {
   frames(): number;
   /** Messages in the hub's stream. */
   stored(): Promise<number>;
+}
+
+/** A Modbus slave simulator (the energy meter) on a fresh pty pair; gone after the test. */
+export async function openModbusSlave(defer: Defer): Promise<ModbusSlaveSimulator> {
+  const dir = tempDir("modbus");
+  defer(() => dir.cleanup());
+  const slave = new ModbusSlaveSimulator({
+    devicePath: join(dir.path, "tty-dev"),
+    simPath: join(dir.path, "tty-sim"),
+  });
+  await slave.open();
+  defer(() => slave.close());
+  return slave;
 }
 
 /** `it` with the fixtures of ./fixtures.ts and `serialGateway`. */

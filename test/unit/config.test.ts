@@ -75,8 +75,22 @@ const DEFAULTS: LeafgateConfig = {
     receive_maximum: 100,
     tcp_keepalive: 60_000,
   },
+  nats: {
+    listeners: [{ host: "127.0.0.1", port: 4222 }],
+    allow_anonymous: true,
+    max_payload: 1_000_000,
+    max_control_line: 4096,
+    max_connections: 1000,
+    max_pending_connections: 100,
+    max_connections_per_address: 256,
+    max_subscriptions_per_client: 1000,
+    max_outbound_bytes: 8 * 1024 * 1024,
+    ping_interval: 120_000,
+    max_pings_out: 2,
+    auth_timeout: 2000,
+  },
   upstream: {
-    servers: ["nats://127.0.0.1:4222"],
+    servers: ["nats://127.0.0.1:4223"],
     mode: "jetstream",
     stream: null,
     domain: null,
@@ -107,6 +121,7 @@ const DEFAULTS: LeafgateConfig = {
       subscribe: { allow: [">"], deny: [] },
     },
     users: [],
+    token: null,
     failed_logins_per_address: 10,
     failed_login_window: 60_000,
   },
@@ -130,6 +145,8 @@ mqtt:
   max_outbound_bytes: 4MiB
   receive_maximum: 20
   tcp_keepalive: 2h
+nats:
+  listeners: [ { host: 127.0.0.1, port: 4222 } ]
 upstream:
   servers: [ "nats://hub-1:4222", "tls://hub-2" ]
   mode: core
@@ -243,6 +260,7 @@ describe("loadConfig", () => {
         ],
       },
       authorization: DEFAULTS.authorization,
+      nats: DEFAULTS.nats,
       serial: DEFAULTS.serial,
       requests: DEFAULTS.requests,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
@@ -640,5 +658,40 @@ describe("mqtt.allow_anonymous", () => {
         .allow_anonymous,
     ).toBe(true);
     expect(load("mqtt: { allow_anonymous: false }").mqtt.allow_anonymous).toBe(false);
+  });
+});
+
+describe("nats", () => {
+  it("allow_anonymous defaults to true only without users or a token and with every NATS listener on loopback", () => {
+    expect(load("").nats.allow_anonymous).toBe(true);
+    expect(load("nats: { listeners: [ { host: 0.0.0.0 } ] }").nats.allow_anonymous).toBe(false);
+    expect(load(`authorization: { token: "${HASH}" }`).nats.allow_anonymous).toBe(false);
+    const users = `authorization: { users: [ { user: u, password: "${HASH}" } ] }`;
+    expect(load(users).nats.allow_anonymous).toBe(false);
+    expect(load(`${users}\nnats: { allow_anonymous: true }`).nats.allow_anonymous).toBe(true);
+    // Each protocol has its own switch.
+    expect(load("mqtt: { listeners: [ { host: 0.0.0.0 } ] }").nats.allow_anonymous).toBe(true);
+  });
+
+  it("refuses a hub on the gateway's own NATS listener, by default port or any-address", () => {
+    expect(() => load('upstream: { servers: [ "nats://127.0.0.1:4222" ] }')).toThrow(
+      "upstream.servers[0]: nats://127.0.0.1:4222 is this gateway's own NATS listener (nats.listeners, 127.0.0.1:4222): point upstream.servers at the hub, or move the listener to another port",
+    );
+    expect(() => load('upstream: { servers: [ "nats://localhost" ] }')).toThrow(
+      /upstream.servers\[0\]: nats:\/\/localhost is this gateway's own NATS listener/,
+    );
+    expect(() =>
+      load(
+        'nats: { listeners: [ { host: 0.0.0.0, port: 5222 } ] }\nupstream: { servers: [ "nats://hub:4222", "nats://127.0.0.1:5222" ] }',
+      ),
+    ).toThrow(/upstream.servers\[1\]: nats:\/\/127.0.0.1:5222 is this gateway's own NATS listener/);
+    // Another port, or no NATS listener at all: fine.
+    expect(load('upstream: { servers: [ "nats://127.0.0.1:4223" ] }').upstream.servers).toEqual([
+      "nats://127.0.0.1:4223",
+    ]);
+    expect(
+      load('nats: { listeners: [] }\nupstream: { servers: [ "nats://127.0.0.1:4222" ] }').nats
+        .listeners,
+    ).toEqual([]);
   });
 });

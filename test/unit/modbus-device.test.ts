@@ -10,6 +10,7 @@ import {
   crc16Modbus,
   encodeException,
   encodeReadResponse,
+  encodeWriteResponse,
   type ReadFunction,
 } from "../../src/serial/modbus.js";
 import { ModbusDevice, shortestFloat32 } from "../../src/serial/modbus-device.js";
@@ -105,7 +106,11 @@ class FakeSlave {
     if (behaviour === "silent") return;
     let answer: Buffer;
     const fn = req.fn as ReadFunction;
-    if (typeof behaviour === "object" && "exception" in behaviour) {
+    if (req.fn === 6) {
+      // Write single register: a holding register takes the value; the answer echoes it.
+      this.registers.set(`${req.slave}:3:${req.address}`, req.count);
+      answer = encodeWriteResponse(frame);
+    } else if (typeof behaviour === "object" && "exception" in behaviour) {
       answer = encodeException(req.slave, fn, behaviour.exception);
     } else {
       const regs = new Uint16Array(req.count);
@@ -477,6 +482,136 @@ describe("ModbusDevice", () => {
     expect(device!.status().state).toBe("open");
     expect(published).toHaveLength(2);
     expect(bad("timeout")).toBe(0);
+  });
+
+  describe("commands", () => {
+    const withCommands = () =>
+      meterProfile(
+        {},
+        {
+          commands: [
+            { name: "read_setpoint", modbus: { function: 3, address: 100, count: 2 } },
+            { name: "set_setpoint", modbus: { function: 6, address: 100 }, timeout: "300ms" },
+          ],
+        },
+      );
+    const replies: Envelope[] = [];
+    const request = (command: string, payload: string, reply: string) =>
+      bus.publish({
+        subject: `devices.meter.cmd.${command}`,
+        payload: Buffer.from(payload),
+        receivedAtMs: clock.now(),
+        origin: "nats",
+        qos: 0,
+        reply,
+      });
+    const answers = () =>
+      published
+        .filter((m) => m.subject.startsWith("_INBOX."))
+        .map((m) => [m.subject, JSON.parse(m.payload.toString())]);
+
+    beforeEach(() => {
+      replies.length = 0;
+    });
+
+    it("reads and writes registers between polls, one request on the line at a time", async () => {
+      loadMeter(slave);
+      slave.set(1, 3, 100, [15, 3]);
+      start(withCommands());
+      await clock.advanceAsync(100); // the first poll is done
+      await request("read_setpoint", "", "_INBOX.r.1");
+      await request("set_setpoint", "30", "_INBOX.r.2");
+      await request("read_setpoint", "", "_INBOX.r.3");
+      await clock.advanceAsync(100);
+      expect(answers()).toEqual([
+        ["_INBOX.r.1", { address: 100, registers: [15, 3] }],
+        ["_INBOX.r.2", { address: 100, written: [30] }],
+        ["_INBOX.r.3", { address: 100, registers: [30, 3] }],
+      ]);
+      // Woken from its pause: each command after t3.5 (5 ms) and the answer (5 ms).
+      expect(slave.seen.map((r) => [r.fn, r.address, r.at])).toEqual([
+        [4, 0, 5],
+        [3, 100, 105],
+        [6, 100, 115],
+        [3, 100, 125],
+      ]);
+      await clock.advanceAsync(INTERVAL_MS);
+      expect(slave.seen.map((r) => r.fn)).toEqual([4, 3, 6, 3, 4]);
+      expectOneAtATime();
+      expect(
+        metrics.value("leafgate_serial_commands_total", { device: "meter", result: "ok" }),
+      ).toBe(3);
+    });
+
+    it("a silent slave times the command out after its own timeout; an exception is the reply's error", async () => {
+      loadMeter(slave);
+      start(withCommands());
+      await clock.advanceAsync(100);
+      slave.script.push("silent", { exception: 2 });
+      await request("set_setpoint", "7", "_INBOX.r.1");
+      await request("read_setpoint", "", "_INBOX.r.2");
+      await request("set_setpoint", "[1, 2]", "_INBOX.r.3");
+      await clock.advanceAsync(1_000);
+      expect(answers()).toEqual([
+        [
+          "_INBOX.r.3",
+          {
+            error:
+              'command "set_setpoint" writes registers 100..100: its payload must be a value 0..65535 as JSON (42, or [42])',
+          },
+        ],
+        [
+          "_INBOX.r.1",
+          {
+            error:
+              'device meter did not answer "set_setpoint" within 300 ms; check that it is powered, and in the mode that command needs',
+          },
+        ],
+        [
+          "_INBOX.r.2",
+          {
+            error:
+              'device meter refused "read_setpoint" (slave 1 fn 3 registers 100..101): exception 2 (illegal data address)',
+          },
+        ],
+      ]);
+      expectOneAtATime(300);
+    });
+
+    it("a command failed while it waited for the line is never written", async () => {
+      loadMeter(slave);
+      start(withCommands());
+      await clock.advanceAsync(100);
+      slave.script.push("silent", "silent", "silent");
+      await clock.advanceAsync(INTERVAL_MS - 100 + 10); // the second poll waits for its answer
+      await request("read_setpoint", "", "_INBOX.r.1");
+      slave.unplug();
+      await clock.advanceAsync(5 * INTERVAL_MS);
+      expect(answers()).toEqual([
+        [
+          "_INBOX.r.1",
+          { error: "device meter is not connected (device disconnected); retry when it is back" },
+        ],
+      ]);
+      expect(slave.opens).toBeGreaterThan(1); // reopened, and polled again...
+      expect(slave.seen.filter((r) => r.fn === 3)).toEqual([]); // ...but never wrote it
+    });
+
+    it("a lost port fails the command waiting for the line at once", async () => {
+      loadMeter(slave);
+      start(withCommands());
+      await clock.advanceAsync(100);
+      slave.script.push("silent");
+      await request("read_setpoint", "", "_INBOX.r.1");
+      await clock.advanceAsync(50);
+      slave.unplug();
+      expect(answers()).toEqual([
+        [
+          "_INBOX.r.1",
+          { error: "device meter is not connected (device disconnected); retry when it is back" },
+        ],
+      ]);
+    });
   });
 
   it("stop() during a request clears every timer", async () => {

@@ -2,9 +2,12 @@
 // sockets per address and before CONNECT, and the import subjects only the hub may write.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { subjectMatches } from "../../src/core/index.js";
-import { Admissions } from "../../src/mqtt/admission.js";
-import { compilePermissions, LoginGuard } from "../../src/mqtt/auth.js";
+import {
+  Admissions,
+  compilePermissions,
+  LoginGuard,
+  subjectMatches,
+} from "../../src/core/index.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

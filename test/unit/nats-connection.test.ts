@@ -1,9 +1,19 @@
 // One NATS client connection (src/nats/connection.ts) on a fake transport over a real Bus:
 // bytes in, exact frames out; time moved by a ManualClock.
 import { describe, expect, it } from "vitest";
-import { Bus, ManualClock, type Transport } from "../../src/core/index.js";
 import {
+  type AuthResult,
+  Bus,
+  compilePermissions,
+  type Envelope,
+  ManualClock,
+  Replies,
+  type Transport,
+} from "../../src/core/index.js";
+import {
+  type ConnectOptions,
   DEFAULT_NATS_CONNECTION_OPTIONS,
+  type NatsAuth,
   NatsConnection,
   type NatsConnectionOptions,
 } from "../../src/nats/index.js";
@@ -223,5 +233,168 @@ describe("NATS connection", () => {
     send(pub.c, "CONNECT {}\r\n");
     for (let i = 0; i < 6; i++) send(pub.c, "PUB q 1\r\nx\r\n");
     for (const m of members) expect(m.t.take().split("MSG").length - 1).toBe(2);
+  });
+});
+
+describe("NATS connection: login and permissions", () => {
+  /** An auth whose answer the test gives, as scrypt would later. */
+  function pendingAuth() {
+    let answer: ((r: AuthResult) => void) | undefined;
+    const seen: ConnectOptions[] = [];
+    const auth: NatsAuth = {
+      required: true,
+      check: (client) => {
+        seen.push(client);
+        return new Promise<AuthResult>((resolve) => {
+          answer = resolve;
+        });
+      },
+    };
+    return { auth, seen, answer: (r: AuthResult) => answer!(r) };
+  }
+  const onlySensors = compilePermissions(
+    {
+      publish: { allow: ["sensors.>"], deny: [] },
+      subscribe: { allow: ["cmd.>"], deny: ["cmd.secret"] },
+    },
+    "meter",
+    "",
+  );
+
+  it("holds the ops that follow CONNECT while the password is checked, then runs them in order", () => {
+    const { auth, seen, answer } = pendingAuth();
+    const bus = new Bus();
+    const got: string[] = [];
+    bus.subscribe("sensors.>", { deliver: (m) => void got.push(m.subject) });
+    const { t, c } = open(bus, { auth });
+    expect(JSON.parse(t.take().slice(5, -2)).auth_required).toBe(true);
+    send(
+      c,
+      'CONNECT {"user":"meter","pass":"pw","verbose":true,"name":"m1"}\r\nPUB sensors.a 1\r\nx\r\nPING\r\n',
+    );
+    expect(seen).toEqual([expect.objectContaining({ user: "meter", pass: "pw", name: "m1" })]);
+    expect(c.state.phase).toBe("authenticating");
+    expect(got).toEqual([]);
+    expect(t.take()).toBe("");
+    answer({ ok: true, user: "meter", permissions: onlySensors });
+    return Promise.resolve().then(() => {
+      expect(c.state.phase).toBe("open");
+      expect(got).toEqual(["sensors.a"]);
+      expect(t.take()).toBe("+OK\r\n+OK\r\nPONG\r\n");
+    });
+  });
+
+  it("refuses bad credentials with nats-server's words and closes; counted", async () => {
+    const { auth, answer } = pendingAuth();
+    const failures: string[] = [];
+    const { t, c } = open(new Bus(), { auth, onAuthFailure: (r) => failures.push(r) });
+    t.take();
+    send(c, 'CONNECT {"user":"meter","pass":"wrong"}\r\nPUB sensors.a 1\r\nx\r\n');
+    answer({
+      ok: false,
+      returnCode: 4,
+      reason: "bad user name or password",
+      refusal: "bad-credentials",
+    });
+    await Promise.resolve();
+    expect(t.take()).toBe("-ERR 'Authorization Violation'\r\n");
+    expect(t.ended).toBe(true);
+    expect(c.state.phase).toBe("closed");
+    expect(failures).toEqual(["bad-credentials"]);
+  });
+
+  it("cuts a client that floods ops while its login is checked", () => {
+    const { auth } = pendingAuth();
+    const { t, c } = open(new Bus(), { auth });
+    t.take();
+    send(c, `CONNECT {"user":"u","pass":"p"}\r\n${"PING\r\n".repeat(5_000)}`);
+    expect(c.state.phase).toBe("closed");
+    expect(t.take()).toBe("-ERR 'Authorization Violation'\r\n");
+  });
+
+  it("refuses a PUB or SUB its permissions deny, keeps the connection, and withholds denied deliveries", () => {
+    const bus = new Bus();
+    const denied: string[] = [];
+    const auth: NatsAuth = {
+      required: false,
+      check: () => ({ ok: true, user: "meter", permissions: onlySensors }),
+    };
+    const { t, c } = open(bus, { auth, onPermissionDenied: (k) => denied.push(k) });
+    t.take();
+    send(
+      c,
+      "CONNECT {}\r\nPUB other.x 1\r\nx\r\nSUB sensors.> 1\r\nSUB cmd.> q 2\r\nSUB cmd.> 3\r\n",
+    );
+    expect(t.take()).toBe(
+      "-ERR 'Permissions Violation for Publish to \"other.x\"'\r\n" +
+        "-ERR 'Permissions Violation for Subscription to \"sensors.>\"'\r\n",
+    );
+    expect(denied).toEqual(["publish", "subscribe"]);
+    expect(c.state.phase).toBe("open");
+    // Subscribed to cmd.> twice (one queue); cmd.secret is never delivered under it.
+    for (const subject of ["cmd.a", "cmd.secret", "cmd.b"]) {
+      void bus.publish({
+        subject,
+        payload: Buffer.from("v"),
+        receivedAtMs: 0,
+        origin: "mqtt",
+        qos: 0,
+      });
+    }
+    expect(t.take()).toBe(
+      // Plain subscriptions first, then a member of each queue group (the bus's order).
+      "MSG cmd.a 3 1\r\nv\r\nMSG cmd.a 2 1\r\nv\r\nMSG cmd.b 3 1\r\nv\r\nMSG cmd.b 2 1\r\nv\r\n",
+    );
+  });
+
+  it("words a denied queue subscription as nats-server does", () => {
+    const auth: NatsAuth = {
+      required: false,
+      check: () => ({ ok: true, user: "meter", permissions: onlySensors }),
+    };
+    const { t, c } = open(new Bus(), { auth });
+    t.take();
+    send(c, "CONNECT {}\r\nSUB jobs.x workers 1\r\n");
+    expect(t.take()).toBe(
+      '-ERR \'Permissions Violation for Subscription to "jobs.x" using queue "workers"\'\r\n',
+    );
+  });
+
+  it("shows an MQTT 5 request's routed reply subject, minted once for several subscribers", () => {
+    const bus = new Bus();
+    const clock = new ManualClock();
+    const replies = new Replies({ bus, maxRoutes: 10, ttlMs: 1_000, clock });
+    const a = open(bus, { replies });
+    const b = open(bus, { replies }, 2);
+    for (const x of [a, b]) {
+      x.t.take();
+      send(x.c, "CONNECT {}\r\nSUB svc.echo 1\r\n");
+    }
+    const answers: Envelope[] = [];
+    bus.subscribe("replies.c1", { deliver: (m) => void answers.push(m) });
+    void bus.publish({
+      subject: "svc.echo",
+      payload: Buffer.from("hi"),
+      receivedAtMs: 0,
+      origin: "mqtt",
+      qos: 0,
+      properties: { responseTopic: "replies/c1", correlationData: Buffer.from("k") },
+    });
+    const frameA = a.t.take();
+    const frameB = b.t.take();
+    const reply = /^MSG svc\.echo 1 (\S+) 2\r\nhi\r\n$/.exec(frameA)?.[1];
+    expect(reply).toMatch(new RegExp(`^${replies.prefix.replace(".", "\\.")}\\.\\w+$`));
+    expect(frameB).toBe(`MSG svc.echo 1 ${reply} 2\r\nhi\r\n`);
+    send(a.c, `PUB ${reply} 3\r\nyes\r\n`);
+    expect(
+      answers.map((m) => [
+        m.subject,
+        Buffer.from(m.payload).toString(),
+        Buffer.from(m.properties!.correlationData!).toString(),
+      ]),
+    ).toEqual([["replies.c1", "yes", "k"]]);
+    // One answer per route: a second is not routed.
+    send(b.c, `PUB ${reply} 2\r\nno\r\n`);
+    expect(answers).toHaveLength(1);
   });
 });

@@ -182,7 +182,7 @@ authorization:
 describe("insecureChoices: one exact warning per insecure choice", () => {
   it("a secure config: none (loopback listeners, TLS hub, private files, not root)", () => {
     const { config, file } = configFile(
-      `upstream: { servers: [ "tls://hub.example:4222", "nats://127.0.0.1:4222" ], user: edge, password: pw-123456 }\n`,
+      `upstream: { servers: [ "tls://hub.example:4222", "nats://127.0.0.1:4223" ], user: edge, password: pw-123456 }\n`,
     );
     expect(insecureChoices(config, { configFile: file, uid: 1000 })).toStrictEqual([]);
   });
@@ -270,6 +270,34 @@ upstream: { credentials: ${creds} }
     ]);
   });
 
+  it("plain TCP and anonymous access on non-loopback NATS listeners; not on loopback or TLS", () => {
+    const dir = scratch();
+    const key = join(dir, "k.pem");
+    writeFileSync(key, "x");
+    chmodSync(key, 0o600);
+    const { config } = configFile(`nats:
+  listeners:
+    - { host: 127.0.0.1, port: 4222 }
+    - { host: 0.0.0.0, port: 4222 }
+    - { host: 0.0.0.0, port: 4443, tls: { cert: ${key}, key: ${key} } }
+  allow_anonymous: true
+`);
+    expect(codesAndMessages(insecureChoices(config))).toStrictEqual([
+      [
+        "LG_WARN_NATS_PLAINTEXT",
+        "NATS listener 0.0.0.0:4222 is not loopback and has no TLS: anyone on the network can read the passwords and messages of its clients, and change them: add tls: { cert, key } to it, or listen on 127.0.0.1",
+      ],
+      [
+        "LG_WARN_NATS_ANONYMOUS",
+        "NATS listener 0.0.0.0:4222 is not loopback and accepts clients without a password (nats.allow_anonymous: true): anyone who reaches it may publish and subscribe as authorization.default_permissions allow: configure authorization.users and set nats.allow_anonymous: false",
+      ],
+      [
+        "LG_WARN_NATS_ANONYMOUS",
+        "NATS listener 0.0.0.0:4443 is not loopback and accepts clients without a password (nats.allow_anonymous: true): anyone who reaches it may publish and subscribe as authorization.default_permissions allow: configure authorization.users and set nats.allow_anonymous: false",
+      ],
+    ]);
+  });
+
   it("HTTP monitoring on a non-loopback address", () => {
     const { config } = configFile("http: { host: 0.0.0.0, port: 8222 }\n");
     expect(codesAndMessages(insecureChoices(config))).toStrictEqual([
@@ -282,7 +310,7 @@ upstream: { credentials: ${creds} }
 
   it("a non-loopback hub without TLS, with and without a password; never the password itself", () => {
     const plain = configFile(`upstream:
-  servers: [ "nats://hub-1:4222", "nats://edge:pw-secret@10.0.0.2:4222", "nats://localhost:4222", "tls://hub-3:4222" ]
+  servers: [ "nats://hub-1:4222", "nats://edge:pw-secret@10.0.0.2:4222", "nats://localhost:4223", "tls://hub-3:4222" ]
 `);
     expect(codesAndMessages(insecureChoices(plain.config))).toStrictEqual([
       [

@@ -32,6 +32,7 @@ class FakeLink {
   readonly failedAt: number[] = [];
   failOpens = 0;
   closes = 0;
+  readonly written: string[] = [];
   events: Parameters<SerialOpener>[2] | undefined;
 
   constructor(readonly clock: SteppedClock) {}
@@ -45,7 +46,9 @@ class FakeLink {
     this.openedAt.push(this.clock.now());
     this.events = events;
     return {
-      write: () => {},
+      write: (bytes) => {
+        this.written.push(Buffer.from(bytes).toString());
+      },
       close: async () => {
         this.closes++;
         this.events = undefined;
@@ -55,6 +58,11 @@ class FakeLink {
 
   send(text: string): void {
     this.events?.data(Buffer.from(text));
+  }
+
+  /** The serial library reports the port gone (EIO), as it does for a yanked adapter. */
+  fail(): void {
+    this.events?.closed(new Error("EIO: i/o error, read"));
   }
 }
 
@@ -129,7 +137,7 @@ describe("serial devices", () => {
   it("publishes each frame's fields, and /status shows the device in a fixed shape", async () => {
     start(ENV_SENSOR);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"state":"opening"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"commandsQueued":0,"state":"opening"}`,
     );
     await clock.advanceAsync(0);
     clock.advance(7);
@@ -142,12 +150,89 @@ describe("serial devices", () => {
     ]);
     expect(published.map((m) => m.receivedAtMs)).toEqual([7, 7, 7]);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"state":"open","since":0}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"open","since":0}`,
     );
     await device!.stop();
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"state":"closed"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"closed"}`,
     );
+  });
+
+  /** Publishes a NATS-style request (a reply subject on the envelope) for `command`. */
+  function request(command: string, payload: string, reply: string | undefined, publisher = "c1") {
+    return bus.publish({
+      subject: `devices.dev-1.cmd.${command}`,
+      payload: Buffer.from(payload),
+      receivedAtMs: clock.now(),
+      origin: "nats",
+      qos: 0,
+      publisher,
+      ...(reply !== undefined ? { reply } : {}),
+    });
+  }
+  const repliesOn = (prefix: string) =>
+    published
+      .filter((m) => m.subject.startsWith(prefix))
+      .map((m) => [
+        m.subject,
+        JSON.parse(m.payload.toString()),
+        m.headers?.get("Leafgate-Error")?.[0],
+      ]);
+
+  it("answers a request on its reply subject; the answer is not bad data, telemetry flows around it", async () => {
+    start(ENV_SENSOR);
+    await clock.advanceAsync(0);
+    await request("interval", "5", "_INBOX.a.1");
+    await request("info", "", undefined); // fire and forget: still written, in its turn
+    expect(link.written).toEqual(["INTERVAL 5\n"]);
+    link.send('{"t": 1}\nOK INTERVAL 5\n');
+    expect(link.written).toEqual(["INTERVAL 5\n", "INFO\n"]);
+    link.send("INFO sim fw=1\n");
+    expect(repliesOn("_INBOX.")).toEqual([["_INBOX.a.1", { text: "OK INTERVAL 5" }, undefined]]);
+    const telemetry = published.filter((m) => m.subject.startsWith("sensors."));
+    expect(telemetry.map((m) => [m.subject, JSON.parse(m.payload.toString())])).toEqual([
+      ["sensors.dev-1.temperature", { value: 1, unit: "°C" }],
+    ]);
+    expect(
+      metrics.value("leafgate_serial_bad_frames_total", { port: portPath, reason: "bad_json" }),
+    ).toBe(0);
+    expect(metrics.value("leafgate_serial_commands_total", { device: "dev-1", result: "ok" })).toBe(
+      2,
+    );
+    expect(device!.status().commandsQueued).toBe(0);
+  });
+
+  it("times out on the clock, and a lost port fails the command on the line at once", async () => {
+    start(ENV_SENSOR);
+    await clock.advanceAsync(0);
+    await request("info", "", "_INBOX.a.1");
+    await clock.advanceAsync(2_000);
+    await request("info", "", "_INBOX.a.2");
+    await request("info", "", "_INBOX.a.3", "c2");
+    await clock.advanceAsync(100);
+    link.fail();
+    await request("info", "", "_INBOX.a.4");
+    const lost = "device dev-1 is not connected (EIO: i/o error, read); retry when it is back";
+    const timeout =
+      'device dev-1 did not answer "info" within 2000 ms; check that it is powered, and in the mode that command needs';
+    expect(repliesOn("_INBOX.")).toEqual([
+      ["_INBOX.a.1", { error: timeout }, timeout],
+      ["_INBOX.a.2", { error: lost }, lost],
+      ["_INBOX.a.3", { error: lost }, lost],
+      ["_INBOX.a.4", { error: lost }, lost],
+    ]);
+    expect(link.written).toEqual(["INFO\n", "INFO\n"]);
+  });
+
+  it("stopping fails what waits, and unsubscribes its command subjects", async () => {
+    start(ENV_SENSOR);
+    await clock.advanceAsync(0);
+    await request("info", "", "_INBOX.a.1");
+    const subscriptions = bus.subscriptionCount;
+    await device!.stop();
+    expect(bus.subscriptionCount).toBe(subscriptions - 1);
+    const stopping = "device dev-1 is stopping (the gateway shuts down); retry after it restarts";
+    expect(repliesOn("_INBOX.")).toEqual([["_INBOX.a.1", { error: stopping }, stopping]]);
   });
 
   it("logs bad data once a minute per reason, then says how many lines it held back", async () => {

@@ -1,6 +1,5 @@
 import type mqtt from "mqtt-packet";
-import { errorMessage } from "../../core/index.js";
-import { ANONYMOUS, type AuthResult } from "../auth.js";
+import { ANONYMOUS, type AuthResult, errorMessage } from "../../core/index.js";
 import { clip, sourceAddress } from "../client-text.js";
 import type { ConnectOutcome, Negotiated, ProtocolVersion, Refusal } from "../connection-state.js";
 import type { HandlerContext } from "../context.js";

@@ -1,4 +1,4 @@
-import { ALLOW_ALL, type Permissions } from "../auth.js";
+import { ALLOW_ALL, type Permissions } from "../../core/index.js";
 import { clip } from "../client-text.js";
 import type { MqttBase } from "../context.js";
 import { type ParsedFilter, parseFilter } from "../filter.js";

@@ -118,3 +118,10 @@ export class Admissions {
     return most;
   }
 }
+
+/** The address part of `host:port` (`::ffff:` of IPv4-mapped addresses taken off). */
+export function sourceAddress(remote: string): string {
+  const at = remote.lastIndexOf(":");
+  const host = at > 0 ? remote.slice(0, at) : remote;
+  return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+}

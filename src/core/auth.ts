@@ -1,6 +1,22 @@
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
-import type { PermissionRule, PermissionsConfig, UserConfig } from "../config/index.js";
-import { type Clock, patternCovers, subjectMatches, systemClock } from "../core/index.js";
+import { type Clock, systemClock } from "./clock.js";
+import { patternCovers, subjectMatches } from "./subject.js";
+
+/** Patterns allowed and denied (`%u` and `%c` substituted per client); config's shape. */
+export interface PermissionRule {
+  readonly allow: readonly string[];
+  readonly deny: readonly string[];
+}
+export interface PermissionsConfig {
+  readonly publish: PermissionRule;
+  readonly subscribe: PermissionRule;
+}
+/** A configured user: its scrypt hash, and its own permissions (null: the defaults). */
+export interface UserConfig {
+  readonly user: string;
+  readonly password: string;
+  readonly permissions: PermissionsConfig | null;
+}
 
 /** scrypt cost: ~50 ms on a Raspberry Pi 4 core, off the event loop (libuv pool). */
 const SCRYPT = { N: 16_384, r: 8, p: 1 } as const;
@@ -271,6 +287,15 @@ export class LoginGuard {
   }
 }
 
+/** Checked for unknown users and absent tokens, so timing does not tell which exist. */
+const DUMMY_HASH = "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
+
+/** Whether a protocol's clients may connect without credentials, and the key that says so. */
+export interface AnonymousPolicy {
+  readonly allowed: boolean;
+  readonly key: string;
+}
+
 /** Checks CONNECT credentials against the configured users. */
 export class Authenticator {
   readonly #users: Map<string, UserConfig>;
@@ -279,6 +304,7 @@ export class Authenticator {
   readonly #hubOnly: readonly string[];
   readonly #guard: LoginGuard;
   readonly #clock: Clock;
+  readonly #tokenHash: string | undefined;
 
   constructor(options: {
     users: readonly UserConfig[];
@@ -291,7 +317,10 @@ export class Authenticator {
     failedLoginWindowMs?: number;
     /** Lockout windows are measured on it. */
     clock?: Clock;
+    /** `authorization.token`'s scrypt hash: NATS token auth, with default permissions. */
+    tokenHash?: string | null;
   }) {
+    this.#tokenHash = options.tokenHash ?? undefined;
     this.#clock = options.clock ?? systemClock;
     this.#users = new Map(options.users.map((u) => [u.user, u]));
     this.#defaults = options.defaultPermissions;
@@ -312,13 +341,23 @@ export class Authenticator {
     return this.#guard.lockedOut(address, nowMs);
   }
 
-  /** Anonymous clients are decided at once; users need a (slow, async) hash check. */
-  anonymous(clientId: string): AuthResult {
-    if (!this.#allowAnonymous) {
+  get hasToken(): boolean {
+    return this.#tokenHash !== undefined;
+  }
+
+  /**
+   * Anonymous clients are decided at once; users need a (slow, async) hash check. Each
+   * protocol has its own switch (`policy`; MQTT's by default).
+   */
+  anonymous(
+    clientId: string,
+    policy: AnonymousPolicy = { allowed: this.#allowAnonymous, key: "mqtt.allow_anonymous" },
+  ): AuthResult {
+    if (!policy.allowed) {
       return {
         ok: false,
         returnCode: 5,
-        reason: "anonymous access is disabled (mqtt.allow_anonymous)",
+        reason: `anonymous access is disabled (${policy.key})`,
         refusal: "anonymous-disabled",
       };
     }
@@ -339,37 +378,65 @@ export class Authenticator {
     clientId: string,
     address: string,
   ): Promise<AuthResult> {
-    if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     const user = this.#users.get(username);
     // Unknown users cost a hash too, so timing does not tell which names exist.
-    const hash = user?.password ?? "$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA";
+    return this.#verify(address, password ?? new Uint8Array(0), user?.password, {
+      reason: "bad user name or password",
+      accepted: () => ({
+        ok: true,
+        user: username,
+        permissions: compilePermissions(
+          user!.permissions ?? this.#defaults,
+          username,
+          clientId,
+          this.#hubOnly,
+        ),
+      }),
+    });
+  }
+
+  /**
+   * Checks a NATS token against `authorization.token`, under the same lockout as
+   * passwords; its clients get the default permissions.
+   */
+  token(token: string, clientId: string, address: string): Promise<AuthResult> {
+    return this.#verify(address, Buffer.from(token), this.#tokenHash, {
+      reason: "bad token",
+      accepted: () => ({
+        ok: true,
+        user: undefined,
+        permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
+      }),
+    });
+  }
+
+  /**
+   * One secret against one hash (none: a dummy, costing the same, that always fails),
+   * unless `address` is locked out (then no hash is computed); failures count towards it.
+   */
+  async #verify(
+    address: string,
+    secret: Uint8Array,
+    hash: string | undefined,
+    outcome: { reason: string; accepted: () => AuthResult },
+  ): Promise<AuthResult> {
+    if (!this.#guard.begin(address, this.#clock.now())) return lockedOutResult();
     let good: boolean;
     try {
-      good = await verifyPassword(password ?? new Uint8Array(0), hash);
+      good = await verifyPassword(secret, hash ?? DUMMY_HASH);
     } catch (err) {
       this.#guard.end(address, false, this.#clock.now());
       throw err;
     }
-    const ok = user !== undefined && good;
+    const ok = hash !== undefined && good;
     const lockout = this.#guard.end(address, ok, this.#clock.now());
-    if (!ok) {
-      return {
-        ok: false,
-        returnCode: 4,
-        reason: "bad user name or password",
-        refusal: "bad-credentials",
-        ...(lockout !== undefined ? { lockout } : {}),
-      };
-    }
+    if (ok) return outcome.accepted();
     return {
-      ok: true,
-      user: username,
-      permissions: compilePermissions(
-        user.permissions ?? this.#defaults,
-        username,
-        clientId,
-        this.#hubOnly,
-      ),
+      ok: false,
+      returnCode: 4,
+      reason: outcome.reason,
+      refusal: "bad-credentials",
+      ...(lockout !== undefined ? { lockout } : {}),
     };
   }
 
