@@ -285,9 +285,7 @@ describe("hub requests", () => {
     return client;
   }
 
-  // Both need the MQTT adapter to give a v5 subscriber an envelope's `reply` as its
-  // Response Topic (issue 12's cross-protocol part, not on main yet): unskip with it.
-  it.skip("are answered by a local MQTT 5 responder on the response topic it is given", async ({
+  it("are answered by a local MQTT 5 responder on the response topic it is given", async ({
     nc,
     edgeGateway,
   }) => {
@@ -300,10 +298,7 @@ describe("hub requests", () => {
     await client.endAsync();
   });
 
-  it.skip("are answered by a local responder through a local mapping", async ({
-    nc,
-    edgeGateway,
-  }) => {
+  it("are answered by a local responder through a local mapping", async ({ nc, edgeGateway }) => {
     const gw = await edgeGateway({
       upstream: { import: [{ subject: "cmd.{gateway}.devices.>", local: "devices.>" }] },
     });
