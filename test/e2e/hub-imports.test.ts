@@ -5,11 +5,16 @@
 //   again; a redelivery of a command already delivered is acked only;
 // - a plain import is subscribed again after the hub restarts;
 // - a hub request is answered by a local MQTT 5 responder, directly and through a `local`
-//   mapping; one nobody local serves gets "no responders" at once.
+//   mapping, by a local NATS service and by a simulated serial device; one nobody local
+//   serves gets "no responders" at once;
+// - a durable import takes a command queued while the gateway was stopped down to a
+//   serial device.
+import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { type NatsConnection, RequestError } from "@nats-io/transport-node";
+import { connect, type NatsConnection, RequestError } from "@nats-io/transport-node";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { describe, expect } from "vitest";
+import { envSensor, Simulator } from "../../firmware-sim/index.js";
 import { loadConfig } from "../../src/config/index.js";
 import { silentLogger } from "../../src/core/index.js";
 import { Gateway } from "../../src/gateway.js";
@@ -18,7 +23,7 @@ import type { UpstreamInput } from "../helpers/config.js";
 import { type Defer, it } from "../helpers/fixtures.js";
 import { connectMqttJs } from "../helpers/mqtt.js";
 import { createStream } from "../helpers/nats-server.js";
-import { waitFor } from "../helpers/wait.js";
+import { tempDir, waitFor } from "../helpers/wait.js";
 
 const CMDS = "CMDS";
 const DURABLE = "cmds-gw1";
@@ -224,6 +229,64 @@ describe("durable imports across kill -9", () => {
   });
 });
 
+/** The env-sensor simulator on a fresh pty pair, closed after the test. */
+async function envSensorSim(defer: Defer): Promise<Simulator> {
+  const dir = tempDir("hub-imports-serial");
+  defer(() => dir.cleanup());
+  const sim = new Simulator(envSensor, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
+  await sim.open();
+  defer(() => sim.close());
+  return sim;
+}
+
+/** Devices' command subjects, addressed from the hub under cmd.<gateway>.devices. */
+const DEVICE_COMMANDS = { subject: "cmd.{gateway}.devices.>", local: "devices.>" };
+
+describe("commands from the hub to a serial device", () => {
+  it("a durable import takes one queued while the gateway was stopped to the device", async ({
+    hub,
+    nc,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    await createStream(nc, CMDS, ["cmd.>"]);
+    const sim = await envSensorSim(defer);
+    const { file } = gateway.writeConfig({
+      upstream: {
+        servers: [hub.url],
+        stream,
+        import: [{ ...DEVICE_COMMANDS, durable: "cmds-{gateway}", stream: CMDS }],
+      },
+      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
+    });
+    const first = await runGateway(file, defer);
+    await waitFor(() => consumerInfo(nc));
+    await first.stop();
+
+    await jetstream(nc).publish("cmd.gw1.devices.env-1.cmd.interval", "9");
+    const second = await runGateway(file, defer);
+    await waitFor(() => sim.requests.length > 0);
+    await waitFor(async () => (await consumerInfo(nc)).ack_floor.stream_seq === 1);
+    expect(sim.requests.map((r) => r.request)).toEqual(["INTERVAL 9"]);
+    expect(second.metrics.value("leafgate_upstream_imported_total", { kind: "durable" })).toBe(1);
+  });
+
+  it("a hub request is answered by the device", async ({ nc, edgeGateway, defer }) => {
+    const sim = await envSensorSim(defer);
+    await edgeGateway({
+      upstream: { import: [DEVICE_COMMANDS] },
+      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
+    });
+    const answer = await waitFor(
+      () => nc.request("cmd.gw1.devices.env-1.cmd.interval", "5", { timeout: 5_000 }),
+      { timeoutMs: 20_000 },
+    );
+    expect(answer.json()).toEqual({ text: "OK INTERVAL 5" });
+    expect(sim.requests.map((r) => r.request)).toEqual(["INTERVAL 5"]);
+  });
+});
+
 describe("plain imports", () => {
   it("are subscribed again after the hub restarts", async ({ hub, nc, edgeGateway }) => {
     // The default import: the pattern string "cmd.{gateway}.>".
@@ -306,6 +369,21 @@ describe("hub requests", () => {
     const answer = await request(nc, "cmd.gw1.devices.air-1.cmd.read", "pm25");
     expect(answer.string()).toBe("devices/air-1/cmd/read: pm25 done");
     await client.endAsync();
+  });
+
+  it("are answered by a local NATS service", async ({ nc, edgeGateway }) => {
+    const gw = await edgeGateway();
+    const local = await connect({ servers: `127.0.0.1:${gw.natsPort}` });
+    local.subscribe("cmd.gw1.*.status", {
+      callback: (_err, m) => {
+        m.respond(`${m.subject}: ${m.string()} ok`);
+      },
+    });
+    await local.flush();
+    const answer = await request(nc, "cmd.gw1.pump-2.status", "how");
+    expect(answer.string()).toBe("cmd.gw1.pump-2.status: how ok");
+    expect(gw.gateway.metrics.value("leafgate_upstream_replies_total", { result: "sent" })).toBe(1);
+    await local.close();
   });
 
   it("nobody local serves get no responders at once", async ({ nc, edgeGateway }) => {
