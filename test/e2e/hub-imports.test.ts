@@ -98,14 +98,15 @@ async function firstRun(
   return first;
 }
 
-describe("durable imports", () => {
-  const durableUpstream = (hubUrl: string, stream: string): UpstreamInput => ({
-    servers: [hubUrl],
-    stream,
-    reconnect_delay_max: "200ms",
-    import: [{ subject: "cmd.{gateway}.>", durable: "cmds-{gateway}", stream: CMDS }],
-  });
+/** A link to the hub with the durable import cmds-<gateway> of CMDS. */
+const durableUpstream = (hubUrl: string, stream: string): UpstreamInput => ({
+  servers: [hubUrl],
+  stream,
+  reconnect_delay_max: "200ms",
+  import: [{ subject: "cmd.{gateway}.>", durable: "cmds-{gateway}", stream: CMDS }],
+});
 
+describe("durable imports", () => {
   it("deliver commands queued while the gateway was stopped to a persistent session, once each, in order, across restarts", async ({
     hub,
     nc,
@@ -190,13 +191,7 @@ describe("durable imports across kill -9", () => {
     gateway,
   }) => {
     await createStream(nc, CMDS, ["cmd.>"]);
-    const upstream = {
-      servers: [hub.url],
-      stream,
-      reconnect_delay_max: "200ms",
-      import: [{ subject: "cmd.{gateway}.>", durable: "cmds-{gateway}", stream: CMDS }],
-    };
-    const first = await gateway.spawn({ upstream });
+    const first = await gateway.spawn({ upstream: durableUpstream(hub.url, stream) });
     await waitFor(() => consumerInfo(nc));
     const received: string[] = [];
     const subscriber = await connected(sessionClient(first.mqttPort, received));
