@@ -42,7 +42,7 @@ export {
   type RateLimitOptions,
 } from "./rate-limited-log.js";
 export { Replies, type RepliesOptions, type RepliesStats } from "./replies.js";
-export { ServerLifecycle } from "./server-lifecycle.js";
+export { type PortInUse, ServerLifecycle } from "./server-lifecycle.js";
 export { attachSocket } from "./socket-events.js";
 export { socketTransport } from "./socket-transport.js";
 export {

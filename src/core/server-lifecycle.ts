@@ -1,9 +1,17 @@
 import type { AddressInfo, ListenOptions, Server } from "node:net";
+import { LeafgateError } from "./errors.js";
+
+/** What to say when the address is taken: the error code, the part, and the way out. */
+export interface PortInUse {
+  readonly code: string;
+  readonly what: string;
+  readonly fix: string;
+}
 
 /**
  * The lifecycle (STYLE.md "Lifecycle") of a part that serves a listening socket: listens
  * with an optional signal, whose abort runs the part's own stop, and tells when the
- * server has closed. Used by the MQTT listeners and the HTTP endpoint.
+ * server has closed. Used by the MQTT and NATS listeners and the HTTP endpoint.
  */
 export class ServerLifecycle {
   #closed: Promise<Error | undefined> | undefined;
@@ -11,14 +19,16 @@ export class ServerLifecycle {
   #error: Error | undefined;
 
   /**
-   * Listens on `server` (once); rejects as `server.listen` does, or at once if `signal`
-   * has aborted. From then on an abort of `signal` runs `stop`, which must close it.
+   * Listens on `server` (once); rejects as `server.listen` does (an address in use as
+   * `inUse` says, when given), or at once if `signal` has aborted. From then on an abort
+   * of `signal` runs `stop`, which must close it.
    */
   async listen(
     server: Server,
     options: ListenOptions,
     stop: () => void,
     signal?: AbortSignal,
+    inUse?: PortInUse,
   ): Promise<AddressInfo> {
     signal?.throwIfAborted();
     let settle: (err: Error | undefined) => void = () => {};
@@ -35,7 +45,12 @@ export class ServerLifecycle {
       });
     } catch (err) {
       settle(err instanceof Error ? err : new Error(String(err)));
-      throw err;
+      if (inUse === undefined || (err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+      throw new LeafgateError(
+        inUse.code,
+        `${inUse.what} cannot take ${options.host}:${options.port}: something else listens there (${inUse.fix})`,
+        { cause: err },
+      );
     }
     server.on("error", (err: Error) => {
       this.#error = err;

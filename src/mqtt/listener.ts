@@ -235,6 +235,11 @@ export class MqttListener {
         this.destroyAll();
       },
       signal,
+      {
+        code: "LG_ERR_MQTT_PORT_IN_USE",
+        what: "the MQTT listener",
+        fix: "another MQTT broker, such as mosquitto? stop it, or set mqtt.listeners to another port",
+      },
     );
     this.#log.info(
       { host: address.address, port: address.port, tls: this.#tls, websocket: this.#websocket },

@@ -176,26 +176,20 @@ export class NatsListener {
 
   /** Starts accepting; an abort of `signal` stops accepting and destroys every connection. */
   async listen(host: string, port: number, signal?: AbortSignal): Promise<AddressInfo> {
-    let address: AddressInfo;
-    try {
-      address = await this.#lifecycle.listen(
-        this.#server,
-        { host, port },
-        () => {
-          void this.stopAccepting();
-          this.destroyAll();
-        },
-        signal,
-      );
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "EADDRINUSE") throw err;
-      throw new LeafgateError(
-        "LG_ERR_NATS_PORT_IN_USE",
-        `the NATS listener cannot take ${host}:${port}: something else listens there (a nats-server? leafgate's hub belongs on another port, see README): stop it, or set nats.listeners to another port`,
-        { cause: err },
-      );
-    }
+    const address = await this.#lifecycle.listen(
+      this.#server,
+      { host, port },
+      () => {
+        void this.stopAccepting();
+        this.destroyAll();
+      },
+      signal,
+      {
+        code: "LG_ERR_NATS_PORT_IN_USE",
+        what: "the NATS listener",
+        fix: "a nats-server? leafgate's hub belongs on another port, see README: stop it, or set nats.listeners to another port",
+      },
+    );
     this.#log.info({ host: address.address, port: address.port }, "nats listening");
     return address;
   }

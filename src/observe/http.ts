@@ -49,6 +49,11 @@ export class HttpEndpoint {
       { host, port },
       () => void this.close(),
       signal,
+      {
+        code: "LG_ERR_HTTP_PORT_IN_USE",
+        what: "HTTP monitoring",
+        fix: "another leafgate, or a nats-server's monitoring port? set http.port to another port, or http.enabled: false",
+      },
     );
     this.#log.info({ host: address.address, port: address.port }, "http monitoring listening");
     return address;

@@ -1,7 +1,7 @@
 // The NATS endpoint as the gateway runs it: the bundle restarted under a connected nats.js
 // client, TLS listeners (upgraded after INFO, as nats-server does), and the bounds a
 // hostile client meets (per-address connections, the auth timeout, max_payload).
-import { connect as netConnect } from "node:net";
+import { type AddressInfo, createServer, connect as netConnect } from "node:net";
 import { connect } from "@nats-io/transport-node";
 import { expect } from "vitest";
 import { makeCerts, makeClientCerts } from "../helpers/certs.js";
@@ -148,4 +148,24 @@ it("bounds: per-address connections, the auth timeout, max_payload", async ({ ga
   // Larger than INFO's max_payload: nats.js refuses it itself; said by the server too.
   expect(a.info?.max_payload).toBe(1024);
   expect(() => a.publish("big", new Uint8Array(1025))).toThrow(/MAX_PAYLOAD|payload/i);
+});
+
+it("a port already taken fails the start with what holds it and how to move", async ({
+  gateway,
+  defer,
+}) => {
+  const holder = createServer().listen(0, "127.0.0.1");
+  await new Promise((resolve) => holder.once("listening", resolve));
+  defer(() => new Promise((resolve) => holder.close(resolve)));
+  const port = (holder.address() as AddressInfo).port;
+  await expect(
+    gateway.start({ nats: { listeners: [{ host: "127.0.0.1", port }] } }),
+  ).rejects.toThrow(
+    `the NATS listener cannot take 127.0.0.1:${port}: something else listens there (a nats-server? leafgate's hub belongs on another port, see README: stop it, or set nats.listeners to another port)`,
+  );
+  await expect(
+    gateway.start({ mqtt: { listeners: [{ host: "127.0.0.1", port }] } }),
+  ).rejects.toThrow(
+    `the MQTT listener cannot take 127.0.0.1:${port}: something else listens there`,
+  );
 });
