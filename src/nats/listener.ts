@@ -6,7 +6,6 @@ import {
   Admissions,
   attachSocket,
   errorMessage,
-  LeafgateError,
   RateLimitedLog,
   readTlsFiles,
   ServerLifecycle,
