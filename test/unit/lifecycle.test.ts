@@ -2,8 +2,9 @@
 // an abort of the signal they were started with ends them, and `closed()` says so.
 import { connect, createServer, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
-import { Bus, ManualClock, silentLogger } from "../../src/core/index.js";
+import { Bus, Guard, ManualClock, silentLogger } from "../../src/core/index.js";
 import { Broker, MqttListener } from "../../src/mqtt/index.js";
+import { DEFAULT_NATS_CONNECTION_OPTIONS, NatsListener } from "../../src/nats/index.js";
 import { HttpEndpoint, MetricsRegistry } from "../../src/observe/index.js";
 import { Outbox } from "../../src/store/index.js";
 import { tempDatabases } from "../helpers/temp-db.js";
@@ -21,6 +22,17 @@ function newListener(): MqttListener {
   return new MqttListener(broker, silentLogger);
 }
 
+function newNatsListener(): NatsListener {
+  return new NatsListener(new Bus(), new Guard(silentLogger, new MetricsRegistry()), silentLogger, {
+    connection: {
+      ...DEFAULT_NATS_CONNECTION_OPTIONS,
+      serverId: "LIFECYCLE",
+      serverName: "lifecycle",
+      version: "0.0.0",
+    },
+  });
+}
+
 function newEndpoint(): HttpEndpoint {
   return new HttpEndpoint({ metrics: () => "", status: () => ({ healthy: true }) }, silentLogger);
 }
@@ -29,6 +41,8 @@ function newEndpoint(): HttpEndpoint {
 async function dial(port: number): Promise<{ socket: Socket; closed: Promise<void> }> {
   const socket = connect({ host: LOOPBACK, port });
   socket.on("error", () => {});
+  // Reads (and drops) what the server sends first (NATS: INFO), so its close is seen.
+  socket.resume();
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve);
@@ -57,7 +71,7 @@ async function takenPort(): Promise<{ port: number; release: () => Promise<void>
   return { port, release: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-/** What the MQTT listener and the HTTP endpoint have in common. */
+/** What the MQTT and NATS listeners and the HTTP endpoint have in common. */
 interface ListeningPart {
   listen(host: string, port: number, signal?: AbortSignal): Promise<{ port: number }>;
   closed(): Promise<Error | undefined>;
@@ -65,6 +79,7 @@ interface ListeningPart {
 
 const LISTENING_PARTS: readonly [string, () => ListeningPart][] = [
   ["MqttListener", newListener],
+  ["NatsListener", newNatsListener],
   ["HttpEndpoint", newEndpoint],
 ];
 
@@ -91,8 +106,11 @@ describe.each(LISTENING_PARTS)("%s lifecycle", (_name, make) => {
     const taken = await takenPort();
     try {
       const part = make();
+      // Said as which part cannot take which address, the system's error as its cause.
       await expect(part.listen(LOOPBACK, taken.port)).rejects.toMatchObject({
-        code: "EADDRINUSE",
+        code: expect.stringMatching(/^LG_ERR_(MQTT|HTTP|NATS)_PORT_IN_USE$/),
+        message: expect.stringContaining(`cannot take ${LOOPBACK}:${taken.port}`),
+        cause: { code: "EADDRINUSE" },
       });
       expect(await part.closed()).toMatchObject({ code: "EADDRINUSE" });
     } finally {
