@@ -47,6 +47,12 @@ export type Def = Common &
     | { readonly kind: "path" }
     | { readonly kind: "list"; readonly of: Def; readonly minItems?: number }
     | {
+        /** A mapping of names the file chooses (`accounts.<name>`), each key passing `keys`. */
+        readonly kind: "map";
+        readonly keys: StringRule;
+        readonly of: Def;
+      }
+    | {
         readonly kind: "object";
         readonly fields: Readonly<Record<string, Def>>;
         /** Absent stays absent instead of becoming an object of defaults. */
@@ -109,6 +115,9 @@ export const list = <N extends Def, O extends Opts & { minItems?: number }>(
   of: N,
   o: O = {} as O,
 ) => ({ kind: "list", of, ...o }) as Node<readonly Infer<N>[], Has<O>>;
+/** A mapping from names the file chooses, each passing `keys`, to `of`s; `{}` by default. */
+export const mapOf = <N extends Def, O extends Opts>(keys: StringRule, of: N, o: O = {} as O) =>
+  ({ kind: "map", keys, of, default: {}, ...o }) as Node<Readonly<Record<string, Infer<N>>>, true>;
 /** A mapping of known keys; absent, it is all defaults. */
 export const obj = <F extends Readonly<Record<string, Def>>>(fields: F) =>
   ({ kind: "object", fields }) as Node<Shape<F>, true, ObjectDef>;
@@ -183,6 +192,7 @@ const EXPECTED: { [K in Def["kind"]]: (node: Extract<Def, { kind: K }>) => strin
   size: () => "a size like 512KiB, 1MB, 1GB (or a number of bytes)",
   path: () => "a path",
   list: () => "a list",
+  map: () => "a mapping",
   object: () => "a mapping",
   either: (n) => `${expectedOf(n.string)} or ${expectedOf(n.object)}`,
   union: (n) => `a mapping with ${n.key}: ${Object.keys(n.variants).join(", ")}`,
@@ -306,6 +316,22 @@ export function resolveNode(
         return undefined;
       });
     }
+    case "map": {
+      if (!isMapping(raw)) return fail();
+      // fromEntries defines each key as its own property, `__proto__` included.
+      return Object.fromEntries(
+        Object.entries(raw).map(([key, item]) => {
+          const itemAt = join(at, key);
+          if (!node.keys.test(key)) {
+            cx.problems.push(
+              `${cx.label(itemAt)}: expected ${node.keys.expected}, got ${JSON.stringify(key)}`,
+            );
+          }
+          // `name:` with nothing after it is that entry with its defaults.
+          return [key, resolveNode(node.of, item, itemAt, cx, fromDefault)];
+        }),
+      );
+    }
     case "either":
       if (typeof raw === "string") return resolveNode(node.string, raw, at, cx, fromDefault);
       return isMapping(raw) ? resolveNode(node.object, raw, at, cx, fromDefault) : fail();
@@ -363,6 +389,10 @@ export function toFileShape(node: Def, v: unknown): unknown {
       return node.rule?.mask ? node.rule.mask(v as string) : v;
     case "list":
       return (v as readonly unknown[]).map((item) => toFileShape(node.of, item));
+    case "map":
+      return Object.fromEntries(
+        Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, toFileShape(node.of, x)]),
+      );
     case "either":
       return toFileShape(typeof v === "string" ? node.string : node.object, v);
     case "union": {
