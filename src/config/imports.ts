@@ -14,6 +14,15 @@ type ImportEntry =
 
 export interface ImportRules {
   readonly gatewayId: string | undefined;
+  /** The account whose upstream.import this is, for `{account}`; absent at the top level. */
+  readonly account?: string;
+  /** Where the entries are (default `upstream.import`). */
+  readonly at?: string;
+  /**
+   * Durable consumer names taken, with the path that took each: shared between the
+   * top level and every account's entries, since no two may share a consumer.
+   */
+  readonly durables?: Map<string, string>;
   readonly mode: "jetstream" | "core" | undefined;
   /** The name a problem at a path is reported under. */
   readonly label: (at: string) => string;
@@ -39,13 +48,16 @@ export function resolveImports(
   entries: readonly ImportEntry[] | undefined,
   rules: ImportRules,
 ): ImportConfig[] {
-  const { gatewayId, label, problems } = rules;
-  const sub = (s: string): string =>
-    gatewayId === undefined ? s : s.replaceAll("{gateway}", gatewayId);
+  const { gatewayId, account, label, problems } = rules;
+  const base = rules.at ?? "upstream.import";
+  const sub = (s: string): string => {
+    const g = gatewayId === undefined ? s : s.replaceAll("{gateway}", gatewayId);
+    return account === undefined ? g : g.replaceAll("{account}", account);
+  };
   const out: ImportConfig[] = [];
-  const durables = new Map<string, number>();
+  const durables = rules.durables ?? new Map<string, string>();
   for (const [i, entry] of (entries ?? []).entries()) {
-    const at = (key: string): string => label(`upstream.import[${i}].${key}`);
+    const at = (key: string): string => label(`${base}[${i}].${key}`);
     if (entry === undefined) continue;
     if (typeof entry === "string") {
       out.push({ subject: sub(entry), local: sub(entry), durable: null, stream: null });
@@ -92,10 +104,10 @@ export function resolveImports(
       const first = durables.get(durable);
       if (first !== undefined) {
         problems.push(
-          `${at("durable")}: "${durable}" is upstream.import[${first}].durable too; ` +
+          `${at("durable")}: "${durable}" is ${first} too; ` +
             "each durable import needs a consumer of its own",
         );
-      } else durables.set(durable, i);
+      } else durables.set(durable, `${base}[${i}].durable`);
     }
     out.push({ subject, local, durable, stream: entry.stream ?? null });
   }

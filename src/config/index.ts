@@ -1,3 +1,4 @@
+export { accountsOf } from "./accounts.js";
 export { ConfigError, type ConfigErrorCode } from "./errors.js";
 export { formatConfig, type LoadConfigOptions, loadConfig } from "./load.js";
 export {
@@ -10,7 +11,12 @@ export {
   retainedLimits,
 } from "./options.js";
 export type {
+  AccountConfig,
+  AccountEntryConfig,
+  AccountExportConfig,
+  AccountImportConfig,
   BufferClassConfig,
+  BufferConfig,
   ImportConfig,
   LeafgateConfig,
   ListenerConfig,
@@ -18,9 +24,10 @@ export type {
   PermissionsConfig,
   SerialPortEntry,
   TlsFilesConfig,
+  UpstreamConfig,
   UserConfig,
 } from "./schema.js";
-export { PATTERN, TOKEN } from "./schema.js";
+export { GLOBAL_ACCOUNT, PATTERN, TOKEN } from "./schema.js";
 export {
   bool,
   type Def,
@@ -30,6 +37,7 @@ export {
   int,
   isMapping,
   list,
+  mapOf,
   type Node,
   nullable,
   num,

@@ -1,4 +1,6 @@
+import { checkAccounts, resolveAccounts } from "./accounts.js";
 import { resolveImports } from "./imports.js";
+import { checkClassNames, checkHubAuth, hubAddress, sameHost } from "./rules.js";
 import { CONFIG_SCHEMA, type LeafgateConfig, type SchemaConfig } from "./schema.js";
 import { type ResolveContext, resolveNode } from "./schema-engine.js";
 
@@ -7,10 +9,7 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(host);
 }
 
-const DEFAULT_NATS_PORT = 4222;
 const isAnyAddress = (host: string): boolean => host === "0.0.0.0" || host === "::";
-/** `localhost` is where IPv4 clients reach 127.0.0.1. */
-const sameHost = (host: string): string => (host === "localhost" ? "127.0.0.1" : host);
 
 /** Smallest TCP keepalive idle time Linux takes: whole seconds. */
 const TCP_KEEPALIVE_MIN_MS = 1000;
@@ -24,13 +23,7 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   // With problems the result is partial: the rules below look at what is there.
   const c = resolveNode(CONFIG_SCHEMA, raw, "", root) as Partial<SchemaConfig> | undefined;
   const up: Partial<SchemaConfig["upstream"]> = c?.upstream ?? {};
-  for (const [a, b] of [
-    ["user", "password"],
-    ["password", "user"],
-  ] as const) {
-    if (a in up && !(b in up))
-      problems.push(`${label(`upstream.${a}`)}: set without upstream.${b}`);
-  }
+  checkHubAuth(up, "upstream", cx);
   const mq = c?.mqtt;
   if (mq !== undefined) {
     if (mq.max_outbound_bytes < OUTBOUND_PACKETS * mq.max_packet_size) {
@@ -61,10 +54,9 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
   }
   // The gateway must not dial itself: a hub on the port of its own NATS listener.
   for (const [i, server] of (c?.upstream?.servers ?? []).entries()) {
-    const at = /^[a-z]+:\/\/(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+)(?::(\d+))?/i.exec(server);
-    if (at === null) continue;
-    const host = sameHost(at[1]!.replace(/^\[|\]$/g, ""));
-    const port = at[2] === undefined ? DEFAULT_NATS_PORT : Number(at[2]);
+    const hub = hubAddress(server);
+    if (hub === undefined) continue;
+    const { host, port } = hub;
     const own = (c?.nats?.listeners ?? []).find(
       (l) =>
         l?.port === port &&
@@ -83,65 +75,58 @@ export function resolveConfig(raw: unknown, cx: ResolveContext): LeafgateConfig 
       problems.push(`${label(`authorization.users[${i}].user`)}: "${u.user}" is listed twice`);
     users.add(u.user);
   }
-  const names = new Set<string>();
-  for (const [i, cls] of (c?.buffer?.classes ?? []).entries()) {
-    const at = `buffer.classes[${i}].name`;
-    if (cls?.name === undefined) continue;
-    if (cls.name === "default")
-      problems.push(`${label(at)}: "default" is reserved for subjects no class names`);
-    else if (names.has(cls.name)) problems.push(`${label(at)}: "${cls.name}" is named twice`);
-    else names.add(cls.name);
-  }
-  const methods = (["user", "token", "credentials", "nkey_seed"] as const)
-    .filter((k) => k in up || (k === "user" && "password" in up))
-    .map((k) => (k === "user" ? "user/password" : k));
-  if (methods.length > 1) {
-    const all = "user/password, token, credentials, nkey_seed";
-    problems.push(
-      `${label("upstream")}: expected at most one of ${all}, got ${methods.join(", ")}`,
-    );
-  }
+  checkClassNames(c?.buffer?.classes ?? [], "buffer.classes", cx);
+  const durables = new Map<string, string>();
   const imports = resolveImports(up.import, {
     gatewayId: c?.gateway?.id,
     mode: up.mode,
+    durables,
     label,
     problems,
   });
+  const accountImports = checkAccounts(c, { label, problems, durables });
   // With any problem the result is discarded, and its parts may be missing.
   if (c === undefined || problems.length > 0) return c as LeafgateConfig;
   const whole = c as SchemaConfig;
   const sub = (s: string) => s.replaceAll("{gateway}", whole.gateway.id);
+  const upstream = {
+    ...whole.upstream,
+    prefix: sub(whole.upstream.prefix),
+    export: whole.upstream.export.map(sub),
+    import: imports,
+  };
+  const buffer = {
+    ...whole.buffer,
+    classes: whole.buffer.classes.map((cls) => ({
+      ...cls,
+      on_full: cls.on_full ?? whole.buffer.on_full,
+    })),
+  };
+  // Once anyone has a password, in any account, no one gets in without one unless the
+  // file says so.
+  const noUsers =
+    whole.authorization.users.length === 0 &&
+    Object.values(whole.accounts).every((a) => a.users.length === 0);
   return {
     ...whole,
-    buffer: {
-      ...whole.buffer,
-      classes: whole.buffer.classes.map((cls) => ({
-        ...cls,
-        on_full: cls.on_full ?? whole.buffer.on_full,
-      })),
-    },
+    buffer,
     mqtt: {
       ...whole.mqtt,
       // Unset: anonymous only while no one has a password and no one off this host can
       // connect (secure by default).
       allow_anonymous:
         whole.mqtt.allow_anonymous ??
-        (whole.authorization.users.length === 0 &&
-          whole.mqtt.listeners.every((l) => isLoopback(l.host))),
+        (noUsers && whole.mqtt.listeners.every((l) => isLoopback(l.host))),
     },
     nats: {
       ...whole.nats,
       allow_anonymous:
         whole.nats.allow_anonymous ??
-        (whole.authorization.users.length === 0 &&
+        (noUsers &&
           whole.authorization.token === null &&
           whole.nats.listeners.every((l) => isLoopback(l.host))),
     },
-    upstream: {
-      ...whole.upstream,
-      prefix: sub(whole.upstream.prefix),
-      export: whole.upstream.export.map(sub),
-      import: imports,
-    },
+    upstream,
+    accounts: resolveAccounts(whole, { upstream, buffer, imports: accountImports }),
   };
 }

@@ -7,6 +7,7 @@ import {
   type Infer,
   int,
   list,
+  mapOf,
   type Node,
   nullable,
   obj,
@@ -116,6 +117,100 @@ const SCRYPT_HASH: StringRule = {
   test: (s) => /^\$scrypt\$N=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(s),
 };
 const TLS_FILES = optionalObj({ ca: filePath(), cert: filePath(), key: filePath() });
+const USER = obj({
+  user: str({ required: "a user name" }),
+  password: str({
+    rule: SCRYPT_HASH,
+    secret: true,
+    required: 'an scrypt hash from "leafgate passwd"',
+  }),
+  permissions: nullable(PERMISSIONS), // null: default_permissions
+});
+const STREAM_NAME = str({ rule: { ...TOKEN, expected: `a stream name: ${TOKEN.expected}` } });
+const JETSTREAM_DOMAIN = str({
+  rule: { ...TOKEN, expected: `a JetStream domain: ${TOKEN.expected}` },
+});
+const UPSTREAM_AUTH = {
+  user: str(),
+  password: str({ secret: true }),
+  token: str({ secret: true }),
+  credentials: filePath(),
+  nkey_seed: str({ secret: true }),
+  tls: TLS_FILES,
+};
+const BUFFER_CLASS = obj({
+  name: str({ rule: TOKEN, required: "a class name" }),
+  subjects: list(str({ rule: PATTERN }), { default: [], minItems: 1 }),
+  on_full: nullable(oneOf(ON_FULL)), // resolved: unset takes buffer.on_full
+  max_bytes: nullable(size(MIN_BUFFER_BYTES, SAFE_INTEGER_MAX)),
+  max_messages: nullable(int(1, SAFE_INTEGER_MAX)),
+  max_age: nullable(duration({ min: 1000 })),
+});
+
+/** nats-server's name for the global account: the one without an `accounts` entry. */
+export const GLOBAL_ACCOUNT = "$G";
+const ACCOUNT_NAME_CHARS = /^[A-Za-z0-9_-]+$/;
+const ACCOUNT_NAME: StringRule = {
+  expected: `an account name: letters, digits, "_" or "-" ("${GLOBAL_ACCOUNT}" is the global account's)`,
+  test: (s) => ACCOUNT_NAME_CHARS.test(s),
+};
+/** Where something belongs: an account under `accounts`, or the global one. */
+const ACCOUNT_REF: StringRule = {
+  expected: `an account name, or "${GLOBAL_ACCOUNT}" for the global account`,
+  test: (s) => s === GLOBAL_ACCOUNT || ACCOUNT_NAME_CHARS.test(s),
+};
+/** An import names an account under `accounts`: the global account exports nothing. */
+const EXPORTER: StringRule = {
+  expected: `the name of an account under accounts (the global account ${GLOBAL_ACCOUNT} exports nothing)`,
+  test: ACCOUNT_NAME.test,
+};
+
+/**
+ * One `accounts.<name>` entry: an isolated subject space (nats-server's accounts). Its
+ * upstream and buffer keys fall back to the top level's (resolved in accounts.ts, which
+ * also checks the rules between accounts); docs/config.md, "Accounts".
+ */
+const ACCOUNT = obj({
+  // Same shape as authorization.users; a user name is unique across all accounts.
+  users: list(USER, { default: [] }),
+  // What other accounts may import from this one.
+  exports: list(
+    obj({
+      stream: str({ rule: PATTERN, required: "the subject pattern other accounts may import" }),
+    }),
+    { default: [] },
+  ),
+  // Subjects another account exports, delivered here (under `prefix` when set).
+  imports: list(
+    obj({
+      stream: str({ rule: PATTERN, required: "the subject pattern to import" }),
+      account: str({ rule: EXPORTER, required: "the name of the exporting account" }),
+      prefix: nullable(str({ rule: SUBJECT })),
+    }),
+    { default: [] },
+  ),
+  // The account's own hub connection: its hub account by its credentials. Unset keys
+  // (servers, domain, tls) are upstream's; mode and the timings are always upstream's.
+  upstream: obj({
+    servers: list(str({ rule: SERVER_URL }), { minItems: 1 }),
+    // Unset: find the stream that captures the prefix (in the account's hub account).
+    stream: nullable(STREAM_NAME),
+    domain: nullable(JETSTREAM_DOMAIN),
+    // {gateway} and {account} are replaced in prefix, export and import.
+    prefix: str({ rule: SUBJECT, default: "edge.{gateway}.{account}" }),
+    export: list(str({ rule: PATTERN }), { default: [">"] }),
+    import: list(IMPORT, { default: [] }),
+    ...UPSTREAM_AUTH,
+  }),
+  // Limits of the account's own queue in the outbox. Unset: the top-level buffer's.
+  buffer: obj({
+    max_bytes: nullable(size(MIN_BUFFER_BYTES, SAFE_INTEGER_MAX)),
+    max_messages: nullable(int(1, SAFE_INTEGER_MAX)),
+    max_age: nullable(duration({ min: 1000 })),
+    on_full: nullable(oneOf(ON_FULL)),
+    classes: list(BUFFER_CLASS),
+  }),
+});
 
 const LISTENER = obj({
   host: str({ default: "127.0.0.1" }),
@@ -227,21 +322,14 @@ export const CONFIG_SCHEMA = obj({
     servers: list(str({ rule: SERVER_URL }), { default: ["nats://127.0.0.1:4223"], minItems: 1 }),
     mode: oneOf(["jetstream", "core"], { default: "jetstream" }),
     // Unset: find the stream that captures the prefix.
-    stream: nullable(str({ rule: { ...TOKEN, expected: `a stream name: ${TOKEN.expected}` } })),
+    stream: nullable(STREAM_NAME),
     // JetStream domain of the hub's stream.
-    domain: nullable(
-      str({ rule: { ...TOKEN, expected: `a JetStream domain: ${TOKEN.expected}` } }),
-    ),
+    domain: nullable(JETSTREAM_DOMAIN),
     // {gateway} is replaced in prefix, export and import.
     prefix: str({ rule: SUBJECT, default: "edge.{gateway}" }),
     export: list(str({ rule: PATTERN }), { default: [">"] }),
     import: list(IMPORT, { default: ["cmd.{gateway}.>"] }),
-    user: str(),
-    password: str({ secret: true }),
-    token: str({ secret: true }),
-    credentials: filePath(),
-    nkey_seed: str({ secret: true }),
-    tls: TLS_FILES,
+    ...UPSTREAM_AUTH,
     max_in_flight: int(1, MAX_IN_FLIGHT, { default: 4096 }),
     ack_timeout: duration({ min: 1, default: "10s" }),
     reconnect_delay_max: duration({ default: "2s" }),
@@ -267,17 +355,7 @@ export const CONFIG_SCHEMA = obj({
     max_file_size: nullable(size(MIN_FILE_SIZE_BYTES, SAFE_INTEGER_MAX)),
     on_full: oneOf(ON_FULL, { default: "drop_oldest" }), // for subjects no class names
     // Priority classes: limits left null fall back to the buffer's.
-    classes: list(
-      obj({
-        name: str({ rule: TOKEN, required: "a class name" }),
-        subjects: list(str({ rule: PATTERN }), { default: [], minItems: 1 }),
-        on_full: nullable(oneOf(ON_FULL)), // resolved: unset takes buffer.on_full
-        max_bytes: nullable(size(MIN_BUFFER_BYTES, SAFE_INTEGER_MAX)),
-        max_messages: nullable(int(1, SAFE_INTEGER_MAX)),
-        max_age: nullable(duration({ min: 1000 })),
-      }),
-      { default: [] },
-    ),
+    classes: list(BUFFER_CLASS, { default: [] }),
   }),
   authorization: obj({
     // Anonymous clients, and users without their own.
@@ -286,18 +364,8 @@ export const CONFIG_SCHEMA = obj({
     // refused without a password check (scrypt is the costly part), backing off. 0 = no limit.
     failed_logins_per_address: int(0, COUNT_MAX, { default: 10 }),
     failed_login_window: duration({ min: 1000, default: "1m" }),
-    users: list(
-      obj({
-        user: str({ required: "a user name" }),
-        password: str({
-          rule: SCRYPT_HASH,
-          secret: true,
-          required: 'an scrypt hash from "leafgate passwd"',
-        }),
-        permissions: nullable(PERMISSIONS), // null: default_permissions
-      }),
-      { default: [] },
-    ),
+    // The global account's users (accounts.<name>.users are other accounts').
+    users: list(USER, { default: [] }),
     // NATS token auth (CONNECT auth_token), as nats-server's authorization.token; its
     // clients get default_permissions. An scrypt hash from "leafgate passwd".
     token: nullable(
@@ -316,6 +384,8 @@ export const CONFIG_SCHEMA = obj({
         data_bits: nullable(int(5, 8) as Node<5 | 6 | 7 | 8, false>),
         parity: nullable(oneOf(["none", "even", "odd"])),
         stop_bits: nullable(int(1, 2) as Node<1 | 2, false>),
+        // The account its device publishes in and takes commands from.
+        account: str({ rule: ACCOUNT_REF, default: GLOBAL_ACCOUNT }),
       }),
       { default: [] },
     ),
@@ -338,6 +408,8 @@ export const CONFIG_SCHEMA = obj({
   log: obj({
     level: oneOf(["debug", "info", "warn", "error"], { default: "info" }),
   }),
+  // Tenants: isolated subject spaces. Without it, everything is the global account $G.
+  accounts: mapOf(ACCOUNT_NAME, ACCOUNT),
 });
 
 /** The file's shape as the schema resolves it, before the rules that span keys. */
@@ -348,17 +420,65 @@ type Override<T, U> = { [K in keyof (Omit<T, keyof U> & U)]: (Omit<T, keyof U> &
 
 /**
  * The validated, resolved configuration: every default filled in, `{gateway}` substituted,
- * `mqtt.allow_anonymous` and each class's `on_full` decided. Deep-frozen by `loadConfig`.
+ * `mqtt.allow_anonymous` and each class's `on_full` decided, each account's upstream and
+ * buffer completed from the top level's. Deep-frozen by `loadConfig`.
  */
 export type LeafgateConfig = Override<
   Raw,
   {
     readonly mqtt: Override<Raw["mqtt"], { readonly allow_anonymous: boolean }>;
     readonly nats: Override<Raw["nats"], { readonly allow_anonymous: boolean }>;
-    readonly buffer: Override<Raw["buffer"], { readonly classes: readonly BufferClassConfig[] }>;
-    readonly upstream: Override<Raw["upstream"], { readonly import: readonly ImportConfig[] }>;
+    readonly buffer: BufferConfig;
+    readonly upstream: UpstreamConfig;
+    readonly accounts: Readonly<Record<string, AccountEntryConfig>>;
   }
 >;
+
+/** A hub connection: `upstream`, or an account's (mode and timings are always upstream's). */
+export type UpstreamConfig = Override<
+  Raw["upstream"],
+  { readonly import: readonly ImportConfig[] }
+>;
+/** The outbox's limits: `buffer`, or an account's queue's (with the database's settings). */
+export type BufferConfig = Override<
+  Raw["buffer"],
+  { readonly classes: readonly BufferClassConfig[] }
+>;
+type RawAccount = Raw["accounts"][string];
+/**
+ * An `accounts.<name>` entry as resolved: `{gateway}` and `{account}` substituted, its
+ * upstream and buffer complete (what it leaves unset is the top level's).
+ */
+export type AccountEntryConfig = Override<
+  RawAccount,
+  {
+    readonly imports: readonly AccountImportConfig[];
+    readonly upstream: UpstreamConfig;
+    readonly buffer: BufferConfig;
+  }
+>;
+/** A subject pattern an account lets other accounts import. */
+export type AccountExportConfig = RawAccount["exports"][number];
+/**
+ * Subjects matching `stream` published in `account` are delivered in the importing account
+ * on `prefix.<subject>` (on the same subject when `prefix` is null).
+ */
+export type AccountImportConfig = RawAccount["imports"][number];
+
+/**
+ * One account, the global one ($G) included, in the one shape every part reads: its
+ * users, what crosses to and from other accounts, its hub connection, its outbox limits
+ * and the serial ports whose devices are in it. From `accountsOf` (accounts.ts).
+ */
+export interface AccountConfig {
+  readonly name: string;
+  readonly users: readonly UserConfig[];
+  readonly exports: readonly AccountExportConfig[];
+  readonly imports: readonly AccountImportConfig[];
+  readonly upstream: UpstreamConfig;
+  readonly buffer: BufferConfig;
+  readonly serialPorts: readonly SerialPortEntry[];
+}
 
 /**
  * An `upstream.import` entry in its long form, `{gateway}` substituted: hub `subject`

@@ -62,42 +62,50 @@ export function withoutCredentials(url: string): string {
  * Every secret value the configuration holds, to be masked in any text the gateway
  * prints: the hub password, token and nkey seed, passwords and tokens in server URLs (as
  * written and decoded), every line of the `.creds` file (its JWT and its seed), and the
- * password hashes of MQTT users (a leaked hash can be cracked offline).
+ * password hashes of MQTT users (a leaked hash can be cracked offline); the same for
+ * every account's upstream and users.
  */
 export function secretsOf(config: LeafgateConfig): string[] {
-  const up = config.upstream;
   const secrets: string[] = [];
   const add = (s: string | undefined): void => {
     if (s !== undefined && s.length >= MIN_SCRUBBED_SECRET_LENGTH) secrets.push(s);
   };
-  add(up.password);
-  add(up.token);
-  add(up.nkey_seed);
-  for (const server of up.servers) {
-    const info = /^[a-z][a-z0-9+.-]*:\/\/([^@/\s]+)@/i.exec(server)?.[1];
-    const credentials = urlCredentials(server);
-    if (info === undefined || credentials === undefined) continue;
-    const colon = info.indexOf(":");
-    add(colon < 0 ? info : info.slice(colon + 1));
-    add("token" in credentials ? credentials.token : credentials.password);
-  }
-  if (up.credentials !== undefined) {
-    try {
-      // The JWT and the seed sit between `-----BEGIN ...-----` and `------END ...------`.
-      let inside = false;
-      for (const line of readFileSync(up.credentials, "utf8").split(/\r?\n/)) {
-        const text = line.trim();
-        if (/^-{3,}\s*BEGIN\b/.test(text)) inside = true;
-        else if (/^-{3,}\s*END\b/.test(text)) inside = false;
-        else if (inside) add(text);
-      }
-    } catch {
-      // Unreadable: the upstream reports it at start, and there is nothing to mask.
+  const hubs = [config.upstream, ...Object.values(config.accounts).map((a) => a.upstream)];
+  for (const up of hubs) {
+    add(up.password);
+    add(up.token);
+    add(up.nkey_seed);
+    for (const server of up.servers) {
+      const info = /^[a-z][a-z0-9+.-]*:\/\/([^@/\s]+)@/i.exec(server)?.[1];
+      const credentials = urlCredentials(server);
+      if (info === undefined || credentials === undefined) continue;
+      const colon = info.indexOf(":");
+      add(colon < 0 ? info : info.slice(colon + 1));
+      add("token" in credentials ? credentials.token : credentials.password);
     }
+    if (up.credentials !== undefined) for (const line of credsSecrets(up.credentials)) add(line);
   }
   for (const u of config.authorization.users) add(u.password);
+  for (const a of Object.values(config.accounts)) for (const u of a.users) add(u.password);
   // Longest first, so a secret containing another is masked whole.
   return [...new Set(secrets)].sort((a, b) => b.length - a.length);
+}
+
+/** The JWT and the seed of a `.creds` file: the lines between `BEGIN` and `END` markers. */
+function credsSecrets(file: string): string[] {
+  const lines: string[] = [];
+  try {
+    let inside = false;
+    for (const line of readFileSync(file, "utf8").split(/\r?\n/)) {
+      const text = line.trim();
+      if (/^-{3,}\s*BEGIN\b/.test(text)) inside = true;
+      else if (/^-{3,}\s*END\b/.test(text)) inside = false;
+      else if (inside) lines.push(text);
+    }
+  } catch {
+    // Unreadable: the upstream reports it at start, and there is nothing to mask.
+  }
+  return lines;
 }
 
 /**

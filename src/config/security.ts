@@ -76,6 +76,10 @@ export function secretPaths(raw: unknown, node: Def = CONFIG_SCHEMA, at = ""): s
       return Array.isArray(raw)
         ? raw.flatMap((item, i) => secretPaths(item, node.of, `${at}[${i}]`))
         : [];
+    case "map":
+      return isMapping(raw)
+        ? Object.entries(raw).flatMap(([key, item]) => secretPaths(item, node.of, `${at}.${key}`))
+        : [];
     case "object":
       if (!isMapping(raw)) return [];
       return Object.entries(node.fields).flatMap(([key, child]) =>
@@ -123,6 +127,16 @@ function secretFiles(config: LeafgateConfig): [string, string][] {
   }
   if (config.upstream.tls?.key !== undefined)
     files.push(["upstream.tls.key", config.upstream.tls.key]);
+  for (const [name, a] of Object.entries(config.accounts)) {
+    const at = `accounts.${name}.upstream`;
+    if (
+      a.upstream.credentials !== undefined &&
+      a.upstream.credentials !== config.upstream.credentials
+    )
+      files.push([`${at}.credentials`, a.upstream.credentials]);
+    const key = a.upstream.tls?.key;
+    if (key !== undefined && key !== config.upstream.tls?.key) files.push([`${at}.tls.key`, key]);
+  }
   config.mqtt.listeners.forEach((l, i) => {
     if (l.tls?.key !== undefined) files.push([`mqtt.listeners[${i}].tls.key`, l.tls.key]);
   });

@@ -129,6 +129,7 @@ const DEFAULTS: LeafgateConfig = {
   requests: { timeout: 30_000, max_pending: 10_000 },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
   log: { level: "info" },
+  accounts: {},
 };
 
 const FULL = `
@@ -265,6 +266,7 @@ describe("loadConfig", () => {
       requests: DEFAULTS.requests,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
       log: { level: "debug" },
+      accounts: {},
     });
   });
 
