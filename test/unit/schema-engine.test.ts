@@ -4,6 +4,7 @@ import {
   duration,
   int,
   list,
+  mapOf,
   nullable,
   obj,
   oneOf,
@@ -91,6 +92,33 @@ describe("the schema engine", () => {
     expect(resolve(duration({ unitRequired: true }), 250).problems).toStrictEqual([
       'f.yaml: top level: expected a duration with its unit, like "250ms" or "250s", got 250 (a bare number here once meant milliseconds; everywhere else it means seconds)',
     ]);
+  });
+
+  it("maps names the file chooses to entries, each name checked by the key rule", () => {
+    const word = { expected: "a word", test: (s: string) => /^\w+$/.test(s) };
+    const node = obj({ m: mapOf(word, obj({ every: duration({ default: "1s" }) })) });
+    expect(resolve(node, {})).toStrictEqual({ value: { m: {} }, problems: [] });
+    // `name:` with nothing after it is an entry with its defaults.
+    expect(resolve(node, { m: { a: { every: "2s" }, b: null } })).toStrictEqual({
+      value: { m: { a: { every: 2000 }, b: { every: 1000 } } },
+      problems: [],
+    });
+    expect(resolve(node, { m: { "a b": {}, c: { evry: 1 } } }).problems).toStrictEqual([
+      'f.yaml: m.a b: expected a word, got "a b"',
+      'f.yaml: m.c.evry: unknown key (did you mean "every"?)',
+    ]);
+    expect(resolve(node, { m: [] }).problems).toStrictEqual([
+      "f.yaml: m: expected a mapping, got an empty list",
+    ]);
+    // A name is the entry's own key, whatever it is: never the object's prototype.
+    const proto = resolve(node, { m: JSON.parse('{"__proto__": {"every": "3s"}}') }).value as {
+      m: Record<string, unknown>;
+    };
+    expect(Object.getPrototypeOf(proto.m)).toBe(Object.prototype);
+    expect(Object.entries(proto.m)).toStrictEqual([["__proto__", { every: 3000 }]]);
+    expect(toFileShape(node, { m: { a: { every: 60_000 } } })).toStrictEqual({
+      m: { a: { every: "1m" } },
+    });
   });
 
   it("keeps null for a nullable key and writes values back in the file's shape", () => {
