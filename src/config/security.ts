@@ -219,19 +219,32 @@ export function insecureChoices(
     });
   }
 
-  const up = config.upstream;
-  const sendsSecret = up.password !== undefined || up.token !== undefined;
-  for (const server of up.servers) {
-    const host = hostOf(server);
-    if (host === undefined || isLoopback(host)) continue;
-    if (up.tls !== undefined || server.toLowerCase().startsWith("tls://")) continue;
-    const shown = server.replace(/^([a-z]+:\/\/)[^@/\s]+@/i, "$1");
-    const secret = sendsSecret || /^[a-z]+:\/\/[^@/\s]+@/i.test(server);
-    warnings.push({
-      code: "LG_WARN_HUB_PLAINTEXT",
-      message: `hub ${shown} is not loopback and is reached without TLS: ${secret ? "the gateway's password or token, " : ""}every message and the hub's commands cross the network in clear, and anyone on the path can forge commands: use tls://${shown.replace(/^[a-z]+:\/\//i, "")} (with upstream.tls.ca for a private CA)`,
-      details: { server: shown },
-    });
+  // One warning per hub, the first connection to it naming it (an account's own hub
+  // names the account's tls key).
+  const hubs = [
+    { at: "upstream", up: config.upstream },
+    ...Object.entries(config.accounts).map(([name, a]) => ({
+      at: `accounts.${name}.upstream`,
+      up: a.upstream,
+    })),
+  ];
+  const warned = new Set<string>();
+  for (const { at, up } of hubs) {
+    const sendsSecret = up.password !== undefined || up.token !== undefined;
+    for (const server of up.servers) {
+      const host = hostOf(server);
+      if (host === undefined || isLoopback(host)) continue;
+      if (up.tls !== undefined || server.toLowerCase().startsWith("tls://")) continue;
+      const shown = server.replace(/^([a-z]+:\/\/)[^@/\s]+@/i, "$1");
+      if (warned.has(shown)) continue;
+      warned.add(shown);
+      const secret = sendsSecret || /^[a-z]+:\/\/[^@/\s]+@/i.test(server);
+      warnings.push({
+        code: "LG_WARN_HUB_PLAINTEXT",
+        message: `hub ${shown} is not loopback and is reached without TLS: ${secret ? "the gateway's password or token, " : ""}every message and the hub's commands cross the network in clear, and anyone on the path can forge commands: use tls://${shown.replace(/^[a-z]+:\/\//i, "")} (with ${at}.tls.ca for a private CA)`,
+        details: { server: shown },
+      });
+    }
   }
 
   if (context.uid === 0) {
