@@ -4,6 +4,7 @@ export { formatConfig, type LoadConfigOptions, loadConfig } from "./load.js";
 export {
   authorizationOptions,
   brokerLimits,
+  bufferLimits,
   mqttListeners,
   natsConnectionOptions,
   natsListenerLimits,

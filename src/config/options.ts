@@ -3,28 +3,32 @@
  * function returns plain values (config/ imports no part); gateway.ts hands them on, and
  * the parts' own option types check them there.
  */
-import type { LeafgateConfig } from "./schema.js";
+import type { BufferConfig, LeafgateConfig } from "./schema.js";
 
 /** The outbox: group commit and buffer limits, classes with their fallbacks resolved. */
 export function outboxOptions(c: LeafgateConfig) {
-  const b = c.buffer;
   return {
-    commitIntervalMs: b.commit_interval,
-    commitMaxRows: b.commit_max_rows,
-    limits: {
-      maxBytes: b.max_bytes,
-      maxMessages: b.max_messages,
-      maxAgeMs: b.max_age,
-      onFull: b.on_full,
-      classes: b.classes.map((cls) => ({
-        name: cls.name,
-        subjects: cls.subjects,
-        onFull: cls.on_full,
-        maxBytes: cls.max_bytes,
-        maxMessages: cls.max_messages,
-        maxAgeMs: cls.max_age,
-      })),
-    },
+    commitIntervalMs: c.buffer.commit_interval,
+    commitMaxRows: c.buffer.commit_max_rows,
+    limits: bufferLimits(c.buffer),
+  };
+}
+
+/** One queue's limits: `buffer`'s, or an account's (`accountsOf(c)[i].buffer`). */
+export function bufferLimits(b: BufferConfig) {
+  return {
+    maxBytes: b.max_bytes,
+    maxMessages: b.max_messages,
+    maxAgeMs: b.max_age,
+    onFull: b.on_full,
+    classes: b.classes.map((cls) => ({
+      name: cls.name,
+      subjects: cls.subjects,
+      onFull: cls.on_full,
+      maxBytes: cls.max_bytes,
+      maxMessages: cls.max_messages,
+      maxAgeMs: cls.max_age,
+    })),
   };
 }
 

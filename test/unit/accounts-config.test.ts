@@ -9,8 +9,10 @@ import YAML from "yaml";
 import {
   type AccountConfig,
   accountsOf,
+  bufferLimits,
   ConfigError,
   formatConfig,
+  insecureChoices,
   type LeafgateConfig,
   loadConfig,
   secretsOf,
@@ -341,6 +343,32 @@ accounts:
         { name: "rest", subjects: [">"], on_full: "reject", ...NO_LIMITS },
       ],
     });
+    // The outbox reads an account's queue limits as it reads the top level's.
+    const fleet = accountsOf(c).find((a) => a.name === "fleet");
+    expect(fleet && bufferLimits(fleet.buffer)).toStrictEqual({
+      maxBytes: 5_000_000,
+      maxMessages: 1000,
+      maxAgeMs: 3_600_000,
+      onFull: "reject",
+      classes: [
+        {
+          name: "bulk",
+          subjects: ["bulk.>"],
+          onFull: "drop_oldest",
+          maxBytes: null,
+          maxMessages: null,
+          maxAgeMs: null,
+        },
+        {
+          name: "rest",
+          subjects: [">"],
+          onFull: "reject",
+          maxBytes: null,
+          maxMessages: null,
+          maxAgeMs: null,
+        },
+      ],
+    });
     expect(c.accounts.quiet?.buffer.classes).toStrictEqual([]);
     expect(c.buffer.classes.map((k) => k.on_full)).toStrictEqual(["drop_oldest"]);
   });
@@ -578,6 +606,23 @@ accounts:
         hash(7),
       ]),
     );
+    const creds = path.join(dir, "a.creds");
+    fs.writeFileSync(
+      creds,
+      "-----BEGIN NATS USER JWT-----\neyJhbGciOi.account-a-jwt\n------END NATS USER JWT------\n",
+      { mode: 0o644 },
+    );
+    const withCreds = load("accounts: { a: { upstream: { credentials: ./a.creds } } }");
+    expect(secretsOf(withCreds)).toContain("eyJhbGciOi.account-a-jwt");
+    expect(
+      insecureChoices(withCreds).filter((w) => w.code === "LG_WARN_SECRET_FILE_READABLE"),
+    ).toStrictEqual([
+      {
+        code: "LG_WARN_SECRET_FILE_READABLE",
+        message: `accounts.a.upstream.credentials ${creds} is readable by other users (mode 0644): chmod 600 it`,
+        details: { key: "accounts.a.upstream.credentials", file: creds, mode: "0644" },
+      },
+    ]);
     expect(secretPaths(YAML.parse(SECRET))).toStrictEqual([
       "accounts.a.users[0].password",
       "accounts.a.upstream.servers[0]",
