@@ -21,6 +21,18 @@ function leafgate(args: string[]) {
   });
 }
 
+/** An account's upstream export and import as printed, left at their defaults. */
+const EXPORT_ALL = ["      export:", '        - ">"', "      import: []"];
+/** An account's buffer as printed, all the top level's defaults. */
+const DEFAULT_BUFFER = [
+  "    buffer:",
+  "      max_bytes: 1000000000",
+  "      max_messages: 10000000",
+  "      max_age: 7d",
+  "      on_full: drop_oldest",
+  "      classes: []",
+];
+
 describe("leafgate check with accounts", () => {
   it("prints every account complete, with its secrets masked", async () => {
     const hash = await hashPassword("meter-password");
@@ -70,17 +82,10 @@ describe("leafgate check with accounts", () => {
         "      stream: null",
         "      domain: null",
         "      prefix: edge.gw1.building",
-        "      export:",
-        '        - ">"',
-        "      import: []",
+        ...EXPORT_ALL,
         "      user: building",
         '      password: "***"',
-        "    buffer:",
-        "      max_bytes: 1000000000",
-        "      max_messages: 10000000",
-        "      max_age: 7d",
-        "      on_full: drop_oldest",
-        "      classes: []",
+        ...DEFAULT_BUFFER,
         "  tenant-b:",
         "    users:",
         "      - user: meter-1",
@@ -97,15 +102,8 @@ describe("leafgate check with accounts", () => {
         "      stream: null",
         "      domain: null",
         "      prefix: edge.gw1.tenant-b",
-        "      export:",
-        '        - ">"',
-        "      import: []",
-        "    buffer:",
-        "      max_bytes: 1000000000",
-        "      max_messages: 10000000",
-        "      max_age: 7d",
-        "      on_full: drop_oldest",
-        "      classes: []",
+        ...EXPORT_ALL,
+        ...DEFAULT_BUFFER,
         "",
       ].join("\n"),
     );

@@ -102,27 +102,22 @@ accounts:
     imports: [ { stream: "energy.>", account: building, prefix: "shared" } ]
 `;
 
+/** The built-in defaults (config.test.ts pins them); accounts inherit from them here. */
+const DEFAULTS = loadConfig({ env: {}, hostname: "h", cwd: CWD });
 /** What every hub connection takes from `upstream`: mode and timings. */
-const HUB = {
-  mode: "jetstream",
-  max_in_flight: 4096,
-  ack_timeout: 10_000,
-  reconnect_delay_max: 2000,
-  ping_interval: 10_000,
-  drain: "fifo",
-  rate_limit: { messages_per_second: 0, bytes_per_second: 0 },
-} as const;
+const {
+  servers: _servers,
+  stream: _stream,
+  domain: _domain,
+  prefix: _prefix,
+  export: _export,
+  import: _import,
+  ...HUB
+} = DEFAULTS.upstream;
 
 const NO_LIMITS = { max_bytes: null, max_messages: null, max_age: null };
 const DESIGN_BUFFER = {
-  durability: "normal",
-  commit_interval: 0,
-  commit_max_rows: 2000,
-  max_bytes: 1_000_000_000,
-  max_messages: 10_000_000,
-  max_age: 7 * 86_400_000,
-  max_file_size: null,
-  on_full: "drop_oldest",
+  ...DEFAULTS.buffer,
   classes: [
     { name: "alarms", subjects: ["alarms.>"], on_full: "reject", ...NO_LIMITS },
     { name: "telemetry", subjects: [">"], on_full: "drop_oldest", ...NO_LIMITS },
