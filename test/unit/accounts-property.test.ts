@@ -1,9 +1,10 @@
 // Accounts, property: random accounts (2-5), random export/import pairs among them, random
-// subscribers (patterns with * and >, and a > in every account) and random publishes in
-// random accounts, on a real AccountSpace. Every subscriber's deliveries must equal, as a multiset, what a simple
-// model says: its own account's matching messages, plus exactly what its account's
+// subscribers (patterns with * and >, and a > in every account), random queue groups, and
+// random publishes in random accounts, on a real AccountSpace. Every subscriber's
+// deliveries (a queue group's: its members' together) must equal, as a multiset, what a
+// simple model says: its own account's matching messages, plus exactly what its account's
 // declared imports map (prefix + subject) from the publisher's account, one copy per
-// distinct subject — so no delivery ever crosses accounts except through a declared
+// distinct subject. So no delivery ever crosses accounts except through a declared
 // export/import, and nothing crossed ever crosses again.
 //
 // Under CI the seed is fixed (CI_SEED): a red CI means a change broke something, not that a
@@ -60,6 +61,8 @@ interface Scenario {
   readonly exports: readonly (readonly string[])[];
   readonly imports: readonly Import[];
   readonly subscribers: readonly { readonly account: number; readonly pattern: string }[];
+  /** Queue groups of two members: together they get what one subscriber would. */
+  readonly groups: readonly { readonly account: number; readonly pattern: string }[];
   readonly publishes: readonly { readonly account: number; readonly subject: string }[];
 }
 
@@ -85,6 +88,7 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.integer({ min: 2, max: 5 }).chain
       minLength: 1,
       maxLength: 10,
     }),
+    groups: fc.array(fc.record({ account, pattern: patternArb }), { maxLength: 3 }),
     publishes: fc.array(fc.record({ account, subject: subjectArb }), {
       minLength: 1,
       maxLength: 20,
@@ -111,7 +115,7 @@ function declare(s: Scenario): AccountOptions[] {
 /** Conservative cover test for building the scenario: equal, or a bare `>`. */
 const covers = (outer: string, inner: string): boolean => outer === inner || outer === ">";
 
-/** What subscriber `sub` must receive: "<publish index>@<subject>", sorted. */
+/** What subscriber (or queue group) `sub` must receive: "<publish index>@<subject>", sorted. */
 function expected(s: Scenario, sub: Scenario["subscribers"][number]): string[] {
   const out: string[] = [];
   s.publishes.forEach((pub, index) => {
@@ -138,17 +142,25 @@ async function run(s: Scenario): Promise<number> {
   // Besides the random subscribers, a ">" in every account sees all that reaches it.
   const watchers = Array.from({ length: s.accounts }, (_, account) => ({ account, pattern: ">" }));
   const subscribers = [...s.subscribers, ...watchers];
+  const recorder = (into: string[]) => ({
+    deliver: (m: Envelope) => {
+      if (m.crossedFrom !== undefined) crossed++;
+      into.push(`${Buffer.from(m.payload).toString()}@${m.subject}`);
+      return undefined;
+    },
+  });
   const got: string[][] = subscribers.map((sub) => {
     const into: string[] = [];
-    space.account(NAMES[sub.account]!).bus.subscribe(sub.pattern, {
-      deliver: (m: Envelope) => {
-        if (m.crossedFrom !== undefined) crossed++;
-        into.push(`${Buffer.from(m.payload).toString()}@${m.subject}`);
-        return undefined;
-      },
-    });
+    space.account(NAMES[sub.account]!).bus.subscribe(sub.pattern, recorder(into));
     return into;
   });
+  const groupGot: string[][][] = s.groups.map((group, g) =>
+    [0, 1].map(() => {
+      const into: string[] = [];
+      space.account(NAMES[group.account]!).bus.subscribe(group.pattern, recorder(into), `g${g}`);
+      return into;
+    }),
+  );
   for (const [index, pub] of s.publishes.entries()) {
     await space.account(NAMES[pub.account]!).bus.publish({
       subject: pub.subject,
@@ -161,6 +173,12 @@ async function run(s: Scenario): Promise<number> {
   subscribers.forEach((sub, i) => {
     expect(got[i]!.sort(), `subscriber ${i} (${NAMES[sub.account]} ${sub.pattern})`).toEqual(
       expected(s, sub),
+    );
+  });
+  s.groups.forEach((group, g) => {
+    const members = groupGot[g]!;
+    expect(members.flat().sort(), `group ${g} (${NAMES[group.account]} ${group.pattern})`).toEqual(
+      expected(s, group),
     );
   });
   space.close();
