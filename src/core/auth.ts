@@ -1,4 +1,5 @@
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import { AccountsError, DEFAULT_ACCOUNT } from "./accounts.js";
 import { type Clock, systemClock } from "./clock.js";
 import { patternCovers, subjectMatches } from "./subject.js";
 
@@ -11,11 +12,15 @@ export interface PermissionsConfig {
   readonly publish: PermissionRule;
   readonly subscribe: PermissionRule;
 }
-/** A configured user: its scrypt hash, and its own permissions (null: the defaults). */
+/**
+ * A configured user: its scrypt hash, its own permissions (null: the defaults) and its
+ * account (absent: `$G`, where `authorization.users` are).
+ */
 export interface UserConfig {
   readonly user: string;
   readonly password: string;
   readonly permissions: PermissionsConfig | null;
+  readonly account?: string | undefined;
 }
 
 /** scrypt cost: ~50 ms on a Raspberry Pi 4 core, off the event loop (libuv pool). */
@@ -147,7 +152,13 @@ export function compilePermissions(
 export const ANONYMOUS = "";
 
 export type AuthResult =
-  | { readonly ok: true; readonly user: string | undefined; readonly permissions: Permissions }
+  | {
+      readonly ok: true;
+      readonly user: string | undefined;
+      readonly permissions: Permissions;
+      /** The user's account; `$G` for anonymous and token clients. */
+      readonly account: string;
+    }
   | {
       readonly ok: false;
       readonly returnCode: 4 | 5;
@@ -322,7 +333,18 @@ export class Authenticator {
   }) {
     this.#tokenHash = options.tokenHash ?? undefined;
     this.#clock = options.clock ?? systemClock;
-    this.#users = new Map(options.users.map((u) => [u.user, u]));
+    this.#users = new Map();
+    for (const u of options.users) {
+      const known = this.#users.get(u.user);
+      // The config refuses this first; a name in two accounts must not pick one silently.
+      if (known !== undefined) {
+        throw new AccountsError(
+          `user "${u.user}" is listed twice (accounts "${known.account ?? DEFAULT_ACCOUNT}" ` +
+            `and "${u.account ?? DEFAULT_ACCOUNT}"): a user name must be unique across accounts`,
+        );
+      }
+      this.#users.set(u.user, u);
+    }
     this.#defaults = options.defaultPermissions;
     this.#allowAnonymous = options.allowAnonymous;
     this.#hubOnly = options.hubOnly ?? [];
@@ -365,6 +387,7 @@ export class Authenticator {
       ok: true,
       user: undefined,
       permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
+      account: DEFAULT_ACCOUNT,
     };
   }
 
@@ -391,6 +414,7 @@ export class Authenticator {
           clientId,
           this.#hubOnly,
         ),
+        account: user!.account ?? DEFAULT_ACCOUNT,
       }),
     });
   }
@@ -406,6 +430,7 @@ export class Authenticator {
         ok: true,
         user: undefined,
         permissions: compilePermissions(this.#defaults, "", clientId, this.#hubOnly),
+        account: DEFAULT_ACCOUNT,
       }),
     });
   }
@@ -454,6 +479,17 @@ export class Authenticator {
     const user = this.#users.get(owner);
     if (user === undefined) return DENY_ALL;
     return compilePermissions(user.permissions ?? this.#defaults, owner, clientId, this.#hubOnly);
+  }
+
+  /**
+   * The account `owner` is in today, for what is published in its name later (a will):
+   * `$G` for anonymous (and `undefined`, as `permissionsFor`), undefined for a user no
+   * longer configured (nothing is published in its name).
+   */
+  accountFor(owner: string | undefined): string | undefined {
+    if (owner === undefined || owner === ANONYMOUS) return DEFAULT_ACCOUNT;
+    const user = this.#users.get(owner);
+    return user === undefined ? undefined : (user.account ?? DEFAULT_ACCOUNT);
   }
 }
 

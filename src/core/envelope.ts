@@ -39,4 +39,10 @@ export interface Envelope {
    * request carries `properties.responseTopic` instead: `Replies.replyTo` reads either.
    */
   readonly reply?: string;
+  /**
+   * Set only on a message that crossed into another account through a stream import: the
+   * account it was published in. Bridges never carry such a message further, so imports
+   * make no chains and no loops (see `AccountSpace`).
+   */
+  readonly crossedFrom?: string;
 }

@@ -1,4 +1,16 @@
 export {
+  type Account,
+  type AccountOptions,
+  AccountSpace,
+  type AccountSpaceOptions,
+  AccountsError,
+  type BridgeStats,
+  type Crossing,
+  DEFAULT_ACCOUNT,
+  type StreamExport,
+  type StreamImport,
+} from "./accounts.js";
+export {
   type Admission,
   type AdmissionEvents,
   type AdmissionLimits,

@@ -1,4 +1,10 @@
-import { ALLOW_ALL, type Authenticator, type AuthResult, sourceAddress } from "../core/index.js";
+import {
+  ALLOW_ALL,
+  type Authenticator,
+  type AuthResult,
+  DEFAULT_ACCOUNT,
+  sourceAddress,
+} from "../core/index.js";
 import type { ConnectOptions } from "./connection-state.js";
 
 /** How a NATS client's CONNECT is judged: the same users and permissions as MQTT's. */
@@ -11,7 +17,7 @@ export interface NatsAuth {
 /** No users, anonymous allowed, every subject open (tests, and nothing configured). */
 export const OPEN_NATS_AUTH: NatsAuth = {
   required: false,
-  check: () => ({ ok: true, user: undefined, permissions: ALLOW_ALL }),
+  check: () => ({ ok: true, user: undefined, permissions: ALLOW_ALL, account: DEFAULT_ACCOUNT }),
 };
 
 /**

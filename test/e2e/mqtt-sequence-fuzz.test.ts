@@ -33,6 +33,7 @@ import {
   startNatsServer,
 } from "../helpers/nats-server.js";
 import { stopAll, stopProcess } from "../helpers/procs.js";
+import { fuzzSeed } from "../helpers/seed.js";
 import { closeSequenceClients } from "../helpers/sequence-client.js";
 import { StreamCursor } from "../helpers/stream-cursor.js";
 import type { TempDir } from "../helpers/wait.js";
@@ -171,12 +172,7 @@ describe("MQTT packet sequences across connections and users", () => {
   it(
     "random sequences keep every invariant",
     async () => {
-      const seed =
-        SEED_SET !== undefined
-          ? Number(SEED_SET)
-          : process.env.CI
-            ? CI_SEED
-            : Math.floor(Math.random() * 2 ** 31);
+      const seed = fuzzSeed(CI_SEED);
       console.log(`mqtt-sequence-fuzz: seed ${seed} (replay: LEAFGATE_FUZZ_SEED=${seed})`);
       let runs = 0;
       type Failure = { ops: Sequence; violations: string[]; log: string[] };

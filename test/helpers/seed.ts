@@ -7,6 +7,17 @@ export function chaosSeed(): number {
   return Number(process.env.LEAFGATE_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 }
 
+/**
+ * The seed of a fast-check run: LEAFGATE_FUZZ_SEED (a replay), else `ciSeed` under CI (a red
+ * CI then means a change broke something, not that a fresh seed found something old), else
+ * a fresh random one, so every local run explores.
+ */
+export function fuzzSeed(ciSeed: number): number {
+  const set = process.env.LEAFGATE_FUZZ_SEED;
+  if (set !== undefined) return Number(set);
+  return process.env.CI ? ciSeed : Math.floor(Math.random() * 2 ** 31);
+}
+
 /** mulberry32: small, seedable, good enough to pick fault points. Values in [0, 1). */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

@@ -276,7 +276,7 @@ describe("NATS connection: login and permissions", () => {
     expect(c.state.phase).toBe("authenticating");
     expect(got).toEqual([]);
     expect(t.take()).toBe("");
-    answer({ ok: true, user: "meter", permissions: onlySensors });
+    answer({ ok: true, user: "meter", permissions: onlySensors, account: "$G" });
     return Promise.resolve().then(() => {
       expect(c.state.phase).toBe("open");
       expect(got).toEqual(["sensors.a"]);
@@ -317,7 +317,7 @@ describe("NATS connection: login and permissions", () => {
     const denied: string[] = [];
     const auth: NatsAuth = {
       required: false,
-      check: () => ({ ok: true, user: "meter", permissions: onlySensors }),
+      check: () => ({ ok: true, user: "meter", permissions: onlySensors, account: "$G" }),
     };
     const { t, c } = open(bus, { auth, onPermissionDenied: (k) => denied.push(k) });
     t.take();
@@ -350,7 +350,7 @@ describe("NATS connection: login and permissions", () => {
   it("words a denied queue subscription as nats-server does", () => {
     const auth: NatsAuth = {
       required: false,
-      check: () => ({ ok: true, user: "meter", permissions: onlySensors }),
+      check: () => ({ ok: true, user: "meter", permissions: onlySensors, account: "$G" }),
     };
     const { t, c } = open(new Bus(), { auth });
     t.take();
