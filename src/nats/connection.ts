@@ -62,6 +62,13 @@ export interface NatsConnectionOptions {
   readonly auth?: NatsAuth;
   /** Where answers to MQTT 5 requests are routed (their correlation data put back). */
   readonly replies?: Replies;
+  /**
+   * Accounts: after its login a client works on its account's bus and routes (the
+   * constructor's bus and `replies` are then only `$G`'s default). Absent: one subject space.
+   */
+  readonly accounts?: {
+    account(name: string): { readonly bus: Bus; readonly replies: Replies | undefined };
+  };
   /** Hears of each slow consumer cut (to count and log it); once per connection. */
   readonly onSlowConsumer?: (remote: string) => void;
   /** Hears of each CONNECT refused (bad credentials, anonymous disabled, locked out). */
@@ -122,7 +129,9 @@ interface ClientSub {
  */
 export class NatsConnection implements TransportHandler {
   readonly #transport: Transport;
-  readonly #bus: Bus;
+  /** The account's bus once logged in (the constructor's until then, and without accounts). */
+  #bus: Bus;
+  #replies: Replies | undefined;
   readonly #options: NatsConnectionOptions;
   readonly #clock: Clock;
   readonly #log: Logger | undefined;
@@ -137,6 +146,7 @@ export class NatsConnection implements TransportHandler {
   constructor(transport: Transport, bus: Bus, clientId: number, options: NatsConnectionOptions) {
     this.#transport = transport;
     this.#bus = bus;
+    this.#replies = options.replies;
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.log;
@@ -288,6 +298,12 @@ export class NatsConnection implements TransportHandler {
       return;
     }
     const held = state.phase === "authenticating" ? state.held : [];
+    const accounts = this.#options.accounts;
+    if (accounts !== undefined) {
+      const account = accounts.account(result.account);
+      this.#bus = account.bus;
+      this.#replies = account.replies;
+    }
     this.#state = { phase: "open", client, permissions: result.permissions };
     this.#options.onOpen?.();
     this.#clock.clearTimeout(this.#timer);
@@ -407,7 +423,7 @@ export class NatsConnection implements TransportHandler {
       message.payload.byteOffset,
       message.payload.length,
     );
-    const reply = this.#options.replies?.replyTo(message) ?? message.reply;
+    const reply = this.#replies?.replyTo(message) ?? message.reply;
     if (message.headers !== undefined && state.client.headers) {
       this.#write(encodeHmsg(message.subject, sid, reply, fromHeaders(message.headers), payload));
     } else {
