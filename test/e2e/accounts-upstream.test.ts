@@ -12,11 +12,18 @@
 // Proves, across a hub outage (SIGKILL, restart): each account's messages arrive only in
 // its own hub account's stream, exactly once and in order; $G's message ids keep the form
 // from before accounts (`gw1-<row>`), the tenant's carry the account (`gw1.tenant.<row>`);
-// each account's queue and link show in /status.
+// each account's queue and link show in /status. And reconciliation is the account's own:
+// rows of the tenant the stream stored without the gateway hearing (PubAcks dropped by a
+// proxy), older than the stream's duplicate window after an outage, are dropped by the
+// tenant's link from the tenant's queue, proven by the tenant's message id form.
+import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect } from "vitest";
 import type { Envelope } from "../../src/core/index.js";
+import type { Gateway } from "../../src/gateway.js";
+import type { GatewayConfigInput } from "../helpers/config.js";
 import { it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
+import { PubAckFilter } from "../helpers/nats-ack-filter.js";
 import { connectClient, createStream, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -33,6 +40,56 @@ const DURING = 60;
 const TOTAL = BEFORE + DURING;
 
 const decoder = new TextDecoder();
+
+/** Publishes `payloads` on `subject` in `account`'s bus, through the gateway's test seam. */
+async function publishIn(
+  gateway: Gateway,
+  account: string,
+  subject: string,
+  payloads: readonly string[],
+): Promise<void> {
+  const bus = gateway.accountBus(account)!;
+  await Promise.all(
+    payloads.map((p) => {
+      const m: Envelope = {
+        subject,
+        payload: Buffer.from(p),
+        receivedAtMs: Date.now(),
+        origin: "nats",
+        qos: 1,
+      };
+      return bus.publish(m);
+    }),
+  );
+}
+
+/**
+ * $G forwarding as `g` into EDGE_G, account `tenant` as `t` into EDGE_T (on `tenantServer`,
+ * by default the same hub: an account without servers takes the top level's).
+ */
+function twoAccounts(
+  hubUrl: string,
+  opts: { tenantServer?: string; ackTimeout?: string } = {},
+): GatewayConfigInput {
+  const tenant = { user: "t", password: T_PASSWORD, stream: "EDGE_T" };
+  return {
+    upstream: {
+      servers: [hubUrl],
+      user: "g",
+      password: G_PASSWORD,
+      stream: "EDGE_G",
+      reconnect_delay_max: "200ms",
+      ...(opts.ackTimeout === undefined ? {} : { ack_timeout: opts.ackTimeout }),
+    },
+    accounts: {
+      tenant: {
+        upstream:
+          opts.tenantServer === undefined ? tenant : { ...tenant, servers: [opts.tenantServer] },
+      },
+    },
+  };
+}
+
 const lines = (tag: string, from: number, n: number): string[] =>
   Array.from({ length: n }, (_, i) => `${tag}-${String(from + i).padStart(3, "0")}`);
 
@@ -50,37 +107,14 @@ describe("accounts: one hub link per account", () => {
     await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
     await createStream(ncT, "EDGE_T", ["edge.gw1.>"]);
 
-    const gw = await gateway.start({
-      upstream: {
-        servers: [hub.url],
-        user: "g",
-        password: G_PASSWORD,
-        stream: "EDGE_G",
-        reconnect_delay_max: "200ms",
-      },
-      accounts: { tenant: { upstream: { user: "t", password: T_PASSWORD, stream: "EDGE_T" } } },
-    });
+    const gw = await gateway.start(twoAccounts(hub.url));
     const g = gw.gateway;
     const accountState = (name: string) => g.status().accounts[name]!;
     const forwarding = () =>
       ["$G", "tenant"].every((a) => accountState(a).upstream.state === "forwarding");
     await waitFor(forwarding, { message: () => JSON.stringify(g.status().accounts) });
 
-    const tenantBus = g.accountBus("tenant")!;
-    const publishTenant = async (payloads: readonly string[]): Promise<void> => {
-      await Promise.all(
-        payloads.map((p) => {
-          const m: Envelope = {
-            subject: "t.x",
-            payload: Buffer.from(p),
-            receivedAtMs: Date.now(),
-            origin: "nats",
-            qos: 1,
-          };
-          return tenantBus.publish(m);
-        }),
-      );
-    };
+    const publishTenant = (payloads: readonly string[]) => publishIn(g, "tenant", "t.x", payloads);
     const count = async (nc: typeof ncG, stream: string) =>
       (await streamInfo(nc, stream)).state.messages;
 
@@ -156,5 +190,81 @@ describe("accounts: one hub link per account", () => {
       stream: "EDGE_T",
     });
     expect(status.accounts.$G!.upstream).toMatchObject({ state: "forwarding", stream: "EDGE_G" });
+  });
+});
+
+describe("accounts: reconciling is per account", () => {
+  it.override({ hubOptions: { config: HUB_CONFIG } });
+
+  it("drops the tenant's rows its own stream proves stored beyond the window, and nothing of $G", async ({
+    hub,
+    hubProxy,
+    gateway,
+    defer,
+  }) => {
+    const WINDOW_MS = 1_000;
+    const SENT = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    const STORED = 4;
+    const ncT = await connectClient(hub.url, { user: "t", pass: T_PASSWORD });
+    const ncG = await connectClient(hub.url, { user: "g", pass: G_PASSWORD });
+    defer(() => Promise.all([ncT.close(), ncG.close()]));
+    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
+    await createStream(ncT, "EDGE_T", ["edge.gw1.>"], {
+      duplicate_window: WINDOW_MS * 1_000_000,
+    });
+    // The tenant's link goes through a proxy that drops its PubAcks and passes only its
+    // first STORED publishes; $G's goes straight to the hub.
+    const filter = new PubAckFilter((subject) => subject.startsWith("edge.gw1.tenant."));
+    filter.acks = "drop";
+    filter.publishLimit = STORED;
+    const proxy = await hubProxy({ filter: filter.link });
+    // No resend on an ack timeout: the outage alone is the fault.
+    const gw = await gateway.start(
+      twoAccounts(hub.url, { tenantServer: proxy.url, ackTimeout: "10m" }),
+    );
+    const g = gw.gateway;
+    const metric = (name: string, labels?: Record<string, string>): number =>
+      g.metrics.value(name, labels);
+    const TENANT = { account: "tenant" };
+    await waitFor(() => metric("leafgate_upstream_connected", TENANT) === 1);
+    await waitFor(() => g.status().upstream?.state === "forwarding");
+    await publishIn(g, "tenant", "t", SENT);
+    await mosquittoPubLines(gw.mqttPort, "g", ["g1", "g2"]);
+    await waitFor(
+      () =>
+        filter.publishesForwarded + filter.publishesDropped === SENT.length &&
+        filter.acksDropped === STORED,
+    );
+    await waitFor(() => g.status().outbox.pending === 0);
+
+    proxy.cut();
+    await waitFor(() => metric("leafgate_upstream_connected", TENANT) === 0);
+    const jsm = await jetstreamManager(ncT);
+    const last = await jsm.streams.getMessage("EDGE_T", { last_by_subj: "edge.gw1.tenant.>" });
+    await waitFor(() => Date.now() > last!.time.getTime() + WINDOW_MS, {
+      timeoutMs: WINDOW_MS * 10,
+    });
+    filter.acks = "pass";
+    filter.publishLimit = Number.POSITIVE_INFINITY;
+    proxy.restore();
+    await waitFor(() => g.status().accounts.tenant!.outbox.pending === 0, { timeoutMs: 20_000 });
+
+    const inT = await streamMessages(ncT, "EDGE_T");
+    expect(inT.map((m) => [m.subject, decoder.decode(m.data)])).toEqual(
+      SENT.map((p) => ["edge.gw1.tenant.t", p]),
+    );
+    for (const m of inT) expect(m.headers["Nats-Msg-Id"]![0]).toMatch(/^gw1\.tenant\.\d+$/);
+    const inG = await streamMessages(ncG, "EDGE_G");
+    expect(inG.map((m) => [m.subject, decoder.decode(m.data)])).toEqual([
+      ["edge.gw1.g", "g1"],
+      ["edge.gw1.g", "g2"],
+    ]);
+    expect(metric("leafgate_upstream_reconciled_total", TENANT)).toBe(STORED);
+    expect(metric("leafgate_upstream_reconciled_total")).toBe(0);
+    expect(metric("leafgate_upstream_resent_total", TENANT)).toBe(SENT.length - STORED);
+    expect(metric("leafgate_upstream_forwarded_total", TENANT)).toBe(SENT.length - STORED);
+    expect(metric("leafgate_upstream_forwarded_total")).toBe(2);
+    expect(metric("leafgate_upstream_duplicates_total", TENANT)).toBe(0);
+    expect(filter.errors).toEqual([]);
   });
 });
