@@ -15,7 +15,8 @@
 // each account's queue and link show in /status. And reconciliation is the account's own:
 // rows of the tenant the stream stored without the gateway hearing (PubAcks dropped by a
 // proxy), older than the stream's duplicate window after an outage, are dropped by the
-// tenant's link from the tenant's queue, proven by the tenant's message id form.
+// tenant's link from the tenant's queue, proven by the tenant's message id form. And a
+// flood over the tenant's own buffer limit evicts only the tenant's oldest rows.
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect } from "vitest";
 import type { Envelope } from "../../src/core/index.js";
@@ -69,7 +70,7 @@ async function publishIn(
  */
 function twoAccounts(
   hubUrl: string,
-  opts: { tenantServer?: string; ackTimeout?: string } = {},
+  opts: { tenantServer?: string; ackTimeout?: string; tenantMaxMessages?: number } = {},
 ): GatewayConfigInput {
   const tenant = { user: "t", password: T_PASSWORD, stream: "EDGE_T" };
   return {
@@ -85,6 +86,9 @@ function twoAccounts(
       tenant: {
         upstream:
           opts.tenantServer === undefined ? tenant : { ...tenant, servers: [opts.tenantServer] },
+        ...(opts.tenantMaxMessages === undefined
+          ? {}
+          : { buffer: { max_messages: opts.tenantMaxMessages } }),
       },
     },
   };
@@ -266,5 +270,46 @@ describe("accounts: reconciling is per account", () => {
     expect(metric("leafgate_upstream_forwarded_total")).toBe(2);
     expect(metric("leafgate_upstream_duplicates_total", TENANT)).toBe(0);
     expect(filter.errors).toEqual([]);
+  });
+});
+
+describe("accounts: buffer limits are per account", () => {
+  it.override({ hubOptions: { config: HUB_CONFIG } });
+
+  it("a flood in the tenant evicts only the tenant's oldest rows; $G forwards everything", async ({
+    hub,
+    gateway,
+    defer,
+  }) => {
+    const ncT = await connectClient(hub.url, { user: "t", pass: T_PASSWORD });
+    const ncG = await connectClient(hub.url, { user: "g", pass: G_PASSWORD });
+    defer(() => Promise.all([ncT.close(), ncG.close()]));
+    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
+    await createStream(ncT, "EDGE_T", ["edge.gw1.>"]);
+    const gw = await gateway.start(twoAccounts(hub.url, { tenantMaxMessages: 10 }));
+    const g = gw.gateway;
+    // One commit of 50 against the tenant's 10: the 40 oldest go in the same transaction
+    // (1% headroom of 10 is 0), before any forwarder can read them.
+    const flood = lines("t", 0, 50);
+    const gSent = lines("g", 0, 30);
+    await Promise.all([
+      publishIn(g, "tenant", "t", flood),
+      mosquittoPubLines(gw.mqttPort, "g", gSent),
+    ]);
+    await waitFor(
+      async () =>
+        (await streamInfo(ncT, "EDGE_T")).state.messages === 10 &&
+        (await streamInfo(ncG, "EDGE_G")).state.messages === 30,
+      { timeoutMs: 20_000 },
+    );
+    await waitFor(() => g.status().accounts.tenant!.outbox.pending === 0);
+    const payloads = async (nc: typeof ncT, stream: string) =>
+      (await streamMessages(nc, stream)).map((m) => decoder.decode(m.data));
+    expect(await payloads(ncT, "EDGE_T")).toEqual(flood.slice(40));
+    expect(await payloads(ncG, "EDGE_G")).toEqual(gSent);
+    const dropped = (labels: Record<string, string>) =>
+      g.metrics.value("leafgate_buffer_dropped_total", labels);
+    expect(dropped({ class: "default", reason: "evicted", account: "tenant" })).toBe(40);
+    expect(dropped({ class: "default", reason: "evicted" })).toBe(0);
   });
 });
