@@ -72,7 +72,8 @@ export interface OutboxReader {
  * before accounts, so dashboards and alerts keep working), `account` for the others.
  */
 export function accountLabels(account: string): Labels | undefined {
-  return account === GLOBAL_ACCOUNT ? undefined : { account };
+  // Frozen: the registry remembers its key (counted on every commit).
+  return account === GLOBAL_ACCOUNT ? undefined : Object.freeze({ account });
 }
 
 /** The database's disk guard, publishing to `leafgate_buffer_disk_full`. */

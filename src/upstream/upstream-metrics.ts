@@ -22,14 +22,18 @@ export interface ImportMetrics {
 /** `registry` with `extra` added to the labels of every count and value set through it. */
 function labelled(registry: Metrics, extra: Labels | undefined): Metrics {
   if (extra === undefined) return registry;
+  // Frozen: the registry remembers its key, so an unlabelled count (every ack) costs no sort.
+  const only = Object.freeze({ ...extra });
+  const add = (labels: Labels | undefined): Labels =>
+    labels === undefined ? only : { ...labels, ...extra };
   return {
     counter: (name, help) => {
       const c = registry.counter(name, help);
-      return { inc: (labels, by) => c.inc({ ...labels, ...extra }, by) };
+      return { inc: (labels, by) => c.inc(add(labels), by) };
     },
     gauge: (name, help) => {
       const g = registry.gauge(name, help);
-      return { set: (value, labels) => g.set(value, { ...labels, ...extra }) };
+      return { set: (value, labels) => g.set(value, add(labels)) };
     },
   };
 }

@@ -311,5 +311,26 @@ describe("accounts: buffer limits are per account", () => {
       g.metrics.value("leafgate_buffer_dropped_total", labels);
     expect(dropped({ class: "default", reason: "evicted", account: "tenant" })).toBe(40);
     expect(dropped({ class: "default", reason: "evicted" })).toBe(0);
+
+    // /metrics: $G's series as before accounts, the tenant's with its label.
+    const http = g.addresses().http!;
+    const exposition = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+    const series = exposition.split("\n");
+    expect(series).toContain("leafgate_outbox_pending 0");
+    expect(series).toContain('leafgate_outbox_pending{account="tenant"} 0');
+    expect(series).toContain(
+      'leafgate_buffer_dropped_total{account="tenant",class="default",reason="evicted"} 40',
+    );
+    expect(series).toContain('leafgate_upstream_forwarded_total{account="tenant"} 10');
+    expect(series).toContain("leafgate_upstream_forwarded_total 30");
+    // /status: every account's queue and link, $G first.
+    const status = (await (await fetch(`http://127.0.0.1:${http.port}/status`)).json()) as {
+      accounts: Record<string, { outbox: { pending: number }; upstream: { state: string } }>;
+    };
+    expect(Object.keys(status.accounts)).toEqual(["$G", "tenant"]);
+    for (const a of Object.values(status.accounts)) {
+      expect(a.outbox.pending).toBe(0);
+      expect(a.upstream.state).toBe("forwarding");
+    }
   });
 });
