@@ -2,8 +2,10 @@
 // only its own rows, in order, whatever the interleaving; one account filling its buffer
 // (drop_oldest and reject) or expiring never evicts, expires or refuses another's rows;
 // metrics carry the account (none for $G); a database from before accounts keeps its rows
-// in $G.
+// in $G. The recent-row cache of each queue, whose ids have gaps, always reads what SQLite
+// holds (fast-check).
 import type Database from "better-sqlite3";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type Envelope, silentLogger } from "../../src/core/index.js";
 import { MetricsRegistry } from "../../src/observe/index.js";
@@ -267,5 +269,72 @@ describe("one outbox queue per account", () => {
     await after.append(msg("new"), B);
     expect(stored(upgraded, B)).toEqual(["new"]);
     after.close();
+  });
+});
+
+describe("each queue's recent-row cache, ids with gaps", () => {
+  it("readAfter from memory always equals what SQLite holds, for both queues", () => {
+    const db = open();
+    const { queues } = outboxes(db);
+    const fromDisk = db.prepare(
+      "SELECT id, subject FROM outbox WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
+    );
+    const account = fc.constantFrom(G, B);
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant("append" as const),
+        // Appends to both in one turn, interleaved as the flags say, then both commit.
+        to: fc.array(account, { minLength: 1, maxLength: 40 }),
+      }),
+      fc.record({
+        kind: fc.constant("ackPrefix" as const),
+        account,
+        n: fc.integer({ min: 1, max: 60 }),
+      }),
+      fc.record({ kind: fc.constant("ackRandom" as const), account, seed: fc.nat() }),
+      fc.record({
+        kind: fc.constant("read" as const),
+        account,
+        back: fc.nat({ max: 200 }),
+        limit: fc.integer({ min: 1, max: 50 }),
+      }),
+    );
+    const pendingIds = (a: string) =>
+      queues
+        .of(a)
+        .readAfter(0, 1_000_000)
+        .map((r) => r.id);
+    let seq = 0;
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+        for (const o of ops) {
+          if (o.kind === "append") {
+            for (const a of o.to) void queues.append(msg(`${a}.${seq++}`), a);
+            // One queue first, then the other: their ids interleave across commits too.
+            queues.flush();
+          } else if (o.kind === "ackPrefix") {
+            queues.of(o.account).delete(pendingIds(o.account).slice(0, o.n));
+          } else if (o.kind === "ackRandom") {
+            const pending = pendingIds(o.account);
+            if (pending.length > 0)
+              queues.of(o.account).delete([pending[o.seed % pending.length]!]);
+          } else {
+            const q = queues.of(o.account);
+            const afterId = Math.max(0, q.lastId - o.back);
+            const cached = q.readAfter(afterId, o.limit).map((r) => [r.id, r.subject]);
+            const disk = (
+              fromDisk.all(o.account, afterId, o.limit) as { id: number; subject: string }[]
+            ).map((r) => [r.id, r.subject]);
+            expect(cached).toEqual(disk);
+          }
+        }
+        for (const a of [G, B]) {
+          expect(queues.of(a).size).toBe(stored(db, a).length);
+          expect(stored(db, a).every((s) => s.startsWith(`${a}.`))).toBe(true);
+        }
+      }),
+      { numRuns: 100 },
+    );
+    queues.close();
   });
 });
