@@ -17,7 +17,8 @@
 // proxy), older than the stream's duplicate window after an outage, are dropped by the
 // tenant's link from the tenant's queue, proven by the tenant's message id form. And a
 // flood over the tenant's own buffer limit evicts only the tenant's oldest rows.
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { describe, expect } from "vitest";
 import type { Envelope } from "../../src/core/index.js";
 import type { Gateway } from "../../src/gateway.js";
@@ -94,6 +95,28 @@ function twoAccounts(
   };
 }
 
+const AS_G = { user: "g", pass: G_PASSWORD };
+const AS_T = { user: "t", pass: T_PASSWORD };
+
+/**
+ * A client in each hub account (closed after the test) and, with `streams`, each account's
+ * stream capturing everything this gateway could send it (`edge.gw1.>`).
+ */
+async function hubClients(
+  url: string,
+  defer: (cleanup: () => unknown) => void,
+  streams?: { tenant?: Partial<StreamConfig> },
+): Promise<{ ncG: NatsConnection; ncT: NatsConnection }> {
+  const ncG = await connectClient(url, AS_G);
+  const ncT = await connectClient(url, AS_T);
+  defer(() => Promise.all([ncG.close(), ncT.close()]));
+  if (streams !== undefined) {
+    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
+    await createStream(ncT, "EDGE_T", ["edge.gw1.>"], streams.tenant);
+  }
+  return { ncG, ncT };
+}
+
 const lines = (tag: string, from: number, n: number): string[] =>
   Array.from({ length: n }, (_, i) => `${tag}-${String(from + i).padStart(3, "0")}`);
 
@@ -104,12 +127,7 @@ describe("accounts: one hub link per account", () => {
     defer,
   }) => {
     const hub = await startHub({ config: HUB_CONFIG });
-    const asG = { user: "g", pass: G_PASSWORD };
-    const asT = { user: "t", pass: T_PASSWORD };
-    const ncG = await connectClient(hub.url, asG);
-    const ncT = await connectClient(hub.url, asT);
-    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
-    await createStream(ncT, "EDGE_T", ["edge.gw1.>"]);
+    const { ncG, ncT } = await hubClients(hub.url, defer, {});
 
     const gw = await gateway.start(twoAccounts(hub.url));
     const g = gw.gateway;
@@ -119,7 +137,7 @@ describe("accounts: one hub link per account", () => {
     await waitFor(forwarding, { message: () => JSON.stringify(g.status().accounts) });
 
     const publishTenant = (payloads: readonly string[]) => publishIn(g, "tenant", "t.x", payloads);
-    const count = async (nc: typeof ncG, stream: string) =>
+    const count = async (nc: NatsConnection, stream: string) =>
       (await streamInfo(nc, stream)).state.messages;
 
     // Before the outage.
@@ -150,9 +168,7 @@ describe("accounts: one hub link per account", () => {
       timeoutMs: 30_000,
       message: () => JSON.stringify(g.status().accounts),
     });
-    const ncG2 = await connectClient(hub.url, asG);
-    const ncT2 = await connectClient(hub.url, asT);
-    defer(() => Promise.all([ncG2.close(), ncT2.close()]));
+    const { ncG: ncG2, ncT: ncT2 } = await hubClients(hub.url, defer);
     await waitFor(async () => (await count(ncG2, "EDGE_G")) === TOTAL, { timeoutMs: 20_000 });
     await waitFor(async () => (await count(ncT2, "EDGE_T")) === TOTAL, { timeoutMs: 20_000 });
 
@@ -209,12 +225,8 @@ describe("accounts: reconciling is per account", () => {
     const WINDOW_MS = 1_000;
     const SENT = ["m1", "m2", "m3", "m4", "m5", "m6"];
     const STORED = 4;
-    const ncT = await connectClient(hub.url, { user: "t", pass: T_PASSWORD });
-    const ncG = await connectClient(hub.url, { user: "g", pass: G_PASSWORD });
-    defer(() => Promise.all([ncT.close(), ncG.close()]));
-    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
-    await createStream(ncT, "EDGE_T", ["edge.gw1.>"], {
-      duplicate_window: WINDOW_MS * 1_000_000,
+    const { ncG, ncT } = await hubClients(hub.url, defer, {
+      tenant: { duplicate_window: WINDOW_MS * 1_000_000 },
     });
     // The tenant's link goes through a proxy that drops its PubAcks and passes only its
     // first STORED publishes; $G's goes straight to the hub.
@@ -281,11 +293,7 @@ describe("accounts: buffer limits are per account", () => {
     gateway,
     defer,
   }) => {
-    const ncT = await connectClient(hub.url, { user: "t", pass: T_PASSWORD });
-    const ncG = await connectClient(hub.url, { user: "g", pass: G_PASSWORD });
-    defer(() => Promise.all([ncT.close(), ncG.close()]));
-    await createStream(ncG, "EDGE_G", ["edge.gw1.>"]);
-    await createStream(ncT, "EDGE_T", ["edge.gw1.>"]);
+    const { ncG, ncT } = await hubClients(hub.url, defer, {});
     const gw = await gateway.start(twoAccounts(hub.url, { tenantMaxMessages: 10 }));
     const g = gw.gateway;
     // One commit of 50 against the tenant's 10: the 40 oldest go in the same transaction
@@ -303,7 +311,7 @@ describe("accounts: buffer limits are per account", () => {
       { timeoutMs: 20_000 },
     );
     await waitFor(() => g.status().accounts.tenant!.outbox.pending === 0);
-    const payloads = async (nc: typeof ncT, stream: string) =>
+    const payloads = async (nc: NatsConnection, stream: string) =>
       (await streamMessages(nc, stream)).map((m) => decoder.decode(m.data));
     expect(await payloads(ncT, "EDGE_T")).toEqual(flood.slice(40));
     expect(await payloads(ncG, "EDGE_G")).toEqual(gSent);
