@@ -2,8 +2,11 @@ import { setMaxListeners } from "node:events";
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import {
+  accountsOf,
   authorizationOptions,
   brokerLimits,
+  bufferLimits,
+  GLOBAL_ACCOUNT,
   insecureChoices,
   type LeafgateConfig,
   maskUrls,
@@ -34,10 +37,12 @@ import {
   resolveProfile,
 } from "./serial/index.js";
 import {
+  accountLabels,
   capDatabaseFile,
   closeDatabase,
   ImportCursors,
-  Outbox,
+  type Outbox,
+  Outboxes,
   openDatabase,
   RetainedStore,
   SessionStore,
@@ -80,17 +85,36 @@ export interface GatewayAddresses {
 
 type GatewayState = "new" | "starting" | "running" | "stopping" | "stopped";
 
+/** One account's outbox queue in `/status`. */
+export interface OutboxStatus {
+  readonly pending: number;
+  readonly lastId: number;
+  readonly classes: ReturnType<Outbox["classes"]>;
+}
+
+/** One account in `/status`. */
+export interface AccountStatus {
+  readonly outbox: OutboxStatus;
+  readonly upstream: UpstreamStatus;
+}
+
+/** An account's subject space as the gateway holds it until the core's AccountSpace lands. */
+interface AccountSpace {
+  readonly bus: Bus;
+  readonly replies: Replies;
+}
+
 /** What `/status` shows: each part's own typed status, in one snapshot. */
 export interface GatewayStatus {
   readonly healthy: boolean;
   readonly state: GatewayState;
   readonly gateway: string;
+  /** The global account's (`$G`) hub link, as before accounts; every account's: `accounts`. */
   readonly upstream: UpstreamStatus | undefined;
-  readonly outbox: {
-    readonly pending: number;
-    readonly lastId: number;
-    readonly classes: ReturnType<Outbox["classes"]>;
-  };
+  /** The global account's outbox queue, as before accounts; every account's: `accounts`. */
+  readonly outbox: OutboxStatus;
+  /** Per account, `$G` first: its outbox queue and hub link. */
+  readonly accounts: Readonly<Record<string, AccountStatus>>;
   readonly mqtt: { readonly connections: number; readonly unsentBytes: number };
   readonly nats: { readonly connections: number; readonly unsentBytes: number };
   readonly requests: RepliesStats;
@@ -112,8 +136,11 @@ export class Gateway {
   /** Given to the parts that start with a signal; aborted once `stop` has run. */
   readonly #lifetime = new AbortController();
   #db: Database.Database | undefined;
-  #outbox: Outbox | undefined;
-  #upstream: Upstream | undefined;
+  #outboxes: Outboxes | undefined;
+  /** Per account, `$G` first: its hub link. */
+  readonly #upstreams = new Map<string, Upstream>();
+  /** Per account: its bus and Replies (`$G`'s are `bus` and `#replies`). */
+  readonly #spaces = new Map<string, AccountSpace>();
   #replies: Replies | undefined;
   #broker: Broker | undefined;
   #listeners: MqttListener[] = [];
@@ -151,9 +178,13 @@ export class Gateway {
   async #start(): Promise<void> {
     const { config, metrics } = this;
     const log = this.#log;
-    // The outbox's upkeep, upstream, HTTP, and each MQTT listener listen to the lifetime.
+    // The outbox's upkeep, upstream, HTTP, and each MQTT listener listen to the lifetime;
+    // each account beyond $G adds its queue's upkeep and its hub link.
     setMaxListeners(
-      LIFETIME_PARTS + mqttListeners(config).length + config.nats.listeners.length,
+      LIFETIME_PARTS +
+        2 * Object.keys(config.accounts).length +
+        mqttListeners(config).length +
+        config.nats.listeners.length,
       this.#lifetime.signal,
     );
 
@@ -194,82 +225,106 @@ export class Gateway {
         );
       }
     }
-    const outbox = new Outbox(db, {
+    // One queue per account, each with its own limits (docs/outbox.md, "Accounts").
+    const accounts = accountsOf(config);
+    const outboxes = new Outboxes(db, {
       ...outboxOptions(config),
       log: storeLog,
       metrics,
+      accounts: accounts.map((a) => ({ name: a.name, limits: bufferLimits(a.buffer) })),
     });
-    this.#outbox = outbox;
-    outbox.startMaintenance(undefined, this.#lifetime.signal);
+    this.#outboxes = outboxes;
+    outboxes.startMaintenance(undefined, this.#lifetime.signal);
     log.info(
       {
         dataDir: config.gateway.data_dir,
-        pending: outbox.size,
+        pending: outboxes.size,
         durability: config.buffer.durability,
       },
       "data dir open",
     );
 
-    // 2. Bus, with the outbox subscribed to every exported pattern. One subscriber
-    // object for all patterns: the bus delivers a message to it once however many match.
+    // 2. Bus (the global account's) and the Replies that route answers on it.
     const deliveryErrors = metrics.counter(
       "leafgate_bus_delivery_errors_total",
       "Local deliveries that failed inside a subscriber",
     );
     const busLog = log.child({ part: "bus" });
-    const bus = new Bus({
-      onDeliveryError: (err, subject) => {
-        deliveryErrors.inc();
-        busLog.error({ err, subject }, "a subscriber failed to take a message");
-      },
-    });
-
-    const outboxSink: BusSubscriber = {
-      // Imports from the hub are never sent back to it, and answers to requests are
-      // routed to their requester, not stored.
-      deliver: (m: Envelope) =>
-        m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : outbox.append(m),
-      passive: true,
+    const onDeliveryError = (err: unknown, subject: string): void => {
+      deliveryErrors.inc();
+      busLog.error({ err, subject }, "a subscriber failed to take a message");
     };
-    for (const pattern of config.upstream.export) bus.subscribe(pattern, outboxSink);
+    const bus = new Bus({ onDeliveryError });
+
     const repliesRefused = metrics.counter(
       "leafgate_requests_unrouted_total",
       "Requests whose answer could not be routed: requests.max_pending were already awaiting one",
     );
-    const replies = new Replies({
-      bus,
-      maxRoutes: config.requests.max_pending,
-      ttlMs: config.requests.timeout,
-      onFull: () => repliesRefused.inc(),
-    });
+    const newReplies = (on: Bus): Replies =>
+      new Replies({
+        bus: on,
+        maxRoutes: config.requests.max_pending,
+        ttlMs: config.requests.timeout,
+        onFull: () => repliesRefused.inc(),
+      });
+    const replies = newReplies(bus);
     this.#replies = replies;
 
-    // 3. Upstream: starts dialing in the background; the hub may be down for hours.
-    const upstream = new Upstream({
-      config: config.upstream,
-      gatewayId: config.gateway.id,
-      outbox,
-      bus,
-      log: log.child({ part: "upstream" }),
-      metrics,
-      // Hub requests are answered through it; durable imports record deliveries in it.
-      replies,
-      importCursors: new ImportCursors(db),
-      ...(this.#dial ? { dial: this.#dial } : {}),
-    });
-    this.#upstream = upstream;
-    log.info(
-      {
-        servers: config.upstream.servers.map(maskUrls),
-        mode: config.upstream.mode,
-        stream: config.upstream.stream ?? "(any that captures the prefix)",
-        prefix: config.upstream.prefix,
-        export: config.upstream.export,
-        import: config.upstream.import,
-      },
-      "hub",
-    );
-    upstream.start(this.#lifetime.signal);
+    // 3. Per account: the outbox sink on its bus for every pattern it exports (one
+    // subscriber object for all: the bus delivers a message to it once however many
+    // match), and its hub link, which starts dialing in the background (the hub may be
+    // down for hours).
+    const importCursors = new ImportCursors(db);
+    for (const account of accounts) {
+      // TODO(issue 13, core): take `account.bus` / `account.replies` from the core's
+      // AccountSpace here (one line). Until it lands, `$G` is the gateway's one bus, and
+      // every other account has a bus nothing local publishes on yet: its hub imports
+      // land there, and nothing of it reaches $G or another account.
+      const space: AccountSpace =
+        account.name === GLOBAL_ACCOUNT
+          ? { bus, replies }
+          : isolatedSpace(onDeliveryError, newReplies);
+      this.#spaces.set(account.name, space);
+      const queue = outboxes.of(account.name);
+      const outboxSink: BusSubscriber = {
+        // Imports from the hub are never sent back to it, and answers to requests are
+        // routed to their requester, not stored.
+        deliver: (m: Envelope) =>
+          m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : queue.append(m),
+        passive: true,
+      };
+      for (const pattern of account.upstream.export) space.bus.subscribe(pattern, outboxSink);
+      const global = account.name === GLOBAL_ACCOUNT;
+      const upstreamLog = log.child(
+        global ? { part: "upstream" } : { part: "upstream", account: account.name },
+      );
+      const upstream = new Upstream({
+        config: account.upstream,
+        gatewayId: config.gateway.id,
+        ...(global ? {} : { account: account.name }),
+        outbox: queue,
+        bus: space.bus,
+        log: upstreamLog,
+        metrics,
+        // Hub requests are answered through it; durable imports record deliveries in it.
+        replies: space.replies,
+        importCursors,
+        ...(this.#dial ? { dial: this.#dial } : {}),
+      });
+      this.#upstreams.set(account.name, upstream);
+      upstreamLog.info(
+        {
+          servers: account.upstream.servers.map(maskUrls),
+          mode: account.upstream.mode,
+          stream: account.upstream.stream ?? "(any that captures the prefix)",
+          prefix: account.upstream.prefix,
+          export: account.upstream.export,
+          import: account.upstream.import,
+        },
+        "hub",
+      );
+      upstream.start(this.#lifetime.signal);
+    }
 
     // 4. MQTT listeners, then NATS: one authenticator, one permission model.
     const authenticator = new Authenticator(authorizationOptions(config));
@@ -400,12 +455,14 @@ export class Gateway {
       healthy: this.#state === "running",
       state: this.#state,
       gateway: this.config.gateway.id,
-      upstream: this.#upstream?.status(),
-      outbox: {
-        pending: this.#outbox?.size ?? 0,
-        lastId: this.#outbox?.lastId ?? 0,
-        classes: this.#outbox?.classes() ?? [],
-      },
+      upstream: this.#upstreams.get(GLOBAL_ACCOUNT)?.status(),
+      outbox: this.#outboxStatus(GLOBAL_ACCOUNT),
+      accounts: Object.fromEntries(
+        [...this.#upstreams].map(([name, upstream]) => [
+          name,
+          { outbox: this.#outboxStatus(name), upstream: upstream.status() },
+        ]),
+      ),
       mqtt: {
         connections: this.#broker?.connectionCount ?? 0,
         unsentBytes: this.#broker?.unsentBytes ?? 0,
@@ -426,10 +483,32 @@ export class Gateway {
     };
   }
 
+  #outboxStatus(account: string): OutboxStatus {
+    const queue = this.#outboxes?.of(account);
+    return {
+      pending: queue?.size ?? 0,
+      lastId: queue?.lastId ?? 0,
+      classes: queue?.classes() ?? [],
+    };
+  }
+
+  /**
+   * Test seam until the core's accounts land: the bus of `account` (its outbox sink and
+   * hub imports are on it). TODO(issue 13, core): remove once an account's MQTT/NATS
+   * users and serial ports publish on the core's `account.bus`.
+   */
+  accountBus(account: string): Bus | undefined {
+    return this.#spaces.get(account)?.bus;
+  }
+
   #renderMetrics(): string {
-    this.metrics
-      .gauge("leafgate_outbox_pending", "Messages in the outbox waiting for the hub")
-      .set(this.#outbox?.size ?? 0);
+    const pending = this.metrics.gauge(
+      "leafgate_outbox_pending",
+      "Messages in the outbox waiting for the hub",
+    );
+    for (const queue of this.#outboxes?.queues() ?? []) {
+      pending.set(queue.size, accountLabels(queue.account));
+    }
     const portOpen = this.metrics.gauge(
       "leafgate_serial_port_open",
       "1 while a serial port is open, 0 while it waits for its device",
@@ -478,9 +557,10 @@ export class Gateway {
     await Promise.all(this.#devices.map((d) => d.closed()));
 
     this.#flushCommits();
-    this.#replies?.close();
-    await this.#upstream?.stop(Math.min(remaining(), HUB_ACK_WAIT_MS));
-    this.#outbox?.close();
+    for (const space of this.#spaces.values()) space.replies.close();
+    const ackWaitMs = Math.min(remaining(), HUB_ACK_WAIT_MS);
+    await Promise.all([...this.#upstreams.values()].map((u) => u.stop(ackWaitMs)));
+    this.#outboxes?.close();
     // Messages that reached offline sessions while the hub link drained.
     this.#broker?.sessionStore?.flush();
     if (this.#db !== undefined) {
@@ -494,7 +574,7 @@ export class Gateway {
     // Every part has ended by now; the signals were the backstop for one that had not.
     await withDeadline(this.#allClosed(), remaining());
     this.#state = "stopped";
-    this.#log.info({ pending: this.#outbox?.size ?? 0 }, "stopped");
+    this.#log.info({ pending: this.#outboxes?.size ?? 0 }, "stopped");
   }
 
   /** Resolves once every part that was started has ended; never rejects. */
@@ -504,8 +584,8 @@ export class Gateway {
       ...this.#natsListeners.map((l) => l.closed()),
       this.#http?.closed(),
       ...this.#devices.map((d) => d.closed()),
-      this.#upstream?.closed(),
-      this.#outbox?.closed(),
+      ...[...this.#upstreams.values()].map((u) => u.closed()),
+      this.#outboxes?.closed(),
     ]);
   }
 
@@ -514,9 +594,22 @@ export class Gateway {
    * throws: a failed commit rejects its publishers' promises, so they get no ack.
    */
   #flushCommits(): void {
-    this.#outbox?.flush();
+    this.#outboxes?.flush();
     this.#broker?.sessionStore?.flush();
   }
+}
+
+/**
+ * A bus and Replies of their own for an account other than `$G`, until the core's
+ * AccountSpace gives each account its own (TODO(issue 13, core)): delivery errors are
+ * reported as on `$G`'s bus.
+ */
+function isolatedSpace(
+  onDeliveryError: (err: unknown, subject: string) => void,
+  newReplies: (bus: Bus) => Replies,
+): AccountSpace {
+  const bus = new Bus({ onDeliveryError });
+  return { bus, replies: newReplies(bus) };
 }
 
 function sum<T>(items: readonly T[], of: (item: T) => number): number {

@@ -1,4 +1,4 @@
-import type { Clock, Counter, Logger, Metrics } from "../core/index.js";
+import type { Clock, Counter, Labels, Logger, Metrics } from "../core/index.js";
 import { RateLimitedLog } from "../core/index.js";
 import type { BufferClass } from "./buffer-policy.js";
 
@@ -28,7 +28,11 @@ export class BufferDrops {
   /** Per class and reason: messages since the last line, and the oldest among them. */
   readonly #unlogged = new Map<string, { count: number; oldestMs: number }>();
 
-  constructor(log: Logger, metrics: Metrics, clock: Clock) {
+  readonly #labels: Labels | undefined;
+
+  /** `labels` go on every count besides class and reason (an account's queue: `account`). */
+  constructor(log: Logger, metrics: Metrics, clock: Clock, labels?: Labels) {
+    this.#labels = labels;
     this.#counter = metrics.counter(
       "leafgate_buffer_dropped_total",
       "Messages that left the buffer without reaching the hub, by class and reason",
@@ -43,7 +47,7 @@ export class BufferDrops {
 
   /** `count` messages of `cls` went for `reason`, the oldest received at `oldestMs`. */
   record(cls: BufferClass, reason: DropReason, count: number, oldestMs: number): void {
-    this.#counter.inc({ class: cls.name, reason }, count);
+    this.#counter.inc({ class: cls.name, reason, ...this.#labels }, count);
     // Keys come from a fixed set: configured class names times the reasons.
     const key = `${cls.name}/${reason}`;
     const entry = this.#unlogged.get(key) ?? { count: 0, oldestMs };
@@ -51,6 +55,7 @@ export class BufferDrops {
     entry.oldestMs = Math.min(entry.oldestMs, oldestMs);
     this.#unlogged.set(key, entry);
     const fields = {
+      ...this.#labels,
       class: cls.name,
       messages: entry.count,
       oldestAgeS: Math.round((this.#clock.now() - entry.oldestMs) / MS_PER_SECOND),

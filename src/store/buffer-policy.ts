@@ -1,4 +1,4 @@
-import { type Gauge, subjectMatches } from "../core/index.js";
+import { type Gauge, type Labels, subjectMatches } from "../core/index.js";
 
 export type OnFull = "drop_oldest" | "reject";
 
@@ -90,6 +90,8 @@ interface Usage {
 export interface BufferGauges {
   readonly messages: Gauge;
   readonly bytes: Gauge;
+  /** Set on every series besides `class` (an account's queue: `account`). */
+  readonly labels?: Labels | undefined;
 }
 
 /**
@@ -278,8 +280,9 @@ export class BufferPolicy {
     if (this.#gauges === undefined) return;
     for (const cls of classes) {
       const u = this.#use(cls);
-      this.#gauges.messages.set(u.count, { class: cls.name });
-      this.#gauges.bytes.set(u.bytes, { class: cls.name });
+      const labels = { class: cls.name, ...this.#gauges.labels };
+      this.#gauges.messages.set(u.count, labels);
+      this.#gauges.bytes.set(u.bytes, labels);
     }
   }
 }

@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { GLOBAL_ACCOUNT } from "../config/schema.js";
 import type { Envelope, Headers } from "../core/index.js";
 import type { StoredRowSize } from "./buffer-policy.js";
 
@@ -83,32 +84,38 @@ export function isDiskFull(err: unknown): boolean {
 }
 
 /**
- * The `outbox` table's SQL, and nothing else: the statements are prepared once, and every
- * call runs in the caller's transaction when there is one.
+ * The `outbox` table's SQL for one account's queue, and nothing else: every statement
+ * reads and writes that account's rows only (row ids are shared: one AUTOINCREMENT for
+ * the table, so an account's ids ascend with gaps). The statements are prepared once, and
+ * every call runs in the caller's transaction when there is one.
  */
 export class OutboxTable {
   readonly db: Database.Database;
+  readonly account: string;
   readonly #insert: Database.Statement;
   readonly #readAfter: Database.Statement;
   readonly #deleteRange: Database.Statement;
   readonly #oldestOfClass: Database.Statement;
   readonly #deleteClassUpTo: Database.Statement;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, account: string = GLOBAL_ACCOUNT) {
     this.db = db;
+    this.account = account;
     this.#insert = db.prepare(
-      "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size, account) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
     this.#readAfter = db.prepare(
-      "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+      "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
     );
     this.#deleteRange = db.prepare(
-      "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING class, size",
+      "DELETE FROM outbox WHERE account = ? AND id BETWEEN ? AND ? RETURNING class, size",
     );
     this.#oldestOfClass = db.prepare(
-      "SELECT id, class, size, received_at_ms FROM outbox WHERE class = ? AND id > ? ORDER BY id LIMIT ?",
+      "SELECT id, class, size, received_at_ms FROM outbox WHERE account = ? AND class = ? AND id > ? ORDER BY id LIMIT ?",
     );
-    this.#deleteClassUpTo = db.prepare("DELETE FROM outbox WHERE class = ? AND id <= ?");
+    this.#deleteClassUpTo = db.prepare(
+      "DELETE FROM outbox WHERE account = ? AND class = ? AND id <= ?",
+    );
   }
 
   /** The highest id ever given out (AUTOINCREMENT remembers it after the table empties). */
@@ -122,13 +129,13 @@ export class OutboxTable {
     return seq?.seq ?? last.last ?? 0;
   }
 
-  /** Rows and bytes per stored class name. */
+  /** Rows and bytes per stored class name, of this account's rows. */
   perClass(): { class: string; n: number; bytes: number }[] {
     return this.db
       .prepare(
-        "SELECT class, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM outbox GROUP BY class",
+        "SELECT class, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM outbox WHERE account = ? GROUP BY class",
       )
-      .all() as { class: string; n: number; bytes: number }[];
+      .all(this.account) as { class: string; n: number; bytes: number }[];
   }
 
   /** Inserts `rows` in order; returns the id of the last (ids are consecutive: one writer). */
@@ -143,6 +150,7 @@ export class OutboxTable {
           m.receivedAtMs,
           cls.name,
           size,
+          this.account,
         ).lastInsertRowid,
       );
     }
@@ -150,7 +158,7 @@ export class OutboxTable {
   }
 
   readAfter(afterId: number, limit: number): OutboxRow[] {
-    const raw = this.#readAfter.all(afterId, limit) as RawRow[];
+    const raw = this.#readAfter.all(this.account, afterId, limit) as RawRow[];
     return raw.map((r) => ({
       id: r.id,
       subject: r.subject,
@@ -164,7 +172,8 @@ export class OutboxTable {
   deleteRanges(ranges: readonly IdRange[]): StoredRowSize[] {
     const gone: StoredRowSize[] = [];
     for (const [from, to] of ranges) {
-      for (const row of this.#deleteRange.all(from, to) as StoredRowSize[]) gone.push(row);
+      for (const row of this.#deleteRange.all(this.account, from, to) as StoredRowSize[])
+        gone.push(row);
     }
     return gone;
   }
@@ -173,18 +182,18 @@ export class OutboxTable {
   deleteStored(maxId: number, receivedBeforeMs: number): RemovedRow[] {
     return this.db
       .prepare(
-        "DELETE FROM outbox WHERE id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
+        "DELETE FROM outbox WHERE account = ? AND id <= ? AND received_at_ms < ? RETURNING id, class, size, received_at_ms",
       )
-      .all(maxId, receivedBeforeMs) as RemovedRow[];
+      .all(this.account, maxId, receivedBeforeMs) as RemovedRow[];
   }
 
   /** Up to `limit` rows of class `className` after `afterId`, oldest first. */
   oldestOfClass(className: string, afterId: number, limit: number): RemovedRow[] {
-    return this.#oldestOfClass.all(className, afterId, limit) as RemovedRow[];
+    return this.#oldestOfClass.all(this.account, className, afterId, limit) as RemovedRow[];
   }
 
   /** Deletes every row of class `className` up to `id`. */
   deleteClassUpTo(className: string, id: number): void {
-    this.#deleteClassUpTo.run(className, id);
+    this.#deleteClassUpTo.run(this.account, className, id);
   }
 }

@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
-import type { Clock, Envelope, Logger, Metrics } from "../core/index.js";
+import { GLOBAL_ACCOUNT } from "../config/schema.js";
+import type { Clock, Envelope, Labels, Logger, Metrics } from "../core/index.js";
 import { errorMessage, Guard, systemClock } from "../core/index.js";
 import { BufferDrops } from "./buffer-drops.js";
 import {
@@ -39,6 +40,13 @@ export interface OutboxOptions {
   readonly metrics: Metrics;
   /** Times group commits, upkeep and the drop log; the system clock when absent. */
   readonly clock?: Clock;
+  /** The account whose queue this is; `$G` when absent. */
+  readonly account?: string;
+  /**
+   * The database's disk guard, when several queues share the database (Outboxes); when
+   * absent the outbox makes its own.
+   */
+  readonly disk?: DiskGuard;
 }
 
 /**
@@ -57,6 +65,27 @@ export interface OutboxReader {
    * forwarder looks again); returns the unsubscribe.
    */
   onCommit(listener: () => void): () => void;
+}
+
+/**
+ * The labels an account's series carry: none for `$G` (its series are what they were
+ * before accounts, so dashboards and alerts keep working), `account` for the others.
+ */
+export function accountLabels(account: string): Labels | undefined {
+  // Frozen: the registry remembers its key (counted on every commit).
+  return account === GLOBAL_ACCOUNT ? undefined : Object.freeze({ account });
+}
+
+/** The database's disk guard, publishing to `leafgate_buffer_disk_full`. */
+export function diskGuard(db: Database.Database, log: Logger, metrics: Metrics): DiskGuard {
+  return new DiskGuard(
+    db,
+    log,
+    metrics.gauge(
+      "leafgate_buffer_disk_full",
+      "1 while the disk is full and the buffer is held at its current size",
+    ),
+  );
 }
 
 interface PendingRow {
@@ -87,6 +116,7 @@ export class Outbox implements OutboxReader {
   readonly #deleteTx: (ranges: readonly IdRange[]) => StoredRowSize[];
   readonly #listeners = new Set<() => void>();
   readonly #appended;
+  readonly #labels: Labels | undefined;
   readonly #commitFailures;
   #lastId: number;
   /** Forwarded rows whose delete failed (a full disk): deleted with the next ones. */
@@ -102,13 +132,17 @@ export class Outbox implements OutboxReader {
     const clock = options.clock ?? systemClock;
     this.#options = options;
     this.#clock = clock;
-    this.#table = new OutboxTable(db);
+    const account = options.account ?? GLOBAL_ACCOUNT;
+    const labels = accountLabels(account);
+    this.#labels = labels;
+    this.#table = new OutboxTable(db, account);
     this.#policy = new BufferPolicy(options.limits ?? UNLIMITED, {
       messages: metrics.gauge("leafgate_buffer_messages", "Buffered messages by class"),
       bytes: metrics.gauge("leafgate_buffer_bytes", "Buffered bytes by class"),
+      labels,
     });
     this.#eviction = new Eviction(this.#table, this.#policy, log);
-    this.#drops = new BufferDrops(log, metrics, clock);
+    this.#drops = new BufferDrops(log, metrics, clock, labels);
     // Group commits and upkeep run from timers that client input schedules: guarded.
     const guard = new Guard(log, metrics);
     this.#group = new GroupCommit({
@@ -118,14 +152,7 @@ export class Outbox implements OutboxReader {
       guard,
       flush: () => this.flush(),
     });
-    this.#disk = new DiskGuard(
-      db,
-      log,
-      metrics.gauge(
-        "leafgate_buffer_disk_full",
-        "1 while the disk is full and the buffer is held at its current size",
-      ),
-    );
+    this.#disk = options.disk ?? diskGuard(db, log, metrics);
     this.#maintenance = new OutboxMaintenance(
       db,
       {
@@ -141,6 +168,8 @@ export class Outbox implements OutboxReader {
     );
     this.#commitTx = db.transaction((rows: readonly PendingRow[]) => {
       const last = this.#table.insert(rows);
+      // Ids are consecutive within one transaction (one writer), whoever else shares the
+      // table: the batch took last - n + 1 … last.
       if (rows.length > 0) this.#lastId = last;
       return this.#eviction.overLimits(rows.map((r) => r.cls));
     });
@@ -199,22 +228,23 @@ export class Outbox implements OutboxReader {
    * class accounting are restored) and the batch stays unsettled: returns the error.
    */
   #commit(batch: Batch<PendingRow>): unknown {
-    const firstId = this.#lastId + 1;
+    const previousId = this.#lastId;
     let evicted: RemovedRow[];
     try {
       evicted = this.#commitTx(batch.rows);
     } catch (err) {
-      this.#lastId = firstId - 1;
+      this.#lastId = previousId;
       this.#reload();
       return err;
     }
+    const firstId = this.#lastId - batch.rows.length + 1;
     this.#policy.committed(batch.rows);
     this.#recent.remember(
       batch.rows.map((r) => r.message),
       firstId,
     );
     this.#removed(evicted, "evicted");
-    this.#appended.inc(undefined, batch.rows.length);
+    this.#appended.inc(this.#labels, batch.rows.length);
     for (const listener of this.#listeners) listener();
     batch.strict.resolve();
     batch.lenient.resolve();
@@ -280,7 +310,7 @@ export class Outbox implements OutboxReader {
   #abandon(rows: readonly PendingRow[], err: unknown): void {
     this.#policy.abandoned(rows);
     const code = (err as { code?: string }).code ?? "unknown";
-    this.#commitFailures.inc({ code }, rows.length);
+    this.#commitFailures.inc({ code, ...this.#labels }, rows.length);
   }
 
   #commitError(rows: number, err: unknown): StoreError {
@@ -377,8 +407,17 @@ export class Outbox implements OutboxReader {
     return () => this.#listeners.delete(listener);
   }
 
+  /**
+   * The highest id this queue committed, or given out before it started (ids are shared
+   * by every queue of the table: an account's ascend with gaps).
+   */
   get lastId(): number {
     return this.#lastId;
+  }
+
+  /** The account whose queue this is. */
+  get account(): string {
+    return this.#table.account;
   }
 
   /** Rows waiting to be forwarded. */

@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import { pragma } from "./statements.js";
 
 /** Bumped whenever the schema changes; `migrate` brings older files forward. */
-const SCHEMA_VERSION = 6;
+const SCHEMA_VERSION = 7;
 
 /**
  * What a queued-message row of the session store counts for besides its client id and
@@ -137,6 +137,18 @@ const SCHEMA_V6 = `
   );
 `;
 
+/**
+ * v7: accounts (issue 13). Each outbox row belongs to an account's queue; rows written
+ * before stay in the global account's. Its queue is read, evicted and expired by
+ * (account, id) and (account, class, id).
+ */
+const SCHEMA_V7 = `
+  ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '$G';
+  DROP INDEX outbox_class_id;
+  CREATE INDEX outbox_account_id ON outbox (account, id);
+  CREATE INDEX outbox_account_class_id ON outbox (account, class, id);
+`;
+
 /** Schema steps by the version they produce. */
 const MIGRATIONS: readonly string[] = [
   SCHEMA_V1,
@@ -145,6 +157,7 @@ const MIGRATIONS: readonly string[] = [
   SCHEMA_V4,
   SCHEMA_V5,
   SCHEMA_V6,
+  SCHEMA_V7,
 ];
 
 /** Brings the schema up to SCHEMA_VERSION; refuses a file from a newer leafgate. */

@@ -7,6 +7,7 @@ import {
   headers as natsHeaders,
   type Subscription,
 } from "@nats-io/transport-node";
+import { GLOBAL_ACCOUNT } from "../config/index.js";
 import type { Counter, Logger } from "../core/index.js";
 import { RateLimitedLog } from "../core/index.js";
 import type { OutboxReader, OutboxRow } from "../store/index.js";
@@ -40,6 +41,8 @@ export interface ForwarderMetrics {
 
 export interface ForwarderOptions {
   readonly gatewayId: string;
+  /** The account whose queue this forwards (its message ids: messageIdPrefix); `$G` when absent. */
+  readonly account?: string;
   /** Prepended to every exported subject, with a `.` between. */
   readonly prefix: string;
   readonly maxInFlight: number;
@@ -63,9 +66,21 @@ export interface Forwarder {
   unacknowledged(): number[];
 }
 
-/** The message id the hub deduplicates on: unique per gateway, never reused. */
-export function messageId(gatewayId: string, rowId: number): string {
-  return `${gatewayId}-${rowId}`;
+/**
+ * What every message id of an account's queue starts with: `<gateway>-` for the global
+ * account `$G` (the form from before accounts, so existing streams keep deduplicating
+ * after an upgrade), `<gateway>.<account>.` for the others.
+ */
+export function messageIdPrefix(gatewayId: string, account: string = GLOBAL_ACCOUNT): string {
+  return account === GLOBAL_ACCOUNT ? `${gatewayId}-` : `${gatewayId}.${account}.`;
+}
+
+/**
+ * The message id the hub deduplicates on: unique per gateway and account, never reused
+ * (`gw1-42` in $G, `gw1.building.42` in account building).
+ */
+export function messageId(gatewayId: string, rowId: number, account?: string): string {
+  return `${messageIdPrefix(gatewayId, account)}${rowId}`;
 }
 
 /**
@@ -74,12 +89,12 @@ export function messageId(gatewayId: string, rowId: number): string {
  */
 export const SENT_ROWS_HEADER = "Leafgate-Sent";
 
-function rowHeaders(gatewayId: string, row: OutboxRow, sentRows?: string): MsgHdrs {
+function rowHeaders(idPrefix: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
     for (const [name, values] of row.headers) for (const v of values) h.append(name, v);
   }
-  h.set("Nats-Msg-Id", messageId(gatewayId, row.id));
+  h.set("Nats-Msg-Id", `${idPrefix}${row.id}`);
   if (sentRows !== undefined) h.set(SENT_ROWS_HEADER, sentRows);
   return h;
 }
@@ -144,7 +159,8 @@ export class JetStreamForwarder implements Forwarder {
       wakeScheduled = true;
       setImmediate(wakeAfterAcks);
     });
-    const { maxInFlight, prefix, gatewayId, rate } = this.#options;
+    const { maxInFlight, prefix, gatewayId, account, rate } = this.#options;
+    const idPrefix = messageIdPrefix(gatewayId, account);
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
         const pauseMs = this.#pauseUntilMs - Date.now();
@@ -195,7 +211,7 @@ export class JetStreamForwarder implements Forwarder {
           this.#cursor.advance(row.id);
           this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
             reply: `${inbox}.${row.id}`,
-            headers: rowHeaders(gatewayId, row, this.#cursor.sentSoFar()),
+            headers: rowHeaders(idPrefix, row, this.#cursor.sentSoFar()),
           });
           this.#inflight.set(row.id, now);
           if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();
@@ -331,7 +347,8 @@ export class CoreForwarder implements Forwarder {
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const { prefix, gatewayId, maxInFlight, rate } = this.#options;
+    const { prefix, gatewayId, account, maxInFlight, rate } = this.#options;
+    const idPrefix = messageIdPrefix(gatewayId, account);
     const stopListening = this.#outbox.onCommit(() => this.#wakeup.wake());
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
@@ -355,7 +372,7 @@ export class CoreForwarder implements Forwarder {
             dropUnsendable(this.#nc, row, why, this.#options);
           } else if (rate.take(row.payload.length)) {
             this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
-              headers: rowHeaders(gatewayId, row),
+              headers: rowHeaders(idPrefix, row),
             });
             published++;
           } else {

@@ -1,6 +1,6 @@
 export { backoffDelayMs } from "./backoff.js";
 export { UpstreamError } from "./errors.js";
-export { messageId } from "./forwarder.js";
+export { messageId, messageIdPrefix } from "./forwarder.js";
 export {
   type Dialer,
   Upstream,

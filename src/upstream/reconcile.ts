@@ -4,7 +4,7 @@ import type { Clock, Counter, Logger } from "../core/index.js";
 import { errorMessage } from "../core/index.js";
 import type { Outbox } from "../store/index.js";
 import { parseSentRows } from "./drain-cursor.js";
-import { SENT_ROWS_HEADER } from "./forwarder.js";
+import { messageIdPrefix, SENT_ROWS_HEADER } from "./forwarder.js";
 import { JETSTREAM_API_TIMEOUT_MS } from "./stream-check.js";
 import type { UpstreamConfig } from "./upstream-config.js";
 
@@ -14,6 +14,8 @@ const RECONCILE_READ_ROWS = 1_000;
 export interface ReconcileOptions {
   readonly config: UpstreamConfig;
   readonly gatewayId: string;
+  /** The account whose queue (`outbox`) and prefix (`config.prefix`) these are; `$G` when absent. */
+  readonly account?: string;
   readonly outbox: Outbox;
   readonly log: Logger;
   /** leafgate_upstream_reconciled_total. */
@@ -51,7 +53,7 @@ export async function reconcile(
     return;
   }
   const id = last?.header?.get("Nats-Msg-Id") ?? "";
-  const mine = `${gatewayId}-`;
+  const mine = messageIdPrefix(gatewayId, options.account);
   const rowId = id.startsWith(mine) ? Number(id.slice(mine.length)) : Number.NaN;
   if (!Number.isSafeInteger(rowId)) return;
   const sentText = last?.header?.get(SENT_ROWS_HEADER) ?? "";

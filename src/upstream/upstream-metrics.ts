@@ -1,4 +1,4 @@
-import type { Counter, Gauge, Metrics } from "../core/index.js";
+import type { Counter, Gauge, Labels, Metrics } from "../core/index.js";
 import type { ForwarderMetrics } from "./forwarder.js";
 
 /** The hub link's metrics, registered once per gateway. */
@@ -19,11 +19,35 @@ export interface ImportMetrics {
   readonly replies: Counter;
 }
 
-/** Registers the hub link's metrics; `onForwarded` hears of every row the hub took. */
+/** `registry` with `extra` added to the labels of every count and value set through it. */
+function labelled(registry: Metrics, extra: Labels | undefined): Metrics {
+  if (extra === undefined) return registry;
+  // Frozen: the registry remembers its key, so an unlabelled count (every ack) costs no sort.
+  const only = Object.freeze({ ...extra });
+  const add = (labels: Labels | undefined): Labels =>
+    labels === undefined ? only : { ...labels, ...extra };
+  return {
+    counter: (name, help) => {
+      const c = registry.counter(name, help);
+      return { inc: (labels, by) => c.inc(add(labels), by) };
+    },
+    gauge: (name, help) => {
+      const g = registry.gauge(name, help);
+      return { set: (value, labels) => g.set(value, add(labels)) };
+    },
+  };
+}
+
+/**
+ * Registers the hub link's metrics; `onForwarded` hears of every row the hub took.
+ * `labels` go on every series of this link (an account's: `account`; none for `$G`).
+ */
 export function upstreamMetrics(
-  metrics: Metrics,
+  registry: Metrics,
   onForwarded: (rows: number) => void,
+  labels?: Labels,
 ): UpstreamMetrics {
+  const metrics = labelled(registry, labels);
   const connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
   // Present from the start: an alert on 0 must fire for a gateway that never connected.
   connected.set(0);

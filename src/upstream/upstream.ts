@@ -1,8 +1,8 @@
 import { type ConnectionOptions, connect, type NatsConnection } from "@nats-io/transport-node";
-import { maskUrls } from "../config/index.js";
+import { GLOBAL_ACCOUNT, maskUrls } from "../config/index.js";
 import type { Bus, Clock, Logger, Metrics, Replies } from "../core/index.js";
 import { errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
-import type { ImportCursors, Outbox } from "../store/index.js";
+import { accountLabels, type ImportCursors, type Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
 import { connectOptions, dialOptions } from "./connect-options.js";
 import { reportDrainProgress } from "./drain-progress.js";
@@ -62,7 +62,14 @@ export type UpstreamState = UpstreamStatus["state"];
 export interface UpstreamOptions {
   readonly config: UpstreamConfig;
   readonly gatewayId: string;
+  /**
+   * The account this link is (its message ids, metrics label); `$G` when absent. `config`,
+   * `outbox` and `bus` are that account's.
+   */
+  readonly account?: string;
+  /** The account's queue. */
   readonly outbox: Outbox;
+  /** The account's bus: imports are delivered onto it. */
   readonly bus: Bus;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -121,9 +128,13 @@ export class Upstream {
       },
       () => this.#clock.now(),
     );
-    this.#metrics = upstreamMetrics(options.metrics, (rows) => {
-      this.#forwardedTotal += rows;
-    });
+    this.#metrics = upstreamMetrics(
+      options.metrics,
+      (rows) => {
+        this.#forwardedTotal += rows;
+      },
+      accountLabels(options.account ?? GLOBAL_ACCOUNT),
+    );
     const { bus, log, replies } = options;
     this.#imports = {
       bus,
@@ -301,6 +312,7 @@ export class Upstream {
       this.#status = { state: "forwarding", server, stream, lastError };
       const options = {
         gatewayId,
+        ...(this.#options.account === undefined ? {} : { account: this.#options.account }),
         prefix: config.prefix,
         maxInFlight: config.max_in_flight,
         ackTimeoutMs: config.ack_timeout,

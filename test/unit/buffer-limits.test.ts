@@ -805,7 +805,7 @@ describe("schema v1 -> v2 migration", () => {
     v1.close();
 
     const db = open(dir);
-    expect(db.pragma("user_version", { simple: true })).toBe(6);
+    expect(db.pragma("user_version", { simple: true })).toBe(7);
     const migrated = db
       .prepare(
         "SELECT id, subject, payload, headers, received_at_ms, class, size FROM outbox ORDER BY id",
@@ -820,9 +820,12 @@ describe("schema v1 -> v2 migration", () => {
     );
     expect(db.prepare("SELECT value FROM meta WHERE key = 'k'").get()).toEqual({ value: "v" });
     const index = db
-      .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'outbox_class_id'")
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox' ORDER BY name",
+      )
       .all();
-    expect(index).toEqual([{ name: "outbox_class_id" }]);
+    // v2's (class, id) index, by v7 (accounts) within each account's queue.
+    expect(index).toEqual([{ name: "outbox_account_class_id" }, { name: "outbox_account_id" }]);
 
     const { outbox, metrics } = newOutbox(db, limits());
     expect(outbox.size).toBe(6);

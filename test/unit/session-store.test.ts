@@ -908,7 +908,7 @@ describe("schema v4 -> v5 migration", () => {
     const dir = newDir();
     copyFileSync(new URL("../fixtures/v4-sessions.db", import.meta.url), join(dir, DATABASE_FILE));
     const db = open(dir);
-    expect(db.pragma("user_version", { simple: true })).toBe(6);
+    expect(db.pragma("user_version", { simple: true })).toBe(7);
     const store = new SessionStore(db);
     const all = new Map(store.loadAll().map((s) => [s.clientId, s]));
     const base = {
