@@ -36,7 +36,7 @@ export class SessionQueue {
   }
 
   get #store(): SessionStore | undefined {
-    return this.#owner.persistent ? this.#ctx.sessionStore : undefined;
+    return this.#owner.persistent ? this.#owner.sessionStore : undefined;
   }
 
   get count(): number {

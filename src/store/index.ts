@@ -16,7 +16,12 @@ export { DATABASE_FILE } from "./file-modes.js";
 export { ImportCursors, type ImportStream } from "./import-cursors.js";
 export { Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
 export type { OutboxRow } from "./outbox-table.js";
-export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
+export {
+  type AccountRetained,
+  type RetainedMessage,
+  RetainedStore,
+  type RetainedStoreOptions,
+} from "./retained.js";
 export { SESSION_MESSAGE_ROW_BYTES } from "./schema.js";
 export {
   queuedBytesOf,

@@ -805,7 +805,7 @@ describe("schema v1 -> v2 migration", () => {
     v1.close();
 
     const db = open(dir);
-    expect(db.pragma("user_version", { simple: true })).toBe(6);
+    expect(db.pragma("user_version", { simple: true })).toBe(7);
     const migrated = db
       .prepare(
         "SELECT id, subject, payload, headers, received_at_ms, class, size FROM outbox ORDER BY id",

@@ -140,8 +140,8 @@ describe("openDatabase", () => {
     expect(db.prepare("SELECT 1 AS one")).toBe(a);
     expect(db.prepare("SELECT 2 AS two")).not.toBe(a);
     // PRAGMAs go through kept statements too, readers and writers alike.
-    expect(pragma(db, "user_version", true)).toBe(6);
-    expect(pragma(db, "user_version", true)).toBe(6);
+    expect(pragma(db, "user_version", true)).toBe(7);
+    expect(pragma(db, "user_version", true)).toBe(7);
     expect(pragma(db, "journal_mode")).toEqual([{ journal_mode: "wal" }]);
     expect(pragma(db, "cache_size = -4000")).toEqual([]);
     expect(pragma(db, "cache_size", true)).toBe(-4000);
@@ -154,7 +154,7 @@ describe("openDatabase", () => {
     expect(statSync(dir).isDirectory()).toBe(true);
     expect(statSync(join(dir, "leafgate.db")).isFile()).toBe(true);
     expect(db.name).toBe(join(dir, "leafgate.db"));
-    expect(db.pragma("user_version", { simple: true })).toBe(6);
+    expect(db.pragma("user_version", { simple: true })).toBe(7);
     const tables = db
       .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
       .all() as { name: string }[];
@@ -233,7 +233,7 @@ setInterval(() => {}, 1000);`,
     expect(err.code).toBe("LG_ERR_STORE_LOCKED");
     expect(err.message).toContain(dir);
     await stopProcess(holder, { signal: "SIGKILL" });
-    expect(open(dir).pragma("user_version", { simple: true })).toBe(6);
+    expect(open(dir).pragma("user_version", { simple: true })).toBe(7);
   });
 
   it("closeDatabase checkpoints the WAL into the main file and may be called twice", () => {
@@ -288,17 +288,17 @@ setInterval(() => {}, 1000);`,
     const err = thrown(() => open(dir));
     expect(err.code).toBe("LG_ERR_STORE_OPEN");
     expect(err.message).toContain(
-      "database schema version 99 is newer than this leafgate understands (6); upgrade leafgate",
+      "database schema version 99 is newer than this leafgate understands (7); upgrade leafgate",
     );
     // The refused open neither migrated the file nor kept it locked.
     const plain = new Database(join(dir, DATABASE_FILE), { timeout: 0 });
     try {
       expect(plain.pragma("user_version", { simple: true })).toBe(99);
-      plain.pragma("user_version = 6");
+      plain.pragma("user_version = 7");
     } finally {
       plain.close();
     }
-    expect(open(dir).pragma("user_version", { simple: true })).toBe(6);
+    expect(open(dir).pragma("user_version", { simple: true })).toBe(7);
   });
 });
 
