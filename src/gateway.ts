@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import type { AddressInfo } from "node:net";
 import type Database from "better-sqlite3";
 import {
+  accountsOf,
   authorizationOptions,
   brokerLimits,
   insecureChoices,
@@ -14,8 +15,11 @@ import {
   retainedLimits,
 } from "./config/index.js";
 import {
+  AccountSpace,
+  type AuthResult,
   Bus,
   type BusSubscriber,
+  DEFAULT_ACCOUNT,
   type Envelope,
   errorMessage,
   Guard,
@@ -24,7 +28,7 @@ import {
   type RepliesStats,
 } from "./core/index.js";
 import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
-import { NatsListener, natsAuth } from "./nats/index.js";
+import { type NatsAuth, NatsListener, natsAuth } from "./nats/index.js";
 import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
 import {
   createDevice,
@@ -217,12 +221,32 @@ export class Gateway {
       "Local deliveries that failed inside a subscriber",
     );
     const busLog = log.child({ part: "bus" });
-    const bus = new Bus({
-      onDeliveryError: (err, subject) => {
-        deliveryErrors.inc();
-        busLog.error({ err, subject }, "a subscriber failed to take a message");
-      },
+    // Every account's bus; `bus` is the global account's, which the outbox, the hub
+    // connection, serial and NATS are on (per-account wiring: issue 13's other parts).
+    const space = new AccountSpace({
+      accounts: accountsOf(config).map(({ name, exports, imports }) => ({
+        name,
+        exports,
+        imports: imports.map(({ stream, account, prefix }) => ({
+          stream,
+          account,
+          ...(prefix !== null ? { prefix } : {}),
+        })),
+      })),
+      makeBus: () =>
+        new Bus({
+          onDeliveryError: (err, subject) => {
+            deliveryErrors.inc();
+            busLog.error({ err, subject }, "a subscriber failed to take a message");
+          },
+        }),
+      onBridgeError: (err, { from, to, subject }) =>
+        busLog.warn(
+          { err: errorMessage(err), from, to, subject },
+          "a message imported from another account was not stored in the importer's outbox",
+        ),
     });
+    const bus = space.account(DEFAULT_ACCOUNT).bus;
 
     const outboxSink: BusSubscriber = {
       // Imports from the hub are never sent back to it, and answers to requests are
@@ -231,6 +255,8 @@ export class Gateway {
         m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : outbox.append(m),
       passive: true,
     };
+    // TODO(issue 13): one outbox sink per account, on its bus, into its own queue (the
+    // outbox/upstream part builds them); until then only $G's messages go to the hub.
     for (const pattern of config.upstream.export) bus.subscribe(pattern, outboxSink);
     const repliesRefused = metrics.counter(
       "leafgate_requests_unrouted_total",
@@ -280,6 +306,7 @@ export class Gateway {
     );
     const broker = new Broker({
       bus,
+      accounts: space,
       log: mqttLog,
       metrics,
       options: brokerLimits(config),
@@ -345,7 +372,7 @@ export class Gateway {
           serverId: `LEAFGATE-${config.gateway.id}`,
           serverName: config.gateway.id,
           version: this.#version,
-          auth: natsAuth(authenticator, config.nats.allow_anonymous),
+          auth: globalAccountOnly(natsAuth(authenticator, config.nats.allow_anonymous)),
           replies: this.#replies,
           onAuthFailure: (refusal) => natsAuthFailures.inc({ refusal }),
           onPermissionDenied: (kind) => natsDenied.inc({ kind }),
@@ -539,4 +566,27 @@ function withDeadline(p: Promise<void>, ms: number): Promise<void> {
       timer = setTimeout(resolve, ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * NATS clients are on the global account's bus until NATS serves every account (issue
+ * 13, the NATS part): a user of another account is refused rather than let into `$G`.
+ */
+function globalAccountOnly(auth: NatsAuth): NatsAuth {
+  const refuse = (result: AuthResult): AuthResult =>
+    result.ok && result.account !== DEFAULT_ACCOUNT
+      ? {
+          ok: false,
+          returnCode: 5,
+          reason: `user of account "${result.account}": NATS serves the global account only`,
+          refusal: "anonymous-disabled",
+        }
+      : result;
+  return {
+    required: auth.required,
+    check: (client, remote) => {
+      const result = auth.check(client, remote);
+      return result instanceof Promise ? result.then(refuse) : refuse(result);
+    },
+  };
 }
