@@ -41,7 +41,7 @@ export class OutboundQueue {
   constructor(ctx: SessionContext, owner: OutboundOwner) {
     this.#ctx = ctx;
     this.#owner = owner;
-    this.#queue = new SessionQueue(ctx, owner);
+    this.#queue = new SessionQueue(owner);
   }
 
   get #store(): SessionStore | undefined {

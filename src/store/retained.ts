@@ -147,8 +147,7 @@ export class RetainedStore implements AccountRetained {
   forAccount(account: string): AccountRetained {
     if (account === DEFAULT_ACCOUNT) return this;
     return {
-      set: (subject, payload, qos, receivedAtMs, properties, expiresAtMs) =>
-        this.#set(account, subject, payload, qos, receivedAtMs, properties, expiresAtMs),
+      set: (...message) => this.#set(account, ...message),
       match: (patterns, nowMs) => this.#match(account, patterns, nowMs),
     };
   }
@@ -162,25 +161,15 @@ export class RetainedStore implements AccountRetained {
     return topics;
   }
 
-  set(
-    subject: string,
-    payload: Uint8Array,
-    qos: 0 | 1 | 2,
-    receivedAtMs: number,
-    properties?: MessageProperties,
-    expiresAtMs?: number,
-  ): boolean {
-    return this.#set(DEFAULT_ACCOUNT, subject, payload, qos, receivedAtMs, properties, expiresAtMs);
+  set(...message: Parameters<AccountRetained["set"]>): boolean {
+    return this.#set(DEFAULT_ACCOUNT, ...message);
   }
 
   #set(
     account: string,
-    subject: string,
-    payload: Uint8Array,
-    qos: 0 | 1 | 2,
-    receivedAtMs: number,
-    properties: MessageProperties | undefined,
-    expiresAtMs: number | undefined,
+    ...[subject, payload, qos, receivedAtMs, properties, expiresAtMs]: Parameters<
+      AccountRetained["set"]
+    >
   ): boolean {
     const topics = this.#topics(account);
     const previous = topics.get(subject);

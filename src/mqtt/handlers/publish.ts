@@ -158,7 +158,7 @@ function dropReason(err: unknown): string {
 
 /** PUBREL completes an inbound QoS 2 exchange (section 3.6). */
 export function handlePubrel(
-  ctx: HandlerContext,
+  _ctx: HandlerContext,
   client: ConnectedClient,
   packet: mqtt.IPubrelPacket,
 ): void {
