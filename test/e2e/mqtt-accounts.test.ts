@@ -3,6 +3,7 @@
 // message and a will stay in their account; the same client id in both accounts is two
 // persistent sessions that survive a restart apart; an export/import pair delivers exactly
 // what the import names, under its prefix, and nothing flows back.
+import { connect } from "@nats-io/transport-node";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterEach, describe, expect } from "vitest";
 import { hashPassword } from "../../src/mqtt/index.js";
@@ -254,5 +255,22 @@ describe("MQTT with two accounts in one gateway", () => {
       "power/m1|0|a:power/m1",
       "end|0|a",
     ]);
+  });
+
+  it("NATS, not yet serving accounts, refuses a user of another account instead of putting it in $G", async ({
+    gateway,
+  }) => {
+    await start(gateway, await accountsConfig());
+    const nats = (user: string) =>
+      connect({
+        servers: `127.0.0.1:${gw!.natsPort}`,
+        reconnect: false,
+        user,
+        pass: PASSWORD,
+      });
+    await expect(nats("a1")).rejects.toThrow(/Authorization Violation/);
+    await expect(nats("b1")).rejects.toThrow(/Authorization Violation/);
+    const g = await nats("g1");
+    await g.close();
   });
 });

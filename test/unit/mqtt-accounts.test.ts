@@ -89,15 +89,24 @@ afterEach(() => {
   }
 });
 
-/** A broker serving $G, a and b (b imports a's `energy.>` under `shared`), on `db`. */
-function setup(db: Database.Database) {
+/**
+ * A broker serving $G, a and b (b imports a's `energy.>` under `shared`), on `db`; with
+ * `onlyA`, b is no longer configured (neither the account nor its user).
+ */
+function setup(db: Database.Database, onlyA = false) {
   const space = new AccountSpace({
     accounts: [
       { name: "a", exports: [{ stream: "energy.>" }] },
-      { name: "b", imports: [{ stream: "energy.>", account: "a", prefix: "shared" }] },
+      ...(onlyA
+        ? []
+        : [{ name: "b", imports: [{ stream: "energy.>", account: "a", prefix: "shared" }] }]),
     ],
   });
-  const auth = new Authenticator({ users, defaultPermissions: OPEN, allowAnonymous: true });
+  const auth = new Authenticator({
+    users: onlyA ? users.filter((u) => u.account !== "b") : users,
+    defaultPermissions: OPEN,
+    allowAnonymous: true,
+  });
   const metrics = new MetricsRegistry();
   const retained = new RetainedStore(db);
   const sessionStore = new SessionStore(db);
@@ -286,5 +295,59 @@ describe("MQTT with accounts: sessions", () => {
     expect(backB.sent()[0]).toBe("connack rc=0 sp");
     expect(backA.deliveries()).toEqual(["publish q1 #1 a/only for a"]);
     expect(backB.deliveries()).toEqual(["publish q1 #1 b/only for b"]);
+  });
+
+  it("sessions of an account no longer configured stay in the store, not restored", async () => {
+    const db = open(newDir());
+    const first = setup(db);
+    for (const user of ["a1", "b1"]) {
+      const c = await first.connect("dev", user, { expiryS: 3600, clean: false });
+      c.conn.onClose();
+    }
+    first.sessionStore.flush();
+    const second = setup(db, true);
+    second.broker.restoreSessions();
+    expect(second.broker.sessions.size).toBe(1);
+    expect(second.broker.sessions.get("a", "dev")).toBeDefined();
+    expect(second.sessionStore.loadSessions().map((s) => [s.account, s.clientId])).toEqual([
+      ["a", "dev"],
+      ["b", "dev"],
+    ]);
+  });
+
+  it("a will whose owner is no longer configured is not published, and is counted", async () => {
+    const db = open(newDir());
+    const first = setup(db);
+    const c = await first.connect("dev", "b1", {
+      expiryS: 3600,
+      clean: false,
+      will: {
+        topic: "dev/gone",
+        payload: Buffer.from("bye"),
+        qos: 0,
+        retain: false,
+        properties: { willDelayInterval: 600 },
+      },
+    });
+    c.conn.onClose();
+    first.sessionStore.flush();
+    // Next run: b is gone; its session is not restored, so its will stays on disk.
+    const second = setup(db, true);
+    second.broker.restoreSessions();
+    const kept = second.sessionStore.loadSessions().find((s) => s.account === "b")!;
+    expect(kept.will?.subject).toBe("dev.gone");
+    // Were it published (the account back without the user, say), it would go nowhere.
+    second.broker.publishWill("b", "dev", {
+      subject: "dev.gone",
+      payload: Buffer.from("bye"),
+      qos: 0,
+      retain: false,
+      properties: undefined,
+      messageExpiryS: undefined,
+      owner: "b1",
+      delayMs: 0,
+    });
+    expect(second.metrics.value("leafgate_mqtt_denied_total", { kind: "will" })).toBe(1);
+    expect(second.metrics.value("leafgate_mqtt_wills_published_total")).toBe(0);
   });
 });
