@@ -24,6 +24,7 @@ import {
   errorMessage,
   Guard,
   type Logger,
+  RateLimitedLog,
   Replies,
   type RepliesStats,
 } from "./core/index.js";
@@ -221,6 +222,7 @@ export class Gateway {
       "Local deliveries that failed inside a subscriber",
     );
     const busLog = log.child({ part: "bus" });
+    const bridgeLog = new RateLimitedLog(busLog, { burst: 1, windowMs: 10_000 });
     // Every account's bus; `bus` is the global account's, which the outbox, the hub
     // connection, serial and NATS are on (per-account wiring: issue 13's other parts).
     const space = new AccountSpace({
@@ -240,8 +242,10 @@ export class Gateway {
             busLog.error({ err, subject }, "a subscriber failed to take a message");
           },
         }),
+      // As often as messages cross: at most one line per pair of accounts every 10 s.
       onBridgeError: (err, { from, to, subject }) =>
-        busLog.warn(
+        bridgeLog.log(
+          `${from} ${to}`,
           { err: errorMessage(err), from, to, subject },
           "a message imported from another account was not stored in the importer's outbox",
         ),
