@@ -17,12 +17,15 @@ import {
   retainedLimits,
 } from "./config/index.js";
 import {
+  AccountSpace,
   Bus,
   type BusSubscriber,
+  DEFAULT_ACCOUNT,
   type Envelope,
   errorMessage,
   Guard,
   type Logger,
+  RateLimitedLog,
   Replies,
   type RepliesStats,
 } from "./core/index.js";
@@ -98,12 +101,6 @@ export interface AccountStatus {
   readonly upstream: UpstreamStatus;
 }
 
-/** An account's subject space as the gateway holds it until the core's AccountSpace lands. */
-interface AccountSpace {
-  readonly bus: Bus;
-  readonly replies: Replies;
-}
-
 /** What `/status` shows: each part's own typed status, in one snapshot. */
 export interface GatewayStatus {
   readonly healthy: boolean;
@@ -139,8 +136,8 @@ export class Gateway {
   #outboxes: Outboxes | undefined;
   /** Per account, `$G` first: its hub link. */
   readonly #upstreams = new Map<string, Upstream>();
-  /** Per account: its bus and Replies (`$G`'s are `bus` and `#replies`). */
-  readonly #spaces = new Map<string, AccountSpace>();
+  /** Every account's bus and routes; closed (bridges, routes) at stop. */
+  #space: AccountSpace | undefined;
   #replies: Replies | undefined;
   #broker: Broker | undefined;
   #listeners: MqttListener[] = [];
@@ -254,8 +251,7 @@ export class Gateway {
       deliveryErrors.inc();
       busLog.error({ err, subject }, "a subscriber failed to take a message");
     };
-    const bus = new Bus({ onDeliveryError });
-
+    const bridgeLog = new RateLimitedLog(busLog, { burst: 1, windowMs: 10_000 });
     const repliesRefused = metrics.counter(
       "leafgate_requests_unrouted_total",
       "Requests whose answer could not be routed: requests.max_pending were already awaiting one",
@@ -267,8 +263,31 @@ export class Gateway {
         ttlMs: config.requests.timeout,
         onFull: () => repliesRefused.inc(),
       });
-    const replies = newReplies(bus);
-    this.#replies = replies;
+    // Every account's own bus and request routes; declared stream imports cross between
+    // them (core/accounts.ts). `bus` is the global account's.
+    const space = new AccountSpace({
+      accounts: accounts.map(({ name, exports, imports }) => ({
+        name,
+        exports,
+        imports: imports.map(({ stream, account, prefix }) => ({
+          stream,
+          account,
+          ...(prefix !== null ? { prefix } : {}),
+        })),
+      })),
+      makeBus: () => new Bus({ onDeliveryError }),
+      makeReplies: (on) => newReplies(on),
+      // As often as messages cross: at most one line per pair of accounts every 10 s.
+      onBridgeError: (err, { from, to, subject }) =>
+        bridgeLog.log(
+          `${from} ${to}`,
+          { err: errorMessage(err), from, to, subject },
+          "a message imported from another account was not stored in the importer's outbox",
+        ),
+    });
+    this.#space = space;
+    const bus = space.account(DEFAULT_ACCOUNT).bus;
+    this.#replies = space.account(DEFAULT_ACCOUNT).replies;
 
     // 3. Per account: the outbox sink on its bus for every pattern it exports (one
     // subscriber object for all: the bus delivers a message to it once however many
@@ -276,15 +295,7 @@ export class Gateway {
     // down for hours).
     const importCursors = new ImportCursors(db);
     for (const account of accounts) {
-      // TODO(issue 13, core): take `account.bus` / `account.replies` from the core's
-      // AccountSpace here (one line). Until it lands, `$G` is the gateway's one bus, and
-      // every other account has a bus nothing local publishes on yet: its hub imports
-      // land there, and nothing of it reaches $G or another account.
-      const space: AccountSpace =
-        account.name === GLOBAL_ACCOUNT
-          ? { bus, replies }
-          : isolatedSpace(onDeliveryError, newReplies);
-      this.#spaces.set(account.name, space);
+      const own = space.account(account.name);
       const queue = outboxes.of(account.name);
       const outboxSink: BusSubscriber = {
         // Imports from the hub are never sent back to it, and answers to requests are
@@ -293,7 +304,7 @@ export class Gateway {
           m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : queue.append(m),
         passive: true,
       };
-      for (const pattern of account.upstream.export) space.bus.subscribe(pattern, outboxSink);
+      for (const pattern of account.upstream.export) own.bus.subscribe(pattern, outboxSink);
       const global = account.name === GLOBAL_ACCOUNT;
       const upstreamLog = log.child(
         global ? { part: "upstream" } : { part: "upstream", account: account.name },
@@ -303,11 +314,11 @@ export class Gateway {
         gatewayId: config.gateway.id,
         ...(global ? {} : { account: account.name }),
         outbox: queue,
-        bus: space.bus,
+        bus: own.bus,
         log: upstreamLog,
         metrics,
         // Hub requests are answered through it; durable imports record deliveries in it.
-        replies: space.replies,
+        replies: own.replies!,
         importCursors,
         ...(this.#dial ? { dial: this.#dial } : {}),
       });
@@ -335,6 +346,7 @@ export class Gateway {
     );
     const broker = new Broker({
       bus,
+      accounts: space,
       log: mqttLog,
       metrics,
       options: brokerLimits(config),
@@ -401,6 +413,7 @@ export class Gateway {
           serverName: config.gateway.id,
           version: this.#version,
           auth: natsAuth(authenticator, config.nats.allow_anonymous),
+          accounts: space,
           replies: this.#replies,
           onAuthFailure: (refusal) => natsAuthFailures.inc({ refusal }),
           onPermissionDenied: (kind) => natsDenied.inc({ kind }),
@@ -417,11 +430,13 @@ export class Gateway {
     //    when unplugged.
     setMaxListeners(Math.max(1, config.serial.ports.length), this.#devicesStop.signal);
     config.serial.ports.forEach((port, i) => {
+      // A port publishes and takes commands in its account.
+      const own = space.account(port.account);
       const device = createDevice(port, profiles[i]!, {
-        bus,
+        bus: own.bus,
         log: log.child({ part: "serial", device: port.device }),
         metrics,
-        ...(this.#replies !== undefined ? { replies: this.#replies } : {}),
+        ...(own.replies !== undefined ? { replies: own.replies } : {}),
       });
       this.#devices.push(device);
       device.start(this.#devicesStop.signal);
@@ -492,13 +507,9 @@ export class Gateway {
     };
   }
 
-  /**
-   * Test seam until the core's accounts land: the bus of `account` (its outbox sink and
-   * hub imports are on it). TODO(issue 13, core): remove once an account's MQTT/NATS
-   * users and serial ports publish on the core's `account.bus`.
-   */
+  /** The bus of `account` (tests publish into an account through it). */
   accountBus(account: string): Bus | undefined {
-    return this.#spaces.get(account)?.bus;
+    return this.#space?.accounts.find((a) => a.name === account)?.bus;
   }
 
   #renderMetrics(): string {
@@ -557,7 +568,7 @@ export class Gateway {
     await Promise.all(this.#devices.map((d) => d.closed()));
 
     this.#flushCommits();
-    for (const space of this.#spaces.values()) space.replies.close();
+    this.#space?.close();
     const ackWaitMs = Math.min(remaining(), HUB_ACK_WAIT_MS);
     await Promise.all([...this.#upstreams.values()].map((u) => u.stop(ackWaitMs)));
     this.#outboxes?.close();
@@ -597,19 +608,6 @@ export class Gateway {
     this.#outboxes?.flush();
     this.#broker?.sessionStore?.flush();
   }
-}
-
-/**
- * A bus and Replies of their own for an account other than `$G`, until the core's
- * AccountSpace gives each account its own (TODO(issue 13, core)): delivery errors are
- * reported as on `$G`'s bus.
- */
-function isolatedSpace(
-  onDeliveryError: (err: unknown, subject: string) => void,
-  newReplies: (bus: Bus) => Replies,
-): AccountSpace {
-  const bus = new Bus({ onDeliveryError });
-  return { bus, replies: newReplies(bus) };
 }
 
 function sum<T>(items: readonly T[], of: (item: T) => number): number {

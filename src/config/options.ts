@@ -3,7 +3,8 @@
  * function returns plain values (config/ imports no part); gateway.ts hands them on, and
  * the parts' own option types check them there.
  */
-import type { BufferConfig, LeafgateConfig } from "./schema.js";
+import { accountsOf } from "./accounts.js";
+import { type BufferConfig, GLOBAL_ACCOUNT, type LeafgateConfig } from "./schema.js";
 
 /** The outbox: group commit and buffer limits, classes with their fallbacks resolved. */
 export function outboxOptions(c: LeafgateConfig) {
@@ -63,11 +64,16 @@ export function retainedLimits(c: LeafgateConfig) {
   return { maxMessages: c.mqtt.max_retained_messages, maxBytes: c.mqtt.max_retained_bytes };
 }
 
-/** Who may connect, and what each may publish and subscribe to. */
+/**
+ * Who may connect, and what each may publish and subscribe to: every account's users,
+ * each with its account (`authorization.users` are the global account's).
+ */
 export function authorizationOptions(c: LeafgateConfig) {
   const a = c.authorization;
   return {
-    users: a.users,
+    users: accountsOf(c).flatMap(({ name, users }) =>
+      name === GLOBAL_ACCOUNT ? users : users.map((u) => ({ ...u, account: name })),
+    ),
     defaultPermissions: a.default_permissions,
     allowAnonymous: c.mqtt.allow_anonymous,
     // What the hub sends us is the hub's to write (see compilePermissions): the local

@@ -3,6 +3,7 @@ import {
   type Admission,
   Admissions,
   Authenticator,
+  DEFAULT_ACCOUNT,
   errorMessage,
   Guard,
   systemClock,
@@ -25,9 +26,20 @@ import type { Session, Will } from "./session.js";
 import { SessionTable } from "./session-table.js";
 import type { Transport, TransportHandler } from "./transport.js";
 
+/**
+ * The accounts a broker serves (an `AccountSpace` is one): `account(name).bus` for every
+ * name the authenticator can give; it throws for an unknown one.
+ */
+export interface BrokerAccounts {
+  account(name: string): { readonly bus: Bus };
+}
+
 /** What a broker is made of; only `bus`, `log` and `metrics` are required. */
 export interface BrokerParts {
+  /** The global account's (`$G`) bus; with `accounts`, it must be `$G`'s bus there. */
   readonly bus: Bus;
+  /** Every account's bus (issue 13); absent: only `$G`, on `bus`. */
+  readonly accounts?: BrokerAccounts;
   readonly log: Logger;
   readonly metrics: Metrics;
   /** Limits; what is not given is DEFAULT_BROKER_OPTIONS. */
@@ -42,9 +54,15 @@ export interface BrokerParts {
   readonly clock?: Clock;
 }
 
-/** Shared state of every MQTT connection: the bus, options and the client-id table. */
+/**
+ * Shared state of every MQTT connection: the buses, options and the client-id table.
+ * Each connection lives in its login's account: its publishes, subscriptions, session,
+ * retained messages and will are that account's (see docs/accounts.md, "MQTT").
+ */
 export class Broker implements ConnectionContext, SessionContext {
+  /** The global account's bus. */
   readonly bus: Bus;
+  readonly #accounts: BrokerAccounts;
   readonly options: BrokerOptions;
   readonly log: Logger;
   readonly logs: MqttLogs;
@@ -63,6 +81,13 @@ export class Broker implements ConnectionContext, SessionContext {
   constructor(parts: BrokerParts) {
     const options: BrokerOptions = { ...DEFAULT_BROKER_OPTIONS, ...parts.options };
     this.bus = parts.bus;
+    const { bus } = parts;
+    this.#accounts = parts.accounts ?? {
+      account: (name) => {
+        if (name !== DEFAULT_ACCOUNT) throw new Error(`no account "${name}" (accounts: "$G")`);
+        return { bus };
+      },
+    };
     this.options = options;
     this.log = parts.log;
     this.clock = parts.clock ?? systemClock;
@@ -92,7 +117,20 @@ export class Broker implements ConnectionContext, SessionContext {
       },
     );
     this.guard = new Guard(parts.log, parts.metrics);
-    this.sessions = new SessionTable(this);
+    this.sessions = new SessionTable(this, (account) => this.hasAccount(account));
+  }
+
+  busOf(account: string): Bus {
+    return this.#accounts.account(account).bus;
+  }
+
+  hasAccount(account: string): boolean {
+    try {
+      this.#accounts.account(account);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Brings back the persistent sessions of the last run (see SessionTable.restore). */
@@ -136,23 +174,26 @@ export class Broker implements ConnectionContext, SessionContext {
    * PUBLISH, wills — so that none skips the permission check (issue 10: wills did). A
    * denied message is counted in leafgate_mqtt_denied_total{kind} and goes nowhere: not
    * to the bus, not into the retained store. An allowed retained one is stored as the
-   * topic's retained message, then published.
+   * topic's retained message, then published. Both in the publisher's account.
    */
   publish(from: Publisher, message: Envelope, kind: PublishKind = "publish"): PublishOutcome {
     if (!from.permissions.canPublish(message.subject)) {
       this.metrics.denied.inc({ kind });
       return { ok: false, reason: "not-authorized" };
     }
+    const bus = this.busOf(from.account);
     if (message.retain === true && this.retained !== undefined) {
       try {
-        this.retained.set(
-          message.subject,
-          message.payload,
-          message.qos,
-          message.receivedAtMs,
-          message.properties,
-          message.expiresAtMs,
-        );
+        this.retained
+          .forAccount(from.account)
+          .set(
+            message.subject,
+            message.payload,
+            message.qos,
+            message.receivedAtMs,
+            message.properties,
+            message.expiresAtMs,
+          );
       } catch (err) {
         this.log.warn(
           { subject: message.subject, err: errorMessage(err) },
@@ -160,15 +201,17 @@ export class Broker implements ConnectionContext, SessionContext {
         );
       }
     }
-    return { ok: true, committed: this.bus.publish(message) };
+    return { ok: true, committed: bus.publish(message) };
   }
 
   /**
    * Publishes a will (now due) as if its client had published it, with the permissions
    * its owner has today: the will was checked at CONNECT, but a restart may have
-   * narrowed them since, or removed the user.
+   * narrowed them since, or removed the user. It is published in the account its owner
+   * is in today (`session` is the account of the session that held it): a user no longer
+   * configured, or whose account is gone, publishes nothing.
    */
-  publishWill(clientId: string, will: Will): void {
+  publishWill(session: string, clientId: string, will: Will): void {
     const now = this.clock.now();
     const message: Envelope = {
       subject: will.subject,
@@ -186,11 +229,15 @@ export class Broker implements ConnectionContext, SessionContext {
         : {}),
     };
     const permissions = this.auth.permissionsFor(will.owner, clientId);
-    const outcome = this.publish({ clientId, permissions }, message, "will");
+    const account = this.auth.accountFor(will.owner);
+    const outcome =
+      account !== undefined && this.hasAccount(account)
+        ? this.publish({ account, clientId, permissions }, message, "will")
+        : this.#willNowhere();
     if (!outcome.ok) {
       this.logs.client(
         "refusal",
-        { client: clip(clientId), subject: clip(will.subject) },
+        { client: clip(clientId), account: session, subject: clip(will.subject) },
         "mqtt will not published: its owner may not publish there (any more)",
       );
       return;
@@ -200,6 +247,12 @@ export class Broker implements ConnectionContext, SessionContext {
       this.metrics.dropped.inc({ reason: "will-not-stored" });
       this.log.warn({ client: clip(clientId), err: errorMessage(err) }, "will not stored");
     });
+  }
+
+  /** A will whose owner has no account today: refused as a denied publish. */
+  #willNowhere(): PublishOutcome {
+    this.metrics.denied.inc({ kind: "will" });
+    return { ok: false, reason: "not-authorized" };
   }
 
   get connectionCount(): number {

@@ -36,6 +36,9 @@ export class ClientView implements ConnectedClient {
   get session(): Link["session"] {
     return this.#link.session;
   }
+  get account(): string {
+    return this.#link.session.account;
+  }
   get permissions(): Link["permissions"] {
     return this.#link.permissions;
   }

@@ -23,6 +23,8 @@ export interface Negotiated {
   readonly user: string | undefined;
   /** Who the session belongs to: the user, or ANONYMOUS. */
   readonly owner: string;
+  /** The account the client is in: its login's. */
+  readonly account: string;
   readonly permissions: Permissions;
   readonly will: Will | undefined;
   readonly cleanStart: boolean;

@@ -239,7 +239,14 @@ export class Connection implements TransportHandler {
   #accept(n: Negotiated, held: readonly HeldPacket[]): void {
     const { ctx } = this;
     ctx.established(this);
-    const taken = ctx.sessions.take(n.clientId, this, n.cleanStart, n.expiryS * 1000, n.owner);
+    const taken = ctx.sessions.take(
+      n.account,
+      n.clientId,
+      this,
+      n.cleanStart,
+      n.expiryS * 1000,
+      n.owner,
+    );
     const { session, present } = taken;
     // Before anything owed goes out: the user's permissions may be narrower than when the
     // session was made (a config change across a restart).
@@ -407,6 +414,6 @@ export class Connection implements TransportHandler {
       session.delayWill(will, will.delayMs);
       return;
     }
-    this.ctx.publishWill(link.clientId, will);
+    this.ctx.publishWill(session.account, link.clientId, will);
   }
 }

@@ -15,8 +15,12 @@ import type { BrokerMetrics } from "./metrics.js";
 import type { BrokerOptions } from "./options.js";
 import type { Session, Will } from "./session.js";
 
-/** Who publishes: whose permissions apply, and the client id it is published under. */
+/**
+ * Who publishes: the account it publishes in, whose permissions apply, and the client id
+ * it is published under.
+ */
 export interface Publisher {
+  readonly account: string;
   readonly clientId: string | undefined;
   readonly permissions: Permissions;
 }
@@ -41,19 +45,25 @@ export interface MqttBase {
   readonly guard: Guard;
 }
 
-/** The client-id table, as CONNECT sees it (see session-table.ts). */
+/**
+ * The client-id table, as CONNECT sees it (see session-table.ts): a client id names a
+ * session within its account only.
+ */
 export interface Sessions {
-  get(clientId: string): Session | undefined;
+  get(account: string, clientId: string): Session | undefined;
   /** Connections that completed CONNECT and hold a session. */
   readonly connectedCount: number;
+  /** Whether a connection holds a session of `clientId` in any account. */
+  connectedAnywhere(clientId: string): boolean;
   /** A unique id for a client that sent an empty one with clean session [MQTT-3.1.3-6]. */
   assignClientId(): string;
   /** Whether `owner` may have the session of `clientId` (a session is its maker's). */
-  mayTake(clientId: string, owner: string): boolean;
+  mayTake(account: string, clientId: string, owner: string): boolean;
   /** True (counted and logged) when the CONNECT would pass mqtt.max_sessions. */
-  limitReached(clientId: string, expiryMs: number): boolean;
-  /** Gives `connection` the session of `clientId`; whether it was resumed. */
+  limitReached(account: string, clientId: string, expiryMs: number): boolean;
+  /** Gives `connection` the session of `clientId` in `account`; whether it was resumed. */
   take(
+    account: string,
     clientId: string,
     connection: Connection,
     cleanStart: boolean,
@@ -64,11 +74,12 @@ export interface Sessions {
 
 /** What a session uses of the broker. */
 export interface SessionContext extends MqttBase {
-  readonly bus: Bus;
-  /** Persistent sessions; absent, sessions last only while the process does. */
+  /** The bus of `account`; throws for an account that does not exist. */
+  busOf(account: string): Bus;
+  /** Persistent sessions (the global account's view); absent, they last only in memory. */
   readonly sessionStore: SessionStore | undefined;
-  /** Publishes a will now due, with its owner's permissions of today. */
-  publishWill(clientId: string, will: Will): void;
+  /** Publishes a will now due, with its owner's permissions and account of today. */
+  publishWill(account: string, clientId: string, will: Will): void;
   /** Ends a session: gone from memory and from the store. */
   endSession(session: Session): void;
   /** `session` became persistent (+1) or stopped being so (-1). */
@@ -82,6 +93,8 @@ export interface HandlerContext extends MqttBase {
   readonly retained: RetainedStore | undefined;
   readonly sessionStore: SessionStore | undefined;
   readonly sessions: Sessions;
+  /** Whether `account` exists (a user's account must, or its login is refused). */
+  hasAccount(account: string): boolean;
   /** The one way into the bus for what clients publish: permissions first. */
   publish(from: Publisher, message: Envelope, kind?: PublishKind): PublishOutcome;
 }
@@ -92,7 +105,7 @@ export interface ConnectionContext extends HandlerContext {
   established(connection: Connection): void;
   /** The connection's transport is gone. */
   forget(connection: Connection): void;
-  publishWill(clientId: string, will: Will): void;
+  publishWill(account: string, clientId: string, will: Will): void;
 }
 
 /** What happens once per connection at most in the log (then it is only counted). */

@@ -27,6 +27,8 @@ export interface Outbound {
 /** What the outbound queue reads of its session. */
 export interface OutboundOwner {
   readonly clientId: string;
+  /** The session store of the owner's account (absent: sessions are not stored). */
+  readonly sessionStore: SessionStore | undefined;
   readonly connection: Connection | undefined;
   readonly persistent: boolean;
   readonly ended: boolean;

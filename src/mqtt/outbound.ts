@@ -41,11 +41,11 @@ export class OutboundQueue {
   constructor(ctx: SessionContext, owner: OutboundOwner) {
     this.#ctx = ctx;
     this.#owner = owner;
-    this.#queue = new SessionQueue(ctx, owner);
+    this.#queue = new SessionQueue(owner);
   }
 
   get #store(): SessionStore | undefined {
-    return this.#owner.persistent ? this.#ctx.sessionStore : undefined;
+    return this.#owner.persistent ? this.#owner.sessionStore : undefined;
   }
 
   /** Messages waiting for the window: in memory, and on disk for a persistent session. */
@@ -174,7 +174,7 @@ export class OutboundQueue {
    */
   #whenStored(conn: Connection, write: () => void, needsCommit = true): void {
     const ctx = this.#ctx;
-    const store = this.#writesHeld > 0 || needsCommit ? ctx.sessionStore : undefined;
+    const store = this.#writesHeld > 0 || needsCommit ? this.#owner.sessionStore : undefined;
     if (store === undefined || (this.#writesHeld === 0 && !this.#owner.persistent)) {
       write();
       return;

@@ -1,5 +1,4 @@
 import { queuedBytesOf, type SessionStore } from "../store/index.js";
-import type { SessionContext } from "./context.js";
 import { type Outbound, type OutboundOwner, toOutbound } from "./outbound-message.js";
 
 /**
@@ -17,7 +16,6 @@ const QUEUE_COMPACT_AFTER = 1024;
  * persistent session on disk too, read back QUEUE_WINDOW at a time.
  */
 export class SessionQueue {
-  readonly #ctx: SessionContext;
   readonly #owner: OutboundOwner;
   #queue: (Outbound | undefined)[] = [];
   #head = 0;
@@ -30,13 +28,12 @@ export class SessionQueue {
   #onDisk = 0;
   #cursor = 0;
 
-  constructor(ctx: SessionContext, owner: OutboundOwner) {
-    this.#ctx = ctx;
+  constructor(owner: OutboundOwner) {
     this.#owner = owner;
   }
 
   get #store(): SessionStore | undefined {
-    return this.#owner.persistent ? this.#ctx.sessionStore : undefined;
+    return this.#owner.persistent ? this.#owner.sessionStore : undefined;
   }
 
   get count(): number {

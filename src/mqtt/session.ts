@@ -1,4 +1,4 @@
-import type { BusSubscription, ClockTimer, Envelope } from "../core/index.js";
+import type { Bus, BusSubscription, ClockTimer, Envelope } from "../core/index.js";
 import { subjectMatches } from "../core/index.js";
 import type { SessionStore, StoredSession, StoredWill } from "../store/index.js";
 import type { Connection } from "./connection.js";
@@ -57,6 +57,11 @@ export type SessionState =
  */
 export class Session {
   readonly clientId: string;
+  /** The account it lives in: its subscriptions are on that account's bus. */
+  readonly account: string;
+  /** The session store of its account (absent: sessions are not stored). */
+  readonly sessionStore: SessionStore | undefined;
+  readonly #bus: Bus;
   readonly #ctx: SessionContext;
   /**
    * The user it belongs to (a user name, or ANONYMOUS); no one else may take it over.
@@ -76,8 +81,11 @@ export class Session {
   #will: PendingWill | undefined;
   readonly #subscriber = { deliver: (m: Envelope) => this.#deliver(m) };
 
-  constructor(ctx: SessionContext, clientId: string, expiryMs: number) {
+  constructor(ctx: SessionContext, account: string, clientId: string, expiryMs: number) {
     this.#ctx = ctx;
+    this.account = account;
+    this.#bus = ctx.busOf(account);
+    this.sessionStore = ctx.sessionStore?.forAccount(account);
     this.clientId = clientId;
     this.expiryMs = expiryMs;
     this.owed = new OutboundQueue(ctx, this);
@@ -96,7 +104,7 @@ export class Session {
   }
 
   get #store(): SessionStore | undefined {
-    return this.expiryMs > 0 ? this.#ctx.sessionStore : undefined;
+    return this.expiryMs > 0 ? this.sessionStore : undefined;
   }
 
   get persistent(): boolean {
@@ -122,7 +130,7 @@ export class Session {
       sub.share === undefined
         ? this.#subscriber
         : { deliver: (m: Envelope) => this.#deliverShared(full, m) };
-    full.busSubs = sub.patterns.map((p) => this.#ctx.bus.subscribe(p, subscriber, sub.share));
+    full.busSubs = sub.patterns.map((p) => this.#bus.subscribe(p, subscriber, sub.share));
     this.subscriptions.set(sub.filter, full);
     if (!stored) this.#store?.saveSubscription(this.clientId, sub);
     this.#findOnlyPlain();
@@ -205,7 +213,7 @@ export class Session {
     this.cancelWill();
     this.#state = { kind: "online", connection: conn };
     if (this.#store !== undefined) {
-      this.#ctx.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
+      this.sessionStore?.saveSession(this.clientId, this.expiryMs, undefined);
     }
     this.owed.attach(resumed);
   }
@@ -218,7 +226,7 @@ export class Session {
       this.#ctx.endSession(this);
       return;
     }
-    this.#ctx.sessionStore?.saveSession(this.clientId, this.expiryMs, this.#ctx.clock.now());
+    this.sessionStore?.saveSession(this.clientId, this.expiryMs, this.#ctx.clock.now());
     this.armExpiry(this.expiryMs);
     this.owed.unload();
   }
@@ -267,7 +275,7 @@ export class Session {
       this.#ctx.guard.wrap("mqtt.will-delay", () => {
         this.#will = undefined;
         this.#store?.saveWill(this.clientId, undefined);
-        this.#ctx.publishWill(this.clientId, will);
+        this.#ctx.publishWill(this.account, this.clientId, will);
       }),
       delayMs,
     );
@@ -295,7 +303,7 @@ export class Session {
     if (will !== undefined) {
       will.cancel();
       this.#will = undefined;
-      this.#ctx.publishWill(this.clientId, will.will);
+      this.#ctx.publishWill(this.account, this.clientId, will.will);
     }
     this.owed.clear();
   }
@@ -314,7 +322,7 @@ export class Session {
     if (wasStored && expiryMs === 0) this.owed.loadAll();
     this.expiryMs = expiryMs;
     if (wasStored !== expiryMs > 0) this.#ctx.persistenceChanged(this, wasStored ? -1 : 1);
-    const store = this.#ctx.sessionStore;
+    const store = this.sessionStore;
     if (store === undefined) return;
     if (expiryMs === 0) {
       if (wasStored) store.deleteSession(this.clientId);
@@ -328,7 +336,7 @@ export class Session {
 
   /** Rebuilds a stored session after a restart; it waits offline for its client. */
   static restore(ctx: SessionContext, stored: StoredSession, nowMs: number): Session {
-    const session = new Session(ctx, stored.clientId, stored.expiryMs);
+    const session = new Session(ctx, stored.account, stored.clientId, stored.expiryMs);
     session.owner = stored.owner;
     for (const s of stored.subscriptions) {
       let parsed: ParsedFilter;
@@ -352,7 +360,7 @@ export class Session {
     }
     const since = stored.disconnectedAtMs ?? nowMs;
     if (stored.disconnectedAtMs === undefined) {
-      ctx.sessionStore?.saveSession(stored.clientId, stored.expiryMs, nowMs);
+      session.sessionStore?.saveSession(stored.clientId, stored.expiryMs, nowMs);
     }
     session.armExpiry(since + stored.expiryMs - nowMs);
     return session;

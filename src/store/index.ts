@@ -17,7 +17,12 @@ export { ImportCursors, type ImportStream } from "./import-cursors.js";
 export { accountLabels, Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
 export type { OutboxRow } from "./outbox-table.js";
 export { type AccountQueue, Outboxes, type OutboxesOptions } from "./outboxes.js";
-export { type RetainedMessage, RetainedStore, type RetainedStoreOptions } from "./retained.js";
+export {
+  type AccountRetained,
+  type RetainedMessage,
+  RetainedStore,
+  type RetainedStoreOptions,
+} from "./retained.js";
 export { SESSION_MESSAGE_ROW_BYTES } from "./schema.js";
 export {
   queuedBytesOf,

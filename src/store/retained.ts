@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
 import type { Clock, Counter, Gauge, Logger, MessageProperties, Metrics } from "../core/index.js";
-import { RateLimitedLog, subjectMatches, systemClock } from "../core/index.js";
+import { DEFAULT_ACCOUNT, RateLimitedLog, subjectMatches, systemClock } from "../core/index.js";
 import { type PropertiesJson, propertiesFromJson, propertiesToJson } from "./properties-json.js";
 
 export interface RetainedMessage {
@@ -57,12 +57,31 @@ interface Entry {
  *
  * Memory holds only each topic's size and expiry; payloads are read from disk on
  * SUBSCRIBE for the topics a filter matches, so the bytes bound is a disk bound.
+ *
+ * Per account (issue 13): `set` and `match` are the global account's (`$G`);
+ * `forAccount(name)` gives another account's, whose topics no other account sees. The
+ * bounds are the store's, over every account.
  */
-export class RetainedStore {
+/** One account's retained messages (see RetainedStore.forAccount). */
+export interface AccountRetained {
+  set(
+    subject: string,
+    payload: Uint8Array,
+    qos: 0 | 1 | 2,
+    receivedAtMs: number,
+    properties?: MessageProperties,
+    expiresAtMs?: number,
+  ): boolean;
+  match(patterns: readonly string[], nowMs?: number): RetainedMessage[];
+}
+
+export class RetainedStore implements AccountRetained {
   readonly #upsert: Database.Statement;
   readonly #remove: Database.Statement;
   readonly #read: Database.Statement;
-  readonly #index = new Map<string, Entry>();
+  /** Per account, per topic. */
+  readonly #index = new Map<string, Map<string, Entry>>();
+  #count = 0;
   readonly #maxMessages: number;
   readonly #maxBytes: number;
   #bytes = 0;
@@ -96,21 +115,25 @@ export class RetainedStore {
       );
     }
     this.#upsert = db.prepare(
-      "INSERT INTO retained (subject, payload, qos, received_at_ms, meta) VALUES (?, ?, ?, ?, ?) " +
-        "ON CONFLICT (subject) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, received_at_ms = excluded.received_at_ms, meta = excluded.meta",
+      "INSERT INTO retained (account, subject, payload, qos, received_at_ms, meta) VALUES (?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT (account, subject) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, received_at_ms = excluded.received_at_ms, meta = excluded.meta",
     );
-    this.#remove = db.prepare("DELETE FROM retained WHERE subject = ?");
+    this.#remove = db.prepare("DELETE FROM retained WHERE account = ? AND subject = ?");
     this.#read = db.prepare(
-      "SELECT payload, qos, received_at_ms, meta FROM retained WHERE subject = ?",
+      "SELECT payload, qos, received_at_ms, meta FROM retained WHERE account = ? AND subject = ?",
     );
     // Sizes only: SQLite reads a blob's length from the record, not the blob's pages.
     for (const row of db
       .prepare(
-        "SELECT subject, length(CAST(subject AS BLOB)) + length(payload) + " +
+        "SELECT account, subject, length(CAST(subject AS BLOB)) + length(payload) + " +
           "coalesce(length(CAST(meta AS BLOB)), 0) AS bytes, json_extract(meta, '$.x') AS x FROM retained",
       )
-      .all() as { subject: string; bytes: number; x: number | null }[]) {
-      this.#index.set(row.subject, { bytes: row.bytes, expiresAtMs: row.x ?? undefined });
+      .all() as { account: string; subject: string; bytes: number; x: number | null }[]) {
+      this.#topics(row.account).set(row.subject, {
+        bytes: row.bytes,
+        expiresAtMs: row.x ?? undefined,
+      });
+      this.#count++;
       this.#bytes += row.bytes;
     }
     this.#report();
@@ -120,18 +143,39 @@ export class RetainedStore {
    * Stores (or, for an empty payload, removes) the retained message of `subject`. False
    * when a bound refused it (a topic not retained yet, past the count or the bytes).
    */
-  set(
-    subject: string,
-    payload: Uint8Array,
-    qos: 0 | 1 | 2,
-    receivedAtMs: number,
-    properties?: MessageProperties,
-    expiresAtMs?: number,
+  /** The retained messages of `account`: its topics only, under the store's bounds. */
+  forAccount(account: string): AccountRetained {
+    if (account === DEFAULT_ACCOUNT) return this;
+    return {
+      set: (...message) => this.#set(account, ...message),
+      match: (patterns, nowMs) => this.#match(account, patterns, nowMs),
+    };
+  }
+
+  #topics(account: string): Map<string, Entry> {
+    let topics = this.#index.get(account);
+    if (topics === undefined) {
+      topics = new Map();
+      this.#index.set(account, topics);
+    }
+    return topics;
+  }
+
+  set(...message: Parameters<AccountRetained["set"]>): boolean {
+    return this.#set(DEFAULT_ACCOUNT, ...message);
+  }
+
+  #set(
+    account: string,
+    ...[subject, payload, qos, receivedAtMs, properties, expiresAtMs]: Parameters<
+      AccountRetained["set"]
+    >
   ): boolean {
-    const previous = this.#index.get(subject);
+    const topics = this.#topics(account);
+    const previous = topics.get(subject);
     if (payload.length === 0) {
-      this.#remove.run(subject);
-      this.#drop(subject, previous);
+      this.#remove.run(account, subject);
+      this.#drop(topics, subject, previous);
       return true;
     }
     const bytes = Buffer.from(payload);
@@ -145,7 +189,7 @@ export class RetainedStore {
       (metaText === null ? 0 : Buffer.byteLength(metaText));
     if (previous === undefined) {
       const bound =
-        this.#index.size >= this.#maxMessages
+        this.#count >= this.#maxMessages
           ? "max-retained-messages"
           : this.#bytes + size > this.#maxBytes
             ? "max-retained-bytes"
@@ -155,24 +199,35 @@ export class RetainedStore {
         return false;
       }
     }
-    this.#upsert.run(subject, bytes, qos, receivedAtMs, metaText);
+    this.#upsert.run(account, subject, bytes, qos, receivedAtMs, metaText);
     this.#bytes += size - (previous?.bytes ?? 0);
-    this.#index.set(subject, { bytes: size, expiresAtMs });
+    if (previous === undefined) this.#count++;
+    topics.set(subject, { bytes: size, expiresAtMs });
     this.#report();
     return true;
   }
 
   /** Retained messages whose subject any of `patterns` matches; expired ones are dropped. */
-  match(patterns: readonly string[], nowMs = this.#clock.now()): RetainedMessage[] {
+  match(patterns: readonly string[], nowMs?: number): RetainedMessage[] {
+    return this.#match(DEFAULT_ACCOUNT, patterns, nowMs);
+  }
+
+  #match(
+    account: string,
+    patterns: readonly string[],
+    nowMs = this.#clock.now(),
+  ): RetainedMessage[] {
     const out: RetainedMessage[] = [];
     const expired: string[] = [];
-    for (const [subject, entry] of this.#index) {
+    const topics = this.#index.get(account);
+    if (topics === undefined) return out;
+    for (const [subject, entry] of topics) {
       if (!patterns.some((p) => subjectMatches(p, subject))) continue;
       if (entry.expiresAtMs !== undefined && entry.expiresAtMs <= nowMs) {
         expired.push(subject);
         continue;
       }
-      const row = this.#read.get(subject) as
+      const row = this.#read.get(account, subject) as
         | { payload: Buffer; qos: 0 | 1 | 2; received_at_ms: number; meta: string | null }
         | undefined;
       if (row === undefined) continue;
@@ -187,14 +242,15 @@ export class RetainedStore {
       });
     }
     for (const subject of expired) {
-      this.#remove.run(subject);
-      this.#drop(subject, this.#index.get(subject));
+      this.#remove.run(account, subject);
+      this.#drop(topics, subject, topics.get(subject));
     }
     return out;
   }
 
+  /** Retained topics over every account. */
   get size(): number {
-    return this.#index.size;
+    return this.#count;
   }
 
   /** Bytes kept (topic + payload + properties), as `max_retained_bytes` counts them. */
@@ -202,9 +258,10 @@ export class RetainedStore {
     return this.#bytes;
   }
 
-  #drop(subject: string, entry: Entry | undefined): void {
+  #drop(topics: Map<string, Entry>, subject: string, entry: Entry | undefined): void {
     if (entry === undefined) return;
-    this.#index.delete(subject);
+    topics.delete(subject);
+    this.#count--;
     this.#bytes -= entry.bytes;
     this.#report();
   }
@@ -213,13 +270,13 @@ export class RetainedStore {
     this.#refused?.inc({ reason: bound });
     this.#refusedLog?.log(
       bound,
-      { bound, messages: this.#index.size, bytes: this.#bytes },
+      { bound, messages: this.#count, bytes: this.#bytes },
       `retained message for a new topic not stored: mqtt.${bound.replaceAll("-", "_")} reached`,
     );
   }
 
   #report(): void {
-    this.#gauges?.messages.set(this.#index.size);
+    this.#gauges?.messages.set(this.#count);
     this.#gauges?.bytes.set(this.#bytes);
   }
 }

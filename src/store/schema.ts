@@ -138,15 +138,71 @@ const SCHEMA_V6 = `
 `;
 
 /**
- * v7: accounts (issue 13). Each outbox row belongs to an account's queue; rows written
- * before stay in the global account's. Its queue is read, evicted and expired by
- * (account, id) and (account, class, id).
+ * v7: accounts (issue 13). Each outbox row belongs to an account's queue, read, evicted
+ * and expired by (account, id) and (account, class, id). Retained messages and MQTT
+ * sessions belong to an account too: the same topic, or the same client id, in two
+ * accounts is two rows. Rows written before are the global account's (`$G`). SQLite
+ * cannot change a primary key in place, so the keyed tables are copied into new ones;
+ * queued messages only gain the column.
  */
 const SCHEMA_V7 = `
   ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '$G';
   DROP INDEX outbox_class_id;
   CREATE INDEX outbox_account_id ON outbox (account, id);
   CREATE INDEX outbox_account_class_id ON outbox (account, class, id);
+  CREATE TABLE retained_v7 (
+    account TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    meta TEXT,
+    PRIMARY KEY (account, subject)
+  );
+  INSERT INTO retained_v7 (account, subject, payload, qos, received_at_ms, meta)
+    SELECT '$G', subject, payload, qos, received_at_ms, meta FROM retained;
+  DROP TABLE retained;
+  ALTER TABLE retained_v7 RENAME TO retained;
+  CREATE TABLE mqtt_session_v7 (
+    account TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    expiry_ms INTEGER NOT NULL,
+    disconnected_at_ms INTEGER,
+    will TEXT,
+    owner TEXT,
+    PRIMARY KEY (account, client_id)
+  );
+  INSERT INTO mqtt_session_v7 (account, client_id, expiry_ms, disconnected_at_ms, will, owner)
+    SELECT '$G', client_id, expiry_ms, disconnected_at_ms, will, owner FROM mqtt_session;
+  DROP TABLE mqtt_session;
+  ALTER TABLE mqtt_session_v7 RENAME TO mqtt_session;
+  CREATE TABLE mqtt_subscription_v7 (
+    account TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    options INTEGER NOT NULL,
+    subscription_id INTEGER,
+    PRIMARY KEY (account, client_id, filter)
+  );
+  -- In rowid order: the order subscriptions are restored in.
+  INSERT INTO mqtt_subscription_v7 (account, client_id, filter, qos, options, subscription_id)
+    SELECT '$G', client_id, filter, qos, options, subscription_id FROM mqtt_subscription ORDER BY rowid;
+  DROP TABLE mqtt_subscription;
+  ALTER TABLE mqtt_subscription_v7 RENAME TO mqtt_subscription;
+  CREATE TABLE mqtt_inbound_v7 (
+    account TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (account, client_id, packet_id)
+  );
+  INSERT INTO mqtt_inbound_v7 (account, client_id, packet_id)
+    SELECT '$G', client_id, packet_id FROM mqtt_inbound;
+  DROP TABLE mqtt_inbound;
+  ALTER TABLE mqtt_inbound_v7 RENAME TO mqtt_inbound;
+  ALTER TABLE mqtt_message ADD COLUMN account TEXT NOT NULL DEFAULT '$G';
+  DROP INDEX mqtt_message_client;
+  CREATE INDEX mqtt_message_client ON mqtt_message (account, client_id, id);
 `;
 
 /** Schema steps by the version they produce. */
@@ -160,18 +216,21 @@ const MIGRATIONS: readonly string[] = [
   SCHEMA_V7,
 ];
 
-/** Brings the schema up to SCHEMA_VERSION; refuses a file from a newer leafgate. */
-export function migrate(db: Database.Database): void {
+/**
+ * Brings the schema up to SCHEMA_VERSION (tests: up to `target`, to make an older file);
+ * refuses a file from a newer leafgate.
+ */
+export function migrate(db: Database.Database, target = SCHEMA_VERSION): void {
   const version = pragma(db, "user_version", true) as number;
   if (version > SCHEMA_VERSION) {
     throw new Error(
       `database schema version ${version} is newer than this leafgate understands (${SCHEMA_VERSION}); upgrade leafgate`,
     );
   }
-  if (version < SCHEMA_VERSION) {
+  if (version < target) {
     db.transaction(() => {
-      for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
-      pragma(db, `user_version = ${SCHEMA_VERSION}`);
+      for (let v = version; v < target; v++) db.exec(MIGRATIONS[v]!);
+      pragma(db, `user_version = ${target}`);
     })();
   }
 }

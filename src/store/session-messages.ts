@@ -26,6 +26,7 @@ type Op =
   | {
       kind: "insert";
       id: number;
+      account: string;
       clientId: string;
       payloadId: number;
       qos: 1 | 2;
@@ -91,7 +92,7 @@ export class QueuedMessages {
         "INSERT INTO mqtt_payload (id, subject, payload, meta, refs, size) VALUES (?, ?, ?, ?, ?, ?)",
       ),
       insertMessage: db.prepare(
-        "INSERT INTO mqtt_message (id, client_id, payload_id, qos, meta, size, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO mqtt_message (id, account, client_id, payload_id, qos, meta, size, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       ),
       sentMessage: db.prepare("UPDATE mqtt_message SET packet_id = ?, released = ? WHERE id = ?"),
       deleteMessage: db.prepare("DELETE FROM mqtt_message WHERE id = ? RETURNING payload_id, size"),
@@ -99,18 +100,20 @@ export class QueuedMessages {
       deleteUnreferenced: db.prepare("DELETE FROM mqtt_payload WHERE refs <= 0 RETURNING size"),
       releaseSessionPayloads: db.prepare(
         "UPDATE mqtt_payload SET refs = refs - c.n FROM " +
-          "(SELECT payload_id, count(*) AS n FROM mqtt_message WHERE client_id = ? GROUP BY payload_id) AS c " +
+          "(SELECT payload_id, count(*) AS n FROM mqtt_message WHERE account = ? AND client_id = ? GROUP BY payload_id) AS c " +
           "WHERE mqtt_payload.id = c.payload_id",
       ),
-      deleteSessionMessages: db.prepare("DELETE FROM mqtt_message WHERE client_id = ?"),
+      deleteSessionMessages: db.prepare(
+        "DELETE FROM mqtt_message WHERE account = ? AND client_id = ?",
+      ),
       sessionUsage: db.prepare(
-        "SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message WHERE client_id = ?",
+        "SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM mqtt_message WHERE account = ? AND client_id = ?",
       ),
       loadInflight: db.prepare(
-        `${SELECT_MESSAGES}WHERE m.client_id = ? AND m.packet_id IS NOT NULL ORDER BY m.id`,
+        `${SELECT_MESSAGES}WHERE m.account = ? AND m.client_id = ? AND m.packet_id IS NOT NULL ORDER BY m.id`,
       ),
       loadQueued: db.prepare(
-        `${SELECT_MESSAGES}WHERE m.client_id = ? AND m.packet_id IS NULL AND m.id > ? ORDER BY m.id LIMIT ?`,
+        `${SELECT_MESSAGES}WHERE m.account = ? AND m.client_id = ? AND m.packet_id IS NULL AND m.id > ? ORDER BY m.id LIMIT ?`,
       ),
     };
     this.#apply = db.transaction((ops: readonly Op[]) => this.#applyOps(ops));
@@ -125,8 +128,8 @@ export class QueuedMessages {
       if (op.kind === "payload") {
         this.#stmt.insertPayload.run(op.id, op.subject, op.payload, op.meta, op.refs, op.size);
       } else if (op.kind === "insert") {
-        const { id, clientId, payloadId, qos, meta, size, bytes } = op;
-        this.#stmt.insertMessage.run(id, clientId, payloadId, qos, meta, size, bytes);
+        const { id, account, clientId, payloadId, qos, meta, size, bytes } = op;
+        this.#stmt.insertMessage.run(id, account, clientId, payloadId, qos, meta, size, bytes);
       } else if (op.kind === "sent") {
         this.#stmt.sentMessage.run(op.packetId, op.released ? 1 : 0, op.id);
       } else {
@@ -155,24 +158,26 @@ export class QueuedMessages {
    * Deletes every message row of the session, and the payloads no other session names;
    * returns the bytes and rows freed. Inside the caller's transaction, after a flush.
    */
-  deleteSession(clientId: string): { bytes: number; n: number } {
-    const usage = this.#stmt.sessionUsage.get(clientId) as { n: number; bytes: number };
+  deleteSession(account: string, clientId: string): { bytes: number; n: number } {
+    const usage = this.#stmt.sessionUsage.get(account, clientId) as { n: number; bytes: number };
     if (usage.n === 0) return usage;
-    this.#stmt.releaseSessionPayloads.run(clientId);
-    this.#stmt.deleteSessionMessages.run(clientId);
+    this.#stmt.releaseSessionPayloads.run(account, clientId);
+    this.#stmt.deleteSessionMessages.run(account, clientId);
     return { bytes: usage.bytes + this.#sweep(), n: usage.n };
   }
 
   /** The session's messages sent and not acknowledged, in the order they were first sent. */
-  loadInflight(clientId: string): StoredMessage[] {
+  loadInflight(account: string, clientId: string): StoredMessage[] {
     this.flush();
-    return (this.#stmt.loadInflight.all(clientId) as MessageRow[]).map(decodeMessage);
+    return (this.#stmt.loadInflight.all(account, clientId) as MessageRow[]).map(decodeMessage);
   }
 
   /** At most `limit` of the session's unsent messages after row `afterId`, in order. */
-  loadQueued(clientId: string, afterId: number, limit: number): StoredMessage[] {
+  loadQueued(account: string, clientId: string, afterId: number, limit: number): StoredMessage[] {
     this.flush();
-    return (this.#stmt.loadQueued.all(clientId, afterId, limit) as MessageRow[]).map(decodeMessage);
+    return (this.#stmt.loadQueued.all(account, clientId, afterId, limit) as MessageRow[]).map(
+      decodeMessage,
+    );
   }
 
   /**
@@ -180,6 +185,7 @@ export class QueuedMessages {
    * Messages added in one batch from the same `source` share one stored payload.
    */
   add(
+    account: string,
     clientId: string,
     m: NewStoredMessage,
     source: object | undefined,
@@ -215,6 +221,7 @@ export class QueuedMessages {
     this.#ops.push({
       kind: "insert",
       id,
+      account,
       clientId,
       payloadId: payload!.id,
       qos: m.qos,

@@ -47,6 +47,8 @@ export interface StoredWill {
 }
 
 export interface StoredSession {
+  /** The account the session belongs to (`$G` for sessions stored before accounts). */
+  readonly account: string;
   readonly clientId: string;
   /** Its user's name, '' for anonymous; undefined if stored before owners were recorded. */
   readonly owner: string | undefined;

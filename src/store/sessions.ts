@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import type { Guard, Metrics } from "../core/index.js";
+import { DEFAULT_ACCOUNT } from "../core/index.js";
 import {
   decodeSubscription,
   decodeWill,
@@ -38,6 +39,17 @@ export interface SessionStoreOptions {
   readonly guard?: Guard;
 }
 
+/** The columns that name a session in every session table. */
+interface StoredKey {
+  readonly account: string;
+  readonly client_id: string;
+}
+
+/** A session's key while loading: account names have no spaces, so it is unambiguous. */
+function keyOf(row: StoredKey): string {
+  return `${row.account} ${row.client_id}`;
+}
+
 /** A loaded session while its rows are gathered. */
 type Loading = StoredSession & { queued: number; queuedBytes: number; inflight: number };
 
@@ -46,8 +58,15 @@ type Loading = StoredSession & { queued: number; queuedBytes: number; inflight: 
  * and 2 messages, and inbound QoS 2 ids, so that a restart loses none of them. This class
  * keeps the session rows; the messages are `QueuedMessages`' (batched, payloads stored
  * once) and the bytes `SessionStoreUsage`'s. How it fits together: docs/sessions-store.md.
+ *
+ * Sessions belong to an account (issue 13): a client id names a session within its
+ * account only. This object is the global account's (`$G`); `forAccount(name)` gives
+ * another account's, sharing the database, the batches and the quota.
  */
 export class SessionStore {
+  /** The account whose sessions the methods taking a client id read and write. */
+  readonly account: string;
+  readonly #views: Map<string, SessionStore>;
   readonly #db: Database.Database;
   readonly #onError: (err: unknown, what: string) => void;
   readonly #usage: SessionStoreUsage;
@@ -71,7 +90,25 @@ export class SessionStore {
    * in memory, and only what it would keep across a restart is at stake. `guard` runs the
    * deferred flush, which clients' packets schedule.
    */
-  constructor(db: Database.Database, options: SessionStoreOptions = {}) {
+  constructor(
+    db: Database.Database,
+    options: SessionStoreOptions = {},
+    /** Internal (see forAccount): another account's view of `of`. */
+    view?: { readonly of: SessionStore; readonly account: string },
+  ) {
+    if (view !== undefined) {
+      const { of } = view;
+      this.account = view.account;
+      this.#views = of.#views;
+      this.#db = of.#db;
+      this.#onError = of.#onError;
+      this.#usage = of.#usage;
+      this.#messages = of.#messages;
+      this.#stmt = of.#stmt;
+      return;
+    }
+    this.account = DEFAULT_ACCOUNT;
+    this.#views = new Map([[DEFAULT_ACCOUNT, this]]);
     this.#onError =
       options.onError ??
       ((err) => {
@@ -85,38 +122,54 @@ export class SessionStore {
     this.#messages = new QueuedMessages(db, this.#usage, options.guard);
     this.#stmt = {
       upsertSession: db.prepare(
-        "INSERT INTO mqtt_session (client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?) " +
-          "ON CONFLICT (client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
+        "INSERT INTO mqtt_session (account, client_id, expiry_ms, disconnected_at_ms) VALUES (?, ?, ?, ?) " +
+          "ON CONFLICT (account, client_id) DO UPDATE SET expiry_ms = excluded.expiry_ms, disconnected_at_ms = excluded.disconnected_at_ms",
       ),
       saveOwner: db.prepare(
-        "INSERT INTO mqtt_session (client_id, expiry_ms, owner) VALUES (?, ?, ?) " +
-          "ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner",
+        "INSERT INTO mqtt_session (account, client_id, expiry_ms, owner) VALUES (?, ?, ?, ?) " +
+          "ON CONFLICT (account, client_id) DO UPDATE SET owner = excluded.owner",
       ),
-      saveWill: db.prepare("UPDATE mqtt_session SET will = ? WHERE client_id = ?"),
+      saveWill: db.prepare("UPDATE mqtt_session SET will = ? WHERE account = ? AND client_id = ?"),
       deleteSession: [
-        db.prepare("DELETE FROM mqtt_session WHERE client_id = ?"),
-        db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ?"),
-        db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ?"),
+        db.prepare("DELETE FROM mqtt_session WHERE account = ? AND client_id = ?"),
+        db.prepare("DELETE FROM mqtt_subscription WHERE account = ? AND client_id = ?"),
+        db.prepare("DELETE FROM mqtt_inbound WHERE account = ? AND client_id = ?"),
       ],
       sessionRestUsage: db.prepare(
-        `SELECT (SELECT coalesce(sum(${SUBSCRIPTION_ROW_SQL}), 0) FROM mqtt_subscription WHERE client_id = ?) + ` +
-          `(SELECT coalesce(sum(${INBOUND_ROW_SQL}), 0) FROM mqtt_inbound WHERE client_id = ?) AS bytes`,
+        `SELECT (SELECT coalesce(sum(${SUBSCRIPTION_ROW_SQL}), 0) FROM mqtt_subscription WHERE account = ? AND client_id = ?) + ` +
+          `(SELECT coalesce(sum(${INBOUND_ROW_SQL}), 0) FROM mqtt_inbound WHERE account = ? AND client_id = ?) AS bytes`,
       ),
       sessionRowBytes: db.prepare(
-        `SELECT ${SESSION_ROW_SQL} AS bytes FROM mqtt_session WHERE client_id = ?`,
+        `SELECT ${SESSION_ROW_SQL} AS bytes FROM mqtt_session WHERE account = ? AND client_id = ?`,
       ),
-      hasSub: db.prepare("SELECT 1 FROM mqtt_subscription WHERE client_id = ? AND filter = ?"),
+      hasSub: db.prepare(
+        "SELECT 1 FROM mqtt_subscription WHERE account = ? AND client_id = ? AND filter = ?",
+      ),
       upsertSub: db.prepare(
-        "INSERT INTO mqtt_subscription (client_id, filter, qos, options, subscription_id) VALUES (?, ?, ?, ?, ?) " +
-          "ON CONFLICT (client_id, filter) DO UPDATE SET qos = excluded.qos, options = excluded.options, subscription_id = excluded.subscription_id",
+        "INSERT INTO mqtt_subscription (account, client_id, filter, qos, options, subscription_id) VALUES (?, ?, ?, ?, ?, ?) " +
+          "ON CONFLICT (account, client_id, filter) DO UPDATE SET qos = excluded.qos, options = excluded.options, subscription_id = excluded.subscription_id",
       ),
-      deleteSub: db.prepare("DELETE FROM mqtt_subscription WHERE client_id = ? AND filter = ?"),
+      deleteSub: db.prepare(
+        "DELETE FROM mqtt_subscription WHERE account = ? AND client_id = ? AND filter = ?",
+      ),
       addInbound: db.prepare(
-        "INSERT OR IGNORE INTO mqtt_inbound (client_id, packet_id) VALUES (?, ?)",
+        "INSERT OR IGNORE INTO mqtt_inbound (account, client_id, packet_id) VALUES (?, ?, ?)",
       ),
-      deleteInbound: db.prepare("DELETE FROM mqtt_inbound WHERE client_id = ? AND packet_id = ?"),
+      deleteInbound: db.prepare(
+        "DELETE FROM mqtt_inbound WHERE account = ? AND client_id = ? AND packet_id = ?",
+      ),
     };
     this.#usage.recount(db);
+  }
+
+  /** The sessions of `account`: the same database, batches and quota. */
+  forAccount(account: string): SessionStore {
+    let view = this.#views.get(account);
+    if (view === undefined) {
+      view = new SessionStore(this.#db, {}, { of: this, account });
+      this.#views.set(account, view);
+    }
+    return view;
   }
 
   /**
@@ -137,22 +190,27 @@ export class SessionStore {
   }
 
   /**
-   * Every stored session, with its subscriptions, inbound ids and will, and how many
-   * messages it is owed; not the messages themselves (see `loadInflight`, `loadQueued`).
+   * Every stored session of every account, with its subscriptions, inbound ids and will,
+   * and how many messages it is owed; not the messages themselves (see `loadInflight`,
+   * `loadQueued`, on the session's account's store).
    */
   loadSessions(): StoredSession[] {
     this.flush();
     const sessions = new Map<string, Loading>();
     for (const row of this.#db
-      .prepare("SELECT client_id, expiry_ms, disconnected_at_ms, will, owner FROM mqtt_session")
+      .prepare(
+        "SELECT account, client_id, expiry_ms, disconnected_at_ms, will, owner FROM mqtt_session",
+      )
       .all() as {
+      account: string;
       client_id: string;
       expiry_ms: number;
       disconnected_at_ms: number | null;
       will: string | null;
       owner: string | null;
     }[]) {
-      sessions.set(row.client_id, {
+      sessions.set(keyOf(row), {
+        account: row.account,
         clientId: row.client_id,
         owner: row.owner ?? undefined,
         expiryMs: row.expiry_ms,
@@ -167,17 +225,16 @@ export class SessionStore {
     }
     for (const row of this.#db
       .prepare(
-        "SELECT client_id, filter, qos, options, subscription_id FROM mqtt_subscription ORDER BY rowid",
+        "SELECT account, client_id, filter, qos, options, subscription_id FROM mqtt_subscription ORDER BY rowid",
       )
-      .all() as (Parameters<typeof decodeSubscription>[0] & { client_id: string })[]) {
-      sessions.get(row.client_id)?.subscriptions.push(decodeSubscription(row));
+      .all() as (Parameters<typeof decodeSubscription>[0] & StoredKey)[]) {
+      sessions.get(keyOf(row))?.subscriptions.push(decodeSubscription(row));
     }
     this.#countMessages(sessions);
-    for (const row of this.#db.prepare("SELECT client_id, packet_id FROM mqtt_inbound").all() as {
-      client_id: string;
-      packet_id: number;
-    }[]) {
-      sessions.get(row.client_id)?.awaitingRelease.push(row.packet_id);
+    for (const row of this.#db
+      .prepare("SELECT account, client_id, packet_id FROM mqtt_inbound")
+      .all() as (StoredKey & { packet_id: number })[]) {
+      sessions.get(keyOf(row))?.awaitingRelease.push(row.packet_id);
     }
     return [...sessions.values()];
   }
@@ -186,11 +243,11 @@ export class SessionStore {
   #countMessages(sessions: Map<string, Loading>): void {
     for (const row of this.#db
       .prepare(
-        "SELECT client_id, packet_id IS NOT NULL AS sent, count(*) AS n, sum(bytes) AS bytes " +
-          "FROM mqtt_message GROUP BY client_id, sent",
+        "SELECT account, client_id, packet_id IS NOT NULL AS sent, count(*) AS n, sum(bytes) AS bytes " +
+          "FROM mqtt_message GROUP BY account, client_id, sent",
       )
-      .all() as { client_id: string; sent: number; n: number; bytes: number }[]) {
-      const s = sessions.get(row.client_id);
+      .all() as (StoredKey & { sent: number; n: number; bytes: number })[]) {
+      const s = sessions.get(keyOf(row));
       if (s === undefined) continue;
       if (row.sent === 1) s.inflight = row.n;
       else {
@@ -202,28 +259,31 @@ export class SessionStore {
 
   /** Every stored session with all its messages in order (for tests and tools). */
   loadAll(): StoredSessionWithMessages[] {
-    return this.loadSessions().map((s) => ({
-      ...s,
-      messages: [
-        ...this.loadInflight(s.clientId),
-        ...this.loadQueued(s.clientId, 0, Number.MAX_SAFE_INTEGER),
-      ].sort((a, b) => a.id - b.id),
-    }));
+    return this.loadSessions().map((s) => {
+      const store = this.forAccount(s.account);
+      return {
+        ...s,
+        messages: [
+          ...store.loadInflight(s.clientId),
+          ...store.loadQueued(s.clientId, 0, Number.MAX_SAFE_INTEGER),
+        ].sort((a, b) => a.id - b.id),
+      };
+    });
   }
 
   /** The session's messages sent and not acknowledged, in the order they were first sent. */
   loadInflight(clientId: string): StoredMessage[] {
-    return this.#messages.loadInflight(clientId);
+    return this.#messages.loadInflight(this.account, clientId);
   }
 
   /** At most `limit` of the session's unsent messages after row `afterId`, in order. */
   loadQueued(clientId: string, afterId: number, limit: number): StoredMessage[] {
-    return this.#messages.loadQueued(clientId, afterId, limit);
+    return this.#messages.loadQueued(this.account, clientId, afterId, limit);
   }
 
   saveSession(clientId: string, expiryMs: number, disconnectedAtMs: number | undefined): void {
     this.#sessionWrite("save session", clientId, () =>
-      this.#stmt.upsertSession.run(clientId, expiryMs, disconnectedAtMs ?? null),
+      this.#stmt.upsertSession.run(this.account, clientId, expiryMs, disconnectedAtMs ?? null),
     );
   }
 
@@ -233,14 +293,14 @@ export class SessionStore {
    */
   saveOwner(clientId: string, owner: string, expiryMs: number): void {
     this.#sessionWrite("save session owner", clientId, () =>
-      this.#stmt.saveOwner.run(clientId, expiryMs, owner),
+      this.#stmt.saveOwner.run(this.account, clientId, expiryMs, owner),
     );
   }
 
   /** Records (or, with undefined, clears) the session's delayed will. */
   saveWill(clientId: string, will: StoredWill | undefined): void {
     this.#sessionWrite("save will", clientId, () =>
-      this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), clientId),
+      this.#stmt.saveWill.run(will === undefined ? null : encodeWill(will), this.account, clientId),
     );
   }
 
@@ -249,10 +309,13 @@ export class SessionStore {
     this.flush();
     this.#guard("delete session", () => {
       const freed = this.#db.transaction((): { bytes: number; n: number } => {
-        const rest = this.#stmt.sessionRestUsage.get(clientId, clientId) as { bytes: number };
+        const { account } = this;
+        const rest = this.#stmt.sessionRestUsage.get(account, clientId, account, clientId) as {
+          bytes: number;
+        };
         const row = this.#sessionRowBytes(clientId) ?? 0;
-        const messages = this.#messages.deleteSession(clientId);
-        for (const s of this.#stmt.deleteSession) s.run(clientId);
+        const messages = this.#messages.deleteSession(account, clientId);
+        for (const s of this.#stmt.deleteSession) s.run(account, clientId);
         return { bytes: messages.bytes + rest.bytes + row, n: messages.n };
       })();
       this.#usage.add(-freed.bytes, -freed.n);
@@ -269,7 +332,9 @@ export class SessionStore {
 
   /** A session row's bytes (undefined: no row), before and after a write to it. */
   #sessionRowBytes(clientId: string): number | undefined {
-    const row = this.#stmt.sessionRowBytes.get(clientId) as { bytes: number } | undefined;
+    const row = this.#stmt.sessionRowBytes.get(this.account, clientId) as
+      | { bytes: number }
+      | undefined;
     return row?.bytes;
   }
 
@@ -290,18 +355,25 @@ export class SessionStore {
     this.#guard("save subscription", () =>
       this.#measured(
         () =>
-          this.#stmt.hasSub.get(clientId, s.filter) === undefined
+          this.#stmt.hasSub.get(this.account, clientId, s.filter) === undefined
             ? 0
             : subRowBytes(clientId, s.filter),
         () =>
-          this.#stmt.upsertSub.run(clientId, s.filter, s.qos, options, s.subscriptionId ?? null),
+          this.#stmt.upsertSub.run(
+            this.account,
+            clientId,
+            s.filter,
+            s.qos,
+            options,
+            s.subscriptionId ?? null,
+          ),
       ),
     );
   }
 
   deleteSubscription(clientId: string, filter: string): void {
     this.#guard("delete subscription", () => {
-      if (this.#stmt.deleteSub.run(clientId, filter).changes > 0) {
+      if (this.#stmt.deleteSub.run(this.account, clientId, filter).changes > 0) {
         this.#usage.add(-subRowBytes(clientId, filter));
       }
     });
@@ -313,12 +385,12 @@ export class SessionStore {
    * out) share one stored payload.
    */
   add(clientId: string, m: NewStoredMessage, source?: object): AddedMessage {
-    return this.#messages.add(clientId, m, source, false)!;
+    return this.#messages.add(this.account, clientId, m, source, false)!;
   }
 
   /** As `add`, unless the message would take the store past `maxBytes`: then undefined. */
   addIfRoom(clientId: string, m: NewStoredMessage, source?: object): AddedMessage | undefined {
-    return this.#messages.add(clientId, m, source, true);
+    return this.#messages.add(this.account, clientId, m, source, true);
   }
 
   /** Records the packet id a stored message went out with, and whether PUBREC came back. */
@@ -332,7 +404,7 @@ export class SessionStore {
 
   addAwaitingRelease(clientId: string, packetId: number): void {
     this.#guard("save inbound QoS 2 id", () => {
-      if (this.#stmt.addInbound.run(clientId, packetId).changes > 0) {
+      if (this.#stmt.addInbound.run(this.account, clientId, packetId).changes > 0) {
         this.#usage.add(inboundRowBytes(clientId));
       }
     });
@@ -340,7 +412,7 @@ export class SessionStore {
 
   deleteAwaitingRelease(clientId: string, packetId: number): void {
     this.#guard("delete inbound QoS 2 id", () => {
-      if (this.#stmt.deleteInbound.run(clientId, packetId).changes > 0) {
+      if (this.#stmt.deleteInbound.run(this.account, clientId, packetId).changes > 0) {
         this.#usage.add(-inboundRowBytes(clientId));
       }
     });

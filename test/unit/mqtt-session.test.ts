@@ -348,7 +348,7 @@ describe("outbound window and queue", () => {
     for (let i = 1; i <= 5; i++) await h.publish(`w.${i}`, `m${i}`, 1);
     expect(c.since(2)).toEqual(["publish q1 #1 w/1 m1", "publish q1 #2 w/2 m2"]);
     expect(h.dropped("queue-full")).toBe(1);
-    expect(h.broker.sessions.get("win")!.owed.queuedCount).toBe(2);
+    expect(h.broker.sessions.get("$G", "win")!.owed.queuedCount).toBe(2);
 
     // QoS 0 is not held by the window.
     await h.publish("w.0", "q0", 0);
@@ -375,16 +375,16 @@ describe("outbound window and queue", () => {
     // One in flight, two queued (20 bytes), the fourth and fifth would make 30.
     expect(c.since(2)).toEqual(["publish q1 #1 w/1 message"]);
     expect(h.dropped("queue-full")).toBe(2);
-    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(20);
+    expect(h.broker.sessions.get("$G", "qb")!.owed.queuedBytes).toBe(20);
     c.ack("puback", 1);
-    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(10);
+    expect(h.broker.sessions.get("$G", "qb")!.owed.queuedBytes).toBe(10);
     await h.publish("w.6", "message", 1);
-    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(20);
+    expect(h.broker.sessions.get("$G", "qb")!.owed.queuedBytes).toBe(20);
     c.ack("puback", 2);
     c.ack("puback", 3);
     c.ack("puback", 4);
     expect(c.since(2).map((l) => l.split(" ")[3])).toEqual(["w/1", "w/2", "w/3", "w/6"]);
-    expect(h.broker.sessions.get("qb")!.owed.queuedBytes).toBe(0);
+    expect(h.broker.sessions.get("$G", "qb")!.owed.queuedBytes).toBe(0);
     expect(h.dropped("queue-full")).toBe(2);
   });
 
@@ -552,7 +552,7 @@ describe("takeover and resume", () => {
       second.ack("puback", 3);
       second.ack("puback", 4);
       second.ack("puback", 5);
-      expect(h.broker.sessions.get("dev")!.owed.inflight.size).toBe(0);
+      expect(h.broker.sessions.get("$G", "dev")!.owed.inflight.size).toBe(0);
     });
 
     it("with clean start the old session ends: no resend, no old subscriptions", async () => {

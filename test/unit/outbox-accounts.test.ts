@@ -4,7 +4,8 @@
 // metrics carry the account (none for $G); a database from before accounts keeps its rows
 // in $G. The recent-row cache of each queue, whose ids have gaps, always reads what SQLite
 // holds (fast-check).
-import type Database from "better-sqlite3";
+import { join } from "node:path";
+import Database from "better-sqlite3";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type Envelope, silentLogger } from "../../src/core/index.js";
@@ -12,11 +13,13 @@ import { MetricsRegistry } from "../../src/observe/index.js";
 import {
   type BufferLimits,
   closeDatabase,
+  DATABASE_FILE,
   type OnFull,
   Outboxes,
   pragma,
   type StoreError,
 } from "../../src/store/index.js";
+import { migrate } from "../../src/store/schema.js";
 import { tempDatabases } from "../helpers/temp-db.js";
 
 const T0 = 1_700_000_000_000;
@@ -247,19 +250,14 @@ describe("one outbox queue per account", () => {
 
   it("a database from before accounts (schema v6) keeps its rows in $G", async () => {
     const dir = newDir();
-    const db = open(dir);
-    const { queues } = outboxes(db);
-    await Promise.all(names("old", 3).map((s) => queues.append(msg(s), G)));
-    queues.close();
-    // Back to v6: the column and its indexes gone, the v6 index back.
-    db.exec(`
-      DROP INDEX outbox_account_id;
-      DROP INDEX outbox_account_class_id;
-      ALTER TABLE outbox DROP COLUMN account;
-      CREATE INDEX outbox_class_id ON outbox (class, id);
-    `);
-    pragma(db, "user_version = 6");
-    closeDatabase(db);
+    // A v6 file, its rows written as v6 wrote them.
+    const db = new Database(join(dir, DATABASE_FILE));
+    migrate(db, 6);
+    const insert = db.prepare(
+      "INSERT INTO outbox (subject, payload, received_at_ms, class, size) VALUES (?, ?, 1, 'default', ?)",
+    );
+    for (const s of names("old", 3)) insert.run(s, Buffer.from("p"), s.length + 1);
+    db.close();
 
     const upgraded = open(dir);
     expect(pragma(upgraded, "user_version", true)).toBe(7);

@@ -69,6 +69,7 @@ const TABLES = ["mqtt_session", "mqtt_subscription", "mqtt_message", "mqtt_inbou
 
 /** What loadAll gives for a session with nothing in it. */
 const EMPTY = {
+  account: "$G",
   owner: undefined,
   subscriptions: [],
   messages: [],
@@ -614,6 +615,7 @@ describe("SessionStore: across a reopen", () => {
     ({ db, store } = reopen(dir, db, store));
     expect(store.loadAll()).toEqual([
       {
+        account: "$G",
         clientId: "c",
         expiryMs: 86_400_000,
         disconnectedAtMs: 1_700_000_000_000,
@@ -923,6 +925,7 @@ describe("schema v4 -> v5 migration", () => {
       released: false,
     };
     expect(all.get("dev-1")).toEqual({
+      account: "$G",
       clientId: "dev-1",
       expiryMs: 3_600_000,
       disconnectedAtMs: 1_700_000_000_000,

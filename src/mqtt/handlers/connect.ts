@@ -53,16 +53,11 @@ export function handleConnect(
       why: `authentication method "${clip(props.authenticationMethod)}" is not supported`,
     });
   }
-  // A client taking over its own session does not add a connection.
-  const replacing = ctx.sessions.get(packet.clientId)?.connection !== undefined ? 1 : 0;
-  const { maxConnections } = ctx.options;
-  if (maxConnections > 0 && ctx.sessions.connectedCount - replacing >= maxConnections) {
-    return refuse({
-      reasonV5: REASON.quotaExceeded,
-      codeV3: CONNACK.serverUnavailable,
-      closeReason: "max-connections",
-      why: `mqtt.max_connections (${maxConnections}) reached`,
-    });
+  // Before the password is checked, so a full broker does no hashing: the account is not
+  // known yet, so a client id connected in any account may be a takeover (checked again,
+  // exactly, once the account is known).
+  if (tooManyConnections(ctx, ctx.sessions.connectedAnywhere(packet.clientId))) {
+    return maxConnectionsRefusal(ctx, packet);
   }
 
   // Without configured users a user name means nothing, as in Mosquitto without a
@@ -125,6 +120,21 @@ export function handleConnect(
     },
   );
   return { kind: "authenticate", decided };
+}
+
+/** Whether one more connection passes mqtt.max_connections; a takeover does not add one. */
+function tooManyConnections(ctx: HandlerContext, replacing: boolean): boolean {
+  const { maxConnections } = ctx.options;
+  return maxConnections > 0 && ctx.sessions.connectedCount - (replacing ? 1 : 0) >= maxConnections;
+}
+
+function maxConnectionsRefusal(ctx: HandlerContext, packet: mqtt.IConnectPacket): ConnectOutcome {
+  return refusal(packet, {
+    reasonV5: REASON.quotaExceeded,
+    codeV3: CONNACK.serverUnavailable,
+    closeReason: "max-connections",
+    why: `mqtt.max_connections (${ctx.options.maxConnections}) reached`,
+  });
 }
 
 function refusal(
@@ -194,7 +204,16 @@ function negotiate(
   const v5 = version === 5;
   const props = v5 ? (packet.properties ?? {}) : {};
   const owner = result.user ?? ANONYMOUS;
-  if (!ctx.sessions.mayTake(clientId, owner)) {
+  const { account } = result;
+  if (!ctx.hasAccount(account)) {
+    // The authenticator and the accounts come from one config: a bug, not a client's doing.
+    ctx.log.error({ account }, "mqtt login into an account the broker does not serve");
+    return notAuthorized(ctx, packet, "account-unknown", `account "${account}" is not served`);
+  }
+  if (tooManyConnections(ctx, ctx.sessions.get(account, clientId)?.connection !== undefined)) {
+    return maxConnectionsRefusal(ctx, packet);
+  }
+  if (!ctx.sessions.mayTake(account, clientId, owner)) {
     // The session is another user's [issue 10]: its owner keeps its connection and session.
     return notAuthorized(
       ctx,
@@ -230,7 +249,7 @@ function negotiate(
   } else {
     expiryS = cleanStart ? 0 : maxExpiryS;
   }
-  if (ctx.sessions.limitReached(clientId, expiryS * 1000)) {
+  if (ctx.sessions.limitReached(account, clientId, expiryS * 1000)) {
     // Counted and logged already (rate-limited: the client id is the client's).
     return refusal(
       packet,
@@ -258,6 +277,7 @@ function negotiate(
     assigned: known.assigned,
     user: result.user,
     owner,
+    account,
     permissions: result.permissions,
     will: will === undefined ? undefined : { ...will, owner },
     cleanStart,

@@ -128,7 +128,8 @@ export function handlePublish(
     () => {
       if (qos === 2) {
         session.awaitingRelease.set(packetId, "received");
-        if (session.persistent) ctx.sessionStore?.addAwaitingRelease(session.clientId, packetId);
+        if (session.persistent)
+          session.sessionStore?.addAwaitingRelease(session.clientId, packetId);
       }
       client.sendInboundAck(qos === 1 ? "puback" : "pubrec", packetId);
     },
@@ -157,7 +158,7 @@ function dropReason(err: unknown): string {
 
 /** PUBREL completes an inbound QoS 2 exchange (section 3.6). */
 export function handlePubrel(
-  ctx: HandlerContext,
+  _ctx: HandlerContext,
   client: ConnectedClient,
   packet: mqtt.IPubrelPacket,
 ): void {
@@ -165,7 +166,7 @@ export function handlePubrel(
   const { session } = client;
   const known = session.awaitingRelease.delete(packetId);
   if (known && session.persistent) {
-    ctx.sessionStore?.deleteAwaitingRelease(session.clientId, packetId);
+    session.sessionStore?.deleteAwaitingRelease(session.clientId, packetId);
   }
   // 3.1.1: PUBCOMP even for an unknown id (the client may be retrying after our
   // restart); MQTT 5 says the id was not found [MQTT-3.7.2-1].

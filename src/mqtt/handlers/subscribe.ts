@@ -92,10 +92,12 @@ export function handleSubscribe(
   // Retained messages follow the SUBACK [MQTT-3.3.1-6]: not for shared subscriptions
   // (section 4.8.2), and as Retain Handling says (section 3.8.3.1).
   if (ctx.retained === undefined) return;
+  // The account's retained messages only.
+  const retained = ctx.retained.forAccount(session.account);
   for (const { sub, isNew } of added) {
     if (sub.share !== undefined) continue;
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) continue;
-    deliverRetained(client, sub, ctx.retained.match(sub.patterns));
+    deliverRetained(client, sub, retained.match(sub.patterns));
   }
 }
 
