@@ -99,6 +99,9 @@ export interface OutboxStatus {
 export interface AccountStatus {
   readonly outbox: OutboxStatus;
   readonly upstream: UpstreamStatus;
+  /** Clients logged in to the account. */
+  readonly mqtt: { readonly connections: number };
+  readonly nats: { readonly connections: number };
 }
 
 /** What `/status` shows: each part's own typed status, in one snapshot. */
@@ -472,12 +475,7 @@ export class Gateway {
       gateway: this.config.gateway.id,
       upstream: this.#upstreams.get(GLOBAL_ACCOUNT)?.status(),
       outbox: this.#outboxStatus(GLOBAL_ACCOUNT),
-      accounts: Object.fromEntries(
-        [...this.#upstreams].map(([name, upstream]) => [
-          name,
-          { outbox: this.#outboxStatus(name), upstream: upstream.status() },
-        ]),
-      ),
+      accounts: this.#accountsStatus(),
       mqtt: {
         connections: this.#broker?.connectionCount ?? 0,
         unsentBytes: this.#broker?.unsentBytes ?? 0,
@@ -512,6 +510,30 @@ export class Gateway {
     return this.#space?.accounts.find((a) => a.name === account)?.bus;
   }
 
+  #accountsStatus(): Record<string, AccountStatus> {
+    const mqtt = this.#broker?.sessions.connectedByAccount() ?? new Map<string, number>();
+    const nats = this.#natsConnectedByAccount();
+    return Object.fromEntries(
+      [...this.#upstreams].map(([name, upstream]) => [
+        name,
+        {
+          outbox: this.#outboxStatus(name),
+          upstream: upstream.status(),
+          mqtt: { connections: mqtt.get(name) ?? 0 },
+          nats: { connections: nats.get(name) ?? 0 },
+        },
+      ]),
+    );
+  }
+
+  #natsConnectedByAccount(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const l of this.#natsListeners) {
+      for (const [name, n] of l.connectedByAccount()) counts.set(name, (counts.get(name) ?? 0) + n);
+    }
+    return counts;
+  }
+
   #renderMetrics(): string {
     const pending = this.metrics.gauge(
       "leafgate_outbox_pending",
@@ -519,6 +541,16 @@ export class Gateway {
     );
     for (const queue of this.#outboxes?.queues() ?? []) {
       pending.set(queue.size, accountLabels(queue.account));
+    }
+    const clients = this.metrics.gauge(
+      "leafgate_account_clients",
+      "MQTT and NATS clients logged in, by account and protocol",
+    );
+    const mqtt = this.#broker?.sessions.connectedByAccount() ?? new Map<string, number>();
+    const nats = this.#natsConnectedByAccount();
+    for (const name of this.#upstreams.keys()) {
+      clients.set(mqtt.get(name) ?? 0, { account: name, protocol: "mqtt" });
+      clients.set(nats.get(name) ?? 0, { account: name, protocol: "nats" });
     }
     const portOpen = this.metrics.gauge(
       "leafgate_serial_port_open",

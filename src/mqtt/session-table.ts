@@ -46,6 +46,15 @@ export class SessionTable implements Sessions {
     return n;
   }
 
+  /** Connected clients by account (accounts without one are absent). */
+  connectedByAccount(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const s of this.#sessions.values()) {
+      if (s.connection !== undefined) counts.set(s.account, (counts.get(s.account) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   connectedAnywhere(clientId: string): boolean {
     for (const s of this.#sessions.values()) {
       if (s.clientId === clientId && s.connection !== undefined) return true;

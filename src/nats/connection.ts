@@ -132,6 +132,8 @@ export class NatsConnection implements TransportHandler {
   /** The account's bus once logged in (the constructor's until then, and without accounts). */
   #bus: Bus;
   #replies: Replies | undefined;
+  /** The login's account; `$G` until then, and without accounts. */
+  #account = "$G";
   readonly #options: NatsConnectionOptions;
   readonly #clock: Clock;
   readonly #log: Logger | undefined;
@@ -178,6 +180,11 @@ export class NatsConnection implements TransportHandler {
         ? { tls_required: true, tls_verify: options.tlsVerify === true }
         : {}),
     });
+  }
+
+  /** The account the client logged in to (`$G` before its login). */
+  get account(): string {
+    return this.#account;
   }
 
   /** Bytes written and not yet taken by the kernel. */
@@ -299,6 +306,7 @@ export class NatsConnection implements TransportHandler {
     }
     const held = state.phase === "authenticating" ? state.held : [];
     const accounts = this.#options.accounts;
+    this.#account = result.account;
     if (accounts !== undefined) {
       const account = accounts.account(result.account);
       this.#bus = account.bus;

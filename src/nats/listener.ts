@@ -220,6 +220,16 @@ export class NatsListener {
     return this.#connections.size;
   }
 
+  /** Logged-in connections by account (accounts without one are absent). */
+  connectedByAccount(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const c of this.#connections) {
+      if (c.state.phase !== "open") continue;
+      counts.set(c.account, (counts.get(c.account) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   /** Bytes written to clients and not yet taken by the kernel, across connections. */
   get unsentBytes(): number {
     let bytes = 0;

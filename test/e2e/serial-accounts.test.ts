@@ -45,6 +45,17 @@ it("a port's readings and commands stay in its account", async ({ gateway, defer
     return { nc, got };
   };
   const [plant, tenant, global] = [await watch("p1"), await watch("t1"), await watch("g1")];
+  // Observability by account: one NATS client in each.
+  const { accounts } = gw.gateway.status();
+  expect(Object.keys(accounts)).toEqual(["$G", "plant", "tenant"]);
+  for (const name of ["$G", "plant", "tenant"]) {
+    expect(accounts[name]!.nats).toEqual({ connections: 1 });
+    expect(accounts[name]!.mqtt).toEqual({ connections: 0 });
+  }
+  const http = gw.gateway.addresses().http!;
+  const metrics = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+  expect(metrics).toContain('leafgate_account_clients{account="plant",protocol="nats"} 1');
+  expect(metrics).toContain('leafgate_account_clients{account="tenant",protocol="mqtt"} 0');
 
   await sim.run(100, 5);
   const readings = sim.sent.length;
