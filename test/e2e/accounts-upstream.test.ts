@@ -4,10 +4,11 @@
 // HUB_T. Each stream captures everything its hub account could get from this gateway
 // (`edge.gw1.>`), so a message in the wrong hub account would show.
 //
-// $G's messages come in through MQTT. The tenant's are published on the tenant's bus
-// through the gateway's test seam `accountBus` (until the core's accounts land, nothing
-// local publishes in an account but $G): they take the same path from there, the outbox
-// sink subscribed to the account's export patterns, its queue, its link.
+// $G's messages come in through MQTT (mosquitto_pub, anonymous, so $G). Across the outage
+// the tenant's come through mosquitto_pub too, logged in as a user of the tenant account;
+// the other tests publish on the tenant's bus through the gateway's `accountBus`, for exact
+// control: the same path from there, the outbox sink on the account's export patterns, its
+// queue, its link.
 //
 // Proves, across a hub outage (SIGKILL, restart): each account's messages arrive only in
 // its own hub account's stream, exactly once and in order; $G's message ids keep the form
@@ -25,6 +26,7 @@ import type { Gateway } from "../../src/gateway.js";
 import type { GatewayConfigInput } from "../helpers/config.js";
 import { it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
+import { cheapPasswordHash } from "../helpers/mqtt-sequence.js";
 import { PubAckFilter } from "../helpers/nats-ack-filter.js";
 import { connectClient, createStream, streamInfo, streamMessages } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
@@ -129,14 +131,28 @@ describe("accounts: one hub link per account", () => {
     const hub = await startHub({ config: HUB_CONFIG });
     const { ncG, ncT } = await hubClients(hub.url, defer, {});
 
-    const gw = await gateway.start(twoAccounts(hub.url));
+    const config = twoAccounts(hub.url);
+    const gw = await gateway.start({
+      ...config,
+      // Anonymous MQTT clients ($G) beside the tenant's user.
+      mqtt: { allow_anonymous: true },
+      accounts: {
+        tenant: {
+          ...config.accounts!.tenant,
+          users: [{ user: "tenant-pub", password: cheapPasswordHash("tenant-pw") }],
+        },
+      },
+    });
     const g = gw.gateway;
     const accountState = (name: string) => g.status().accounts[name]!;
     const forwarding = () =>
       ["$G", "tenant"].every((a) => accountState(a).upstream.state === "forwarding");
     await waitFor(forwarding, { message: () => JSON.stringify(g.status().accounts) });
 
-    const publishTenant = (payloads: readonly string[]) => publishIn(g, "tenant", "t.x", payloads);
+    const publishTenant = (payloads: readonly string[]) =>
+      mosquittoPubLines(gw.mqttPort, "t/x", payloads, {
+        extraArgs: ["-u", "tenant-pub", "-P", "tenant-pw"],
+      });
     const count = async (nc: NatsConnection, stream: string) =>
       (await streamInfo(nc, stream)).state.messages;
 
