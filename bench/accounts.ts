@@ -6,7 +6,6 @@
 // interleaved. What each figure means: docs/bench.md ("Accounts").
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { connect } from "@nats-io/transport-node";
 import { cheapPasswordHash } from "../test/helpers/mqtt-sequence.js";
 import {
@@ -22,9 +21,10 @@ import {
   type TrackedProcess,
   waitForLine,
 } from "../test/helpers/procs.js";
+import { commands, nowNs, publishWindowed, say } from "./lib/client.js";
 import { CLOSED_HUB, GatewayBundle } from "./lib/gateway.js";
 import { benchWorkDir, buildBundle, timeout } from "./lib/harness.js";
-import { cpuSeconds, median, RssPeak, rssMiB } from "./lib/measure.js";
+import { cpuSeconds, median, selfCpuSeconds as ownCpu, RssPeak, rssMiB } from "./lib/measure.js";
 import { type Column, fmt, printTable, ratio, streamTable } from "./lib/table.js";
 
 const CLIENTS = Number(process.env.BENCH_ACCOUNTS_CLIENTS ?? 10);
@@ -48,12 +48,6 @@ const GATEWAY_ID = "bench"; // GatewayBundle's gateway.id: accounts export on ed
 /** Queue limits far above a round's messages: nothing is refused. */
 const BUFFER = { max_messages: 10_000_000, max_bytes: "4GB" };
 
-const say = (line: string) => process.stdout.write(`${line}\n`);
-const nowNs = () => process.hrtime.bigint();
-const ownCpu = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
 const subjectOf = (index: number) => `bench.${index}.data`;
 const userOf = (index: number) => `u${index}`;
 
@@ -85,23 +79,15 @@ async function pairRole(port: number, index: number, count: number) {
   });
   await nc.flush();
   say("ready");
-  const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const input = commands();
   await input.next(); // go
   cpu0 = ownCpu();
   const template = Buffer.alloc(PAYLOAD_BYTES, "x");
-  let previous: Promise<void> = Promise.resolve();
-  for (let seq = 0; seq < count; seq++) {
+  await publishWindowed(nc, subject, count, WINDOW, (seq) => {
     const p = Buffer.from(template); // nats.js keeps a reference until it writes
     p.writeUInt32BE(seq, 0);
-    nc.publish(subject, p);
-    if ((seq + 1) % WINDOW === 0) {
-      const flushed = nc.flush();
-      await previous;
-      previous = flushed;
-    }
-  }
-  await previous;
-  await nc.flush();
+    return p;
+  });
   say("published");
   for (let c = await input.next(); !c.done && c.value !== "end"; c = await input.next()) {
     if (c.value === "report") say(`report ${figures()}`);
