@@ -5,7 +5,6 @@
 // docs/bench.md.
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer } from "../test/helpers/nats-server.js";
 import {
@@ -14,9 +13,10 @@ import {
   type TrackedProcess,
   waitForLine,
 } from "../test/helpers/procs.js";
+import { commands, nowNs, publishWindowed, say } from "./lib/client.js";
 import { CLOSED_HUB, GatewayBundle } from "./lib/gateway.js";
 import { benchWorkDir, buildBundle, timeout } from "./lib/harness.js";
-import { cpuSeconds, median, RssPeak, rssMiB } from "./lib/measure.js";
+import { cpuSeconds, median, selfCpuSeconds as ownCpu, RssPeak, rssMiB } from "./lib/measure.js";
 import { type Column, fmt, printTable, ratio, streamTable } from "./lib/table.js";
 
 const MESSAGES = Number(process.env.BENCH_NATS_MESSAGES ?? 200_000);
@@ -48,15 +48,6 @@ const LEAFGATE = "leafgate";
 const NATS_SERVER = "nats-server";
 
 // --- the client processes (one role each, driven by lines on stdin) -----------------------
-
-const commands = () => createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const say = (line: string) => process.stdout.write(`${line}\n`);
-const nowNs = () => process.hrtime.bigint();
-/** This process's own CPU seconds (user + system). */
-const ownCpu = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
 
 function natsClient(port: number, name: string): Promise<NatsConnection> {
   return connect({ servers: `127.0.0.1:${port}`, name, reconnect: false, noEcho: true });
@@ -113,22 +104,12 @@ async function publisherRole(port: number, index: number, count: number) {
   const input = commands();
   await input.next();
   const cpu0 = ownCpu();
-  // Two windows in flight: the next is written while the server works through the last, so
-  // the server never idles waiting for the publisher's PONG round trip.
-  let previous: Promise<void> = Promise.resolve();
-  for (let seq = 0; seq < count; seq++) {
+  await publishWindowed(nc, SUBJECT, count, WINDOW, (seq) => {
     const p = Buffer.from(template); // nats.js keeps a reference until it writes
     p.writeUInt32BE(index, 0);
     p.writeUInt32BE(seq, 4);
-    nc.publish(SUBJECT, p);
-    if ((seq + 1) % WINDOW === 0) {
-      const flushed = nc.flush();
-      await previous;
-      previous = flushed;
-    }
-  }
-  await previous;
-  await nc.flush();
+    return p;
+  });
   say(`published ${fmt(ownCpu() - cpu0, 3)}`);
   await input.next();
   await nc.close();

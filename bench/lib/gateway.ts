@@ -29,6 +29,8 @@ export interface BenchGatewayConfig {
   http?: boolean;
   buffer?: { max_messages: number; max_bytes: string };
   serial?: { ports: { path: string; profile: string; device: string }[] };
+  /** `accounts:` as in the YAML (docs/config.md "Accounts"). */
+  accounts?: Record<string, unknown>;
 }
 
 export interface GatewayBundleOptions {
@@ -129,5 +131,7 @@ export class GatewayBundle {
 /** The parts of /status the benches read. */
 export interface GatewayStatus {
   outbox: { pending: number };
+  /** Per account, `$G` first. */
+  accounts?: Record<string, { outbox: { pending: number } }>;
   serial?: { state: string }[];
 }
