@@ -19,7 +19,7 @@
 // tenant's link from the tenant's queue, proven by the tenant's message id form. And a
 // flood over the tenant's own buffer limit evicts only the tenant's oldest rows.
 import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect } from "vitest";
 import type { Envelope } from "../../src/core/index.js";
 import type { Gateway } from "../../src/gateway.js";
@@ -356,5 +356,82 @@ describe("accounts: buffer limits are per account", () => {
       expect(a.outbox.pending).toBe(0);
       expect(a.upstream.state).toBe("forwarding");
     }
+  });
+});
+
+describe("accounts: imports from the hub are per account", () => {
+  it("a command from the tenant's hub account reaches only the tenant's clients", async ({
+    startHub,
+    gateway,
+    defer,
+  }) => {
+    const hub = await startHub({ config: HUB_CONFIG });
+    const { ncG, ncT } = await hubClients(hub.url, defer, {});
+    const config = twoAccounts(hub.url);
+    const password = cheapPasswordHash("pw");
+    const gw = await gateway.start({
+      ...config,
+      // $G imports cmd.gw1.> (the default) from HUB_G; the tenant imports the same subjects
+      // from its own hub account.
+      authorization: { users: [{ user: "g-app", password }] },
+      accounts: {
+        tenant: {
+          ...config.accounts!.tenant,
+          upstream: {
+            ...config.accounts!.tenant!.upstream,
+            import: [{ subject: "cmd.{gateway}.>" }],
+          },
+          users: [{ user: "t-app", password }],
+        },
+      },
+    });
+    const g = gw.gateway;
+    await waitFor(
+      () => ["$G", "tenant"].every((a) => g.status().accounts[a]!.upstream.state === "forwarding"),
+      { message: () => JSON.stringify(g.status().accounts) },
+    );
+    const listen = async (user: string) => {
+      const nc = await connect({
+        servers: `127.0.0.1:${gw.natsPort}`,
+        user,
+        pass: "pw",
+        reconnect: false,
+      });
+      defer(() => nc.close());
+      const got: string[] = [];
+      nc.subscribe("cmd.>", { callback: (_e, m) => void got.push(`${m.subject}=${m.string()}`) });
+      await nc.flush();
+      return got;
+    };
+    const [inG, inT] = [await listen("g-app"), await listen("t-app")];
+    // Each account's import subscription on its hub link is up once a publish comes through.
+    await waitFor(
+      async () => {
+        ncT.publish("cmd.gw1.valve", "tenant-1");
+        await ncT.flush();
+        return inT.length > 0;
+      },
+      { timeoutMs: 15_000 },
+    );
+    await waitFor(
+      async () => {
+        ncG.publish("cmd.gw1.valve", "global-1");
+        await ncG.flush();
+        return inG.length > 0;
+      },
+      { timeoutMs: 15_000 },
+    );
+    ncT.publish("cmd.gw1.valve", "tenant-2");
+    ncG.publish("cmd.gw1.valve", "global-2");
+    await Promise.all([ncT.flush(), ncG.flush()]);
+    // Repeats of the probes above may still be on their way: wait for the last of each.
+    await waitFor(
+      () => inT.at(-1) === "cmd.gw1.valve=tenant-2" && inG.at(-1) === "cmd.gw1.valve=global-2",
+      { message: () => JSON.stringify({ inT, inG }) },
+    );
+    expect(inT.every((m) => m.startsWith("cmd.gw1.valve=tenant-"))).toBe(true);
+    expect(inG.every((m) => m.startsWith("cmd.gw1.valve=global-"))).toBe(true);
+    expect(inT.at(-1)).toBe("cmd.gw1.valve=tenant-2");
+    expect(inG.at(-1)).toBe("cmd.gw1.valve=global-2");
   });
 });
