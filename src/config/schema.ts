@@ -1,3 +1,4 @@
+import { DEFAULT_ACCOUNT } from "../core/accounts.js";
 import { isValidPattern, isValidSubject, isValidToken } from "../core/subject.js";
 import {
   bool,
@@ -148,7 +149,7 @@ const BUFFER_CLASS = obj({
 });
 
 /** nats-server's name for the global account: the one without an `accounts` entry. */
-export const GLOBAL_ACCOUNT = "$G";
+export const GLOBAL_ACCOUNT = DEFAULT_ACCOUNT;
 const ACCOUNT_NAME_CHARS = /^[A-Za-z0-9_-]+$/;
 const ACCOUNT_NAME: StringRule = {
   expected: `an account name: letters, digits, "_" or "-" ("${GLOBAL_ACCOUNT}" is the global account's)`,

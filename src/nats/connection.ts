@@ -12,7 +12,13 @@ import type {
   Transport,
   TransportHandler,
 } from "../core/index.js";
-import { isValidPattern, isValidSubject, subjectMatches, systemClock } from "../core/index.js";
+import {
+  DEFAULT_ACCOUNT,
+  isValidPattern,
+  isValidSubject,
+  subjectMatches,
+  systemClock,
+} from "../core/index.js";
 import { type NatsAuth, OPEN_NATS_AUTH } from "./auth.js";
 import { type ConnectOptions, type NatsConnectionState, parseConnect } from "./connection-state.js";
 import {
@@ -133,7 +139,7 @@ export class NatsConnection implements TransportHandler {
   #bus: Bus;
   #replies: Replies | undefined;
   /** The login's account; `$G` until then, and without accounts. */
-  #account = "$G";
+  #account = DEFAULT_ACCOUNT;
   readonly #options: NatsConnectionOptions;
   readonly #clock: Clock;
   readonly #log: Logger | undefined;

@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
-import { GLOBAL_ACCOUNT } from "../config/schema.js";
 import type { Envelope, Headers } from "../core/index.js";
+import { DEFAULT_ACCOUNT } from "../core/index.js";
 import type { StoredRowSize } from "./buffer-policy.js";
 
 /** One buffered message waiting to be forwarded; `id` is its never-reused row id. */
@@ -98,7 +98,7 @@ export class OutboxTable {
   readonly #oldestOfClass: Database.Statement;
   readonly #deleteClassUpTo: Database.Statement;
 
-  constructor(db: Database.Database, account: string = GLOBAL_ACCOUNT) {
+  constructor(db: Database.Database, account: string = DEFAULT_ACCOUNT) {
     this.db = db;
     this.account = account;
     this.#insert = db.prepare(

@@ -1,7 +1,6 @@
 import type Database from "better-sqlite3";
-import { GLOBAL_ACCOUNT } from "../config/schema.js";
 import type { Clock, Envelope, Labels, Logger, Metrics } from "../core/index.js";
-import { errorMessage, Guard, systemClock } from "../core/index.js";
+import { DEFAULT_ACCOUNT, errorMessage, Guard, systemClock } from "../core/index.js";
 import { BufferDrops } from "./buffer-drops.js";
 import {
   type BufferClass,
@@ -73,7 +72,7 @@ export interface OutboxReader {
  */
 export function accountLabels(account: string): Labels | undefined {
   // Frozen: the registry remembers its key (counted on every commit).
-  return account === GLOBAL_ACCOUNT ? undefined : Object.freeze({ account });
+  return account === DEFAULT_ACCOUNT ? undefined : Object.freeze({ account });
 }
 
 /** The database's disk guard, publishing to `leafgate_buffer_disk_full`. */
@@ -132,7 +131,7 @@ export class Outbox implements OutboxReader {
     const clock = options.clock ?? systemClock;
     this.#options = options;
     this.#clock = clock;
-    const account = options.account ?? GLOBAL_ACCOUNT;
+    const account = options.account ?? DEFAULT_ACCOUNT;
     const labels = accountLabels(account);
     this.#labels = labels;
     this.#table = new OutboxTable(db, account);

@@ -7,9 +7,8 @@ import {
   headers as natsHeaders,
   type Subscription,
 } from "@nats-io/transport-node";
-import { GLOBAL_ACCOUNT } from "../config/index.js";
 import type { Counter, Logger } from "../core/index.js";
-import { RateLimitedLog } from "../core/index.js";
+import { DEFAULT_ACCOUNT, RateLimitedLog } from "../core/index.js";
 import type { OutboxReader, OutboxRow } from "../store/index.js";
 import { DrainCursor, type DrainPolicy } from "./drain-cursor.js";
 import { dropUnsendable, unsendable } from "./hub-limits.js";
@@ -71,8 +70,8 @@ export interface Forwarder {
  * account `$G` (the form from before accounts, so existing streams keep deduplicating
  * after an upgrade), `<gateway>.<account>.` for the others.
  */
-export function messageIdPrefix(gatewayId: string, account: string = GLOBAL_ACCOUNT): string {
-  return account === GLOBAL_ACCOUNT ? `${gatewayId}-` : `${gatewayId}.${account}.`;
+export function messageIdPrefix(gatewayId: string, account: string = DEFAULT_ACCOUNT): string {
+  return account === DEFAULT_ACCOUNT ? `${gatewayId}-` : `${gatewayId}.${account}.`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { type ConnectionOptions, connect, type NatsConnection } from "@nats-io/transport-node";
-import { GLOBAL_ACCOUNT, maskUrls } from "../config/index.js";
+import { maskUrls } from "../config/index.js";
 import type { Bus, Clock, Logger, Metrics, Replies } from "../core/index.js";
-import { errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
+import { DEFAULT_ACCOUNT, errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
 import { accountLabels, type ImportCursors, type Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
 import { connectOptions, dialOptions } from "./connect-options.js";
@@ -133,7 +133,7 @@ export class Upstream {
       (rows) => {
         this.#forwardedTotal += rows;
       },
-      accountLabels(options.account ?? GLOBAL_ACCOUNT),
+      accountLabels(options.account ?? DEFAULT_ACCOUNT),
     );
     const { bus, log, replies } = options;
     this.#imports = {
