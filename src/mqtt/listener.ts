@@ -3,7 +3,7 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
-import { type WebSocket, WebSocketServer } from "ws";
+import type { WebSocket, WebSocketServer } from "ws";
 import type { Admission, Counter, Logger } from "../core/index.js";
 import {
   attachSocket,
@@ -57,6 +57,8 @@ export class MqttListener {
   readonly #tls: boolean;
   readonly #websocket: boolean;
   #wss: WebSocketServer | undefined;
+  /** Set by a WebSocket listener until `listen` has loaded ws. */
+  #attachWebSocket: ((ws: typeof import("ws")) => void) | undefined;
   readonly #lifecycle = new ServerLifecycle();
 
   constructor(broker: Broker, log: Logger, options: ListenerOptions = {}) {
@@ -168,6 +170,15 @@ export class MqttListener {
       this.#sockets.add(socket);
       socket.on("close", () => this.#sockets.delete(socket));
     });
+    this.#attachWebSocket = (ws) => this.#webSocketAccept(broker, http, ws);
+    return http;
+  }
+
+  #webSocketAccept(
+    broker: Broker,
+    http: ReturnType<typeof createHttpServer> | ReturnType<typeof createHttpsServer>,
+    { WebSocketServer }: typeof import("ws"),
+  ): void {
     const wss = new WebSocketServer({
       server: http,
       // A message may carry several packets; each is held to the limit by the framer.
@@ -219,7 +230,6 @@ export class MqttListener {
       ),
     );
     wss.on("error", (err) => this.#log.warn({ err: errorMessage(err) }, "mqtt websocket error"));
-    return http;
   }
 
   /**
@@ -227,6 +237,11 @@ export class MqttListener {
    * (the gateway's backstop; its `stop` calls `stopAccepting` and `destroyAll` itself).
    */
   async listen(host: string, port: number, signal?: AbortSignal): Promise<AddressInfo> {
+    // ws is loaded only by a WebSocket listener: about 4 MB and 5 ms of start-up otherwise.
+    if (this.#attachWebSocket !== undefined) {
+      this.#attachWebSocket(await import("ws"));
+      this.#attachWebSocket = undefined;
+    }
     const address = await this.#lifecycle.listen(
       this.#server,
       { host, port },
