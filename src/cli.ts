@@ -2,7 +2,6 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { MODELS, ModbusSlaveSimulator, Simulator } from "../firmware-sim/index.js";
 import {
   ConfigError,
   formatConfig,
@@ -126,6 +125,7 @@ function parse(args: string[]): {
 
 /** A Modbus RTU slave (the energy meter) answering the gateway's polls until a signal. */
 async function simModbus(link: string | undefined): Promise<number> {
+  const { ModbusSlaveSimulator } = await loadSimulators();
   const devicePath = resolve(link ?? "leafgate-energy-meter");
   const slave = new ModbusSlaveSimulator({ devicePath, simPath: `${devicePath}.sim` });
   await slave.open();
@@ -179,6 +179,9 @@ function configFileOf(file: string | undefined): string | undefined {
   return named === undefined || named === "" ? undefined : resolve(named);
 }
 
+// The simulators (and child_process, tty) load only for `sim`: `run` does not pay for them.
+const loadSimulators = () => import("../firmware-sim/index.js");
+
 async function sim(options: {
   positionals: string[];
   link?: string;
@@ -186,6 +189,7 @@ async function sim(options: {
 }): Promise<number> {
   const name = options.positionals[0];
   if (name === "energy-meter") return simModbus(options.link);
+  const { MODELS, Simulator } = await loadSimulators();
   const model = name === undefined ? undefined : MODELS[name];
   if (model === undefined) {
     process.stderr.write(
