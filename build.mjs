@@ -5,6 +5,20 @@ import { build } from "esbuild";
 
 const NATIVE_ADDONS = ["better-sqlite3", "serialport"];
 
+// mqtt-packet traces every parse step through `debug`, which leafgate never enables: a
+// no-op in its place saves loading tty at start-up and a call per step on the hot path.
+const debugOff = {
+  name: "debug-off",
+  setup(b) {
+    b.onResolve({ filter: /^debug$/ }, () => ({ path: "debug", namespace: "debug-off" }));
+    b.onLoad({ filter: /.*/, namespace: "debug-off" }, () => ({
+      contents:
+        "const off = () => {}; off.enabled = false; off.extend = () => off; module.exports = () => off;",
+      loader: "js",
+    }));
+  },
+};
+
 const pkg = JSON.parse(await readFile(new URL("./package.json", import.meta.url), "utf8"));
 const outdir = new URL("./dist/", import.meta.url);
 await mkdir(outdir, { recursive: true });
@@ -23,6 +37,7 @@ const { outputFiles } = await build({
   sourcemap: "linked",
   legalComments: "none",
   external: NATIVE_ADDONS,
+  plugins: [debugOff],
   define: { LEAFGATE_VERSION: JSON.stringify(pkg.version) },
   // ESM output still meets CommonJS dependencies that call require(). A 1 MB young
   // generation keeps RSS 25-35 MB lower; it costs throughput only under heavy load.
