@@ -1,4 +1,3 @@
-import pino from "pino";
 import { MASK, secretRedactor } from "../config/index.js";
 import type { Logger } from "../core/index.js";
 
@@ -6,7 +5,11 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /** Keys whose values never reach a log line, at the top of a record or up to two levels down. */
 const SECRET_KEYS = ["password", "pass", "token", "auth_token", "nkey_seed", "seed", "jwt"];
-const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
+const SECRETS = new Set(SECRET_KEYS);
+/** How deep below the top of a record a secret key is still masked. */
+const REDACT_DEPTH = 2;
+
+const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
 
 const LEVEL_LABELS: Record<number, string> = {
   10: "TRACE",
@@ -88,20 +91,132 @@ export interface LoggerOptions {
   readonly destination?: { write(line: string): void };
 }
 
+type Fields = Record<string, unknown>;
+
+/** An error as a plain object: its class, message, stack and own fields (such as `code`). */
+function serializeError(err: Error): Fields {
+  const base: Fields = {
+    type: err.constructor?.name ?? "Error",
+    message: err.message,
+    stack: err.stack,
+  };
+  return Object.assign(base, err);
+}
+
+/**
+ * A copy of `record` with secret keys masked down to REDACT_DEPTH and errors serialized;
+ * the caller's objects are never changed. Iterative: a record's depth is the caller's, but
+ * only REDACT_DEPTH levels are walked.
+ */
+function prepare(record: Fields): Fields {
+  const out: Fields = {};
+  for (const key of Object.keys(record)) out[key] = record[key];
+  const todo: [Fields, number][] = [[out, 0]];
+  while (todo.length > 0) {
+    const [node, depth] = todo.pop()!;
+    for (const key of Object.keys(node)) {
+      let value = node[key];
+      if (value === undefined) continue;
+      if (SECRETS.has(key)) {
+        node[key] = MASK;
+        continue;
+      }
+      if (value instanceof Error) value = node[key] = serializeError(value);
+      if (depth < REDACT_DEPTH && typeof value === "object" && value !== null) {
+        const copy: Fields = Array.isArray(value)
+          ? ([...value] as unknown as Fields)
+          : { ...value };
+        node[key] = copy;
+        todo.push([copy, depth + 1]);
+      }
+    }
+  }
+  return out;
+}
+
+/** JSON of a record that cannot throw: cycles and BigInts become strings, and a value too
+ * deep for JSON.stringify is replaced by a marker rather than losing the line. */
+function stringify(record: Fields): string {
+  try {
+    return JSON.stringify(record);
+  } catch {}
+  const seen = new WeakSet<object>();
+  try {
+    return JSON.stringify(record, (_key, value: unknown) => {
+      if (typeof value === "bigint") return value.toString();
+      if (typeof value === "object" && value !== null) {
+        if (seen.has(value)) return "[Circular]";
+        seen.add(value);
+      }
+      return value;
+    });
+  } catch {}
+  const flat: Fields = {};
+  for (const [key, value] of Object.entries(record)) {
+    if (typeof value === "bigint") flat[key] = value.toString();
+    else flat[key] = typeof value === "object" && value !== null ? "[Unserializable]" : value;
+  }
+  return JSON.stringify(flat);
+}
+
+/**
+ * One JSON object per line, as pino writes them (`level`, `time`, `pid`, bindings, fields,
+ * `msg`), without pino: its transports, worker threads and redaction compiler cost several
+ * MB of RSS and milliseconds of start-up that a gateway logging a few lines a minute never
+ * earns back.
+ */
+class JsonLogger implements Logger {
+  readonly #min: number;
+  readonly #bindings: Fields;
+  readonly #write: (line: string) => void;
+
+  constructor(min: number, bindings: Fields, write: (line: string) => void) {
+    this.#min = min;
+    this.#bindings = bindings;
+    this.#write = write;
+  }
+
+  debug(fields: Fields, msg: string): void {
+    this.#log(LEVELS.debug, fields, msg);
+  }
+  info(fields: Fields, msg: string): void {
+    this.#log(LEVELS.info, fields, msg);
+  }
+  warn(fields: Fields, msg: string): void {
+    this.#log(LEVELS.warn, fields, msg);
+  }
+  error(fields: Fields, msg: string): void {
+    this.#log(LEVELS.error, fields, msg);
+  }
+
+  child(bindings: Fields): Logger {
+    return new JsonLogger(this.#min, { ...this.#bindings, ...bindings }, this.#write);
+  }
+
+  #log(level: number, fields: Fields, msg: string): void {
+    if (level < this.#min) return;
+    const record = prepare({ level, time: Date.now(), ...this.#bindings, ...fields });
+    record.msg = msg;
+    this.#write(`${stringify(record)}\n`);
+  }
+}
+
+/** stdout, written synchronously (Linux writes pipes and files so); a closed stdout loses lines, never the process. */
+function stdoutWriter(): (line: string) => void {
+  const out = process.stdout;
+  out.on("error", () => {});
+  return (line) => {
+    out.write(line);
+  };
+}
+
 /** The process logger: JSON lines to stdout, pretty only when stdout is a TTY. */
 export function createLogger(options: LoggerOptions): Logger {
   const pretty = options.pretty ?? process.stdout.isTTY === true;
   const destination =
-    options.destination ??
-    (pretty ? prettyStream(process.stdout) : pino.destination({ dest: 1, sync: true }));
-  return pino(
-    {
-      level: options.level,
-      base: { pid: process.pid },
-      redact: { paths: REDACT_PATHS, censor: MASK },
-      serializers: { err: pino.stdSerializers.err },
-      hooks: { streamWrite: scrubLine(options.scrub ?? secretRedactor([])) },
-    },
-    destination,
-  ) as unknown as Logger;
+    options.destination ?? (pretty ? prettyStream(process.stdout) : { write: stdoutWriter() });
+  const scrub = scrubLine(options.scrub ?? secretRedactor([]));
+  return new JsonLogger(LEVELS[options.level], { pid: process.pid }, (line) =>
+    destination.write(scrub(line)),
+  );
 }
