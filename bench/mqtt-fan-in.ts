@@ -394,33 +394,41 @@ async function subscribeRaw(port: number, qos: Qos): Promise<Subscriber> {
 
 // --- one run ------------------------------------------------------------------------------
 
+/** Says `ready`; on `go` publishes, says `published <hrtime at start>`; on `end` closes. */
+async function publishOnCommand(
+  publish: () => Promise<void>[],
+  closeAll: () => Promise<void>[],
+): Promise<void> {
+  const next = commands();
+  say("ready");
+  await next.next();
+  const t0 = process.hrtime.bigint();
+  await Promise.all(publish());
+  say(`published ${t0}`);
+  await next.next();
+  await Promise.all(closeAll());
+}
+
 /**
  * The publishers' child process: connects all publishers, says `ready`, publishes on `go`,
  * says `published <hrtime of the first publish>`, and disconnects on `end`.
  */
 async function publishersProcess(port: number, qos: Qos, generator: Generator): Promise<never> {
-  const next = commands();
   const ids = Array.from({ length: PUBLISHERS }, (_, i) => i);
   if (generator === "raw") {
     const pubs = await Promise.all(
       ids.map((i) => RawMqttClient.connect(port, `fanin-pub-${i}`, CONNECT_TIMEOUT_MS)),
     );
-    say("ready");
-    await next.next();
-    const t0 = process.hrtime.bigint();
-    await Promise.all(pubs.map((c, i) => (qos === 1 ? rawQos1(c, i) : rawQos0(c, i))));
-    say(`published ${t0}`);
-    await next.next();
-    await Promise.all(pubs.map((c) => c.close()));
+    await publishOnCommand(
+      () => pubs.map((c, i) => (qos === 1 ? rawQos1(c, i) : rawQos0(c, i))),
+      () => pubs.map((c) => c.close()),
+    );
   } else {
     const pubs = await Promise.all(ids.map((i) => connectClient(port, `fanin-pub-${i}`)));
-    say("ready");
-    await next.next();
-    const t0 = process.hrtime.bigint();
-    await Promise.all(pubs.map((c, i) => (qos === 1 ? publishQos1(c, i) : publishQos0(c, i))));
-    say(`published ${t0}`);
-    await next.next();
-    await Promise.all(pubs.map(close));
+    await publishOnCommand(
+      () => pubs.map((c, i) => (qos === 1 ? publishQos1(c, i) : publishQos0(c, i))),
+      () => pubs.map(close),
+    );
   }
   process.exit(0);
 }

@@ -82,26 +82,21 @@ export function handlePublish(
     if (held !== undefined) return;
   }
   const now = ctx.clock.now();
-  // Spreads of optional parts cost an object each: the common message is one literal.
+  const plain: Envelope = {
+    subject,
+    payload,
+    receivedAtMs: now,
+    origin: "mqtt",
+    qos,
+    retain: packet.retain,
+    publisher: client.clientId,
+  };
+  // MQTT 3.1.1 (the common case) has no properties: no spreads, each an object more.
   const message: Envelope =
     extra === undefined
-      ? {
-          subject,
-          payload,
-          receivedAtMs: now,
-          origin: "mqtt",
-          qos,
-          retain: packet.retain,
-          publisher: client.clientId,
-        }
+      ? plain
       : {
-          subject,
-          payload,
-          receivedAtMs: now,
-          origin: "mqtt",
-          qos,
-          retain: packet.retain,
-          publisher: client.clientId,
+          ...plain,
           ...(properties !== undefined
             ? { properties, headers: propertiesToHeaders(properties) }
             : {}),
