@@ -18,6 +18,21 @@ const FLUSH_AT_BYTES = 64 * 1024;
 /** A socket that is done with but whose peer does not read is destroyed after this. */
 const END_TIMEOUT_MS = 5_000;
 
+/** The flushes of the transports that hold bytes this turn: one setImmediate runs them all. */
+let dueThisTurn: (() => void)[] = [];
+
+function flushDue(): void {
+  const flushes = dueThisTurn;
+  dueThisTurn = [];
+  // Each flush runs under its own guard: one failing does not keep the others from going.
+  for (const flush of flushes) flush();
+}
+
+function flushAtEndOfTurn(flush: () => void): void {
+  if (dueThisTurn.length === 0) setImmediate(flushDue);
+  dueThisTurn.push(flush);
+}
+
 /**
  * Adapts a TCP (or TLS) socket to a protocol's Transport; its callbacks run under `guard`,
  * labelled `<part>.socket-flush` and so on.
@@ -48,7 +63,7 @@ export function socketTransport(socket: Socket, guard: Guard, part: "mqtt" | "na
         flush();
         return socket.write(bytes);
       }
-      if (held.length === 0) setImmediate(flush);
+      if (held.length === 0) flushAtEndOfTurn(flush);
       held.push(bytes);
       heldBytes += bytes.length;
       if (heldBytes >= FLUSH_AT_BYTES) flush();

@@ -7,6 +7,7 @@ import {
   type Outbound,
   type OutboundOwner,
   type OutboundPhase,
+  QUEUED,
   storeCopy,
   toOutbound,
 } from "./outbound-message.js";
@@ -126,7 +127,7 @@ export class OutboundQueue {
       retain,
       subscriptionIds,
       rowId,
-      phase: { kind: "queued" },
+      phase: QUEUED,
     };
     if (canSend) {
       this.#send(conn, out);
