@@ -164,23 +164,23 @@ export class Flow {
     const group: CommitGroup = { commit, committed: [onCommitted], failed: [onFailed] };
     this.#lastGroup = group;
     commit.then(
-      () => this.#settleGroup(group, group.committed, undefined),
-      (err: unknown) => this.#settleGroup(group, group.failed, err),
+      () => this.#settleGroup(group, group.committed),
+      (err: unknown) =>
+        this.#settleGroup(
+          group,
+          group.failed.map((onFailed) => () => onFailed(err)),
+        ),
     );
   }
 
   /** Runs each callback of a settled group under the guard, then counts them settled. */
-  #settleGroup(
-    group: CommitGroup,
-    callbacks: readonly ((err: unknown) => void)[],
-    err: unknown,
-  ): void {
+  #settleGroup(group: CommitGroup, callbacks: readonly (() => void)[]): void {
     if (this.#lastGroup === group) this.#lastGroup = undefined;
     const { maxPendingCommits } = this.#ctx.options;
     for (const callback of callbacks) {
       // The ack is written before the settle may end a closing connection's transport;
       // one failing callback cuts the connection, and the rest still settle.
-      this.#ctx.guard.run("mqtt.commit", () => callback(err), this.#cut);
+      this.#ctx.guard.run("mqtt.commit", callback, this.#cut);
       this.#pendingCommits--;
     }
     // Half the bound: reading does not flap on and off at every commit.
