@@ -71,31 +71,36 @@ export class Bus {
     const match = this.#subs.match(message.subject);
     let pending: Promise<void> | undefined;
     let more: Promise<void>[] | undefined;
-    const take = (subscriber: BusSubscriber): void => {
-      let p: Promise<void> | undefined;
-      try {
-        p = subscriber.deliver(message);
-      } catch (err) {
-        this.#onDeliveryError(err, message.subject);
-        return;
-      }
-      if (p === undefined) return;
-      if (pending === undefined) {
-        pending = p;
-        return;
-      }
-      more ??= [pending];
-      more.push(p);
-    };
-    for (const subscriber of match.plain) take(subscriber);
+    // Written out (no closure per publish): this runs for every message.
+    for (const subscriber of match.plain) {
+      const p = this.#deliver(subscriber, message);
+      if (p === undefined) continue;
+      if (pending === undefined) pending = p;
+      else if (more === undefined) more = [pending, p];
+      else more.push(p);
+    }
     for (const members of match.queues) {
       // Each group in turn among the members that match this subject.
       const group = this.#groups.get(members.queue)!;
       const member = members[group.turn++ % members.length];
-      if (member !== undefined) take(member);
+      if (member === undefined) continue;
+      const p = this.#deliver(member, message);
+      if (p === undefined) continue;
+      if (pending === undefined) pending = p;
+      else if (more === undefined) more = [pending, p];
+      else more.push(p);
     }
     if (more !== undefined) return Promise.all(more).then(() => undefined);
     return pending ?? DONE;
+  }
+
+  #deliver(subscriber: BusSubscriber, message: Envelope): Promise<void> | undefined {
+    try {
+      return subscriber.deliver(message);
+    } catch (err) {
+      this.#onDeliveryError(err, message.subject);
+      return undefined;
+    }
   }
 
   /** True when a publish on literal `subject` would reach a subscriber that may answer. */

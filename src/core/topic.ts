@@ -93,10 +93,13 @@ export class TopicError extends LeafgateError {
  * nothing needs converting. Throws `TopicError`.
  */
 export function toSubject(topic: string): string {
+  const known = SUBJECTS.get(topic);
+  if (known !== undefined) return known;
   const flags = scan(topic, false);
-  if (flags === 0) return topic;
-  if (flags === HAS_SLASH) return topic.replaceAll("/", ".");
-  return convertLevels(topic);
+  const subject =
+    flags === 0 ? topic : flags === HAS_SLASH ? topic.replaceAll("/", ".") : convertLevels(topic);
+  SUBJECTS.set(topic, subject);
+  return subject;
 }
 
 /**
@@ -151,6 +154,14 @@ export function checkTopicBounds(topic: string, bounds: TopicBounds): void {
  * a valid topic name (empty, or with `+`, `#` or U+0000 from a NATS publisher).
  */
 export function toTopic(subject: string): string {
+  const known = TOPICS.get(subject);
+  if (known !== undefined) return known;
+  const topic = convertSubject(subject);
+  TOPICS.set(subject, topic);
+  return topic;
+}
+
+function convertSubject(subject: string): string {
   let topic: string;
   if (!subject.includes("/")) {
     topic = subject.includes(".") ? subject.replaceAll(".", "/") : subject;
@@ -193,6 +204,33 @@ export function toTopic(subject: string): string {
   checkByteLength(topic);
   return topic;
 }
+
+/**
+ * The last conversions made, both ways: a gateway sees the same few topics over and over
+ * (a sensor publishes on its own), and a string that comes back from here is one the bus's
+ * match cache has hashed already. Only what converted is kept (errors are thrown each
+ * time), and only short strings; the table is emptied when full, so it is bounded in
+ * entries and bytes whatever clients send.
+ */
+class Conversions {
+  readonly #map = new Map<string, string>();
+
+  get(from: string): string | undefined {
+    return this.#map.get(from);
+  }
+
+  set(from: string, to: string): void {
+    if (from.length > CONVERSIONS_MAX_LENGTH) return;
+    if (this.#map.size >= CONVERSIONS_MAX_ENTRIES) this.#map.clear();
+    this.#map.set(from, to);
+  }
+}
+
+/** Topics and subjects remembered at most (each at most CONVERSIONS_MAX_LENGTH units). */
+const CONVERSIONS_MAX_ENTRIES = 1024;
+const CONVERSIONS_MAX_LENGTH = 256;
+const SUBJECTS = new Conversions();
+const TOPICS = new Conversions();
 
 /**
  * Validates `s` as a topic name or (`filter`) a topic filter and returns `HAS_*` flags for

@@ -28,6 +28,7 @@ import { dispatchPacket } from "./handlers/dispatch.js";
 import { recheckSession } from "./handlers/resume.js";
 import { Keepalive } from "./keepalive.js";
 import { encodeConnack, encodeV5 } from "./packets.js";
+import { PUBACK_TYPE, PUBLISH_TYPE, parsePuback311, parsePublish } from "./publish-parser.js";
 import type { Session, Will } from "./session.js";
 import type { Transport, TransportHandler } from "./transport.js";
 import { checkPacket } from "./validate.js";
@@ -82,6 +83,19 @@ export class Connection implements TransportHandler {
     this.#framer = new PacketFramer(
       ctx.options.maxPacketSize,
       (raw) => {
+        const s = this.#state;
+        // PUBLISH and PUBACK, once connected, by hand-written parsers (publish-parser.ts).
+        if (s.kind === "connected") {
+          const type = raw[0]! >> 4;
+          if (type === PUBLISH_TYPE) {
+            this.#fastPublish(raw, s.link.version === 5);
+            return;
+          }
+          if (type === PUBACK_TYPE && s.link.version !== 5) {
+            this.#dispatch(parsePuback311(raw), raw);
+            return;
+          }
+        }
         this.#raw = raw;
         this.#parser.parse(raw);
       },
@@ -164,6 +178,17 @@ export class Connection implements TransportHandler {
     for (const wake of this.#closedWaiters) wake();
     this.#closedWaiters = [];
     this.#flow.wakeIdle();
+  }
+
+  #fastPublish(raw: Buffer, v5: boolean): void {
+    let packet: mqtt.IPublishPacket;
+    try {
+      packet = parsePublish(raw, v5);
+    } catch (err) {
+      this.protocolError(err as MqttProtocolError);
+      return;
+    }
+    this.#dispatch(packet, raw);
   }
 
   #dispatch(packet: mqtt.Packet, raw: Buffer): void {

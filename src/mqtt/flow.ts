@@ -14,6 +14,13 @@ const SOFT_MARK_DIVISOR = 8;
 /** PUBREC with a reason code from this on ends a QoS 2 exchange (section 4.3.3). */
 export const PUBREC_ERROR = 0x80;
 
+/** Consecutive commits of one connection that share a group commit's promise. */
+interface CommitGroup {
+  readonly commit: Promise<void>;
+  readonly committed: (() => void)[];
+  readonly failed: ((err: unknown) => void)[];
+}
+
 /** What flow control reads of its connection. */
 export interface FlowHost {
   readonly transport: Transport;
@@ -37,6 +44,8 @@ export class Flow {
   /** Bytes of deliveries decided on but written only after a commit (see `reserve`). */
   #reservedBytes = 0;
   #pendingCommits = 0;
+  /** The group the next commit joins if it shares its promise (see trackCommit). */
+  #lastGroup: CommitGroup | undefined;
   #idleWaiters: (() => void)[] = [];
   /** Inbound QoS 1/2 packet ids not yet answered with PUBACK, PUBCOMP or an error PUBREC. */
   readonly #inboundUnanswered = new Set<number>();
@@ -133,7 +142,10 @@ export class Flow {
 
   /**
    * Tracks a durable commit the client waits on; pauses reading while too many are
-   * pending so a fast publisher cannot outrun the disk.
+   * pending so a fast publisher cannot outrun the disk. The messages of one group commit
+   * share its promise: consecutive ones are tracked as one group, with one reaction to the
+   * promise and their callbacks run in the order they came (so acks keep their order, and
+   * each still runs only after its commit).
    */
   trackCommit(
     commit: Promise<void>,
@@ -143,26 +155,37 @@ export class Flow {
     const { maxPendingCommits } = this.#ctx.options;
     this.#pendingCommits++;
     if (this.#pendingCommits >= maxPendingCommits) this.pauseFor("commits");
-    const settle = (): void => {
+    const last = this.#lastGroup;
+    if (last !== undefined && last.commit === commit) {
+      last.committed.push(onCommitted);
+      last.failed.push(onFailed);
+      return;
+    }
+    const group: CommitGroup = { commit, committed: [onCommitted], failed: [onFailed] };
+    this.#lastGroup = group;
+    commit.then(
+      () => this.#settleGroup(group, group.committed),
+      (err: unknown) =>
+        this.#settleGroup(
+          group,
+          group.failed.map((onFailed) => () => onFailed(err)),
+        ),
+    );
+  }
+
+  /** Runs each callback of a settled group under the guard, then counts them settled. */
+  #settleGroup(group: CommitGroup, callbacks: readonly (() => void)[]): void {
+    if (this.#lastGroup === group) this.#lastGroup = undefined;
+    const { maxPendingCommits } = this.#ctx.options;
+    for (const callback of callbacks) {
+      // The ack is written before the settle may end a closing connection's transport;
+      // one failing callback cuts the connection, and the rest still settle.
+      this.#ctx.guard.run("mqtt.commit", callback, this.#cut);
       this.#pendingCommits--;
-      // Half the bound: reading does not flap on and off at every commit.
-      if (this.#pendingCommits <= maxPendingCommits / 2) this.resumeFor("commits");
-      if (this.#pendingCommits === 0) this.wakeIdle();
-    };
-    // The ack is written before `settle` may end a closing connection's transport.
-    const settled = (run: () => void): (() => void) =>
-      this.#ctx.guard.wrap(
-        "mqtt.commit",
-        () => {
-          try {
-            run();
-          } finally {
-            settle();
-          }
-        },
-        this.#cut,
-      );
-    commit.then(settled(onCommitted), (err: unknown) => settled(() => onFailed(err))());
+    }
+    // Half the bound: reading does not flap on and off at every commit.
+    if (this.#pendingCommits <= maxPendingCommits / 2) this.resumeFor("commits");
+    if (this.#pendingCommits === 0) this.wakeIdle();
   }
 
   /** Runs `fn` once no commit is pending (at once if none is, or if `now`). */

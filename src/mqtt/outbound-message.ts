@@ -13,6 +13,9 @@ export type OutboundPhase =
   | { readonly kind: "in-flight"; readonly packetId: number; readonly seq: number }
   | { readonly kind: "released"; readonly packetId: number; readonly seq: number };
 
+/** The phase of every message waiting for the window (phases are replaced, never changed). */
+export const QUEUED: OutboundPhase = Object.freeze({ kind: "queued" });
+
 /** A QoS 1/2 message owed to the client. */
 export interface Outbound {
   readonly message: Envelope;

@@ -7,6 +7,7 @@ import {
   type Outbound,
   type OutboundOwner,
   type OutboundPhase,
+  QUEUED,
   storeCopy,
   toOutbound,
 } from "./outbound-message.js";
@@ -82,8 +83,10 @@ export class OutboundQueue {
     }
     const conn = this.#owner.connection;
     if (qos === 0) {
-      if (conn !== undefined) {
-        // Behind any QoS 1/2 delivery of this session still waiting for its commit.
+      if (conn === undefined) return undefined;
+      // Behind any QoS 1/2 delivery of this session still waiting for its commit.
+      if (this.#writesHeld === 0) conn.output.sendQos0(message, retain, subscriptionIds);
+      else {
         this.#whenStored(conn, () => conn.output.sendQos0(message, retain, subscriptionIds), false);
       }
       return undefined;
@@ -124,7 +127,7 @@ export class OutboundQueue {
       retain,
       subscriptionIds,
       rowId,
-      phase: { kind: "queued" },
+      phase: QUEUED,
     };
     if (canSend) {
       this.#send(conn, out);
@@ -148,22 +151,31 @@ export class OutboundQueue {
     if (out.rowId !== undefined) this.#store?.markSent(out.rowId, id, false);
     const size = deliverySize(out);
     conn.output.reserve(size);
-    this.#whenStored(conn, () => {
-      conn.output.release(size);
-      // Taken out of the window meanwhile (session ended, or moved to be resent).
-      if (this.inflight.get(id) !== out) return;
-      if (conn.output.sendAcked(out, id, false)) {
-        // Its reservation is now real bytes: if the kernel took them, there is room again.
-        this.pump();
-        return;
-      }
-      // Not sendable to this client (too large for it, no MQTT topic, not permitted):
-      // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
-      this.inflight.delete(id);
-      if (out.rowId !== undefined) this.#store?.remove(out.rowId);
-      // Its place in the window is free (inside pump, its loop goes on by itself).
+    // Nothing to wait for (the common case): written now, without a closure to hold.
+    const store = this.#owner.sessionStore;
+    if (store === undefined || (this.#writesHeld === 0 && !this.#owner.persistent)) {
+      this.#write(conn, out, id, size);
+    } else {
+      this.#whenStored(conn, () => this.#write(conn, out, id, size));
+    }
+  }
+
+  /** Writes a PUBLISH given its id by #send (its `size` was reserved). */
+  #write(conn: Connection, out: Outbound, id: number, size: number): void {
+    conn.output.release(size);
+    // Taken out of the window meanwhile (session ended, or moved to be resent).
+    if (this.inflight.get(id) !== out) return;
+    if (conn.output.sendAcked(out, id, false)) {
+      // Its reservation is now real bytes: if the kernel took them, there is room again.
       this.pump();
-    });
+      return;
+    }
+    // Not sendable to this client (too large for it, no MQTT topic, not permitted):
+    // as if delivered, as the spec says for oversized packets [MQTT-3.1.2-25].
+    this.inflight.delete(id);
+    if (out.rowId !== undefined) this.#store?.remove(out.rowId);
+    // Its place in the window is free (inside pump, its loop goes on by itself).
+    this.pump();
   }
 
   /**

@@ -60,10 +60,14 @@ export function encodeAck(
   reasonCode = 0,
 ): Buffer {
   if (kind === "pingresp") return PINGRESP;
-  if (reasonCode !== 0) {
-    return Buffer.from([TYPE[kind], 3, packetId >> 8, packetId & 0xff, reasonCode]);
-  }
-  return Buffer.from([TYPE[kind], 2, packetId >> 8, packetId & 0xff]);
+  // Written byte by byte: one per QoS 1 message, with no array to build first.
+  const buf = Buffer.allocUnsafe(reasonCode !== 0 ? 5 : 4);
+  buf[0] = TYPE[kind];
+  buf[1] = reasonCode !== 0 ? 3 : 2;
+  buf[2] = packetId >> 8;
+  buf[3] = packetId & 0xff;
+  if (reasonCode !== 0) buf[4] = reasonCode;
+  return buf;
 }
 
 /** Any packet in MQTT 5, properties included (the rare ones: CONNACK, SUBACK, DISCONNECT...). */

@@ -1,5 +1,5 @@
 import { queuedBytesOf, type SessionStore } from "../store/index.js";
-import { type Outbound, type OutboundOwner, toOutbound } from "./outbound-message.js";
+import { type Outbound, type OutboundOwner, QUEUED, toOutbound } from "./outbound-message.js";
 
 /**
  * Queued messages a persistent session holds in memory at most; the rest stay on disk and
@@ -104,7 +104,7 @@ export class SessionQueue {
       }
       return false;
     }
-    this.#queue = rows.map((m) => toOutbound(m, { kind: "queued" }));
+    this.#queue = rows.map((m) => toOutbound(m, QUEUED));
     this.#head = 0;
     this.#onDisk -= rows.length;
     this.#cursor = rows[rows.length - 1]!.id;

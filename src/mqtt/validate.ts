@@ -29,7 +29,12 @@ function varintAt(raw: Buffer, at: number): { value: number; next: number } {
 /** A length-prefixed string at `at`: throws unless it is well-formed UTF-8 [MQTT-1.5.4-1]. */
 function checkStringAt(raw: Buffer, at: number, what: string): number {
   const length = raw.readUInt16BE(at);
-  if (!isUtf8(raw.subarray(at + 2, at + 2 + length))) {
+  const start = at + 2;
+  const end = start + length;
+  // ASCII (most topics) is well-formed: checked in place, without a view to allocate.
+  let i = start;
+  while (i < end && raw[i]! < 0x80) i++;
+  if (i < end && !isUtf8(raw.subarray(i, end))) {
     throw new MqttProtocolError("malformed", `${what} is not well-formed UTF-8 [MQTT-1.5.4-1]`);
   }
   return at + 2 + length;

@@ -65,22 +65,11 @@ export function handlePublish(
   ctx.metrics.received.inc(QOS_LABELS[qos]);
   const payload =
     typeof packet.payload === "string" ? Buffer.from(packet.payload) : (packet.payload ?? EMPTY);
-  const nack = (reason: number): void => {
-    // MQTT 3.1.1 has no negative ack: the message is dropped, and still acknowledged so
-    // the client does not resend it forever. MQTT 5 says why [MQTT-3.4.2-1].
-    const code = v5 ? reason : 0;
-    if (qos === 1) client.sendInboundAck("puback", packetId, code);
-    if (qos === 2) {
-      // A PUBREC with an error ends the exchange; 3.1.1 waits for PUBREL as usual.
-      if (!v5) client.session.awaitingRelease.set(packetId, "received");
-      client.sendInboundAck("pubrec", packetId, code);
-    }
-  };
   const properties = extra?.properties;
   if (properties?.payloadFormat === 1 && !isUtf8(payload)) {
     // [MQTT-3.3.2-4] the receiver may check a payload said to be UTF-8.
     ctx.metrics.dropped.inc({ reason: "payload-format-invalid" });
-    nack(REASON.payloadFormatInvalid);
+    nack(client, qos, packetId, REASON.payloadFormatInvalid);
     return;
   }
   const { session } = client;
@@ -93,7 +82,7 @@ export function handlePublish(
     if (held !== undefined) return;
   }
   const now = ctx.clock.now();
-  const message: Envelope = {
+  const plain: Envelope = {
     subject,
     payload,
     receivedAtMs: now,
@@ -101,18 +90,27 @@ export function handlePublish(
     qos,
     retain: packet.retain,
     publisher: client.clientId,
-    ...(properties !== undefined ? { properties, headers: propertiesToHeaders(properties) } : {}),
-    ...(extra?.messageExpiryS !== undefined
-      ? { expiresAtMs: now + extra.messageExpiryS * 1000 }
-      : {}),
   };
+  // MQTT 3.1.1 (the common case) has no properties: no spreads, each an object more.
+  const message: Envelope =
+    extra === undefined
+      ? plain
+      : {
+          ...plain,
+          ...(properties !== undefined
+            ? { properties, headers: propertiesToHeaders(properties) }
+            : {}),
+          ...(extra.messageExpiryS !== undefined
+            ? { expiresAtMs: now + extra.messageExpiryS * 1000 }
+            : {}),
+        };
 
   // The one way in for what clients publish: permissions, then the retained store, then
   // the bus (see Broker.publish).
   const outcome = ctx.publish(client, message);
   if (!outcome.ok) {
     logDenied(ctx, client, "publish", topic);
-    nack(REASON.notAuthorized);
+    nack(client, qos, packetId, REASON.notAuthorized);
     return;
   }
   if (qos === 0) {
@@ -149,6 +147,22 @@ export function handlePublish(
       client.close("store-failed", true);
     },
   );
+}
+
+/**
+ * Refuses a QoS 1/2 PUBLISH. MQTT 3.1.1 has no negative ack: the message is dropped, and
+ * still acknowledged so the client does not resend it forever. MQTT 5 says why
+ * [MQTT-3.4.2-1].
+ */
+function nack(client: ConnectedClient, qos: 0 | 1 | 2, packetId: number, reason: number): void {
+  const v5 = client.version === 5;
+  const code = v5 ? reason : 0;
+  if (qos === 1) client.sendInboundAck("puback", packetId, code);
+  if (qos === 2) {
+    // A PUBREC with an error ends the exchange; 3.1.1 waits for PUBREL as usual.
+    if (!v5) client.session.awaitingRelease.set(packetId, "received");
+    client.sendInboundAck("pubrec", packetId, code);
+  }
 }
 
 /** `buffer-full` when the buffer refused the message by policy, else `store-failed`. */
