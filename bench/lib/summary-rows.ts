@@ -1,0 +1,138 @@
+// The rows of `npm run bench` (bench/summary.ts): each bench's results read back, the rows of
+// issue 14's table found in them and judged (ok, failed, missing, not run), and the cells
+// printed for them. Pure but for reading a results file, so test/unit can check the rules.
+import { existsSync, readFileSync } from "node:fs";
+import {
+  type BenchResult,
+  type BenchRow,
+  betterOf,
+  type ExpectedRow,
+  targetMet,
+  targetOf,
+} from "./summary-schema.js";
+import { fmt } from "./table.js";
+
+export const NO_SUCH_BENCH = "no such bench";
+
+export interface BenchRun {
+  readonly bench: string;
+  /** null: not run (--only); a number: its exit status. */
+  readonly exitCode: number | null;
+  readonly seconds: number;
+  readonly result?: BenchResult | undefined;
+  /** Why there are no results. */
+  readonly error?: string;
+}
+
+/** A bench's results from `file`, or why there are none. */
+export function readResult(file: string): { result?: BenchResult; error?: string } {
+  if (!existsSync(file)) return { error: "wrote no JSON" };
+  try {
+    const result = JSON.parse(readFileSync(file, "utf8")) as BenchResult;
+    if (!Array.isArray(result.rows)) return { error: "JSON has no rows" };
+    return { result };
+  } catch (err) {
+    return { error: `unreadable JSON: ${(err as Error).message}` };
+  }
+}
+
+export type Status = "ok" | "failed" | "missing" | "not run";
+
+export interface SummaryRow {
+  readonly expected: ExpectedRow;
+  readonly status: Status;
+  /** What went wrong, for the lines under the table. */
+  readonly problems: readonly string[];
+  readonly met: boolean | undefined;
+  readonly row: BenchRow | undefined;
+}
+
+const normal = (s: string) => s.toLowerCase().replace(/→/g, "->").replace(/\s+/g, " ").trim();
+
+/** The expected row in its bench's results (by id, then by scenario), else in any bench's. */
+export function findRow(runs: readonly BenchRun[], e: ExpectedRow): BenchRow | undefined {
+  const owner = runs.find((r) => r.bench === e.bench)?.result?.rows ?? [];
+  const all = runs.flatMap((r) => r.result?.rows ?? []);
+  return (
+    owner.find((r) => r.id === e.id) ??
+    all.find((r) => r.id === e.id) ??
+    owner.find((r) => r.id === undefined && normal(r.scenario) === normal(e.scenario))
+  );
+}
+
+const isFigure = (n: number | null | undefined): n is number =>
+  typeof n === "number" && !Number.isNaN(n);
+
+/** Judges the expected row `e` in the results of `runs` (which include its bench). */
+export function summarize(runs: readonly BenchRun[], e: ExpectedRow): SummaryRow {
+  const run = runs.find((r) => r.bench === e.bench)!;
+  const row = findRow(runs, e);
+  const problems: string[] = [];
+  if (run.exitCode === null && !row) {
+    return { expected: e, status: "not run", problems, met: undefined, row };
+  }
+  if (run.exitCode !== 0 && run.exitCode !== null && run.error !== NO_SUCH_BENCH) {
+    problems.push(`${run.bench} exited ${run.exitCode}`);
+  }
+  if (run.error && !row) problems.push(`${run.bench}: ${run.error}`);
+  if (!row) {
+    const failed = run.exitCode !== 0 || run.result === undefined;
+    return { expected: e, status: failed ? "failed" : "missing", problems, met: undefined, row };
+  }
+  const broken = Object.entries(row.checks ?? {}).filter(([, ok]) => ok !== true);
+  if (broken.length > 0) problems.push(`checks failed: ${broken.map(([k]) => k).join(", ")}`);
+  if (!isFigure(row.leafgate)) problems.push("no leafgate figure");
+  return {
+    expected: e,
+    status: problems.length > 0 ? "failed" : "ok",
+    problems,
+    met: targetMet(row),
+    row,
+  };
+}
+
+/** A figure in its unit: rates as whole numbers with separators, sizes and times to 0.1. */
+export function figure(n: number | null | undefined, unit: string): string {
+  if (!isFigure(n)) return "-";
+  if (/\/s$/.test(unit)) return `${Math.round(n).toLocaleString("en-US")} ${unit}`;
+  return `${fmt(n, unit === "ms" ? 0 : 1)} ${unit}`;
+}
+
+export function targetText(row: BenchRow): string {
+  if (row.target === null || row.target === undefined) return "-";
+  const op = betterOf(row) === "higher" ? ">=" : "<=";
+  return targetOf(row) === "ratio"
+    ? `ratio ${op} ${row.target}`
+    : `${op} ${row.target} ${row.unit}`;
+}
+
+const ratioText = (r: number | null | undefined) => (isFigure(r) ? fmt(r, 2) : "-");
+const metText = (m: boolean | undefined) => (m === undefined ? "-" : m ? "yes" : "no");
+
+/** The table's cells: a line per row, and one more per further peer. */
+export const summaryCells = (rows: readonly SummaryRow[]): string[][] =>
+  rows.flatMap((s) => {
+    const r = s.row;
+    if (!r || s.status === "not run") {
+      return [[s.expected.scenario, s.status, "", "", "", "", ""]];
+    }
+    const first = [
+      r.scenario,
+      s.status === "ok" ? figure(r.leafgate, r.unit) : `${s.status}: ${figure(r.leafgate, r.unit)}`,
+      r.peer ?? "-",
+      figure(r.peerValue, r.unit),
+      ratioText(r.ratio),
+      targetText(r),
+      metText(s.met),
+    ];
+    const others = (r.others ?? []).map((o) => [
+      "",
+      "",
+      o.peer,
+      figure(o.peerValue, r.unit),
+      ratioText(o.ratio),
+      "",
+      "",
+    ]);
+    return [first, ...others];
+  });
