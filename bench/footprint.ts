@@ -2,7 +2,8 @@
 // run. Idle RSS (leafgate, bare Node, mosquitto), spawn -> MQTT CONNACK (leafgate, bare Node,
 // aedes), and leafgate's peak RSS while 1,000 idle MQTT clients are connected and a 1,000,000
 // message backlog drains into JetStream. What each row measures and how: docs/bench.md.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Socket, connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -26,11 +27,13 @@ import {
   benchWorkDir,
   buildBundle,
   bundleNodeFlags,
+  ROOT,
   writeJson,
 } from "./lib/harness.js";
 import { cpuSeconds, median, RssPeak, rssMiB } from "./lib/measure.js";
 import { MosquittoProcess } from "./lib/mosquitto.js";
 import { NatsProcess } from "./lib/nats.js";
+import { printRows } from "./lib/summary-rows.js";
 import type { BenchResult, BenchRow } from "./lib/summary-schema.js";
 import { fmt, printTable } from "./lib/table.js";
 
@@ -544,6 +547,87 @@ async function loadRound(): Promise<LoadRound> {
   }
 }
 
+// --- --modules: what each dependency costs on its own ------------------------------------
+
+const MODULE_ROUNDS = 5;
+
+/**
+ * A fresh Node (the bundle's flags) that runs `code`, then reports the time `code` took and
+ * its RSS and heap after full GCs; `code` may await.
+ */
+function costOf(code: string): { ms: number; rss: number; heap: number } {
+  const script =
+    `const t0 = performance.now(); ${code}; const ms = performance.now() - t0;` +
+    "process.on('exit', () => { gc(); gc(); const m = process.memoryUsage();" +
+    " const mib = (b) => b / 1048576;" +
+    " process.stderr.write('\\ncost ' + JSON.stringify({ ms, rss: mib(m.rss), heap: mib(m.heapUsed) }) + '\\n'); });";
+  const r = spawnSync(
+    process.execPath,
+    [...bundleNodeFlags(), "--expose-gc", "--input-type=module", "-e", script],
+    { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const line = r.stderr.split("\n").find((l) => l.startsWith("cost "));
+  if (!line) throw new Error(`${code}: ${r.stderr}`);
+  return JSON.parse(line.slice("cost ".length)) as { ms: number; rss: number; heap: number };
+}
+
+/**
+ * Each dependency in package.json imported alone from node_modules (as the source resolves
+ * it: the bundle inlines the JS ones, so their cost there is somewhat lower), the bundle
+ * loaded by `leafgate version` (every top-level import, no gateway started), and a tiny
+ * module for the loader's own cost. Medians of MODULE_ROUNDS fresh processes.
+ */
+function moduleCosts(): void {
+  const deps = Object.keys(
+    (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: object })
+      .dependencies,
+  );
+  const tiny = join(work, "tiny.mjs");
+  writeFileSync(tiny, "export const x = 1;\n");
+  const cases: [string, string][] = [
+    ["nothing", ""],
+    ["a one-line module (the loader)", `await import(${JSON.stringify(tiny)})`],
+    ...deps.map((d): [string, string] => [d, `await import(${JSON.stringify(d)})`]),
+    ["all of them", `await Promise.all(${JSON.stringify(deps)}.map((d) => import(d)))`],
+    [
+      "dist/leafgate.mjs version",
+      `process.argv.push(${JSON.stringify(BUNDLE)}, "version"); await import(${JSON.stringify(BUNDLE)})`,
+    ],
+  ];
+  const rows = cases.map(([name, code]) => {
+    const runs = Array.from({ length: MODULE_ROUNDS }, () => costOf(code));
+    return {
+      name,
+      ms: median(runs.map((r) => r.ms)),
+      rss: median(runs.map((r) => r.rss)),
+      heap: median(runs.map((r) => r.heap)),
+    };
+  });
+  const base = rows[0]!;
+  console.log(
+    `node ${bundleNodeFlags().join(" ")} --expose-gc, one process per import, medians of ${MODULE_ROUNDS}\n`,
+  );
+  printTable(
+    [
+      { title: "import", left: true },
+      { title: "ms" },
+      { title: "RSS MiB after gc" },
+      { title: "+ RSS" },
+      { title: "heap MiB" },
+      { title: "+ heap" },
+    ],
+    rows.map((r) => [
+      r.name,
+      fmt(r.ms, 1),
+      fmt(r.rss, 1),
+      fmt(r.rss - base.rss, 1),
+      fmt(r.heap, 1),
+      fmt(r.heap - base.heap, 1),
+    ]),
+  );
+  if (json) writeJson(json, { bench: "footprint-modules", rows });
+}
+
 // --- main -------------------------------------------------------------------------------
 
 if (process.argv[2] === ROLE) {
@@ -557,6 +641,10 @@ if (process.argv[2] === ROLE) {
 
 const work = benchWorkDir("footprint");
 buildBundle();
+if (process.argv.includes("--modules")) {
+  moduleCosts();
+  process.exit(0);
+}
 const flags = bundleNodeFlags();
 console.log(
   `footprint: node ${flags.join(" ")} dist/leafgate.mjs run (the shipped defaults, free ports, hub away)` +
@@ -657,34 +745,7 @@ const rows: BenchRow[] = [
 ];
 
 console.log();
-printTable(
-  [
-    { title: "median", left: true },
-    { title: "leafgate" },
-    { title: "peer", left: true },
-    { title: "peer figure" },
-    { title: "leafgate / peer" },
-    { title: "target" },
-  ],
-  rows.flatMap((r) => [
-    [
-      `${r.scenario} (${r.unit})`,
-      fmt(r.leafgate ?? Number.NaN, 1),
-      r.peer ?? "-",
-      fmt(r.peerValue ?? Number.NaN, 1),
-      fmt(r.ratio ?? Number.NaN, 2),
-      `<= ${r.target}`,
-    ],
-    ...(r.others ?? []).map((o) => [
-      "",
-      "",
-      o.peer,
-      fmt(o.peerValue ?? Number.NaN, 1),
-      fmt(o.ratio ?? Number.NaN, 2),
-      "",
-    ]),
-  ]),
-);
+printRows("footprint", rows);
 
 const result: BenchResult = {
   bench: "footprint",

@@ -11,12 +11,12 @@ import { benchArgs, benchScript, benchWorkDir, writeJson } from "./lib/harness.j
 import {
   type BenchRun,
   NO_SUCH_BENCH,
+  printSummary,
   readResult,
   summarize,
-  summaryCells,
 } from "./lib/summary-rows.js";
 import { EXPECTED_ROWS } from "./lib/summary-schema.js";
-import { fmt, printTable } from "./lib/table.js";
+import { fmt } from "./lib/table.js";
 
 const DEFAULT_OUT = "bench-results.json";
 
@@ -76,18 +76,7 @@ const rows = EXPECTED_ROWS.map((e) => summarize(runs, e));
 console.log(
   `\n=== summary${quick ? " (--quick)" : ""}: medians; ratio = leafgate / peer, in the same run\n`,
 );
-printTable(
-  [
-    { title: "scenario", left: true },
-    { title: "leafgate" },
-    { title: "peer", left: true },
-    { title: "peer figure" },
-    { title: "ratio" },
-    { title: "target", left: true },
-    { title: "met?", left: true },
-  ],
-  summaryCells(rows),
-);
+printSummary(rows);
 
 /** JSON.stringify's replacer: numbers to three significant digits. */
 const rounded = (_key: string, v: unknown) =>

@@ -24,7 +24,10 @@ export function benchScript(name: string): string {
  * the bundle already there (if any) instead of giving up.
  */
 export function buildBundle({ orExisting = false } = {}): void {
-  const built = spawnSync(process.execPath, [join(ROOT, "build.mjs")], { stdio: "inherit" });
+  const built = spawnSync(process.execPath, [join(ROOT, "build.mjs")], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
   if (built.status === 0) return;
   if (!orExisting || !existsSync(BUNDLE)) throw new Error("build failed");
   console.error("bench: build failed; measuring the existing dist/leafgate.mjs");

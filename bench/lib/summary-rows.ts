@@ -1,6 +1,7 @@
 // The rows of `npm run bench` (bench/summary.ts): each bench's results read back, the rows of
 // issue 14's table found in them and judged (ok, failed, missing, not run), and the cells
-// printed for them. Pure but for reading a results file, so test/unit can check the rules.
+// printed for them. Pure but for reading a results file and printing, so test/unit can check
+// the rules. A bench prints its own rows the same way (printRows).
 import { existsSync, readFileSync } from "node:fs";
 import {
   type BenchResult,
@@ -10,7 +11,7 @@ import {
   targetMet,
   targetOf,
 } from "./summary-schema.js";
-import { fmt } from "./table.js";
+import { type Column, fmt, printTable } from "./table.js";
 
 export const NO_SUCH_BENCH = "no such bench";
 
@@ -136,3 +137,26 @@ export const summaryCells = (rows: readonly SummaryRow[]): string[][] =>
     ]);
     return [first, ...others];
   });
+
+const COLUMNS: readonly Column[] = [
+  { title: "scenario", left: true },
+  { title: "leafgate" },
+  { title: "peer", left: true },
+  { title: "peer figure" },
+  { title: "ratio" },
+  { title: "target", left: true },
+  { title: "met?", left: true },
+];
+
+/** Prints the table of `rows`. */
+export function printSummary(rows: readonly SummaryRow[]): void {
+  printTable(COLUMNS, summaryCells(rows));
+}
+
+/** A bench's own rows, judged and printed as the summary prints them. */
+export function printRows(bench: string, rows: readonly BenchRow[]): void {
+  const runs: BenchRun[] = [{ bench, exitCode: 0, seconds: 0, result: { bench, rows } }];
+  printSummary(
+    rows.map((r) => summarize(runs, { id: r.id ?? r.scenario, scenario: r.scenario, bench })),
+  );
+}
