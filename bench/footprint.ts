@@ -328,14 +328,17 @@ const spawnStarters = (leafgateDir: string): [string, Starter][] => [
   ["aedes", (port) => spawnTracked(process.execPath, [benchScript("aedes-server"), String(port)])],
 ];
 
-/** ms from spawn to the first CONNACK. */
-async function spawnToConnack(start: Starter): Promise<number> {
+/**
+ * ms from spawn to the first CONNACK, and the CPU ms the process had used by then (steadier
+ * than the wall time on a shared machine; /proc counts it in 10 ms ticks).
+ */
+async function spawnToConnack(start: Starter): Promise<{ ms: number; cpuMs: number }> {
   const port = await freePort();
   const t0 = performance.now();
   const proc = await start(port);
   try {
     await firstConnack(port, () => proc.exitInfo !== undefined);
-    return performance.now() - t0;
+    return { ms: performance.now() - t0, cpuMs: cpuSeconds(proc.pid) * 1000 };
   } finally {
     await stopProcess(proc);
   }
@@ -668,11 +671,17 @@ for (let r = 0; r < IDLE_ROUNDS; r++) {
 
 const starters = spawnStarters(await spawnDir());
 const spawned = new Map<string, number[]>(starters.map(([n]) => [n, []]));
+const spawnCpu = new Map<string, number[]>(starters.map(([n]) => [n, []]));
 for (let r = 0; r < SPAWN_ROUNDS; r++) {
-  for (const [name, start] of starters) spawned.get(name)!.push(await spawnToConnack(start));
-  console.log(
-    `  spawn -> CONNACK round ${r + 1}: ${starters.map(([n]) => `${n} ${fmt(spawned.get(n)!.at(-1))} ms`).join(", ")}`,
+  for (const [name, start] of starters) {
+    const { ms, cpuMs } = await spawnToConnack(start);
+    spawned.get(name)!.push(ms);
+    spawnCpu.get(name)!.push(cpuMs);
+  }
+  const figures = starters.map(
+    ([n]) => `${n} ${fmt(spawned.get(n)!.at(-1))} ms (CPU ${fmt(spawnCpu.get(n)!.at(-1))})`,
   );
+  console.log(`  spawn -> CONNACK round ${r + 1}: ${figures.join(", ")}`);
 }
 
 const loads: LoadRound[] = [];
@@ -694,6 +703,7 @@ const rowOf = (
   m: Map<string, number[]>,
   target: number,
   peers: string[],
+  note: string,
 ): BenchRow => {
   const lg = med("leafgate", m);
   const [first, ...rest] = peers.map((p) => ({
@@ -716,6 +726,7 @@ const rowOf = (
     rounds: { leafgate: m.get("leafgate")!, peer: first!.rounds },
     checks: {},
     others: rest,
+    note,
   };
 };
 
@@ -723,7 +734,15 @@ const exactlyOnce = loads.every((l) => l.inStream === BACKLOG && l.distinct === 
 const inOrder = loads.every((l) => l.inOrder);
 const clientsStayed = loads.every((l) => l.clientsConnected === CLIENTS);
 const rows: BenchRow[] = [
-  rowOf("idle-rss", "idle RSS", "MiB", idle, TARGET_IDLE_MIB, ["bare Node", "mosquitto"]),
+  rowOf(
+    "idle-rss",
+    "idle RSS",
+    "MiB",
+    idle,
+    TARGET_IDLE_MIB,
+    ["bare Node", "mosquitto"],
+    `node ${flags.join(" ")}; settled after ready`,
+  ),
   {
     id: "rss-load",
     scenario: `RSS ${CLIENTS} clients + ${BACKLOG >= 1e6 ? `${BACKLOG / 1e6}M` : `${BACKLOG / 1e3}k`} drain`,
@@ -737,11 +756,19 @@ const rows: BenchRow[] = [
     better: "lower",
     rounds: { leafgate: loads.map((l) => l.peakMiB), peer: [] },
     checks: { exactlyOnce, inOrder, clientsStayed },
+    note:
+      `peak from hub start to all in the stream; before the drain ${fmt(median(loads.map((l) => l.beforeDrainMiB)), 1)} MiB,` +
+      ` fill peak ${fmt(median(loads.map((l) => l.fillPeakMiB)), 1)} MiB, drain ${fmt(median(loads.map((l) => l.drainS)), 1)} s`,
   },
-  rowOf("spawn-listening", "spawn -> MQTT listening", "ms", spawned, TARGET_SPAWN_MS, [
-    "bare Node",
-    "aedes",
-  ]),
+  rowOf(
+    "spawn-listening",
+    "spawn -> MQTT listening",
+    "ms",
+    spawned,
+    TARGET_SPAWN_MS,
+    ["bare Node", "aedes"],
+    `to the first CONNACK; CPU ms by then ${[...spawnCpu].map(([n, xs]) => `${n} ${fmt(median(xs))}`).join(", ")}`,
+  ),
 ];
 
 console.log();
@@ -752,6 +779,7 @@ const result: BenchResult = {
   quick,
   rows,
   cpu: {
+    spawnCpuMs: Object.fromEntries([...spawnCpu].map(([n, xs]) => [n, median(xs)])),
     drainGatewayUsPerMsg: median(loads.map((l) => l.drainCpuUsPerMsg)),
     fillGatewayUsPerMsg: median(loads.map((l) => l.fillGatewayUsPerMsg)),
     fillPublishersCoreShare: median(loads.map((l) => l.fillCpuShare)),

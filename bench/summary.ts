@@ -82,8 +82,6 @@ printSummary(rows);
 const rounded = (_key: string, v: unknown) =>
   typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(3)) : v;
 
-const notes = rows.filter((s) => s.row?.note).map((s) => `  ${s.row!.scenario}: ${s.row!.note}`);
-if (notes.length > 0) console.log(`\n${notes.join("\n")}`);
 for (const run of runs) {
   if (run.result?.cpu)
     console.log(`  cpu (${run.bench}): ${JSON.stringify(run.result.cpu, rounded)}`);

@@ -148,9 +148,11 @@ const COLUMNS: readonly Column[] = [
   { title: "met?", left: true },
 ];
 
-/** Prints the table of `rows`. */
+/** Prints the table of `rows`, and the rows' notes under it. */
 export function printSummary(rows: readonly SummaryRow[]): void {
   printTable(COLUMNS, summaryCells(rows));
+  const notes = rows.filter((s) => s.row?.note).map((s) => `  ${s.row!.scenario}: ${s.row!.note}`);
+  if (notes.length > 0) console.log(`\n${notes.join("\n")}`);
 }
 
 /** A bench's own rows, judged and printed as the summary prints them. */
