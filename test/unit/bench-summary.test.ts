@@ -137,6 +137,68 @@ describe("summarize", () => {
     expect([exited.status, exited.problems]).toEqual(["failed", ["drain exited 1"]]);
   });
 
+  it("takes rows without ids by their scenarios, the one with a target leading the other peers", () => {
+    const fanin = (qos: 0 | 1, clients: string, peer: string, ratio: number) =>
+      rate({
+        scenario: `QoS ${qos} fan-in, 50 publishers -> 1 subscriber (${clients})`,
+        peer,
+        ratio,
+        peerValue: 41_000 / ratio,
+        target: peer === "mosquitto" ? [1.5, 1.2][qos]! : null,
+        checks: { exactlyOnce: true, inOrder: true, ...(qos === 0 ? { qos0Lost: [0, 3] } : {}) },
+      });
+    const drain = (n: number, ratio: number) =>
+      rate({ scenario: `backlog drain into JetStream, exactly once, ${n} buffered`, ratio });
+    const runs = [
+      run("mqtt-fan-in", [
+        fanin(1, "raw-socket clients", "aedes", 1.5),
+        fanin(1, "raw-socket clients", "mosquitto", 0.7),
+        fanin(1, "mqtt.js clients", "mosquitto", 0.6),
+        fanin(0, "raw-socket clients", "mosquitto", 1.4),
+        fanin(0, "mqtt.js clients", "mosquitto", 0.5),
+        fanin(0, "mqtt.js clients", "aedes", 2),
+      ]),
+      run("drain", [
+        drain(50_000, 0.62),
+        drain(200_000, 0.22),
+        rate({ scenario: "live MQTT -> hub stream, exactly once", peer: "ceiling", ratio: 0.36 }),
+        rate({
+          scenario: "live MQTT -> hub stream, exactly once",
+          peer: "nats MQTT",
+          target: null,
+        }),
+      ]),
+    ];
+    const found = (id: string) => {
+      const s = summarize(runs, expected(id));
+      return [
+        s.status,
+        s.row?.scenario,
+        s.row?.peer,
+        s.row?.ratio,
+        s.row?.others?.map((o) => o.peer),
+      ];
+    };
+    const qos1 = "QoS 1 fan-in, 50 publishers -> 1 subscriber (raw-socket clients)";
+    expect(found("fanin-qos1")).toEqual(["ok", qos1, "mosquitto", 0.7, ["aedes"]]);
+    const raw = "QoS 0 fan-in, 50 publishers -> 1 subscriber (raw-socket clients)";
+    expect(found("fanin-qos0-raw")).toEqual(["ok", raw, "mosquitto", 1.4, undefined]);
+    const mqttjs = "QoS 0 fan-in, 50 publishers -> 1 subscriber (mqtt.js clients)";
+    expect(found("fanin-qos0-mqttjs")).toEqual(["ok", mqttjs, "mosquitto", 0.5, ["aedes"]]);
+    const small = "backlog drain into JetStream, exactly once, 50000 buffered";
+    expect(found("drain-300k")).toEqual(["ok", small, "mosquitto", 0.62, undefined]);
+    const large = "backlog drain into JetStream, exactly once, 200000 buffered";
+    expect(found("drain-1m")).toEqual(["ok", large, "mosquitto", 0.22, undefined]);
+    const live = "live MQTT -> hub stream, exactly once";
+    expect(found("live-mqtt-hub")).toEqual(["ok", live, "ceiling", 0.36, ["nats MQTT"]]);
+    // Printed under the issue's short names.
+    const cells = summaryCells([summarize(runs, expected("live-mqtt-hub"))]);
+    expect(cells.map((c) => c.slice(0, 3))).toEqual([
+      ["live MQTT -> hub", "41,000 msgs/s", "ceiling"],
+      ["", "", "nats MQTT"],
+    ]);
+  });
+
   it("tells a bench left out (--only) apart", () => {
     const r = summarize([run("footprint", undefined, null)], expected("idle-rss"));
     expect(r.status).toBe("not run");
