@@ -78,14 +78,6 @@ console.log(
 );
 printSummary(rows);
 
-/** JSON.stringify's replacer: numbers to three significant digits. */
-const rounded = (_key: string, v: unknown) =>
-  typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(3)) : v;
-
-for (const run of runs) {
-  if (run.result?.cpu)
-    console.log(`  cpu (${run.bench}): ${JSON.stringify(run.result.cpu, rounded)}`);
-}
 const problems = rows.filter((s) => s.status === "failed" || s.status === "missing");
 const badRuns = runs.filter((r) => r.exitCode !== null && r.exitCode !== 0);
 for (const s of problems) {
@@ -115,5 +107,7 @@ writeJson(out, {
     row: s.row ?? null,
   })),
 });
-console.log(`\nresults: ${out} (${fmt((performance.now() - t0) / 1000)} s)`);
+console.log(
+  `\nresults, with each bench's CPU figures (also in its output above): ${out} (${fmt((performance.now() - t0) / 1000)} s)`,
+);
 process.exit(problems.length > 0 || badRuns.length > 0 ? 1 : 0);

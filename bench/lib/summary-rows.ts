@@ -131,6 +131,9 @@ export function targetText(row: BenchRow): string {
     : `${op} ${row.target} ${row.unit}`;
 }
 
+/** A peer's name up to its first comma ("bare nats.js publisher, Nats-Msg-Id, ..."): the JSON has it whole. */
+const shortPeer = (p: string | null) => (p === null ? "-" : p.split(", ")[0]!);
+
 const ratioText = (r: number | null | undefined) => (isFigure(r) ? fmt(r, 2) : "-");
 const metText = (m: boolean | undefined) => (m === undefined ? "-" : m ? "yes" : "no");
 
@@ -145,7 +148,7 @@ export const summaryCells = (rows: readonly SummaryRow[]): string[][] =>
       // A bench that names its rows by id names them well; others' scenarios may be long.
       r.id === undefined ? s.expected.scenario : r.scenario,
       s.status === "ok" ? figure(r.leafgate, r.unit) : `${s.status}: ${figure(r.leafgate, r.unit)}`,
-      r.peer ?? "-",
+      shortPeer(r.peer),
       figure(r.peerValue, r.unit),
       ratioText(r.ratio),
       targetText(r),
@@ -154,7 +157,7 @@ export const summaryCells = (rows: readonly SummaryRow[]): string[][] =>
     const others = (r.others ?? []).map((o) => [
       "",
       "",
-      o.peer,
+      shortPeer(o.peer),
       figure(o.peerValue, r.unit),
       ratioText(o.ratio),
       "",
