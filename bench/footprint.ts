@@ -39,6 +39,10 @@ import { fmt, printTable } from "./lib/table.js";
 
 const ROLE = "--role"; // argv[2] of a client process; argv[3] names the role
 const { quick, json } = benchArgs();
+/** `--rows idle,spawn,load`: measure only those (to try a change quickly); default all. */
+const ROWS_AT = process.argv.indexOf("--rows");
+const ROWS = ROWS_AT > 0 ? process.argv[ROWS_AT + 1]!.split(",") : ["idle", "spawn", "load"];
+const want = (row: "idle" | "spawn" | "load") => ROWS.includes(row);
 const IDLE_ROUNDS = 3;
 const SPAWN_ROUNDS = quick ? 5 : 7;
 const LOAD_ROUNDS = quick ? 1 : 3;
@@ -68,6 +72,15 @@ const CLIENTS_PER_ADDRESS = 200;
 const CONNECT_BATCH = 50;
 const DRAIN_TIMEOUT_MS = 600_000;
 const STREAM = "EDGE";
+
+/**
+ * The Node flags leafgate and bare Node run with: the bundle's shebang's, or
+ * BENCH_FOOTPRINT_FLAGS (space-separated; "" for none) to try others without a rebuild.
+ */
+const nodeFlags = (): string[] =>
+  process.env.BENCH_FOOTPRINT_FLAGS === undefined
+    ? bundleNodeFlags()
+    : process.env.BENCH_FOOTPRINT_FLAGS.split(/\s+/).filter((f) => f !== "");
 
 // --- raw MQTT 3.1.1: the idle clients and the backlog publishers stay cheap --------------
 
@@ -248,7 +261,7 @@ function gatewayConfig(dir: string, mqttPort: number, hub = CLOSED_HUB): string 
 
 /** The bundle as its shebang runs it, in `dir` (so ./data is there). */
 function spawnGateway(dir: string, file: string): Promise<TrackedProcess> {
-  return spawnTracked(process.execPath, [...bundleNodeFlags(), BUNDLE, "run", "-c", file], {
+  return spawnTracked(process.execPath, [...nodeFlags(), BUNDLE, "run", "-c", file], {
     cwd: dir,
     env: cleanEnv(),
   });
@@ -321,10 +334,7 @@ async function spawnDir(): Promise<string> {
 
 const spawnStarters = (leafgateDir: string): [string, Starter][] => [
   ["leafgate", (port) => spawnGateway(leafgateDir, gatewayConfig(leafgateDir, port))],
-  [
-    "bare Node",
-    (port) => spawnTracked(process.execPath, [...bundleNodeFlags(), "-e", bareServer(port)]),
-  ],
+  ["bare Node", (port) => spawnTracked(process.execPath, [...nodeFlags(), "-e", bareServer(port)])],
   ["aedes", (port) => spawnTracked(process.execPath, [benchScript("aedes-server"), String(port)])],
 ];
 
@@ -358,7 +368,7 @@ const idleStarters: [string, () => Promise<{ pid: number; stop(): Promise<unknow
     "bare Node",
     async () => {
       const proc = await spawnTracked(process.execPath, [
-        ...bundleNodeFlags(),
+        ...nodeFlags(),
         "-e",
         "setInterval(() => {}, 1e9)",
       ]);
@@ -566,7 +576,7 @@ function costOf(code: string): { ms: number; rss: number; heap: number } {
     " process.stderr.write('\\ncost ' + JSON.stringify({ ms, rss: mib(m.rss), heap: mib(m.heapUsed) }) + '\\n'); });";
   const r = spawnSync(
     process.execPath,
-    [...bundleNodeFlags(), "--expose-gc", "--input-type=module", "-e", script],
+    [...nodeFlags(), "--expose-gc", "--input-type=module", "-e", script],
     { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "ignore", "pipe"] },
   );
   const line = r.stderr.split("\n").find((l) => l.startsWith("cost "));
@@ -608,7 +618,7 @@ function moduleCosts(): void {
   });
   const base = rows[0]!;
   console.log(
-    `node ${bundleNodeFlags().join(" ")} --expose-gc, one process per import, medians of ${MODULE_ROUNDS}\n`,
+    `node ${nodeFlags().join(" ")} --expose-gc, one process per import, medians of ${MODULE_ROUNDS}\n`,
   );
   printTable(
     [
@@ -648,14 +658,15 @@ if (process.argv.includes("--modules")) {
   moduleCosts();
   process.exit(0);
 }
-const flags = bundleNodeFlags();
+const flags = nodeFlags();
 console.log(
   `footprint: node ${flags.join(" ")} dist/leafgate.mjs run (the shipped defaults, free ports, hub away)` +
+    `${process.env.BENCH_FOOTPRINT_FLAGS === undefined ? "" : " [flags from BENCH_FOOTPRINT_FLAGS]"}` +
     `${quick ? ", --quick" : ""}\n`,
 );
 
 const idle = new Map<string, number[]>(idleStarters.map(([n]) => [n, []]));
-for (let r = 0; r < IDLE_ROUNDS; r++) {
+for (let r = 0; want("idle") && r < IDLE_ROUNDS; r++) {
   for (const [name, start] of idleStarters) {
     const p = await start();
     try {
@@ -669,7 +680,7 @@ for (let r = 0; r < IDLE_ROUNDS; r++) {
   );
 }
 
-const starters = spawnStarters(await spawnDir());
+const starters = want("spawn") ? spawnStarters(await spawnDir()) : [];
 const spawned = new Map<string, number[]>(starters.map(([n]) => [n, []]));
 const spawnCpu = new Map<string, number[]>(starters.map(([n]) => [n, []]));
 for (let r = 0; r < SPAWN_ROUNDS; r++) {
@@ -685,7 +696,7 @@ for (let r = 0; r < SPAWN_ROUNDS; r++) {
 }
 
 const loads: LoadRound[] = [];
-for (let r = 0; r < LOAD_ROUNDS; r++) {
+for (let r = 0; want("load") && r < LOAD_ROUNDS; r++) {
   const l = await loadRound();
   loads.push(l);
   console.log(
@@ -733,17 +744,22 @@ const rowOf = (
 const exactlyOnce = loads.every((l) => l.inStream === BACKLOG && l.distinct === BACKLOG);
 const inOrder = loads.every((l) => l.inOrder);
 const clientsStayed = loads.every((l) => l.clientsConnected === CLIENTS);
-const rows: BenchRow[] = [
-  rowOf(
-    "idle-rss",
-    "idle RSS",
-    "MiB",
-    idle,
-    TARGET_IDLE_MIB,
-    ["bare Node", "mosquitto"],
-    `node ${flags.join(" ")}; settled after ready`,
-  ),
-  {
+const rows: BenchRow[] = [];
+if (want("idle")) {
+  rows.push(
+    rowOf(
+      "idle-rss",
+      "idle RSS",
+      "MiB",
+      idle,
+      TARGET_IDLE_MIB,
+      ["bare Node", "mosquitto"],
+      `node ${flags.join(" ") || "(no flags)"}; settled after ready`,
+    ),
+  );
+}
+if (want("load")) {
+  rows.push({
     id: "rss-load",
     scenario: `RSS ${CLIENTS} clients + ${BACKLOG >= 1e6 ? `${BACKLOG / 1e6}M` : `${BACKLOG / 1e3}k`} drain`,
     unit: "MiB",
@@ -759,17 +775,21 @@ const rows: BenchRow[] = [
     note:
       `peak from hub start to all in the stream; before the drain ${fmt(median(loads.map((l) => l.beforeDrainMiB)), 1)} MiB,` +
       ` fill peak ${fmt(median(loads.map((l) => l.fillPeakMiB)), 1)} MiB, drain ${fmt(median(loads.map((l) => l.drainS)), 1)} s`,
-  },
-  rowOf(
-    "spawn-listening",
-    "spawn -> MQTT listening",
-    "ms",
-    spawned,
-    TARGET_SPAWN_MS,
-    ["bare Node", "aedes"],
-    `to the first CONNACK; CPU ms by then ${[...spawnCpu].map(([n, xs]) => `${n} ${fmt(median(xs))}`).join(", ")}`,
-  ),
-];
+  });
+}
+if (want("spawn")) {
+  rows.push(
+    rowOf(
+      "spawn-listening",
+      "spawn -> MQTT listening",
+      "ms",
+      spawned,
+      TARGET_SPAWN_MS,
+      ["bare Node", "aedes"],
+      `to the first CONNACK; CPU ms by then ${[...spawnCpu].map(([n, xs]) => `${n} ${fmt(median(xs))}`).join(", ")}`,
+    ),
+  );
+}
 
 console.log();
 printRows("footprint", rows);
