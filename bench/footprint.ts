@@ -66,11 +66,16 @@ const FILL_PUBLISHERS = 4;
 const FILL_WINDOW = 500;
 const PAYLOAD_BYTES = 100;
 const SEQ_DIGITS = 8;
+/** A payload's `<publisher>|<seq>|` fits in this many bytes. */
+const HEAD_BYTES = 16;
 /** The gateway's default mqtt.max_connections_per_address is 256: spread over loopback addresses. */
 const CLIENTS_PER_ADDRESS = 200;
 /** Idle clients connect this many at a time (below the default max_pending_connections, 100). */
 const CONNECT_BATCH = 50;
 const DRAIN_TIMEOUT_MS = 600_000;
+/** Ports for the spawn rounds are drawn from here, below Linux's ephemeral range (32768). */
+const PORT_LOW = 10_000;
+const PORT_SPAN = 20_000;
 const STREAM = "EDGE";
 
 /**
@@ -142,6 +147,7 @@ function mqttConnect(port: number, clientId: string, localAddress?: string): Pro
     const s = tcpConnect({ port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) });
     s.setNoDelay(true);
     s.once("error", reject);
+    s.once("close", () => reject(new Error(`${clientId}: closed before CONNACK`)));
     s.once("connect", () => s.write(connectPacket(clientId)));
     const onConnack = (type: number, body: Buffer) => {
       if (type !== PACKET.connack) return;
@@ -275,7 +281,7 @@ const portIn = (line: string) => (JSON.parse(line) as { port: number }).port;
 /** A port nobody listens on now, below the ephemeral range (as bench/lib/mosquitto.ts). */
 async function freePort(): Promise<number> {
   for (;;) {
-    const port = 10_000 + Math.floor(Math.random() * 20_000);
+    const port = PORT_LOW + Math.floor(Math.random() * PORT_SPAN);
     const ok = await new Promise<boolean>((resolve) => {
       const srv = createServer();
       srv.once("error", () => resolve(false));
@@ -434,7 +440,7 @@ async function readStream(
     try {
       for await (const m of iter) {
         count++;
-        const s = Buffer.from(m.data.buffer, m.data.byteOffset, 16).toString("latin1");
+        const s = Buffer.from(m.data.buffer, m.data.byteOffset, HEAD_BYTES).toString("latin1");
         const [p, q] = s.split("|");
         const pub = Number(p);
         const seq = Number(q);
