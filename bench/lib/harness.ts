@@ -1,7 +1,7 @@
 // What every bench shares: the repository's paths, a fresh bundle, a work directory removed at
 // exit, and Ctrl-C as a clean exit. Benches run through bench/run.mjs (see docs/bench.md).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -24,7 +24,10 @@ export function benchScript(name: string): string {
  * the bundle already there (if any) instead of giving up.
  */
 export function buildBundle({ orExisting = false } = {}): void {
-  const built = spawnSync(process.execPath, [join(ROOT, "build.mjs")], { stdio: "inherit" });
+  const built = spawnSync(process.execPath, [join(ROOT, "build.mjs")], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
   if (built.status === 0) return;
   if (!orExisting || !existsSync(BUNDLE)) throw new Error("build failed");
   console.error("bench: build failed; measuring the existing dist/leafgate.mjs");
@@ -41,6 +44,38 @@ export function benchWorkDir(name: string): string {
     process.on(sig, () => process.exit(INTERRUPTED));
   }
   return work;
+}
+
+/**
+ * The Node flags of dist/leafgate.mjs's shebang (`#!/usr/bin/env -S node --flag ...`): the bundle
+ * run as a user runs it, whatever flags the build gives it.
+ */
+export function bundleNodeFlags(): string[] {
+  const first = readFileSync(BUNDLE, "utf8").slice(0, 200).split("\n", 1)[0]!;
+  const words = first.replace(/^#!\S*env\s+(-S\s+)?/, "").split(/\s+/);
+  if (!/^(.*\/)?node$/.test(words[0] ?? "")) throw new Error(`${BUNDLE}: no node shebang`);
+  return words.slice(1).filter((w) => w !== "");
+}
+
+/** The options every bench takes: `--quick` (about a minute) and `--json <file>`. */
+export interface BenchArgs {
+  readonly quick: boolean;
+  /** Where to write the results as JSON (bench/lib/summary-schema.ts). */
+  readonly json: string | undefined;
+}
+
+export function benchArgs(argv: readonly string[] = process.argv.slice(2)): BenchArgs {
+  const at = argv.indexOf("--json");
+  const json = at >= 0 ? argv[at + 1] : undefined;
+  if (at >= 0 && (json === undefined || json.startsWith("--"))) {
+    throw new Error("--json needs a file name");
+  }
+  return { quick: argv.includes("--quick"), json };
+}
+
+/** Writes `value` as JSON to `file` (pretty, a newline at the end). */
+export function writeJson(file: string, value: unknown): void {
+  writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Resolves with `undefined` after `ms`, without keeping the process alive: for races. */
