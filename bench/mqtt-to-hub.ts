@@ -90,7 +90,8 @@ async function benchLeafgate() {
   await createStream(nc, "EDGE", ["edge.>"]);
   const t0 = performance.now();
   // BENCH_SEMI_SPACE=16 is Node's default.
-  const semiSpaceMiB = Number(process.env.BENCH_SEMI_SPACE ?? 1);
+  const semiSpaceMiB =
+    process.env.BENCH_SEMI_SPACE === undefined ? undefined : Number(process.env.BENCH_SEMI_SPACE);
   const gw = new GatewayBundle(
     mkdtempSync(join(work, "gw-")),
     { upstream: { servers: [hub.url], stream: "EDGE" } },

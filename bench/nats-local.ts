@@ -24,7 +24,8 @@ const PAYLOAD_BYTES = Number(process.env.BENCH_NATS_PAYLOAD ?? 128);
 const REQUESTS = Number(process.env.BENCH_NATS_REQUESTS ?? 5_000);
 const RUNS = Number(process.env.BENCH_NATS_RUNS ?? 3);
 /** The bundle's young generation in MiB: 1 as `npm start` runs it; 16 is Node's default. */
-const SEMI_SPACE_MIB = Number(process.env.BENCH_SEMI_SPACE ?? 1);
+const SEMI_SPACE_MIB =
+  process.env.BENCH_SEMI_SPACE === undefined ? undefined : Number(process.env.BENCH_SEMI_SPACE);
 /**
  * A publisher flushes (PING/PONG: the server has read everything before it) after this many
  * messages and waits for the flush before last, so it runs at most two windows ahead of the
@@ -365,7 +366,7 @@ async function main(): Promise<never> {
     `\nnats-local: (a) ${MESSAGES} messages of ${PAYLOAD_BYTES} bytes, 1 and 2 publisher processes -> ` +
       `1 subscriber process, at most 2 x ${WINDOW} unflushed per publisher; (b) ${REQUESTS} sequential ` +
       `requests (after ${WARMUP_REQUESTS} warm-up) -> 1 responder process. nats.js clients, ` +
-      `${RUNS} rounds, interleaved; leafgate with --max-semi-space-size=${SEMI_SPACE_MIB}\n`,
+      `${RUNS} rounds, interleaved; leafgate with ${SEMI_SPACE_MIB === undefined ? "the bundle's Node flags" : `--max-semi-space-size=${SEMI_SPACE_MIB}`}\n`,
   );
   const rows = streamTable([
     { title: "run" },

@@ -10,12 +10,10 @@ import {
   type TrackedProcess,
   waitForLine,
 } from "../../test/helpers/procs.js";
-import { BUNDLE } from "./harness.js";
+import { BUNDLE, bundleNodeFlags } from "./harness.js";
 
 /** A hub URL where nothing listens (port 1 is privileged): the gateway buffers everything. */
 export const CLOSED_HUB = "nats://127.0.0.1:1";
-/** Old space as the bundle's shebang and `npm start` run it (Node's default is 16). */
-const DEFAULT_SEMI_SPACE_MIB = 1;
 const LISTENING_TIMEOUT_MS = 20_000;
 
 /**
@@ -34,7 +32,7 @@ export interface BenchGatewayConfig {
 }
 
 export interface GatewayBundleOptions {
-  /** --max-semi-space-size in MiB. */
+  /** --max-semi-space-size in MiB instead of the bundle's own (its shebang's). */
   semiSpaceMiB?: number;
 }
 
@@ -42,7 +40,7 @@ export interface GatewayBundleOptions {
 export class GatewayBundle {
   readonly #dir: string;
   readonly #config: BenchGatewayConfig;
-  readonly #semiSpaceMiB: number;
+  readonly #nodeFlags: string[];
   #proc: TrackedProcess | undefined;
   #mqttPort = 0;
   #natsPort = 0;
@@ -51,7 +49,16 @@ export class GatewayBundle {
   constructor(dir: string, config: BenchGatewayConfig, opts: GatewayBundleOptions = {}) {
     this.#dir = dir;
     this.#config = config;
-    this.#semiSpaceMiB = opts.semiSpaceMiB ?? DEFAULT_SEMI_SPACE_MIB;
+    // The flags users run it with (the bundle's shebang), unless a bench asks for another
+    // young generation.
+    const shipped = bundleNodeFlags();
+    this.#nodeFlags =
+      opts.semiSpaceMiB === undefined
+        ? shipped
+        : [
+            ...shipped.filter((f) => !f.startsWith("--max-semi-space-size=")),
+            `--max-semi-space-size=${opts.semiSpaceMiB}`,
+          ];
   }
 
   get proc(): TrackedProcess {
@@ -93,7 +100,7 @@ export class GatewayBundle {
     const env = Object.fromEntries(
       Object.entries(process.env).filter(([k]) => !k.startsWith("LEAFGATE_")),
     );
-    const args = [`--max-semi-space-size=${this.#semiSpaceMiB}`, BUNDLE, "run", "-c", file];
+    const args = [...this.#nodeFlags, BUNDLE, "run", "-c", file];
     const proc = await spawnTracked(process.execPath, args, { env });
     this.#proc = proc;
     const portOf = async (msg: string) => {
