@@ -3,6 +3,7 @@ import {
   createInbox,
   type Msg,
   type MsgHdrs,
+  MsgHdrsImpl,
   type NatsConnection,
   headers as natsHeaders,
   type Subscription,
@@ -88,6 +89,89 @@ export function messageId(gatewayId: string, rowId: number, account?: string): s
  */
 export const SENT_ROWS_HEADER = "Leafgate-Sent";
 
+type HeaderMatch = Parameters<MsgHdrsImpl["get"]>[1];
+
+/** The end of a header block: the last header line's CRLF and the empty line. */
+const HEADERS_END = "\r\n\r\n";
+
+/**
+ * The headers of a row that has none of its own, sent in order: `Nats-Msg-Id` alone, as
+ * the bytes nats.js' `headers()` would encode (`NATS/1.0\r\nNats-Msg-Id: gw1-42\r\n\r\n`),
+ * built from a prefix encoded once instead of a header map per row. nats.js publishes a
+ * message's headers by calling their `encode()` and keeps only the bytes, so one instance
+ * serves every publish: `forRow` before each.
+ */
+export class MessageIdHeaders extends MsgHdrsImpl {
+  readonly #idPrefix: string;
+  readonly #head: Buffer;
+  #bytes: Uint8Array;
+  #rowId = 0;
+  /** The row whose header the map (super's) holds, for readers other than `encode`. */
+  #mapped = -1;
+
+  constructor(idPrefix: string) {
+    super();
+    this.#idPrefix = idPrefix;
+    this.#head = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${idPrefix}`);
+    this.#bytes = this.#head;
+  }
+
+  /** Makes `encode()` the headers of row `rowId`; returns this, for `publish`. */
+  forRow(rowId: number): this {
+    this.#rowId = rowId;
+    const digits = String(rowId);
+    const head = this.#head;
+    // Small sizes come from Node's buffer pool: no allocation of its own per row.
+    const bytes = Buffer.allocUnsafe(head.length + digits.length + HEADERS_END.length);
+    head.copy(bytes, 0);
+    const at = head.length + bytes.write(digits, head.length, "latin1");
+    bytes.write(HEADERS_END, at, "latin1");
+    this.#bytes = bytes;
+    return this;
+  }
+
+  override encode(): Uint8Array {
+    return this.#bytes;
+  }
+
+  // Anything else that reads the headers sees the current row's, as a map (built on demand).
+  override get(k: string, match?: HeaderMatch): string {
+    this.#sync();
+    return super.get(k, match);
+  }
+
+  override has(k: string, match?: HeaderMatch): boolean {
+    this.#sync();
+    return super.has(k, match);
+  }
+
+  override values(k: string, match?: HeaderMatch): string[] {
+    this.#sync();
+    return super.values(k, match);
+  }
+
+  override keys(): string[] {
+    this.#sync();
+    return super.keys();
+  }
+
+  override toString(): string {
+    this.#sync();
+    return super.toString();
+  }
+
+  override [Symbol.iterator](): MapIterator<[string, string[]]> {
+    this.#sync();
+    return super[Symbol.iterator]();
+  }
+
+  #sync(): void {
+    if (this.#mapped === this.#rowId) return;
+    this.#mapped = this.#rowId;
+    super.set("Nats-Msg-Id", `${this.#idPrefix}${this.#rowId}`);
+  }
+}
+
 function rowHeaders(idPrefix: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
@@ -160,6 +244,7 @@ export class JetStreamForwarder implements Forwarder {
     });
     const { maxInFlight, prefix, gatewayId, account, rate } = this.#options;
     const idPrefix = messageIdPrefix(gatewayId, account);
+    const idHeaders = new MessageIdHeaders(idPrefix);
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
         const pauseMs = this.#pauseUntilMs - Date.now();
@@ -189,7 +274,9 @@ export class JetStreamForwarder implements Forwarder {
         const now = Date.now();
         let capped: OutboxRow | undefined;
         for (const row of rows) {
-          const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, `${inbox}.${row.id}`);
+          const subject = `${prefix}.${row.subject}`;
+          const reply = `${inbox}.${row.id}`;
+          const why = unsendable(this.#nc, row, subject, reply);
           if (why !== undefined) {
             this.#cursor.advance(row.id);
             dropUnsendable(this.#nc, row, why, this.#options);
@@ -208,9 +295,13 @@ export class JetStreamForwarder implements Forwarder {
             break;
           }
           this.#cursor.advance(row.id);
-          this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
-            reply: `${inbox}.${row.id}`,
-            headers: rowHeaders(idPrefix, row, this.#cursor.sentSoFar()),
+          const sentRows = this.#cursor.sentSoFar();
+          this.#nc.publish(subject, row.payload, {
+            reply,
+            headers:
+              row.headers === undefined && sentRows === undefined
+                ? idHeaders.forRow(row.id)
+                : rowHeaders(idPrefix, row, sentRows),
           });
           this.#inflight.set(row.id, now);
           if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();

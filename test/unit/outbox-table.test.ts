@@ -1,0 +1,121 @@
+// The outbox table's two read/delete plans (by primary key, by the (account, id) index)
+// return and remove exactly the same rows whatever the accounts' interleaving, and
+// deletes count what left per class. Real SQLite files.
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { idRanges, OutboxTable } from "../../src/store/outbox-table.js";
+import { MessageIdHeaders } from "../../src/upstream/forwarder.js";
+import { tempDatabases } from "../helpers/temp-db.js";
+
+const { open } = tempDatabases("outbox-table");
+const ACCOUNTS = ["$G", "b", "c"] as const;
+
+function fill(db: ReturnType<typeof open>, owners: readonly number[]): void {
+  const tables = ACCOUNTS.map((a) => new OutboxTable(db, a, true));
+  db.transaction(() => {
+    owners.forEach((owner, i) => {
+      const cls = { name: i % 3 === 0 ? "alarms" : "default" };
+      tables[owner]!.insert([
+        {
+          message: {
+            subject: `s.${i}`,
+            payload: Buffer.from(`p${i}`),
+            receivedAtMs: 1000 + i,
+            origin: "nats",
+            qos: 0,
+          } as never,
+          cls,
+          size: 10 + i,
+        },
+      ]);
+    });
+  })();
+}
+
+describe("OutboxTable plans", () => {
+  it("read and delete the same rows by primary key and by index, counted per class", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 0, max: 70 }),
+        fc.integer({ min: 1, max: 20 }),
+        (owners, after, limit) => {
+          const dbs = [open(), open()];
+          for (const db of dbs) fill(db, owners);
+          const last = owners.length;
+          for (const account of ACCOUNTS) {
+            const byKey = new OutboxTable(dbs[0]!, account, true);
+            const byIndex = new OutboxTable(dbs[1]!, account, false);
+            const a = byKey.readAfter(after, limit, last);
+            const b = byIndex.readAfter(after, limit, last);
+            expect(a).toEqual(b);
+            const mine = owners
+              .map((o, i) => [o, i + 1] as const)
+              .filter(([o, id]) => ACCOUNTS[o] === account && id > after)
+              .map(([, id]) => id);
+            expect(a.map((r) => r.id)).toEqual(mine.slice(0, limit));
+            // Bounded by the queue's last id: nothing above it is read.
+            expect(byKey.readAfter(0, 100, 3).every((r) => r.id <= 3)).toBe(true);
+            const ranges = idRanges([after + 1, after + 5, after + 6]);
+            const gone = byKey.deleteRanges(ranges);
+            expect(byIndex.deleteRanges(ranges)).toEqual(gone);
+            const counted = gone.reduce((n, g) => n + g.n, 0);
+            expect(counted).toBe(
+              mine.filter((id) => ranges.some(([f, t]) => id >= f && id <= t)).length,
+            );
+            // Per class, over every range: rows and bytes of the rows that went.
+            const perClass = new Map<string, { n: number; bytes: number }>();
+            for (const g of gone) {
+              const c = perClass.get(g.class) ?? { n: 0, bytes: 0 };
+              perClass.set(g.class, { n: c.n + g.n, bytes: c.bytes + g.bytes });
+            }
+            const want = new Map<string, { n: number; bytes: number }>();
+            for (const id of mine) {
+              if (!ranges.some(([f, t]) => id >= f && id <= t)) continue;
+              const name = (id - 1) % 3 === 0 ? "alarms" : "default";
+              const c = want.get(name) ?? { n: 0, bytes: 0 };
+              want.set(name, { n: c.n + 1, bytes: c.bytes + 10 + id - 1 });
+            }
+            expect(perClass).toEqual(want);
+            expect(byKey.readAfter(0, 1000, last)).toEqual(byIndex.readAfter(0, 1000, last));
+          }
+          for (const db of dbs) db.close();
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("idRanges takes sorted and unsorted ids alike", () => {
+    expect(idRanges([1, 2, 3, 7, 8, 10])).toEqual([
+      [1, 3],
+      [7, 8],
+      [10, 10],
+    ]);
+    expect(idRanges([8, 1, 3, 2, 10, 7, 3])).toEqual([
+      [1, 3],
+      [7, 8],
+      [10, 10],
+    ]);
+  });
+});
+
+describe("MessageIdHeaders", () => {
+  it("encodes what nats.js headers() encodes for Nats-Msg-Id alone, and reads like it", () => {
+    for (const prefix of ["gw1-", "gw1.building.", "gw-ü.é."]) {
+      const h = new MessageIdHeaders(prefix);
+      for (const row of [1, 42, 9_007_199_254_740_991]) {
+        const want = natsHeaders();
+        want.set("Nats-Msg-Id", `${prefix}${row}`);
+        const bytes = h.forRow(row).encode();
+        expect(Buffer.from(bytes).toString()).toBe(want.toString());
+        expect(h.get("Nats-Msg-Id")).toBe(`${prefix}${row}`);
+        expect([...h]).toEqual([["Nats-Msg-Id", [`${prefix}${row}`]]]);
+        // The bytes of an earlier row stay as they were (nats.js may not have sent them yet).
+        expect(Buffer.from(h.forRow(row + 1).encode()).toString()).not.toBe(want.toString());
+        expect(Buffer.from(bytes).toString()).toBe(want.toString());
+      }
+    }
+  });
+});
