@@ -87,6 +87,31 @@ describe("OutboxTable plans", () => {
     );
   });
 
+  it("inserts a batch in order, 16 rows a statement and the rest one by one", () => {
+    const db = open();
+    const table = new OutboxTable(db, "$G", true);
+    const rows = Array.from({ length: 37 }, (_, i) => ({
+      message: {
+        subject: `s.${i}`,
+        payload: Buffer.from(`p${i}`),
+        receivedAtMs: 1000 + i,
+        origin: "nats",
+        qos: 0,
+        ...(i === 20 ? { headers: new Map([["k", ["v"]]]) } : {}),
+      } as never,
+      cls: { name: "default" },
+      size: i,
+    }));
+    expect(table.insert(rows.slice(0, 2))).toBe(2);
+    expect(table.insert(rows.slice(2))).toBe(37);
+    const read = table.readAfter(0, 100);
+    expect(read.map((r) => [r.id, r.subject, r.payload.toString(), r.receivedAtMs])).toEqual(
+      rows.map((_, i) => [i + 1, `s.${i}`, `p${i}`, 1000 + i]),
+    );
+    expect(read[20]!.headers).toEqual(new Map([["k", ["v"]]]));
+    expect(read.filter((r) => r.headers !== undefined)).toHaveLength(1);
+  });
+
   it("idRanges takes sorted and unsorted ids alike", () => {
     expect(idRanges([1, 2, 3, 7, 8, 10])).toEqual([
       [1, 3],
