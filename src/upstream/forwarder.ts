@@ -172,6 +172,31 @@ export class MessageIdHeaders extends MsgHdrsImpl {
   }
 }
 
+/**
+ * How every PubAck that stored a message begins. nats-server writes the response's `error`
+ * before the PubAck's fields (JSPubAckResponse: `Error` is its first field), so a body that
+ * begins so carries no error.
+ */
+const STORED_ACK_START = Buffer.from('{"stream":');
+/** Written only when true (`omitempty`), as `"duplicate": true` by nats-server 2.9. */
+const DUPLICATE_KEY = Buffer.from('"duplicate"');
+
+/**
+ * For a PubAck of a stored message, whether the stream had it already (a duplicate),
+ * read from the bytes without decoding them; undefined for anything else (an error, or a
+ * form this does not know), which the caller parses as JSON.
+ */
+export function storedAck(data: Uint8Array): boolean | undefined {
+  const body = Buffer.from(data.buffer, data.byteOffset, data.length);
+  if (
+    body.length < STORED_ACK_START.length ||
+    body.compare(STORED_ACK_START, 0, STORED_ACK_START.length, 0, STORED_ACK_START.length) !== 0
+  ) {
+    return undefined;
+  }
+  return body.includes(DUPLICATE_KEY);
+}
+
 function rowHeaders(idPrefix: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
@@ -340,26 +365,30 @@ export class JetStreamForwarder implements Forwarder {
       this.#refused(rowId, `${status} ${msg.headers?.description || "no responders"}`);
       return;
     }
-    let ack: {
-      error?: { code?: number; err_code?: number; description?: string };
-      duplicate?: boolean;
-    };
-    try {
-      ack = JSON.parse(UTF8.decode(msg.data));
-    } catch {
-      this.#refused(rowId, "unreadable PubAck");
-      return;
-    }
-    if (ack.error !== undefined) {
-      this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
-      return;
+    let duplicate = storedAck(msg.data);
+    if (duplicate === undefined) {
+      let ack: {
+        error?: { code?: number; err_code?: number; description?: string };
+        duplicate?: boolean;
+      };
+      try {
+        ack = JSON.parse(UTF8.decode(msg.data));
+      } catch {
+        this.#refused(rowId, "unreadable PubAck");
+        return;
+      }
+      if (ack.error !== undefined) {
+        this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
+        return;
+      }
+      duplicate = ack.duplicate === true;
     }
     // A late ack after a rewind is still proof the row is stored: delete it either way.
     // Counted once per row: the original's late ack and a resend's duplicate ack may both
     // arrive, but only the first finds the row in flight or waiting to go again.
     if (this.#inflight.delete(rowId) || this.#sentBefore.delete(rowId)) {
       this.#options.metrics.forwarded.inc();
-      if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
+      if (duplicate) this.#options.metrics.duplicates.inc();
     }
     this.#acked.add(rowId);
     this.#scheduleDelete();

@@ -1,11 +1,9 @@
 // The outbox table's two read/delete plans (by primary key, by the (account, id) index)
 // return and remove exactly the same rows whatever the accounts' interleaving, and
 // deletes count what left per class. Real SQLite files.
-import { headers as natsHeaders } from "@nats-io/transport-node";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { idRanges, OutboxTable } from "../../src/store/outbox-table.js";
-import { MessageIdHeaders } from "../../src/upstream/forwarder.js";
 import { tempDatabases } from "../helpers/temp-db.js";
 
 const { open } = tempDatabases("outbox-table");
@@ -123,24 +121,5 @@ describe("OutboxTable plans", () => {
       [7, 8],
       [10, 10],
     ]);
-  });
-});
-
-describe("MessageIdHeaders", () => {
-  it("encodes what nats.js headers() encodes for Nats-Msg-Id alone, and reads like it", () => {
-    for (const prefix of ["gw1-", "gw1.building.", "gw-ü.é."]) {
-      const h = new MessageIdHeaders(prefix);
-      for (const row of [1, 42, 9_007_199_254_740_991]) {
-        const want = natsHeaders();
-        want.set("Nats-Msg-Id", `${prefix}${row}`);
-        const bytes = h.forRow(row).encode();
-        expect(Buffer.from(bytes).toString()).toBe(want.toString());
-        expect(h.get("Nats-Msg-Id")).toBe(`${prefix}${row}`);
-        expect([...h]).toEqual([["Nats-Msg-Id", [`${prefix}${row}`]]]);
-        // The bytes of an earlier row stay as they were (nats.js may not have sent them yet).
-        expect(Buffer.from(h.forRow(row + 1).encode()).toString()).not.toBe(want.toString());
-        expect(Buffer.from(bytes).toString()).toBe(want.toString());
-      }
-    }
   });
 });
