@@ -22,7 +22,7 @@ import {
   runCeiling,
   type StreamCheck,
 } from "./lib/hub-ceiling.js";
-import { cpuSeconds, median, RssPeak } from "./lib/measure.js";
+import { cpuSeconds, median, RssPeak, rssMiB } from "./lib/measure.js";
 import { NatsProcess } from "./lib/nats.js";
 import { fmt, printTable } from "./lib/table.js";
 
@@ -43,6 +43,8 @@ const LIVE_ROUNDS = env("BENCH_LIVE_ROUNDS", 3, 1);
 const SEMI_SPACE_MIB = Number(process.env.BENCH_SEMI_SPACE ?? 1);
 /** Extra Node options for the gateway alone (e.g. `--cpu-prof --cpu-prof-dir=/tmp/x`). */
 const GATEWAY_NODE_OPTIONS = process.env.BENCH_GATEWAY_NODE_OPTIONS;
+/** upstream.max_in_flight of the gateway; unset: the default (4096). */
+const MAX_IN_FLIGHT = process.env.BENCH_DRAIN_MAX_IN_FLIGHT;
 /** Publishers in the backlog fill and the ceiling (subjects, each with its own order). */
 const PUBLISHERS = 4;
 /** Fill: the NATS publisher flushes every this many messages (lib/client.ts). */
@@ -212,9 +214,18 @@ interface DrainRound {
   readonly ceilingHubCpuUsPerMsg: number;
   readonly fromHubStartS: number;
   readonly peakRssMiB: number;
+  /** RSS with the backlog buffered, before the hub came back. */
+  readonly filledRssMiB: number;
   readonly fillRate: number;
   readonly exactlyOnce: boolean;
   readonly inOrder: boolean;
+}
+
+function upstreamConfig(url: string) {
+  const upstream = { servers: [url], stream: DRAIN_STREAM };
+  return MAX_IN_FLIGHT === undefined
+    ? upstream
+    : { ...upstream, max_in_flight: Number(MAX_IN_FLIGHT) };
 }
 
 function gatewayOptions() {
@@ -263,7 +274,7 @@ async function drainRound(n: number, round: number): Promise<DrainRound> {
   const gw = new GatewayBundle(
     dir,
     {
-      upstream: { servers: [hub.url], stream: DRAIN_STREAM },
+      upstream: upstreamConfig(hub.url),
       http: true,
       buffer: { max_messages: 10_000_000, max_bytes: "4GB" },
     },
@@ -277,6 +288,7 @@ async function drainRound(n: number, round: number): Promise<DrainRound> {
       intervalMs: POLL_MS,
       message: `outbox to hold ${n}`,
     });
+    const filledRssMiB = rssMiB(gw.pid);
     const peak = new RssPeak(() => gw.pid, RSS_SAMPLE_MS);
     const gwCpu0 = cpuSeconds(gw.pid);
     const t0 = performance.now();
@@ -313,6 +325,7 @@ async function drainRound(n: number, round: number): Promise<DrainRound> {
       ceilingHubCpuUsPerMsg: (c.hubCpu * 1e6) / n,
       fromHubStartS,
       peakRssMiB,
+      filledRssMiB,
       fillRate: (n * 1000) / fill.ms,
       exactlyOnce: check.messages === n && check.duplicates === 0 && exact(c.check, n),
       inOrder: check.outOfOrder === 0 && c.check.outOfOrder === 0,
@@ -351,7 +364,7 @@ async function liveRound(round: number): Promise<LiveRound> {
   await createStream(nc, MQTT_STREAM, ["live.>"]);
   const gw = new GatewayBundle(
     dir,
-    { upstream: { servers: [hub.url], stream: DRAIN_STREAM }, http: true },
+    { upstream: upstreamConfig(hub.url), http: true },
     gatewayOptions(),
   );
   try {
@@ -454,7 +467,7 @@ async function main(): Promise<void> {
       console.log(
         `  ${n}: leafgate ${Math.round(r.leafgate)} msgs/s, ceiling ${Math.round(r.ceiling)} (${fmt(r.leafgate / r.ceiling, 2)});` +
           ` gateway ${fmt(r.gatewayCpuUsPerMsg, 2)} µs/msg, hub ${fmt(r.hubCpuUsPerMsg, 2)}; ceiling publisher ${fmt(r.ceilingCpuUsPerMsg, 2)}, hub ${fmt(r.ceilingHubCpuUsPerMsg, 2)};` +
-          ` ${fmt(r.fromHubStartS, 1)} s from hub start; peak RSS ${fmt(r.peakRssMiB, 1)} MiB; fill ${Math.round(r.fillRate)} msgs/s;` +
+          ` ${fmt(r.fromHubStartS, 1)} s from hub start; peak RSS ${fmt(r.peakRssMiB, 1)} MiB (${fmt(r.filledRssMiB, 1)} before); fill ${Math.round(r.fillRate)} msgs/s;` +
           ` exactly once ${r.exactlyOnce}, in order ${r.inOrder}`,
       );
     }
