@@ -9,10 +9,11 @@ import { createConnection } from "node:net";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { generate } from "mqtt-packet";
 import { connectClient, createStream } from "../test/helpers/nats-server.js";
 import { spawnTracked, waitForLine } from "../test/helpers/procs.js";
 import { waitFor } from "../test/helpers/wait.js";
-import { say } from "./lib/client.js";
+import { publishWindowed, say } from "./lib/client.js";
 import { GatewayBundle } from "./lib/gateway.js";
 import { benchWorkDir, buildBundle } from "./lib/harness.js";
 import {
@@ -65,25 +66,22 @@ const MQTT_STREAM = "MQTTIN";
 
 // --- client processes -----------------------------------------------------------------------
 
-/** Backlog fill: `count` NATS publishes on `drain.<p>` to the gateway's NATS listener. */
+/**
+ * Backlog fill: `count` NATS publishes to the gateway's NATS listener, PUBLISHERS windowed
+ * publishers (lib/client.ts) on `drain.<p>` sharing one connection.
+ */
 async function fillRole(port: number, count: number): Promise<void> {
   const nc = await connect({ servers: `127.0.0.1:${port}`, noEcho: true });
-  const seqs = new Array<number>(PUBLISHERS).fill(0);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  // publishWindowed publishes on one subject; spread over PUBLISHERS by hand.
-  let previous: Promise<void> = Promise.resolve();
-  for (let i = 0; i < count; i++) {
-    const p = i % PUBLISHERS;
-    nc.publish(`drain.${p}`, payload(`d${p}`, seqs[p]!++));
-    if ((i + 1) % FILL_WINDOW === 0) {
-      const flushed = nc.flush();
-      await previous;
-      previous = flushed;
-    }
-  }
-  await previous;
-  await nc.flush();
+  const per = Math.ceil(count / PUBLISHERS);
+  await Promise.all(
+    Array.from({ length: PUBLISHERS }, (_, p) =>
+      publishWindowed(nc, `drain.${p}`, Math.min(per, count - p * per), FILL_WINDOW, (seq) =>
+        payload(`d${p}`, seq),
+      ),
+    ),
+  );
   const cpu = process.cpuUsage(cpu0);
   say(
     `${RESULT}${JSON.stringify({ ms: performance.now() - t0, cpuS: (cpu.user + cpu.system) / 1e6 })}`,
@@ -96,15 +94,15 @@ async function ceilingRole(url: string, subject: string, count: number): Promise
 }
 
 /** MQTT 3.1.1 CONNECT, clean session, keep-alive 0. */
-function mqttConnect(clientId: string): Buffer {
-  const id = Buffer.from(clientId);
-  const body = Buffer.concat([
-    Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, 0, 0]),
-    Buffer.from([id.length >> 8, id.length & 0xff]),
-    id,
-  ]);
-  return Buffer.concat([Buffer.from([0x10, body.length]), body]);
-}
+const mqttConnect = (clientId: string): Buffer =>
+  generate({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: 4,
+    clean: true,
+    clientId,
+    keepalive: 0,
+  });
 
 /** A QoS 1 PUBLISH of a 100-byte payload (remaining length < 16,384: two bytes at most). */
 function mqttPublish(topic: Buffer, packetId: number, data: Buffer): Buffer {

@@ -9,24 +9,27 @@ import { tempDatabases } from "../helpers/temp-db.js";
 const { open } = tempDatabases("outbox-table");
 const ACCOUNTS = ["$G", "b", "c"] as const;
 
+/** Row `i` to insert: subject `s.<i>`, payload `p<i>`, received at 1000 + i. */
+function newRow(i: number, className: string, size: number, headers?: Map<string, string[]>) {
+  return {
+    message: {
+      subject: `s.${i}`,
+      payload: Buffer.from(`p${i}`),
+      receivedAtMs: 1000 + i,
+      origin: "nats",
+      qos: 0,
+      ...(headers === undefined ? {} : { headers }),
+    } as never,
+    cls: { name: className },
+    size,
+  };
+}
+
 function fill(db: ReturnType<typeof open>, owners: readonly number[]): void {
   const tables = ACCOUNTS.map((a) => new OutboxTable(db, a, true));
   db.transaction(() => {
     owners.forEach((owner, i) => {
-      const cls = { name: i % 3 === 0 ? "alarms" : "default" };
-      tables[owner]!.insert([
-        {
-          message: {
-            subject: `s.${i}`,
-            payload: Buffer.from(`p${i}`),
-            receivedAtMs: 1000 + i,
-            origin: "nats",
-            qos: 0,
-          } as never,
-          cls,
-          size: 10 + i,
-        },
-      ]);
+      tables[owner]!.insert([newRow(i, i % 3 === 0 ? "alarms" : "default", 10 + i)]);
     });
   })();
 }
@@ -88,18 +91,9 @@ describe("OutboxTable plans", () => {
   it("inserts a batch in order, 16 rows a statement and the rest one by one", () => {
     const db = open();
     const table = new OutboxTable(db, "$G", true);
-    const rows = Array.from({ length: 37 }, (_, i) => ({
-      message: {
-        subject: `s.${i}`,
-        payload: Buffer.from(`p${i}`),
-        receivedAtMs: 1000 + i,
-        origin: "nats",
-        qos: 0,
-        ...(i === 20 ? { headers: new Map([["k", ["v"]]]) } : {}),
-      } as never,
-      cls: { name: "default" },
-      size: i,
-    }));
+    const rows = Array.from({ length: 37 }, (_, i) =>
+      newRow(i, "default", i, i === 20 ? new Map([["k", ["v"]]]) : undefined),
+    );
     expect(table.insert(rows.slice(0, 2))).toBe(2);
     expect(table.insert(rows.slice(2))).toBe(37);
     const read = table.readAfter(0, 100);
