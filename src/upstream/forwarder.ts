@@ -20,6 +20,11 @@ const UTF8 = new TextDecoder();
 
 /** Rows read from the outbox per step; bounds memory between two event-loop turns. */
 const READ_BATCH_ROWS = 1000;
+/**
+ * Acked rows deleted together while a backlog drains: SQLite deletes cost about twice as
+ * much per row in batches of 250 as in batches of 1,000 (docs/performance-store.md).
+ */
+const DELETE_BATCH_ROWS = 1000;
 /** How often in-flight publishes are checked against `ack_timeout`. */
 const ACK_CHECK_INTERVAL_MS = 1000;
 /** Pause after the hub refused a publish, so a persistent error does not spin. */
@@ -254,7 +259,11 @@ export class JetStreamForwarder implements Forwarder {
     this.#replies = this.#nc.subscribe(`${inbox}.*`, {
       callback: (_err, msg) => this.#onReply(Number(msg.subject.slice(tokenAt)), msg),
     });
-    const timer = setInterval(() => this.#checkAckTimeouts(), ACK_CHECK_INTERVAL_MS);
+    const timer = setInterval(() => {
+      // Acked rows held for a fuller batch (#scheduleDelete) wait at most this long.
+      if (this.#acked.size > 0) this.#deleteAcked();
+      this.#checkAckTimeouts();
+    }, ACK_CHECK_INTERVAL_MS);
     // Woken in the check phase, after the commit's PUBACKs have been written: the
     // publishers' round trips set ingest throughput, so they go first.
     let wakeScheduled = false;
@@ -397,8 +406,13 @@ export class JetStreamForwarder implements Forwarder {
     }
   }
 
+  /**
+   * Deletes the acked rows on the next turn; while many more acks are due, once at least
+   * DELETE_BATCH_ROWS are in (or at the next ack-timeout check, should the acks stop).
+   */
   #scheduleDelete(): void {
     if (this.#deleteScheduled) return;
+    if (this.#acked.size < DELETE_BATCH_ROWS && this.#inflight.size >= DELETE_BATCH_ROWS) return;
     this.#deleteScheduled = true;
     setImmediate(() => this.#deleteAcked());
   }
