@@ -350,6 +350,8 @@ export class JetStreamForwarder implements Forwarder {
     } finally {
       clearInterval(timer);
       stopListening();
+      // Rows held for a fuller delete batch: the connection is gone, not their acks.
+      if (this.#acked.size > 0) this.#deleteAcked();
     }
   }
 
