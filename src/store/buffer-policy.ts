@@ -255,6 +255,19 @@ export class BufferPolicy {
     this.#publish(touched);
   }
 
+  /** Like `removed`, for rows counted per class (a forwarded range: OutboxTable.deleteRanges). */
+  removedGroups(groups: readonly { class: string; n: number; bytes: number }[]): void {
+    const touched = new Set<BufferClass>();
+    for (const group of groups) {
+      const cls = this.byName(group.class);
+      const u = this.#use(cls);
+      u.count -= group.n;
+      u.bytes -= group.bytes;
+      touched.add(cls);
+    }
+    this.#publish(touched);
+  }
+
   /**
    * Sets every class's committed numbers from the table's truth: at start, and after a
    * rolled-back transaction whose removals had already been counted.

@@ -28,12 +28,20 @@ export interface RemovedRow extends StoredRowSize {
 /** An inclusive range of row ids. */
 export type IdRange = readonly [number, number];
 
-interface RawRow {
-  id: number;
-  subject: string;
-  payload: Buffer;
-  headers: string | null;
-  received_at_ms: number;
+/** A row as `#readAfter` returns it (raw: an array, no object per row to map from). */
+type RawRow = [
+  id: number,
+  subject: string,
+  payload: Buffer,
+  headers: string | null,
+  receivedAtMs: number,
+];
+
+/** Rows and bytes of one class that left the table together. */
+export interface RemovedGroup {
+  readonly class: string;
+  readonly n: number;
+  readonly bytes: number;
 }
 
 function encodeHeaders(headers: Headers | undefined): string | null {
@@ -53,7 +61,10 @@ export function asBuffer(bytes: Uint8Array): Buffer {
 
 /** `ids` (unsorted, repeated, with gaps; not empty) as ascending ranges of consecutive ids. */
 export function idRanges(ids: readonly number[]): IdRange[] {
-  const sorted = [...ids].sort((a, b) => a - b);
+  // Acks arrive in order, so ids usually come sorted: no copy and sort then.
+  let ascending = true;
+  for (let i = 1; i < ids.length && ascending; i++) ascending = ids[i - 1]! <= ids[i]!;
+  const sorted = ascending ? ids : [...ids].sort((a, b) => a - b);
   const ranges: [number, number][] = [];
   let from = sorted[0]!;
   let to = from;
@@ -83,6 +94,17 @@ export function isDiskFull(err: unknown): boolean {
   return code === "SQLITE_FULL" || code === "SQLITE_IOERR_WRITE";
 }
 
+const INSERT_SQL =
+  "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size, account) VALUES";
+const INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?)";
+const INSERT_COLUMNS = 7;
+/**
+ * Rows per multi-row INSERT: one statement for 16 rows costs about half as much per row as
+ * 16 statements (per-statement work in better-sqlite3 and SQLite; measured with the
+ * outbox's schema: 4.3 against 8-11 µs per row; 40 rows were no better than 16).
+ */
+const INSERT_ROWS_PER_STATEMENT = 16;
+
 /**
  * The `outbox` table's SQL for one account's queue, and nothing else: every statement
  * reads and writes that account's rows only (row ids are shared: one AUTOINCREMENT for
@@ -93,22 +115,45 @@ export class OutboxTable {
   readonly db: Database.Database;
   readonly account: string;
   readonly #insert: Database.Statement;
+  readonly #insertMany: Database.Statement;
+  /** Bind arrays, reused by every insert (better-sqlite3 copies the values when it binds). */
+  readonly #insertParams = new Array<unknown>(INSERT_ROWS_PER_STATEMENT * INSERT_COLUMNS);
+  readonly #insertOneParams = new Array<unknown>(INSERT_COLUMNS);
   readonly #readAfter: Database.Statement;
+  readonly #rangeSizes: Database.Statement;
   readonly #deleteRange: Database.Statement;
   readonly #oldestOfClass: Database.Statement;
   readonly #deleteClassUpTo: Database.Statement;
 
-  constructor(db: Database.Database, account: string = DEFAULT_ACCOUNT) {
+  /**
+   * `account`'s rows; `byPrimaryKey`: reads and deletes walk the table's own id order (the
+   * primary key) instead of the (account, id) index; see `readAfter`.
+   */
+  constructor(db: Database.Database, account: string = DEFAULT_ACCOUNT, byPrimaryKey = true) {
     this.db = db;
     this.account = account;
-    this.#insert = db.prepare(
-      "INSERT INTO outbox (subject, payload, headers, received_at_ms, class, size, account) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    this.#insert = db.prepare(`${INSERT_SQL} ${INSERT_VALUES}`);
+    this.#insertMany = db.prepare(
+      `${INSERT_SQL} ${new Array(INSERT_ROWS_PER_STATEMENT).fill(INSERT_VALUES).join(", ")}`,
     );
-    this.#readAfter = db.prepare(
-      "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
+    // `+account` keeps SQLite off the (account, id) index: the id range is walked in the
+    // table itself and other accounts' rows are skipped. Both forms return the same rows.
+    this.#readAfter = db
+      .prepare(
+        byPrimaryKey
+          ? "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? AND id <= ? AND +account = ? ORDER BY id LIMIT ?"
+          : "SELECT id, subject, payload, headers, received_at_ms FROM outbox WHERE id > ? AND id <= ? AND account = ? ORDER BY id LIMIT ?",
+      )
+      .raw(true);
+    this.#rangeSizes = db.prepare(
+      byPrimaryKey
+        ? "SELECT class, count(*) AS n, total(size) AS bytes FROM outbox WHERE id BETWEEN ? AND ? AND +account = ? GROUP BY class"
+        : "SELECT class, count(*) AS n, total(size) AS bytes FROM outbox WHERE id BETWEEN ? AND ? AND account = ? GROUP BY class",
     );
     this.#deleteRange = db.prepare(
-      "DELETE FROM outbox WHERE account = ? AND id BETWEEN ? AND ? RETURNING class, size",
+      byPrimaryKey
+        ? "DELETE FROM outbox WHERE id BETWEEN ? AND ? AND +account = ?"
+        : "DELETE FROM outbox WHERE id BETWEEN ? AND ? AND account = ?",
     );
     this.#oldestOfClass = db.prepare(
       "SELECT id, class, size, received_at_ms FROM outbox WHERE account = ? AND class = ? AND id > ? ORDER BY id LIMIT ?",
@@ -138,42 +183,66 @@ export class OutboxTable {
       .all(this.account) as { class: string; n: number; bytes: number }[];
   }
 
-  /** Inserts `rows` in order; returns the id of the last (ids are consecutive: one writer). */
+  /**
+   * Inserts `rows` in order; returns the id of the last (ids are consecutive: one writer,
+   * and a multi-row INSERT takes them in the order of its VALUES).
+   */
   insert(rows: readonly NewOutboxRow[]): number {
     let last = 0;
-    for (const { message: m, cls, size } of rows) {
-      last = Number(
-        this.#insert.run(
-          m.subject,
-          asBuffer(m.payload),
-          encodeHeaders(m.headers),
-          m.receivedAtMs,
-          cls.name,
-          size,
-          this.account,
-        ).lastInsertRowid,
-      );
+    let i = 0;
+    const params = this.#insertParams;
+    for (; i + INSERT_ROWS_PER_STATEMENT <= rows.length; i += INSERT_ROWS_PER_STATEMENT) {
+      for (let j = 0; j < INSERT_ROWS_PER_STATEMENT; j++) {
+        this.#bind(params, j * INSERT_COLUMNS, rows[i + j]!);
+      }
+      last = Number(this.#insertMany.run(params).lastInsertRowid);
+    }
+    const one = this.#insertOneParams;
+    for (; i < rows.length; i++) {
+      this.#bind(one, 0, rows[i]!);
+      last = Number(this.#insert.run(one).lastInsertRowid);
     }
     return last;
   }
 
-  readAfter(afterId: number, limit: number): OutboxRow[] {
-    const raw = this.#readAfter.all(this.account, afterId, limit) as RawRow[];
-    return raw.map((r) => ({
-      id: r.id,
-      subject: r.subject,
-      payload: r.payload,
-      headers: decodeHeaders(r.headers),
-      receivedAtMs: r.received_at_ms,
-    }));
+  /** Puts the values of `row` in `params` from `at`, in INSERT_SQL's column order. */
+  #bind(params: unknown[], at: number, { message: m, cls, size }: NewOutboxRow): void {
+    params[at] = m.subject;
+    params[at + 1] = asBuffer(m.payload);
+    params[at + 2] = encodeHeaders(m.headers);
+    params[at + 3] = m.receivedAtMs;
+    params[at + 4] = cls.name;
+    params[at + 5] = size;
+    params[at + 6] = this.account;
   }
 
-  /** Deletes the rows in `ranges`; returns the class and size of each. */
-  deleteRanges(ranges: readonly IdRange[]): StoredRowSize[] {
-    const gone: StoredRowSize[] = [];
+  /**
+   * Up to `limit` of the account's rows with ids in (`afterId`, `lastId`], oldest first.
+   * `lastId` (the queue's last committed id) bounds the walk by primary key: it never goes
+   * past the account's own last row, so other accounts' rows are skipped at most once per
+   * pass over the table, whatever the interleaving.
+   */
+  readAfter(afterId: number, limit: number, lastId: number = Number.MAX_SAFE_INTEGER): OutboxRow[] {
+    const raw = this.#readAfter.all(afterId, lastId, this.account, limit) as RawRow[];
+    const rows = new Array<OutboxRow>(raw.length);
+    for (let i = 0; i < raw.length; i++) {
+      const [id, subject, payload, headers, receivedAtMs] = raw[i]!;
+      rows[i] = { id, subject, payload, headers: decodeHeaders(headers), receivedAtMs };
+    }
+    return rows;
+  }
+
+  /**
+   * Deletes the rows in `ranges`; returns their rows and bytes per class (counted in the
+   * same transaction as the delete when the caller runs one).
+   */
+  deleteRanges(ranges: readonly IdRange[]): RemovedGroup[] {
+    const gone: RemovedGroup[] = [];
     for (const [from, to] of ranges) {
-      for (const row of this.#deleteRange.all(this.account, from, to) as StoredRowSize[])
-        gone.push(row);
+      for (const group of this.#rangeSizes.all(from, to, this.account) as RemovedGroup[]) {
+        gone.push(group);
+      }
+      this.#deleteRange.run(from, to, this.account);
     }
     return gone;
   }

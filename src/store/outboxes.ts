@@ -28,7 +28,16 @@ export class Outboxes {
     const { accounts, ...common } = options;
     const disk = diskGuard(db, common.log, common.metrics);
     for (const { name, limits } of accounts) {
-      this.#queues.set(name, new Outbox(db, { ...common, limits, account: name, disk }));
+      this.#queues.set(
+        name,
+        new Outbox(db, {
+          ...common,
+          limits,
+          account: name,
+          disk,
+          sharedTable: accounts.length > 1,
+        }),
+      );
     }
     const orphans = db
       .prepare("SELECT account, count(*) AS n FROM outbox GROUP BY account")

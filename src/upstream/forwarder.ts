@@ -3,6 +3,7 @@ import {
   createInbox,
   type Msg,
   type MsgHdrs,
+  MsgHdrsImpl,
   type NatsConnection,
   headers as natsHeaders,
   type Subscription,
@@ -19,6 +20,11 @@ const UTF8 = new TextDecoder();
 
 /** Rows read from the outbox per step; bounds memory between two event-loop turns. */
 const READ_BATCH_ROWS = 1000;
+/**
+ * Acked rows deleted together while a backlog drains: SQLite deletes cost about twice as
+ * much per row in batches of 250 as in batches of 1,000 (docs/performance-store.md).
+ */
+const DELETE_BATCH_ROWS = 1000;
 /** How often in-flight publishes are checked against `ack_timeout`. */
 const ACK_CHECK_INTERVAL_MS = 1000;
 /** Pause after the hub refused a publish, so a persistent error does not spin. */
@@ -88,6 +94,114 @@ export function messageId(gatewayId: string, rowId: number, account?: string): s
  */
 export const SENT_ROWS_HEADER = "Leafgate-Sent";
 
+type HeaderMatch = Parameters<MsgHdrsImpl["get"]>[1];
+
+/** The end of a header block: the last header line's CRLF and the empty line. */
+const HEADERS_END = "\r\n\r\n";
+
+/**
+ * The headers of a row that has none of its own, sent in order: `Nats-Msg-Id` alone, as
+ * the bytes nats.js' `headers()` would encode (`NATS/1.0\r\nNats-Msg-Id: gw1-42\r\n\r\n`),
+ * built from a prefix encoded once instead of a header map per row. nats.js publishes a
+ * message's headers by calling their `encode()` and keeps only the bytes, so one instance
+ * serves every publish: `forRow` before each.
+ */
+export class MessageIdHeaders extends MsgHdrsImpl {
+  readonly #idPrefix: string;
+  readonly #head: Buffer;
+  #bytes: Uint8Array;
+  #rowId = 0;
+  /** The row whose header the map (super's) holds, for readers other than `encode`. */
+  #mapped = -1;
+
+  constructor(idPrefix: string) {
+    super();
+    this.#idPrefix = idPrefix;
+    this.#head = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${idPrefix}`);
+    this.#bytes = this.#head;
+  }
+
+  /** Makes `encode()` the headers of row `rowId`; returns this, for `publish`. */
+  forRow(rowId: number): this {
+    this.#rowId = rowId;
+    const digits = String(rowId);
+    const head = this.#head;
+    // Small sizes come from Node's buffer pool: no allocation of its own per row.
+    const bytes = Buffer.allocUnsafe(head.length + digits.length + HEADERS_END.length);
+    head.copy(bytes, 0);
+    const at = head.length + bytes.write(digits, head.length, "latin1");
+    bytes.write(HEADERS_END, at, "latin1");
+    this.#bytes = bytes;
+    return this;
+  }
+
+  override encode(): Uint8Array {
+    return this.#bytes;
+  }
+
+  // Anything else that reads the headers sees the current row's, as a map (built on demand).
+  override get(k: string, match?: HeaderMatch): string {
+    this.#sync();
+    return super.get(k, match);
+  }
+
+  override has(k: string, match?: HeaderMatch): boolean {
+    this.#sync();
+    return super.has(k, match);
+  }
+
+  override values(k: string, match?: HeaderMatch): string[] {
+    this.#sync();
+    return super.values(k, match);
+  }
+
+  override keys(): string[] {
+    this.#sync();
+    return super.keys();
+  }
+
+  override toString(): string {
+    this.#sync();
+    return super.toString();
+  }
+
+  override [Symbol.iterator](): MapIterator<[string, string[]]> {
+    this.#sync();
+    return super[Symbol.iterator]();
+  }
+
+  #sync(): void {
+    if (this.#mapped === this.#rowId) return;
+    this.#mapped = this.#rowId;
+    super.set("Nats-Msg-Id", `${this.#idPrefix}${this.#rowId}`);
+  }
+}
+
+/**
+ * How every PubAck that stored a message begins. nats-server writes the response's `error`
+ * before the PubAck's fields (JSPubAckResponse: `Error` is its first field), so a body that
+ * begins so carries no error.
+ */
+const STORED_ACK_START = Buffer.from('{"stream":');
+/** Written only when true (`omitempty`), as `"duplicate": true` by nats-server 2.9. */
+const DUPLICATE_KEY = Buffer.from('"duplicate"');
+
+/**
+ * For a PubAck of a stored message, whether the stream had it already (a duplicate),
+ * read from the bytes without decoding them; undefined for anything else (an error, or a
+ * form this does not know), which the caller parses as JSON.
+ */
+export function storedAck(data: Uint8Array): boolean | undefined {
+  const body = Buffer.from(data.buffer, data.byteOffset, data.length);
+  if (
+    body.length < STORED_ACK_START.length ||
+    body.compare(STORED_ACK_START, 0, STORED_ACK_START.length, 0, STORED_ACK_START.length) !== 0
+  ) {
+    return undefined;
+  }
+  return body.includes(DUPLICATE_KEY);
+}
+
 function rowHeaders(idPrefix: string, row: OutboxRow, sentRows?: string): MsgHdrs {
   const h = natsHeaders();
   if (row.headers !== undefined) {
@@ -145,7 +259,11 @@ export class JetStreamForwarder implements Forwarder {
     this.#replies = this.#nc.subscribe(`${inbox}.*`, {
       callback: (_err, msg) => this.#onReply(Number(msg.subject.slice(tokenAt)), msg),
     });
-    const timer = setInterval(() => this.#checkAckTimeouts(), ACK_CHECK_INTERVAL_MS);
+    const timer = setInterval(() => {
+      // Acked rows held for a fuller batch (#scheduleDelete) wait at most this long.
+      if (this.#acked.size > 0) this.#deleteAcked();
+      this.#checkAckTimeouts();
+    }, ACK_CHECK_INTERVAL_MS);
     // Woken in the check phase, after the commit's PUBACKs have been written: the
     // publishers' round trips set ingest throughput, so they go first.
     let wakeScheduled = false;
@@ -160,6 +278,7 @@ export class JetStreamForwarder implements Forwarder {
     });
     const { maxInFlight, prefix, gatewayId, account, rate } = this.#options;
     const idPrefix = messageIdPrefix(gatewayId, account);
+    const idHeaders = new MessageIdHeaders(idPrefix);
     try {
       while (!signal.aborted && !this.#nc.isClosed()) {
         const pauseMs = this.#pauseUntilMs - Date.now();
@@ -189,7 +308,9 @@ export class JetStreamForwarder implements Forwarder {
         const now = Date.now();
         let capped: OutboxRow | undefined;
         for (const row of rows) {
-          const why = unsendable(this.#nc, row, `${prefix}.${row.subject}`, `${inbox}.${row.id}`);
+          const subject = `${prefix}.${row.subject}`;
+          const reply = `${inbox}.${row.id}`;
+          const why = unsendable(this.#nc, row, subject, reply);
           if (why !== undefined) {
             this.#cursor.advance(row.id);
             dropUnsendable(this.#nc, row, why, this.#options);
@@ -208,9 +329,13 @@ export class JetStreamForwarder implements Forwarder {
             break;
           }
           this.#cursor.advance(row.id);
-          this.#nc.publish(`${prefix}.${row.subject}`, row.payload, {
-            reply: `${inbox}.${row.id}`,
-            headers: rowHeaders(idPrefix, row, this.#cursor.sentSoFar()),
+          const sentRows = this.#cursor.sentSoFar();
+          this.#nc.publish(subject, row.payload, {
+            reply,
+            headers:
+              row.headers === undefined && sentRows === undefined
+                ? idHeaders.forRow(row.id)
+                : rowHeaders(idPrefix, row, sentRows),
           });
           this.#inflight.set(row.id, now);
           if (this.#sentBefore.delete(row.id)) this.#options.metrics.resends.inc();
@@ -225,6 +350,8 @@ export class JetStreamForwarder implements Forwarder {
     } finally {
       clearInterval(timer);
       stopListening();
+      // Rows held for a fuller delete batch: the connection is gone, not their acks.
+      if (this.#acked.size > 0) this.#deleteAcked();
     }
   }
 
@@ -249,26 +376,30 @@ export class JetStreamForwarder implements Forwarder {
       this.#refused(rowId, `${status} ${msg.headers?.description || "no responders"}`);
       return;
     }
-    let ack: {
-      error?: { code?: number; err_code?: number; description?: string };
-      duplicate?: boolean;
-    };
-    try {
-      ack = JSON.parse(UTF8.decode(msg.data));
-    } catch {
-      this.#refused(rowId, "unreadable PubAck");
-      return;
-    }
-    if (ack.error !== undefined) {
-      this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
-      return;
+    let duplicate = storedAck(msg.data);
+    if (duplicate === undefined) {
+      let ack: {
+        error?: { code?: number; err_code?: number; description?: string };
+        duplicate?: boolean;
+      };
+      try {
+        ack = JSON.parse(UTF8.decode(msg.data));
+      } catch {
+        this.#refused(rowId, "unreadable PubAck");
+        return;
+      }
+      if (ack.error !== undefined) {
+        this.#refused(rowId, `${ack.error.code ?? ""} ${ack.error.description ?? ""}`.trim());
+        return;
+      }
+      duplicate = ack.duplicate === true;
     }
     // A late ack after a rewind is still proof the row is stored: delete it either way.
     // Counted once per row: the original's late ack and a resend's duplicate ack may both
     // arrive, but only the first finds the row in flight or waiting to go again.
     if (this.#inflight.delete(rowId) || this.#sentBefore.delete(rowId)) {
       this.#options.metrics.forwarded.inc();
-      if (ack.duplicate === true) this.#options.metrics.duplicates.inc();
+      if (duplicate) this.#options.metrics.duplicates.inc();
     }
     this.#acked.add(rowId);
     this.#scheduleDelete();
@@ -277,8 +408,13 @@ export class JetStreamForwarder implements Forwarder {
     }
   }
 
+  /**
+   * Deletes the acked rows on the next turn; while many more acks are due, once at least
+   * DELETE_BATCH_ROWS are in (or at the next ack-timeout check, should the acks stop).
+   */
   #scheduleDelete(): void {
     if (this.#deleteScheduled) return;
+    if (this.#acked.size < DELETE_BATCH_ROWS && this.#inflight.size >= DELETE_BATCH_ROWS) return;
     this.#deleteScheduled = true;
     setImmediate(() => this.#deleteAcked());
   }

@@ -12,6 +12,8 @@ const HEADER_ALLOWANCE_BYTES = 512;
 const HUB_MAX_CONTROL_LINE_BYTES = 4096;
 /** `HPUB`, three spaces, two byte counts of up to 10 digits, CRLF: all but subject and reply. */
 const CONTROL_LINE_FIXED_BYTES = 4 + 3 + 10 + 10 + 2;
+/** UTF-8 bytes of one UTF-16 code unit at most (a surrogate pair is 4 bytes for 2 units). */
+const UTF8_BYTES_PER_UNIT_MAX = 3;
 /** A header line's bytes besides its name and value: `: ` and CRLF. */
 const HEADER_LINE_FIXED_BYTES = 4;
 /** Subjects in the log are cut to this many characters (a topic may be 64 KiB). */
@@ -28,8 +30,14 @@ export function unsendable(
   subject: string,
   reply: string,
 ): string | undefined {
-  const line = CONTROL_LINE_FIXED_BYTES + Buffer.byteLength(subject) + Buffer.byteLength(reply);
-  if (line > HUB_MAX_CONTROL_LINE_BYTES) {
+  // A UTF-16 code unit is at most 3 bytes of UTF-8: most lines are short enough without counting.
+  const mostBytes =
+    CONTROL_LINE_FIXED_BYTES + UTF8_BYTES_PER_UNIT_MAX * (subject.length + reply.length);
+  if (
+    mostBytes > HUB_MAX_CONTROL_LINE_BYTES &&
+    CONTROL_LINE_FIXED_BYTES + Buffer.byteLength(subject) + Buffer.byteLength(reply) >
+      HUB_MAX_CONTROL_LINE_BYTES
+  ) {
     return "subject too long for the hub's control line (4 KiB); dropped (shorten the topic or the upstream prefix, or lower mqtt.max_topic_length)";
   }
   const max = nc.info?.max_payload;

@@ -39,9 +39,9 @@ function fakeHub() {
       return { unsubscribe: () => {} };
     },
   } as unknown as NatsConnection;
-  /** Answers every publish so far with a PubAck. */
-  const ackAll = (): void => {
-    for (const { reply } of sent.splice(0)) {
+  /** Answers the first `n` publishes not answered yet (all by default) with a PubAck. */
+  const ackAll = (n = sent.length): void => {
+    for (const { reply } of sent.splice(0, n)) {
       replies!(null, { subject: reply!, data: PUBACK, headers: undefined } as unknown as Msg);
     }
   };
@@ -51,13 +51,13 @@ function fakeHub() {
 describe("forwarders on the outbox's onCommit", () => {
   const outbox = tempOutboxes("forwarder");
 
-  function options(): ForwarderOptions {
+  function options(maxInFlight = 16): ForwarderOptions {
     const metrics = new MetricsRegistry();
     const counter = (name: string) => metrics.counter(name, name);
     return {
       gatewayId: "gw1",
       prefix: "edge",
-      maxInFlight: 16,
+      maxInFlight,
       ackTimeoutMs: 60_000,
       drain: "fifo",
       rate: new RateCap({ messagesPerSecond: 0, bytesPerSecond: 0 }),
@@ -133,5 +133,33 @@ describe("forwarders on the outbox's onCommit", () => {
     hub.ackAll();
     await waitFor(() => box.size === 0);
     await stop();
+  });
+
+  it("jetstream: while 1,000 or more are in flight, deletes acked rows 1,000 at a time, and the rest when the run ends", async () => {
+    const box = outbox();
+    const hub = fakeHub();
+    await append(box, ...Array.from({ length: 2500 }, (_, i) => `d.${i}`));
+    const stop = run(new JetStreamForwarder(hub.nc, box, options(4096)));
+    await waitFor(() => hub.sent.length === 2500);
+    hub.ackAll(400); // 2,100 still in flight: the 400 wait for a fuller batch (or a second)
+    hub.ackAll(600); // 1,000 acked: deleted together
+    await waitFor(() => box.size === 1500);
+    hub.ackAll(700); // 800 in flight: few enough to delete on the next turn
+    await waitFor(() => box.size === 800);
+    hub.ackAll(1); // 799 in flight
+    await waitFor(() => box.size === 799);
+    await stop();
+    expect(box.size).toBe(799);
+  });
+
+  it("jetstream: acked rows held for a batch are deleted when the run ends", async () => {
+    const box = outbox();
+    const hub = fakeHub();
+    await append(box, ...Array.from({ length: 1500 }, (_, i) => `e.${i}`));
+    const stop = run(new JetStreamForwarder(hub.nc, box, options(4096)));
+    await waitFor(() => hub.sent.length === 1500);
+    hub.ackAll(300); // 1,200 still in flight: held for a fuller batch (or a second)
+    await stop(); // the connection is gone, not the acks
+    expect(box.size).toBe(1200);
   });
 });
