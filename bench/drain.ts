@@ -41,7 +41,8 @@ const LARGE_ROUNDS = env("BENCH_DRAIN_LARGE_ROUNDS", 1, 1);
 const LIVE = env("BENCH_LIVE_MESSAGES", 200_000, 50_000);
 const LIVE_ROUNDS = env("BENCH_LIVE_ROUNDS", 3, 1);
 /** The gateway's young generation in MiB: 1 as shipped; 16 is Node's default. */
-const SEMI_SPACE_MIB = Number(process.env.BENCH_SEMI_SPACE ?? 1);
+const SEMI_SPACE_MIB =
+  process.env.BENCH_SEMI_SPACE === undefined ? undefined : Number(process.env.BENCH_SEMI_SPACE);
 /** Extra Node options for the gateway alone (e.g. `--cpu-prof --cpu-prof-dir=/tmp/x`). */
 const GATEWAY_NODE_OPTIONS = process.env.BENCH_GATEWAY_NODE_OPTIONS;
 /** upstream.max_in_flight of the gateway; unset: the default (4096). */
@@ -236,7 +237,7 @@ function upstreamConfig(url: string) {
 }
 
 function gatewayOptions() {
-  return { semiSpaceMiB: SEMI_SPACE_MIB };
+  return SEMI_SPACE_MIB === undefined ? {} : { semiSpaceMiB: SEMI_SPACE_MIB };
 }
 
 /** Starts the gateway, with BENCH_GATEWAY_NODE_OPTIONS for it alone. */
