@@ -66,18 +66,9 @@ export class Connection implements TransportHandler {
   constructor(ctx: ConnectionContext, transport: Transport) {
     this.ctx = ctx;
     this.transport = transport;
-    const self = this;
-    this.#flow = new Flow(
-      ctx,
-      {
-        transport,
-        get connected() {
-          return self.#state.kind === "connected";
-        },
-        overCap: () => this.#cutSlowConsumer(),
-      },
-      this.#cut,
-    );
+    // The connection is its flow's host and its client view's ports itself: objects of
+    // closures for them cost each of a thousand idle connections about 1 KiB.
+    this.#flow = new Flow(ctx, this, this.#cut);
     this.#keepalive = new Keepalive(ctx, this.#cut);
     this.output = new ClientOutput(ctx, this.#flow, () => this.#state.kind === "connected");
     this.#framer = new PacketFramer(
@@ -113,6 +104,11 @@ export class Connection implements TransportHandler {
 
   get state(): ConnectionState {
     return this.#state;
+  }
+
+  /** Past CONNACK and not closing (FlowHost, ClientPorts). */
+  get connected(): boolean {
+    return this.#state.kind === "connected";
   }
 
   /** What CONNECT settled, from CONNACK on (through closing and closed). */
@@ -288,14 +284,7 @@ export class Connection implements TransportHandler {
       will: n.will,
     };
     this.#state = { kind: "connected", link };
-    const self = this;
-    this.#client = new ClientView(link, this.#flow, {
-      get connected() {
-        return self.#state.kind === "connected";
-      },
-      send: (bytes) => this.send(bytes),
-      close: (reason, now) => this.close(reason, now),
-    });
+    this.#client = new ClientView(link, this.#flow, this);
     this.output.open(link);
     this.#keepalive.start(n.keepaliveS, () => {
       // Not heard from because we stopped reading it: it did not read us for that long.
@@ -368,6 +357,11 @@ export class Connection implements TransportHandler {
   send(bytes: Uint8Array): void {
     if (this.#state.kind === "closed") return;
     this.#flow.write(bytes);
+  }
+
+  /** The client's unsent bytes went past `mqtt.max_outbound_bytes` (FlowHost). */
+  overCap(): void {
+    this.#cutSlowConsumer();
   }
 
   /** Counted, logged (rate-limited), told 0x97 in MQTT 5, and closed without waiting. */
