@@ -18,6 +18,7 @@ import {
   waitForLine,
 } from "../test/helpers/procs.js";
 import { commands, say } from "./lib/client.js";
+import { type Ceiling, measureCeiling } from "./lib/fleet-ceiling.js";
 import { FleetCheck, fleetPayload, quantile, readStream, sensorTopic } from "./lib/fleet-check.js";
 import { KEEPALIVE_S, Sensor } from "./lib/fleet-sensors.js";
 import { type BenchGatewayConfig, GatewayBundle } from "./lib/gateway.js";
@@ -38,6 +39,12 @@ const RATE = Number(process.env.BENCH_FLEET_RATE ?? 200);
 const SENSORS = Number(process.env.BENCH_FLEET_SENSORS ?? 4);
 const GENERATORS = Number(process.env.BENCH_FLEET_GENERATORS ?? 2);
 const PAYLOAD_BYTES = Number(process.env.BENCH_FLEET_PAYLOAD ?? 100);
+/** The hub's ceiling (a bare pipelined publisher into an R3, then an R1 stream); 0: skipped. */
+const CEILING_MESSAGES = Number(
+  process.env.BENCH_FLEET_CEILING_MESSAGES ?? (QUICK ? 30_000 : 100_000),
+);
+/** In flight for the ceiling's publisher: about what the gateways have at most together. */
+const CEILING_IN_FLIGHT = 4_000;
 /** PUBLISHes a sensor keeps unacknowledged (libmosquitto's and paho's default max inflight). */
 const WINDOW = 20;
 const STREAM = "FLEET";
@@ -390,6 +397,40 @@ async function run(work: string): Promise<Result> {
     await cluster.streamReady(nc, STREAM);
     const read = await readStream(nc, STREAM, check, READ_TIMEOUT_MS);
     const verdicts = check.verdicts();
+    const { state } = await (await jetstreamManager(nc)).streams.info(STREAM);
+    const bytesPerMessage = state.bytes / state.messages;
+    // The hub's own ceiling, after the fleet (its memory would blur the nodes' RSS figures).
+    const ceilings: Ceiling[] = [];
+    if (CEILING_MESSAGES > 0) {
+      for (const replicas of [3, 1]) {
+        ceilings.push(
+          await measureCeiling(
+            cluster,
+            nc,
+            replicas,
+            CEILING_MESSAGES,
+            CEILING_IN_FLIGHT,
+            PAYLOAD_BYTES,
+          ),
+        );
+      }
+      printTable(
+        [
+          { title: "hub ceiling (bare publisher)", left: true },
+          { title: "msgs/s" },
+          { title: "cluster CPU us/msg" },
+          { title: "failed acks" },
+        ],
+        ceilings.map((c) => [
+          `R${c.replicas} stream, ${CEILING_IN_FLIGHT} in flight`,
+          fmt(c.msgsPerSecond),
+          fmt(c.clusterUsPerMsg, 1),
+          c.failed,
+        ]),
+      );
+      for (const c of ceilings.filter((c) => c.failed > 0))
+        failed.push(`ceiling R${c.replicas}: ${c.failed} acks failed`);
+    }
     const errors = reports.flatMap((r) => r?.errors ?? []);
     if (errors.length > 0) failed.push(`generator errors: ${errors.slice(0, 5).join("; ")}`);
     if (check.stray > 0) failed.push(`${check.stray} messages of no gateway of the fleet`);
@@ -427,6 +468,7 @@ async function run(work: string): Promise<Result> {
         ["lag publish -> stored p99 ms, all", fmt(quantile(lags, 0.99), 1)],
         ["lag max ms, all", fmt(quantile(lags, 1), 1)],
         ["messages checked", read],
+        ["stored bytes per message (subject, headers, payload)", fmt(bytesPerMessage)],
         [
           "gateways exactly once, in order",
           `${verdicts.filter((v) => v.ok).length} / ${verdicts.length}`,
@@ -542,6 +584,8 @@ async function run(work: string): Promise<Result> {
       lagMs: { p50: quantile(lags, 0.5), p99: quantile(lags, 0.99), max: quantile(lags, 1) },
       steadyMsgsPerSecond: steady,
       killed: killed ?? null,
+      hubCeiling: ceilings,
+      streamBytesPerMessage: bytesPerMessage,
       generatorMaxBehind: maxBehind,
     };
     return { json, failed };
