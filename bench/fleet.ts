@@ -20,6 +20,7 @@ import {
 import { commands, say } from "./lib/client.js";
 import { type Ceiling, measureCeiling } from "./lib/fleet-ceiling.js";
 import { FleetCheck, fleetPayload, quantile, readStream, sensorTopic } from "./lib/fleet-check.js";
+import { type Probe, probe } from "./lib/fleet-probes.js";
 import { KEEPALIVE_S, Sensor } from "./lib/fleet-sensors.js";
 import { type BenchGatewayConfig, GatewayBundle } from "./lib/gateway.js";
 import { benchWorkDir, buildBundle, timeout } from "./lib/harness.js";
@@ -31,6 +32,10 @@ const argv = process.argv.slice(2);
 const QUICK = argv.includes("--quick");
 const JSON_FILE = argv.includes("--json") ? argv[argv.indexOf("--json") + 1] : undefined;
 const KILL_NODE = argv.includes("--kill-node") || process.env.BENCH_FLEET_KILL === "1";
+/** Instead of the fleet: what the hub's memory grows with (docs/fleet.md, "Hub memory"). */
+const PROBES = argv.includes("--probes");
+const PROBE_COUNT = Number(process.env.BENCH_FLEET_PROBE_COUNT ?? 1_000_000);
+const PROBE_CONNECTIONS = Number(process.env.BENCH_FLEET_PROBE_CONNECTIONS ?? 2_000);
 
 const GATEWAYS = Number(process.env.BENCH_FLEET_GATEWAYS ?? (QUICK ? 5 : 20));
 const SECONDS = Number(process.env.BENCH_FLEET_SECONDS ?? (QUICK ? 10 : 30));
@@ -598,6 +603,43 @@ async function run(work: string): Promise<Result> {
   }
 }
 
+async function probes(): Promise<never> {
+  benchWorkDir("fleet");
+  const results: Probe[] = [];
+  for (const kind of ["baseline", "msg-ids", "subjects"] as const) {
+    results.push(await probe(kind, PROBE_COUNT));
+  }
+  results.push(await probe("connections", PROBE_CONNECTIONS));
+  const what = {
+    baseline: "messages on 4 subjects, no Nats-Msg-Id",
+    "msg-ids": "messages with a distinct Nats-Msg-Id (window 1 h)",
+    subjects: "messages on as many distinct subjects",
+    connections: "idle client connections, 2 subscriptions each",
+  };
+  printTable(
+    [
+      { title: "nats-server RSS grows by", left: true },
+      { title: "count" },
+      { title: "MiB before" },
+      { title: "MiB after" },
+      { title: "bytes each" },
+    ],
+    results.map((r) => [
+      what[r.kind],
+      r.count,
+      fmt(r.rssBeforeMiB, 1),
+      fmt(r.rssAfterMiB, 1),
+      fmt(r.bytesEach),
+    ]),
+  );
+  if (JSON_FILE)
+    writeFileSync(
+      JSON_FILE,
+      `${JSON.stringify({ bench: "fleet-probes", rows: [], probes: results }, null, 2)}\n`,
+    );
+  process.exit(0);
+}
+
 async function main(): Promise<never> {
   const work = benchWorkDir("fleet");
   buildBundle();
@@ -618,6 +660,8 @@ async function main(): Promise<never> {
 
 if (argv[0] === ROLE) {
   await generatorRole(JSON.parse(argv[1]!) as GeneratorSpec);
+} else if (PROBES) {
+  await probes();
 } else {
   await main();
 }
