@@ -399,7 +399,7 @@ async function run(work: string): Promise<Result> {
     for (const r of reports)
       for (const [gw, counts] of Object.entries(r?.acked ?? {})) sent.set(gw, counts);
     const check = new FleetCheck(sent, SUBJECT_ROOT);
-    await cluster.streamReady(nc, STREAM);
+    const streamLeader = (await cluster.streamReady(nc, STREAM)).cluster?.leader;
     const read = await readStream(nc, STREAM, check, READ_TIMEOUT_MS);
     const verdicts = check.verdicts();
     const { state } = await (await jetstreamManager(nc)).streams.info(STREAM);
@@ -514,7 +514,9 @@ async function run(work: string): Promise<Result> {
     );
     console.log();
     const others = [
-      ...names.map((n) => [n, usage.get(n)!] as const),
+      ...names.map(
+        (n) => [n === streamLeader ? `${n} (stream leader)` : n, usage.get(n)!] as const,
+      ),
       ...generators.map((_, i) => [`generator ${i + 1}`, usage.get(`gen${i + 1}`)!] as const),
     ];
     printTable(
@@ -589,6 +591,7 @@ async function run(work: string): Promise<Result> {
       lagMs: { p50: quantile(lags, 0.5), p99: quantile(lags, 0.99), max: quantile(lags, 1) },
       steadyMsgsPerSecond: steady,
       killed: killed ?? null,
+      streamLeader,
       hubCeiling: ceilings,
       streamBytesPerMessage: bytesPerMessage,
       generatorMaxBehind: maxBehind,
