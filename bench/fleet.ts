@@ -365,18 +365,18 @@ async function run(work: string): Promise<Result> {
         );
         break;
       }
-      if (elapsedS() > SECONDS + SETTLE_TIMEOUT_MS / 1000 && publishedAt === undefined) {
-        failed.push("the generators did not get every PUBACK in time");
-        for (const p of generators) tell(p, "report");
-        await Promise.all(
-          generators.map(async (p, i) => {
-            const l = await waitForLine(p, (l) => l.startsWith("report "), 10_000);
-            reports[i] = JSON.parse(l.slice("report ".length)) as GeneratorReport;
-          }),
-        );
-        break;
-      }
+      if (elapsedS() > SECONDS + SETTLE_TIMEOUT_MS / 1000 && publishedAt === undefined) break;
     }
+    // A generator that never said `done` (a sensor never got every PUBACK): what it has.
+    await Promise.all(
+      generators.map(async (p, i) => {
+        if (reports[i] !== undefined) return;
+        failed.push(`generator ${i + 1} did not get every PUBACK`);
+        tell(p, "report");
+        const l = await waitForLine(p, (l) => l.startsWith("report "), 10_000);
+        reports[i] = JSON.parse(l.slice("report ".length)) as GeneratorReport;
+      }),
+    );
     if (killed && killed.restartedAtS === undefined) {
       await cluster.restart(killed.index);
       killed.restartedAtS = elapsedS();
@@ -402,6 +402,8 @@ async function run(work: string): Promise<Result> {
     const streamLeader = (await cluster.streamReady(nc, STREAM)).cluster?.leader;
     const read = await readStream(nc, STREAM, check, READ_TIMEOUT_MS);
     const verdicts = check.verdicts();
+    if (verdicts.length !== GATEWAYS)
+      failed.push(`${verdicts.length} of ${GATEWAYS} gateways reported`);
     const { state } = await (await jetstreamManager(nc)).streams.info(STREAM);
     const bytesPerMessage = state.bytes / state.messages;
     // The hub's own ceiling, after the fleet (its memory would blur the nodes' RSS figures).
