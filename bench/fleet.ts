@@ -442,6 +442,15 @@ async function run(work: string): Promise<Result> {
     if (errors.length > 0) failed.push(`generator errors: ${errors.slice(0, 5).join("; ")}`);
     if (check.stray > 0) failed.push(`${check.stray} messages of no gateway of the fleet`);
     for (const v of verdicts.filter((v) => !v.ok)) {
+      // What the gateway said meanwhile (warnings and errors: refusals, resends, failovers).
+      const gw = gateways[Number(v.gateway.slice(2)) - 1];
+      const said = (gw?.proc.stdout() ?? "")
+        .split("\n")
+        .filter((l) => /"level":(40|50)/.test(l))
+        .slice(0, 10);
+      if (said.length > 0) console.log(`${v.gateway} logged:\n${said.join("\n")}`);
+      if (v.examples.length > 0)
+        console.log(`${v.gateway} in the stream:\n${v.examples.join("\n")}`);
       failed.push(
         `${v.gateway}: ${v.missing} missing, ${v.duplicates} duplicated, ${v.outOfOrder} out of ` +
           `order, ${v.foreign} foreign, ${v.badIds} bad Nats-Msg-Ids (of ${v.expected})`,

@@ -12,6 +12,8 @@ export function fleetPayload(gateway: string, sensor: number, seq: number, bytes
   return Buffer.from(text.padEnd(bytes, "x"));
 }
 
+const MAX_EXAMPLES = 5;
+
 export interface GatewayTally {
   readonly gateway: string;
   /** Per sensor: which seqs arrived. */
@@ -26,6 +28,8 @@ export interface GatewayTally {
   /** Nats-Msg-Id seen twice, or not of this gateway's form (`<gateway>-<row>`). */
   badIds: number;
   readonly ids: Set<string>;
+  /** The first few messages out of order or duplicated, for the report. */
+  readonly examples: string[];
   /** Publish -> stored in the stream, ms, every message. */
   readonly lagMs: number[];
   firstNs: bigint;
@@ -46,6 +50,7 @@ export interface GatewayVerdict {
   lagP50Ms: number;
   lagP99Ms: number;
   ok: boolean;
+  examples: string[];
 }
 
 /** The `q` quantile of `xs` (sorted in place). */
@@ -77,6 +82,7 @@ export class FleetCheck {
         foreign: 0,
         badIds: 0,
         ids: new Set(),
+        examples: [],
         lagMs: [],
         firstNs: 0n,
         lastNs: 0n,
@@ -85,7 +91,13 @@ export class FleetCheck {
   }
 
   /** One stored message, in stream order. */
-  add(subject: string, data: Uint8Array, msgId: string | undefined, storedNs: bigint): void {
+  add(
+    subject: string,
+    data: Uint8Array,
+    msgId: string | undefined,
+    storedNs: bigint,
+    streamSeq = 0,
+  ): void {
     const [gateway, sensorText, seqText, usText] = Buffer.from(
       data.buffer,
       data.byteOffset,
@@ -112,9 +124,22 @@ export class FleetCheck {
       t.foreign++;
       return;
     }
-    if (seen[seq]) t.duplicates++;
+    const example = (what: string) => {
+      if (t.examples.length < MAX_EXAMPLES) {
+        t.examples.push(
+          `${what}: stream seq ${streamSeq}, s${sensor} seq ${seq} after ${t.last[sensor]}, ${msgId}`,
+        );
+      }
+    };
+    if (seen[seq]) {
+      t.duplicates++;
+      example("duplicate");
+    }
     seen[seq] = 1;
-    if (seq < t.last[sensor]!) t.outOfOrder++;
+    if (seq < t.last[sensor]!) {
+      t.outOfOrder++;
+      example("out of order");
+    }
     t.last[sensor] = seq;
   }
 
@@ -136,6 +161,7 @@ export class FleetCheck {
         msgsPerSecond: seconds > 0 ? (t.received - 1) / seconds : Number.NaN,
         lagP50Ms: quantile(t.lagMs, 0.5),
         lagP99Ms: quantile(t.lagMs, 0.99),
+        examples: t.examples,
         ok:
           missing === 0 &&
           t.duplicates === 0 &&
@@ -171,7 +197,13 @@ export async function readStream(
   let read = 0;
   try {
     for await (const m of iter) {
-      check.add(m.subject, m.data, m.headers?.get("Nats-Msg-Id"), BigInt(m.info.timestampNanos));
+      check.add(
+        m.subject,
+        m.data,
+        m.headers?.get("Nats-Msg-Id"),
+        BigInt(m.info.timestampNanos),
+        m.seq,
+      );
       read++;
       if (m.info.pending === 0) break;
     }
