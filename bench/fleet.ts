@@ -44,6 +44,10 @@ const RATE = Number(process.env.BENCH_FLEET_RATE ?? 200);
 const SENSORS = Number(process.env.BENCH_FLEET_SENSORS ?? 4);
 const GENERATORS = Number(process.env.BENCH_FLEET_GENERATORS ?? 2);
 const PAYLOAD_BYTES = Number(process.env.BENCH_FLEET_PAYLOAD ?? 100);
+/** `buffer.commit_interval` of every gateway (docs/outbox.md, "Group commit"); unset: its default. */
+const COMMIT_INTERVAL = process.env.BENCH_FLEET_COMMIT_INTERVAL;
+/** BenchGatewayConfig's `buffer` names its limits: the gateway's defaults (docs/config.md). */
+const BUFFER_DEFAULTS = { max_messages: 10_000_000, max_bytes: "1GB" };
 /** The hub's ceiling (a bare pipelined publisher into an R3, then an R1 stream); 0: skipped. */
 const CEILING_MESSAGES = Number(
   process.env.BENCH_FLEET_CEILING_MESSAGES ?? (QUICK ? 30_000 : 100_000),
@@ -234,6 +238,9 @@ async function startGateways(work: string, urls: string[]): Promise<GatewayBundl
           },
         },
         { gateway: { id, data_dir: "./data" } },
+        COMMIT_INTERVAL === undefined
+          ? {}
+          : { buffer: { ...BUFFER_DEFAULTS, commit_interval: COMMIT_INTERVAL } },
       );
       return new GatewayBundle(dir, config).start();
     });
