@@ -567,8 +567,13 @@ async function run(work: string): Promise<Result> {
       `\ngenerators: at most ${maxBehind} message(s) due and unsent on any sensor ` +
         `(its window of ${WINDOW} full); ${killed ? `killed ${killed.name} at ${fmt(killed.atS, 1)} s, started again at ${fmt(killed.restartedAtS, 1)} s` : "no node killed"}`,
     );
+    // Every PUBACKed message in the stream once (order aside): what `failed` says but order.
     const exactlyOnce =
-      failed.length === 0 &&
+      errors.length === 0 &&
+      check.stray === 0 &&
+      read === total &&
+      verdicts.length === GATEWAYS &&
+      reports.every((r) => r !== undefined) &&
       verdicts.every(
         (v) => v.missing === 0 && v.duplicates === 0 && v.badIds === 0 && v.foreign === 0,
       );
