@@ -40,6 +40,7 @@ Commands:
   version   print the version
   sim       simulate a serial device on a pty pair (demos, tests)
   passwd    print a password hash for authorization.users
+  status    summarise a running gateway; exits 1 when it is not ready
 
 Run 'leafgate <command> --help' for a command's options.
 `,
@@ -83,6 +84,21 @@ Options:
 Reads a password from standard input (one line) and prints its scrypt hash, for
 the password of a user under authorization.users. The password itself is never
 stored.
+`,
+  status: `Usage: leafgate status [--url URL] [--token TOKEN] [--json] [-c FILE]
+
+Asks a running gateway for /status and /readyz and prints a summary: readiness
+and why not, uplink, backlog per class, clients, serial devices.
+Exit codes: 0 ready, 1 not ready, 2 bad usage, 3 no answer (not running, wrong
+URL or token). See docs/status.md.
+
+Options:
+  --url URL           the gateway's HTTP endpoint (default: from -c's http.host and
+                      http.port, else http://127.0.0.1:8222)
+  --token TOKEN       bearer token for http.token (or LEAFGATE_HTTP_TOKEN, or -c)
+  --json              print {url, ready, status} as JSON instead
+  -c, --config FILE   the gateway's YAML configuration
+  -h, --help          show this help
 `,
   version: `Usage: leafgate version
 
@@ -313,6 +329,12 @@ async function main(argv: string[]): Promise<number> {
   if (help === undefined || command === "main") {
     process.stderr.write(`leafgate: unknown command "${command}"\n\n${HELP.main}`);
     return EXIT_USAGE;
+  }
+  if (command === "status") {
+    const { statusCommand } = await import("./observe/status-command.js");
+    const out = (text: string) => process.stdout.write(text);
+    const err = (text: string) => process.stderr.write(text);
+    return statusCommand(rest, help, { loadConfig: load, env: process.env, out, err });
   }
   const options = parse(rest);
   if (options.help) {

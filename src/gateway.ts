@@ -454,6 +454,7 @@ export class Gateway {
       const http = new HttpEndpoint(
         { metrics: () => this.#renderMetrics(), status: () => this.status() },
         log.child({ part: "http" }),
+        { token: config.http.token, metrics },
       );
       this.#http = http;
       this.#httpAddress = await http.listen(

@@ -405,6 +405,14 @@ export const CONFIG_SCHEMA = obj({
     enabled: bool({ default: true }),
     host: str({ default: "127.0.0.1" }),
     port: int(0, PORT_MAX, { default: 8222 }),
+    // When set, every route needs `Authorization: Bearer <token>` (docs/status.md).
+    token: str({
+      rule: {
+        expected: "a token of at least 16 characters (e.g. openssl rand -hex 16)",
+        test: (s) => s.length >= 16,
+      },
+      secret: true,
+    }),
   }),
   log: obj({
     level: oneOf(["debug", "info", "warn", "error"], { default: "info" }),

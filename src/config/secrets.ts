@@ -62,8 +62,8 @@ export function withoutCredentials(url: string): string {
  * Every secret value the configuration holds, to be masked in any text the gateway
  * prints: the hub password, token and nkey seed, passwords and tokens in server URLs (as
  * written and decoded), every line of the `.creds` file (its JWT and its seed), and the
- * password hashes of MQTT users (a leaked hash can be cracked offline); the same for
- * every account's upstream and users.
+ * password hashes of MQTT users (a leaked hash can be cracked offline), and the HTTP
+ * bearer token; the same for every account's upstream and users.
  */
 export function secretsOf(config: LeafgateConfig): string[] {
   const secrets: string[] = [];
@@ -85,6 +85,7 @@ export function secretsOf(config: LeafgateConfig): string[] {
     }
     if (up.credentials !== undefined) for (const line of credsSecrets(up.credentials)) add(line);
   }
+  add(config.http.token);
   for (const u of config.authorization.users) add(u.password);
   for (const a of Object.values(config.accounts)) for (const u of a.users) add(u.password);
   // Longest first, so a secret containing another is masked whole.

@@ -1,32 +1,90 @@
-import { createServer, type Server } from "node:http";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Logger, ServerLifecycle } from "../core/index.js";
+import {
+  type Counter,
+  type Logger,
+  type Metrics,
+  RateLimitedLog,
+  ServerLifecycle,
+} from "../core/index.js";
+import { type ReadinessInput, readiness } from "./readiness.js";
 
 export interface HttpSources {
   /** Prometheus text exposition. */
   metrics(): string;
   /** A JSON-serialisable snapshot of the gateway's state. */
-  status(): { readonly healthy: boolean };
+  status(): ReadinessInput;
 }
 
+export interface HttpOptions {
+  /** `http.token`: when set, every route needs `Authorization: Bearer <token>`. */
+  readonly token?: string | undefined;
+  /** Where refusals are counted (`leafgate_http_unauthorized_total`). */
+  readonly metrics?: Metrics;
+}
+
+/** Refusals logged per minute; the rest are only counted. */
+const REFUSAL_LOG_BURST = 1;
+const REFUSAL_LOG_WINDOW_MS = 60_000;
+const UNAUTHORIZED_BODY = `${JSON.stringify({
+  error: "unauthorized: this endpoint needs the header Authorization: Bearer <http.token>",
+})}\n`;
+
+/** A fixed-length digest, so comparing two tokens takes the same time whatever they are. */
+const digest = (s: string): Buffer => createHash("sha256").update(s).digest();
+
 /**
- * Read-only monitoring endpoint: `/healthz` (200 or 503), `/metrics`, `/status`.
- * It serves nothing that changes state, so it needs no auth on loopback.
+ * Read-only monitoring endpoint: `/healthz` (200 or 503), `/readyz` (200 or 503 with the
+ * reasons), `/metrics`, `/status`. It serves nothing that changes state; with
+ * `http.token` set, every route needs the bearer token (docs/status.md).
  */
 export class HttpEndpoint {
   readonly #server: Server;
   readonly #log: Logger;
   readonly #lifecycle = new ServerLifecycle();
+  readonly #token: Buffer | undefined;
+  readonly #refused: Counter | undefined;
+  readonly #refusalLog: RateLimitedLog;
 
-  constructor(sources: HttpSources, log: Logger) {
+  constructor(sources: HttpSources, log: Logger, options: HttpOptions = {}) {
     this.#log = log;
+    this.#token = options.token === undefined ? undefined : digest(options.token);
+    this.#refused = options.metrics?.counter(
+      "leafgate_http_unauthorized_total",
+      "HTTP requests refused for a missing or wrong bearer token",
+    );
+    this.#refusalLog = new RateLimitedLog(log, {
+      burst: REFUSAL_LOG_BURST,
+      windowMs: REFUSAL_LOG_WINDOW_MS,
+    });
     this.#server = createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0];
+      if (!this.#authorized(req)) {
+        this.#refused?.inc();
+        this.#refusalLog.log(
+          "unauthorized",
+          { remote: req.socket.remoteAddress, path },
+          "http request refused: missing or wrong bearer token",
+        );
+        res
+          .writeHead(401, {
+            "content-type": "application/json",
+            "www-authenticate": 'Bearer realm="leafgate"',
+          })
+          .end(UNAUTHORIZED_BODY);
+        return;
+      }
       if (req.method !== "GET" && req.method !== "HEAD") {
         res.writeHead(405, { allow: "GET, HEAD" }).end();
         return;
       }
-      if (path === "/metrics") {
+      if (path === "/readyz") {
+        const ready = readiness(sources.status());
+        res
+          .writeHead(ready.ready ? 200 : 503, { "content-type": "application/json" })
+          .end(`${JSON.stringify(ready)}\n`);
+      } else if (path === "/metrics") {
         res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(sources.metrics());
       } else if (path === "/healthz" || path === "/status") {
         const status = sources.status();
@@ -40,6 +98,13 @@ export class HttpEndpoint {
     });
     // Monitoring must never keep the process alive on shutdown.
     this.#server.keepAliveTimeout = 1000;
+  }
+
+  /** True without a token; else the request's bearer token matches, compared in constant time. */
+  #authorized(req: IncomingMessage): boolean {
+    if (this.#token === undefined) return true;
+    const match = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? "");
+    return match !== null && timingSafeEqual(digest(match[1]!), this.#token);
   }
 
   /** Starts serving; an abort of `signal` closes the endpoint as `close` does. */

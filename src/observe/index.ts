@@ -1,3 +1,3 @@
-export { HttpEndpoint, type HttpSources } from "./http.js";
+export { HttpEndpoint, type HttpOptions, type HttpSources } from "./http.js";
 export { createLogger, type LogLevel } from "./logger.js";
 export { MetricsRegistry } from "./metrics.js";

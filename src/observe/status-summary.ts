@@ -1,0 +1,88 @@
+/**
+ * `leafgate status`: the human summary of a running gateway's `/status` and `/readyz`.
+ * Pure: it formats what the gateway answered and nothing else (docs/status.md).
+ */
+import type { Readiness, SerialView, UpstreamView } from "./readiness.js";
+
+interface ClassView {
+  readonly name: string;
+  readonly messages: number;
+  readonly bytes: number;
+}
+
+interface AccountView {
+  readonly outbox: { readonly pending: number; readonly classes: readonly ClassView[] };
+  readonly upstream: UpstreamView;
+  readonly mqtt: { readonly connections: number };
+  readonly nats: { readonly connections: number };
+}
+
+/** The parts of `/status` the summary shows; anything else is ignored. */
+export interface StatusView {
+  readonly state: string;
+  readonly gateway: string;
+  readonly accounts: Readonly<Record<string, AccountView>>;
+  readonly mqtt: { readonly connections: number };
+  readonly nats: { readonly connections: number };
+  readonly serial: readonly (SerialView & { readonly frames?: number; readonly since?: number })[];
+}
+
+const GLOBAL = "$G";
+
+/** `1234` → `1.2 KiB`. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+const plural = (n: number, one: string): string => `${n} ${one}${n === 1 ? "" : "s"}`;
+
+function uplinkLine(link: UpstreamView): string {
+  const server = link.server ?? "no server yet";
+  const stream = link.stream !== undefined ? `, stream ${link.stream}` : "";
+  return `${link.state} (${server}${stream})`;
+}
+
+/** The summary, one fact a line, the verdict and its reasons first. */
+export function formatSummary(url: string, status: StatusView, ready: Readiness): string {
+  const lines: string[] = [];
+  lines.push(`leafgate ${status.gateway} at ${url}: ${ready.ready ? "READY" : "NOT READY"}`);
+  if (!ready.ready) for (const r of ready.reasons) lines.push(`  - ${r}`);
+  lines.push(`state:    ${status.state}`);
+  const accounts = Object.entries(status.accounts);
+  const named = accounts.length > 1;
+  for (const [name, a] of accounts) {
+    const who = named ? ` [${name === GLOBAL ? "$G (global)" : name}]` : "";
+    lines.push(`uplink${who}: ${uplinkLine(a.upstream)}`);
+    if (a.upstream.lastError !== undefined) {
+      lines.push(`  last error: ${a.upstream.lastError}`);
+    }
+    const total = a.outbox.classes.reduce((n, c) => n + c.bytes, 0);
+    lines.push(`backlog${who}: ${plural(a.outbox.pending, "message")}, ${formatBytes(total)}`);
+    const width = Math.max(0, ...a.outbox.classes.map((c) => c.name.length));
+    for (const c of a.outbox.classes) {
+      lines.push(
+        `  ${c.name.padEnd(width)}  ${plural(c.messages, "message")}, ${formatBytes(c.bytes)}`,
+      );
+    }
+    if (named) {
+      lines.push(`clients${who}: MQTT ${a.mqtt.connections}, NATS ${a.nats.connections}`);
+    }
+  }
+  lines.push(`clients:  MQTT ${status.mqtt.connections}, NATS ${status.nats.connections}`);
+  if (status.serial.length === 0) lines.push("serial:   no devices configured");
+  for (const d of status.serial) {
+    const since = d.since !== undefined ? ` since ${new Date(d.since).toISOString()}` : "";
+    const why = d.reason !== undefined ? `: ${d.reason}` : "";
+    const frames = d.frames !== undefined ? `, ${plural(d.frames, "frame")}` : "";
+    lines.push(`serial:   ${d.device} ${d.path} ${d.state}${since}${why}${frames}`);
+  }
+  return `${lines.join("\n")}\n`;
+}

@@ -1,0 +1,153 @@
+// The pure halves of `leafgate status` and `/readyz`: the readiness rules (one reason per
+// failed rule, in words a person acts on) and the human summary's lines, exactly.
+import { describe, expect, it } from "vitest";
+import { type ReadinessInput, readiness } from "../../src/observe/readiness.js";
+import { urlOf } from "../../src/observe/status-command.js";
+import { formatBytes, formatSummary, type StatusView } from "../../src/observe/status-summary.js";
+
+const forwarding = { state: "forwarding", server: "nats://hub:4222", stream: "EDGE" };
+const running: ReadinessInput = {
+  healthy: true,
+  state: "running",
+  upstream: forwarding,
+  accounts: { $G: { upstream: forwarding } },
+  serial: [{ device: "env-1", path: "/dev/ttyUSB0", state: "open" }],
+};
+
+describe("readiness", () => {
+  it("is ready when running, every hub link forwards and every port is open", () => {
+    expect(readiness(running)).toEqual({ ready: true });
+  });
+
+  it("gives one reason per failed rule, gateway first, then links, then ports", () => {
+    const r = readiness({
+      healthy: false,
+      state: "starting",
+      accounts: {
+        $G: { upstream: { state: "connecting", lastError: "connect ECONNREFUSED 10.0.0.1:4222" } },
+        acme: {
+          upstream: {
+            state: "waiting-for-stream",
+            server: "nats://hub:4222",
+            lastError: "no stream on the hub captures edge.gw1.>",
+          },
+        },
+        beta: { upstream: { state: "connecting", server: "nats://hub2:4222" } },
+      },
+      serial: [
+        { device: "env-1", path: "/dev/ttyUSB0", state: "waiting", reason: "ENOENT: no such file" },
+        { device: "env-2", path: "/dev/ttyUSB1", state: "opening" },
+        { device: "env-3", path: "/dev/ttyUSB2", state: "open" },
+      ],
+    });
+    expect(r).toEqual({
+      ready: false,
+      reasons: [
+        "gateway is starting, not running",
+        "hub unreachable: connect ECONNREFUSED 10.0.0.1:4222; messages are buffered",
+        "account acme: hub nats://hub:4222 answers but forwarding waits for its stream: " +
+          "no stream on the hub captures edge.gw1.>; messages are buffered",
+        "account beta: hub unreachable (last server nats://hub2:4222): not connected yet; " +
+          "messages are buffered",
+        "serial port /dev/ttyUSB0 (device env-1) not open: ENOENT: no such file",
+        "serial port /dev/ttyUSB1 (device env-2) not open: opening",
+      ],
+    });
+  });
+
+  it("reads `upstream` when there is no `accounts`, and `healthy` when there is no state", () => {
+    expect(readiness({ healthy: true, upstream: { state: "stopping" } })).toEqual({
+      ready: false,
+      reasons: ["hub link is stopping; messages are buffered"],
+    });
+    expect(readiness({ healthy: false })).toEqual({
+      ready: false,
+      reasons: ["gateway is not healthy, not running"],
+    });
+    expect(readiness({ healthy: true })).toEqual({ ready: true });
+  });
+});
+
+describe("status summary", () => {
+  const account = (pending: number, upstream: ReadinessInput["upstream"] & object) => ({
+    outbox: {
+      pending,
+      classes: [
+        { name: "telemetry", messages: pending - 1, bytes: 2048 },
+        { name: "events", messages: 1, bytes: 100 },
+      ],
+    },
+    upstream,
+    mqtt: { connections: 2 },
+    nats: { connections: 1 },
+  });
+  const status: StatusView = {
+    state: "running",
+    gateway: "gw1",
+    accounts: { $G: account(3, forwarding) },
+    mqtt: { connections: 2 },
+    nats: { connections: 1 },
+    serial: [
+      { device: "env-1", path: "/dev/ttyUSB0", state: "open", since: 0, frames: 12 },
+      { device: "env-2", path: "/dev/ttyUSB1", state: "waiting", reason: "ENOENT", frames: 1 },
+    ],
+  };
+
+  it("prints the verdict, uplink, backlog per class, clients and devices, a fact a line", () => {
+    expect(formatSummary("http://127.0.0.1:8222", status, { ready: true })).toBe(
+      [
+        "leafgate gw1 at http://127.0.0.1:8222: READY",
+        "state:    running",
+        "uplink: forwarding (nats://hub:4222, stream EDGE)",
+        "backlog: 3 messages, 2.1 KiB",
+        "  telemetry  2 messages, 2.0 KiB",
+        "  events     1 message, 100 B",
+        "clients:  MQTT 2, NATS 1",
+        "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 12 frames",
+        "serial:   env-2 /dev/ttyUSB1 waiting: ENOENT, 1 frame",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("lists the reasons under NOT READY and names each account when there are several", () => {
+    const down = { state: "connecting", server: "nats://hub:4222", lastError: "timeout" };
+    const text = formatSummary(
+      "http://pi:8222",
+      { ...status, accounts: { $G: account(1, down), acme: account(2, forwarding) }, serial: [] },
+      { ready: false, reasons: ["hub unreachable (last server nats://hub:4222): timeout"] },
+    );
+    expect(text.split("\n")).toEqual([
+      "leafgate gw1 at http://pi:8222: NOT READY",
+      "  - hub unreachable (last server nats://hub:4222): timeout",
+      "state:    running",
+      "uplink [$G (global)]: connecting (nats://hub:4222)",
+      "  last error: timeout",
+      "backlog [$G (global)]: 1 message, 2.1 KiB",
+      "  telemetry  0 messages, 2.0 KiB",
+      "  events     1 message, 100 B",
+      "clients [$G (global)]: MQTT 2, NATS 1",
+      "uplink [acme]: forwarding (nats://hub:4222, stream EDGE)",
+      "backlog [acme]: 2 messages, 2.1 KiB",
+      "  telemetry  1 message, 2.0 KiB",
+      "  events     1 message, 100 B",
+      "clients [acme]: MQTT 2, NATS 1",
+      "clients:  MQTT 2, NATS 1",
+      "serial:   no devices configured",
+      "",
+    ]);
+  });
+
+  it("formats sizes in binary units", () => {
+    expect(
+      [0, 1023, 1024, 1536, 5 * 1024 ** 2, 3 * 1024 ** 4, 2048 * 1024 ** 4].map(formatBytes),
+    ).toEqual(["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 TiB", "2048.0 TiB"]);
+  });
+
+  it("finds the endpoint of a config on this machine", () => {
+    expect(urlOf({ host: "127.0.0.1", port: 8222 })).toBe("http://127.0.0.1:8222");
+    expect(urlOf({ host: "0.0.0.0", port: 9000 })).toBe("http://127.0.0.1:9000");
+    expect(urlOf({ host: "::", port: 9000 })).toBe("http://[::1]:9000");
+    expect(urlOf({ host: "pi.local", port: 80 })).toBe("http://pi.local:80");
+  });
+});
