@@ -127,6 +127,12 @@ export async function statusCommand(args: string[], help: string, deps: StatusDe
     return EXIT_READY;
   }
   const config = values.config !== undefined ? deps.loadConfig(values.config) : undefined;
+  if (config !== undefined && values.url === undefined && config.http.port === 0) {
+    deps.err(
+      `leafgate: status: http.port is 0 in ${values.config} (a port chosen at start): give --url\n`,
+    );
+    return EXIT_USAGE;
+  }
   let base = values.url ?? (config !== undefined ? urlOf(config.http) : DEFAULT_URL);
   try {
     const parsed = new URL(base);

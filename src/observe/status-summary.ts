@@ -45,7 +45,7 @@ export function formatBytes(n: number): string {
 const plural = (n: number, one: string): string => `${n} ${one}${n === 1 ? "" : "s"}`;
 
 function uplinkLine(link: UpstreamView): string {
-  const server = link.server ?? "no server yet";
+  const server = link.server ?? "never connected";
   const stream = link.stream !== undefined ? `, stream ${link.stream}` : "";
   return `${link.state} (${server}${stream})`;
 }
