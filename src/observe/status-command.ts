@@ -1,19 +1,19 @@
 /**
  * `leafgate status [--url URL] [--token T] [--json] [-c FILE]`: asks a running gateway
- * for `/status` and `/readyz` over HTTP and prints a summary. Loaded only for this
+ * for `/status`, `/readyz` and `/metrics` (its drop counters) and prints a summary. Loaded only for this
  * command. Exit codes: 0 ready, 1 not ready, 2 bad usage, 3 no usable answer.
  */
 import { request } from "node:http";
 import { parseArgs } from "node:util";
 import type { Readiness } from "./readiness.js";
-import { formatSummary, type StatusView } from "./status-summary.js";
+import { type Drop, dropsOf, formatSummary, type StatusView } from "./status-summary.js";
 
 export const EXIT_READY = 0;
 export const EXIT_NOT_READY = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_UNREACHABLE = 3;
 
-/** How long the gateway has to answer both requests. */
+/** How long the gateway has to answer all three requests. */
 const TIMEOUT_MS = 3000;
 const DEFAULT_URL = "http://127.0.0.1:8222";
 
@@ -73,13 +73,13 @@ class Unreachable extends Error {}
 async function fetchBoth(
   base: string,
   token: string | undefined,
-): Promise<{ status: StatusView; ready: Readiness }> {
+): Promise<{ status: StatusView; ready: Readiness; drops: Drop[] }> {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
   let answers: Answer[];
   try {
     answers = await Promise.all(
-      ["/status", "/readyz"].map((p) => get(new URL(p, base), token, abort.signal)),
+      ["/status", "/readyz", "/metrics"].map((p) => get(new URL(p, base), token, abort.signal)),
     );
   } catch (err) {
     const why = abort.signal.aborted
@@ -91,7 +91,7 @@ async function fetchBoth(
   } finally {
     clearTimeout(timer);
   }
-  const [status, ready] = answers as [Answer, Answer];
+  const [status, ready, metrics] = answers as [Answer, Answer, Answer];
   if (status.status === 401 || ready.status === 401) {
     throw new Unreachable(
       `the gateway at ${base} wants a bearer token${token === undefined ? "" : " and refused this one"}: ` +
@@ -99,10 +99,20 @@ async function fetchBoth(
     );
   }
   try {
-    if (status.status !== 200 || (ready.status !== 200 && ready.status !== 503)) {
-      throw new Error(`HTTP ${status.status} for /status, ${ready.status} for /readyz`);
+    if (
+      status.status !== 200 ||
+      (ready.status !== 200 && ready.status !== 503) ||
+      metrics.status !== 200
+    ) {
+      throw new Error(
+        `HTTP ${status.status} for /status, ${ready.status} for /readyz, ${metrics.status} for /metrics`,
+      );
     }
-    return { status: JSON.parse(status.body), ready: JSON.parse(ready.body) };
+    return {
+      status: JSON.parse(status.body),
+      ready: JSON.parse(ready.body),
+      drops: dropsOf(metrics.body),
+    };
   } catch (err) {
     throw new Unreachable(
       `${base} answers, but not as a leafgate gateway does: ${(err as Error).message}`,
@@ -149,7 +159,7 @@ export async function statusCommand(args: string[], help: string, deps: StatusDe
     return EXIT_UNREACHABLE;
   }
   const token = values.token ?? (deps.env.LEAFGATE_HTTP_TOKEN || undefined) ?? config?.http.token;
-  let answer: { status: StatusView; ready: Readiness };
+  let answer: { status: StatusView; ready: Readiness; drops: Drop[] };
   try {
     answer = await fetchBoth(base, token);
   } catch (err) {
@@ -158,9 +168,10 @@ export async function statusCommand(args: string[], help: string, deps: StatusDe
     return EXIT_UNREACHABLE;
   }
   if (values.json) {
-    deps.out(`${JSON.stringify({ url: base, ready: answer.ready, status: answer.status })}\n`);
+    const { ready, status, drops } = answer;
+    deps.out(`${JSON.stringify({ url: base, ready, status, drops })}\n`);
   } else {
-    deps.out(formatSummary(base, answer.status, answer.ready));
+    deps.out(formatSummary(base, answer.status, answer.ready, answer.drops));
   }
   return answer.ready.ready ? EXIT_READY : EXIT_NOT_READY;
 }

@@ -50,8 +50,35 @@ function uplinkLine(link: UpstreamView): string {
   return `${link.state} (${server}${stream})`;
 }
 
+/** One counter of messages lost, from `/metrics`: `leafgate_*_dropped*_total` above 0. */
+export interface Drop {
+  /** The metric without `leafgate_` and `_total`: `buffer_dropped`, `serial_dropped`. */
+  readonly what: string;
+  /** Its labels as written: `class="telemetry",reason="oldest"`. */
+  readonly labels: string;
+  readonly count: number;
+}
+
+const DROP_SAMPLE = /^leafgate_([a-z_]*dropped[a-z_]*)_total(?:\{(.*)\})? (\S+)$/;
+
+/** The drop counters above zero in a Prometheus text, in the order exposed. */
+export function dropsOf(metrics: string): Drop[] {
+  const drops: Drop[] = [];
+  for (const line of metrics.split("\n")) {
+    const m = DROP_SAMPLE.exec(line);
+    const count = Number(m?.[3]);
+    if (m !== null && count > 0) drops.push({ what: m[1]!, labels: m[2] ?? "", count });
+  }
+  return drops;
+}
+
 /** The summary, one fact a line, the verdict and its reasons first. */
-export function formatSummary(url: string, status: StatusView, ready: Readiness): string {
+export function formatSummary(
+  url: string,
+  status: StatusView,
+  ready: Readiness,
+  drops: readonly Drop[] = [],
+): string {
   const lines: string[] = [];
   lines.push(`leafgate ${status.gateway} at ${url}: ${ready.ready ? "READY" : "NOT READY"}`);
   if (!ready.ready) for (const r of ready.reasons) lines.push(`  - ${r}`);
@@ -83,6 +110,11 @@ export function formatSummary(url: string, status: StatusView, ready: Readiness)
     const why = d.reason !== undefined ? `: ${d.reason}` : "";
     const frames = d.frames !== undefined ? `, ${plural(d.frames, "frame")}` : "";
     lines.push(`serial:   ${d.device} ${d.path} ${d.state}${since}${why}${frames}`);
+  }
+  if (drops.length === 0) lines.push("drops:    none");
+  for (const d of drops) {
+    const labels = d.labels === "" ? "" : ` {${d.labels}}`;
+    lines.push(`drops:    ${d.what}${labels}: ${d.count}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -72,7 +72,7 @@ describe("readiness", () => {
     ]);
     expect(downLines.find((l) => l.startsWith("backlog:"))).toMatch(/^backlog: 3 messages, \d/);
     expect(downLines).toContain("clients:  MQTT 0, NATS 0");
-    expect(downLines).toContain("serial:   no devices configured");
+    expect(downLines.slice(-3)).toEqual(["serial:   no devices configured", "drops:    none", ""]);
 
     const hub = await startHub({ port });
     const nc = await connectClient(hub.url);
@@ -100,11 +100,13 @@ describe("readiness", () => {
       url: string;
       ready: unknown;
       status: { gateway: string; upstream: { state: string } };
+      drops: unknown;
     };
-    expect([combined.url, combined.ready, combined.status.gateway]).toEqual([
+    expect([combined.url, combined.ready, combined.status.gateway, combined.drops]).toEqual([
       url,
       { ready: true },
       "gw1",
+      [],
     ]);
     expect(combined.status.upstream.state).toBe("forwarding");
 

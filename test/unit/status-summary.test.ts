@@ -3,7 +3,12 @@
 import { describe, expect, it } from "vitest";
 import { type ReadinessInput, readiness } from "../../src/observe/readiness.js";
 import { urlOf } from "../../src/observe/status-command.js";
-import { formatBytes, formatSummary, type StatusView } from "../../src/observe/status-summary.js";
+import {
+  dropsOf,
+  formatBytes,
+  formatSummary,
+  type StatusView,
+} from "../../src/observe/status-summary.js";
 
 const forwarding = { state: "forwarding", server: "nats://hub:4222", stream: "EDGE" };
 const running: ReadinessInput = {
@@ -105,6 +110,7 @@ describe("status summary", () => {
         "clients:  MQTT 2, NATS 1",
         "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 12 frames",
         "serial:   env-2 /dev/ttyUSB1 waiting: ENOENT, 1 frame",
+        "drops:    none",
         "",
       ].join("\n"),
     );
@@ -116,6 +122,10 @@ describe("status summary", () => {
       "http://pi:8222",
       { ...status, accounts: { $G: account(1, down), acme: account(2, forwarding) }, serial: [] },
       { ready: false, reasons: ["hub unreachable (last server nats://hub:4222): timeout"] },
+      [
+        { what: "buffer_dropped", labels: 'class="telemetry",reason="oldest"', count: 12 },
+        { what: "upstream_dropped_too_large", labels: "", count: 1 },
+      ],
     );
     expect(text.split("\n")).toEqual([
       "leafgate gw1 at http://pi:8222: NOT READY",
@@ -134,8 +144,31 @@ describe("status summary", () => {
       "clients [acme]: MQTT 2, NATS 1",
       "clients:  MQTT 2, NATS 1",
       "serial:   no devices configured",
+      'drops:    buffer_dropped {class="telemetry",reason="oldest"}: 12',
+      "drops:    upstream_dropped_too_large: 1",
       "",
     ]);
+  });
+
+  it("takes the drop counters above zero from /metrics, in the order exposed", () => {
+    const metrics = [
+      "# HELP leafgate_buffer_dropped_total Messages that left the buffer",
+      "# TYPE leafgate_buffer_dropped_total counter",
+      'leafgate_buffer_dropped_total{class="telemetry",reason="oldest"} 12',
+      'leafgate_buffer_dropped_total{class="events",reason="oldest"} 0',
+      'leafgate_mqtt_messages_dropped_total{reason="no_subscribers"} 3',
+      "leafgate_upstream_dropped_too_large_total 1",
+      "leafgate_upstream_forwarded_total 99",
+      'leafgate_serial_dropped_total{device="env-1"} 2',
+      "",
+    ].join("\n");
+    expect(dropsOf(metrics)).toEqual([
+      { what: "buffer_dropped", labels: 'class="telemetry",reason="oldest"', count: 12 },
+      { what: "mqtt_messages_dropped", labels: 'reason="no_subscribers"', count: 3 },
+      { what: "upstream_dropped_too_large", labels: "", count: 1 },
+      { what: "serial_dropped", labels: 'device="env-1"', count: 2 },
+    ]);
+    expect(dropsOf("leafgate_upstream_forwarded_total 5\n")).toEqual([]);
   });
 
   it("formats sizes in binary units", () => {
