@@ -214,7 +214,10 @@ export function insecureChoices(
     const at = address(config.http.host, config.http.port);
     warnings.push({
       code: "LG_WARN_HTTP_EXPOSED",
-      message: `HTTP monitoring ${at} is not loopback: /status and /metrics are open to anyone who reaches it, without TLS or a password: set http.host: 127.0.0.1 (and scrape through a tunnel or a proxy), or http.enabled: false`,
+      message:
+        config.http.token === undefined
+          ? `HTTP monitoring ${at} is not loopback: /status and /metrics are open to anyone who reaches it, without TLS or a password: set http.host: 127.0.0.1 (and scrape through a tunnel or a proxy), or http.enabled: false`
+          : `HTTP monitoring ${at} is not loopback and has no TLS: its bearer token (http.token) and what it serves cross the network in clear, for anyone on the path to read: set http.host: 127.0.0.1 and scrape through a tunnel or a TLS proxy`,
       details: { listener: at },
     });
   }
