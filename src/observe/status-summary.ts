@@ -2,30 +2,14 @@
  * `leafgate status`: the human summary of a running gateway's `/status` and `/readyz`.
  * Pure: it formats what the gateway answered and nothing else (docs/status.md).
  */
-import type { Readiness, SerialView, UpstreamView } from "./readiness.js";
-
-interface ClassView {
-  readonly name: string;
-  readonly messages: number;
-  readonly bytes: number;
-}
-
-interface AccountView {
-  readonly outbox: { readonly pending: number; readonly classes: readonly ClassView[] };
-  readonly upstream: UpstreamView;
-  readonly mqtt: { readonly connections: number };
-  readonly nats: { readonly connections: number };
-}
+import type { GatewayStatus } from "../gateway.js";
+import type { Readiness, UpstreamView } from "./readiness.js";
 
 /** The parts of `/status` the summary shows; anything else is ignored. */
-export interface StatusView {
-  readonly state: string;
-  readonly gateway: string;
-  readonly accounts: Readonly<Record<string, AccountView>>;
-  readonly mqtt: { readonly connections: number };
-  readonly nats: { readonly connections: number };
-  readonly serial: readonly (SerialView & { readonly frames?: number; readonly since?: number })[];
-}
+export type StatusView = Pick<
+  GatewayStatus,
+  "state" | "gateway" | "accounts" | "mqtt" | "nats" | "serial"
+>;
 
 const GLOBAL = "$G";
 
@@ -106,10 +90,11 @@ export function formatSummary(
   lines.push(`clients:  MQTT ${status.mqtt.connections}, NATS ${status.nats.connections}`);
   if (status.serial.length === 0) lines.push("serial:   no devices configured");
   for (const d of status.serial) {
-    const since = d.since !== undefined ? ` since ${new Date(d.since).toISOString()}` : "";
-    const why = d.reason !== undefined ? `: ${d.reason}` : "";
-    const frames = d.frames !== undefined ? `, ${plural(d.frames, "frame")}` : "";
-    lines.push(`serial:   ${d.device} ${d.path} ${d.state}${since}${why}${frames}`);
+    const since = "since" in d ? ` since ${new Date(d.since).toISOString()}` : "";
+    const why = "reason" in d ? `: ${d.reason}` : "";
+    lines.push(
+      `serial:   ${d.device} ${d.path} ${d.state}${since}${why}, ${plural(d.frames, "frame")}`,
+    );
   }
   if (drops.length === 0) lines.push("drops:    none");
   for (const d of drops) {

@@ -1,6 +1,7 @@
 // The pure halves of `leafgate status` and `/readyz`: the readiness rules (one reason per
 // failed rule, in words a person acts on) and the human summary's lines, exactly.
 import { describe, expect, it } from "vitest";
+import type { AccountStatus } from "../../src/gateway.js";
 import { type ReadinessInput, readiness } from "../../src/observe/readiness.js";
 import { urlOf } from "../../src/observe/status-command.js";
 import {
@@ -9,6 +10,7 @@ import {
   formatSummary,
   type StatusView,
 } from "../../src/observe/status-summary.js";
+import type { UpstreamStatus } from "../../src/upstream/index.js";
 
 const forwarding = { state: "forwarding", server: "nats://hub:4222", stream: "EDGE" };
 const running: ReadinessInput = {
@@ -74,27 +76,42 @@ describe("readiness", () => {
 });
 
 describe("status summary", () => {
-  const account = (pending: number, upstream: ReadinessInput["upstream"] & object) => ({
+  const account = (pending: number, upstream: UpstreamStatus): AccountStatus => ({
     outbox: {
       pending,
+      lastId: 40,
       classes: [
-        { name: "telemetry", messages: pending - 1, bytes: 2048 },
-        { name: "events", messages: 1, bytes: 100 },
+        { name: "telemetry", messages: pending - 1, bytes: 2048, onFull: "drop_oldest" },
+        { name: "events", messages: 1, bytes: 100, onFull: "reject" },
       ],
     },
     upstream,
     mqtt: { connections: 2 },
     nats: { connections: 1 },
   });
+  const up: UpstreamStatus = {
+    state: "forwarding",
+    server: "nats://hub:4222",
+    stream: "EDGE",
+    lastError: undefined,
+  };
+  const device = { profile: "env-sensor", commandsQueued: 0 };
   const status: StatusView = {
     state: "running",
     gateway: "gw1",
-    accounts: { $G: account(3, forwarding) },
-    mqtt: { connections: 2 },
-    nats: { connections: 1 },
+    accounts: { $G: account(3, up) },
+    mqtt: { connections: 2, unsentBytes: 0 },
+    nats: { connections: 1, unsentBytes: 0 },
     serial: [
-      { device: "env-1", path: "/dev/ttyUSB0", state: "open", since: 0, frames: 12 },
-      { device: "env-2", path: "/dev/ttyUSB1", state: "waiting", reason: "ENOENT", frames: 1 },
+      { ...device, device: "env-1", path: "/dev/ttyUSB0", state: "open", since: 0, frames: 12 },
+      {
+        ...device,
+        device: "env-2",
+        path: "/dev/ttyUSB1",
+        state: "waiting",
+        reason: "ENOENT",
+        frames: 1,
+      },
     ],
   };
 
@@ -117,10 +134,15 @@ describe("status summary", () => {
   });
 
   it("lists the reasons under NOT READY and names each account when there are several", () => {
-    const down = { state: "connecting", server: "nats://hub:4222", lastError: "timeout" };
+    const down: UpstreamStatus = {
+      state: "connecting",
+      server: "nats://hub:4222",
+      stream: undefined,
+      lastError: "timeout",
+    };
     const text = formatSummary(
       "http://pi:8222",
-      { ...status, accounts: { $G: account(1, down), acme: account(2, forwarding) }, serial: [] },
+      { ...status, accounts: { $G: account(1, down), acme: account(2, up) }, serial: [] },
       { ready: false, reasons: ["hub unreachable (last server nats://hub:4222): timeout"] },
       [
         { what: "buffer_dropped", labels: 'class="telemetry",reason="oldest"', count: 12 },
