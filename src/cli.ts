@@ -87,8 +87,8 @@ stored.
 `,
   status: `Usage: leafgate status [--url URL] [--token TOKEN] [--json] [-c FILE]
 
-Asks a running gateway for /status and /readyz and prints a summary: readiness
-and why not, uplink, backlog per class, clients, serial devices.
+Asks a running gateway for /status, /readyz and /metrics and prints a summary:
+readiness and why not, uplink, backlog per class, clients, serial devices, drops.
 Exit codes: 0 ready, 1 not ready, 2 bad usage, 3 no answer (not running, wrong
 URL or token). See docs/status.md.
 
@@ -96,7 +96,7 @@ Options:
   --url URL           the gateway's HTTP endpoint (default: from -c's http.host and
                       http.port, else http://127.0.0.1:8222)
   --token TOKEN       bearer token for http.token (or LEAFGATE_HTTP_TOKEN, or -c)
-  --json              print {url, ready, status} as JSON instead
+  --json              print {url, ready, status, drops} as JSON instead
   -c, --config FILE   the gateway's YAML configuration
   -h, --help          show this help
 `,

@@ -121,7 +121,7 @@ describe("readiness", () => {
     });
   });
 
-  it("exits 2 on a bad URL or option", async ({ gateway }) => {
+  it("exits 2 on a bad URL or option; 0 for --help", async ({ gateway }) => {
     const bad = await leafgate(["status", "--url", "ftp://pi"]);
     expect(bad).toMatchObject({
       code: 2,
@@ -133,6 +133,11 @@ describe("readiness", () => {
       code: 2,
       stderr: `leafgate: status: http.port is 0 in ${file} (a port chosen at start): give --url\n`,
     });
+    const help = await leafgate(["status", "--help"]);
+    expect([help.code, help.stdout.split("\n")[0]]).toEqual([
+      0,
+      "Usage: leafgate status [--url URL] [--token TOKEN] [--json] [-c FILE]",
+    ]);
     const unknown = await leafgate(["status", "--bogus"]);
     expect(unknown).toMatchObject({ code: 2, stderr: "leafgate: Unknown option '--bogus'\n" });
   });
