@@ -2,9 +2,11 @@
 // child processes (the gateway and the command), as an operator runs them:
 // - hub away: /readyz 503 with the reason, `leafgate status` exits 1 and shows it and the
 //   backlog; once a hub with the stream is up: /readyz 200, exit 0; gateway gone: exit 3;
+//   a listener that never answers: exit 3 after the 3 s timeout;
 // - http.token: every route 401 (with WWW-Authenticate) without it or with a wrong one,
 //   each refusal counted, one log line a minute; the command finds the token in --token,
 //   LEAFGATE_HTTP_TOKEN or the config; the token is masked in `leafgate check` and logs.
+import { createServer, type Socket } from "node:net";
 import { describe, expect } from "vitest";
 import { createEdgeStream, it } from "../helpers/fixtures.js";
 import { BUNDLE, childEnv } from "../helpers/gateway.js";
@@ -12,7 +14,7 @@ import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { connectClient } from "../helpers/nats-server.js";
 import { closedPort } from "../helpers/net.js";
 import { runToCompletion, stopProcess } from "../helpers/procs.js";
-import { waitFor } from "../helpers/wait.js";
+import { once, waitFor } from "../helpers/wait.js";
 
 /** How long the gateway may take to see a hub that just came up (backoff max 2 s). */
 const HUB_SEEN_MS = 20_000;
@@ -140,6 +142,30 @@ describe("readiness", () => {
     ]);
     const unknown = await leafgate(["status", "--bogus"]);
     expect(unknown).toMatchObject({ code: 2, stderr: "leafgate: Unknown option '--bogus'\n" });
+  });
+});
+
+describe("no usable answer", () => {
+  it("exits 3 when something takes the connection but does not answer within 3 s", async ({
+    defer,
+  }) => {
+    const sockets: Socket[] = [];
+    const mute = createServer((s) => void sockets.push(s)).listen(0, "127.0.0.1");
+    await once(mute, "listening");
+    defer(async () => {
+      for (const s of sockets) s.destroy();
+      mute.close();
+      await once(mute, "close");
+    });
+    const url = `http://127.0.0.1:${(mute.address() as { port: number }).port}`;
+    const started = Date.now();
+    const r = await leafgate(["status", "--url", url]);
+    expect(r).toMatchObject({
+      code: 3,
+      stdout: "",
+      stderr: `leafgate: status: no gateway answers at ${url}: is it running? is http.enabled true? (no answer within 3 s)\n`,
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
   });
 });
 
