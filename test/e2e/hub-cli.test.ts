@@ -1,0 +1,212 @@
+// `leafgate hub check` and `leafgate hub create-stream` (docs/hub.md) from the shipped bundle,
+// against a real nats-server with JetStream: from a hub without a stream to messages in the
+// stream with our tools alone; an unreachable hub; an existing stream never changed.
+import { jetstreamManager } from "@nats-io/jetstream";
+import { describe, expect } from "vitest";
+import { CLOSED_HUB } from "../helpers/config.js";
+import { it } from "../helpers/fixtures.js";
+import { BUNDLE, childEnv } from "../helpers/gateway.js";
+import { mosquittoPubLines } from "../helpers/mqtt.js";
+import { createStream, streamInfo, streamMessages } from "../helpers/nats-server.js";
+import { runToCompletion } from "../helpers/procs.js";
+import { waitFor } from "../helpers/wait.js";
+
+/** A command of `hub` must end within this (the connect timeout is 5 s). */
+const COMMAND_DEADLINE_MS = 15_000;
+
+function leafgate(args: string[]) {
+  return runToCompletion(process.execPath, [BUNDLE, ...args], {
+    env: childEnv(),
+    timeoutMs: COMMAND_DEADLINE_MS,
+  });
+}
+
+const decoder = new TextDecoder();
+
+describe("leafgate hub", () => {
+  it("check finds no stream, create-stream plans then creates it, check passes, a gateway forwards into it", async ({
+    hub,
+    nc,
+    gateway,
+  }) => {
+    const { file } = gateway.writeConfig({ upstream: { servers: [hub.url] } });
+    const jsm = await jetstreamManager(nc);
+    const streamNames = async () => {
+      const names: string[] = [];
+      for await (const s of jsm.streams.list()) names.push(s.config.name);
+      return names;
+    };
+
+    const missing = await leafgate(["hub", "check", "-c", file]);
+    expect(missing.code).toBe(1);
+    expect(missing.stdout.split("\n")).toEqual([
+      "account $G: prefix edge.gw1, export >",
+      `  hub       ${hub.url} reachable (nats-server ${nc.info?.version})`,
+      "  jetstream enabled",
+      "  fail  no stream captures edge.gw1.>",
+      `        fix: leafgate hub create-stream -c ${file} --yes`,
+      "",
+    ]);
+
+    const plan = [
+      `will create on ${hub.url}:`,
+      "  stream    EDGE_GW1",
+      "  subjects  edge.gw1.>",
+      "  storage   file, replicas 1",
+      "  duplicate window 2m",
+      "  discard   old",
+      "  limits    max_msgs unlimited, max_bytes unlimited, max_age unlimited",
+    ];
+    const planned = await leafgate(["hub", "create-stream", "-c", file]);
+    expect(planned.code).toBe(2);
+    expect(planned.stdout.split("\n")).toEqual([
+      "account $G: prefix edge.gw1",
+      ...plan,
+      "add --yes to create it",
+      "",
+    ]);
+    expect(await streamNames()).toEqual([]);
+
+    const created = await leafgate(["hub", "create-stream", "-c", file, "--yes"]);
+    expect(created.code).toBe(0);
+    expect(created.stdout.split("\n")).toEqual([
+      "account $G: prefix edge.gw1",
+      ...plan,
+      `created stream EDGE_GW1; check it with: leafgate hub check -c ${file}`,
+      "",
+    ]);
+    const info = await streamInfo(nc, "EDGE_GW1");
+    expect(info.config).toMatchObject({
+      subjects: ["edge.gw1.>"],
+      storage: "file",
+      discard: "old",
+      num_replicas: 1,
+      duplicate_window: 120_000_000_000,
+      max_bytes: -1,
+      max_msgs: -1,
+      max_age: 0,
+    });
+
+    // Once more: it exists and captures the prefix; nothing changes.
+    const again = await leafgate(["hub", "create-stream", "-c", file, "--yes"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(
+      `stream EDGE_GW1 already exists on ${hub.url} and captures edge.gw1.>; nothing to do`,
+    );
+
+    const checkLines = (messages: string) => [
+      "account $G: prefix edge.gw1, export >",
+      `  hub       ${hub.url} reachable (nats-server ${nc.info?.version})`,
+      "  jetstream enabled",
+      "  stream    EDGE_GW1 (found by subject)",
+      "  subjects  edge.gw1.>",
+      "  storage   file, replicas 1",
+      "  duplicate window 2m",
+      "  limits    max_msgs unlimited, max_bytes unlimited, max_age unlimited, discard old",
+      `  messages  ${messages}`,
+      "  ok    captures edge.gw1.>",
+      "  ok    duplicate window 2m is longer than upstream.ack_timeout 10s",
+      "  ok    discard old",
+      "",
+    ];
+    const good = await leafgate(["hub", "check", "-c", file]);
+    expect(good.code).toBe(0);
+    expect(good.stdout.split("\n")).toEqual(checkLines("0 (0 B)"));
+
+    // The gateway on the same config forwards into the stream, exactly once, in order.
+    const gw = await gateway.spawnFile(file);
+    const sent = ["m-1", "m-2", "m-3"];
+    await mosquittoPubLines(gw.mqttPort, "sensors/a", sent);
+    await waitFor(async () => (await streamInfo(nc, "EDGE_GW1")).state.messages === 3);
+    const stored = await streamMessages(nc, "EDGE_GW1");
+    expect(stored.map((m) => [m.subject, decoder.decode(m.data)])).toEqual(
+      sent.map((s) => ["edge.gw1.sensors.a", s]),
+    );
+    const after = await leafgate(["hub", "check", "-c", file]);
+    expect(after.code).toBe(0);
+    expect(after.stdout.split("\n")[8]).toMatch(/^ {2}messages {2}3 \(\d+ B\)$/);
+  });
+
+  it("an unreachable hub: exit 3 naming the server and the error, its password masked", async ({
+    gateway,
+  }) => {
+    const server = CLOSED_HUB.replace("nats://", "nats://edge:s3cret-pw@");
+    const { file } = gateway.writeConfig({ upstream: { servers: [server] } });
+    for (const args of [
+      ["hub", "check", "-c", file],
+      ["hub", "create-stream", "-c", file, "--yes"],
+    ]) {
+      const r = await leafgate(args);
+      expect(r.code).toBe(3);
+      expect(r.stdout).toContain(
+        "  hub       unreachable: nats://edge:***@127.0.0.1:1: connection refused\n",
+      );
+      expect(r.stdout + r.stderr).not.toContain("s3cret-pw");
+    }
+  });
+
+  it("an existing stream that does not capture the prefix is reported and left unchanged", async ({
+    hub,
+    nc,
+    gateway,
+  }) => {
+    await createStream(nc, "EDGE_GW1", ["other.>"]);
+    const { file } = gateway.writeConfig({ upstream: { servers: [hub.url], stream: "EDGE_GW1" } });
+
+    const r = await leafgate(["hub", "create-stream", "-c", file, "--yes"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout.split("\n").slice(1, 2)).toEqual([
+      `stream EDGE_GW1 already exists on ${hub.url} with subjects other.>: it does not capture edge.gw1.>`,
+    ]);
+    expect((await streamInfo(nc, "EDGE_GW1")).config.subjects).toEqual(["other.>"]);
+
+    const check = await leafgate(["hub", "check", "-c", file]);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain("  stream    EDGE_GW1 (named in upstream.stream)\n");
+    expect(check.stdout).toContain(
+      "  fail  does not capture edge.gw1.> (its subjects: other.>)\n" +
+        "        fix: add edge.gw1.> to stream EDGE_GW1's subjects, or name a stream that captures it in upstream.stream\n",
+    );
+  });
+
+  it("another stream capturing overlapping subjects: refused, with the stream named", async ({
+    hub,
+    nc,
+    gateway,
+  }) => {
+    await createStream(nc, "EDGE", ["edge.>"]);
+    const { file } = gateway.writeConfig({ upstream: { servers: [hub.url] } });
+    const r = await leafgate(["hub", "create-stream", "-c", file, "--name", "MINE", "--yes"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(
+      "the hub refused to create stream MINE: subjects overlap with an existing stream\n" +
+        "  a subject is captured by one stream only, and EDGE (edge.>) already captures subjects of edge.gw1.>",
+    );
+    const names: string[] = [];
+    for await (const s of (await jetstreamManager(nc)).streams.list()) names.push(s.config.name);
+    expect(names).toEqual(["EDGE"]);
+  });
+
+  it("usage: an unknown subcommand or account, a bad flag, create-stream flags on check: exit 2", async ({
+    gateway,
+  }) => {
+    const { file } = gateway.writeConfig({});
+    const cases: [string[], string][] = [
+      [["hub"], "leafgate: hub: expected check or create-stream, got nothing"],
+      [["hub", "check", "-c", file, "--yes"], "leafgate: hub: --yes is for create-stream only"],
+      [
+        ["hub", "check", "-c", file, "--account", "nope"],
+        "leafgate: --account nope: no such account (accounts: $G)",
+      ],
+      [
+        ["hub", "create-stream", "-c", file, "--replicas", "9"],
+        'leafgate: hub: --replicas: expected 1 to 5, got "9"',
+      ],
+    ];
+    for (const [args, first] of cases) {
+      const r = await leafgate(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr.split("\n")[0]).toBe(first);
+    }
+  });
+});
