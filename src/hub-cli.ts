@@ -4,7 +4,13 @@
  * of upstream/hub-admin.ts; docs/hub.md. Loaded only for `hub`.
  */
 import { parseArgs } from "node:util";
-import { DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import {
+  DiscardPolicy,
+  type JetStreamManager,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
   type AccountConfig,
@@ -113,7 +119,10 @@ export async function hub(
   if (sub === "check") {
     let code: number = HUB_EXIT.ok;
     for (const account of chosen) {
-      code = Math.max(code, await checkAccount(config, account, accounts.length > 1, out));
+      code = Math.max(
+        code,
+        await checkAccount(config, account, accounts.length > 1, out, values.config),
+      );
     }
     return code;
   }
@@ -125,12 +134,16 @@ export async function hub(
   }
   const plan = planOf(config, chosen[0]!, values);
   if (typeof plan === "string") return usage(help, plan);
-  return createStream(config, chosen[0]!, plan, values.yes ?? false, out);
+  return createStream(config, chosen[0]!, plan, values.yes ?? false, out, values.config);
 }
 
 /** The `--account` argument that names `account` again in a suggested command. */
 function accountArg(account: AccountConfig, several: boolean): string {
-  return several ? ` --account ${account.name}` : "";
+  if (!several) return "";
+  // Quoted for the shell when it is more than a plain word: `$G` would be expanded.
+  return /^[\w-]+$/.test(account.name)
+    ? ` --account ${account.name}`
+    : ` --account '${account.name}'`;
 }
 
 /**
@@ -158,6 +171,41 @@ async function reach(
   return undefined;
 }
 
+/** The hub's JetStream API, or undefined after saying that it has none and how to fix it. */
+async function manager(
+  nc: NatsConnection,
+  u: AccountConfig["upstream"],
+  out: Out,
+): Promise<JetStreamManager | undefined> {
+  try {
+    return await jetstreamManager(nc, {
+      timeout: JETSTREAM_API_TIMEOUT_MS,
+      ...(u.domain ? { domain: u.domain } : {}),
+    });
+  } catch (err) {
+    print(out, [
+      {
+        verdict: "fail",
+        text: `JetStream is not enabled on the hub (${errorMessage(err)})`,
+        fix: "run nats-server with -js (or jetstream {} in its config), or set upstream.mode: core",
+      },
+    ]);
+    return undefined;
+  }
+}
+
+/** A JetStream API failure past the first request (a timeout, a permission): a problem, said. */
+function apiFailed(out: Out, err: unknown): number {
+  print(out, [
+    {
+      verdict: "fail",
+      text: `cannot inspect streams on the hub: ${errorMessage(err)}`,
+      fix: "check the hub's log, and the account's permissions on $JS.API.>",
+    },
+  ]);
+  return HUB_EXIT.problem;
+}
+
 function print(out: Out, findings: readonly Finding[]): void {
   for (const f of findings) {
     out(`  ${f.verdict.padEnd(4)}  ${f.text}`);
@@ -178,6 +226,7 @@ async function checkAccount(
   account: AccountConfig,
   several: boolean,
   out: Out,
+  file: string | undefined,
 ): Promise<number> {
   const u = account.upstream;
   out(`account ${account.name}: prefix ${u.prefix}, export ${u.export.join(", ")}`);
@@ -190,22 +239,8 @@ async function checkAccount(
       print(out, [{ verdict: "ok", text: "upstream.mode core: no stream needed" }]);
       return HUB_EXIT.ok;
     }
-    let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
-    try {
-      jsm = await jetstreamManager(nc, {
-        timeout: JETSTREAM_API_TIMEOUT_MS,
-        ...(u.domain ? { domain: u.domain } : {}),
-      });
-    } catch (err) {
-      print(out, [
-        {
-          verdict: "fail",
-          text: `JetStream is not enabled on the hub (${errorMessage(err)})`,
-          fix: "run nats-server with -js (or jetstream {} in its config), or set upstream.mode: core",
-        },
-      ]);
-      return HUB_EXIT.problem;
-    }
+    const jsm = await manager(nc, u, out);
+    if (jsm === undefined) return HUB_EXIT.problem;
     out(`  jetstream enabled${u.domain ? ` (domain ${u.domain})` : ""}`);
     const exported = exportedSubjects(u);
     let facts: StreamFacts | undefined;
@@ -232,7 +267,7 @@ async function checkAccount(
         {
           verdict: "fail",
           text: `${named} ${exported.join(", ")}`,
-          fix: `leafgate hub create-stream${configArg()}${accountArg(account, several)} --yes`,
+          fix: `leafgate hub create-stream${configArg(file)}${accountArg(account, several)} --yes`,
         },
       ]);
       return HUB_EXIT.problem;
@@ -248,15 +283,15 @@ async function checkAccount(
     const findings = streamFindings(facts, { upstream: u, buffer: account.buffer });
     print(out, findings);
     return worst(findings) === "fail" ? HUB_EXIT.problem : HUB_EXIT.ok;
+  } catch (err) {
+    return apiFailed(out, err);
   } finally {
     await nc.close().catch(() => {});
   }
 }
 
 /** `-c FILE` as given, for a suggested command line. */
-function configArg(): string {
-  const i = process.argv.findIndex((a) => a === "-c" || a === "--config");
-  const file = i >= 0 ? process.argv[i + 1] : undefined;
+function configArg(file: string | undefined): string {
   return file === undefined ? "" : ` -c ${file}`;
 }
 
@@ -300,6 +335,7 @@ async function createStream(
   plan: StreamPlan,
   yes: boolean,
   out: Out,
+  file: string | undefined,
 ): Promise<number> {
   const u = account.upstream;
   out(`account ${account.name}: prefix ${u.prefix}`);
@@ -307,17 +343,8 @@ async function createStream(
   if (reached === undefined) return HUB_EXIT.unreachable;
   const { nc, server } = reached;
   try {
-    let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
-    try {
-      jsm = await jetstreamManager(nc, {
-        timeout: JETSTREAM_API_TIMEOUT_MS,
-        ...(u.domain ? { domain: u.domain } : {}),
-      });
-    } catch (err) {
-      out(`  JetStream is not enabled on the hub ${server} (${errorMessage(err)})`);
-      out("    fix: run nats-server with -js (or jetstream {} in its config)");
-      return HUB_EXIT.problem;
-    }
+    const jsm = await manager(nc, u, out);
+    if (jsm === undefined) return HUB_EXIT.problem;
     const existing = await jsm.streams.info(plan.name).catch((err: unknown) => {
       if ((err as { code?: number }).code === STREAM_NOT_FOUND) return undefined;
       throw err;
@@ -378,8 +405,10 @@ async function createStream(
       }
       return HUB_EXIT.problem;
     }
-    out(`created stream ${plan.name}; check it with: leafgate hub check${configArg()}`);
+    out(`created stream ${plan.name}; check it with: leafgate hub check${configArg(file)}`);
     return HUB_EXIT.ok;
+  } catch (err) {
+    return apiFailed(out, err);
   } finally {
     await nc.close().catch(() => {});
   }

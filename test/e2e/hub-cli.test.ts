@@ -187,6 +187,88 @@ describe("leafgate hub", () => {
     expect(names).toEqual(["EDGE"]);
   });
 
+  it("reaches the hub with the gateway's credentials, never printing them; a hub without JetStream is a problem", async ({
+    startHub,
+    gateway,
+  }) => {
+    const hub = await startHub({ config: 'authorization { user: edge, password: "s3cret-pw" }' });
+    const withPassword = gateway.writeConfig({
+      upstream: { servers: [hub.url], user: "edge", password: "s3cret-pw" },
+    });
+    const ok = await leafgate(["hub", "create-stream", "-c", withPassword.file, "--yes"]);
+    expect(ok.code).toBe(0);
+    const check = await leafgate(["hub", "check", "-c", withPassword.file]);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain(`  hub       ${hub.url} reachable`);
+    expect(check.stdout + check.stderr + ok.stdout + ok.stderr).not.toContain("s3cret-pw");
+
+    const wrong = gateway.writeConfig({
+      upstream: { servers: [hub.url], user: "edge", password: "wrong-pw" },
+    });
+    const refused = await leafgate(["hub", "check", "-c", wrong.file]);
+    expect(refused.code).toBe(3);
+    expect(refused.stdout).toMatch(
+      new RegExp(`^ {2}hub {7}unreachable: ${hub.url}: .*authorization`, "im"),
+    );
+    expect(refused.stdout).not.toContain("wrong-pw");
+
+    const plain = await startHub({ jetstream: false });
+    const noJs = gateway.writeConfig({ upstream: { servers: [plain.url] } });
+    const r = await leafgate(["hub", "check", "-c", noJs.file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^ {2}fail {2}JetStream is not enabled on the hub \(.+\)$/m);
+    expect(r.stdout).toContain(
+      "        fix: run nats-server with -js (or jetstream {} in its config), or set upstream.mode: core\n",
+    );
+  });
+
+  it("accounts: check covers each account's prefix; create-stream needs --account and names the stream after it", async ({
+    hub,
+    nc,
+    gateway,
+  }) => {
+    const { file } = gateway.writeConfig({
+      upstream: { servers: [hub.url] },
+      accounts: { tenant: { upstream: { prefix: "tenant.gw1" } } },
+    });
+    const needsAccount = await leafgate(["hub", "create-stream", "-c", file, "--yes"]);
+    expect(needsAccount.code).toBe(2);
+    expect(needsAccount.stderr.split("\n")[0]).toBe(
+      "leafgate: hub: the config has accounts $G, tenant: name one with --account",
+    );
+    const created = await leafgate([
+      "hub",
+      "create-stream",
+      "-c",
+      file,
+      "--account",
+      "tenant",
+      "--yes",
+    ]);
+    expect(created.code).toBe(0);
+    expect((await streamInfo(nc, "EDGE_GW1_TENANT")).config.subjects).toEqual(["tenant.gw1.>"]);
+
+    // $G has no stream yet: the problem is its, with the command for it.
+    const check = await leafgate(["hub", "check", "-c", file]);
+    expect(check.code).toBe(1);
+    const lines = check.stdout.split("\n");
+    expect(
+      lines.filter(
+        (l) => l.startsWith("account ") || /^ {2}(fail|ok) /.test(l) || l.includes("fix:"),
+      ),
+    ).toEqual([
+      "account $G: prefix edge.gw1, export >",
+      "  fail  no stream captures edge.gw1.>",
+      `        fix: leafgate hub create-stream -c ${file} --account '$G' --yes`,
+      "account tenant: prefix tenant.gw1, export >",
+      "  ok    captures tenant.gw1.>",
+      "  ok    duplicate window 2m is longer than upstream.ack_timeout 10s",
+      "  ok    discard old",
+    ]);
+    const tenantOnly = await leafgate(["hub", "check", "-c", file, "--account", "tenant"]);
+    expect(tenantOnly.code).toBe(0);
+  });
+
   it("usage: an unknown subcommand or account, a bad flag, create-stream flags on check: exit 2", async ({
     gateway,
   }) => {
