@@ -74,6 +74,18 @@ export async function hub(
   load: (file: string | undefined) => LeafgateConfig,
   help: string,
 ): Promise<number> {
+  try {
+    return await hubCommand(args, load, help);
+  } finally {
+    lingerNoLonger();
+  }
+}
+
+async function hubCommand(
+  args: string[],
+  load: (file: string | undefined) => LeafgateConfig,
+  help: string,
+): Promise<number> {
   const [sub, ...rest] = args;
   const { values } = parseArgs({
     args: rest,
@@ -137,6 +149,17 @@ export async function hub(
   return createStream(config, chosen[0]!, plan, values.yes ?? false, out, values.config);
 }
 
+/**
+ * nats.js leaves the socket of a connect that timed out before the server's INFO open (a
+ * hub that accepts and never answers: its transport ignores close() when not connected),
+ * which would keep this command alive after it is done. Set once the command has finished,
+ * this timer does not keep the process alive itself: it fires only if something left does
+ * (by then the lines are written, synchronously, and the exit code set), and ends it.
+ */
+function lingerNoLonger(): void {
+  setTimeout(() => process.exit(), 0).unref();
+}
+
 /** The `--account` argument that names `account` again in a suggested command. */
 function accountArg(account: AccountConfig, several: boolean): string {
   if (!several) return "";
@@ -163,7 +186,11 @@ async function reach(
       const nc = await connect(dialOptions(base, u.servers, n));
       return { nc, server: maskUrls(u.servers[n]!) };
     } catch (err) {
-      failures.push(`${maskUrls(u.servers[n]!)}: ${errorMessage(err)}`);
+      const why = errorMessage(err);
+      // nats.js says only "timeout" when the server accepted the connection but sent no INFO.
+      const said =
+        why === "timeout" ? "timeout (connected, but no answer from a NATS server)" : why;
+      failures.push(`${maskUrls(u.servers[n]!)}: ${said}`);
     }
   }
   out(`  hub       unreachable: ${failures.join("; ")}`);

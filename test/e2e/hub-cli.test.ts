@@ -145,6 +145,28 @@ describe("leafgate hub", () => {
     }
   });
 
+  it("a blackholed hub (accepts, never answers): exit 3 after the gateway's connect timeout, the next server tried", async ({
+    hub,
+    hubProxy,
+    gateway,
+  }) => {
+    const silent = await hubProxy();
+    silent.blackhole();
+    // The silent one first, then the real hub: a server that does not answer costs its
+    // connect timeout, then the next is dialed.
+    const both = gateway.writeConfig({ upstream: { servers: [silent.url, hub.url] } });
+    const reached = await leafgate(["hub", "check", "-c", both.file]);
+    expect(reached.code).toBe(1);
+    expect(reached.stdout).toContain(`  hub       ${hub.url} reachable`);
+
+    const { file } = gateway.writeConfig({ upstream: { servers: [silent.url] } });
+    const r = await leafgate(["hub", "check", "-c", file]);
+    expect(r.code).toBe(3);
+    expect(r.stdout).toContain(
+      `  hub       unreachable: ${silent.url}: timeout (connected, but no answer from a NATS server)\n`,
+    );
+  });
+
   it("an existing stream that does not capture the prefix is reported and left unchanged", async ({
     hub,
     nc,
