@@ -41,6 +41,7 @@ Commands:
   sim       simulate a serial device on a pty pair (demos, tests)
   passwd    print a password hash for authorization.users
   status    summarise a running gateway; exits 1 when it is not ready
+  hub       check the hub's stream for this gateway, or create it
 
 Run 'leafgate <command> --help' for a command's options.
 `,
@@ -98,6 +99,33 @@ Options:
   --token TOKEN       bearer token for http.token (or LEAFGATE_HTTP_TOKEN, or -c)
   --json              print {url, ready, status, drops} as JSON instead
   -c, --config FILE   the gateway's YAML configuration
+  -h, --help          show this help
+`,
+  hub: `Usage: leafgate hub check [-c FILE] [--account NAME]
+       leafgate hub create-stream [-c FILE] [--account NAME] [--name NAME]
+                  [--replicas N] [--max-age D] [--max-bytes S] [--yes]
+
+check: connects to the hub as the gateway would (servers, credentials, TLS) and
+reports, per account (default: every one), the stream that captures
+<prefix>.>, its settings, and a verdict on each check: it captures every
+exported subject, its duplicate window is longer than upstream.ack_timeout,
+discard policy, limits against the gateway's buffer. Exit 0 all good, 1 a
+problem (each with its fix), 3 the hub unreachable.
+
+create-stream: prints the stream it would create (upstream.stream, else
+EDGE_<GATEWAY>[_<ACCOUNT>]; subjects <prefix>.>, file storage, discard old,
+duplicate window 2m or twice upstream.ack_timeout), and creates it only with
+--yes (without: exit 2). An existing stream is never changed: exit 0 if it
+captures the prefix, 1 otherwise. docs/hub.md.
+
+Options:
+  -c, --config FILE   YAML configuration file (or LEAFGATE_CONFIG)
+  --account NAME      only this account (create-stream: needed with accounts)
+  --name NAME         the stream's name (create-stream)
+  --replicas N        replicas, 1 to 5 (default 1)
+  --max-age D         oldest message kept, e.g. 7d (default unlimited)
+  --max-bytes S       size kept, e.g. 10GB (default unlimited)
+  --yes               create it (create-stream)
   -h, --help          show this help
 `,
   version: `Usage: leafgate version
@@ -336,6 +364,8 @@ async function main(argv: string[]): Promise<number> {
     const err = (text: string) => process.stderr.write(text);
     return statusCommand(rest, help, { loadConfig: load, env: process.env, out, err });
   }
+  // `hub` has options of its own, and loads (with the JetStream client's manager) only for it.
+  if (command === "hub") return (await import("./hub-cli.js")).hub(rest, load, help);
   const options = parse(rest);
   if (options.help) {
     process.stdout.write(help);

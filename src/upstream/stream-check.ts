@@ -15,7 +15,7 @@ const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 const NANOS_PER_MS = 1e6;
 
 /** The stream's duplicate window in ms (JetStream reports nanoseconds). */
-function windowMs(info: StreamInfo): number {
+export function windowMs(info: StreamInfo): number {
   const nanos = info.config.duplicate_window;
   return typeof nanos === "number" && nanos > 0
     ? Math.floor(nanos / NANOS_PER_MS)
@@ -23,7 +23,11 @@ function windowMs(info: StreamInfo): number {
 }
 
 function uncovered(info: StreamInfo, wanted: readonly string[]): string[] {
-  const subjects = info.config.subjects ?? [];
+  return uncoveredBy(info.config.subjects ?? [], wanted);
+}
+
+/** The subjects of `wanted` that no pattern of a stream's `subjects` captures. */
+export function uncoveredBy(subjects: readonly string[], wanted: readonly string[]): string[] {
   return wanted.filter((w) => !subjects.some((s) => patternCovers(s, w)));
 }
 
