@@ -72,7 +72,8 @@ export function formatSummary(
   for (const [name, a] of accounts) {
     const who = named ? ` [${name === GLOBAL ? "$G (global)" : name}]` : "";
     lines.push(`uplink${who}: ${uplinkLine(a.upstream)}`);
-    if (a.upstream.lastError !== undefined) {
+    // An error from before the link came back is history, not news.
+    if (a.upstream.lastError !== undefined && a.upstream.state !== "forwarding") {
       lines.push(`  last error: ${a.upstream.lastError}`);
     }
     const total = a.outbox.classes.reduce((n, c) => n + c.bytes, 0);

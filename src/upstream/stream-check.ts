@@ -41,9 +41,11 @@ export async function checkStream(
   exported: readonly string[],
   domain: string | null = null,
 ): Promise<StreamCheck> {
-  // --defaults: without it the nats CLI asks about every other setting of the stream.
+  // Our own command first (Debian ships no nats CLI); --defaults: without it the nats CLI
+  // asks about every other setting of the stream.
   const fix = (name: string) =>
-    `create it on the hub, e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}' --defaults`;
+    "create it on the hub with leafgate hub create-stream --yes (and this gateway's -c; " +
+    `docs/hub.md), or e.g. nats stream add ${name} --subjects '${exported.join("' --subjects '")}' --defaults`;
   let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
   try {
     jsm = await jetstreamManager(nc, {

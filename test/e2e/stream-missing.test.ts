@@ -23,7 +23,8 @@ const RECHECK_WAIT_MS = 15_000;
 const WARNING = "cannot forward yet";
 /** What is wrong and the fix, in the log line and in /status `upstream.lastError`. */
 const PROBLEM =
-  "no stream on the hub captures edge.gw1.> (streams: none); create it on the hub, e.g. " +
+  "no stream on the hub captures edge.gw1.> (streams: none); create it on the hub with " +
+  "leafgate hub create-stream --yes (and this gateway's -c; docs/hub.md), or e.g. " +
   "nats stream add EDGE --subjects 'edge.gw1.>' --defaults";
 const WARNING_LINE = `${WARNING}: ${PROBLEM}; buffering and checking again`;
 const LOST = "hub connection lost; reconnecting";
