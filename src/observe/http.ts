@@ -9,6 +9,7 @@ import {
   ServerLifecycle,
 } from "../core/index.js";
 import { type ReadinessInput, readiness } from "./readiness.js";
+import { pageData, STATUS_PAGE } from "./status-page.js";
 
 export interface HttpSources {
   /** Prometheus text exposition. */
@@ -36,7 +37,7 @@ const digest = (s: string): Buffer => createHash("sha256").update(s).digest();
 
 /**
  * Read-only monitoring endpoint: `/healthz` (200 or 503), `/readyz` (200 or 503 with the
- * reasons), `/metrics`, `/status`. It serves nothing that changes state; with
+ * reasons), `/metrics`, `/status`, the status page `/` and its data `/api/status`. It serves nothing that changes state; with
  * `http.token` set, every route needs the bearer token (docs/status.md).
  */
 export class HttpEndpoint {
@@ -67,12 +68,15 @@ export class HttpEndpoint {
           { remote: req.socket.remoteAddress, path },
           "http request refused: missing or wrong bearer token",
         );
+        // A browser gets the page itself (it holds no data): it asks for the token, or
+        // takes it from `/#token=...`, which the browser never sends.
+        const page = path === "/" && (req.headers.accept ?? "").includes("text/html");
         res
           .writeHead(401, {
-            "content-type": "application/json",
+            "content-type": page ? "text/html; charset=utf-8" : "application/json",
             "www-authenticate": 'Bearer realm="leafgate"',
           })
-          .end(UNAUTHORIZED_BODY);
+          .end(page ? STATUS_PAGE : UNAUTHORIZED_BODY);
         return;
       }
       if (req.method !== "GET" && req.method !== "HEAD") {
@@ -84,6 +88,13 @@ export class HttpEndpoint {
         res
           .writeHead(ready.ready ? 200 : 503, { "content-type": "application/json" })
           .end(`${JSON.stringify(ready)}\n`);
+      } else if (path === "/") {
+        res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(STATUS_PAGE);
+      } else if (path === "/api/status") {
+        const body = pageData(sources.status(), sources.metrics(), Date.now());
+        res
+          .writeHead(200, { "content-type": "application/json", "cache-control": "no-store" })
+          .end(`${JSON.stringify(body)}\n`);
       } else if (path === "/metrics") {
         res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(sources.metrics());
       } else if (path === "/healthz" || path === "/status") {
