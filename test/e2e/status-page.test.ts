@@ -92,7 +92,11 @@ describe("the status page", () => {
       "serial.none",
       "drops.none",
     ];
-    const up = await until(page, KEYS, (v) => v.totals === "totals: 5 in, 5 forwarded");
+    const up = await until(
+      page,
+      KEYS,
+      (v) => v.totals === "totals: 5 in, 5 forwarded" && v["account.$G.pending"] === "0",
+    );
     expect(up).toEqual({
       "account.$G.uplink": "forwarding",
       "account.$G.pending": "0",
@@ -111,6 +115,13 @@ describe("the status page", () => {
     expect(rates["rate.ingest"]).toMatch(/^ingest \d+(\.\d)?k? msg\/s$/);
     expect(rates["rate.forward"]).toMatch(/^forward \d+(\.\d)?k? msg\/s$/);
     expect(await page.locator("#banner").isHidden()).toBe(true);
+    // One column on a phone, two on a wider screen.
+    const lefts = async () =>
+      page.locator("section").evaluateAll((all) => all.map((e) => e.getBoundingClientRect().left));
+    expect(new Set(await lefts()).size).toBe(1);
+    await page.setViewportSize({ width: 1000, height: 900 });
+    expect(new Set(await lefts()).size).toBe(2);
+    await page.setViewportSize({ width: 420, height: 900 });
 
     await hub.stop();
     const down = await until(
@@ -125,7 +136,7 @@ describe("the status page", () => {
     const backlog = await until(
       page,
       ["account.$G.pending", "totals"],
-      (v) => v.totals === "totals: 8 in, 5 forwarded",
+      (v) => v.totals === "totals: 8 in, 5 forwarded" && v["account.$G.pending"] === "3",
     );
     expect(backlog).toEqual({ "account.$G.pending": "3", totals: "totals: 8 in, 5 forwarded" });
     expect(await shown(page, "account.$G.class.default")).toBe("3");
