@@ -47,12 +47,9 @@ async function mosquittoSub(
   return proc;
 }
 
+/** The [topic, payload] pairs printed so far. */
 function printed(proc: TrackedProcess): string[][] {
-  return proc
-    .stdout()
-    .split("\n")
-    .filter((l) => l.startsWith("MSG|"))
-    .map((l) => l.split("|").slice(1));
+  return [...proc.stdout().matchAll(/^MSG\|([^|\n]*)\|(.*)$/gm)].map((m) => [m[1]!, m[2]!]);
 }
 
 /** Collects what a NATS subscription receives, as [subject, payload]. */
