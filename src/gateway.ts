@@ -310,7 +310,7 @@ export class Gateway {
       const queue = outboxes.of(account.name);
       const outboxSink: BusSubscriber = {
         // Imports from the hub are never sent back to it, and answers to requests are
-        // routed to their requester, not stored; `$` subjects (`$SYS` stats) only under
+        // routed to their requester, not stored; `$SYS` subjects (the stats) only under
         // an export naming them (observe/sys-stats.ts).
         deliver: (m: Envelope) =>
           m.origin === "upstream" ||

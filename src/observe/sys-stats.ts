@@ -51,21 +51,19 @@ export function sysMessages(gateway: string, f: SysFigures): SysMessage[] {
   ];
 }
 
-const DOLLAR = 36; // "$"
+/** The namespace MQTT brokers and nats-server reserve for the system (`$SYS.`, with its dot). */
+const SYS_TOKEN = "$SYS.";
 
 /**
- * True when the export patterns take `subject` into the outbox. A subject starting with
- * `$` is taken only by a pattern whose first token is literally the subject's (`$SYS.>`),
- * never by one starting with a wildcard (`>`, `*.x`): MQTT's rule for `$` topics
- * [MQTT-4.7.2-1], so the default export `>` does not fill the outbox with `$SYS` stats.
+ * True when the export patterns take `subject` into the outbox. A `$SYS` subject is taken
+ * only by a pattern whose first token is literally `$SYS` (`$SYS.>`, `$SYS.leafgate.>`),
+ * never by one starting with a wildcard (`>`, `*.leafgate.>`): MQTT's rule for `$` topics
+ * [MQTT-4.7.2-1], so the default export `>` does not fill the outbox with stats. Other `$`
+ * subjects (a client's `$dev/...`) are exported as the bus matched them, as before.
  */
 export function exportsSubject(patterns: readonly string[], subject: string): boolean {
-  if (subject.charCodeAt(0) !== DOLLAR) return true;
-  const first = subject.slice(0, subject.indexOf(".") >>> 0);
-  for (const p of patterns) {
-    const dot = p.indexOf(".");
-    if ((dot < 0 ? p : p.slice(0, dot)) === first && subjectMatches(p, subject)) return true;
-  }
+  if (!subject.startsWith(SYS_TOKEN)) return true;
+  for (const p of patterns) if (p.startsWith(SYS_TOKEN) && subjectMatches(p, subject)) return true;
   return false;
 }
 
