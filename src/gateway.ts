@@ -506,8 +506,8 @@ export class Gateway {
           },
           uplink: a.upstream.state,
           messages: {
-            stored: m.value("leafgate_outbox_appended_total", labels),
-            forwarded: m.value("leafgate_upstream_forwarded_total", labels),
+            stored: m.sum("leafgate_outbox_appended_total", "account", labels?.account),
+            forwarded: m.sum("leafgate_upstream_forwarded_total", "account", labels?.account),
             dropped: m.sum("leafgate_buffer_dropped_total", "account", labels?.account),
           },
         },

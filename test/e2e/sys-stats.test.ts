@@ -148,6 +148,37 @@ describe("$SYS.leafgate stats", () => {
     expect(printed(dev)).toEqual([["sensors/t", "fence"]]);
   });
 
+  it("give each account its own figures on its own bus", async ({ gateway }) => {
+    const gw = await gateway.start({
+      sys: SYS,
+      nats: { allow_anonymous: true },
+      accounts: {
+        t1: { users: [{ user: "t1-user", password: await hashPassword("t1-secret-1") }] },
+      },
+    });
+    const url = `nats://127.0.0.1:${gw.natsPort}`;
+    const tenant = await connectClient(url, { user: "t1-user", pass: "t1-secret-1" });
+    const other = await connectClient(url, { user: "t1-user", pass: "t1-secret-1" });
+    const global = await connectClient(url);
+    other.publish("sensors.t", "one");
+    await other.flush();
+    const stats = (nc: NatsConnection) => collect(nc.subscribe(SUBJECTS.at(-1)!));
+    const [inTenant, inGlobal] = [stats(tenant), stats(global)];
+    await Promise.all([tenant.flush(), global.flush()]);
+    await waitFor(() => inTenant.length > 0 && inGlobal.length > 0);
+    // Tenant: two NATS clients and its one stored message; $G: one client, nothing stored.
+    expect(JSON.parse(inTenant[0]![1])).toMatchObject({
+      clients: { mqtt: 0, nats: 2 },
+      outbox: { pending: 1 },
+      messages: { stored: 1 },
+    });
+    expect(JSON.parse(inGlobal[0]![1])).toMatchObject({
+      clients: { mqtt: 0, nats: 1 },
+      outbox: { pending: 0 },
+      messages: { stored: 0 },
+    });
+  });
+
   it("are stored and forwarded to the hub under an export naming $SYS.leafgate.>", async ({
     gateway,
     hub,
