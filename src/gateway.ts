@@ -31,7 +31,13 @@ import {
 } from "./core/index.js";
 import { Authenticator, Broker, MqttListener } from "./mqtt/index.js";
 import { NatsListener, natsAuth } from "./nats/index.js";
-import { HttpEndpoint, MetricsRegistry } from "./observe/index.js";
+import {
+  exportsSubject,
+  HttpEndpoint,
+  MetricsRegistry,
+  type SysFigures,
+  SysStats,
+} from "./observe/index.js";
 import {
   createDevice,
   type Device,
@@ -153,6 +159,8 @@ export class Gateway {
   #http: HttpEndpoint | undefined;
   #mqttAddresses: AddressInfo[] = [];
   #httpAddress: AddressInfo | undefined;
+  #sys: SysStats | undefined;
+  readonly #startedAtMs = Date.now();
 
   constructor(options: GatewayOptions) {
     this.config = options.config;
@@ -302,9 +310,14 @@ export class Gateway {
       const queue = outboxes.of(account.name);
       const outboxSink: BusSubscriber = {
         // Imports from the hub are never sent back to it, and answers to requests are
-        // routed to their requester, not stored.
+        // routed to their requester, not stored; `$SYS` subjects (the stats) only under
+        // an export naming them (observe/sys-stats.ts).
         deliver: (m: Envelope) =>
-          m.origin === "upstream" || m.subject.startsWith(INBOX) ? undefined : queue.append(m),
+          m.origin === "upstream" ||
+          m.subject.startsWith(INBOX) ||
+          !exportsSubject(account.upstream.export, m.subject)
+            ? undefined
+            : queue.append(m),
         passive: true,
       };
       for (const pattern of account.upstream.export) own.bus.subscribe(pattern, outboxSink);
@@ -463,6 +476,43 @@ export class Gateway {
         this.#lifetime.signal,
       );
     }
+
+    // 7. `$SYS.leafgate.<gateway>.*` on every account's bus (docs/sys.md).
+    if (config.sys.interval > 0) {
+      const sysLog = log.child({ part: "sys" });
+      this.#sys = new SysStats({
+        gateway: config.gateway.id,
+        intervalMs: config.sys.interval,
+        accounts: () => this.#sysAccounts(space),
+        onError: (err) => sysLog.debug({ err: errorMessage(err) }, "a $SYS message was not stored"),
+      });
+      this.#sys.start();
+    }
+  }
+
+  *#sysAccounts(space: AccountSpace): Iterable<{ bus: Bus; figures: SysFigures }> {
+    const uptime = Math.floor((Date.now() - this.#startedAtMs) / 1000);
+    for (const [name, a] of Object.entries(this.#accountsStatus())) {
+      const labels = accountLabels(name);
+      const m = this.metrics;
+      yield {
+        bus: space.account(name).bus,
+        figures: {
+          uptime,
+          clients: { mqtt: a.mqtt.connections, nats: a.nats.connections },
+          outbox: {
+            pending: a.outbox.pending,
+            bytes: sum(a.outbox.classes, (c) => c.bytes),
+          },
+          uplink: a.upstream.state,
+          messages: {
+            stored: m.sum("leafgate_outbox_appended_total", "account", labels?.account),
+            forwarded: m.sum("leafgate_upstream_forwarded_total", "account", labels?.account),
+            dropped: m.sum("leafgate_buffer_dropped_total", "account", labels?.account),
+          },
+        },
+      };
+    }
   }
 
   addresses(): GatewayAddresses {
@@ -579,6 +629,7 @@ export class Gateway {
   async stop(deadlineMs = STOP_DEADLINE_MS): Promise<void> {
     if (this.#state === "stopping" || this.#state === "stopped") return;
     this.#state = "stopping";
+    this.#sys?.stop();
     const until = Date.now() + deadlineMs;
     const remaining = (): number => Math.max(0, until - Date.now());
 

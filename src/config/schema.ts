@@ -414,6 +414,11 @@ export const CONFIG_SCHEMA = obj({
       secret: true,
     }),
   }),
+  // `$SYS.leafgate.<gateway>.*` stats on each account's bus every interval (docs/sys.md);
+  // 0 turns them off.
+  sys: obj({
+    interval: duration({ default: "10s" }),
+  }),
   log: obj({
     level: oneOf(["debug", "info", "warn", "error"], { default: "info" }),
   }),

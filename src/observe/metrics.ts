@@ -66,6 +66,20 @@ export class MetricsRegistry implements Metrics {
     return this.#families.get(name)?.values.get(labelKey(labels)) ?? 0;
   }
 
+  /**
+   * The sum of every series of `name` whose `label` is `value` (`undefined`: series
+   * without it), whatever their other labels: e.g. one account's drops over classes.
+   */
+  sum(name: string, label: string, value: string | undefined): number {
+    const want = value === undefined ? undefined : labelKey({ [label]: value });
+    let total = 0;
+    for (const [key, n] of this.#families.get(name)?.values ?? []) {
+      const has = key.split(",").find((pair) => pair.startsWith(`${label}="`));
+      if (has === want) total += n;
+    }
+    return total;
+  }
+
   render(): string {
     const out: string[] = [];
     for (const { name, help, kind, values } of this.#families.values()) {

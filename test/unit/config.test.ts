@@ -128,6 +128,7 @@ const DEFAULTS: LeafgateConfig = {
   serial: { ports: [], profiles_dir: null },
   requests: { timeout: 30_000, max_pending: 10_000 },
   http: { enabled: true, host: "127.0.0.1", port: 8222 },
+  sys: { interval: 10_000 },
   log: { level: "info" },
   accounts: {},
 };
@@ -265,6 +266,7 @@ describe("loadConfig", () => {
       serial: DEFAULTS.serial,
       requests: DEFAULTS.requests,
       http: { enabled: false, host: "0.0.0.0", port: 9000 },
+      sys: { interval: 10_000 },
       log: { level: "debug" },
       accounts: {},
     });
