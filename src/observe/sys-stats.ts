@@ -1,6 +1,10 @@
-import type { Bus } from "../core/bus.js";
-import { type Clock, type ClockTimer, systemClock } from "../core/clock.js";
-import { subjectMatches } from "../core/subject.js";
+import {
+  type Bus,
+  type Clock,
+  type ClockTimer,
+  subjectMatches,
+  systemClock,
+} from "../core/index.js";
 
 /** The first token of every subject published here (`$SYS/leafgate/...` to MQTT). */
 export const SYS_PREFIX = "$SYS.leafgate";
