@@ -10,6 +10,7 @@ export {
   closeDatabase,
   type Durability,
   openDatabase,
+  sqliteVersion,
 } from "./database.js";
 export { StoreError } from "./errors.js";
 export { DATABASE_FILE } from "./file-modes.js";
