@@ -21,6 +21,7 @@ START=yes
 ACTION=install
 PURGE=no
 USER_COMMENT="leafgate edge gateway"
+WRAPPER_MARK="# leafgate command, written by install.sh"
 # Releases kept under PREFIX/releases, the running one included, for a manual rollback.
 KEEP_RELEASES=2
 
@@ -31,7 +32,8 @@ Usage: $0 [options]            install or upgrade leafgate, then (re)start it
 
 Options:
   --prefix DIR       program files (default $PREFIX)
-  --bin-dir DIR      where the 'leafgate' command is linked (default $BIN_DIR)
+  --bin-dir DIR      where the 'leafgate' command goes (default $BIN_DIR); it reads
+                     CONFIG_DIR/leafgate.yaml unless given -c
   --config-dir DIR   configuration, kept across upgrades (default $CONFIG_DIR)
   --data-dir DIR     the buffer's database, kept across upgrades (default $DATA_DIR)
   --user NAME        the service's own user, created when missing (default $SERVICE_USER)
@@ -90,7 +92,7 @@ uninstall() {
   if [ "$SYSTEMD" = yes ]; then
     systemctl daemon-reload
   fi
-  if [ "$(readlink "$BIN_DIR/leafgate" 2>/dev/null || true)" = "$PREFIX/current/bin/leafgate" ]; then
+  if [ -f "$BIN_DIR/leafgate" ] && [ "$(sed -n 2p "$BIN_DIR/leafgate")" = "$WRAPPER_MARK" ]; then
     rm -f "$BIN_DIR/leafgate"
   fi
   rm -rf "$PREFIX"
@@ -170,8 +172,17 @@ rm -rf "$release"
 mv "$release.new" "$release"
 ln -sfn "releases/$VERSION" "$PREFIX/current.new"
 mv -T "$PREFIX/current.new" "$PREFIX/current"
+# The command reads this box's config unless given -c or LEAFGATE_CONFIG.
 mkdir -p "$BIN_DIR"
-ln -sfn "$PREFIX/current/bin/leafgate" "$BIN_DIR/leafgate"
+cat >"$BIN_DIR/leafgate.new" <<WRAPPER
+#!/bin/sh
+$WRAPPER_MARK
+: "\${LEAFGATE_CONFIG:=$config}"
+export LEAFGATE_CONFIG
+exec "$PREFIX/current/bin/leafgate" "\$@"
+WRAPPER
+chmod 0755 "$BIN_DIR/leafgate.new"
+mv "$BIN_DIR/leafgate.new" "$BIN_DIR/leafgate"
 
 # Older releases beyond the newest KEEP_RELEASES go (the running one always stays).
 ls -1t "$PREFIX/releases" | tail -n +$((KEEP_RELEASES + 1)) | while read -r old; do

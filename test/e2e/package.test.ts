@@ -8,6 +8,7 @@
 // and systemd (for systemd-analyze).
 import { execFileSync } from "node:child_process";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -239,6 +240,8 @@ describe("release tarballs", () => {
       const work = tempDir("install");
       dirs.push(work);
       const root = work.path;
+      // As /opt and /etc are: others may traverse it (mkdtemp made it 0700).
+      chmodSync(root, 0o755);
       for (let d = root; d !== "/"; d = dirname(d)) {
         expect(existsSync(join(d, "node_modules")), `${d}/node_modules`).toBe(false);
       }
@@ -312,6 +315,24 @@ describe("release tarballs", () => {
           `^leafgate ${pkg.version.replaceAll(".", "\\.")} \\(node v22\\.\\d+\\.\\d+, sqlite 3\\.\\d+\\.\\d+, linux-x64\\)\\n$`,
         ),
       );
+
+      // The command reads the installed config unless told otherwise.
+      const effective = await runToCompletion(join(dirsOf.bin, "leafgate"), ["check"], { env });
+      expect(effective.code, effective.stderr).toBe(0);
+      expect(parse(effective.stdout).gateway.data_dir).toBe(dirsOf.data);
+
+      // Someone else may not read it (it may hold secrets), and is told how to.
+      if (AS_ROOT.length === 0) {
+        const other = await runToCompletion(
+          execFileSync("sh", ["-c", "command -v runuser"]).toString().trim(),
+          ["-u", "nobody", "--", join(dirsOf.bin, "leafgate"), "check"],
+          { env },
+        );
+        expect(other.code).toBe(2);
+        expect(other.stderr).toContain(
+          `cannot read config file ${config}: EACCES: permission denied, open '${config}'; run as root (sudo) or as a member of the file's group`,
+        );
+      }
 
       // A weather station on a serial pty, beside MQTT.
       const sim = new Simulator(weatherCsv, join(root, "tty-dev"), join(root, "tty-sim"));
@@ -453,6 +474,9 @@ describe("release tarballs", () => {
         message: () => gw.describe(),
       });
       const readyMs = performance.now() - started;
+      const rssOf = () =>
+        Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${gw.pid}/status`, "utf8"))![1]) / 1024;
+      const idleMiB = rssOf();
 
       const lines = Array.from({ length: MESSAGES }, (_, i) => `arm64 reading ${i}`);
       await mosquittoPubLines(ports.mqtt, "sensors/shed/temp", lines, {
@@ -465,14 +489,14 @@ describe("release tarballs", () => {
       const got = await forwarded("pi64");
       expect(got).toEqual(lines.map((data) => ({ subject: "edge.pi64.sensors.shed.temp", data })));
 
-      const rssMiB =
-        Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${gw.pid}/status`, "utf8"))![1]) / 1024;
+      const forwardedMiB = rssOf();
       const figures = {
         emulated: "qemu-aarch64-static on x86-64: timings are the emulator's, not a Pi's",
         tarballMiB: Number((statSync(tarball("linux-arm64")).size / 2 ** 20).toFixed(1)),
         spawnToMqttListeningMs: Math.round(listeningMs),
         spawnToReadyMs: Math.round(readyMs),
-        rssAfterForwardingMiB: Number(rssMiB.toFixed(1)),
+        rssIdleMiB: Number(idleMiB.toFixed(1)),
+        rssAfterForwardingMiB: Number(forwardedMiB.toFixed(1)),
       };
       mkdirSync(join(ROOT, "test-artifacts"), { recursive: true });
       writeFileSync(
