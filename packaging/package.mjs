@@ -110,7 +110,9 @@ async function fetchNode(target, pinned) {
   const { stdout } = await execFile("npm", ["pack", spec, "--json", "--pack-destination", dir], {
     cwd: dir,
     maxBuffer: 64 * 2 ** 20,
-  });
+  }).catch((err) =>
+    fail(`npm pack ${spec} failed (the npm registry must be reachable):\n${err.stderr ?? err}`),
+  );
   const [{ filename, integrity }] = JSON.parse(stdout);
   const tgz = join(dir, filename);
   const actual = `sha512-${createHash("sha512")
@@ -134,10 +136,20 @@ async function buildSqlite(name, target, nodeDir) {
   const { version } = JSON.parse(await readFile(join(src, "package.json"), "utf8"));
   const out = join(CACHE, `better-sqlite3-${version}-node-${NODE_VERSION}-${name}.node`);
   if (existsSync(out)) return out;
+  const gyp = nodeGyp();
+  const cxx = target.env.CXX ?? process.env.CXX ?? "g++";
+  await execFile(cxx, ["--version"]).catch(() =>
+    fail(
+      `${cxx} not found: compiling better-sqlite3 for ${name} needs it` +
+        (target.env.CXX
+          ? " (Debian: apt install g++-aarch64-linux-gnu)"
+          : " (Debian: apt install g++ make python3)") +
+        `, or leave ${name} out with --target`,
+    ),
+  );
   const work = join(CACHE, `build-${name}`);
   await rm(work, { recursive: true, force: true });
   await cp(src, work, { recursive: true, filter: (p) => !p.startsWith(join(src, "build")) });
-  const gyp = nodeGyp();
   console.log(`compiling better-sqlite3 ${version} for ${name} (about a minute)`);
   await run(
     process.execPath,
@@ -157,13 +169,14 @@ async function buildSqlite(name, target, nodeDir) {
 /** node-gyp as npm carries it: the one `npm ci` itself builds addons with. */
 function nodeGyp() {
   const candidates = [
+    process.env.npm_config_node_gyp ?? "",
     join(
       dirname(process.execPath),
       "../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js",
     ),
     join(ROOT, "node_modules/node-gyp/bin/node-gyp.js"),
   ];
-  const found = candidates.find((c) => existsSync(c));
+  const found = candidates.find((c) => c !== "" && existsSync(c));
   if (!found) fail("node-gyp not found: it comes with npm; reinstall Node with npm");
   return found;
 }
