@@ -156,14 +156,32 @@ async function buildSqlite(name, target, nodeDir) {
     [gyp, "rebuild", "--release", `--arch=${target.arch}`, `--nodedir=${nodeDir}`],
     {
       cwd: work,
-      env: { ...process.env, ...target.env },
+      env: { ...buildEnv(), ...target.env },
       quiet: true,
     },
   );
-  await rename(join(work, "build/Release/better_sqlite3.node"), `${out}.tmp`);
+  const built = join(work, "build/Release/better_sqlite3.node");
+  // The addon registers itself under its Node ABI: it must be the shipped Node's.
+  const header = await readFile(join(nodeDir, "include/node/node_version.h"), "utf8");
+  const abi = /#define NODE_MODULE_VERSION (\d+)/.exec(header)?.[1];
+  if (!(await readFile(built)).includes(`node_register_module_v${abi}`)) {
+    fail(`better-sqlite3 for ${name} was not built for Node ${NODE_VERSION} (ABI ${abi})`);
+  }
+  await rename(built, `${out}.tmp`);
   await rename(`${out}.tmp`, out);
   await rm(work, { recursive: true, force: true });
   return out;
+}
+
+/**
+ * The environment without npm's settings: under `npm run`, npm passes its config on as
+ * npm_config_* (Debian's sets nodedir=/usr), which node-gyp prefers to our --nodedir and
+ * would build against the Node that runs npm instead of the one shipped.
+ */
+function buildEnv() {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith("npm_config_")),
+  );
 }
 
 /** node-gyp as npm carries it: the one `npm ci` itself builds addons with. */
