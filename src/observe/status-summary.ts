@@ -2,13 +2,16 @@
  * `leafgate status`: the human summary of a running gateway's `/status` and `/readyz`.
  * Pure: it formats what the gateway answered and nothing else (docs/status.md).
  */
-import type { GatewayStatus } from "../gateway.js";
-import type { Readiness, UpstreamView } from "./readiness.js";
+import type { GatewayStatus, OutboxClassStatus } from "../gateway.js";
+import type { DiskStatus } from "../store/index.js";
+import type { UpstreamStatus } from "../upstream/index.js";
+import { formatDuration } from "./duration.js";
+import type { Readiness } from "./readiness.js";
 
 /** The parts of `/status` the summary shows; anything else is ignored. */
 export type StatusView = Pick<
   GatewayStatus,
-  "state" | "gateway" | "accounts" | "mqtt" | "nats" | "serial"
+  "time" | "state" | "gateway" | "accounts" | "mqtt" | "nats" | "serial" | "disk"
 >;
 
 const GLOBAL = "$G";
@@ -28,10 +31,37 @@ export function formatBytes(n: number): string {
 
 const plural = (n: number, one: string): string => `${n} ${one}${n === 1 ? "" : "s"}`;
 
-function uplinkLine(link: UpstreamView): string {
-  const server = link.server ?? "never connected";
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The state, where, since when, and how many connections were made. */
+function uplinkLine(link: UpstreamStatus, time: number): string {
+  const server = link.server ?? `never connected; servers ${link.servers.join(", ")}`;
   const stream = link.stream !== undefined ? `, stream ${link.stream}` : "";
-  return `${link.state} (${server}${stream})`;
+  const up = link.state === "forwarding" || link.state === "waiting-for-stream";
+  const since = `${up ? "up" : "down"} since ${iso(link.since)} (${formatDuration(time - link.since)})`;
+  return `${link.state} (${server}${stream}), ${since}, ${plural(link.connects, "connect")}`;
+}
+
+/** A class's limits as configured: bytes, messages, age; what it does when full. */
+function limitsOf(c: OutboxClassStatus): string {
+  const limits = [
+    c.maxBytes !== null ? formatBytes(c.maxBytes) : undefined,
+    c.maxMessages !== null ? plural(c.maxMessages, "message") : undefined,
+    c.maxAgeMs !== null ? formatDuration(c.maxAgeMs) : undefined,
+  ].filter((l) => l !== undefined);
+  return `${limits.length === 0 ? "unlimited" : `max ${limits.join(", ")}`}, ${c.onFull}`;
+}
+
+function diskLine(disk: DiskStatus): string {
+  const free = disk.freeBytes !== null ? `, ${formatBytes(disk.freeBytes)} free` : "";
+  switch (disk.state) {
+    case "full":
+      return `FULL: the buffer is held at its size until ${formatBytes(disk.resumeAtFreeBytes)} are free${free}`;
+    case "ok":
+      return `ok${free} (reserve ${formatBytes(disk.reserveBytes)})`;
+    default:
+      return "guard off (no free-space figure for the data dir)";
+  }
 }
 
 /** One counter of messages lost, from `/metrics`: `leafgate_*_dropped*_total` above 0. */
@@ -71,7 +101,7 @@ export function formatSummary(
   const named = accounts.length > 1;
   for (const [name, a] of accounts) {
     const who = named ? ` [${name === GLOBAL ? "$G (global)" : name}]` : "";
-    lines.push(`uplink${who}: ${uplinkLine(a.upstream)}`);
+    lines.push(`uplink${who}: ${uplinkLine(a.upstream, status.time)}`);
     // An error from before the link came back is history, not news.
     if (a.upstream.lastError !== undefined && a.upstream.state !== "forwarding") {
       lines.push(`  last error: ${a.upstream.lastError}`);
@@ -80,21 +110,27 @@ export function formatSummary(
     lines.push(`backlog${who}: ${plural(a.outbox.pending, "message")}, ${formatBytes(total)}`);
     const width = Math.max(0, ...a.outbox.classes.map((c) => c.name.length));
     for (const c of a.outbox.classes) {
+      const oldest = c.oldestAgeMs !== null ? `, oldest ${formatDuration(c.oldestAgeMs)}` : "";
       lines.push(
-        `  ${c.name.padEnd(width)}  ${plural(c.messages, "message")}, ${formatBytes(c.bytes)}`,
+        `  ${c.name.padEnd(width)}  ${plural(c.messages, "message")}, ${formatBytes(c.bytes)}${oldest} (${limitsOf(c)})`,
       );
     }
     if (named) {
       lines.push(`clients${who}: MQTT ${a.mqtt.connections}, NATS ${a.nats.connections}`);
     }
   }
+  lines.push(`disk:     ${diskLine(status.disk)}`);
   lines.push(`clients:  MQTT ${status.mqtt.connections}, NATS ${status.nats.connections}`);
   if (status.serial.length === 0) lines.push("serial:   no devices configured");
   for (const d of status.serial) {
-    const since = "since" in d ? ` since ${new Date(d.since).toISOString()}` : "";
+    const since = "since" in d ? ` since ${iso(d.since)}` : "";
     const why = "reason" in d ? `: ${d.reason}` : "";
+    const last =
+      d.lastFrameAt !== null
+        ? `last frame ${iso(d.lastFrameAt)} (${formatDuration(status.time - d.lastFrameAt)} ago)`
+        : "no frame yet";
     lines.push(
-      `serial:   ${d.device} ${d.path} ${d.state}${since}${why}, ${plural(d.frames, "frame")}`,
+      `serial:   ${d.device} ${d.path} ${d.state}${since}${why}, ${plural(d.frames, "frame")}, ${d.badFrames} bad, ${last}`,
     );
   }
   if (drops.length === 0) lines.push("drops:    none");
