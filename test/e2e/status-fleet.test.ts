@@ -7,16 +7,15 @@
 //   0 messages and no age once the restarted hub took them;
 // - a serial device's good frames, its bad frames after exactly 4 garbage lines, its
 //   last-frame time; a device with no expected interval keeps the box READY.
-import { join } from "node:path";
 import { describe, expect } from "vitest";
-import { envSensor, Simulator } from "../../firmware-sim/index.js";
 import type { GatewayStatus } from "../../src/gateway.js";
 import { it, type SpawnedGateway } from "../helpers/fixtures.js";
 import { BUNDLE, childEnv } from "../helpers/gateway.js";
 import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { runToCompletion, stopProcess } from "../helpers/procs.js";
-import { tempDir, waitFor } from "../helpers/wait.js";
+import { spawnWithSensor } from "../helpers/sensor-gateway.js";
+import { waitFor } from "../helpers/wait.js";
 
 /** How long the gateway may take to see the hub go or come back (backoff max 2 s, a busy machine). */
 const SEEN_MS = 30_000;
@@ -120,15 +119,7 @@ describe("status for a fleet", () => {
     gateway,
     defer,
   }) => {
-    const dir = tempDir("status-serial");
-    defer(() => dir.cleanup());
-    const sim = new Simulator(envSensor, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
-    await sim.open();
-    defer(() => sim.close());
-    const gw = await gateway.spawn({
-      upstream: { servers: [hub.url], stream },
-      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
-    });
+    const { gw, sim } = await spawnWithSensor({ hub, stream, gateway, defer });
     await statusWhen(gw, (s) => s.serial[0]?.state === "open" && link(s).state === "forwarding");
 
     const before = Date.now();

@@ -14,11 +14,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { describe, expect } from "vitest";
-import { envSensor, Simulator } from "../../firmware-sim/index.js";
 import { type Defer, it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { stopProcess } from "../helpers/procs.js";
-import { tempDir, waitFor } from "../helpers/wait.js";
+import { spawnWithSensor } from "../helpers/sensor-gateway.js";
+import { waitFor } from "../helpers/wait.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOT = join(
@@ -182,15 +182,7 @@ describe("the status page", () => {
     gateway,
     defer,
   }) => {
-    const dir = tempDir("status-page-serial");
-    defer(() => dir.cleanup());
-    const sim = new Simulator(envSensor, join(dir.path, "tty-dev"), join(dir.path, "tty-sim"));
-    await sim.open();
-    defer(() => sim.close());
-    const gw = await gateway.spawn({
-      upstream: { servers: [hub.url], stream },
-      serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: "env-1" }] },
-    });
+    const { gw, sim } = await spawnWithSensor({ hub, stream, gateway, defer });
     const page = await pageOf(await browserFor(defer), defer);
     await page.goto(`http://127.0.0.1:${gw.httpPort}/`);
     await until(page, ["serial.env-1"], (v) => v["serial.env-1"]?.startsWith("open") === true);
