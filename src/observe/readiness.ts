@@ -116,13 +116,19 @@ export function readiness(status: ReadinessInput): Readiness {
       reasons.push(`serial port ${d.path} (device ${d.device}) not open: ${why}`);
       continue;
     }
+    // Silence counts from the last frame, or from the port's (re)opening when that came
+    // after it: a device just plugged back in gets its whole limit.
     const silentAfter = d.silentAfterMs ?? null;
-    const heard = d.lastFrameAt ?? d.since;
-    if (silentAfter === null || status.time === undefined || heard === undefined) continue;
+    const opened = d.since ?? Number.NEGATIVE_INFINITY;
+    const last = d.lastFrameAt ?? Number.NEGATIVE_INFINITY;
+    const heard = Math.max(opened, last);
+    if (silentAfter === null || status.time === undefined || heard === Number.NEGATIVE_INFINITY) {
+      continue;
+    }
     if (status.time - heard > silentAfter) {
       reasons.push(
         `serial device ${d.device} on ${d.path} is silent: no good frame for over ` +
-          `${formatDuration(silentAfter)}${d.lastFrameAt == null ? " (none since the port opened)" : ""}`,
+          `${formatDuration(silentAfter)}${last < opened ? " (none since the port opened)" : ""}`,
       );
     }
   }

@@ -6,7 +6,10 @@
 //   snapshot's time less when that message was received, within the publish's bracket;
 //   0 messages and no age once the restarted hub took them;
 // - a serial device's good frames, its bad frames after exactly 4 garbage lines, its
-//   last-frame time; a device with no expected interval keeps the box READY.
+//   last-frame time; a device with no expected interval keeps the box READY;
+// - a polled (Modbus) meter that stops answering: NOT READY with "silent" once its derived
+//   limit (3 cycles of 1 s poll + 200 ms x 3 attempts = 4.8 s) has passed, READY again
+//   once it answers.
 import { describe, expect } from "vitest";
 import type { GatewayStatus } from "../../src/gateway.js";
 import { it, type SpawnedGateway } from "../helpers/fixtures.js";
@@ -15,6 +18,7 @@ import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { runToCompletion, stopProcess } from "../helpers/procs.js";
 import { spawnWithSensor } from "../helpers/sensor-gateway.js";
+import { openModbusSlave } from "../helpers/serial-gateway.js";
 import { waitFor } from "../helpers/wait.js";
 
 /** How long the gateway may take to see the hub go or come back (backoff max 2 s, a busy machine). */
@@ -160,5 +164,59 @@ describe("status for a fleet", () => {
         `^serial:   env-1 ${sim.devicePath} open since \\S+Z, 3 frames, 4 bad, last frame ${new Date(device.lastFrameAt!).toISOString()} \\(\\d+ s ago\\)$`,
       ),
     );
+  });
+
+  it("a polled meter that stops answering makes the box not ready; answering again, ready", async ({
+    hub,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    const slave = await openModbusSlave(defer);
+    const gw = await gateway.spawn({
+      upstream: { servers: [hub.url], stream },
+      serial: { ports: [{ path: slave.devicePath, profile: "energy-meter", device: "meter-1" }] },
+    });
+    const readyz = async () =>
+      (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
+        ready: boolean;
+        reasons?: string[];
+      };
+    const answering = await statusWhen(
+      gw,
+      (s) => link(s).state === "forwarding" && (s.serial[0]?.frames ?? 0) > 0,
+    );
+    // energy-meter.yaml: one read of registers 0-9, poll_interval 1 s, timeout 200 ms, 2 retries.
+    expect(answering.serial[0]!.silentAfterMs).toBe(3 * (1000 + 3 * 200));
+    expect(await readyz()).toEqual({ ready: true });
+
+    slave.fault("no_answer");
+    const silent = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.ready ? undefined : r;
+      },
+      { timeoutMs: SEEN_MS, intervalMs: 200 },
+    );
+    expect(silent).toEqual({
+      ready: false,
+      reasons: [
+        `serial device meter-1 on ${slave.devicePath} is silent: no good frame for over 4 s`,
+      ],
+    });
+    const quiet = await status(gw);
+    expect(quiet.time - quiet.serial[0]!.lastFrameAt!).toBeGreaterThan(4800);
+    expect(quiet.serial[0]!.state).toBe("open");
+
+    slave.fault("none");
+    expect(
+      await waitFor(
+        async () => {
+          const r = await readyz();
+          return r.ready ? r : undefined;
+        },
+        { timeoutMs: SEEN_MS, intervalMs: 200 },
+      ),
+    ).toEqual({ ready: true });
   });
 });

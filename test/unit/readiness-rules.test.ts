@@ -106,7 +106,7 @@ describe("readiness rules for a fleet", () => {
     expect(reasons(box({ disk: { state: "off", resumeAtFreeBytes: 0 } }))).toEqual([]);
   });
 
-  it("a polled device silent past its limit, since its last frame or, with none, since it opened", () => {
+  it("a polled device silent past its limit, since its last frame or its port's opening, the later", () => {
     const meter = { path: "/dev/ttyUSB1", state: "open", silentAfterMs: 15_000 };
     expect(
       reasons(
@@ -116,12 +116,16 @@ describe("readiness rules for a fleet", () => {
             { ...meter, device: "m2", since: T - 15_001, lastFrameAt: null },
             { ...meter, device: "m3", since: T - 15_000, lastFrameAt: null },
             { ...meter, device: "m4", since: T - DAY, lastFrameAt: T - 15_000 },
+            // Replugged 10 s ago, heard an hour ago: it has the rest of its limit.
+            { ...meter, device: "m5", since: T - 10_000, lastFrameAt: T - 3_600_000 },
+            { ...meter, device: "m6", since: T - 20_000, lastFrameAt: T - 3_600_000 },
           ],
         }),
       ),
     ).toEqual([
       "serial device m1 on /dev/ttyUSB1 is silent: no good frame for over 15 s",
       "serial device m2 on /dev/ttyUSB1 is silent: no good frame for over 15 s (none since the port opened)",
+      "serial device m6 on /dev/ttyUSB1 is silent: no good frame for over 15 s (none since the port opened)",
     ]);
   });
 
