@@ -133,8 +133,8 @@ describe("status summary", () => {
     state: "running",
     gateway: "gw1",
     accounts: { $G: account(3, up) },
-    mqtt: { connections: 2, unsentBytes: 0 },
-    nats: { connections: 1, unsentBytes: 0 },
+    mqtt: { connections: 2 },
+    nats: { connections: 1 },
     serial: [
       {
         ...device,
@@ -228,6 +228,54 @@ describe("status summary", () => {
       "serial:   no devices configured",
       'drops:    buffer_dropped {class="telemetry",reason="oldest"}: 12',
       "drops:    upstream_dropped_too_large: 1",
+      "",
+    ]);
+  });
+
+  it("shows what an earlier gateway's /status has, without the fleet fields", () => {
+    const older: StatusView = {
+      state: "running",
+      gateway: "gw0",
+      accounts: {
+        $G: {
+          upstream: {
+            state: "connecting",
+            server: undefined,
+            stream: undefined,
+            lastError: "timeout",
+          },
+          outbox: {
+            pending: 2,
+            classes: [{ name: "default", messages: 2, bytes: 64, onFull: "drop_oldest" }],
+          },
+          mqtt: { connections: 0 },
+          nats: { connections: 0 },
+        },
+      },
+      mqtt: { connections: 0 },
+      nats: { connections: 0 },
+      serial: [
+        {
+          device: "env-1",
+          path: "/dev/ttyUSB0",
+          profile: "env-sensor",
+          commandsQueued: 0,
+          frames: 5,
+          state: "open",
+          since: 0,
+        },
+      ],
+    };
+    expect(formatSummary("http://old:8222", older, { ready: true }).split("\n")).toEqual([
+      "leafgate gw0 at http://old:8222: READY",
+      "state:    running",
+      "uplink: connecting (never connected)",
+      "  last error: timeout",
+      "backlog: 2 messages, 64 B",
+      "  default  2 messages, 64 B",
+      "clients:  MQTT 0, NATS 0",
+      "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 5 frames",
+      "drops:    none",
       "",
     ]);
   });
