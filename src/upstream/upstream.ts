@@ -294,7 +294,9 @@ export class Upstream {
         if (!quiet) log.warn({ err: this.#status.lastError }, "hub session failed");
       }
       if (signal.aborted) return;
+      // Down from now: through the backoff too, not "forwarding" until the next dial.
       this.#since = clock.now();
+      this.#enter("connecting");
       this.#metrics.connected.set(0);
       this.#forwarder = undefined;
       if (!nc.isClosed()) await nc.close().catch(() => {});
