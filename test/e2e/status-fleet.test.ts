@@ -7,15 +7,19 @@
 //   0 messages and no age once the restarted hub took them;
 // - a serial device's good frames, its bad frames after exactly 4 garbage lines, its
 //   last-frame time; a device with no expected interval keeps the box READY;
+// - per account (in process, the hub unreachable): each queue's oldest message exactly as
+//   received, its limits, its servers; /metrics labels the tenant's series;
 // - a polled (Modbus) meter that stops answering: NOT READY with "silent" once its derived
 //   limit (3 cycles of 1 s poll + 200 ms x 3 attempts = 4.8 s) has passed, READY again
 //   once it answers.
 import { describe, expect } from "vitest";
+import type { Envelope } from "../../src/core/index.js";
 import type { GatewayStatus } from "../../src/gateway.js";
 import { it, type SpawnedGateway } from "../helpers/fixtures.js";
 import { BUNDLE, childEnv } from "../helpers/gateway.js";
 import { gatewayMetrics } from "../helpers/gateway-http.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
+import { closedPort } from "../helpers/net.js";
 import { runToCompletion, stopProcess } from "../helpers/procs.js";
 import { spawnWithSensor } from "../helpers/sensor-gateway.js";
 import { openModbusSlave } from "../helpers/serial-gateway.js";
@@ -218,5 +222,80 @@ describe("status for a fleet", () => {
         { timeoutMs: SEEN_MS, intervalMs: 200 },
       ),
     ).toEqual({ ready: true });
+  });
+
+  it("per account: each queue's oldest message and limits, each link's servers; metrics labelled", async ({
+    gateway,
+  }) => {
+    const port = await closedPort();
+    const gw = await gateway.start({
+      upstream: { servers: [`nats://127.0.0.1:${port}`], stream: "EDGE" },
+      accounts: {
+        tenant: {
+          upstream: { servers: [`nats://t:pw@LOCALHOST:${port}`], stream: "EDGE_T" },
+          buffer: {
+            max_messages: 500,
+            classes: [{ name: "alarms", subjects: ["alarms.>"], on_full: "reject" }],
+          },
+        },
+      },
+    });
+    const g = gw.gateway;
+    const publish = (account: string, subject: string, receivedAtMs: number) => {
+      const m: Envelope = {
+        subject,
+        payload: Buffer.from("x"),
+        receivedAtMs,
+        origin: "nats",
+        qos: 1,
+      };
+      return g.accountBus(account)!.publish(m);
+    };
+    const t0 = Date.now() - 60_000;
+    await Promise.all([
+      publish("tenant", "alarms.door", t0 + 10),
+      publish("tenant", "sensors.a", t0 + 20),
+      publish("$G", "sensors.b", t0 + 30),
+      publish("tenant", "alarms.door", t0 + 40),
+    ]);
+    const s = g.status();
+    const classes = (a: string) =>
+      s.accounts[a]!.outbox.classes.map((c) => [
+        c.name,
+        c.messages,
+        c.oldestAt,
+        c.oldestAgeMs,
+        c.maxMessages,
+        c.onFull,
+      ]);
+    expect(classes("$G")).toEqual([
+      ["default", 1, t0 + 30, s.time - t0 - 30, 10_000_000, "drop_oldest"],
+    ]);
+    expect(classes("tenant")).toEqual([
+      ["alarms", 2, t0 + 10, s.time - t0 - 10, 500, "reject"],
+      ["default", 1, t0 + 20, s.time - t0 - 20, 500, "drop_oldest"],
+    ]);
+    expect(s.accounts.$G!.upstream.servers).toEqual([`nats://127.0.0.1:${port}`]);
+    expect(s.accounts.tenant!.upstream.servers).toEqual([`nats://t:***@localhost:${port}`]);
+    expect(s.disk.state).toBe("ok");
+
+    const text = await (await fetch(`http://127.0.0.1:${g.addresses().http!.port}/metrics`)).text();
+    const age = (labels: string) => {
+      const line = text
+        .split("\n")
+        .find((l) => l.startsWith(`leafgate_outbox_oldest_age_seconds${labels} `));
+      return Number(line?.split(" ")[1]);
+    };
+    // /metrics measures after the snapshot: at least its age, at most the age now.
+    for (const [labels, at] of [
+      ['{class="default"}', t0 + 30],
+      ['{account="tenant",class="alarms"}', t0 + 10],
+      ['{account="tenant",class="default"}', t0 + 20],
+    ] as const) {
+      expect(age(labels)).toBeGreaterThanOrEqual((s.time - at) / 1000);
+      expect(age(labels)).toBeLessThanOrEqual((Date.now() - at) / 1000);
+    }
+    expect(text).toContain('\nleafgate_upstream_connects_total{account="tenant"} 0\n');
+    expect(text).toContain("\nleafgate_upstream_connects_total 0\n");
   });
 });
