@@ -10,7 +10,7 @@ import {
   rowSize,
   UNLIMITED,
 } from "./buffer-policy.js";
-import { DiskGuard, type DiskStatus } from "./disk-guard.js";
+import { DiskGuard } from "./disk-guard.js";
 import { StoreError } from "./errors.js";
 import { Eviction } from "./eviction.js";
 import { type Batch, GroupCommit } from "./group-commit.js";
@@ -468,11 +468,6 @@ export class Outbox implements OutboxReader {
       maxAgeMs: limit(c.maxAgeMs),
       oldestAt: this.#table.oldestReceivedAt(c.name) ?? null,
     }));
-  }
-
-  /** The disk guard's state (shared by every account's queue). */
-  diskStatus(): DiskStatus {
-    return this.#disk.status();
   }
 
   /** Commits pending rows and refuses further appends. */
