@@ -117,7 +117,10 @@ describe("readiness", () => {
     const combined = JSON.parse(json.stdout) as {
       url: string;
       ready: unknown;
-      status: { gateway: string; upstream: { state: string } };
+      status: {
+        gateway: string;
+        upstream: { state: string; connects: number; servers: string[] };
+      };
       drops: unknown;
     };
     expect([combined.url, combined.ready, combined.status.gateway, combined.drops]).toEqual([
@@ -127,6 +130,8 @@ describe("readiness", () => {
       [],
     ]);
     expect(combined.status.upstream.state).toBe("forwarding");
+    // The fleet fields are in --json as in /status: one connect, the server as dialed.
+    expect(combined.status.upstream).toMatchObject({ connects: 1, servers: [hubUrl] });
 
     await stopProcess(gw.proc);
     const gone = await leafgate(["status", "--url", url]);
