@@ -7,7 +7,13 @@
 //   node bench/run.mjs status-oldest [--quick]     (--quick: 100,000 rows)
 import { silentLogger } from "../src/core/index.js";
 import { MetricsRegistry } from "../src/observe/index.js";
-import { type BufferLimits, closeDatabase, Outboxes, openDatabase } from "../src/store/index.js";
+import {
+  type BufferLimits,
+  closeDatabase,
+  Outboxes,
+  openDatabase,
+  UNLIMITED,
+} from "../src/store/index.js";
 import { benchArgs, benchWorkDir } from "./lib/harness.js";
 import { median } from "./lib/measure.js";
 
@@ -17,21 +23,11 @@ const CALLS = 2_000;
 const T0 = 1_700_000_000_000;
 const ACCOUNTS = ["$G", "acme"] as const;
 
+/** Unlimited (the limits play no part here); alarms in a class of their own. */
+const ALARMS = { name: "alarms", subjects: ["alarms.>"], onFull: "reject" } as const;
 const limits: BufferLimits = {
-  maxBytes: Number.POSITIVE_INFINITY,
-  maxMessages: Number.POSITIVE_INFINITY,
-  maxAgeMs: Number.POSITIVE_INFINITY,
-  onFull: "drop_oldest",
-  classes: [
-    {
-      name: "alarms",
-      subjects: ["alarms.>"],
-      onFull: "reject",
-      maxBytes: null,
-      maxMessages: null,
-      maxAgeMs: null,
-    },
-  ],
+  ...UNLIMITED,
+  classes: [{ ...ALARMS, maxBytes: null, maxMessages: null, maxAgeMs: null }],
 };
 
 const db = openDatabase(benchWorkDir("status-oldest"), "normal");
