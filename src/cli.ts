@@ -16,6 +16,7 @@ import { Gateway, STOP_DEADLINE_MS } from "./gateway.js";
 import { hashPassword } from "./mqtt/index.js";
 import { createLogger } from "./observe/index.js";
 import { ProfileError, resolveProfile } from "./serial/index.js";
+import { sqliteVersion } from "./store/index.js";
 
 declare const LEAFGATE_VERSION: string | undefined;
 
@@ -130,7 +131,8 @@ Options:
 `,
   version: `Usage: leafgate version
 
-Prints the leafgate version.
+Prints the versions of leafgate, Node and SQLite, and the platform. It loads the
+SQLite addon, so it fails when the addon does not fit this Node or machine.
 `,
 };
 
@@ -373,7 +375,9 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case "version":
-      process.stdout.write(`leafgate ${version()} (node ${process.version})\n`);
+      process.stdout.write(
+        `leafgate ${version()} (node ${process.version}, sqlite ${sqliteVersion()}, ${process.platform}-${process.arch})\n`,
+      );
       return 0;
     case "check":
       process.stdout.write(check(options.config));

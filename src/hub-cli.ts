@@ -11,7 +11,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AccountConfig,
   accountsOf,
@@ -27,6 +27,7 @@ import {
 } from "./config/index.js";
 import { errorMessage, patternCovers } from "./core/index.js";
 import {
+  connect,
   connectOptions,
   createWindowMs,
   defaultStreamName,

@@ -74,7 +74,12 @@ function readYaml(file: string): unknown {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    const message = `cannot read config file ${file}: ${errorMessage(err)}`;
+    // An installed config is 0640 root:leafgate (it may hold secrets): say how to read it.
+    const hint =
+      (err as NodeJS.ErrnoException).code === "EACCES"
+        ? "; run as root (sudo) or as a member of the file's group"
+        : "";
+    const message = `cannot read config file ${file}: ${errorMessage(err)}${hint}`;
     throw new ConfigError("LG_ERR_CONFIG_NOT_FOUND", message, [message], { cause: err });
   }
   const doc = YAML.parseDocument(text);

@@ -1,3 +1,4 @@
+import { SYSTEM_SUBJECT_PREFIX } from "./auth.js";
 import { Bus, type BusSubscriber, type BusSubscription } from "./bus.js";
 import type { Envelope } from "./envelope.js";
 import { LeafgateError } from "./errors.js";
@@ -148,10 +149,18 @@ class Bridge implements BusSubscriber {
       return undefined;
     }
     const routes = this.#routes;
+    // An account's `$SYS` figures cross only under a route that names `$SYS` (`$SYS.>`),
+    // not under `>`: there they would mix with the importer's own figures.
+    const system = message.subject.startsWith(SYSTEM_SUBJECT_PREFIX);
     // One route: the bus matched it already.
-    if (routes.length === 1) return this.#cross(message, routes[0]!.prefix + message.subject);
+    if (routes.length === 1) {
+      const route = routes[0]!;
+      if (system && !route.pattern.startsWith(SYSTEM_SUBJECT_PREFIX)) return undefined;
+      return this.#cross(message, route.prefix + message.subject);
+    }
     const subjects = new Set<string>();
     for (const r of routes) {
+      if (system && !r.pattern.startsWith(SYSTEM_SUBJECT_PREFIX)) continue;
       if (subjectMatches(r.pattern, message.subject)) subjects.add(r.prefix + message.subject);
     }
     const commits: Promise<void>[] = [];

@@ -69,8 +69,17 @@ export interface Permissions {
   mayReceive(subject: string): boolean;
 }
 
+/**
+ * The system's namespace (`$SYS.`, MQTT `$SYS/`): the gateway publishes its stats there,
+ * and no client may publish into it, whatever its permissions, or anyone could forge the
+ * figures a monitor trusts. Mosquitto refuses such PUBLISHes too.
+ */
+export const SYSTEM_SUBJECT_PREFIX = "$SYS.";
+
+const isSystem = (subject: string): boolean => subject.startsWith(SYSTEM_SUBJECT_PREFIX);
+
 export const ALLOW_ALL: Permissions = {
-  canPublish: () => true,
+  canPublish: (s) => !isSystem(s),
   canSubscribe: () => true,
   mayReceive: () => true,
 };
@@ -137,7 +146,8 @@ export function compilePermissions(
   const grants = pub.allow.filter(namesSubjects).map(matcher);
   const receiveDeny = subr.deny.map(matcher);
   return {
-    canPublish: (s) => any(pubAllow, s) && !any(pubDeny, s) && (!any(hub, s) || any(grants, s)),
+    canPublish: (s) =>
+      any(pubAllow, s) && !any(pubDeny, s) && (!any(hub, s) || any(grants, s)) && !isSystem(s),
     canSubscribe: (pattern) =>
       subr.allow.some((p) => patternCovers(p, pattern)) &&
       !subr.deny.some((p) => patternCovers(p, pattern)),

@@ -31,6 +31,7 @@ export {
   type PermissionRule,
   type Permissions,
   type PermissionsConfig,
+  SYSTEM_SUBJECT_PREFIX,
   type UserConfig,
   verifyPassword,
 } from "./auth.js";

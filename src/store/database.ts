@@ -147,3 +147,16 @@ export function closeDatabase(db: Database.Database): void {
     db.close();
   }
 }
+
+/**
+ * SQLite's version, from the native addon: loading it proves the addon was built for this
+ * Node and machine (`leafgate version`, run by the installer before it switches releases).
+ */
+export function sqliteVersion(): string {
+  const db = new Database(":memory:");
+  try {
+    return db.prepare("select sqlite_version()").pluck().get() as string;
+  } finally {
+    db.close();
+  }
+}

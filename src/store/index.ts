@@ -10,6 +10,7 @@ export {
   closeDatabase,
   type Durability,
   openDatabase,
+  sqliteVersion,
 } from "./database.js";
 export type { DiskStatus } from "./disk-guard.js";
 export { StoreError } from "./errors.js";

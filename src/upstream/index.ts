@@ -1,5 +1,6 @@
 export { backoffDelayMs } from "./backoff.js";
 export { connectOptions, dialOptions } from "./connect-options.js";
+export { connect } from "./dial.js";
 export { UpstreamError } from "./errors.js";
 export { messageId, messageIdPrefix } from "./forwarder.js";
 export {

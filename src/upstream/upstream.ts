@@ -1,10 +1,11 @@
-import { type ConnectionOptions, connect, type NatsConnection } from "@nats-io/transport-node";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
 import { maskUrls } from "../config/index.js";
 import type { Bus, Clock, Logger, Metrics, Replies } from "../core/index.js";
 import { DEFAULT_ACCOUNT, errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
 import { accountLabels, type ImportCursors, type Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
 import { connectOptions, dialedServer, dialOptions } from "./connect-options.js";
+import { connect } from "./dial.js";
 import { reportDrainProgress } from "./drain-progress.js";
 import { type DurableImportConfig, runDurableImport } from "./durable-import.js";
 import { CoreForwarder, type Forwarder, JetStreamForwarder } from "./forwarder.js";

@@ -1,7 +1,8 @@
 // The shipped bundle as users run it: `node dist/leafgate.mjs ...` as a child process.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
+import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { writeConfig, writeConfigAt } from "../helpers/config.js";
 import { createEdgeStream } from "../helpers/fixtures.js";
@@ -19,6 +20,8 @@ import { runToCompletion, stopAll, stopProcess, waitForLine } from "../helpers/p
 import { type TempDir, tempDir, waitFor } from "../helpers/wait.js";
 
 const node = process.execPath;
+const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+const sqlite = new Database(":memory:").prepare("select sqlite_version()").pluck().get();
 const dirs: TempDir[] = [];
 
 afterEach(async () => {
@@ -41,10 +44,12 @@ const logMessages = (stdout: string): string[] =>
     .map((l) => (JSON.parse(l) as { msg: string }).msg);
 
 describe("leafgate CLI", () => {
-  it("prints its version", async () => {
+  it("prints its version, Node's, SQLite's from the loaded addon, and the platform", async () => {
     const r = await leafgate(["version"]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^leafgate \d+\.\d+\.\d+ \(node v\d+/);
+    expect(r.stdout).toBe(
+      `leafgate ${pkg.version} (node ${process.version}, sqlite ${sqlite}, linux-${process.arch})\n`,
+    );
   });
 
   it("prints help for each command", async () => {

@@ -363,3 +363,42 @@ it("imported subjects are the hub's to write: a local NATS client is refused the
   await waitFor(() => errors.length === 1, { message: "the permissions error" });
   expect(errors[0]).toMatch(/Permissions Violation for Publish to "cmd\.gw1\.valve\.open"/);
 });
+
+it("$SYS is the gateway's: MQTT 5 and NATS clients allowed everything are refused there", async ({
+  gateway,
+  defer,
+}) => {
+  const gw = await gateway.start({ sys: { interval: 0 } });
+  const nc = await nats(gw);
+  const watcher = await nats(gw);
+  const mqttWatcher = await connectMqttJs(gw.mqttPort);
+  const forger = await connectMqttJs(gw.mqttPort, { protocolVersion: 5 });
+  defer(() => closeAll([nc, watcher], [mqttWatcher, forger]));
+  const seen: string[] = [];
+  watcher.subscribe(">", { callback: (_e, m) => void seen.push(m.subject) });
+  await watcher.flush();
+  const mqttSeen = mqttCollector(mqttWatcher);
+  await mqttWatcher.subscribeAsync(["$SYS/#", "fence/#"], { qos: 1 });
+  const errors: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "error") errors.push(String((s as { error?: unknown }).error));
+    }
+  })();
+
+  nc.publish("$SYS.leafgate.gw1.uptime", "999999");
+  await nc.flush();
+  // PUBACK 0x87, Not authorized.
+  await expect(
+    forger.publishAsync("$SYS/leafgate/gw1/uptime", "999999", { qos: 1 }),
+  ).rejects.toMatchObject({ code: 0x87 });
+  // A fence from each, after the forgeries: once it arrives, nothing else will.
+  nc.publish("fence.nats", "f");
+  await forger.publishAsync("fence/mqtt", "f", { qos: 1 });
+  await waitFor(() => seen.length === 2 && mqttSeen.length === 2, { message: "the fences" });
+  expect(seen).toEqual(["fence.nats", "fence.mqtt"]);
+  expect(mqttSeen.map((m) => m.topic)).toEqual(["fence/nats", "fence/mqtt"]);
+  await waitFor(() => errors.length === 1, { message: "the permissions error" });
+  expect(errors[0]).toMatch(/Permissions Violation for Publish to "\$SYS\.leafgate\.gw1\.uptime"/);
+  expect(gw.gateway.metrics.value("leafgate_mqtt_denied_total", { kind: "publish" })).toBe(1);
+});

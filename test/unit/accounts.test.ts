@@ -244,6 +244,34 @@ describe("AccountSpace", () => {
     expect(space.bridges).toEqual([{ from: "A", to: "B", crossed: 5, failed: 0 }]);
   });
 
+  it("crosses an account's $SYS figures only under an import naming $SYS, not under >", async () => {
+    const space = new AccountSpace({
+      accounts: [
+        { name: "site", exports: [{ stream: ">" }] },
+        { name: "all", imports: [{ stream: ">", account: "site" }] },
+        {
+          name: "both",
+          imports: [
+            { stream: ">", account: "site", prefix: "site" },
+            { stream: "$SYS.>", account: "site", prefix: "site" },
+          ],
+        },
+        { name: "stats", imports: [{ stream: "$SYS.leafgate.>", account: "site" }] },
+      ],
+    });
+    const all = record(space.account("all").bus);
+    const both = record(space.account("both").bus);
+    const stats = record(space.account("stats").bus);
+    await space.account("site").bus.publish(message("$SYS.leafgate.gw1.uptime"));
+    await space.account("site").bus.publish(message("energy.m1"));
+    expect(all.got).toEqual(["energy.m1=p:energy.m1"]);
+    expect(both.got).toEqual([
+      "site.$SYS.leafgate.gw1.uptime=p:$SYS.leafgate.gw1.uptime",
+      "site.energy.m1=p:energy.m1",
+    ]);
+    expect(stats.got).toEqual(["$SYS.leafgate.gw1.uptime=p:$SYS.leafgate.gw1.uptime"]);
+  });
+
   it("makes the exporter's publish wait for the importer's durable copies", async () => {
     const space = new AccountSpace({ accounts: ENERGY });
     const buildingOutbox = durable(space.account("building").bus);

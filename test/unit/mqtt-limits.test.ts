@@ -1,9 +1,11 @@
 // Pure rules behind issue 10's limits: failed logins per address (backoff, bounded memory),
-// sockets per address and before CONNECT, and the import subjects only the hub may write.
+// sockets per address and before CONNECT, the import subjects only the hub may write, and
+// the $SYS namespace no client may.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   Admissions,
+  ALLOW_ALL,
   compilePermissions,
   LoginGuard,
   subjectMatches,
@@ -148,6 +150,30 @@ describe("Admissions", () => {
     // One each now: nothing gets fairer, the next one is refused.
     expect(t.admit("e", "e1")).toBeUndefined();
     expect(t.closed).toEqual(["a1", "b1"]);
+  });
+});
+
+describe("the $SYS namespace is the gateway's", () => {
+  it("no client may publish into it, whatever its permissions allow", () => {
+    const rules = (allow: string[]) => ({
+      publish: { allow, deny: [] },
+      subscribe: { allow: [">"], deny: [] },
+    });
+    const everything = compilePermissions(rules([">"]), "u", "c");
+    expect(everything).toBe(ALLOW_ALL);
+    for (const p of [
+      everything,
+      compilePermissions(rules(["$SYS.>"]), "u", "c"),
+      compilePermissions(rules(["$SYS.leafgate.gw1.uptime", ">"]), "u", "c", ["cmd.>"]),
+    ]) {
+      expect(p.canPublish("$SYS.leafgate.gw1.uptime")).toBe(false);
+      expect(p.canPublish("$SYS.x")).toBe(false);
+      expect(p.canSubscribe("$SYS.>")).toBe(true);
+    }
+    // Only the namespace itself: other $ subjects, and SYS without its $, stay open.
+    expect(everything.canPublish("$SYSTEM.x")).toBe(true);
+    expect(everything.canPublish("$app.x")).toBe(true);
+    expect(everything.canPublish("SYS.x")).toBe(true);
   });
 });
 
