@@ -47,10 +47,11 @@ import {
 } from "./serial/index.js";
 import {
   accountLabels,
+  type ClassStatus,
   capDatabaseFile,
   closeDatabase,
+  type DiskStatus,
   ImportCursors,
-  type Outbox,
   Outboxes,
   openDatabase,
   RetainedStore,
@@ -92,13 +93,27 @@ export interface GatewayAddresses {
   readonly http: AddressInfo | undefined;
 }
 
+/** `/status`'s disk before the store opens. */
+const NO_DISK_GUARD: DiskStatus = {
+  state: "off",
+  reserveBytes: 0,
+  resumeAtFreeBytes: 0,
+  freeBytes: null,
+};
+
 type GatewayState = "new" | "starting" | "running" | "stopping" | "stopped";
+
+/** One priority class of an outbox queue in `/status`. */
+export interface OutboxClassStatus extends ClassStatus {
+  /** `time` less `oldestAt`: how long the oldest message has waited (ms); null: none. */
+  readonly oldestAgeMs: number | null;
+}
 
 /** One account's outbox queue in `/status`. */
 export interface OutboxStatus {
   readonly pending: number;
   readonly lastId: number;
-  readonly classes: ReturnType<Outbox["classes"]>;
+  readonly classes: OutboxClassStatus[];
 }
 
 /** One account in `/status`. */
@@ -112,6 +127,8 @@ export interface AccountStatus {
 
 /** What `/status` shows: each part's own typed status, in one snapshot. */
 export interface GatewayStatus {
+  /** The gateway's clock when the snapshot was taken (ms since the epoch): ages are to it. */
+  readonly time: number;
   readonly healthy: boolean;
   readonly state: GatewayState;
   readonly gateway: string;
@@ -125,6 +142,8 @@ export interface GatewayStatus {
   readonly nats: { readonly connections: number; readonly unsentBytes: number };
   readonly requests: RepliesStats;
   readonly serial: readonly DeviceStatus[];
+  /** The disk guard every outbox queue shares; `off` before the store opens. */
+  readonly disk: DiskStatus;
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
 }
 
@@ -520,13 +539,15 @@ export class Gateway {
   }
 
   status(): GatewayStatus {
+    const time = Date.now();
     return {
+      time,
       healthy: this.#state === "running",
       state: this.#state,
       gateway: this.config.gateway.id,
       upstream: this.#upstreams.get(GLOBAL_ACCOUNT)?.status(),
-      outbox: this.#outboxStatus(GLOBAL_ACCOUNT),
-      accounts: this.#accountsStatus(),
+      outbox: this.#outboxStatus(GLOBAL_ACCOUNT, time),
+      accounts: this.#accountsStatus(time),
       mqtt: {
         connections: this.#broker?.connectionCount ?? 0,
         unsentBytes: this.#broker?.unsentBytes ?? 0,
@@ -543,16 +564,20 @@ export class Gateway {
         refused: 0,
       },
       serial: this.#devices.map((d) => d.status()),
+      disk: this.#outboxes?.diskStatus() ?? NO_DISK_GUARD,
       memory: memoryMiB(),
     };
   }
 
-  #outboxStatus(account: string): OutboxStatus {
+  #outboxStatus(account: string, time: number): OutboxStatus {
     const queue = this.#outboxes?.of(account);
     return {
       pending: queue?.size ?? 0,
       lastId: queue?.lastId ?? 0,
-      classes: queue?.classes() ?? [],
+      classes: (queue?.classStatus() ?? []).map((c) => ({
+        ...c,
+        oldestAgeMs: c.oldestAt === null ? null : Math.max(0, time - c.oldestAt),
+      })),
     };
   }
 
@@ -561,14 +586,14 @@ export class Gateway {
     return this.#space?.accounts.find((a) => a.name === account)?.bus;
   }
 
-  #accountsStatus(): Record<string, AccountStatus> {
+  #accountsStatus(time = Date.now()): Record<string, AccountStatus> {
     const mqtt = this.#broker?.sessions.connectedByAccount() ?? new Map<string, number>();
     const nats = this.#natsConnectedByAccount();
     return Object.fromEntries(
       [...this.#upstreams].map(([name, upstream]) => [
         name,
         {
-          outbox: this.#outboxStatus(name),
+          outbox: this.#outboxStatus(name, time),
           upstream: upstream.status(),
           mqtt: { connections: mqtt.get(name) ?? 0 },
           nats: { connections: nats.get(name) ?? 0 },
@@ -590,8 +615,23 @@ export class Gateway {
       "leafgate_outbox_pending",
       "Messages in the outbox waiting for the hub",
     );
+    const oldest = this.metrics.gauge(
+      "leafgate_outbox_oldest_age_seconds",
+      "Age of the oldest message waiting in the outbox, by class (0 when none)",
+    );
+    const maxBytes = this.metrics.gauge(
+      "leafgate_buffer_max_bytes",
+      "The class's byte limit (buffer.max_bytes or its own), by class; absent when unlimited",
+    );
+    const now = Date.now();
     for (const queue of this.#outboxes?.queues() ?? []) {
-      pending.set(queue.size, accountLabels(queue.account));
+      const labels = accountLabels(queue.account);
+      pending.set(queue.size, labels);
+      for (const c of queue.classStatus()) {
+        const cls = { ...labels, class: c.name };
+        oldest.set(c.oldestAt === null ? 0 : Math.max(0, now - c.oldestAt) / 1000, cls);
+        if (c.maxBytes !== null) maxBytes.set(c.maxBytes, cls);
+      }
     }
     const clients = this.metrics.gauge(
       "leafgate_account_clients",
@@ -607,9 +647,15 @@ export class Gateway {
       "leafgate_serial_port_open",
       "1 while a serial port is open, 0 while it waits for its device",
     );
+    const lastFrame = this.metrics.gauge(
+      "leafgate_serial_last_frame_timestamp_seconds",
+      "When the device's last good frame was received (Unix time); absent before the first",
+    );
     for (const d of this.#devices) {
       const s = d.status();
-      portOpen.set(s.state === "open" ? 1 : 0, { port: s.path, device: s.device });
+      const labels = { port: s.path, device: s.device };
+      portOpen.set(s.state === "open" ? 1 : 0, labels);
+      if (s.lastFrameAt !== null) lastFrame.set(s.lastFrameAt / 1000, labels);
     }
     return this.metrics.render();
   }

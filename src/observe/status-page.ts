@@ -4,6 +4,7 @@
  * `textContent`. With `http.token` set, the page takes the token from `/#token=...` or a
  * form, keeps it in sessionStorage and sends it as a Bearer header (docs/status.md).
  */
+import { formatDuration } from "./duration.js";
 import { type Drop, dropsOf, formatBytes } from "./status-summary.js";
 
 /** What `/api/status` answers: `/status`, the drops and the totals the chart's rates come from. */
@@ -91,6 +92,7 @@ form{max-width:420px}input{width:100%;padding:6px;font:inherit;margin:6px 0}
 
 const SCRIPT = `"use strict";
 const formatBytes = (${formatBytes});
+const formatDuration = (${formatDuration});
 const clockOf = (${clockOf});
 const rateOf = (${rateOf});
 const formatRate = (${formatRate});
@@ -191,13 +193,23 @@ function render(d) {
     if (accounts.length > 1) line.append(el("strong", name + ": "));
     line.append(state, el("span", " " + (u.server || "never connected") + (u.stream ? ", stream " + u.stream : ""), "mute"));
     uplinks.push(line);
+    const up = u.state === "forwarding" || u.state === "waiting-for-stream";
+    const since = el("p", null, "mute");
+    since.append(el("span", (up ? "up since " : "down since ") + clockOf(u.since) + " (" + formatDuration(s.time - u.since) + ")", null, k + ".since"),
+      ", connects: ", el("strong", u.connects, null, k + ".connects"));
+    uplinks.push(since);
+    if (!u.server) uplinks.push(el("p", "servers: " + u.servers.join(", "), "mute", k + ".servers"));
     if (u.lastError !== undefined && u.state !== "forwarding") uplinks.push(el("p", "last error: " + u.lastError, "err", k + ".lastError"));
     const o = a.outbox;
     const bytes = o.classes.reduce((n, c) => n + c.bytes, 0);
     const head = el("p");
     if (accounts.length > 1) head.append(el("strong", name + ": "));
     head.append(el("span", o.pending, null, k + ".pending"), el("span", " messages, " + formatBytes(bytes)));
-    backlogs.push(head, table(["class", "messages", "bytes"], o.classes.map((c) => row([el("td", c.name), num(c.messages, k + ".class." + c.name), num(formatBytes(c.bytes))]))));
+    const limit = (c) => [c.maxBytes !== null ? formatBytes(c.maxBytes) : null, c.maxMessages !== null ? c.maxMessages + " msgs" : null, c.maxAgeMs !== null ? formatDuration(c.maxAgeMs) : null].filter((x) => x !== null).join(", ") || "none";
+    backlogs.push(head, table(["class", "messages", "bytes", "oldest", "limits"], o.classes.map((c) => row([
+      el("td", c.name), num(c.messages, k + ".class." + c.name), num(formatBytes(c.bytes)),
+      num(c.oldestAgeMs === null ? "–" : formatDuration(c.oldestAgeMs), k + ".oldest." + c.name),
+      el("td", limit(c) + ", " + c.onFull, "mute", k + ".limits." + c.name)]))));
     if (accounts.length > 1) backlogs.push(el("p", "clients: MQTT " + a.mqtt.connections + ", NATS " + a.nats.connections, "mute"));
   }
   const last = series[series.length - 1];
@@ -210,15 +222,21 @@ function render(d) {
   const clients = el("p");
   clients.append("MQTT ", el("strong", s.mqtt.connections, null, "clients.mqtt"), ", NATS ", el("strong", s.nats.connections, null, "clients.nats"));
   const serial = s.serial.length === 0 ? el("p", "no devices configured", "mute", "serial.none") :
-    table(["device", "path", "state", "frames"], s.serial.map((x) => row([
-      el("td", x.device), el("td", x.path),
+    table(["device", "state", "frames", "bad", "last frame"], s.serial.map((x) => row([
+      el("td", x.device + " " + x.path),
       el("td", x.state + ("since" in x ? " since " + clockOf(x.since) : "") + ("reason" in x ? ": " + x.reason : ""), x.state === "open" ? "ok" : "bad", "serial." + x.device),
-      num(x.frames)])));
+      num(x.frames, "serial." + x.device + ".frames"), num(x.badFrames, "serial." + x.device + ".bad"),
+      num(x.lastFrameAt === null ? "none yet" : formatDuration(s.time - x.lastFrameAt) + " ago", "serial." + x.device + ".last")])));
+  const dk = s.disk;
+  const disk = el("p", null, null);
+  disk.append(el("span", dk.state === "full" ? "FULL" : dk.state === "ok" ? "ok" : "guard off", dk.state === "full" ? "bad" : dk.state === "ok" ? "ok" : "mute", "disk.state"),
+    el("span", (dk.freeBytes !== null ? ", " + formatBytes(dk.freeBytes) + " free" : "") +
+      (dk.state === "full" ? "; the buffer is held at its size until " + formatBytes(dk.resumeAtFreeBytes) + " are free" : ""), "mute"));
   const drops = d.drops.length === 0 ? el("p", "none", "mute", "drops.none") :
     table(["counter", "labels", "count"], d.drops.map((x) => row([el("td", x.what), el("td", x.labels), num(x.count, "drop")])));
   $("main").replaceChildren(
     section("Uplink", ...uplinks),
-    section("Backlog", ...backlogs),
+    section("Backlog", ...backlogs, el("h2", "Disk"), disk),
     section("Ingest and forward, last 5 minutes", legend, canvas),
     section("Clients", clients),
     section("Serial devices", serial),

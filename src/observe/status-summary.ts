@@ -2,14 +2,51 @@
  * `leafgate status`: the human summary of a running gateway's `/status` and `/readyz`.
  * Pure: it formats what the gateway answered and nothing else (docs/status.md).
  */
-import type { GatewayStatus } from "../gateway.js";
-import type { Readiness, UpstreamView } from "./readiness.js";
+import type { GatewayStatus, OutboxClassStatus } from "../gateway.js";
+import type { DeviceStatus } from "../serial/index.js";
+import type { DiskStatus } from "../store/index.js";
+import type { UpstreamStatus } from "../upstream/index.js";
+import { formatDuration } from "./duration.js";
+import type { Readiness } from "./readiness.js";
 
-/** The parts of `/status` the summary shows; anything else is ignored. */
-export type StatusView = Pick<
-  GatewayStatus,
-  "state" | "gateway" | "accounts" | "mqtt" | "nats" | "serial"
+/** `T` (each member of a union) with the keys `K` optional. */
+type Optional<T, K extends PropertyKey> = T extends unknown
+  ? Omit<T, K> & Partial<Pick<T, K & keyof T>>
+  : never;
+
+type UplinkView = Optional<UpstreamStatus, "servers" | "connects" | "since">;
+type ClassView = Optional<
+  OutboxClassStatus,
+  "maxBytes" | "maxMessages" | "maxAgeMs" | "oldestAt" | "oldestAgeMs"
 >;
+type DeviceView = Optional<DeviceStatus, "badFrames" | "lastFrameAt" | "silentAfterMs">;
+
+/**
+ * The parts of `/status` the summary shows; anything else is ignored. A gateway of an
+ * earlier version answers without the fleet fields (`time`, `disk`, an uplink's connects
+ * and since, a class's limits and oldest message, a device's bad and last frames): the
+ * summary shows what is there.
+ */
+export interface StatusView {
+  readonly time?: number;
+  readonly state: GatewayStatus["state"];
+  readonly gateway: string;
+  readonly accounts: Readonly<
+    Record<
+      string,
+      {
+        readonly upstream: UplinkView;
+        readonly outbox: { readonly pending: number; readonly classes: readonly ClassView[] };
+        readonly mqtt: { readonly connections: number };
+        readonly nats: { readonly connections: number };
+      }
+    >
+  >;
+  readonly mqtt: { readonly connections: number };
+  readonly nats: { readonly connections: number };
+  readonly serial: readonly DeviceView[];
+  readonly disk?: DiskStatus;
+}
 
 const GLOBAL = "$G";
 
@@ -28,10 +65,47 @@ export function formatBytes(n: number): string {
 
 const plural = (n: number, one: string): string => `${n} ${one}${n === 1 ? "" : "s"}`;
 
-function uplinkLine(link: UpstreamView): string {
-  const server = link.server ?? "never connected";
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The state, where, since when, and how many connections were made. */
+function uplinkLine(link: UplinkView, time: number | undefined): string {
+  const servers = link.servers !== undefined ? `; servers ${link.servers.join(", ")}` : "";
+  const server = link.server ?? `never connected${servers}`;
   const stream = link.stream !== undefined ? `, stream ${link.stream}` : "";
-  return `${link.state} (${server}${stream})`;
+  const up = link.state === "forwarding" || link.state === "waiting-for-stream";
+  const since =
+    link.since !== undefined
+      ? `, ${up ? "up" : "down"} since ${iso(link.since)}${time !== undefined ? ` (${formatDuration(time - link.since)})` : ""}`
+      : "";
+  const connects = link.connects !== undefined ? `, ${plural(link.connects, "connect")}` : "";
+  return `${link.state} (${server}${stream})${since}${connects}`;
+}
+
+/** The oldest message's age and the class's limits as configured, when the gateway says. */
+function classDetails(c: ClassView): string {
+  const oldest =
+    c.oldestAgeMs !== undefined && c.oldestAgeMs !== null
+      ? `, oldest ${formatDuration(c.oldestAgeMs)}`
+      : "";
+  if (c.maxBytes === undefined) return oldest;
+  const limits = [
+    c.maxBytes !== null ? formatBytes(c.maxBytes) : undefined,
+    c.maxMessages != null ? plural(c.maxMessages, "message") : undefined,
+    c.maxAgeMs != null ? formatDuration(c.maxAgeMs) : undefined,
+  ].filter((l) => l !== undefined);
+  return `${oldest} (${limits.length === 0 ? "unlimited" : `max ${limits.join(", ")}`}, ${c.onFull})`;
+}
+
+function diskLine(disk: DiskStatus): string {
+  const free = disk.freeBytes !== null ? `, ${formatBytes(disk.freeBytes)} free` : "";
+  switch (disk.state) {
+    case "full":
+      return `FULL: the buffer is held at its size until ${formatBytes(disk.resumeAtFreeBytes)} are free${free}`;
+    case "ok":
+      return `ok${free} (reserve ${formatBytes(disk.reserveBytes)})`;
+    default:
+      return "guard off (no free-space figure for the data dir)";
+  }
 }
 
 /** One counter of messages lost, from `/metrics`: `leafgate_*_dropped*_total` above 0. */
@@ -71,7 +145,7 @@ export function formatSummary(
   const named = accounts.length > 1;
   for (const [name, a] of accounts) {
     const who = named ? ` [${name === GLOBAL ? "$G (global)" : name}]` : "";
-    lines.push(`uplink${who}: ${uplinkLine(a.upstream)}`);
+    lines.push(`uplink${who}: ${uplinkLine(a.upstream, status.time)}`);
     // An error from before the link came back is history, not news.
     if (a.upstream.lastError !== undefined && a.upstream.state !== "forwarding") {
       lines.push(`  last error: ${a.upstream.lastError}`);
@@ -81,20 +155,32 @@ export function formatSummary(
     const width = Math.max(0, ...a.outbox.classes.map((c) => c.name.length));
     for (const c of a.outbox.classes) {
       lines.push(
-        `  ${c.name.padEnd(width)}  ${plural(c.messages, "message")}, ${formatBytes(c.bytes)}`,
+        `  ${c.name.padEnd(width)}  ${plural(c.messages, "message")}, ${formatBytes(c.bytes)}${classDetails(c)}`,
       );
     }
     if (named) {
       lines.push(`clients${who}: MQTT ${a.mqtt.connections}, NATS ${a.nats.connections}`);
     }
   }
+  if (status.disk !== undefined) lines.push(`disk:     ${diskLine(status.disk)}`);
   lines.push(`clients:  MQTT ${status.mqtt.connections}, NATS ${status.nats.connections}`);
   if (status.serial.length === 0) lines.push("serial:   no devices configured");
   for (const d of status.serial) {
-    const since = "since" in d ? ` since ${new Date(d.since).toISOString()}` : "";
+    const since = "since" in d ? ` since ${iso(d.since)}` : "";
     const why = "reason" in d ? `: ${d.reason}` : "";
+    const bad = d.badFrames !== undefined ? `, ${d.badFrames} bad` : "";
+    const ago =
+      status.time !== undefined && d.lastFrameAt != null
+        ? ` (${formatDuration(status.time - d.lastFrameAt)} ago)`
+        : "";
+    const last =
+      d.lastFrameAt === undefined
+        ? ""
+        : d.lastFrameAt !== null
+          ? `, last frame ${iso(d.lastFrameAt)}${ago}`
+          : ", no frame yet";
     lines.push(
-      `serial:   ${d.device} ${d.path} ${d.state}${since}${why}, ${plural(d.frames, "frame")}`,
+      `serial:   ${d.device} ${d.path} ${d.state}${since}${why}, ${plural(d.frames, "frame")}${bad}${last}`,
     );
   }
   if (drops.length === 0) lines.push("drops:    none");

@@ -79,6 +79,9 @@ interface Outstanding {
 }
 
 /** One slave's share of a cycle: its requests and the registers each one carries. */
+/** Cycles without a good answer before a polled device counts as silent (`/readyz`). */
+const SILENT_CYCLES = 3;
+
 interface SlavePlan {
   readonly slave: number;
   readonly device: string;
@@ -156,6 +159,17 @@ export class ModbusDevice extends PortDevice {
       clock: this.clock,
     });
     this.#silenceMs = silenceMs(lineSettings(config, profile).baudRate);
+  }
+
+  /**
+   * A polled device is silent after SILENT_CYCLES cycles without a good answer, a cycle
+   * being the poll interval plus every read of it timing out on every attempt.
+   */
+  protected override silentAfterMs(): number {
+    const reads = this.#plan.reduce((n, p) => n + p.reads.length, 0);
+    const worstCycleMs =
+      this.spec.pollIntervalMs + reads * (this.spec.retries + 1) * this.spec.timeoutMs;
+    return SILENT_CYCLES * worstCycleMs;
   }
 
   /** The poll loop; a cycle that throws is logged and the loop carries on. */

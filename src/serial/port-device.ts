@@ -25,6 +25,15 @@ export type DeviceStatus = {
   readonly path: string;
   readonly profile: string;
   readonly frames: number;
+  /** Bad frames and bytes dropped, every reason (`leafgate_serial_bad_frames_total`). */
+  readonly badFrames: number;
+  /** When the last frame that published was received (ms since the epoch); null: none yet. */
+  readonly lastFrameAt: number | null;
+  /**
+   * Silence longer than this (ms) means the device stopped answering: known for a polled
+   * device only (see `silentAfterMs`); null: the device sends when it likes.
+   */
+  readonly silentAfterMs: number | null;
   /** Commands waiting for their turn (the one on the line not counted). */
   readonly commandsQueued: number;
 } & PortStatus;
@@ -196,12 +205,20 @@ export abstract class PortDevice implements Device {
     return this.#closed;
   }
 
+  /** How long a healthy device of this kind can stay silent; undefined: no expectation. */
+  protected silentAfterMs(): number | undefined {
+    return undefined;
+  }
+
   status(): DeviceStatus {
     return {
       device: this.config.device,
       path: this.config.path,
       profile: this.profile.name,
       frames: this.out.frames,
+      badFrames: this.out.badFrames,
+      lastFrameAt: this.out.lastFrameAt ?? null,
+      silentAfterMs: this.silentAfterMs() ?? null,
       commandsQueued: this.commands.queued,
       ...this.port.status(),
     };

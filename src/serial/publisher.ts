@@ -33,9 +33,11 @@ export class DevicePublisher {
   readonly #badLog: RateLimitedLog;
   readonly #badMessage: string;
   readonly #frames: Counter;
-  readonly #bad: Counter;
+  readonly #badCounter: Counter;
   readonly #dropped: Counter;
   #published = 0;
+  #bad = 0;
+  #lastFrameAt: number | undefined;
 
   constructor(options: {
     profile: DeviceProfile;
@@ -63,7 +65,7 @@ export class DevicePublisher {
     this.#badMessage = options.badMessage;
     const { metrics } = options;
     this.#frames = metrics.counter("leafgate_serial_frames_total", "Frames decoded, by port");
-    this.#bad = metrics.counter(
+    this.#badCounter = metrics.counter(
       "leafgate_serial_bad_frames_total",
       "Frames or bytes dropped, by port and reason",
     );
@@ -78,9 +80,20 @@ export class DevicePublisher {
     return this.#published;
   }
 
+  /** Bad frames and bytes (every reason), as `leafgate_serial_bad_frames_total` counts them. */
+  get badFrames(): number {
+    return this.#bad;
+  }
+
+  /** When the last frame that published was received (clock ms); undefined before one. */
+  get lastFrameAt(): number | undefined {
+    return this.#lastFrameAt;
+  }
+
   /** Counts bad data; logs it once a minute per reason. */
   bad(reason: string, detail: string): void {
-    this.#bad.inc({ port: this.#port, reason });
+    this.#bad++;
+    this.#badCounter.inc({ port: this.#port, reason });
     this.#badLog.log(
       reason,
       { path: this.#port, device: this.#device, reason, detail },
@@ -125,6 +138,7 @@ export class DevicePublisher {
     this.#published++;
     this.#frames.inc({ port: this.#port });
     const receivedAtMs = this.#clock.now();
+    this.#lastFrameAt = receivedAtMs;
     const base = profile.subject.replaceAll("{device}", device).replaceAll("{kind}", kind);
     if (profile.publish === "per_frame") {
       this.#send(base, values, receivedAtMs);

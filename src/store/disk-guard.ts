@@ -57,6 +57,20 @@ const RESERVE_CHUNK_BYTES = 1024 * 1024;
  * ("stuck": the disk refused, the WAL could not be checkpointed, so an eviction could
  * not be written, or would only lose rows without making room).
  */
+/**
+ * The guard in `/status`: `off` (an in-memory database, or no statfs: SQLite's errors
+ * alone decide), `ok` (the reserve is held, the database may grow) or `full` (the disk
+ * filled: the database is capped at its size, the buffer is full, until `resumeAtFreeBytes`
+ * are free in the data dir).
+ */
+export interface DiskStatus {
+  readonly state: "off" | "ok" | "full";
+  readonly reserveBytes: number;
+  readonly resumeAtFreeBytes: number;
+  /** Free bytes in the data dir now; null when unknown. */
+  readonly freeBytes: number | null;
+}
+
 export type FullOutcome = "space-returned" | "full" | "stuck";
 
 /**
@@ -143,6 +157,16 @@ export class DiskGuard {
     // Without a checkpoint the WAL can only grow: into the released reserve, if any.
     if (checkpointed || (this.#freeBytes() ?? 0) >= DISK_REFUSED_BELOW_BYTES) return "full";
     return "stuck";
+  }
+
+  /** Its state now (one statfs). */
+  status(): DiskStatus {
+    return {
+      state: !this.#started ? "off" : this.#full ? "full" : "ok",
+      reserveBytes: RESERVE_BYTES,
+      resumeAtFreeBytes: RESERVE_BYTES + RESUME_SLACK_BYTES,
+      freeBytes: this.#started ? (this.#freeBytes() ?? null) : null,
+    };
   }
 
   /** Periodic upkeep: lifts the cap once space returned, re-makes a lost reserve. */

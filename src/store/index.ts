@@ -12,10 +12,17 @@ export {
   openDatabase,
   sqliteVersion,
 } from "./database.js";
+export type { DiskStatus } from "./disk-guard.js";
 export { StoreError } from "./errors.js";
 export { DATABASE_FILE } from "./file-modes.js";
 export { ImportCursors, type ImportStream } from "./import-cursors.js";
-export { accountLabels, Outbox, type OutboxOptions, type OutboxReader } from "./outbox.js";
+export {
+  accountLabels,
+  type ClassStatus,
+  Outbox,
+  type OutboxOptions,
+  type OutboxReader,
+} from "./outbox.js";
 export type { OutboxRow } from "./outbox-table.js";
 export { type AccountQueue, Outboxes, type OutboxesOptions } from "./outboxes.js";
 export {

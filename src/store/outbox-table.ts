@@ -124,6 +124,7 @@ export class OutboxTable {
   readonly #deleteRange: Database.Statement;
   readonly #oldestOfClass: Database.Statement;
   readonly #deleteClassUpTo: Database.Statement;
+  readonly #oldestReceivedAt: Database.Statement;
 
   /**
    * `account`'s rows; `byPrimaryKey`: reads and deletes walk the table's own id order (the
@@ -161,6 +162,17 @@ export class OutboxTable {
     this.#deleteClassUpTo = db.prepare(
       "DELETE FROM outbox WHERE account = ? AND class = ? AND id <= ?",
     );
+    // The first entry of the (account, class, id) index and one row lookup: O(log n).
+    this.#oldestReceivedAt = db
+      .prepare(
+        "SELECT received_at_ms FROM outbox WHERE account = ? AND class = ? ORDER BY id LIMIT 1",
+      )
+      .pluck(true);
+  }
+
+  /** When the oldest row of class `className` was received (ms), or undefined when none. */
+  oldestReceivedAt(className: string): number | undefined {
+    return this.#oldestReceivedAt.get(this.account, className) as number | undefined;
   }
 
   /** The highest id ever given out (AUTOINCREMENT remembers it after the table empties). */

@@ -28,6 +28,20 @@ import { RecentRows } from "./recent-rows.js";
 
 // How the outbox is built from its parts, and why: docs/outbox.md.
 
+/** One priority class in `/status`: what it holds, its limits, its oldest row. */
+export interface ClassStatus {
+  readonly name: string;
+  readonly messages: number;
+  readonly bytes: number;
+  readonly onFull: OnFull;
+  /** The class's limits (its own, else the buffer's); null: unlimited. */
+  readonly maxBytes: number | null;
+  readonly maxMessages: number | null;
+  readonly maxAgeMs: number | null;
+  /** When the class's oldest committed row was received (ms since the epoch); null: none. */
+  readonly oldestAt: number | null;
+}
+
 export interface OutboxOptions {
   /** Wait this long for more rows before committing; 0 = commit on the next event-loop turn. */
   readonly commitIntervalMs: number;
@@ -436,6 +450,23 @@ export class Outbox implements OutboxReader {
       name: c.name,
       ...this.#policy.usage(c),
       onFull: c.onFull,
+    }));
+  }
+
+  /**
+   * Per class, for `/status`: `classes()`, the class's limits (null: none) and when its
+   * oldest committed row was received (null: none). One index lookup a class.
+   */
+  classStatus(): ClassStatus[] {
+    const limit = (n: number): number | null => (Number.isFinite(n) ? n : null);
+    return this.#policy.classes.map((c) => ({
+      name: c.name,
+      ...this.#policy.usage(c),
+      onFull: c.onFull,
+      maxBytes: limit(c.maxBytes),
+      maxMessages: limit(c.maxMessages),
+      maxAgeMs: limit(c.maxAgeMs),
+      oldestAt: this.#table.oldestReceivedAt(c.name) ?? null,
     }));
   }
 

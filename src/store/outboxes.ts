@@ -1,6 +1,7 @@
 import type Database from "better-sqlite3";
 import type { Envelope } from "../core/index.js";
 import type { BufferLimits } from "./buffer-policy.js";
+import type { DiskGuard, DiskStatus } from "./disk-guard.js";
 import { StoreError } from "./errors.js";
 import { diskGuard, Outbox, type OutboxOptions } from "./outbox.js";
 
@@ -23,10 +24,12 @@ export interface OutboxesOptions extends Omit<OutboxOptions, "limits" | "account
  */
 export class Outboxes {
   readonly #queues = new Map<string, Outbox>();
+  readonly #disk: DiskGuard;
 
   constructor(db: Database.Database, options: OutboxesOptions) {
     const { accounts, ...common } = options;
     const disk = diskGuard(db, common.log, common.metrics);
+    this.#disk = disk;
     for (const { name, limits } of accounts) {
       this.#queues.set(
         name,
@@ -70,6 +73,11 @@ export class Outboxes {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The disk guard every queue shares. */
+  diskStatus(): DiskStatus {
+    return this.#disk.status();
   }
 
   /** Every queue, in the accounts' order. */

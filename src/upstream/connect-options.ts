@@ -5,7 +5,7 @@ import {
   credsAuthenticator,
   nkeyAuthenticator,
 } from "@nats-io/transport-node";
-import { urlCredentials, withoutCredentials } from "../config/index.js";
+import { maskUrls, urlCredentials, withoutCredentials } from "../config/index.js";
 import { errorMessage } from "../core/index.js";
 import { UpstreamError } from "./errors.js";
 import type { UpstreamConfig } from "./upstream-config.js";
@@ -99,5 +99,31 @@ function hostOf(server: string): string | undefined {
     return new URL(server).hostname.replace(/^\[|\]$/g, "");
   } catch {
     return undefined;
+  }
+}
+
+/** nats.js's port when a server URL gives none. */
+const NATS_DEFAULT_PORT = 4222;
+
+/**
+ * A configured server as a dial reaches it, for `/status`: the scheme (`nats` when none),
+ * the user info masked (`user:***@`, `***@`), the host and the port (4222 when none), as
+ * nats.js resolves them; anything after the host (a path) is not dialed and not shown.
+ */
+export function dialedServer(server: string): string {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(server)?.[1]?.toLowerCase() ?? "nats";
+  const info = /^(?:[a-z][a-z0-9+.-]*:\/\/)?([^@/\s]+@)/i.exec(server)?.[1] ?? "";
+  const rest = withoutCredentials(server)
+    .replace(/^[a-z][a-z0-9+.-]*:\/\//i, "")
+    .replace(/^[^@/\s]+@/, "");
+  try {
+    // As nats.js: the host lower-cased through an http URL, the port read as written (the
+    // URL would drop an explicit :80).
+    const { hostname } = new URL(`http://${rest}`);
+    const port = /^(?:\[[^\]]*\]|[^:/]*):(\d+)/.exec(rest)?.[1] ?? NATS_DEFAULT_PORT;
+    const masked = info === "" ? "" : maskUrls(`x://${info}h`).slice("x://".length, -1);
+    return `${scheme}://${masked}${hostname}:${port}`;
+  } catch {
+    return maskUrls(server);
   }
 }

@@ -4,6 +4,8 @@ import type { ForwarderMetrics } from "./forwarder.js";
 /** The hub link's metrics, registered once per gateway. */
 export interface UpstreamMetrics {
   readonly connected: Gauge;
+  /** Connections made to the hub (the first one and every reconnect). */
+  readonly connects: Counter;
   readonly forwarder: ForwarderMetrics;
   readonly reconciled: Counter;
   readonly imports: ImportMetrics;
@@ -51,12 +53,18 @@ export function upstreamMetrics(
   const connected = metrics.gauge("leafgate_upstream_connected", "1 while connected to the hub");
   // Present from the start: an alert on 0 must fire for a gateway that never connected.
   connected.set(0);
+  const connects = metrics.counter(
+    "leafgate_upstream_connects_total",
+    "Connections made to the hub: the first one and every reconnect",
+  );
+  connects.inc(undefined, 0);
   const forwarded = metrics.counter(
     "leafgate_upstream_forwarded_total",
     "Messages the hub acknowledged (JetStream) or received (core)",
   );
   return {
     connected,
+    connects,
     forwarder: {
       forwarded: {
         inc: (labels, by = 1) => {

@@ -4,7 +4,7 @@ import type { Bus, Clock, Logger, Metrics, Replies } from "../core/index.js";
 import { DEFAULT_ACCOUNT, errorMessage, RateLimitedLog, systemClock } from "../core/index.js";
 import { accountLabels, type ImportCursors, type Outbox } from "../store/index.js";
 import { backoffDelayMs } from "./backoff.js";
-import { connectOptions, dialOptions } from "./connect-options.js";
+import { connectOptions, dialedServer, dialOptions } from "./connect-options.js";
 import { connect } from "./dial.js";
 import { reportDrainProgress } from "./drain-progress.js";
 import { type DurableImportConfig, runDurableImport } from "./durable-import.js";
@@ -48,7 +48,7 @@ interface LastSeen {
 }
 
 /** The hub link's state, with what it knows in that state. */
-export type UpstreamStatus =
+export type LinkState =
   | (LastSeen & { readonly state: "idle" | "connecting" | "stopping" | "stopped" })
   | (LastSeen & {
       readonly state: "waiting-for-stream";
@@ -57,6 +57,23 @@ export type UpstreamStatus =
       readonly lastError: string;
     })
   | (LastSeen & { readonly state: "forwarding"; readonly server: string });
+
+/** What the link counts and knows whatever its state. */
+export interface LinkHistory {
+  /** The configured servers as dials reach them, credentials masked (`dialedServer`). */
+  readonly servers: readonly string[];
+  /** Connections made: the first one and every reconnect. */
+  readonly connects: number;
+  /**
+   * When the link came up (`waiting-for-stream`, `forwarding`: this connection was made)
+   * or went down (any other state: the link started, or its last connection was lost);
+   * ms since the epoch.
+   */
+  readonly since: number;
+}
+
+/** The hub link in `/status`: its state and its history. */
+export type UpstreamStatus = LinkState & LinkHistory;
 
 export type UpstreamState = UpstreamStatus["state"];
 
@@ -100,7 +117,7 @@ export class Upstream {
   readonly #connectOptions: ConnectionOptions;
   readonly #rate: RateCap;
   readonly #imports: ImportContext;
-  #status: UpstreamStatus = {
+  #status: LinkState = {
     state: "idle",
     server: undefined,
     stream: undefined,
@@ -114,12 +131,17 @@ export class Upstream {
   #unacknowledged: number[] = [];
   #forwardedTotal = 0;
   #windowWarned = false;
+  readonly #servers: readonly string[];
+  #connects = 0;
+  #since: number;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#dial = options.dial ?? connect;
     this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? Math.random;
+    this.#servers = options.config.servers.map(dialedServer);
+    this.#since = this.#clock.now();
     // Built now so a bad credentials file fails at start, not on every reconnect.
     this.#connectOptions = connectOptions(options.config, options.gatewayId);
     this.#rate = new RateCap(
@@ -171,8 +193,11 @@ export class Upstream {
 
   status(): UpstreamStatus {
     const s = this.#status;
+    const history = { servers: this.#servers, connects: this.#connects, since: this.#since };
     // An error may quote what it was given; /status is not scrubbed as log lines are.
-    return s.lastError === undefined ? s : { ...s, lastError: maskUrls(s.lastError) };
+    return s.lastError === undefined
+      ? { ...s, ...history }
+      : { ...s, lastError: maskUrls(s.lastError), ...history };
   }
 
   /** Resolves when the supervisor has ended; never rejects. */
@@ -256,6 +281,9 @@ export class Upstream {
       this.#nc = nc;
       const server = nc.getServer();
       this.#status = { ...this.#status, server };
+      this.#connects++;
+      this.#since = clock.now();
+      this.#metrics.connects.inc();
       this.#metrics.connected.set(1);
       const quiet = clock.now() < quietUntilMs;
       if (!quiet) log.info({ server, pending: this.#options.outbox.size }, "hub connected");
@@ -267,6 +295,9 @@ export class Upstream {
         if (!quiet) log.warn({ err: this.#status.lastError }, "hub session failed");
       }
       if (signal.aborted) return;
+      // Down from now: through the backoff too, not "forwarding" until the next dial.
+      this.#since = clock.now();
+      this.#enter("connecting");
       this.#metrics.connected.set(0);
       this.#forwarder = undefined;
       if (!nc.isClosed()) await nc.close().catch(() => {});

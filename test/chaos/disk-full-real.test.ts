@@ -160,6 +160,7 @@ interface ClassStatus {
 
 interface Status {
   healthy: boolean;
+  disk: { state: string; resumeAtFreeBytes: number };
   outbox: { pending: number; lastId: number; classes: ClassStatus[] };
 }
 
@@ -315,6 +316,14 @@ describe("a real full disk (tmpfs data_dir)", () => {
     const full = await status(gw);
     expect(full.healthy).toBe(true);
     expect(full.outbox.pending).toBe(acked.length);
+    // /status and /readyz say so (docs/status.md).
+    expect(full.disk).toMatchObject({ state: "full", resumeAtFreeBytes: 20 * 1024 * 1024 });
+    const readyz = (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
+      reasons: string[];
+    };
+    expect(readyz.reasons).toContain(
+      "the disk is full: the buffer is held at its current size (drop_oldest classes evict, reject classes refuse) until 20 MiB are free in the data dir",
+    );
     // The reserve was given up to make the full disk workable; no -shm ever appears.
     expect(readdirSync(dataDir).sort()).toEqual(["leafgate.db", "leafgate.db-wal"]);
 
@@ -325,6 +334,7 @@ describe("a real full disk (tmpfs data_dir)", () => {
       acked.push(`after-${i}`);
     }
     expect(await metric(gw, "leafgate_buffer_disk_full")).toBe(0);
+    expect((await status(gw)).disk.state).toBe("ok");
     expect(readdirSync(dataDir).sort()).toEqual(DATA_FILES);
     expect(await metric(gw, DROPPED, { class: "default", reason: "disk_full" })).toBe(refused);
 

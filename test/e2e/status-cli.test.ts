@@ -45,7 +45,7 @@ describe("readiness", () => {
     const url = `http://127.0.0.1:${gw.httpPort}`;
 
     // Until the gateway has dialled once, it says "not connected yet"; then the dial's error
-    // (/status names no server until one answered).
+    // (no server has answered: the configured ones are named as dialed).
     const away = await waitFor(
       async () => {
         const r = await get(gw.httpPort, "/readyz");
@@ -56,7 +56,7 @@ describe("readiness", () => {
     expect(away.status).toBe(503);
     expect(JSON.parse(away.body)).toEqual({
       ready: false,
-      reasons: ["hub unreachable: connection refused; messages are buffered"],
+      reasons: [`hub unreachable (dialing ${hubUrl}): connection refused; messages are buffered`],
     });
     // /healthz is as before: the process runs, so 200.
     expect((await get(gw.httpPort, "/healthz")).status).toBe(200);
@@ -65,14 +65,25 @@ describe("readiness", () => {
     const down = await leafgate(["status", "--url", url]);
     expect({ code: down.code, stderr: down.stderr }).toEqual({ code: 1, stderr: "" });
     const downLines = down.stdout.split("\n");
-    expect(downLines.slice(0, 5)).toEqual([
+    expect(downLines.slice(0, 3)).toEqual([
       `leafgate gw1 at ${url}: NOT READY`,
-      "  - hub unreachable: connection refused; messages are buffered",
+      `  - hub unreachable (dialing ${hubUrl}): connection refused; messages are buffered`,
       "state:    running",
-      "uplink: connecting (never connected)",
-      "  last error: connection refused",
     ]);
+    expect(downLines[3]).toMatch(
+      new RegExp(
+        `^uplink: connecting \\(never connected; servers nats://127\\.0\\.0\\.1:${port}\\), down since \\S+Z \\(\\d+ s\\), 0 connects$`,
+      ),
+    );
+    expect(downLines[4]).toBe("  last error: connection refused");
     expect(downLines.find((l) => l.startsWith("backlog:"))).toMatch(/^backlog: 3 messages, \d/);
+    // The class: its messages, the oldest's age, the limits as configured (the defaults).
+    expect(downLines.find((l) => l.startsWith("  default"))).toMatch(
+      /^ {2}default {2}3 messages, \d+ B, oldest \d+ s \(max 953\.7 MiB, 10000000 messages, 7 d, drop_oldest\)$/,
+    );
+    expect(downLines.find((l) => l.startsWith("disk:"))).toMatch(
+      /^disk: {5}ok, \d+\.\d [KMGT]iB free \(reserve 16\.0 MiB\)$/,
+    );
     expect(downLines).toContain("clients:  MQTT 0, NATS 0");
     expect(downLines.slice(-3)).toEqual(["serial:   no devices configured", "drops:    none", ""]);
 
@@ -91,11 +102,12 @@ describe("readiness", () => {
     const ready = await leafgate(["status", "--url", url]);
     expect({ code: ready.code, stderr: ready.stderr }).toEqual({ code: 0, stderr: "" });
     const readyLines = ready.stdout.split("\n");
-    expect(readyLines.slice(0, 3)).toEqual([
-      `leafgate gw1 at ${url}: READY`,
-      "state:    running",
-      `uplink: forwarding (127.0.0.1:${port}, stream EDGE)`,
-    ]);
+    expect(readyLines.slice(0, 2)).toEqual([`leafgate gw1 at ${url}: READY`, "state:    running"]);
+    expect(readyLines[2]).toMatch(
+      new RegExp(
+        `^uplink: forwarding \\(127\\.0\\.0\\.1:${port}, stream EDGE\\), up since \\S+Z \\(\\d+ s\\), 1 connect$`,
+      ),
+    );
     // The refusals from before the hub came up are not shown as news (the backlog may
     // still be draining: only the line's kind is certain).
     expect(readyLines[3]).toMatch(/^backlog: \d+ messages?, /);
@@ -105,7 +117,10 @@ describe("readiness", () => {
     const combined = JSON.parse(json.stdout) as {
       url: string;
       ready: unknown;
-      status: { gateway: string; upstream: { state: string } };
+      status: {
+        gateway: string;
+        upstream: { state: string; connects: number; servers: string[] };
+      };
       drops: unknown;
     };
     expect([combined.url, combined.ready, combined.status.gateway, combined.drops]).toEqual([
@@ -115,6 +130,8 @@ describe("readiness", () => {
       [],
     ]);
     expect(combined.status.upstream.state).toBe("forwarding");
+    // The fleet fields are in --json as in /status: one connect, the server as dialed.
+    expect(combined.status.upstream).toMatchObject({ connects: 1, servers: [hubUrl] });
 
     await stopProcess(gw.proc);
     const gone = await leafgate(["status", "--url", url]);

@@ -5,6 +5,9 @@
 //   last error; 3 more published: backlog 3; the gateway stopped: "no answer since";
 // - with http.token: `/` is 401 without it; the page takes it from `/#token=...` (and
 //   drops it from the address bar) or from its form, which says when it was refused.
+// - the uplink's connects and since-when, each class's oldest message's age and limits, the
+//   disk guard; a serial device's frames, bad frames (exactly the garbage lines written)
+//   and last frame.
 // A screenshot is kept in test-artifacts/status-page.png.
 import { mkdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -14,6 +17,7 @@ import { describe, expect } from "vitest";
 import { type Defer, it } from "../helpers/fixtures.js";
 import { mosquittoPubLines } from "../helpers/mqtt.js";
 import { stopProcess } from "../helpers/procs.js";
+import { spawnWithSensor } from "../helpers/sensor-gateway.js";
 import { waitFor } from "../helpers/wait.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -132,6 +136,11 @@ describe("the status page", () => {
     expect(down["account.$G.lastError"]).toMatch(/^last error: /);
     expect(await page.locator('[data-k="account.$G.uplink"]').getAttribute("class")).toBe("bad");
 
+    // Up to the outage: one connect; then down since the loss.
+    expect(await shown(page, "account.$G.connects")).toBe("1");
+    expect(await shown(page, "account.$G.since")).toMatch(/^down since \d\d:\d\d:\d\d \(\d+ s\)$/);
+
+    const publishing = Date.now();
     await mosquittoPubLines(gw.mqttPort, "sensors/a", ["m6", "m7", "m8"], { qos: 1 });
     const backlog = await until(
       page,
@@ -140,6 +149,17 @@ describe("the status page", () => {
     );
     expect(backlog).toEqual({ "account.$G.pending": "3", totals: "totals: 8 in, 5 forwarded" });
     expect(await shown(page, "account.$G.class.default")).toBe("3");
+    // The oldest message's age grows with the clock: seen at 2 s or more, never more than
+    // the time since it was published.
+    const aged = await until(page, ["account.$G.oldest.default"], (v) =>
+      /^([2-9]|\d\d+) s$/.test(v["account.$G.oldest.default"] ?? ""),
+    );
+    const ageS = Number.parseInt(aged["account.$G.oldest.default"]!, 10);
+    expect(ageS).toBeLessThanOrEqual((Date.now() - publishing) / 1000);
+    expect(await shown(page, "account.$G.limits.default")).toBe(
+      "953.7 MiB, 10000000 msgs, 7 d, drop_oldest",
+    );
+    expect(await shown(page, "disk.state")).toBe("ok");
 
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -154,6 +174,29 @@ describe("the status page", () => {
       { timeoutMs: SHOWN_MS, intervalMs: 200 },
     );
     expect(banner).toMatch(/^no answer since \d\d:\d\d:\d\d \(.+\)$/);
+  });
+
+  it("shows a serial device's frames, bad frames and last frame", async ({
+    hub,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    const { gw, sim } = await spawnWithSensor({ hub, stream, gateway, defer });
+    const page = await pageOf(await browserFor(defer), defer);
+    await page.goto(`http://127.0.0.1:${gw.httpPort}/`);
+    await until(page, ["serial.env-1"], (v) => v["serial.env-1"]?.startsWith("open") === true);
+    expect(await shown(page, "serial.env-1.last")).toBe("none yet");
+
+    for (let i = 0; i < 2; i++) sim.sendGood();
+    for (let i = 0; i < 5; i++) sim.pty.write(Buffer.from(`garbage ${i}\n`));
+    const seen = await until(
+      page,
+      ["serial.env-1.frames", "serial.env-1.bad", "serial.env-1.last"],
+      (v) => v["serial.env-1.frames"] === "2" && v["serial.env-1.bad"] === "5",
+    );
+    expect(seen["serial.env-1.last"]).toMatch(/^\d+ s ago$/);
+    expect(await page.locator('[data-k="serial.env-1"]').getAttribute("class")).toBe("ok");
   });
 
   it("with http.token: 401 without it; takes it from #token= or from its form", async ({

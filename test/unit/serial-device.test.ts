@@ -137,7 +137,7 @@ describe("serial devices", () => {
   it("publishes each frame's fields, and /status shows the device in a fixed shape", async () => {
     start(ENV_SENSOR);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"commandsQueued":0,"state":"opening"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":0,"badFrames":0,"lastFrameAt":null,"silentAfterMs":null,"commandsQueued":0,"state":"opening"}`,
     );
     await clock.advanceAsync(0);
     clock.advance(7);
@@ -150,11 +150,14 @@ describe("serial devices", () => {
     ]);
     expect(published.map((m) => m.receivedAtMs)).toEqual([7, 7, 7]);
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"open","since":0}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"badFrames":0,"lastFrameAt":7,"silentAfterMs":null,"commandsQueued":0,"state":"open","since":0}`,
     );
+    // Garbage counts as bad and is not a frame heard: last-seen stays at the last good one.
+    clock.advance(5);
+    link.send("not json\n{also not\n");
     await device!.stop();
     expect(JSON.stringify(device!.status())).toBe(
-      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"commandsQueued":0,"state":"closed"}`,
+      `{"device":"dev-1","path":${JSON.stringify(portPath)},"profile":"env-sensor","frames":2,"badFrames":2,"lastFrameAt":7,"silentAfterMs":null,"commandsQueued":0,"state":"closed"}`,
     );
   });
 

@@ -12,6 +12,9 @@ import {
 } from "../../src/observe/status-summary.js";
 import type { UpstreamStatus } from "../../src/upstream/index.js";
 
+const T0 = Date.UTC(2026, 11, 8, 4, 0, 0);
+const DAY_MS = 86_400_000;
+
 const forwarding = { state: "forwarding", server: "nats://hub:4222", stream: "EDGE" };
 const running: ReadinessInput = {
   healthy: true,
@@ -81,8 +84,28 @@ describe("status summary", () => {
       pending,
       lastId: 40,
       classes: [
-        { name: "telemetry", messages: pending - 1, bytes: 2048, onFull: "drop_oldest" },
-        { name: "events", messages: 1, bytes: 100, onFull: "reject" },
+        {
+          name: "telemetry",
+          messages: pending - 1,
+          bytes: 2048,
+          onFull: "drop_oldest",
+          maxBytes: 1024 ** 3,
+          maxMessages: null,
+          maxAgeMs: 7 * DAY_MS,
+          oldestAt: pending > 1 ? T0 - 184_000 : null,
+          oldestAgeMs: pending > 1 ? 184_000 : null,
+        },
+        {
+          name: "events",
+          messages: 1,
+          bytes: 100,
+          onFull: "reject",
+          maxBytes: null,
+          maxMessages: 500,
+          maxAgeMs: null,
+          oldestAt: T0 - 5_000,
+          oldestAgeMs: 5_000,
+        },
       ],
     },
     upstream,
@@ -94,23 +117,44 @@ describe("status summary", () => {
     server: "nats://hub:4222",
     stream: "EDGE",
     lastError: undefined,
+    servers: ["nats://hub:4222"],
+    connects: 2,
+    since: T0 - 65_000,
   };
-  const device = { profile: "env-sensor", commandsQueued: 0 };
+  const device = { profile: "env-sensor", commandsQueued: 0, silentAfterMs: null };
   const status: StatusView = {
+    time: T0,
+    disk: {
+      state: "ok",
+      reserveBytes: 16 * 1024 ** 2,
+      resumeAtFreeBytes: 20 * 1024 ** 2,
+      freeBytes: 3 * 1024 ** 3,
+    },
     state: "running",
     gateway: "gw1",
     accounts: { $G: account(3, up) },
-    mqtt: { connections: 2, unsentBytes: 0 },
-    nats: { connections: 1, unsentBytes: 0 },
+    mqtt: { connections: 2 },
+    nats: { connections: 1 },
     serial: [
-      { ...device, device: "env-1", path: "/dev/ttyUSB0", state: "open", since: 0, frames: 12 },
+      {
+        ...device,
+        device: "env-1",
+        path: "/dev/ttyUSB0",
+        state: "open",
+        since: 0,
+        frames: 12,
+        badFrames: 3,
+        lastFrameAt: T0 - 2_000,
+      },
       {
         ...device,
         device: "env-2",
         path: "/dev/ttyUSB1",
         state: "waiting",
         reason: "ENOENT",
-        frames: 1,
+        frames: 0,
+        badFrames: 0,
+        lastFrameAt: null,
       },
     ],
   };
@@ -120,13 +164,14 @@ describe("status summary", () => {
       [
         "leafgate gw1 at http://127.0.0.1:8222: READY",
         "state:    running",
-        "uplink: forwarding (nats://hub:4222, stream EDGE)",
+        "uplink: forwarding (nats://hub:4222, stream EDGE), up since 2026-12-08T03:58:55.000Z (1 min 5 s), 2 connects",
         "backlog: 3 messages, 2.1 KiB",
-        "  telemetry  2 messages, 2.0 KiB",
-        "  events     1 message, 100 B",
+        "  telemetry  2 messages, 2.0 KiB, oldest 3 min 4 s (max 1.0 GiB, 7 d, drop_oldest)",
+        "  events     1 message, 100 B, oldest 5 s (max 500 messages, reject)",
+        "disk:     ok, 3.0 GiB free (reserve 16.0 MiB)",
         "clients:  MQTT 2, NATS 1",
-        "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 12 frames",
-        "serial:   env-2 /dev/ttyUSB1 waiting: ENOENT, 1 frame",
+        "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 12 frames, 3 bad, last frame 2026-12-08T03:59:58.000Z (2 s ago)",
+        "serial:   env-2 /dev/ttyUSB1 waiting: ENOENT, 0 frames, 0 bad, no frame yet",
         "drops:    none",
         "",
       ].join("\n"),
@@ -136,13 +181,27 @@ describe("status summary", () => {
   it("lists the reasons under NOT READY and names each account when there are several", () => {
     const down: UpstreamStatus = {
       state: "connecting",
-      server: "nats://hub:4222",
+      server: undefined,
       stream: undefined,
       lastError: "timeout",
+      servers: ["nats://hub:4222", "tls://***@hub2:4443"],
+      connects: 0,
+      since: T0 - 3 * 3600_000 - 120_000,
     };
+    const full = {
+      state: "full",
+      reserveBytes: 16 * 1024 ** 2,
+      resumeAtFreeBytes: 20 * 1024 ** 2,
+      freeBytes: 1024,
+    } as const;
     const text = formatSummary(
       "http://pi:8222",
-      { ...status, accounts: { $G: account(1, down), acme: account(2, up) }, serial: [] },
+      {
+        ...status,
+        accounts: { $G: account(1, down), acme: account(2, up) },
+        serial: [],
+        disk: full,
+      },
       { ready: false, reasons: ["hub unreachable (last server nats://hub:4222): timeout"] },
       [
         { what: "buffer_dropped", labels: 'class="telemetry",reason="oldest"', count: 12 },
@@ -153,21 +212,70 @@ describe("status summary", () => {
       "leafgate gw1 at http://pi:8222: NOT READY",
       "  - hub unreachable (last server nats://hub:4222): timeout",
       "state:    running",
-      "uplink [$G (global)]: connecting (nats://hub:4222)",
+      "uplink [$G (global)]: connecting (never connected; servers nats://hub:4222, tls://***@hub2:4443), down since 2026-12-08T00:58:00.000Z (3 h 2 min), 0 connects",
       "  last error: timeout",
       "backlog [$G (global)]: 1 message, 2.1 KiB",
-      "  telemetry  0 messages, 2.0 KiB",
-      "  events     1 message, 100 B",
+      "  telemetry  0 messages, 2.0 KiB (max 1.0 GiB, 7 d, drop_oldest)",
+      "  events     1 message, 100 B, oldest 5 s (max 500 messages, reject)",
       "clients [$G (global)]: MQTT 2, NATS 1",
-      "uplink [acme]: forwarding (nats://hub:4222, stream EDGE)",
+      "uplink [acme]: forwarding (nats://hub:4222, stream EDGE), up since 2026-12-08T03:58:55.000Z (1 min 5 s), 2 connects",
       "backlog [acme]: 2 messages, 2.1 KiB",
-      "  telemetry  1 message, 2.0 KiB",
-      "  events     1 message, 100 B",
+      "  telemetry  1 message, 2.0 KiB, oldest 3 min 4 s (max 1.0 GiB, 7 d, drop_oldest)",
+      "  events     1 message, 100 B, oldest 5 s (max 500 messages, reject)",
       "clients [acme]: MQTT 2, NATS 1",
+      "disk:     FULL: the buffer is held at its size until 20.0 MiB are free, 1.0 KiB free",
       "clients:  MQTT 2, NATS 1",
       "serial:   no devices configured",
       'drops:    buffer_dropped {class="telemetry",reason="oldest"}: 12',
       "drops:    upstream_dropped_too_large: 1",
+      "",
+    ]);
+  });
+
+  it("shows what an earlier gateway's /status has, without the fleet fields", () => {
+    const older: StatusView = {
+      state: "running",
+      gateway: "gw0",
+      accounts: {
+        $G: {
+          upstream: {
+            state: "connecting",
+            server: undefined,
+            stream: undefined,
+            lastError: "timeout",
+          },
+          outbox: {
+            pending: 2,
+            classes: [{ name: "default", messages: 2, bytes: 64, onFull: "drop_oldest" }],
+          },
+          mqtt: { connections: 0 },
+          nats: { connections: 0 },
+        },
+      },
+      mqtt: { connections: 0 },
+      nats: { connections: 0 },
+      serial: [
+        {
+          device: "env-1",
+          path: "/dev/ttyUSB0",
+          profile: "env-sensor",
+          commandsQueued: 0,
+          frames: 5,
+          state: "open",
+          since: 0,
+        },
+      ],
+    };
+    expect(formatSummary("http://old:8222", older, { ready: true }).split("\n")).toEqual([
+      "leafgate gw0 at http://old:8222: READY",
+      "state:    running",
+      "uplink: connecting (never connected)",
+      "  last error: timeout",
+      "backlog: 2 messages, 64 B",
+      "  default  2 messages, 64 B",
+      "clients:  MQTT 0, NATS 0",
+      "serial:   env-1 /dev/ttyUSB0 open since 1970-01-01T00:00:00.000Z, 5 frames",
+      "drops:    none",
       "",
     ]);
   });

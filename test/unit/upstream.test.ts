@@ -91,9 +91,13 @@ describe("Upstream supervisor", () => {
     expect(attempts).toHaveLength(1);
     // 100, then 200 ms: reconnect_delay_max caps the doubling.
     await expectDialsAfter(clock, () => attempts.length, [100, 200, 200]);
+    // Never connected: no connect counted, down since the link started, the servers named.
     expect(upstream.status()).toMatchObject({
       state: "connecting",
       lastError: "connection refused",
+      servers: ["nats://hub-1:4222", "nats://hub-2:4222"],
+      connects: 0,
+      since: 0,
     });
     await upstream.stop(1000);
     expect(upstream.status().state).toBe("stopped");
@@ -151,7 +155,7 @@ describe("Upstream supervisor", () => {
       close: async () => {},
       subscribe: () => ({ unsubscribe: () => {} }),
     } as unknown as NatsConnection;
-    const { upstream, clock } = build(
+    const { upstream, clock, metrics } = build(
       async () => {
         dialedAtMs.push(clock.now());
         return dropsAtOnce;
@@ -163,6 +167,9 @@ describe("Upstream supervisor", () => {
     // A session that lasted no time does not reset the backoff: 100, 200, 400, 400 ms.
     await expectDialsAfter(clock, () => dialedAtMs.length, [100, 200, 400, 400]);
     expect(dialedAtMs).toEqual([0, 100, 300, 700, 1100]);
+    // Each connection counts; the last was lost as soon as it was made.
+    expect(upstream.status()).toMatchObject({ state: "connecting", connects: 5, since: 1100 });
+    expect(metrics.value("leafgate_upstream_connects_total")).toBe(5);
     await upstream.stop(1_000);
   });
 
