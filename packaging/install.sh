@@ -159,9 +159,14 @@ if [ ! -e "$config" ]; then
   chmod 0640 "$config"
   echo "wrote $config: set upstream.servers to your hub"
 fi
-if ! "$release.new/bin/leafgate" check -c "$config" >/dev/null; then
+if ! effective=$("$release.new/bin/leafgate" check -c "$config"); then
   rm -rf "$release.new"
   die "$config is not valid for leafgate $VERSION (above); fix it and run install.sh again; nothing was changed"
+fi
+# The unit lets the service write only DATA_DIR.
+configured=$(printf '%s\n' "$effective" | sed -n 's/^  data_dir: //p' | sed -n 1p)
+if [ "$configured" != "$DATA_DIR" ]; then
+  echo "install.sh: warning: $config keeps its data in $configured, but the service may write only to $DATA_DIR: run install.sh with --data-dir $configured, or set gateway.data_dir to $DATA_DIR" >&2
 fi
 
 mkdir -p "$DATA_DIR"
@@ -185,6 +190,8 @@ chmod 0755 "$BIN_DIR/leafgate.new"
 mv "$BIN_DIR/leafgate.new" "$BIN_DIR/leafgate"
 
 # Older releases beyond the newest KEEP_RELEASES go (the running one always stays).
+# Leftovers of an interrupted install (*.new) go first.
+rm -rf "$PREFIX"/releases/*.new
 ls -1t "$PREFIX/releases" | tail -n +$((KEEP_RELEASES + 1)) | while read -r old; do
   [ "$old" = "$VERSION" ] || rm -rf "${PREFIX:?}/releases/$old"
 done
