@@ -387,6 +387,9 @@ export const CONFIG_SCHEMA = obj({
         stop_bits: nullable(int(1, 2) as Node<1 | 2, false>),
         // The account its device publishes in and takes commands from.
         account: str({ rule: ACCOUNT_REF, default: GLOBAL_ACCOUNT }),
+        // No good frame for this long makes /readyz say the device is silent. Null: a
+        // polled (Modbus) device's is derived from its polling, a streaming one has none.
+        silent_after: nullable(duration({ min: 1 })),
       }),
       { default: [] },
     ),

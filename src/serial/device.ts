@@ -9,6 +9,8 @@ export interface SerialPortConfig {
   readonly data_bits?: 5 | 6 | 7 | 8 | null;
   readonly parity?: "none" | "even" | "odd" | null;
   readonly stop_bits?: 1 | 2 | null;
+  /** ms without a good frame after which the device counts as silent; null: see status. */
+  readonly silent_after?: number | null;
 }
 
 /** The port's line settings: what the config says, else what the profile suggests. */

@@ -218,7 +218,7 @@ export abstract class PortDevice implements Device {
       frames: this.out.frames,
       badFrames: this.out.badFrames,
       lastFrameAt: this.out.lastFrameAt ?? null,
-      silentAfterMs: this.silentAfterMs() ?? null,
+      silentAfterMs: this.config.silent_after ?? this.silentAfterMs() ?? null,
       commandsQueued: this.commands.queued,
       ...this.port.status(),
     };

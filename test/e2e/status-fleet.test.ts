@@ -11,7 +11,8 @@
 //   received, its limits, its servers; /metrics labels the tenant's series;
 // - a polled (Modbus) meter that stops answering: NOT READY with "silent" once its derived
 //   limit (3 cycles of 1 s poll + 200 ms x 3 attempts = 4.8 s) has passed, READY again
-//   once it answers.
+//   once it answers; a streaming sensor given `silent_after: 3s` likewise once it stops
+//   talking, READY again at its next reading.
 import { describe, expect } from "vitest";
 import type { Envelope } from "../../src/core/index.js";
 import type { GatewayStatus } from "../../src/gateway.js";
@@ -222,6 +223,63 @@ describe("status for a fleet", () => {
         { timeoutMs: SEEN_MS, intervalMs: 200 },
       ),
     ).toEqual({ ready: true });
+  });
+
+  it("a streaming device given silent_after that stops talking makes the box not ready; talking again, ready", async ({
+    hub,
+    stream,
+    gateway,
+    defer,
+  }) => {
+    const { gw, sim } = await spawnWithSensor({
+      hub,
+      stream,
+      gateway,
+      defer,
+      port: { silent_after: "3s" },
+    });
+    const readyz = async () =>
+      (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
+        ready: boolean;
+        reasons?: string[];
+      };
+    const readyAgain = () =>
+      waitFor(
+        async () => {
+          const r = await readyz();
+          return r.ready ? r : undefined;
+        },
+        { timeoutMs: SEEN_MS, intervalMs: 100 },
+      );
+    // The device talks (a reading every 200 ms) until the gateway has heard it.
+    const talking = setInterval(() => sim.sendGood(), 200);
+    try {
+      const heard = await statusWhen(
+        gw,
+        (s) => link(s).state === "forwarding" && (s.serial[0]?.frames ?? 0) > 0,
+      );
+      expect(heard.serial[0]!.silentAfterMs).toBe(3000);
+      expect(await readyAgain()).toEqual({ ready: true });
+    } finally {
+      clearInterval(talking);
+    }
+
+    const silent = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.ready ? undefined : r;
+      },
+      { timeoutMs: SEEN_MS, intervalMs: 200 },
+    );
+    expect(silent).toEqual({
+      ready: false,
+      reasons: [`serial device env-1 on ${sim.devicePath} is silent: no good frame for over 3 s`],
+    });
+    const quiet = await status(gw);
+    expect(quiet.time - quiet.serial[0]!.lastFrameAt!).toBeGreaterThan(3000);
+
+    sim.sendGood();
+    expect(await readyAgain()).toEqual({ ready: true });
   });
 
   it("per account: each queue's oldest message and limits, each link's servers; metrics labelled", async ({

@@ -15,6 +15,8 @@ export async function spawnWithSensor(fixtures: {
   readonly stream: string;
   readonly gateway: GatewayLauncher;
   readonly defer: Defer;
+  /** More settings of the port (e.g. silent_after). */
+  readonly port?: Record<string, unknown>;
 }): Promise<{ gw: SpawnedGateway; sim: Simulator }> {
   const { hub, stream, gateway, defer } = fixtures;
   const dir = tempDir("sensor-gateway");
@@ -24,7 +26,11 @@ export async function spawnWithSensor(fixtures: {
   defer(() => sim.close());
   const gw = await gateway.spawn({
     upstream: { servers: [hub.url], stream },
-    serial: { ports: [{ path: sim.devicePath, profile: "env-sensor", device: SENSOR_DEVICE }] },
+    serial: {
+      ports: [
+        { path: sim.devicePath, profile: "env-sensor", device: SENSOR_DEVICE, ...fixtures.port },
+      ],
+    },
   });
   return { gw, sim };
 }

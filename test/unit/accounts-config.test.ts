@@ -171,6 +171,7 @@ describe("accounts resolved", () => {
             parity: null,
             stop_bits: null,
             account: "$G",
+            silent_after: null,
           },
         ],
       },

@@ -699,3 +699,24 @@ describe("nats", () => {
     ).toEqual([]);
   });
 });
+
+describe("serial.ports[].silent_after", () => {
+  const ports = (extra: string) =>
+    loadConfig({
+      env: { LEAFGATE_SERIAL_PORTS: `[{path: /dev/a, device: d, profile: p${extra}}]` },
+      hostname: "h",
+    }).serial.ports;
+
+  it("is a duration in ms, null unless given", () => {
+    expect(ports("")[0]!.silent_after).toBeNull();
+    expect(ports(", silent_after: 3s")[0]!.silent_after).toBe(3000);
+    expect(ports(", silent_after: 2m")[0]!.silent_after).toBe(120_000);
+  });
+
+  it("refuses what is no positive duration", () => {
+    expect(() => ports(", silent_after: soon")).toThrow(
+      'LEAFGATE_SERIAL_PORTS[0].silent_after: expected a duration like 250ms, 10s, 5m, 2h, 7d (or a number of seconds), got "soon"',
+    );
+    expect(() => ports(", silent_after: 0")).toThrow(/LEAFGATE_SERIAL_PORTS\[0\]\.silent_after: /);
+  });
+});
