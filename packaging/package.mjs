@@ -1,5 +1,5 @@
 // `npm run package`: self-contained release tarballs, one per target, that need nothing on
-// the device but glibc: the bundle, the native addons built for the target, Node's official
+// the device but glibc and libstdc++: the bundle, the native addons built for the target, Node's official
 // runtime for the target (from the npm registry), device profiles, an install script and a
 // systemd unit. Nothing is compiled on the device.
 //
