@@ -50,6 +50,23 @@ async function statusWhen(
   );
 }
 
+type Readyz = { ready: boolean; reasons?: string[] };
+
+async function readyz(gw: SpawnedGateway): Promise<Readyz> {
+  return (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as Readyz;
+}
+
+/** Polls /readyz until it says `ready`; returns that answer. */
+function readyzWhen(gw: SpawnedGateway, ready: boolean): Promise<Readyz> {
+  return waitFor(
+    async () => {
+      const r = await readyz(gw);
+      return r.ready === ready ? r : undefined;
+    },
+    { timeoutMs: SEEN_MS, intervalMs: 100 },
+  );
+}
+
 const link = (s: GatewayStatus) => s.accounts.$G!.upstream;
 const defaultClass = (s: GatewayStatus) =>
   s.accounts.$G!.outbox.classes.find((c) => c.name === "default")!;
@@ -96,13 +113,10 @@ describe("status for a fleet", () => {
     expect(ageSeconds).toBeLessThanOrEqual((Date.now() - cls.oldestAt!) / 1000);
     expect(metrics.get('leafgate_buffer_max_bytes{class="default"}')).toBe(cls.maxBytes);
 
-    const readyz = (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
-      ready: boolean;
-      reasons: string[];
-    };
-    expect(readyz.ready).toBe(false);
-    expect(readyz.reasons).toHaveLength(1);
-    expect(readyz.reasons[0]).toMatch(
+    const notReady = await readyz(gw);
+    expect(notReady.ready).toBe(false);
+    expect(notReady.reasons).toHaveLength(1);
+    expect(notReady.reasons![0]).toMatch(
       new RegExp(
         `^hub unreachable \\(last server 127\\.0\\.0\\.1:${hub.port}\\): .+; messages are buffered$`,
       ),
@@ -182,28 +196,16 @@ describe("status for a fleet", () => {
       upstream: { servers: [hub.url], stream },
       serial: { ports: [{ path: slave.devicePath, profile: "energy-meter", device: "meter-1" }] },
     });
-    const readyz = async () =>
-      (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
-        ready: boolean;
-        reasons?: string[];
-      };
     const answering = await statusWhen(
       gw,
       (s) => link(s).state === "forwarding" && (s.serial[0]?.frames ?? 0) > 0,
     );
     // energy-meter.yaml: one read of registers 0-9, poll_interval 1 s, timeout 200 ms, 2 retries.
     expect(answering.serial[0]!.silentAfterMs).toBe(3 * (1000 + 3 * 200));
-    expect(await readyz()).toEqual({ ready: true });
+    expect(await readyz(gw)).toEqual({ ready: true });
 
     slave.fault("no_answer");
-    const silent = await waitFor(
-      async () => {
-        const r = await readyz();
-        return r.ready ? undefined : r;
-      },
-      { timeoutMs: SEEN_MS, intervalMs: 200 },
-    );
-    expect(silent).toEqual({
+    expect(await readyzWhen(gw, false)).toEqual({
       ready: false,
       reasons: [
         `serial device meter-1 on ${slave.devicePath} is silent: no good frame for over 4 s`,
@@ -214,15 +216,7 @@ describe("status for a fleet", () => {
     expect(quiet.serial[0]!.state).toBe("open");
 
     slave.fault("none");
-    expect(
-      await waitFor(
-        async () => {
-          const r = await readyz();
-          return r.ready ? r : undefined;
-        },
-        { timeoutMs: SEEN_MS, intervalMs: 200 },
-      ),
-    ).toEqual({ ready: true });
+    expect(await readyzWhen(gw, true)).toEqual({ ready: true });
   });
 
   it("a streaming device given silent_after that stops talking makes the box not ready; talking again, ready", async ({
@@ -238,19 +232,6 @@ describe("status for a fleet", () => {
       defer,
       port: { silent_after: "3s" },
     });
-    const readyz = async () =>
-      (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as {
-        ready: boolean;
-        reasons?: string[];
-      };
-    const readyAgain = () =>
-      waitFor(
-        async () => {
-          const r = await readyz();
-          return r.ready ? r : undefined;
-        },
-        { timeoutMs: SEEN_MS, intervalMs: 100 },
-      );
     // The device talks (a reading every 200 ms) until the gateway has heard it.
     const talking = setInterval(() => sim.sendGood(), 200);
     try {
@@ -259,19 +240,12 @@ describe("status for a fleet", () => {
         (s) => link(s).state === "forwarding" && (s.serial[0]?.frames ?? 0) > 0,
       );
       expect(heard.serial[0]!.silentAfterMs).toBe(3000);
-      expect(await readyAgain()).toEqual({ ready: true });
+      expect(await readyzWhen(gw, true)).toEqual({ ready: true });
     } finally {
       clearInterval(talking);
     }
 
-    const silent = await waitFor(
-      async () => {
-        const r = await readyz();
-        return r.ready ? undefined : r;
-      },
-      { timeoutMs: SEEN_MS, intervalMs: 200 },
-    );
-    expect(silent).toEqual({
+    expect(await readyzWhen(gw, false)).toEqual({
       ready: false,
       reasons: [`serial device env-1 on ${sim.devicePath} is silent: no good frame for over 3 s`],
     });
@@ -279,7 +253,7 @@ describe("status for a fleet", () => {
     expect(quiet.time - quiet.serial[0]!.lastFrameAt!).toBeGreaterThan(3000);
 
     sim.sendGood();
-    expect(await readyAgain()).toEqual({ ready: true });
+    expect(await readyzWhen(gw, true)).toEqual({ ready: true });
   });
 
   it("per account: each queue's oldest message and limits, each link's servers; metrics labelled", async ({
