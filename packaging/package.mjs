@@ -4,6 +4,7 @@
 // systemd unit. Nothing is compiled on the device.
 //
 //   node packaging/package.mjs [--target linux-x64,linux-arm64] [--out dist/release]
+//                              [--node 22.23.5] [--no-build]
 //
 // Downloads and compiled addons are cached in node_modules/.cache/leafgate-package, so a
 // second run only copies and compresses.
@@ -68,6 +69,9 @@ const { values } = parseArgs({
     target: { type: "string", default: Object.keys(TARGETS).join(",") },
     out: { type: "string", default: "dist/release" },
     node: { type: "string", default: DEFAULT_NODE },
+    // dist/ as it is (the test suite built it already; rebuilding would rewrite files
+    // that other tests' gateways are reading).
+    "no-build": { type: "boolean", default: false },
   },
 });
 const NODE_VERSION = values.node;
@@ -81,7 +85,7 @@ for (const t of targets) {
 const outDir = resolve(ROOT, values.out);
 
 const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
-await run(process.execPath, [join(ROOT, "build.mjs")], { cwd: ROOT });
+if (!values["no-build"]) await run(process.execPath, [join(ROOT, "build.mjs")], { cwd: ROOT });
 await mkdir(outDir, { recursive: true });
 
 // The two targets' addons compile in parallel: sqlite3.c is one translation unit, so each

@@ -90,7 +90,8 @@ beforeAll(async () => {
   dirs.push(out);
   const r = await runToCompletion(
     process.execPath,
-    [join(ROOT, "packaging/package.mjs"), "--out", out.path],
+    // The global setup built dist/ for this run.
+    [join(ROOT, "packaging/package.mjs"), "--out", out.path, "--no-build"],
     {
       cwd: ROOT,
       timeoutMs: PACKAGE_TIMEOUT_MS,
