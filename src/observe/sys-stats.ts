@@ -2,6 +2,7 @@ import {
   type Bus,
   type Clock,
   type ClockTimer,
+  SYSTEM_SUBJECT_PREFIX,
   subjectMatches,
   systemClock,
 } from "../core/index.js";
@@ -55,9 +56,6 @@ export function sysMessages(gateway: string, f: SysFigures): SysMessage[] {
   ];
 }
 
-/** The namespace MQTT brokers and nats-server reserve for the system (`$SYS.`, with its dot). */
-const SYS_TOKEN = "$SYS.";
-
 /**
  * True when the export patterns take `subject` into the outbox. A `$SYS` subject is taken
  * only by a pattern whose first token is literally `$SYS` (`$SYS.>`, `$SYS.leafgate.>`),
@@ -66,8 +64,9 @@ const SYS_TOKEN = "$SYS.";
  * subjects (a client's `$dev/...`) are exported as the bus matched them, as before.
  */
 export function exportsSubject(patterns: readonly string[], subject: string): boolean {
-  if (!subject.startsWith(SYS_TOKEN)) return true;
-  for (const p of patterns) if (p.startsWith(SYS_TOKEN) && subjectMatches(p, subject)) return true;
+  if (!subject.startsWith(SYSTEM_SUBJECT_PREFIX)) return true;
+  for (const p of patterns)
+    if (p.startsWith(SYSTEM_SUBJECT_PREFIX) && subjectMatches(p, subject)) return true;
   return false;
 }
 
